@@ -1,0 +1,1 @@
+"""The HTTP API (Starlette): routes, auth, request limits and the OpenAPI description."""

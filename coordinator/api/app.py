@@ -1,0 +1,58 @@
+"""The Starlette application: routes, guard middleware, and the coordinator's start/stop in the lifespan."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator
+from importlib.metadata import PackageNotFoundError, version
+
+from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from coordinator.api import stats, tasks, workers
+from coordinator.api.guard import HostOriginGuard
+from coordinator.api.http import JSONResponse
+from coordinator.api.openapi import openapi_document
+from coordinator.api.routing import Endpoint
+from coordinator.config import Settings
+from coordinator.service import Coordinator
+
+ENDPOINTS: list[Endpoint] = [*tasks.api.endpoints, *workers.api.endpoints, *stats.api.endpoints]
+
+
+def package_version() -> str:
+    """The installed version of aidd (or `dev` from a source tree)."""
+    try:
+        return version("aidd")
+    except PackageNotFoundError:
+        return "dev"
+
+
+def create_app(settings: Settings, coordinator: Coordinator | None = None, timers: bool = True) -> Starlette:
+    """The API over `coordinator` (built from settings when not given); started and stopped by the lifespan."""
+    service = coordinator or Coordinator.build(settings)
+    owned = coordinator is None
+    document = openapi_document(ENDPOINTS, package_version())
+
+    async def openapi(request: Request) -> Response:
+        return JSONResponse(document)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        if owned:
+            await service.start(timers=timers)
+        try:
+            yield
+        finally:
+            if owned:
+                await service.stop()
+
+    api_routes = [*tasks.api.routes(service, settings), *workers.api.routes(service, settings),
+                  *stats.api.routes(service, settings)]
+    app = Starlette(routes=[*api_routes, Route("/api/v1/openapi.json", openapi, methods=["GET"])],
+                    middleware=[Middleware(HostOriginGuard, settings=settings)], lifespan=lifespan)
+    app.state.coordinator = service
+    return app

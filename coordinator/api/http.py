@@ -1,0 +1,121 @@
+"""JSON in and out: bodies read with a size cap, parsed strictly, validated with a field path in errors."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any, TypeVar
+
+import orjson
+from pydantic import BaseModel, ValidationError
+from starlette.requests import Request
+from starlette.responses import Response
+
+from coordinator.errors import AiddError
+
+M = TypeVar("M", bound=BaseModel)
+
+
+class HttpError(AiddError):
+    """An error with its own status code (malformed JSON, body too large, bad query value)."""
+
+    def __init__(self, status_code: int, message: str, field: str | None = None) -> None:
+        super().__init__(message)
+        self.status_code, self.field = status_code, field
+
+
+def _default(value: Any) -> Any:
+    if isinstance(value, uuid.UUID):  # asyncpg's own UUID subclass, which orjson does not know
+        return str(value)
+    if isinstance(value, BaseModel):
+        return value.model_dump(mode="json")
+    if isinstance(value, set | frozenset):
+        return sorted(value)
+    raise TypeError(f"cannot serialise {type(value).__name__}")
+
+
+class JSONResponse(Response):
+    """orjson-encoded JSON (UUIDs and datetimes included)."""
+
+    media_type = "application/json"
+
+    def render(self, content: Any) -> bytes:
+        return orjson.dumps(content, default=_default, option=orjson.OPT_NON_STR_KEYS)
+
+
+def error_response(exc: AiddError) -> JSONResponse:
+    """The one error shape: {"error": "...", "field": "..."} with the error's status code."""
+    body: dict[str, Any] = {"error": str(exc)}
+    field = getattr(exc, "field", None)
+    if field:
+        body["field"] = field
+    return JSONResponse(body, status_code=exc.status_code)
+
+
+def validation_error(exc: ValidationError, prefix: str = "") -> HttpError:
+    """A 422 naming the first bad field, e.g. `tasks[3].priority: Input should be a valid integer`."""
+    first = exc.errors()[0]
+    path = prefix
+    for part in first["loc"]:
+        path += f"[{part}]" if isinstance(part, int) else (f".{part}" if path else str(part))
+    return HttpError(422, f"{path or 'body'}: {first['msg']}", field=path or "body")
+
+
+async def read_json(request: Request, limit: int) -> Any:
+    """The parsed body; 413 past `limit` bytes (checked while streaming), 400 when it is not JSON."""
+    declared = request.headers.get("content-length")
+    if declared and declared.isdigit() and int(declared) > limit:
+        raise HttpError(413, f"request body of {declared} bytes is over the limit of {limit} bytes")
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise HttpError(413, f"request body is over the limit of {limit} bytes")
+        chunks.append(chunk)
+    request.state.body_size = size
+    try:
+        return orjson.loads(b"".join(chunks))
+    except orjson.JSONDecodeError as exc:
+        raise HttpError(400, f"malformed JSON: {exc}") from None
+
+
+def parse(model: type[M], data: Any, prefix: str = "") -> M:
+    """Validate `data` as `model`, or raise a 422 naming the field."""
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        raise validation_error(exc, prefix) from None
+
+
+async def body(request: Request, model: type[M], limit: int) -> M:
+    """Read and validate a JSON body in one step."""
+    return parse(model, await read_json(request, limit))
+
+
+def query_int(request: Request, name: str, default: int, low: int, high: int) -> int:
+    """An integer query parameter within [low, high], or a 422 naming it."""
+    raw = request.query_params.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise HttpError(422, f"{name}: must be an integer, got {raw!r}", field=name) from None
+    if not low <= value <= high:
+        raise HttpError(422, f"{name}: must be between {low} and {high}, got {value}", field=name)
+    return value
+
+
+def query_uuid(request: Request, name: str) -> uuid.UUID | None:
+    """A UUID query parameter, or a 422 naming it."""
+    raw = request.query_params.get(name)
+    if not raw:
+        return None
+    try:
+        return uuid.UUID(raw)
+    except ValueError:
+        raise HttpError(422, f"{name}: not a UUID: {raw!r}", field=name) from None
+
+
+def query_list(request: Request, name: str) -> list[str]:
+    """A comma-separated or repeated query parameter."""
+    return [v for raw in request.query_params.getlist(name) for v in raw.split(",") if v]

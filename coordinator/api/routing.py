@@ -1,0 +1,92 @@
+"""One table of endpoints: each names its access level and body schema, so auth and OpenAPI derive from it."""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+from pydantic import BaseModel
+from redis.exceptions import RedisError
+from sqlalchemy.exc import DBAPIError, OperationalError
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from coordinator.api.auth import Access, Authenticator, Caller
+from coordinator.api.http import HttpError, JSONResponse, error_response
+from coordinator.config import Settings
+from coordinator.errors import AiddError, Unavailable
+from coordinator.service import Coordinator
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Ctx:
+    """What a handler gets besides the request."""
+
+    coordinator: Coordinator
+    settings: Settings
+    caller: Caller
+
+
+Handler = Callable[[Request, Ctx], Awaitable[Any]]
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """One route: method, path, who may call it, its body schema and a summary for the OpenAPI document."""
+
+    method: str
+    path: str
+    access: Access
+    handler: Handler
+    summary: str
+    body: type[BaseModel] | None = None
+    status: int = 200
+
+
+class Api:
+    """Collects endpoints (`@api.route(...)`) and turns them into Starlette routes."""
+
+    def __init__(self) -> None:
+        self.endpoints: list[Endpoint] = []
+
+    def route(self, method: str, path: str, access: Access, summary: str, body: type[BaseModel] | None = None,
+              status: int = 200) -> Callable[[Handler], Handler]:
+        def register(handler: Handler) -> Handler:
+            self.endpoints.append(Endpoint(method, path, access, handler, summary, body, status))
+            return handler
+        return register
+
+    def routes(self, coordinator: Coordinator, settings: Settings) -> list[Route]:
+        auth = Authenticator(settings, coordinator.workers)
+        return [Route(e.path, _wrap(e, coordinator, settings, auth), methods=[e.method]) for e in self.endpoints]
+
+
+def _wrap(endpoint: Endpoint, coordinator: Coordinator, settings: Settings,
+          auth: Authenticator) -> Callable[[Request], Awaitable[Response]]:
+    async def handle(request: Request) -> Response:
+        try:
+            for name, value in request.path_params.items():
+                if name.endswith("_id") and name != "command_id":
+                    try:
+                        request.path_params[name] = uuid.UUID(value)
+                    except ValueError:
+                        raise HttpError(422, f"{name}: not a UUID: {value!r}", field=name) from None
+            caller = await auth.check(request, endpoint.access)
+            result = await endpoint.handler(request, Ctx(coordinator, settings, caller))
+        except AiddError as exc:
+            return error_response(exc)
+        except (RedisError, OperationalError, DBAPIError, OSError) as exc:
+            log.warning("%s %s: store unavailable: %s: %s", request.method, request.url.path,
+                        type(exc).__name__, str(exc).splitlines()[0] if str(exc) else "")
+            return error_response(Unavailable(f"Redis or PostgreSQL unavailable ({type(exc).__name__}); retry"))
+        if isinstance(result, Response):
+            return result
+        return JSONResponse(result, status_code=endpoint.status)
+    handle.__name__ = endpoint.handler.__name__
+    return handle

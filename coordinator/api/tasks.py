@@ -1,0 +1,121 @@
+"""Task endpoints for clients: submit (one or a batch), list, get, logs, cancel / retry / requeue, bulk."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from starlette.requests import Request
+
+from coordinator.api.auth import Access
+from coordinator.api.http import HttpError, parse, query_int, query_list, query_uuid, read_json
+from coordinator.api.routing import Api, Ctx
+from coordinator.errors import Forbidden
+from coordinator.schemas import BatchSpec, BulkAction, TaskFilter, TaskSpec
+from coordinator.states import Action
+
+api = Api()
+
+
+@api.route("POST", "/api/v1/tasks", Access.SUBMIT, "Submit one task, or a batch ({\"tasks\": [...]} or a list)",
+           body=TaskSpec, status=201)
+async def submit(request: Request, ctx: Ctx) -> Any:
+    data = await read_json(request, ctx.settings.max_batch_bytes)
+    if isinstance(data, list):
+        data = {"tasks": data}
+    if isinstance(data, dict) and "tasks" in data:
+        batch = parse(BatchSpec, data)
+        if len(batch.tasks) > ctx.settings.max_batch_tasks:
+            raise HttpError(413, f"batch of {len(batch.tasks)} tasks is over the limit of "
+                                 f"{ctx.settings.max_batch_tasks}; send it in several requests with batch_id")
+        specs = [parse(TaskSpec, {**batch.defaults, **t}, prefix=f"tasks[{i}]") for i, t in enumerate(batch.tasks)]
+        _check_shell(ctx, specs)
+        tasks = await ctx.coordinator.tasks.submit(specs, ctx.caller.name, batch_name=batch.name,
+                                                   batch_id=batch.batch_id)
+        return {"batch_id": tasks[0]["batch_id"], "count": len(tasks), "ids": [t["id"] for t in tasks]}
+    if request.state.body_size > ctx.settings.max_body_bytes:
+        raise HttpError(413, f"request body is over the limit of {ctx.settings.max_body_bytes} bytes")
+    spec = parse(TaskSpec, data)
+    _check_shell(ctx, [spec])
+    return (await ctx.coordinator.tasks.submit([spec], ctx.caller.name))[0]
+
+
+def _check_shell(ctx: Ctx, specs: list[TaskSpec]) -> None:
+    if ctx.settings.shell_requires_operator and ctx.caller.role != "operator" and any(
+            s.task_type == "shell" for s in specs):
+        raise Forbidden("shell tasks need an operator key on this coordinator")
+
+
+def task_filter(request: Request) -> TaskFilter:
+    """The filter given as query parameters (status, service, group: comma-separated; batch_id; q)."""
+    q = request.query_params
+    return parse(TaskFilter, {"status": query_list(request, "status"), "service": query_list(request, "service"),
+                              "group": query_list(request, "group"), "batch_id": q.get("batch_id"),
+                              "worker_id": q.get("worker_id"), "search": q.get("q", "")})
+
+
+@api.route("GET", "/api/v1/tasks", Access.READ, "List tasks: filters status, service, group, batch_id, q; "
+                                                "page, page_size, sort")
+async def list_tasks(request: Request, ctx: Ctx) -> Any:
+    return await ctx.coordinator.tasks.page(
+        task_filter(request), page=query_int(request, "page", 1, 1, 1_000_000),
+        page_size=query_int(request, "page_size", 20, 1, 1000), sort=request.query_params.get("sort", "-created_at"))
+
+
+@api.route("GET", "/api/v1/tasks/stats", Access.READ, "Tasks by status, overall and per service")
+async def task_stats(request: Request, ctx: Ctx) -> Any:
+    return await ctx.coordinator.stats.task_counts()
+
+
+@api.route("GET", "/api/v1/tasks/{task_id}", Access.READ, "One task with its attempts")
+async def get_task(request: Request, ctx: Ctx) -> Any:
+    return await ctx.coordinator.tasks.get(request.path_params["task_id"])
+
+
+@api.route("GET", "/api/v1/tasks/{task_id}/logs", Access.READ, "Log lines after line id `after`")
+async def task_logs(request: Request, ctx: Ctx) -> Any:
+    return await ctx.coordinator.tasks.logs(
+        request.path_params["task_id"], after=query_int(request, "after", 0, 0, 2**62),
+        limit=query_int(request, "limit", 1000, 1, 10_000), attempt_id=query_uuid(request, "attempt_id"))
+
+
+async def _single(request: Request, ctx: Ctx, action: Action) -> Any:
+    task_id = request.path_params["task_id"]
+    await ctx.coordinator.tasks.act(action, [task_id], ctx.caller.name, single=True)
+    return await ctx.coordinator.tasks.get(task_id)
+
+
+@api.route("DELETE", "/api/v1/tasks/{task_id}", Access.OPERATOR, "Cancel a task (a running one is killed)")
+async def cancel(request: Request, ctx: Ctx) -> Any:
+    return await _single(request, ctx, Action.CANCEL)
+
+
+@api.route("POST", "/api/v1/tasks/{task_id}/retry", Access.OPERATOR, "Run a finished task again")
+async def retry(request: Request, ctx: Ctx) -> Any:
+    return await _single(request, ctx, Action.RETRY)
+
+
+@api.route("POST", "/api/v1/tasks/{task_id}/requeue", Access.OPERATOR, "Put a running or pending task back "
+                                                                        "in its queue now")
+async def requeue(request: Request, ctx: Ctx) -> Any:
+    return await _single(request, ctx, Action.REQUEUE)
+
+
+async def _bulk(request: Request, ctx: Ctx, action: Action) -> Any:
+    selector = parse(BulkAction, await read_json(request, ctx.settings.max_batch_bytes))
+    ids = await ctx.coordinator.tasks.resolve(selector)
+    return (await ctx.coordinator.tasks.act(action, ids, ctx.caller.name)).view()
+
+
+@api.route("POST", "/api/v1/tasks/bulk/cancel", Access.OPERATOR, "Cancel tasks by ids or filter", body=BulkAction)
+async def bulk_cancel(request: Request, ctx: Ctx) -> Any:
+    return await _bulk(request, ctx, Action.CANCEL)
+
+
+@api.route("POST", "/api/v1/tasks/bulk/retry", Access.OPERATOR, "Retry tasks by ids or filter", body=BulkAction)
+async def bulk_retry(request: Request, ctx: Ctx) -> Any:
+    return await _bulk(request, ctx, Action.RETRY)
+
+
+@api.route("POST", "/api/v1/tasks/bulk/requeue", Access.OPERATOR, "Requeue tasks by ids or filter", body=BulkAction)
+async def bulk_requeue(request: Request, ctx: Ctx) -> Any:
+    return await _bulk(request, ctx, Action.REQUEUE)

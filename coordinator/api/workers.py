@@ -1,0 +1,106 @@
+"""Worker endpoints: agents register, heartbeat, lease and report; operators list and command workers."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from starlette.requests import Request
+
+from coordinator.api.auth import Access
+from coordinator.api.http import JSONResponse, body, query_list
+from coordinator.api.routing import Api, Ctx
+from coordinator.schemas import (
+    CommandAck,
+    Heartbeat,
+    LeaseRequest,
+    ReportBatch,
+    WorkerCommandSpec,
+    WorkerRegistration,
+)
+
+api = Api()
+
+
+@api.route("POST", "/api/v1/workers/register", Access.AGENT, "Enroll a host; returns its id and own token",
+           body=WorkerRegistration, status=201)
+async def register(request: Request, ctx: Ctx) -> Any:
+    return await ctx.coordinator.workers.register(
+        await body(request, WorkerRegistration, ctx.settings.max_body_bytes))
+
+
+@api.route("POST", "/api/v1/workers/{worker_id}/heartbeat", Access.WORKER,
+           "Telemetry; the answer carries pending commands and tasks the worker no longer owns", body=Heartbeat)
+async def heartbeat(request: Request, ctx: Ctx) -> Any:
+    beat = await body(request, Heartbeat, ctx.settings.max_body_bytes)
+    return await ctx.coordinator.workers.heartbeat(request.path_params["worker_id"], beat)
+
+
+@api.route("POST", "/api/v1/workers/{worker_id}/lease", Access.WORKER,
+           "Long-poll for up to max_tasks fitting tasks, each with its attempt id and GPUs", body=LeaseRequest)
+async def lease(request: Request, ctx: Ctx) -> Any:
+    ask = await body(request, LeaseRequest, ctx.settings.max_body_bytes)
+    return {"tasks": await ctx.coordinator.workers.lease(request.path_params["worker_id"], ask)}
+
+
+@api.route("POST", "/api/v1/workers/{worker_id}/reports", Access.WORKER,
+           "Events about the worker's attempts (started, progress, log, succeeded, failed, handback); "
+           "each is refused (409) unless its attempt is current", body=ReportBatch)
+async def reports(request: Request, ctx: Ctx) -> Any:
+    batch = await body(request, ReportBatch, ctx.settings.max_batch_bytes)
+    accepted = await ctx.coordinator.workers.report(request.path_params["worker_id"], batch.events)
+    results = [{"task_id": e.task_id, "attempt_id": e.attempt_id, "event": e.event,
+                "status": 200 if ok else 409} | ({} if ok else {"error": "attempt is no longer current"})
+               for e, ok in zip(batch.events, accepted, strict=True)]
+    return JSONResponse({"results": results}, status_code=200 if any(accepted) else 409)
+
+
+@api.route("DELETE", "/api/v1/workers/{worker_id}", Access.WORKER_OR_OPERATOR,
+           "Graceful stop: the worker goes offline; tasks it still holds go back to the queue")
+async def deregister(request: Request, ctx: Ctx) -> Any:
+    return await ctx.coordinator.workers.deregister(request.path_params["worker_id"])
+
+
+@api.route("GET", "/api/v1/workers", Access.READ, "List workers (filters: group, status)")
+async def list_workers(request: Request, ctx: Ctx) -> Any:
+    return {"items": await ctx.coordinator.workers.overview(group=request.query_params.get("group"),
+                                                        status=request.query_params.get("status"))}
+
+
+@api.route("GET", "/api/v1/workers/stats", Access.READ, "Cluster totals: cores, memory, GPUs, used and free")
+async def worker_stats(request: Request, ctx: Ctx) -> Any:
+    return await ctx.coordinator.workers.stats()
+
+
+@api.route("GET", "/api/v1/workers/{worker_id}", Access.READ, "One worker")
+async def get_worker(request: Request, ctx: Ctx) -> Any:
+    return await ctx.coordinator.workers.get(request.path_params["worker_id"])
+
+
+@api.route("POST", "/api/v1/workers/{worker_id}/commands", Access.OPERATOR,
+           "Send drain / resume / cancel-task / shutdown to one worker", body=WorkerCommandSpec, status=201)
+async def send_command(request: Request, ctx: Ctx) -> Any:
+    spec = await body(request, WorkerCommandSpec, ctx.settings.max_body_bytes)
+    return {"sent": await ctx.coordinator.workers.send([request.path_params["worker_id"]], spec, ctx.caller.name)}
+
+
+@api.route("GET", "/api/v1/workers/{worker_id}/commands", Access.WORKER_OR_READ,
+           "A worker's commands not yet acknowledged (?all=1: every one)")
+async def list_commands(request: Request, ctx: Ctx) -> Any:
+    pending_only = request.query_params.get("all") not in ("1", "true")
+    return {"items": await ctx.coordinator.workers.commands(request.path_params["worker_id"], pending_only)}
+
+
+@api.route("DELETE", "/api/v1/workers/{worker_id}/commands", Access.WORKER,
+           "Acknowledge commands carried out (body {\"ids\": [...]} or ?ids=1,2)", body=CommandAck)
+async def ack_commands(request: Request, ctx: Ctx) -> Any:
+    ids = query_list(request, "ids")
+    ack = (CommandAck(ids=[int(i) for i in ids if i.isdigit()]) if ids
+           else await body(request, CommandAck, ctx.settings.max_body_bytes))
+    return {"acked": await ctx.coordinator.workers.ack(request.path_params["worker_id"], ack.ids)}
+
+
+@api.route("POST", "/api/v1/workers/broadcast", Access.OPERATOR,
+           "Send a command to every worker that is not offline (optionally one group)", body=WorkerCommandSpec)
+async def broadcast(request: Request, ctx: Ctx) -> Any:
+    spec = await body(request, WorkerCommandSpec, ctx.settings.max_body_bytes)
+    return {"sent": await ctx.coordinator.workers.broadcast(spec, ctx.caller.name)}

@@ -1,0 +1,198 @@
+"""The `aidd` command: the console (default), `--serve` (headless), and small commands for scripts."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import os
+import sys
+from collections.abc import Callable, Coroutine, Sequence
+from pathlib import Path
+from typing import Any
+
+from coordinator.client import DEFAULT_URL, ApiError, CoordinatorClient
+from coordinator.config import ConfigError, load_settings
+from coordinator.embedded import EmbeddedError
+from coordinator.runtime import check_exposure, stores
+from coordinator.submitfile import read_batch_file, submit_in_chunks
+from coordinator.tables import render_table
+
+EXIT_USAGE = 2
+
+
+def _client_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--url", default=os.environ.get("AIDD_URL", DEFAULT_URL),
+                        help="coordinator URL (default $AIDD_URL or %(default)s)")
+    parser.add_argument("--api-key", default=os.environ.get("AIDD_API_KEY"), help="API key (default $AIDD_API_KEY)")
+    parser.add_argument("--json", action="store_true", help="print JSON for machines")
+
+
+def _filter_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--status", action="append", default=[], help="pending, running, succeeded, failed, ...")
+    parser.add_argument("--service", action="append", default=[])
+    parser.add_argument("--group", action="append", default=[])
+    parser.add_argument("--batch", dest="batch_id", help="batch id")
+    parser.add_argument("-q", "--search", dest="q", default="", help="text in the name, type or id")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The whole command line (also documented in the README)."""
+    parser = argparse.ArgumentParser(prog="aidd", description="AIDD console and scheduler for drug-discovery compute.")
+    parser.add_argument("--config", type=Path, help="config file (default $AIDD_CONFIG or ./aidd.yml)")
+    parser.add_argument("--state-dir", type=Path, help="where the embedded Redis/PostgreSQL keep their data")
+    parser.add_argument("--host", help="API bind address (default 127.0.0.1)")
+    parser.add_argument("--port", type=int, help="API port (default 8333)")
+    parser.add_argument("--serve", action="store_true", help="run the coordinator headless (no console)")
+    parser.add_argument("--attach", metavar="URL", help="console on a remote coordinator")
+    parser.add_argument("--api-key", default=os.environ.get("AIDD_API_KEY"), help="API key for --attach")
+    parser.add_argument("--local-agent", action="store_true", help="also run an agent on this machine")
+    parser.add_argument("--demo", action="store_true", help="seed a demo drug-design workload")
+    parser.add_argument("--read-only", action="store_true", help="console without destructive keys")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    submit = sub.add_parser("submit", help="submit one task, or a batch from a file (--file)")
+    submit.add_argument("service")
+    submit.add_argument("task_type")
+    submit.add_argument("--name", default="")
+    submit.add_argument("--params", default="{}", help="input_params as a JSON object")
+    submit.add_argument("--priority", type=int)
+    submit.add_argument("--group")
+    submit.add_argument("--label", action="append", default=[])
+    submit.add_argument("--cpu", type=float)
+    submit.add_argument("--memory-gb", type=float)
+    submit.add_argument("--gpu", type=float)
+    submit.add_argument("--gpu-memory-gb", type=float)
+    submit.add_argument("--max-retries", type=int)
+    submit.add_argument("--timeout", type=int, dest="timeout_s")
+    submit.add_argument("--file", type=Path, help="batch: one input per line (e.g. SMILES), or a JSON list")
+    submit.add_argument("--param-name", default="smiles", help="input_params key of each line of --file")
+    _client_options(submit)
+
+    tasks = sub.add_parser("tasks", help="list tasks")
+    _filter_options(tasks)
+    tasks.add_argument("--page", type=int, default=1)
+    tasks.add_argument("--page-size", type=int, default=50)
+    _client_options(tasks)
+
+    workers = sub.add_parser("workers", help="list workers")
+    workers.add_argument("--group")
+    workers.add_argument("--status")
+    _client_options(workers)
+
+    for action in ("cancel", "retry", "requeue"):
+        act = sub.add_parser(action, help=f"{action} tasks by id, or every task matching --filter options")
+        act.add_argument("ids", nargs="*")
+        _filter_options(act)
+        act.add_argument("--all", action="store_true", help="with no filter: really every task")
+        _client_options(act)
+
+    sub.add_parser("agent", help="run the node agent (same as aidd-agent)", add_help=False)
+    return parser
+
+
+def _print_progress(done: int, total: int) -> None:
+    width = 30
+    filled = width * done // total
+    end = "\n" if done == total else ""
+    print(f"\rsubmitting [{'#' * filled}{'.' * (width - filled)}] {done}/{total}", end=end, file=sys.stderr,
+          flush=True)
+
+
+def _submit_body(args: argparse.Namespace) -> dict[str, Any]:
+    try:
+        params = json.loads(args.params)
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"--params: not JSON: {exc}") from None
+    resources = {k: v for k, v in {"cpu": args.cpu, "memory_gb": args.memory_gb, "gpu": args.gpu,
+                                    "gpu_memory_gb": args.gpu_memory_gb}.items() if v is not None}
+    body = {"service": args.service, "task_type": args.task_type, "name": args.name, "input_params": params,
+            "priority": args.priority, "group": args.group, "labels": args.label or None,
+            "resources": resources or None, "max_retries": args.max_retries, "timeout_s": args.timeout_s}
+    return {k: v for k, v in body.items() if v is not None}
+
+
+async def _run_client(args: argparse.Namespace) -> int:
+    async with CoordinatorClient(args.url, args.api_key) as client:
+        if args.command == "submit":
+            body = _submit_body(args)
+            if args.file is None:
+                result: Any = await client.submit(body)
+                text = f"submitted {result['id']} ({result['status']})"
+            else:
+                inputs = read_batch_file(args.file, args.param_name)
+                result = await submit_in_chunks(client, body, inputs, name=args.file.name,
+                                                progress=None if args.json else _print_progress)
+                text = f"submitted {result['count']} tasks as batch {result['batch_id']}"
+        elif args.command == "tasks":
+            result = await client.list_tasks(page=args.page, page_size=args.page_size, status=args.status,
+                                             service=args.service, group=args.group, batch_id=args.batch_id,
+                                             q=args.q)
+            text = render_table(result["items"], ["id", "status", "service", "task_type", "name", "priority",
+                                                  "group", "attempts", "created_at"])
+            text += f"\n{len(result['items'])} of {result['total']} tasks (page {result['page']})"
+        elif args.command == "workers":
+            result = await client.workers(group=args.group, status=args.status)
+            text = render_table(result, ["id", "hostname", "status", "groups", "running", "slots", "heartbeat_age_s"])
+        else:
+            flt = {"status": args.status, "service": args.service, "group": args.group, "batch_id": args.batch_id,
+                   "search": args.q}
+            flt = {k: v for k, v in flt.items() if v}
+            if not args.ids and not flt and not args.all:
+                raise ConfigError(f"{args.command}: give task ids, a filter (--status, --service, ...) or --all")
+            result = await client.act(args.command, ids=args.ids or None, filter=None if args.ids else flt,
+                                      all=args.all)
+            text = f"{args.command}: {result['changed']} changed, {result['skipped']} skipped"
+    print(json.dumps(result, indent=2, default=str) if args.json else text)
+    return 0
+
+
+def _run_program(args: argparse.Namespace) -> int:
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    for noisy in ("alembic", "httpx"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    settings = load_settings(args.config, state_dir=args.state_dir, host=args.host, port=args.port)
+    if args.serve:
+        from coordinator.server import serve_forever
+
+        check_exposure(settings)
+        with stores(settings) as ready:
+            serve_forever(ready)
+        return 0
+    from console.launch import run_console
+
+    return run_console(settings, attach_url=args.attach, api_key=args.api_key, local_agent=args.local_agent,
+                       demo=args.demo, read_only=args.read_only)
+
+
+def _guarded(run: Callable[[], int]) -> int:
+    try:
+        return run()
+    except ConfigError as exc:
+        print(f"aidd: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except (EmbeddedError, ApiError) as exc:
+        print(f"aidd: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the `aidd` console script."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["agent"]:
+        from nodeagent.cli import main as agent_main
+
+        return agent_main(argv[1:])
+    args = build_parser().parse_args(argv)
+    if args.command:
+        coroutine: Callable[[], Coroutine[Any, Any, int]] = lambda: _run_client(args)  # noqa: E731
+        return _guarded(lambda: asyncio.run(coroutine()))
+    return _guarded(lambda: _run_program(args))
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,130 @@
+"""An async HTTP client for the coordinator's client API (used by the CLI and the console)."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from typing import Any
+
+import httpx
+
+DEFAULT_URL = "http://127.0.0.1:8333"
+
+
+class ApiError(Exception):
+    """An error answer from the coordinator, or no answer; `str()` is one readable line."""
+
+    def __init__(self, message: str, status: int | None = None, field: str | None = None) -> None:
+        super().__init__(message)
+        self.status, self.field = status, field
+
+
+def _ids(ids: Sequence[uuid.UUID | str]) -> list[str]:
+    return [str(i) for i in ids]
+
+
+class CoordinatorClient:
+    """One method per client endpoint; every error becomes an ApiError."""
+
+    def __init__(self, url: str = DEFAULT_URL, api_key: str | None = None, timeout: float = 30.0,
+                 transport: httpx.AsyncBaseTransport | None = None) -> None:
+        headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        self.url = url.rstrip("/")
+        self.http = httpx.AsyncClient(base_url=self.url, headers=headers, timeout=timeout, transport=transport)
+
+    async def aclose(self) -> None:
+        """Close the connection pool."""
+        await self.http.aclose()
+
+    async def __aenter__(self) -> CoordinatorClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    async def request(self, method: str, path: str, **kwargs: Any) -> Any:
+        """Send one request; return the JSON answer or raise ApiError."""
+        try:
+            response = await self.http.request(method, path, **kwargs)
+        except httpx.HTTPError as exc:
+            raise ApiError(f"cannot reach the coordinator at {self.url}: {type(exc).__name__}: {exc}") from None
+        if response.status_code >= 400:
+            try:
+                body = response.json()
+                raise ApiError(body.get("error", response.text), response.status_code, body.get("field"))
+            except ValueError:
+                raise ApiError(f"HTTP {response.status_code}: {response.text[:200]}", response.status_code) from None
+        return response.json() if response.content else None
+
+    # tasks
+    async def submit(self, task: dict[str, Any]) -> dict[str, Any]:
+        """Submit one task; returns it as stored."""
+        return await self.request("POST", "/api/v1/tasks", json=task)  # type: ignore[no-any-return]
+
+    async def submit_batch(self, tasks: list[dict[str, Any]], name: str = "", batch_id: str | None = None,
+                           defaults: dict[str, Any] | None = None) -> dict[str, Any]:
+        """Submit tasks all-or-nothing; returns {batch_id, count, ids}."""
+        body: dict[str, Any] = {"tasks": tasks, "name": name, "defaults": defaults or {}}
+        if batch_id:
+            body["batch_id"] = batch_id
+        return await self.request("POST", "/api/v1/tasks", json=body)  # type: ignore[no-any-return]
+
+    async def list_tasks(self, page: int = 1, page_size: int = 50, sort: str = "-created_at",
+                         **filters: Any) -> dict[str, Any]:
+        """A page of tasks: {items, total, page, page_size}; filters status/service/group (lists), batch_id, q."""
+        params: dict[str, Any] = {"page": page, "page_size": page_size, "sort": sort}
+        for key, value in filters.items():
+            if value:
+                params[key] = ",".join(value) if isinstance(value, list | tuple) else str(value)
+        return await self.request("GET", "/api/v1/tasks", params=params)  # type: ignore[no-any-return]
+
+    async def get_task(self, task_id: uuid.UUID | str) -> dict[str, Any]:
+        """One task with its attempt history."""
+        return await self.request("GET", f"/api/v1/tasks/{task_id}")  # type: ignore[no-any-return]
+
+    async def logs(self, task_id: uuid.UUID | str, after: int = 0, limit: int = 1000) -> dict[str, Any]:
+        """Log lines after line id `after`: {lines, next}."""
+        return await self.request("GET", f"/api/v1/tasks/{task_id}/logs",  # type: ignore[no-any-return]
+                                  params={"after": after, "limit": limit})
+
+    async def act(self, action: str, ids: Sequence[uuid.UUID | str] | None = None,
+                  filter: dict[str, Any] | None = None, all: bool = False) -> dict[str, Any]:
+        """Bulk cancel / retry / requeue by ids or by filter: {changed, skipped, ids}."""
+        body: dict[str, Any] = {"ids": _ids(ids)} if ids is not None else {"filter": filter or {}, "all": all}
+        return await self.request("POST", f"/api/v1/tasks/bulk/{action}", json=body)  # type: ignore[no-any-return]
+
+    async def task_stats(self) -> dict[str, Any]:
+        """Tasks by status overall and per service."""
+        return await self.request("GET", "/api/v1/tasks/stats")  # type: ignore[no-any-return]
+
+    # workers
+    async def workers(self, group: str | None = None, status: str | None = None) -> list[dict[str, Any]]:
+        """Every worker with its live state."""
+        params = {k: v for k, v in {"group": group, "status": status}.items() if v}
+        return (await self.request("GET", "/api/v1/workers", params=params))["items"]  # type: ignore[no-any-return]
+
+    async def worker_stats(self) -> dict[str, Any]:
+        """Cluster totals."""
+        return await self.request("GET", "/api/v1/workers/stats")  # type: ignore[no-any-return]
+
+    async def command(self, worker_id: uuid.UUID | str, command: str, args: dict[str, Any] | None = None) -> int:
+        """Send drain / resume / cancel-task / shutdown to one worker."""
+        body = {"command": command, "args": args or {}}
+        return (await self.request("POST", f"/api/v1/workers/{worker_id}/commands", json=body))["sent"]  # type: ignore[no-any-return]
+
+    # stats
+    async def queues(self) -> list[dict[str, Any]]:
+        """Per-service queue figures."""
+        return (await self.request("GET", "/api/v1/stats/queues"))["items"]  # type: ignore[no-any-return]
+
+    async def batches(self, limit: int = 50) -> list[dict[str, Any]]:
+        """Recent batches with progress."""
+        return (await self.request("GET", "/api/v1/batches", params={"limit": limit}))["items"]  # type: ignore[no-any-return]
+
+    async def dashboard(self) -> dict[str, Any]:
+        """Everything the dashboard shows."""
+        return await self.request("GET", "/api/v1/stats/dashboard")  # type: ignore[no-any-return]
+
+    async def health(self) -> dict[str, Any]:
+        """Whether the coordinator's stores answer."""
+        return await self.request("GET", "/api/v1/health")  # type: ignore[no-any-return]

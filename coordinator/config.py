@@ -1,0 +1,195 @@
+"""Configuration: `aidd.yml` plus `AIDD_*` environment overrides, validated in one place."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+Role = Literal["operator", "read", "submit"]
+ENV_PREFIX = "AIDD_"
+SECRET_KEYS = frozenset({"api_keys", "agent_token", "redis_url", "database_url"})
+
+
+class ConfigError(Exception):
+    """A bad configuration value; the message names the key and is shown to the operator as is."""
+
+
+class ApiKey(BaseModel):
+    """One client API key with its role."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    name: str
+    key: str = Field(min_length=8)
+    role: Role = "operator"
+
+
+class Settings(BaseModel):
+    """Every setting of the coordinator, with its default."""
+
+    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True, validate_default=True)
+
+    state_dir: Path = Path(os.environ.get("XDG_DATA_HOME") or Path.home() / ".local/share") / "aidd"
+    """Where the embedded Redis and PostgreSQL keep their data (default: $XDG_DATA_HOME/aidd)."""
+    redis_url: str | None = None
+    """External Redis URL; unset starts the embedded redis-server (also read from REDIS_URL)."""
+    database_url: str | None = None
+    """External PostgreSQL URL; unset starts the embedded PostgreSQL (also DATABASE_URL / POSTGRES_*)."""
+    key_prefix: str = Field(default="aidd", pattern=r"^[A-Za-z0-9_.-]+$")
+    """Prefix of every Redis key (default `aidd`)."""
+    host: str = "127.0.0.1"
+    """Address the HTTP API binds to (default loopback; any other address requires api_keys)."""
+    port: int = Field(default=8333, ge=0, le=65535)
+    """Port of the HTTP API (default 8333)."""
+    api_keys: list[ApiKey] = []
+    """Client keys. Env form: comma-separated `key`, `role:key` or `name:role:key` (role: operator/read/submit)."""
+    agent_token: str | None = None
+    """Registration token node agents present to enroll (required when api_keys are set)."""
+    allowed_hosts: list[str] = []
+    """Extra Host header values accepted besides loopback names and the bind address."""
+    heartbeat_interval: float = Field(default=10.0, gt=0)
+    """Seconds between agent heartbeats (default 10)."""
+    heartbeat_timeout: float = Field(default=30.0, gt=0)
+    """Seconds without a heartbeat before a worker is offline and its tasks requeued (default 30)."""
+    heartbeat_check_interval: float = Field(default=10.0, gt=0)
+    """Seconds between runs of the heartbeat checker (default 10)."""
+    retry_base_delay: float = Field(default=60.0, ge=0)
+    """Base of the exponential retry backoff in seconds: base * 2**(retry-1) (default 60)."""
+    retry_max_delay: float = Field(default=3600.0, ge=0)
+    """Cap of the retry backoff in seconds (default 3600)."""
+    task_timeout: int = Field(default=300, gt=0)
+    """Default `timeout_s` of a task (default 300)."""
+    max_retries: int = Field(default=3, ge=0)
+    """Default `max_retries` of a task (default 3)."""
+    max_worker_losses: int = Field(default=3, ge=1)
+    """Attempts a task may lose to dead workers before it is failed (default 3)."""
+    max_pending_per_service: int = Field(default=10_000, ge=1)
+    """Pending tasks a service may hold before submissions get 429 (default 10000)."""
+    service_limits: dict[str, int] = {}
+    """Per-service cap on running tasks, e.g. {docking: 8}. Env form: `docking=8,admet=32`."""
+    max_body_bytes: int = Field(default=1_000_000, gt=0)
+    """Largest request body in bytes, batches excepted (default 1 MB)."""
+    max_batch_bytes: int = Field(default=8_000_000, gt=0)
+    """Largest batch submission body in bytes (default 8 MB)."""
+    max_batch_tasks: int = Field(default=1000, gt=0)
+    """Most tasks in one batch request (default 1000)."""
+    log_line_max_bytes: int = Field(default=4096, gt=0)
+    """Longest kept log line; longer lines are cut (default 4096)."""
+    log_max_lines_per_attempt: int = Field(default=20_000, gt=0)
+    """Log lines kept per attempt; the oldest beyond this are dropped, the tail kept (default 20000)."""
+    lease_max_wait: float = Field(default=30.0, ge=0)
+    """Longest a lease request long-polls for work, in seconds (default 30)."""
+    reconcile_interval: float = Field(default=60.0, gt=0)
+    """Seconds between rebuilds of the Redis index from PostgreSQL when drift is found (default 60)."""
+    allow_shell_tasks: bool = True
+    """Accept `shell` tasks at all (default true)."""
+    shell_requires_operator: bool = False
+    """Accept `shell` tasks only from operator keys (default false)."""
+
+    @field_validator("state_dir")
+    @classmethod
+    def _expand_home(cls, value: Path) -> Path:
+        return value.expanduser()
+
+    @field_validator("api_keys", mode="before")
+    @classmethod
+    def _parse_keys(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return [_parse_key(i, item.strip()) for i, item in enumerate(value.split(","), 1) if item.strip()]
+        return value
+
+    @field_validator("service_limits", "allowed_hosts", mode="before")
+    @classmethod
+    def _parse_env_forms(cls, value: Any, info: Any) -> Any:
+        if not isinstance(value, str):
+            return value
+        items = [item.strip() for item in value.split(",") if item.strip()]
+        if info.field_name == "allowed_hosts":
+            return items
+        pairs = [item.partition("=") for item in items]
+        return {key: limit for key, _, limit in pairs}
+
+    @property
+    def is_loopback(self) -> bool:
+        """Whether the API binds only to this machine."""
+        return self.host in ("127.0.0.1", "localhost", "::1") or self.host.startswith("127.")
+
+
+def _parse_key(index: int, item: str) -> dict[str, str]:
+    parts = item.split(":")
+    if len(parts) == 1:
+        return {"name": f"key{index}", "key": parts[0]}
+    if len(parts) == 2:
+        return {"name": f"{parts[0]}{index}", "role": parts[0], "key": parts[1]}
+    return {"name": parts[0], "role": parts[1], "key": ":".join(parts[2:])}
+
+
+def _postgres_env_url(env: Mapping[str, str]) -> str | None:
+    """Build a URL from the conventional POSTGRES_* variables, when any is set."""
+    if not any(k in env for k in ("POSTGRES_HOST", "POSTGRES_DB", "POSTGRES_USER")):
+        return None
+    user = env.get("POSTGRES_USER", "postgres")
+    password = env.get("POSTGRES_PASSWORD")
+    auth = f"{user}:{password}" if password else user
+    host = env.get("POSTGRES_HOST", "127.0.0.1")
+    return f"postgresql://{auth}@{host}:{env.get('POSTGRES_PORT', '5432')}/{env.get('POSTGRES_DB', 'aidd')}"
+
+
+def _environment_overrides(env: Mapping[str, str]) -> dict[str, Any]:
+    overrides: dict[str, Any] = {}
+    conventional = {"redis_url": env.get("REDIS_URL"),
+                    "database_url": env.get("DATABASE_URL") or _postgres_env_url(env)}
+    overrides.update({k: v for k, v in conventional.items() if v})
+    for name in Settings.model_fields:
+        value = env.get(ENV_PREFIX + name.upper())
+        if value is not None:
+            overrides[name] = value
+    return overrides
+
+
+def default_config_path(env: Mapping[str, str]) -> Path | None:
+    """The config file used when none is named: $AIDD_CONFIG, else ./aidd.yml if it exists."""
+    if env.get("AIDD_CONFIG"):
+        return Path(env["AIDD_CONFIG"])
+    local = Path("aidd.yml")
+    return local if local.is_file() else None
+
+
+def load_settings(path: Path | None = None, env: Mapping[str, str] | None = None,
+                  **overrides: Any) -> Settings:
+    """Read the config file, then environment overrides, then explicit overrides (command-line flags).
+
+    Raises:
+        ConfigError: naming the first bad key, e.g. `AIDD_HEARTBEAT_TIMEOUT: Input should be a valid number`.
+    """
+    env = os.environ if env is None else env
+    path = path or default_config_path(env)
+    values: dict[str, Any] = {}
+    if path is not None:
+        try:
+            loaded = yaml.safe_load(path.read_text()) or {}
+        except (OSError, yaml.YAMLError) as exc:
+            raise ConfigError(f"{path}: cannot read config: {str(exc).splitlines()[0]}") from None
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"{path}: expected a mapping of keys to values")
+        values.update(loaded)
+    from_env = _environment_overrides(env)
+    values.update(from_env)
+    values.update({k: v for k, v in overrides.items() if v is not None})
+    try:
+        return Settings(**values)
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        key = str(error["loc"][0]) if error["loc"] else "config"
+        shown = ENV_PREFIX + key.upper() if key in from_env and key not in overrides else key
+        where = ".".join(str(p) for p in error["loc"][1:])
+        detail = f"{error['msg']}" + (f" (at {where})" if where else "")
+        if error["type"] == "extra_forbidden":
+            detail = "unknown key"
+        elif key not in SECRET_KEYS:
+            detail += f", got {error.get('input')!r}"
+        raise ConfigError(f"{shown}: {detail}") from None

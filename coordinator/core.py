@@ -1,0 +1,80 @@
+"""What every part of the coordinator shares: settings, the PostgreSQL engine, Redis and the queue index."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from redis.asyncio import Redis
+from sqlalchemy import insert, select
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from coordinator.config import Settings
+from coordinator.keys import Keys
+from coordinator.models import AuditRecord, Task, WorkerCommand
+from coordinator.queue import QueuedTask, QueueIndex, RunningTask
+from coordinator.states import TaskStatus
+
+
+def utcnow() -> datetime:
+    """Timezone-aware now, as stored in PostgreSQL."""
+    return datetime.now(UTC)
+
+
+def queued(row: Any, due: datetime | None = None) -> QueuedTask:
+    """The index entry of a task row (any object with the Task columns as attributes)."""
+    due = due if due is not None else row.available_at
+    return QueuedTask(id=str(row.id), service=row.service, group=row.group, priority=row.priority,
+                      seq=row.seq, labels=row.labels, cpu=row.cpu, memory_gb=row.memory_gb, gpu=row.gpu,
+                      gpu_memory_gb=row.gpu_memory_gb, due_ms=int(due.timestamp() * 1000) if due else 0)
+
+
+@dataclass
+class Core:
+    """Shared handles; the task and worker services are built on one of these."""
+
+    settings: Settings
+    engine: AsyncEngine
+    redis: Redis
+    keys: Keys
+    index: QueueIndex
+
+    async def wake_leases(self) -> None:
+        """Tell long-polling leases (in every coordinator process) that work may be there."""
+        await self.redis.publish(self.keys.wakeup, b"1")
+
+    async def resync(self, task_ids: Iterable[uuid.UUID | str]) -> None:
+        """Rewrite the index entries of these tasks from PostgreSQL, which is always right."""
+        ids = [uuid.UUID(str(i)) for i in task_ids]
+        if not ids:
+            return
+        async with self.engine.connect() as conn:
+            rows = (await conn.execute(select(Task).where(Task.id.in_(ids)))).all()
+        pending = [queued(r) for r in rows if r.status == TaskStatus.PENDING]
+        running = [RunningTask(str(r.id), r.service, r.group, str(r.worker_id), str(r.attempt_id), r.gpus)
+                   for r in rows if r.status == TaskStatus.RUNNING]
+        await self.index.put_pending(pending)
+        await self.index.put_running(running)
+        for status in (s for s in TaskStatus if s.finished):
+            await self.index.finish(status, [str(r.id) for r in rows if r.status == status], remember=False)
+        known = {r.id for r in rows}
+        await self.index.finish(TaskStatus.CANCELLED, [str(i) for i in ids if i not in known], remember=False)
+        if pending:
+            await self.wake_leases()
+
+
+async def write_audit(conn: AsyncConnection, actor: str, action: str, target: str, count: int,
+                      detail: dict[str, Any] | None = None) -> None:
+    """Record an operator action (who, what, how many) in the same transaction as the action."""
+    await conn.execute(insert(AuditRecord).values(actor=actor, action=action, target=target[:2000],
+                                                  count=count, detail=detail or {}))
+
+
+async def send_commands(conn: AsyncConnection, commands: Sequence[tuple[uuid.UUID, str, dict[str, Any]]]) -> None:
+    """Store commands for workers; heartbeats deliver them until the agent acknowledges."""
+    if commands:
+        await conn.execute(insert(WorkerCommand), [{"worker_id": w, "command": c, "args": a}
+                                                   for w, c, a in commands])

@@ -1,0 +1,98 @@
+"""Domain errors; each carries its context and maps to one HTTP status (see `api/errors.py`)."""
+
+from __future__ import annotations
+
+
+class AiddError(Exception):
+    """Base of the coordinator's own errors; `str()` is one readable line."""
+
+    status_code = 400
+
+
+class TaskNotFound(AiddError):
+    """No task has this id."""
+
+    status_code = 404
+
+    def __init__(self, task_id: str) -> None:
+        super().__init__(f"task {task_id} not found")
+        self.task_id = task_id
+
+
+class WorkerNotFound(AiddError):
+    """No worker has this id."""
+
+    status_code = 404
+
+    def __init__(self, worker_id: str) -> None:
+        super().__init__(f"worker {worker_id} not found")
+        self.worker_id = worker_id
+
+
+class BatchNotFound(AiddError):
+    """No batch has this id."""
+
+    status_code = 404
+
+    def __init__(self, batch_id: str) -> None:
+        super().__init__(f"batch {batch_id} not found")
+
+
+class IllegalTransition(AiddError):
+    """An operator action that the task's current state does not allow."""
+
+    status_code = 409
+
+    def __init__(self, task_id: str, status: str, action: str) -> None:
+        super().__init__(f"cannot {action} task {task_id}: it is {status}")
+        self.task_id, self.status, self.action = task_id, status, action
+
+
+class StaleAttempt(AiddError):
+    """A report for an attempt that is no longer the task's current one (the fencing check)."""
+
+    status_code = 409
+
+    def __init__(self, task_id: str, attempt_id: str) -> None:
+        super().__init__(f"attempt {attempt_id} of task {task_id} is no longer current")
+        self.task_id, self.attempt_id = task_id, attempt_id
+
+
+class QueueFull(AiddError):
+    """The service already holds its maximum of pending tasks."""
+
+    status_code = 429
+
+    def __init__(self, service: str, pending: int, limit: int, adding: int) -> None:
+        super().__init__(
+            f"queue of service {service!r} is full: {pending} pending + {adding} new > limit {limit}; "
+            "retry later or raise max_pending_per_service"
+        )
+
+
+class InvalidInput(AiddError):
+    """A request value the schema accepts but the coordinator does not (the field is named)."""
+
+    status_code = 422
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(f"{field}: {message}")
+        self.field = field
+
+
+class Forbidden(AiddError):
+    """The caller's key does not allow this action."""
+
+    status_code = 403
+
+
+class Unauthorized(AiddError):
+    """No key, or a key the coordinator does not know."""
+
+    status_code = 401
+
+
+class Unavailable(AiddError):
+    """Redis or PostgreSQL cannot be reached; the request can be retried."""
+
+    status_code = 503

@@ -1,0 +1,101 @@
+-- Claim up to `max` pending tasks that fit one worker, atomically: two coordinators or two agents
+-- never take the same task. Highest priority first, then oldest, across every queue the worker serves.
+-- KEYS: none (derived from ARGV[1])
+-- ARGV[1] key prefix
+-- ARGV[2] now, ms
+-- ARGV[3] JSON {worker, services[] (empty: any), groups[], labels[], max, cpu, memory_gb (< 0: not checked),
+--         gpus: [{index, free (fraction 0..1), memory_gb}], attempts: [one new attempt id per claimable task]}
+-- Returns JSON [{id, attempt, gpus: [index...]}] of the claimed tasks (an empty object when none).
+local prefix = ARGV[1]
+local req = cjson.decode(ARGV[3])
+if redis.call('HGET', prefix .. ':workers:' .. req.worker, 'status') ~= 'online' then return '[]' end
+
+local function set_of(list)
+  local s = {}
+  for _, v in ipairs(list) do s[v] = true end
+  return s
+end
+local groups, services, labels = set_of(req.groups), set_of(req.services), set_of(req.labels)
+local any_service = #req.services == 0
+
+-- Whole GPUs for gpu >= 1 (each completely free); otherwise the fullest GPU that still fits the share.
+local function pick_gpus(gpu, gmem)
+  local picked = {}
+  if gpu >= 1 then
+    for _, g in ipairs(req.gpus) do
+      if #picked < math.ceil(gpu) and g.free >= 1 and g.memory_gb >= gmem then picked[#picked + 1] = g end
+    end
+    if #picked < math.ceil(gpu) then return nil end
+    for _, g in ipairs(picked) do g.free, g.memory_gb = 0, g.memory_gb - gmem end
+  else
+    local best = nil
+    for _, g in ipairs(req.gpus) do
+      if g.free >= gpu and g.free > 0 and g.memory_gb >= gmem and (best == nil or g.memory_gb < best.memory_gb) then
+        best = g
+      end
+    end
+    if best == nil then return nil end
+    best.free, best.memory_gb = best.free - gpu, best.memory_gb - gmem
+    picked[1] = best
+  end
+  local indices = {}
+  for i, g in ipairs(picked) do indices[i] = g.index end
+  return indices
+end
+
+local window = 64 + req.max
+local candidates = {}
+local queues = redis.call('HGETALL', prefix .. ':queues')
+for i = 1, #queues, 2 do
+  local tab = string.find(queues[i + 1], '\t', 1, true)
+  local svc, grp = string.sub(queues[i + 1], 1, tab - 1), string.sub(queues[i + 1], tab + 1)
+  if groups[grp] and (any_service or services[svc]) then
+    local members = redis.call('ZRANGE', queues[i], 0, window - 1, 'WITHSCORES')
+    for j = 1, #members, 2 do
+      candidates[#candidates + 1] = {members[j], tonumber(members[j + 1]), queues[i]}
+    end
+  end
+end
+table.sort(candidates, function(a, b) return a[2] < b[2] end)
+
+local claimed, limits = {}, {}
+local free_cpu, free_mem = tonumber(req.cpu), tonumber(req.memory_gb)
+for _, c in ipairs(candidates) do
+  if #claimed >= req.max then break end
+  local id, tkey = c[1], prefix .. ':tasks:' .. c[1]
+  local f = redis.call('HMGET', tkey, 'service', 'labels', 'cpu', 'memory_gb', 'gpu', 'gpu_memory_gb')
+  if not f[1] then
+    redis.call('ZREM', c[3], id)  -- a queue entry without its hash: drop it
+    redis.call('ZREM', prefix .. ':queue:pending', id)
+  else
+    local svc, cpu, mem, gpu, gmem = f[1], tonumber(f[3]), tonumber(f[4]), tonumber(f[5]), tonumber(f[6])
+    local fits = cpu <= free_cpu + 1e-9 and (free_mem < 0 or mem <= free_mem + 1e-9)
+    for label in string.gmatch(f[2] or '', '%S+') do
+      if not labels[label] then fits = false end
+    end
+    if fits then
+      if limits[svc] == nil then limits[svc] = tonumber(redis.call('HGET', prefix .. ':config:service_limits', svc) or '-1') end
+      if limits[svc] >= 0 and redis.call('SCARD', prefix .. ':queue:running:' .. svc) >= limits[svc] then fits = false end
+    end
+    local gpus = {}
+    if fits and (gpu > 0 or gmem > 0) then
+      gpus = pick_gpus(gpu, gmem)
+      fits = gpus ~= nil
+    end
+    if fits then
+      local attempt = req.attempts[#claimed + 1]
+      redis.call('ZREM', c[3], id)
+      redis.call('ZREM', prefix .. ':queue:pending', id)
+      redis.call('SADD', prefix .. ':queue:running', id)
+      redis.call('SADD', prefix .. ':queue:running:' .. svc, id)
+      redis.call('SADD', prefix .. ':workers:' .. req.worker .. ':tasks', id)
+      redis.call('HSET', tkey, 'status', 'running', 'worker', req.worker, 'attempt', attempt,
+        'gpus', table.concat(gpus, ','), 'leased_at', ARGV[2])
+      free_cpu = free_cpu - cpu
+      if free_mem >= 0 then free_mem = free_mem - mem end
+      claimed[#claimed + 1] = {id = id, attempt = attempt, gpus = gpus}
+    end
+  end
+end
+if #claimed > 0 then redis.call('HINCRBY', prefix .. ':stats:counters', 'leased', #claimed) end
+return cjson.encode(claimed)

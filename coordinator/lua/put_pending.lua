@@ -1,0 +1,25 @@
+-- Put tasks into the pending index (new, retried, requeued, backing off, or rebuilt from PostgreSQL),
+-- first removing each from wherever it was.
+-- KEYS: none (every key is derived from ARGV[1], the prefix; single Redis, not Cluster)
+-- ARGV[1] key prefix
+-- ARGV[2] now, ms
+-- ARGV[3] JSON list of {id, service, group, score (string), labels (" a b "), cpu, memory_gb, gpu,
+--         gpu_memory_gb, due (string ms; later than now puts the task in the delayed set)}
+-- Returns the number of tasks put.
+local prefix, now = ARGV[1], tonumber(ARGV[2])
+local tasks = cjson.decode(ARGV[3])
+for _, t in ipairs(tasks) do
+  forget(prefix, t.id)
+  local q = queue_key(prefix, t.service, t.group)
+  redis.call('HSET', prefix .. ':tasks:' .. t.id, 'status', 'pending', 'service', t.service, 'group', t.group,
+    'queue', q, 'score', t.score, 'labels', t.labels, 'cpu', t.cpu, 'memory_gb', t.memory_gb, 'gpu', t.gpu,
+    'gpu_memory_gb', t.gpu_memory_gb)
+  redis.call('HSET', prefix .. ':queues', q, t.service .. '\t' .. t.group)
+  if t.due and tonumber(t.due) > now then
+    redis.call('ZADD', prefix .. ':queue:delayed', t.due, t.id)
+  else
+    redis.call('ZADD', q, t.score, t.id)
+    redis.call('ZADD', prefix .. ':queue:pending', t.score, t.id)
+  end
+end
+return #tasks

@@ -1,0 +1,159 @@
+"""The durable record in PostgreSQL (SQLAlchemy 2): tasks, attempts, workers, logs, commands, batches, audit."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import BigInteger, DateTime, Float, ForeignKey, Identity, Index, Integer, String, Text, func
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+
+class Base(DeclarativeBase):
+    """Declarative base; the Alembic migrations in `migrations/` create exactly these tables."""
+
+    type_annotation_map = {dict[str, Any]: JSONB, list[Any]: JSONB, Any: JSONB}
+
+
+def _now() -> Any:
+    return mapped_column(DateTime(timezone=True), server_default=func.now())
+
+
+class Batch(Base):
+    """Tasks submitted together (a job array)."""
+
+    __tablename__ = "batches"
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(200), default="")
+    total: Mapped[int] = mapped_column(Integer, default=0)
+    created_at: Mapped[datetime] = _now()
+
+
+class Task(Base):
+    """One unit of work and its current state; `attempt_id` is the fencing token of the current attempt."""
+
+    __tablename__ = "tasks"
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True)
+    seq: Mapped[int] = mapped_column(BigInteger, Identity(always=False), unique=True)
+    service: Mapped[str] = mapped_column(String(100))
+    task_type: Mapped[str] = mapped_column(String(100))
+    name: Mapped[str] = mapped_column(String(500), default="")
+    input_params: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    priority: Mapped[int] = mapped_column(Integer, default=2)
+    group: Mapped[str] = mapped_column("group", String(100), default="default")
+    labels: Mapped[list[Any]] = mapped_column(default=list)
+    cpu: Mapped[float] = mapped_column(Float, default=1.0)
+    memory_gb: Mapped[float] = mapped_column(Float, default=0.0)
+    gpu: Mapped[float] = mapped_column(Float, default=0.0)
+    gpu_memory_gb: Mapped[float] = mapped_column(Float, default=0.0)
+    max_retries: Mapped[int] = mapped_column(Integer, default=3)
+    timeout_s: Mapped[int] = mapped_column(Integer, default=300)
+    retry_on: Mapped[list[Any]] = mapped_column(default=list)
+    input_files: Mapped[list[Any]] = mapped_column(default=list)
+    outputs: Mapped[list[Any]] = mapped_column(default=list)
+    batch_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("batches.id"), nullable=True)
+    submitted_by: Mapped[str] = mapped_column(String(100), default="")
+
+    status: Mapped[str] = mapped_column(String(20), default="pending")
+    attempt_id: Mapped[uuid.UUID | None] = mapped_column(nullable=True)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    retry_count: Mapped[int] = mapped_column(Integer, default=0)
+    worker_losses: Mapped[int] = mapped_column(Integer, default=0)
+    worker_id: Mapped[uuid.UUID | None] = mapped_column(nullable=True)
+    gpus: Mapped[list[Any]] = mapped_column(default=list)
+    progress: Mapped[float | None] = mapped_column(Float, nullable=True)
+    result: Mapped[Any | None] = mapped_column(nullable=True)
+    error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    end_reason: Mapped[str | None] = mapped_column(String(20), nullable=True)
+    available_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    created_at: Mapped[datetime] = _now()
+    started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    updated_at: Mapped[datetime] = _now()
+
+    __table_args__ = (
+        Index("ix_tasks_status_service", "status", "service"),
+        Index("ix_tasks_batch", "batch_id"),
+        Index("ix_tasks_created", "created_at"),
+        Index("ix_tasks_finished", "finished_at"),
+        Index("ix_tasks_worker_running", "worker_id", postgresql_where="status = 'running'"),
+    )
+
+
+class Attempt(Base):
+    """One run of a task on one worker; its id is the fencing token every agent call carries."""
+
+    __tablename__ = "attempts"
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True)
+    task_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("tasks.id", ondelete="CASCADE"), index=True)
+    number: Mapped[int] = mapped_column(Integer)
+    worker_id: Mapped[uuid.UUID | None] = mapped_column(nullable=True)
+    gpus: Mapped[list[Any]] = mapped_column(default=list)
+    leased_at: Mapped[datetime] = _now()
+    started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    ended_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    end_reason: Mapped[str | None] = mapped_column(String(20), nullable=True)
+    exit_code: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    error: Mapped[str | None] = mapped_column(Text, nullable=True)
+
+
+class Worker(Base):
+    """A compute host running the node agent."""
+
+    __tablename__ = "workers"
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True)
+    hostname: Mapped[str] = mapped_column(String(255))
+    token_hash: Mapped[str] = mapped_column(String(64))
+    services: Mapped[list[Any]] = mapped_column(default=list)
+    groups: Mapped[list[Any]] = mapped_column(default=list)
+    labels: Mapped[list[Any]] = mapped_column(default=list)
+    cpu_cores: Mapped[float] = mapped_column(Float, default=1.0)
+    memory_gb: Mapped[float] = mapped_column(Float, default=0.0)
+    gpus: Mapped[list[Any]] = mapped_column(default=list)
+    slots: Mapped[int] = mapped_column(Integer, default=1)
+    status: Mapped[str] = mapped_column(String(20), default="online")
+    metrics: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    agent_version: Mapped[str] = mapped_column(String(50), default="")
+    registered_at: Mapped[datetime] = _now()
+    last_heartbeat_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+
+
+class TaskLog(Base):
+    """One line of a task attempt's stdout / stderr."""
+
+    __tablename__ = "task_logs"
+    id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
+    task_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("tasks.id", ondelete="CASCADE"))
+    attempt_id: Mapped[uuid.UUID] = mapped_column()
+    ts: Mapped[datetime] = _now()
+    stream: Mapped[str] = mapped_column(String(10), default="stdout")
+    line: Mapped[str] = mapped_column(Text)
+
+    __table_args__ = (Index("ix_task_logs_task", "task_id", "id"), Index("ix_task_logs_attempt", "attempt_id", "id"))
+
+
+class WorkerCommand(Base):
+    """A command for one worker (drain, resume, cancel-task, shutdown), delivered by heartbeat until acked."""
+
+    __tablename__ = "worker_commands"
+    id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
+    worker_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("workers.id", ondelete="CASCADE"), index=True)
+    command: Mapped[str] = mapped_column(String(30))
+    args: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    created_at: Mapped[datetime] = _now()
+    acked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+
+
+class AuditRecord(Base):
+    """Who did what to how many tasks or workers, and when."""
+
+    __tablename__ = "audit"
+    id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
+    at: Mapped[datetime] = _now()
+    actor: Mapped[str] = mapped_column(String(100))
+    action: Mapped[str] = mapped_column(String(50))
+    target: Mapped[str] = mapped_column(Text, default="")
+    count: Mapped[int] = mapped_column(Integer, default=0)
+    detail: Mapped[dict[str, Any]] = mapped_column(default=dict)

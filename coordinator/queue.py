@@ -1,0 +1,199 @@
+"""The Redis queue index: typed wrappers around the Lua scripts in `lua/`, each registered once.
+
+PostgreSQL decides; this index makes "which task next, for this worker" fast and atomic. Every
+multi-key change is one script, so a crash never leaves half a move.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import orjson
+from redis.asyncio import Redis
+
+from coordinator.keys import Keys, queue_score
+
+LUA_DIR = Path(__file__).parent / "lua"
+
+
+def _script_source(name: str) -> str:
+    return (LUA_DIR / "common.lua").read_text() + "\n" + (LUA_DIR / f"{name}.lua").read_text()
+
+
+def as_str(value: bytes | str) -> str:
+    """A Redis reply as text (the client returns bytes)."""
+    return value.decode() if isinstance(value, bytes) else value
+
+
+def now_ms() -> int:
+    """Wall clock in milliseconds (the unit of every time stored in Redis)."""
+    return int(time.time() * 1000)
+
+
+@dataclass(frozen=True)
+class QueuedTask:
+    """What the index needs to route a pending task."""
+
+    id: str
+    service: str
+    group: str
+    priority: int
+    seq: int
+    labels: Sequence[str] = ()
+    cpu: float = 1.0
+    memory_gb: float = 0.0
+    gpu: float = 0.0
+    gpu_memory_gb: float = 0.0
+    due_ms: int = 0
+
+    def encode(self) -> dict[str, Any]:
+        return {"id": self.id, "service": self.service, "group": self.group,
+                "score": str(queue_score(self.priority, self.seq)), "labels": " ".join(self.labels),
+                "cpu": self.cpu, "memory_gb": self.memory_gb, "gpu": self.gpu,
+                "gpu_memory_gb": self.gpu_memory_gb, "due": str(self.due_ms)}
+
+
+@dataclass(frozen=True)
+class RunningTask:
+    """A task PostgreSQL says is running, as the index records it."""
+
+    id: str
+    service: str
+    group: str
+    worker: str
+    attempt: str
+    gpus: Sequence[int] = ()
+
+
+@dataclass
+class GpuFree:
+    """What is left of one GPU for new tasks."""
+
+    index: int
+    free: float = 1.0
+    memory_gb: float = math.inf
+
+
+@dataclass
+class ClaimRequest:
+    """A worker's ask for work: what it serves and what it has free."""
+
+    worker: str
+    groups: Sequence[str]
+    services: Sequence[str] = ()
+    labels: Sequence[str] = ()
+    max_tasks: int = 1
+    cpu: float = math.inf
+    memory_gb: float | None = None
+    gpus: Sequence[GpuFree] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class Claim:
+    """One task handed to a worker, with its new attempt id and GPUs."""
+
+    task_id: str
+    attempt_id: str
+    gpus: list[int]
+
+
+def _finite(value: float) -> float:
+    return 1e12 if math.isinf(value) else value
+
+
+class QueueIndex:
+    """Redis side of the scheduler for one key prefix."""
+
+    def __init__(self, redis: Redis, keys: Keys) -> None:
+        self.redis, self.keys = redis, keys
+        self._put_pending = redis.register_script(_script_source("put_pending"))
+        self._put_running = redis.register_script(_script_source("put_running"))
+        self._finish = redis.register_script(_script_source("finish"))
+        self._claim = redis.register_script(_script_source("claim"))
+        self._promote = redis.register_script(_script_source("promote_due"))
+
+    async def put_pending(self, tasks: Sequence[QueuedTask], chunk: int = 1000) -> int:
+        """Queue tasks (or delay them until `due_ms`), replacing any earlier placement."""
+        done = 0
+        for start in range(0, len(tasks), chunk):
+            payload = orjson.dumps([t.encode() for t in tasks[start:start + chunk]])
+            done += int(await self._put_pending(args=[self.keys.prefix, now_ms(), payload]))
+        return done
+
+    async def put_running(self, tasks: Sequence[RunningTask]) -> int:
+        """Record tasks as running on their workers (index rebuild)."""
+        if not tasks:
+            return 0
+        payload = orjson.dumps([{"id": t.id, "service": t.service, "group": t.group, "worker": t.worker,
+                                 "attempt": t.attempt, "gpus": ",".join(map(str, t.gpus))} for t in tasks])
+        return int(await self._put_running(args=[self.keys.prefix, payload]))
+
+    async def finish(self, status: str, task_ids: Iterable[str], remember: bool = True) -> int:
+        """Drop finished tasks from the active index (and, unless repairing, count them as finished now)."""
+        ids = list(task_ids)
+        if not ids:
+            return 0
+        return int(await self._finish(args=[self.keys.prefix, status, "1" if remember else "0", *ids]))
+
+    async def claim(self, request: ClaimRequest, attempt_ids: Sequence[str]) -> list[Claim]:
+        """Atomically take up to `max_tasks` fitting tasks; one attempt id is used per claimed task."""
+        payload = orjson.dumps({
+            "worker": request.worker, "services": list(request.services), "groups": list(request.groups),
+            "labels": list(request.labels), "max": request.max_tasks, "cpu": _finite(request.cpu),
+            "memory_gb": -1 if request.memory_gb is None else request.memory_gb,
+            "gpus": [{"index": g.index, "free": g.free, "memory_gb": _finite(g.memory_gb)} for g in request.gpus],
+            "attempts": list(attempt_ids),
+        })
+        raw = await self._claim(args=[self.keys.prefix, now_ms(), payload])
+        claimed = orjson.loads(raw)
+        if not isinstance(claimed, list):  # cjson writes an empty table as {}
+            return []
+        return [Claim(c["id"], c["attempt"], list(c["gpus"]) if isinstance(c["gpus"], list) else [])
+                for c in claimed]
+
+    async def promote_due(self, limit: int = 1000) -> int:
+        """Move tasks whose backoff has passed into their queues."""
+        return int(await self._promote(args=[self.keys.prefix, now_ms(), limit]))
+
+    async def set_service_limits(self, limits: dict[str, int]) -> None:
+        """Replace the per-service running limits."""
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.delete(self.keys.service_limits)
+            if limits:
+                pipe.hset(self.keys.service_limits, mapping=limits)  # type: ignore[arg-type]
+            await pipe.execute()
+
+    async def queue_keys(self) -> dict[str, tuple[str, str]]:
+        """Every service queue: key -> (service, group)."""
+        raw = await self.redis.hgetall(self.keys.queues)
+        queues: dict[str, tuple[str, str]] = {}
+        for key, value in raw.items():
+            service, _, group = as_str(value).partition("\t")
+            queues[as_str(key)] = (service, group)
+        return queues
+
+    async def pending_by_service(self) -> dict[str, int]:
+        """Pending (runnable now) tasks per service."""
+        queues = await self.queue_keys()
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for key in queues:
+                pipe.zcard(key)
+            counts = await pipe.execute()
+        totals: dict[str, int] = {}
+        for (service, _group), count in zip(queues.values(), counts, strict=True):
+            totals[service] = totals.get(service, 0) + int(count)
+        return totals
+
+    async def active_ids(self) -> tuple[set[str], set[str]]:
+        """Ids the index holds as pending (queued or delayed) and as running."""
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.zrange(self.keys.pending, 0, -1)
+            pipe.zrange(self.keys.delayed, 0, -1)
+            pipe.smembers(self.keys.running)
+            queued, delayed, running = await pipe.execute()
+        return {as_str(i) for i in (*queued, *delayed)}, {as_str(i) for i in running}

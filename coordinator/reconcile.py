@@ -1,0 +1,72 @@
+"""Rebuild the Redis index from PostgreSQL (at start, after a FLUSHALL) and repair drift found later."""
+
+from __future__ import annotations
+
+import logging
+import time
+
+import orjson
+from sqlalchemy import select
+
+from coordinator.core import Core, queued
+from coordinator.models import Task, Worker
+from coordinator.queue import RunningTask
+from coordinator.states import TaskStatus, WorkerStatus
+
+log = logging.getLogger(__name__)
+
+
+async def rebuild_index(core: Core) -> dict[str, int]:
+    """Write every pending and running task and every live worker into Redis; drop what PostgreSQL finished."""
+    async with core.engine.connect() as conn:
+        active = (await conn.execute(select(Task.id, Task.service, Task.group, Task.priority, Task.seq, Task.labels,
+                                            Task.cpu, Task.memory_gb, Task.gpu, Task.gpu_memory_gb, Task.available_at,
+                                            Task.status, Task.worker_id, Task.attempt_id, Task.gpus)
+                                     .where(Task.status.in_([TaskStatus.PENDING, TaskStatus.RUNNING])))).all()
+        workers = (await conn.execute(select(Worker.id, Worker.status, Worker.services, Worker.groups, Worker.labels,
+                                             Worker.gpus, Worker.cpu_cores)
+                                      .where(Worker.status != WorkerStatus.OFFLINE.value))).all()
+    pending = [queued(r) for r in active if r.status == TaskStatus.PENDING]
+    running = [RunningTask(str(r.id), r.service, r.group, str(r.worker_id), str(r.attempt_id), r.gpus)
+               for r in active if r.status == TaskStatus.RUNNING]
+    await core.index.put_pending(pending)
+    await core.index.put_running(running)
+    queued_ids, running_ids = await core.index.active_ids()
+    known = {str(r.id) for r in active}
+    await core.resync(i for i in (queued_ids | running_ids) if i not in known)
+    now = time.time()
+    async with core.redis.pipeline(transaction=False) as pipe:
+        for w in workers:
+            route = {"services": w.services, "groups": w.groups, "labels": w.labels, "gpus": w.gpus,
+                     "cpu_cores": w.cpu_cores}
+            pipe.hsetnx(core.keys.worker(str(w.id)), "hb", now)  # a grace period after a flush
+            pipe.hset(core.keys.worker(str(w.id)), mapping={"status": w.status, "route": orjson.dumps(route)})
+            pipe.zadd(core.keys.heartbeats, {str(w.id): now}, nx=True)
+        pipe.set(core.keys.index_built, now)
+        await pipe.execute()
+    await core.index.set_service_limits(core.settings.service_limits)
+    await core.wake_leases()
+    counts = {"pending": len(pending), "running": len(running), "workers": len(workers)}
+    log.info("index rebuilt from PostgreSQL: %s", counts)
+    return counts
+
+
+async def repair_drift(core: Core) -> int:
+    """Compare the index with PostgreSQL and rewrite the tasks that differ; a flushed index is rebuilt.
+
+    Returns how many tasks were repaired.
+    """
+    if not await core.redis.exists(core.keys.index_built):
+        counts = await rebuild_index(core)
+        return counts["pending"] + counts["running"]
+    async with core.engine.connect() as conn:
+        rows = (await conn.execute(select(Task.id, Task.status).where(
+            Task.status.in_([TaskStatus.PENDING, TaskStatus.RUNNING])))).all()
+    pg_pending = {str(r.id) for r in rows if r.status == TaskStatus.PENDING}
+    pg_running = {str(r.id) for r in rows if r.status == TaskStatus.RUNNING}
+    redis_pending, redis_running = await core.index.active_ids()
+    drift = (pg_pending ^ redis_pending) | (pg_running ^ redis_running)
+    if drift:
+        log.warning("index drift on %d tasks; repairing from PostgreSQL", len(drift))
+        await core.resync(drift)
+    return len(drift)

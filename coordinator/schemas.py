@@ -1,0 +1,241 @@
+"""Request bodies of the API, validated with pydantic; errors name the field path (422)."""
+
+from __future__ import annotations
+
+import math
+import uuid
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from coordinator.keys import PRIORITY_MAX, PRIORITY_MIN
+from coordinator.states import RETRYABLE, EndReason, TaskStatus
+
+Name = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")]
+"""Service, group, label and task-type names: they become parts of Redis keys."""
+Text = Annotated[str, Field(max_length=500)]
+NonNegative = Annotated[float, Field(ge=0, allow_inf_nan=False)]
+
+
+class Strict(BaseModel):
+    """Unknown fields are refused, so a typo is a clear 422 rather than a silently ignored setting."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class Resources(Strict):
+    """What a task needs free on its worker."""
+
+    cpu: NonNegative = 1.0
+    memory_gb: NonNegative = 0.0
+    gpu: NonNegative = 0.0
+    """Whole GPUs (1, 2, ...) or a share of one GPU (0.25, 0.5)."""
+    gpu_memory_gb: NonNegative = 0.0
+
+    @field_validator("gpu")
+    @classmethod
+    def _whole_or_share(cls, value: float) -> float:
+        if value > 1 and not float(value).is_integer():
+            raise ValueError("more than one GPU must be a whole number")
+        return value
+
+
+class TaskSpec(Strict):
+    """One task as a client submits it; only `service` and `task_type` are required."""
+
+    service: Name
+    task_type: Name
+    name: Text = ""
+    input_params: dict[str, Any] = {}
+    priority: int = Field(default=2, ge=PRIORITY_MIN, le=PRIORITY_MAX)
+    group: Name = "default"
+    labels: list[Name] = []
+    resources: Resources = Resources()
+    max_retries: int | None = Field(default=None, ge=0, le=100)
+    timeout_s: int | None = Field(default=None, gt=0, le=30 * 86400)
+    retry_on: list[EndReason] = sorted(RETRYABLE)
+    input_files: list[Text] = []
+    outputs: list[Text] = []
+
+    @field_validator("retry_on")
+    @classmethod
+    def _retryable(cls, value: list[EndReason]) -> list[EndReason]:
+        wrong = [r.value for r in value if r not in RETRYABLE]
+        if wrong:
+            raise ValueError(f"can only retry on {sorted(RETRYABLE)}, not {wrong}")
+        return value
+
+
+class BatchSpec(Strict):
+    """Several tasks accepted or refused together; `defaults` fill fields a task leaves out."""
+
+    name: Text = ""
+    batch_id: uuid.UUID | None = None
+    """Add to an existing batch (a large batch sent in several requests)."""
+    defaults: dict[str, Any] = {}
+    tasks: list[dict[str, Any]] = Field(min_length=1)
+
+    def specs(self) -> list[TaskSpec]:
+        """Each task merged over the defaults and validated; errors say which task."""
+        return [TaskSpec.model_validate({**self.defaults, **task}) for task in self.tasks]
+
+
+class TaskFilter(Strict):
+    """Which tasks a list or a bulk action applies to."""
+
+    status: list[TaskStatus] = []
+    service: list[Name] = []
+    group: list[Name] = []
+    batch_id: uuid.UUID | None = None
+    worker_id: uuid.UUID | None = None
+    search: Annotated[str, Field(max_length=200)] = ""
+    """Matched case-insensitively against the name, the task type and the id."""
+
+    @property
+    def empty(self) -> bool:
+        """Whether the filter matches every task."""
+        return self == TaskFilter()
+
+
+class BulkAction(Strict):
+    """A bulk cancel / retry / requeue: by ids, or by filter (an empty filter needs `all: true`)."""
+
+    ids: list[uuid.UUID] | None = Field(default=None, max_length=100_000)
+    filter: TaskFilter | None = None
+    all: bool = False
+
+    @model_validator(mode="after")
+    def _one_selector(self) -> BulkAction:
+        if (self.ids is None) == (self.filter is None):
+            raise ValueError("give either ids or filter")
+        if self.filter is not None and self.filter.empty and not self.all:
+            raise ValueError("an empty filter matches every task: add \"all\": true to mean it")
+        return self
+
+
+class GpuInfo(BaseModel):
+    """One GPU of a worker, as registered."""
+
+    model_config = ConfigDict(extra="ignore")
+    index: int = Field(ge=0, le=1023)
+    name: str = ""
+    uuid: str = ""
+    memory_gb: NonNegative = 0.0
+
+
+class WorkerRegistration(BaseModel):
+    """What an agent says about its host. Only `hostname` is required (older agents send little more)."""
+
+    model_config = ConfigDict(extra="ignore")
+    hostname: Annotated[str, Field(min_length=1, max_length=255)]
+    service: Name | None = None
+    """Older agents name one service; merged into `services`."""
+    services: list[Name] = []
+    groups: list[Name] = []
+    group: Name | None = None
+    labels: list[Name] = []
+    cpu_cores: NonNegative = 1.0
+    memory_gb: NonNegative = 0.0
+    gpus: list[GpuInfo] = []
+    slots: int | None = Field(default=None, ge=1, le=10_000)
+    agent_version: Annotated[str, Field(max_length=50)] = ""
+    worker_id: uuid.UUID | None = None
+    """Re-register as this worker (after the coordinator forgot it); needs its old token."""
+
+    def all_services(self) -> list[str]:
+        return sorted({*self.services, *([self.service] if self.service else [])})
+
+    def all_groups(self) -> list[str]:
+        return sorted({*self.groups, *([self.group] if self.group else [])}) or ["default"]
+
+
+class GpuUsage(BaseModel):
+    """One GPU's telemetry in a heartbeat."""
+
+    model_config = ConfigDict(extra="ignore")
+    index: int = Field(ge=0, le=1023)
+    utilization: NonNegative = 0.0
+    memory_used_gb: NonNegative = 0.0
+    memory_total_gb: NonNegative = 0.0
+    temperature: float | None = None
+    power_w: float | None = None
+
+
+class Heartbeat(BaseModel):
+    """Telemetry an agent sends every heartbeat_interval; the older flat form is accepted as is."""
+
+    model_config = ConfigDict(extra="ignore")
+    used_cpu: NonNegative = 0.0
+    cpu_percent: NonNegative | None = None
+    used_memory_gb: NonNegative = 0.0
+    used_gpu: NonNegative = 0.0
+    used_gpu_memory_gb: NonNegative = 0.0
+    gpus: list[GpuUsage] = []
+    current_tasks: list[str] = Field(default=[], max_length=10_000)
+    """Ids of the tasks (or attempts) the agent runs; ones it no longer owns come back in `stale_tasks`."""
+    tasks: list[dict[str, Any]] = Field(default=[], max_length=10_000)
+    """Per-task detail (task_id, attempt_id, gpu use) for the console."""
+
+
+class LeaseRequest(Strict):
+    """An agent's ask for work, stating what it has free now."""
+
+    max_tasks: int = Field(default=1, ge=0, le=1000)
+    wait_s: float = Field(default=0.0, ge=0, le=300)
+    cpu: NonNegative | None = None
+    memory_gb: NonNegative | None = None
+    gpus: list[dict[str, float]] | None = None
+    """Per GPU: {index, free (0..1), memory_gb}; absent: every registered GPU counts as free."""
+
+    @field_validator("gpus")
+    @classmethod
+    def _gpu_fields(cls, value: list[dict[str, float]] | None) -> list[dict[str, float]] | None:
+        for gpu in value or []:
+            if "index" not in gpu or any(not isinstance(v, int | float) or math.isnan(v) for v in gpu.values()):
+                raise ValueError("each GPU needs a numeric index, free and memory_gb")
+        return value
+
+
+class LogLine(Strict):
+    """One output line of a task attempt."""
+
+    stream: Literal["stdout", "stderr"] = "stdout"
+    line: str
+    ts: float | None = None
+
+
+class TaskEvent(Strict):
+    """One report from an agent about one attempt; `attempt_id` is the fencing token."""
+
+    task_id: uuid.UUID
+    attempt_id: uuid.UUID
+    event: Literal["started", "progress", "log", "succeeded", "failed", "handback"]
+    progress: float | None = Field(default=None, ge=0, le=1)
+    message: Annotated[str, Field(max_length=2000)] | None = None
+    lines: list[LogLine] = Field(default=[], max_length=10_000)
+    result: Any = None
+    exit_code: int | None = None
+    error: Annotated[str, Field(max_length=20_000)] | None = None
+    reason: Literal["error", "permanent", "timeout"] = "error"
+    """Why a failed attempt failed: a non-zero exit (error), bad input (permanent), or its timeout."""
+
+
+class ReportBatch(Strict):
+    """Several events in one request (agents batch them to keep round trips low)."""
+
+    events: list[TaskEvent] = Field(min_length=1, max_length=5000)
+
+
+class WorkerCommandSpec(Strict):
+    """A command for one worker or all of them."""
+
+    command: Literal["drain", "resume", "cancel-task", "shutdown"]
+    args: dict[str, Any] = {}
+    group: Name | None = None
+    """Broadcast only: limit to the workers of this group."""
+
+
+class CommandAck(Strict):
+    """Commands an agent has carried out."""
+
+    ids: list[int] = Field(min_length=1, max_length=1000)

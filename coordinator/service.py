@@ -1,0 +1,87 @@
+"""The coordinator service: the one object the HTTP API (and the embedded console) call."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+from redis.asyncio import Redis
+from sqlalchemy import text
+
+from coordinator.config import Settings
+from coordinator.core import Core
+from coordinator.db import create_engine, migrate
+from coordinator.errors import Unavailable
+from coordinator.keys import Keys
+from coordinator.loops import Timers
+from coordinator.queue import QueueIndex
+from coordinator.reconcile import rebuild_index
+from coordinator.stats import StatsService
+from coordinator.tasks import TaskService
+from coordinator.wakeup import Waker
+from coordinator.workers import WorkerService
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Coordinator:
+    """Tasks, workers and stats over one Redis and one PostgreSQL, with this process's timers."""
+
+    core: Core
+    tasks: TaskService
+    workers: WorkerService
+    stats: StatsService
+    timers: Timers
+    waker: Waker
+
+    @classmethod
+    def build(cls, settings: Settings) -> Coordinator:
+        """Wire the parts together; nothing connects until `start`."""
+        if not settings.redis_url or not settings.database_url:
+            raise ValueError("the coordinator needs redis_url and database_url (embedded servers supply them)")
+        redis = Redis.from_url(settings.redis_url, socket_timeout=10, health_check_interval=30)
+        keys = Keys(settings.key_prefix)
+        core = Core(settings, create_engine(settings.database_url), redis, keys, QueueIndex(redis, keys))
+        waker = Waker(redis, keys.wakeup)
+        tasks = TaskService(core)
+        workers = WorkerService(core, tasks, waker)
+        return cls(core, tasks, workers, StatsService(core), Timers(core, tasks, workers), waker)
+
+    async def start(self, timers: bool = True) -> None:
+        """Migrate the schema, rebuild the index from PostgreSQL, and start listening and timing."""
+        try:
+            await self.core.redis.ping()
+            await migrate(self.core.engine)
+        except Exception as exc:
+            raise Unavailable(f"cannot reach Redis/PostgreSQL: {type(exc).__name__}: {exc}") from exc
+        await rebuild_index(self.core)
+        self.waker.start()
+        if timers:
+            self.timers.start()
+
+    async def stop(self) -> None:
+        """Stop timers and close connections."""
+        await self.timers.stop()
+        await self.waker.stop()
+        await self.core.redis.aclose()
+        await self.core.engine.dispose()
+
+    async def health(self) -> dict[str, Any]:
+        """Whether Redis and PostgreSQL answer (no secrets, no URLs)."""
+        checks: dict[str, str] = {}
+        try:
+            await self.core.redis.ping()
+            checks["redis"] = "ok"
+        except Exception as exc:
+            checks["redis"] = f"error: {type(exc).__name__}"
+        try:
+            async with self.core.engine.connect() as conn:
+                await conn.execute(text("SELECT 1"))
+            checks["postgres"] = "ok"
+        except Exception as exc:
+            checks["postgres"] = f"error: {type(exc).__name__}"
+        healthy = all(v == "ok" for v in checks.values())
+        return {"status": "ok" if healthy else "degraded", **checks,
+                "leader": self.timers.leader_since is not None}

