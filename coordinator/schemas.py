@@ -46,16 +46,16 @@ class TaskSpec(Strict):
     service: Name
     task_type: Name
     name: Text = ""
-    input_params: dict[str, Any] = {}
+    input_params: dict[str, Any] = Field(default_factory=dict)
     priority: int = Field(default=2, ge=PRIORITY_MIN, le=PRIORITY_MAX)
     group: Name = "default"
-    labels: list[Name] = []
-    resources: Resources = Resources()
+    labels: list[Name] = Field(default_factory=list)
+    resources: Resources = Field(default_factory=Resources)
     max_retries: int | None = Field(default=None, ge=0, le=100)
     timeout_s: int | None = Field(default=None, gt=0, le=30 * 86400)
-    retry_on: list[EndReason] = sorted(RETRYABLE)
-    input_files: list[Text] = []
-    outputs: list[Text] = []
+    retry_on: list[EndReason] = Field(default_factory=lambda: sorted(RETRYABLE))
+    input_files: list[Text] = Field(default_factory=list)
+    outputs: list[Text] = Field(default_factory=list)
 
     @field_validator("retry_on")
     @classmethod

@@ -30,6 +30,19 @@ def task_view(row: Any) -> dict[str, Any]:
     return data
 
 
+QUEUED_COLUMNS = (Task.id, Task.service, Task.group, Task.priority, Task.seq, Task.labels, Task.cpu, Task.memory_gb,
+                  Task.gpu, Task.gpu_memory_gb, Task.available_at)
+"""What the queue index needs of a task row (see core.queued)."""
+
+
+@dataclass(frozen=True)
+class Submitted:
+    """Ids of stored tasks, in submission order, and their batch."""
+
+    ids: list[uuid.UUID]
+    batch_id: uuid.UUID | None
+
+
 @dataclass(frozen=True)
 class AttemptEnd:
     """The end of one attempt that did not succeed."""
@@ -85,8 +98,8 @@ class TaskService:
     # -- submission -------------------------------------------------------------------------------
 
     async def submit(self, specs: Sequence[TaskSpec], actor: str = "", batch_name: str | None = None,
-                     batch_id: uuid.UUID | None = None) -> list[dict[str, Any]]:
-        """Store tasks (all or none) and queue them; answered only after the PostgreSQL commit.
+                     batch_id: uuid.UUID | None = None) -> Submitted:
+        """Store tasks (all or none) and queue them; returns only after the PostgreSQL commit.
 
         Raises:
             QueueFull: a service would pass max_pending_per_service.
@@ -112,11 +125,11 @@ class TaskService:
                     raise BatchNotFound(str(batch_id))
                 for row in rows:
                     row["batch_id"] = batch_id
-            stored = (await conn.execute(insert(Task).returning(*Task.__table__.c, sort_by_parameter_order=True),
+            stored = (await conn.execute(insert(Task).returning(*QUEUED_COLUMNS, sort_by_parameter_order=True),
                                          rows)).all()
         await self.core.index.put_pending([queued(r) for r in stored])
         await self.core.wake_leases()
-        return [task_view(r) for r in stored]
+        return Submitted([r.id for r in stored], batch_id)
 
     def _row(self, spec: TaskSpec, actor: str) -> dict[str, Any]:
         return {

@@ -29,14 +29,15 @@ async def submit(request: Request, ctx: Ctx) -> Any:
                                  f"{ctx.settings.max_batch_tasks}; send it in several requests with batch_id")
         specs = [parse(TaskSpec, {**batch.defaults, **t}, prefix=f"tasks[{i}]") for i, t in enumerate(batch.tasks)]
         _check_shell(ctx, specs)
-        tasks = await ctx.coordinator.tasks.submit(specs, ctx.caller.name, batch_name=batch.name,
-                                                   batch_id=batch.batch_id)
-        return {"batch_id": tasks[0]["batch_id"], "count": len(tasks), "ids": [t["id"] for t in tasks]}
+        stored = await ctx.coordinator.tasks.submit(specs, ctx.caller.name, batch_name=batch.name,
+                                                    batch_id=batch.batch_id)
+        return {"batch_id": stored.batch_id, "count": len(stored.ids), "ids": stored.ids}
     if request.state.body_size > ctx.settings.max_body_bytes:
         raise HttpError(413, f"request body is over the limit of {ctx.settings.max_body_bytes} bytes")
     spec = parse(TaskSpec, data)
     _check_shell(ctx, [spec])
-    return (await ctx.coordinator.tasks.submit([spec], ctx.caller.name))[0]
+    stored = await ctx.coordinator.tasks.submit([spec], ctx.caller.name)
+    return await ctx.coordinator.tasks.get(stored.ids[0])
 
 
 def _check_shell(ctx: Ctx, specs: list[TaskSpec]) -> None:
