@@ -43,7 +43,7 @@ class Timers:
         self.instance = uuid.uuid4().hex
         self.leader_since: float | None = None
         self._renew = core.redis.register_script(RENEW)
-        self._last_reconcile = 0.0
+        self._last_reconcile = self._last_check = 0.0
         self._task: asyncio.Task[None] | None = None
 
     def start(self) -> None:
@@ -73,16 +73,20 @@ class Timers:
             await asyncio.sleep(period)
 
     async def tick(self) -> None:
-        """One round: promote due retries; as leader, reap dead workers, time out tasks, repair drift."""
-        await self.core.index.promote_due()
+        """One round: promote due retries; as leader, every check interval reap dead workers and time out
+        tasks, and every reconcile interval repair drift."""
+        if await self.core.index.promote_due():
+            await self.core.wake_leases()
         if not await self._lead():
             return
         settings = self.core.settings
         now = time.monotonic()
         assert self.leader_since is not None
-        if now - self.leader_since >= settings.heartbeat_timeout:
-            await self.reap_dead_workers()
-        await self.time_out_tasks()
+        if now - self._last_check >= settings.heartbeat_check_interval:
+            self._last_check = now
+            if now - self.leader_since >= settings.heartbeat_timeout:
+                await self.reap_dead_workers()
+            await self.time_out_tasks()
         if now - self._last_reconcile >= settings.reconcile_interval:
             self._last_reconcile = now
             await repair_drift(self.core)

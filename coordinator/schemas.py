@@ -139,8 +139,6 @@ class WorkerRegistration(BaseModel):
     gpus: list[GpuInfo] = []
     slots: int | None = Field(default=None, ge=1, le=10_000)
     agent_version: Annotated[str, Field(max_length=50)] = ""
-    worker_id: uuid.UUID | None = None
-    """Re-register as this worker (after the coordinator forgot it); needs its old token."""
 
     def all_services(self) -> list[str]:
         return sorted({*self.services, *([self.service] if self.service else [])})
