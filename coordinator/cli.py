@@ -15,6 +15,7 @@ from typing import Any
 from coordinator.client import DEFAULT_URL, ApiError, CoordinatorClient
 from coordinator.config import ConfigError, load_settings
 from coordinator.embedded import EmbeddedError
+from coordinator.filedownload import files_command
 from coordinator.runtime import check_exposure, stores
 from coordinator.submitfile import read_batch_file, submit_in_chunks
 from coordinator.tables import render_table
@@ -88,6 +89,13 @@ def build_parser() -> argparse.ArgumentParser:
         act.add_argument("--all", action="store_true", help="with no filter: really every task")
         _client_options(act)
 
+    files = sub.add_parser("files", help="list a task's files; --download DIR fetches its outputs")
+    files.add_argument("task_id")
+    files.add_argument("--download", type=Path, metavar="DIR", help="download the outputs into DIR")
+    files.add_argument("--attempt", type=int, help="whose outputs (default: the latest attempt with outputs)")
+    files.add_argument("--inputs", action="store_true", help="download the inputs instead of the outputs")
+    _client_options(files)
+
     sub.add_parser("agent", help="run the node agent (same as aidd-agent)", add_help=False)
     return parser
 
@@ -135,6 +143,8 @@ async def _run_client(args: argparse.Namespace) -> int:
         elif args.command == "workers":
             result = await client.workers(group=args.group, status=args.status)
             text = render_table(result, ["id", "hostname", "status", "groups", "running", "slots", "heartbeat_age_s"])
+        elif args.command == "files":
+            result, text = await files_command(client, args)
         else:
             flt = {"status": args.status, "service": args.service, "group": args.group, "batch_id": args.batch_id,
                    "search": args.q}

@@ -93,6 +93,10 @@ class CoordinatorClient:
         body: dict[str, Any] = {"ids": _ids(ids)} if ids is not None else {"filter": filter or {}, "all": all}
         return await self.request("POST", f"/api/v1/tasks/bulk/{action}", json=body)  # type: ignore[no-any-return]
 
+    async def task_files(self, task_id: uuid.UUID | str) -> dict[str, Any]:
+        """A task's inputs and each attempt's outputs: {inputs, attempts: [{number, outputs}]}, with URLs."""
+        return await self.request("GET", f"/api/v1/tasks/{task_id}/files")  # type: ignore[no-any-return]
+
     async def task_stats(self) -> dict[str, Any]:
         """Tasks by status overall and per service."""
         return await self.request("GET", "/api/v1/tasks/stats")  # type: ignore[no-any-return]

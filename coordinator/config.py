@@ -12,7 +12,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 Role = Literal["operator", "read", "submit"]
 ENV_PREFIX = "AIDD_"
-SECRET_KEYS = frozenset({"api_keys", "agent_token", "redis_url", "database_url"})
+SECRET_KEYS = frozenset({"api_keys", "agent_token", "redis_url", "database_url", "minio_secret_key"})
+MINIO_ENV = ("endpoint", "access_key", "secret_key", "bucket", "secure")
+"""Settings `minio_<name>` also read from the conventional MINIO_<NAME> variables."""
 
 
 class ConfigError(Exception):
@@ -89,6 +91,22 @@ class Settings(BaseModel):
     """Accept `shell` tasks at all (default true)."""
     shell_requires_operator: bool = False
     """Accept `shell` tasks only from operator keys (default false)."""
+    minio_endpoint: str | None = None
+    """MinIO / S3 server for task files, `host:port` or a URL (also MINIO_ENDPOINT); unset: a local directory."""
+    minio_access_key: str | None = None
+    """MinIO / S3 access key (also MINIO_ACCESS_KEY)."""
+    minio_secret_key: str | None = None
+    """MinIO / S3 secret key (also MINIO_SECRET_KEY)."""
+    minio_bucket: str = Field(default="aidd", pattern=r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
+    """Bucket of task files, created when missing (default `aidd`; also MINIO_BUCKET)."""
+    minio_secure: bool = False
+    """Use TLS to reach MinIO (default false; an https:// endpoint turns it on; also MINIO_SECURE)."""
+    max_file_bytes: int = Field(default=100_000_000, gt=0)
+    """Largest task file, uploaded input or output, in bytes (default 100 MB); beyond it 413."""
+    presign_expiry_s: int = Field(default=86_400, ge=1, le=604_800)
+    """How long presigned download URLs stay valid, in seconds (default 86400 = 24 h; at most 7 days)."""
+    file_retention_days: float = Field(default=30, ge=0)
+    """Files of tasks finished longer ago than this many days are deleted (hourly); 0 keeps them forever."""
 
     @field_validator("state_dir")
     @classmethod
@@ -143,6 +161,7 @@ def _environment_overrides(env: Mapping[str, str]) -> dict[str, Any]:
     overrides: dict[str, Any] = {}
     conventional = {"redis_url": env.get("REDIS_URL"),
                     "database_url": env.get("DATABASE_URL") or _postgres_env_url(env)}
+    conventional.update({f"minio_{name}": env.get(f"MINIO_{name.upper()}") for name in MINIO_ENV})
     overrides.update({k: v for k, v in conventional.items() if v})
     for name in Settings.model_fields:
         value = env.get(ENV_PREFIX + name.upper())

@@ -14,6 +14,7 @@ import uuid
 from sqlalchemy import func, select, text
 
 from coordinator.core import Core, send_commands
+from coordinator.files import FileService
 from coordinator.models import Task
 from coordinator.queue import as_str
 from coordinator.reconcile import repair_drift
@@ -33,13 +34,17 @@ return 0
 """
 """Leader lease. KEYS[1] the leader key; ARGV[1] this process's id, ARGV[2] lease ms.
 Returns 1 renewed, 2 newly taken, 0 held by another process."""
+FILE_EXPIRY_PERIOD = 3600.0
+"""Seconds between runs of the file retention job (leader only; see FileService.expire_finished)."""
 
 
 class Timers:
     """The periodic work of one coordinator process."""
 
-    def __init__(self, core: Core, tasks: TaskService, workers: WorkerService) -> None:
-        self.core, self.tasks, self.workers = core, tasks, workers
+    def __init__(self, core: Core, tasks: TaskService, workers: WorkerService,
+                 files: FileService | None = None) -> None:
+        self.core, self.tasks, self.workers, self.files = core, tasks, workers, files
+        self._last_file_expiry = -FILE_EXPIRY_PERIOD
         self.instance = uuid.uuid4().hex
         self.leader_since: float | None = None
         self._renew = core.redis.register_script(RENEW)
@@ -74,7 +79,7 @@ class Timers:
 
     async def tick(self) -> None:
         """One round: promote due retries; as leader, every check interval reap dead workers and time out
-        tasks, and every reconcile interval repair drift."""
+        tasks, every reconcile interval repair drift, and hourly expire old task files."""
         if await self.core.index.promote_due():
             await self.core.wake_leases()
         if not await self._lead():
@@ -87,9 +92,13 @@ class Timers:
             if now - self.leader_since >= settings.heartbeat_timeout:
                 await self.reap_dead_workers()
             await self.time_out_tasks()
-        if now - self._last_reconcile >= settings.reconcile_interval:
+        flushed = not await self.core.redis.exists(self.core.keys.index_built)  # a FLUSHALL: rebuild now
+        if flushed or now - self._last_reconcile >= settings.reconcile_interval:
             self._last_reconcile = now
             await repair_drift(self.core)
+        if self.files is not None and now - self._last_file_expiry >= FILE_EXPIRY_PERIOD:
+            self._last_file_expiry = now
+            self.files.expire_in_background()
 
     async def _lead(self) -> bool:
         lease_ms = int(max(self.core.settings.heartbeat_check_interval * 3, 5) * 1000)

@@ -183,7 +183,7 @@ class LeaseRequest(Strict):
     cpu: NonNegative | None = None
     memory_gb: NonNegative | None = None
     gpus: list[dict[str, float]] | None = None
-    """Per GPU: {index, free (0..1), memory_gb}; absent: every registered GPU counts as free."""
+    """Per GPU: {index, free (0..1), memory_gb}; absent: the registered GPUs less what running tasks hold."""
 
     @field_validator("gpus")
     @classmethod

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import signal
 import threading
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
@@ -22,10 +23,23 @@ def uvicorn_config(settings: Settings, app: Any, log_level: str = "info") -> uvi
                           lifespan="on", timeout_graceful_shutdown=5, loop="auto", http="auto")
 
 
+def _already_stopping(signum: int, frame: object) -> None:
+    """uvicorn re-raises the signal it shut down on; by then the server has stopped, so carry on and clean up."""
+
+
 def serve_forever(settings: Settings) -> None:
-    """Serve until SIGTERM / SIGINT (uvicorn handles both and shuts down cleanly)."""
+    """Serve until SIGTERM / SIGINT (uvicorn handles both and shuts down cleanly), then return normally.
+
+    Without our own handlers the signal uvicorn re-raises after its shutdown would kill the process (SIGTERM)
+    before the caller stops the embedded servers and releases the state directory.
+    """
     server = uvicorn.Server(uvicorn_config(settings, create_app(settings)))
-    server.run()
+    previous = {sig: signal.signal(sig, _already_stopping) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        server.run()
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
     if not server.started:
         raise SystemExit(1)
 

@@ -13,11 +13,13 @@ from coordinator.config import Settings
 from coordinator.core import Core
 from coordinator.db import create_engine, migrate
 from coordinator.errors import Unavailable
+from coordinator.files import FileService
 from coordinator.keys import Keys
 from coordinator.loops import Timers
 from coordinator.queue import QueueIndex
 from coordinator.reconcile import rebuild_index
 from coordinator.stats import StatsService
+from coordinator.storage import open_store
 from coordinator.tasks import TaskService
 from coordinator.wakeup import Waker
 from coordinator.workers import WorkerService
@@ -35,6 +37,7 @@ class Coordinator:
     stats: StatsService
     timers: Timers
     waker: Waker
+    files: FileService
 
     @classmethod
     def build(cls, settings: Settings) -> Coordinator:
@@ -47,7 +50,8 @@ class Coordinator:
         waker = Waker(redis, keys.wakeup)
         tasks = TaskService(core)
         workers = WorkerService(core, tasks, waker)
-        return cls(core, tasks, workers, StatsService(core), Timers(core, tasks, workers), waker)
+        files = FileService(core, open_store(settings))
+        return cls(core, tasks, workers, StatsService(core), Timers(core, tasks, workers, files), waker, files)
 
     async def start(self, timers: bool = True) -> None:
         """Migrate the schema, rebuild the index from PostgreSQL, and start listening and timing."""
@@ -57,6 +61,7 @@ class Coordinator:
         except Exception as exc:
             raise Unavailable(f"cannot reach Redis/PostgreSQL: {type(exc).__name__}: {exc}") from exc
         await rebuild_index(self.core)
+        await self.files.start()
         self.waker.start()
         if timers:
             self.timers.start()
@@ -64,6 +69,7 @@ class Coordinator:
     async def stop(self) -> None:
         """Stop timers and close connections."""
         await self.timers.stop()
+        await self.files.close()
         await self.waker.stop()
         await self.core.redis.aclose()
         await self.core.engine.dispose()

@@ -79,6 +79,7 @@ def filter_clause(flt: TaskFilter) -> ColumnElement[bool]:
     if flt.worker_id:
         conds.append(Task.worker_id == flt.worker_id)
     if flt.search:
+        check_text(flt.search, "search")  # PostgreSQL refuses NUL bytes: a 422, not a database error
         escaped = flt.search.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
         like = f"%{escaped}%"
         conds.append(or_(Task.name.ilike(like), Task.task_type.ilike(like), cast(Task.id, String).ilike(like)))
@@ -98,8 +99,10 @@ class TaskService:
     # -- submission -------------------------------------------------------------------------------
 
     async def submit(self, specs: Sequence[TaskSpec], actor: str = "", batch_name: str | None = None,
-                     batch_id: uuid.UUID | None = None) -> Submitted:
+                     batch_id: uuid.UUID | None = None, ids: Sequence[uuid.UUID] | None = None) -> Submitted:
         """Store tasks (all or none) and queue them; returns only after the PostgreSQL commit.
+
+        `ids`, when given, are the tasks' ids (chosen earlier, e.g. to store their input files first).
 
         Raises:
             QueueFull: a service would pass max_pending_per_service.
@@ -114,6 +117,8 @@ class TaskService:
         await self._check_room(specs)
         batching = batch_name is not None or batch_id is not None
         rows = [self._row(spec, actor) for spec in specs]
+        for row, task_id in zip(rows, ids or (), strict=False):
+            row["id"] = task_id
         async with self.core.engine.begin() as conn:
             if batching:
                 if batch_id is None:

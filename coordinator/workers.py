@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import math
 import secrets
 import time
 import uuid
@@ -59,6 +60,17 @@ def worker_view(row: Any, live: dict[bytes, bytes] | None = None, running: int =
         data["heartbeat_age_s"] = round(max(0.0, time.time() - float(live[b"hb"])), 1)
     data["running"] = running
     return data
+
+
+def _as_uuids(ids: set[str]) -> dict[uuid.UUID, str]:
+    """The ids that are UUIDs, each mapped back to the text it came as."""
+    parsed: dict[uuid.UUID, str] = {}
+    for text_id in ids:
+        try:
+            parsed[uuid.UUID(text_id)] = text_id
+        except ValueError:
+            continue
+    return parsed
 
 
 class WorkerService:
@@ -129,6 +141,7 @@ class WorkerService:
 
     async def heartbeat(self, worker_id: uuid.UUID, beat: Heartbeat) -> dict[str, Any]:
         """Record telemetry; answer with pending commands and the tasks the agent no longer owns."""
+        check_text(beat.tasks, "tasks")  # stored with the metrics: no NUL bytes for PostgreSQL
         status, _route = await self._route(worker_id)
         if status == WorkerStatus.OFFLINE:
             status = WorkerStatus.ONLINE  # it is alive again; the tasks it lost stay lost
@@ -141,6 +154,7 @@ class WorkerService:
             pipe.smembers(self.keys.worker_tasks(str(worker_id)))
             owned = {as_str(i) for i in (await pipe.execute())[2]}
         claimed = set(beat.current_tasks) | {str(t.get("task_id")) for t in beat.tasks if t.get("task_id")}
+        unsure = _as_uuids(claimed - owned)
         async with self.core.engine.begin() as conn:
             await conn.execute(update(Worker).where(Worker.id == worker_id).values(
                 status=status, metrics=metrics, last_heartbeat_at=utcnow()))
@@ -148,8 +162,15 @@ class WorkerService:
                                            .where(WorkerCommand.worker_id == worker_id)
                                            .where(WorkerCommand.acked_at.is_(None))
                                            .order_by(WorkerCommand.id))).all()
-        return {"status": status, "commands": [dict(c._mapping) for c in commands],
-                "stale_tasks": sorted(claimed - owned)}
+            # The index can lag PostgreSQL (a flushed Redis not rebuilt yet): a task is stale only if
+            # PostgreSQL agrees, since the agent kills what it is told is stale.
+            still_here = set((await conn.execute(select(Task.id).where(
+                Task.id.in_(list(unsure)), Task.worker_id == worker_id,
+                Task.status == TaskStatus.RUNNING.value))).scalars()) if unsure else set()
+        if still_here:
+            await self.core.resync(still_here)
+        stale = (claimed - owned) - {unsure[i] for i in still_here}
+        return {"status": status, "commands": [dict(c._mapping) for c in commands], "stale_tasks": sorted(stale)}
 
     # -- leasing ----------------------------------------------------------------------------------
 
@@ -167,14 +188,12 @@ class WorkerService:
             await self.waker.wait(min(left, 2.0))
 
     async def _lease_once(self, worker_id: uuid.UUID, route: dict[str, Any], ask: LeaseRequest) -> list[dict[str, Any]]:
-        gpus = ask.gpus if ask.gpus is not None else [{"index": g["index"], "free": 1.0,
-                                                        "memory_gb": g.get("memory_gb") or float("inf")}
-                                                       for g in route["gpus"]]
+        gpus = ([GpuFree(int(g["index"]), float(g.get("free", 1.0)), float(g.get("memory_gb", math.inf)))
+                 for g in ask.gpus] if ask.gpus is not None else await self._unheld_gpus(worker_id, route["gpus"]))
         request = ClaimRequest(worker=str(worker_id), groups=route["groups"], services=route["services"],
                                labels=route["labels"], max_tasks=ask.max_tasks,
                                cpu=ask.cpu if ask.cpu is not None else float("inf"), memory_gb=ask.memory_gb,
-                               gpus=[GpuFree(int(g["index"]), float(g.get("free", 1.0)),
-                                             float(g.get("memory_gb", float("inf")))) for g in gpus])
+                               gpus=gpus)
         claims = await self.core.index.claim(request, [str(uuid.uuid4()) for _ in range(ask.max_tasks)])
         if not claims:
             return []
@@ -197,6 +216,27 @@ class WorkerService:
                  "priority": r.priority, "group": r.group,
                  "resources": {"cpu": r.cpu, "memory_gb": r.memory_gb, "gpu": r.gpu,
                                "gpu_memory_gb": r.gpu_memory_gb}} for r in rows]
+
+    async def _unheld_gpus(self, worker_id: uuid.UUID, registered: Sequence[dict[str, Any]]) -> list[GpuFree]:
+        """The worker's registered GPUs less the shares and memory its running tasks hold.
+
+        Used when a lease does not say what is free, so a GPU handed out by an earlier lease is not handed out
+        again (whole GPUs are never shared across leases either).
+        """
+        free = {int(g["index"]): GpuFree(int(g["index"]), 1.0, float(g.get("memory_gb") or math.inf))
+                for g in registered}
+        if not free:
+            return []
+        async with self.core.engine.connect() as conn:
+            held = (await conn.execute(select(Task.gpus, Task.gpu, Task.gpu_memory_gb).where(
+                Task.worker_id == worker_id, Task.status == TaskStatus.RUNNING.value))).all()
+        for row in held:
+            for index in row.gpus or []:
+                gpu = free.get(int(index))
+                if gpu is not None:
+                    gpu.free = max(0.0, gpu.free - min(row.gpu, 1.0))
+                    gpu.memory_gb = max(0.0, gpu.memory_gb - row.gpu_memory_gb)
+        return list(free.values())
 
     # -- reports ----------------------------------------------------------------------------------
 

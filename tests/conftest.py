@@ -4,6 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -27,19 +34,25 @@ def anyio_backend() -> str:
 
 
 @pytest.fixture(scope="session")
-def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str]]:
-    """(redis_url, database_url) for the whole session; embedded servers unless the env names others."""
+def servers() -> Iterator[tuple[str, str]]:
+    """(redis_url, database_url) for the whole session; embedded servers unless the env names others.
+
+    The state dir is outside pytest's private temp root: as root, PostgreSQL runs as another user
+    that must reach it, also while a second pytest session re-locks that root.
+    """
     redis_url = os.environ.get("AIDD_TEST_REDIS_URL")
     database_url = os.environ.get("AIDD_TEST_DATABASE_URL")
     embedded: EmbeddedServers | None = None
     if not (redis_url and database_url):
-        embedded = start_embedded(Path(tmp_path_factory.mktemp("state")))
+        state = Path(tempfile.mkdtemp(prefix="aidd-test-"))
+        embedded = start_embedded(state)
         redis_url = redis_url or embedded.redis_url
         database_url = database_url or embedded.database_url
     asyncio.run(_migrate(database_url))
     yield redis_url, database_url
     if embedded is not None:
         embedded.stop()
+        shutil.rmtree(state, ignore_errors=True)
 
 
 async def _migrate(url: str) -> None:
@@ -108,3 +121,32 @@ def client(api_server: BackgroundServer) -> Iterator[httpx.Client]:
     """An HTTP client on the API (keyless loopback mode)."""
     with httpx.Client(base_url=api_server.url, timeout=30) as http:
         yield http
+
+
+@pytest.fixture(scope="session")
+def s3_endpoint() -> Iterator[str]:
+    """`host:port` of a real S3-protocol server for the whole session: moto's stand-alone server on loopback,
+    started here and stopped by its pid (it keeps objects in memory; each test uses its own bucket)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    process = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/moto-api/", timeout=1).status_code < 500:
+                break
+        except httpx.HTTPError:
+            pass
+        if process.poll() is not None or time.monotonic() > deadline:
+            process.kill()
+            pytest.fail(f"moto server did not start on port {port} (exit code {process.poll()})")
+        time.sleep(0.1)
+    yield f"127.0.0.1:{port}"
+    os.kill(process.pid, signal.SIGTERM)
+    try:
+        process.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        os.kill(process.pid, signal.SIGKILL)
+        process.wait()

@@ -12,7 +12,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from coordinator.api import stats, tasks, workers
+from coordinator.api import files, stats, tasks, workers
 from coordinator.api.guard import HostOriginGuard
 from coordinator.api.http import JSONResponse
 from coordinator.api.openapi import openapi_document
@@ -20,7 +20,8 @@ from coordinator.api.routing import Endpoint
 from coordinator.config import Settings
 from coordinator.service import Coordinator
 
-ENDPOINTS: list[Endpoint] = [*tasks.api.endpoints, *workers.api.endpoints, *stats.api.endpoints]
+ENDPOINTS: list[Endpoint] = [*tasks.api.endpoints, *workers.api.endpoints, *stats.api.endpoints,
+                             *files.api.endpoints]
 
 
 def package_version() -> str:
@@ -51,7 +52,7 @@ def create_app(settings: Settings, coordinator: Coordinator | None = None, timer
                 await service.stop()
 
     api_routes = [*tasks.api.routes(service, settings), *workers.api.routes(service, settings),
-                  *stats.api.routes(service, settings)]
+                  *stats.api.routes(service, settings), *files.api.routes(service, settings)]
     app = Starlette(routes=[*api_routes, Route("/api/v1/openapi.json", openapi, methods=["GET"])],
                     middleware=[Middleware(HostOriginGuard, settings=settings)], lifespan=lifespan)
     app.state.coordinator = service

@@ -17,8 +17,10 @@ def openapi_document(endpoints: list[Endpoint], version: str) -> dict[str, Any]:
         op: dict[str, Any] = {"summary": e.summary, "operationId": e.handler.__name__,
                               "responses": {str(e.status): {"description": "OK"},
                                             "4XX": {"description": "{\"error\": ..., \"field\": ...}"}}}
-        params = [{"name": p, "in": "path", "required": True, "schema": {"type": "string", "format": "uuid"}}
-                  for p in re.findall(r"{(\w+)}", e.path)]
+        path = re.sub(r"{(\w+):\w+}", r"{\1}", e.path)  # Starlette's {name:path} is OpenAPI's {name}
+        params = [{"name": p, "in": "path", "required": True,
+                   "schema": {"type": "string", **({"format": "uuid"} if p.endswith("_id") else {})}}
+                  for p in re.findall(r"{(\w+)}", path)]
         if params:
             op["parameters"] = params
         if e.body is not None and e.method != "GET":
@@ -30,6 +32,6 @@ def openapi_document(endpoints: list[Endpoint], version: str) -> dict[str, Any]:
         if e.access != Access.PUBLIC:
             op["security"] = [{"bearer": []}]
             op["description"] = f"Access: {e.access.value}"
-        paths.setdefault(e.path, {})[e.method.lower()] = op
+        paths.setdefault(path, {})[e.method.lower()] = op
     return {"openapi": "3.1.0", "info": {"title": "AIDD coordinator", "version": version}, "paths": paths,
             "components": {"schemas": schemas, "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}}}}

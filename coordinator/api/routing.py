@@ -63,8 +63,11 @@ class Api:
         return register
 
     def routes(self, coordinator: Coordinator, settings: Settings) -> list[Route]:
+        """Starlette routes; paths with fewer parameters come first, so `/tasks/bulk/retry` is not taken for
+        `/tasks/{task_id}/retry` (a literal segment wins over a parameter)."""
         auth = Authenticator(settings, coordinator.workers)
-        return [Route(e.path, _wrap(e, coordinator, settings, auth), methods=[e.method]) for e in self.endpoints]
+        ordered = sorted(self.endpoints, key=lambda e: e.path.count("{"))
+        return [Route(e.path, _wrap(e, coordinator, settings, auth), methods=[e.method]) for e in ordered]
 
 
 def _wrap(endpoint: Endpoint, coordinator: Coordinator, settings: Settings,

@@ -7,6 +7,7 @@ from typing import Any
 from starlette.requests import Request
 
 from coordinator.api.auth import Access
+from coordinator.api.files import is_multipart, submit_with_files
 from coordinator.api.http import HttpError, parse, query_int, query_list, query_uuid, read_json
 from coordinator.api.routing import Api, Ctx
 from coordinator.errors import Forbidden
@@ -16,9 +17,11 @@ from coordinator.states import Action
 api = Api()
 
 
-@api.route("POST", "/api/v1/tasks", Access.SUBMIT, "Submit one task, or a batch ({\"tasks\": [...]} or a list)",
-           body=TaskSpec, status=201)
+@api.route("POST", "/api/v1/tasks", Access.SUBMIT, "Submit one task, or a batch ({\"tasks\": [...]} or a list); "
+           "multipart/form-data: a `task` JSON field plus files", body=TaskSpec, status=201)
 async def submit(request: Request, ctx: Ctx) -> Any:
+    if is_multipart(request):
+        return await submit_with_files(request, ctx, _check_shell)
     data = await read_json(request, ctx.settings.max_batch_bytes)
     if isinstance(data, list):
         data = {"tasks": data}
@@ -29,6 +32,8 @@ async def submit(request: Request, ctx: Ctx) -> Any:
                                  f"{ctx.settings.max_batch_tasks}; send it in several requests with batch_id")
         specs = [parse(TaskSpec, {**batch.defaults, **t}, prefix=f"tasks[{i}]") for i, t in enumerate(batch.tasks)]
         _check_shell(ctx, specs)
+        for i, spec in enumerate(specs):
+            await ctx.coordinator.files.check_spec(spec, f"tasks[{i}].")
         stored = await ctx.coordinator.tasks.submit(specs, ctx.caller.name, batch_name=batch.name,
                                                     batch_id=batch.batch_id)
         return {"batch_id": stored.batch_id, "count": len(stored.ids), "ids": stored.ids}
@@ -36,6 +41,7 @@ async def submit(request: Request, ctx: Ctx) -> Any:
         raise HttpError(413, f"request body is over the limit of {ctx.settings.max_body_bytes} bytes")
     spec = parse(TaskSpec, data)
     _check_shell(ctx, [spec])
+    await ctx.coordinator.files.check_spec(spec)
     stored = await ctx.coordinator.tasks.submit([spec], ctx.caller.name)
     return await ctx.coordinator.tasks.get(stored.ids[0])
 

@@ -18,7 +18,8 @@ end
 local groups, services, labels = set_of(req.groups), set_of(req.services), set_of(req.labels)
 local any_service = #req.services == 0
 
--- Whole GPUs for gpu >= 1 (each completely free); otherwise the fullest GPU that still fits the share.
+-- Whole GPUs for gpu >= 1 (each completely free); otherwise the fullest GPU that still fits the share
+-- (least free share, then least free memory), so shares pack and whole GPUs stay whole.
 local function pick_gpus(gpu, gmem)
   local picked = {}
   if gpu >= 1 then
@@ -30,7 +31,8 @@ local function pick_gpus(gpu, gmem)
   else
     local best = nil
     for _, g in ipairs(req.gpus) do
-      if g.free >= gpu and g.free > 0 and g.memory_gb >= gmem and (best == nil or g.memory_gb < best.memory_gb) then
+      local fuller = best == nil or g.free < best.free or (g.free == best.free and g.memory_gb < best.memory_gb)
+      if g.free >= gpu and g.free > 0 and g.memory_gb >= gmem and fuller then
         best = g
       end
     end

@@ -1,0 +1,27 @@
+"""Object storage for task files: MinIO / S3 in production, a local directory in the embedded default."""
+
+from __future__ import annotations
+
+from coordinator.config import Settings
+from coordinator.storage.base import (
+    FileConflict,
+    FileTooLarge,
+    ObjectInfo,
+    ObjectNotFound,
+    ObjectStore,
+    StorageUnavailable,
+)
+from coordinator.storage.local import LocalStore
+
+__all__ = ["FileConflict", "FileTooLarge", "LocalStore", "ObjectInfo", "ObjectNotFound", "ObjectStore",
+           "StorageUnavailable", "open_store"]
+
+
+def open_store(settings: Settings) -> ObjectStore:
+    """MinIO when `minio_endpoint` is set, else `files/` under the state directory. Connects to nothing yet."""
+    if settings.minio_endpoint:
+        from coordinator.storage.s3 import MinioStore  # the minio client is imported only when used
+
+        return MinioStore(settings.minio_endpoint, settings.minio_access_key, settings.minio_secret_key,
+                          settings.minio_bucket, settings.minio_secure)
+    return LocalStore(settings.state_dir / "files", settings.state_dir / "files.key")

@@ -1,0 +1,343 @@
+"""The agent's loop: register, heartbeat, lease while it has free slots, run tasks, report, stop gracefully.
+
+One asyncio loop and three background jobs — heartbeats (telemetry out, commands and stale tasks in,
+self-fencing), leases (a long-poll whenever a slot is free) and the reporter — plus one job per
+running attempt. Nothing blocks for long, so an idle agent sleeps in two HTTP calls.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from nodeagent.api import CoordinatorApi, Refused, Unreachable, WorkerUnknown
+from nodeagent.files import AttemptFiles
+from nodeagent.gpu import GpuProbe
+from nodeagent.inventory import Host
+from nodeagent.reporter import Reporter
+from nodeagent.runner import TaskRun
+from nodeagent.telemetry import Telemetry
+
+log = logging.getLogger("aidd-agent")
+
+
+class AgentError(Exception):
+    """A problem waiting will not fix (the coordinator refuses this agent's token or registration)."""
+
+
+@dataclass
+class AgentConfig:
+    """How the agent runs (from the command line and environment; see `cli`)."""
+
+    url: str
+    token: str | None = None
+    work_dir: Path = Path("aidd-work")
+    plugin_modules: list[str] = field(default_factory=list)
+    heartbeat_interval: float | None = None
+    """Overrides the interval the coordinator suggests at registration."""
+    grace: float = 20.0
+    """Seconds running tasks get to finish on SIGTERM / shutdown before they are handed back."""
+    kill_grace: float = 5.0
+    """Seconds between SIGTERM and SIGKILL when a task is killed."""
+    lease_wait: float = 30.0
+    keep_work_dirs: bool = False
+
+
+class Agent:
+    """One node agent for one coordinator."""
+
+    def __init__(self, config: AgentConfig, host: Host, probe: GpuProbe) -> None:
+        self.config, self.host, self.probe = config, host, probe
+        self.api = CoordinatorApi(config.url, config.token)
+        self.telemetry = Telemetry(probe, host)
+        self.reporter = Reporter(self.api.report, self._refused, self.reregister)
+        self.runs: dict[str, TaskRun] = {}
+        self.interval = config.heartbeat_interval or 10.0
+        self.timeout = 30.0
+        self.draining = False
+        self.coordinator_status = "online"
+        self.fenced = False
+        self._outage = False
+        self.last_heartbeat = time.monotonic()
+        self.stopping = asyncio.Event()
+        self._hard_stop = False
+        self.exit_code = 0
+        self._changed = asyncio.Event()
+        self._register_lock = asyncio.Lock()
+        self._jobs: set[asyncio.Task[Any]] = set()
+
+    # -- life cycle -------------------------------------------------------------------------------
+
+    async def run(self) -> int:
+        """Run until SIGTERM / SIGINT / a shutdown command; returns the exit code."""
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            try:
+                loop.add_signal_handler(sig, self.request_stop, signal.Signals(sig).name)
+            except (ValueError, RuntimeError, NotImplementedError):
+                pass  # not the main thread (an agent embedded in another program): it calls request_stop itself
+        try:
+            if not await self.register(first=True):
+                return 0
+            background = [asyncio.create_task(_forever(job)) for job in (self._heartbeats, self.reporter.run,
+                                                                         self._leases)]
+            await self.stopping.wait()
+            await self._shutdown(background)
+            return self.exit_code
+        finally:
+            await self.api.close()
+
+    def request_stop(self, why: str = "stop") -> None:
+        """Stop leasing and shut down gracefully; a second request skips the grace period."""
+        if self.stopping.is_set():
+            self._hard_stop = True
+            log.warning("%s again: handing back running tasks now", why)
+        else:
+            log.info("%s: stopping (running tasks get %.0fs to finish)", why, self.config.grace)
+        self.stopping.set()
+        self._changed.set()
+
+    async def register(self, first: bool = False) -> bool:
+        """Register, retrying with backoff while the coordinator is unreachable; False if told to stop meanwhile.
+
+        Raises:
+            AgentError: the coordinator refuses the registration (bad token, invalid inventory).
+        """
+        delay = 1.0
+        while True:
+            try:
+                answer = await self.api.register(self.host.registration())
+            except Unreachable as exc:
+                log.warning("cannot reach the coordinator at %s (%s); retrying in %.0fs", self.config.url, exc, delay)
+            except Refused as exc:
+                hint = " (check --token / AIDD_AGENT_TOKEN)" if exc.status in (401, 403) else ""
+                raise AgentError(f"the coordinator refused to register this host: {exc}{hint}") from None
+            else:
+                self.interval = self.config.heartbeat_interval or float(answer.get("heartbeat_interval") or 10.0)
+                self.timeout = float(answer.get("heartbeat_timeout") or 30.0)
+                self.last_heartbeat = time.monotonic()
+                log.info("registered as worker %s at %s (groups %s, %d slots, %d GPUs)", self.api.worker_id,
+                         self.config.url, ",".join(self.host.groups), self.host.slots, len(self.host.gpus))
+                return True
+            if not first:
+                await asyncio.sleep(delay)
+            elif await self._wait(self.stopping, delay):
+                return False
+            delay = min(delay * 2, 30.0)
+
+    async def reregister(self) -> None:
+        """The coordinator forgot this worker: register again (once, however many jobs noticed).
+
+        The attempts it ran belonged to the forgotten worker, so no report about them can be accepted any
+        more: they are stopped first.
+        """
+        forgotten = self.api.worker_id
+        async with self._register_lock:
+            if self.api.worker_id == forgotten:
+                log.warning("the coordinator no longer knows worker %s; stopping its %d task(s), registering again",
+                            forgotten, len(self.runs))
+                for run in list(self.runs.values()):
+                    run.stop("stale")
+                try:
+                    await self.register()
+                except AgentError as exc:
+                    log.error("%s", exc)
+                    self.exit_code = 1
+                    self.request_stop("registration refused")
+
+    async def _shutdown(self, background: list[asyncio.Task[Any]]) -> None:
+        background[2].cancel()  # no more leases
+        deadline = time.monotonic() + self.config.grace
+        while self.runs and not self._hard_stop and time.monotonic() < deadline:
+            self._changed.clear()
+            await self._wait(self._changed, min(0.2, deadline - time.monotonic()))
+        for run in list(self.runs.values()):
+            run.stop("handback")
+        deadline = time.monotonic() + self.config.kill_grace + 5
+        while self.runs and time.monotonic() < deadline:
+            self._changed.clear()
+            await self._wait(self._changed, 0.2)
+        if not await self.reporter.flushed(timeout=10):
+            log.warning("could not send %d reports before stopping", self.reporter.pending)
+        try:
+            await self.api.deregister()
+            log.info("deregistered worker %s", self.api.worker_id)
+        except (Unreachable, WorkerUnknown, Refused) as exc:
+            log.warning("could not deregister: %s", exc)
+        for job in background:
+            job.cancel()
+        await asyncio.gather(*background, return_exceptions=True)
+
+    @staticmethod
+    async def _wait(event: asyncio.Event, timeout: float) -> bool:
+        """Wait for `event` up to `timeout`; whether it was set."""
+        try:
+            await asyncio.wait_for(event.wait(), max(timeout, 0.0))
+        except TimeoutError:
+            return False
+        return True
+
+    # -- heartbeats, commands, fencing --------------------------------------------------------------
+
+    async def _heartbeats(self) -> None:
+        while True:
+            try:
+                answer = await self.api.heartbeat(self.telemetry.heartbeat(self.runs.values()),
+                                                  timeout=max(1.0, min(self.interval, self._fence_after() / 2)))
+            except Unreachable as exc:
+                if not self._outage:
+                    log.warning("heartbeat failed: %s (retrying every %.1fs)", exc, self.interval)
+                self._outage = True
+                self._fence_if_silent()
+            except WorkerUnknown:
+                await self.reregister()
+            except Refused as exc:
+                log.error("heartbeat refused: %s", exc)
+            else:
+                if self._outage:
+                    log.info("the coordinator answers again after %.1fs", time.monotonic() - self.last_heartbeat)
+                self.last_heartbeat = time.monotonic()
+                self.fenced = self._outage = False
+                await self._apply(answer)
+            await asyncio.sleep(self._next_beat())
+
+    def _fence_after(self) -> float:
+        """Silence after which the agent kills its own tasks: safely before the coordinator requeues them."""
+        return self.timeout - max(self.interval, self.timeout * 0.25)
+
+    def _next_beat(self) -> float:
+        if self.fenced or time.monotonic() - self.last_heartbeat < self.interval:
+            return self.interval
+        return max(0.1, min(self.interval, self.last_heartbeat + self._fence_after() - time.monotonic()))
+
+    def _fence_if_silent(self) -> None:
+        silent = time.monotonic() - self.last_heartbeat
+        if silent >= self._fence_after() and not self.fenced:
+            self.fenced = True
+            log.error("no heartbeat for %.1fs: stopping %d task(s) before the coordinator gives them to another host",
+                      silent, len(self.runs))
+            for run in list(self.runs.values()):
+                run.stop("fence")
+
+    async def _apply(self, answer: dict[str, Any]) -> None:
+        """Carry out the commands of a heartbeat answer (then acknowledge them) and kill stale tasks."""
+        self.coordinator_status = str(answer.get("status") or "online")
+        done: list[int] = []
+        for command in answer.get("commands") or []:
+            self._command(str(command.get("command")), command.get("args") or {})
+            done.append(int(command["id"]))
+        if done:
+            try:
+                await self.api.ack(done)
+            except (Unreachable, Refused, WorkerUnknown) as exc:
+                log.warning("could not acknowledge commands %s: %s (they will come again)", done, exc)
+        stale = set(answer.get("stale_tasks") or [])
+        for run in list(self.runs.values()):
+            if run.task_id in stale:
+                log.warning("task %s is no longer this worker's: killing it", run.task_id)
+                run.stop("stale")
+        self._changed.set()
+
+    def _command(self, name: str, args: dict[str, Any]) -> None:
+        log.info("command: %s %s", name, args or "")
+        if name == "drain":
+            self.draining = True
+        elif name == "resume":
+            self.draining = False
+        elif name == "shutdown":
+            self.request_stop("shutdown command")
+        elif name == "cancel-task":
+            for run in list(self.runs.values()):
+                if run.task_id == args.get("task_id") and args.get("attempt_id") in (None, run.attempt_id):
+                    run.stop("cancel")
+        else:
+            log.warning("unknown command %r ignored", name)
+
+    def _refused(self, attempt_id: str) -> None:
+        """A report was refused (409): that attempt is no longer current, so its process must go."""
+        run = self.runs.get(attempt_id)
+        if run is not None:
+            log.warning("attempt %s of task %s is no longer current: killing it", attempt_id, run.task_id)
+            run.stop("stale")
+
+    # -- leasing and running ----------------------------------------------------------------------
+
+    def _may_lease(self) -> bool:
+        return (len(self.runs) < self.host.slots and not self.draining and not self.fenced
+                and self.coordinator_status == "online" and not self.stopping.is_set())
+
+    async def _leases(self) -> None:
+        delay = 1.0
+        while True:
+            self._changed.clear()
+            if not self._may_lease():
+                await self._wait(self._changed, self.interval)
+                continue
+            # The ask is what is free now; while tasks run that goes stale as they end, so poll shorter then.
+            wait = self.config.lease_wait if not self.runs else min(self.config.lease_wait, self.interval)
+            ask = {"max_tasks": self.host.slots - len(self.runs), "wait_s": wait,
+                   **self.telemetry.free(self.runs.values())}
+            asked_at = time.monotonic()
+            try:
+                tasks = await self.api.lease(ask)
+                delay = 1.0
+            except Unreachable as exc:
+                log.warning("lease failed: %s; retrying in %.0fs", exc, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 30.0)
+                continue
+            except WorkerUnknown:
+                await self.reregister()
+                continue
+            except Refused as exc:
+                log.error("lease refused: %s", exc)
+                await asyncio.sleep(self.interval)
+                continue
+            for task in tasks:
+                self._start(task)
+            if not tasks and time.monotonic() - asked_at < min(1.0, wait / 2):
+                await asyncio.sleep(min(self.interval, 5.0))  # answered at once (e.g. draining): do not spin
+
+    def _start(self, task: dict[str, Any]) -> None:
+        files = (AttemptFiles(self.api, str(task["attempt_id"])) if task.get("input_files") or task.get("outputs")
+                 else None)
+        run = TaskRun(task, self.config.work_dir, self.reporter, self.config.plugin_modules,
+                      gpu_host=bool(self.host.gpus), kill_grace=self.config.kill_grace,
+                      keep_work_dir=self.config.keep_work_dirs, files=files)
+        if self.stopping.is_set():
+            self.reporter.event({"task_id": run.task_id, "attempt_id": run.attempt_id, "event": "handback"})
+            return
+        log.info("running task %s (%s/%s, attempt %s, gpus %s)", run.task_id, task.get("service"),
+                 task.get("task_type"), task.get("attempt"), run.gpus or "-")
+        self.runs[run.attempt_id] = run
+        job = asyncio.create_task(self._execute(run))
+        self._jobs.add(job)
+        job.add_done_callback(self._jobs.discard)
+
+    async def _execute(self, run: TaskRun) -> None:
+        try:
+            await run.run()
+        except Exception as exc:  # a bug in the agent must not lose the attempt silently
+            log.exception("task %s: agent error", run.task_id)
+            self.reporter.event({"task_id": run.task_id, "attempt_id": run.attempt_id, "event": "failed",
+                                 "reason": "error", "error": f"agent error: {type(exc).__name__}: {exc}"})
+        finally:
+            self.runs.pop(run.attempt_id, None)
+            self._changed.set()
+
+
+async def _forever(job: Callable[[], Awaitable[None]]) -> None:
+    """Run a background job; a bug in it is logged and the job restarted, never silently lost."""
+    while True:
+        try:
+            await job()
+            return
+        except Exception:
+            log.exception("%s failed; restarting it", getattr(job, "__name__", job))
+            await asyncio.sleep(1.0)

@@ -1,0 +1,106 @@
+"""How one leased task becomes a command line: shell tasks as argv (a shell only when asked), plugins in a child.
+
+Kept apart from the process handling in `runner` so the rules about what a task may ask for are in one
+small place: `argv` runs as given, `command` is split like a shell would (`shlex`) but runs without
+one unless `shell: true`, `env` adds string variables, `cwd` is relative to the task's working dir.
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import sys
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+SECRET_ENV = ("AIDD_AGENT_TOKEN", "AIDD_API_KEY", "AIDD_TOKEN")
+"""The agent's own credentials never reach a task."""
+RESULT_FILE = "aidd-result.json"
+ERROR_FILE = "aidd-error.json"
+TASK_FILE = "aidd-task.json"
+
+
+class BadTask(Exception):
+    """The task's parameters cannot be run; retrying cannot help (reported as a permanent failure)."""
+
+
+@dataclass(frozen=True)
+class Command:
+    """What to start for an attempt."""
+
+    argv: list[str]
+    env: dict[str, str]
+    cwd: Path
+    plugin: bool
+
+
+def shell_argv(params: Mapping[str, Any]) -> list[str]:
+    """The argv of a shell task: `argv` (a list), or `command` (a string; via /bin/sh only with `shell: true`)."""
+    argv, command = params.get("argv"), params.get("command")
+    if argv is not None:
+        if not isinstance(argv, list) or not argv or not all(isinstance(a, str | int | float) for a in argv):
+            raise BadTask("input_params.argv must be a non-empty list of strings")
+        return [str(a) for a in argv]
+    if isinstance(command, str) and command.strip():
+        if params.get("shell") is True:
+            return ["/bin/sh", "-c", command]
+        try:
+            return shlex.split(command)
+        except ValueError as exc:
+            raise BadTask(f"input_params.command: {exc}") from None
+    raise BadTask("a shell task needs input_params.argv (a list) or input_params.command (a string)")
+
+
+def task_env(params: Mapping[str, Any], base: Mapping[str, str]) -> dict[str, str]:
+    """The agent's environment without its secrets, plus the task's `env` (string, number or bool values)."""
+    env = {k: v for k, v in base.items() if k not in SECRET_ENV}
+    extra = params.get("env") or {}
+    if not isinstance(extra, dict):
+        raise BadTask("input_params.env must be an object of NAME: value")
+    for name, value in extra.items():
+        if not isinstance(value, str | int | float | bool) or not name or "=" in name or "\0" in name:
+            raise BadTask(f"input_params.env.{name}: must be a string, number or boolean")
+        env[name] = str(value)
+    return env
+
+
+def import_path() -> str:
+    """PYTHONPATH for plugin children: the agent's own non-stdlib import path, so they find the same modules."""
+    prefixes = {os.path.realpath(p) for p in (sys.prefix, sys.base_prefix, sys.exec_prefix)}
+    entries = []
+    for entry in sys.path:
+        path = os.path.realpath(entry or os.getcwd())
+        if os.path.isdir(path) and not any(path.startswith(p + os.sep) or path == p for p in prefixes):
+            entries.append(path)
+    return os.pathsep.join(dict.fromkeys(entries))
+
+
+def build_command(task: Mapping[str, Any], work_dir: Path, plugin_modules: Sequence[str], gpu_host: bool,
+                  base_env: Mapping[str, str] | None = None) -> Command:
+    """The command of one attempt, run in `work_dir` (which it may change with a relative or absolute `cwd`).
+
+    Raises:
+        BadTask: the parameters are malformed.
+    """
+    params = task.get("input_params") or {}
+    if not isinstance(params, dict):
+        raise BadTask("input_params must be an object")
+    env = task_env(params, os.environ if base_env is None else base_env)
+    env.update({"AIDD_TASK_ID": str(task["task_id"]), "AIDD_ATTEMPT_ID": str(task["attempt_id"]),
+                "AIDD_ATTEMPT": str(task.get("attempt") or 1), "AIDD_WORK_DIR": str(work_dir),
+                "AIDD_RESULT_FILE": str(work_dir / RESULT_FILE)})
+    gpus = task.get("gpus") or []
+    if gpus or gpu_host:  # a task without GPUs on a GPU host sees none, so it cannot take another task's
+        env["CUDA_VISIBLE_DEVICES"] = ",".join(str(g) for g in gpus)
+    if task.get("task_type") != "shell":
+        env.update({"AIDD_ERROR_FILE": str(work_dir / ERROR_FILE), "PYTHONUNBUFFERED": "1",
+                    "AIDD_PLUGIN_MODULES": ",".join(plugin_modules),
+                    "PYTHONPATH": os.pathsep.join(p for p in (import_path(), env.get("PYTHONPATH", "")) if p)})
+        return Command([sys.executable, "-m", "nodeagent.plugin_host", str(work_dir / TASK_FILE)], env, work_dir,
+                       plugin=True)
+    cwd = params.get("cwd")
+    if cwd is not None and not isinstance(cwd, str):
+        raise BadTask("input_params.cwd must be a string")
+    return Command(shell_argv(params), env, work_dir / cwd if cwd else work_dir, plugin=False)

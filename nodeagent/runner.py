@@ -1,0 +1,261 @@
+"""One attempt as a process: its own working dir and process group, output streamed line by line, killed whole.
+
+Every attempt runs in a new session (so its process group is its own); a timeout, a cancel or a
+stop sends SIGTERM to the whole group (and to any descendant that left it), then SIGKILL after a
+grace. When the main process exits, whatever it left behind in its group is killed too, so nothing
+outlives its task. On Linux the direct child also dies with the agent (parent-death signal).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import shutil
+import signal
+import sys
+from collections import deque
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, Protocol
+
+import psutil
+
+from nodeagent.commands import ERROR_FILE, RESULT_FILE, TASK_FILE, BadTask, Command, build_command
+from nodeagent.files import AttemptFiles, AttemptGone, FileProblem
+from nodeagent.lines import LineSplitter
+
+log = logging.getLogger(__name__)
+TAIL_LINES = 20
+
+
+class EventSink(Protocol):
+    """Where a run sends its events and log lines (the reporter)."""
+
+    def event(self, event: dict[str, Any]) -> None: ...
+
+    def log(self, task_id: str, attempt_id: str, stream: str, line: str) -> None: ...
+
+
+def _parent_death_signal() -> Callable[[], None] | None:
+    """A preexec function asking Linux to SIGKILL the child when the agent dies (None elsewhere)."""
+    if not sys.platform.startswith("linux"):
+        return None
+    import ctypes
+
+    libc = ctypes.CDLL(None, use_errno=True)  # loaded here, in the parent: nothing is imported after fork
+    return lambda: libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+
+
+class TaskRun:
+    """One leased attempt: runs it, streams its output, enforces its timeout and reports how it ended."""
+
+    def __init__(self, task: dict[str, Any], work_root: Path, sink: EventSink, plugin_modules: list[str],
+                 gpu_host: bool = False, kill_grace: float = 5.0, max_line_bytes: int = 4000,
+                 keep_work_dir: bool = False, files: AttemptFiles | None = None) -> None:
+        self.task, self.sink = task, sink
+        self.task_id, self.attempt_id = str(task["task_id"]), str(task["attempt_id"])
+        self.gpus: list[int] = [int(g) for g in task.get("gpus") or []]
+        self.resources: dict[str, float] = dict(task.get("resources") or {})
+        self.timeout_s = float(task.get("timeout_s") or 0) or None
+        self.work_dir = work_root / f"{self.task_id}.{task.get('attempt') or 1}"
+        self.plugin_modules, self.gpu_host, self.kill_grace = plugin_modules, gpu_host, kill_grace
+        self.max_line_bytes, self.keep_work_dir, self.files = max_line_bytes, keep_work_dir, files
+        self.stop_reason: str | None = None
+        self.pid: int | None = None
+        self._stop = asyncio.Event()
+        self._tail: deque[str] = deque(maxlen=TAIL_LINES)
+
+    def stop(self, reason: str) -> None:
+        """Kill the attempt: `cancel` / `stale` (no report), `handback` / `fence` (handed back), `timeout`."""
+        if self.stop_reason is None:
+            self.stop_reason = reason
+        self._stop.set()
+
+    def pids(self) -> list[int]:
+        """The attempt's process tree now (to attribute GPU memory to it)."""
+        if self.pid is None:
+            return []
+        try:
+            leader = psutil.Process(self.pid)
+            return [self.pid, *(p.pid for p in leader.children(recursive=True))]
+        except psutil.Error:
+            return []
+
+    def _emit(self, event: str, **fields: Any) -> None:
+        self.sink.event({"task_id": self.task_id, "attempt_id": self.attempt_id, "event": event, **fields})
+
+    async def run(self) -> None:
+        """Start, stream, wait (up to the timeout or a stop), clean up, and report the outcome."""
+        self._emit("started")
+        try:
+            try:
+                command = build_command(self.task, self.work_dir, self.plugin_modules, self.gpu_host)
+            except BadTask as exc:
+                self._emit("failed", error=str(exc), reason="permanent")
+                return
+            self.work_dir.mkdir(parents=True, exist_ok=True)
+            if self.files is not None:
+                await self.files.fetch_inputs(self.work_dir)
+            await self._run(command)
+        except FileProblem as exc:
+            self._emit("failed", error=str(exc), reason="permanent" if exc.permanent else "error")
+        except AttemptGone:
+            log.warning("task %s: attempt %s is no longer current", self.task_id, self.attempt_id)
+        finally:
+            if not self.keep_work_dir:
+                await asyncio.to_thread(shutil.rmtree, self.work_dir, True)
+
+    async def _run(self, command: Command) -> None:
+        if self._stop.is_set():  # stopped while its inputs were downloading
+            self._report(command, None, self.stop_reason)
+            return
+        if command.cwd.is_relative_to(self.work_dir):
+            command.cwd.mkdir(parents=True, exist_ok=True)
+        (self.work_dir / TASK_FILE).write_text(json.dumps(self.task))
+        read_fd, write_fd = os.pipe()
+        command.env["AIDD_CONTROL_FD"] = str(write_fd)
+        try:
+            proc = await asyncio.create_subprocess_exec(
+                *command.argv, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.PIPE, cwd=command.cwd, env=command.env, start_new_session=True,
+                pass_fds=(write_fd,), preexec_fn=_parent_death_signal())
+        except OSError as exc:
+            os.close(read_fd)
+            where = f" ({exc.filename})" if exc.filename and exc.filename != command.argv[0] else ""
+            self._emit("failed", error=f"cannot start {command.argv[0]!r}: {exc.strerror or exc}{where}",
+                       reason="error")
+            return
+        finally:
+            os.close(write_fd)
+        self.pid = proc.pid
+        assert proc.stdout is not None and proc.stderr is not None
+        readers = asyncio.gather(self._pump(proc.stdout, "stdout"), self._pump(proc.stderr, "stderr"),
+                                 self._control(read_fd))
+        exited = asyncio.ensure_future(proc.wait())
+        stopped = asyncio.ensure_future(self._stop.wait())
+        try:
+            await asyncio.wait({exited, stopped}, timeout=self.timeout_s, return_when=asyncio.FIRST_COMPLETED)
+            stopped.cancel()
+            killed = not exited.done()
+            if killed:
+                self.stop(self.stop_reason or "timeout")
+                await self._terminate(proc.pid, exited)
+        except asyncio.CancelledError:  # the agent is going down hard: so does the task
+            self._signal_group(proc.pid, signal.SIGKILL)
+            raise
+        self._signal_group(proc.pid, signal.SIGKILL)  # whatever the task left behind dies with it
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(readers, timeout=2.0)
+        reason = self.stop_reason if killed else None
+        problem = None
+        if self.files is not None and reason not in ("cancel", "stale", "handback", "fence"):
+            try:  # whatever the exit, before the final report: uploads are accepted only while it is current
+                await self.files.store_outputs(self.work_dir, self.task.get("outputs") or [],
+                                               [TASK_FILE, RESULT_FILE, ERROR_FILE])
+            except FileProblem as exc:
+                problem = exc
+        self._report(command, proc.returncode, reason, problem)
+
+    async def _terminate(self, pid: int, exited: asyncio.Future[int]) -> None:
+        """SIGTERM the group and its descendants; SIGKILL what is still there after the grace."""
+        try:
+            tree = psutil.Process(pid).children(recursive=True)
+        except psutil.Error:
+            tree = []
+        for sig in (signal.SIGTERM, signal.SIGKILL):
+            self._signal_group(pid, sig)
+            for child in tree:
+                with contextlib.suppress(psutil.Error):
+                    child.send_signal(sig)
+            if sig == signal.SIGTERM:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(asyncio.shield(exited), timeout=self.kill_grace)
+        await exited
+
+    @staticmethod
+    def _signal_group(pgid: int, sig: int) -> None:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(pgid, sig)
+
+    async def _pump(self, stream: asyncio.StreamReader, name: str) -> None:
+        splitter = LineSplitter(self.max_line_bytes)
+        while chunk := await stream.read(65536):
+            for line in splitter.feed(chunk):
+                self._line(name, line)
+        for line in splitter.flush():
+            self._line(name, line)
+
+    def _line(self, stream: str, line: str) -> None:
+        self._tail.append(line)
+        self.sink.log(self.task_id, self.attempt_id, stream, line)
+
+    async def _control(self, fd: int) -> None:
+        """Progress lines a task writes to AIDD_CONTROL_FD: {"progress": 0..1, "message": "..."}."""
+        reader = asyncio.StreamReader()
+        loop = asyncio.get_running_loop()
+        transport, _ = await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), os.fdopen(fd, "rb"))
+        try:
+            while line := await reader.readline():
+                with contextlib.suppress(ValueError, TypeError, AttributeError):
+                    update = json.loads(line)
+                    message = update.get("message")
+                    self._emit("progress", progress=max(0.0, min(1.0, float(update["progress"]))),
+                               message=str(message)[:2000] if message is not None else None)
+        except ValueError:  # a line over the reader's limit: stop listening, the task goes on
+            pass
+        finally:
+            transport.close()
+
+    def _report(self, command: Command, returncode: int | None, reason: str | None,
+                problem: FileProblem | None = None) -> None:
+        """The final event: by why it was killed, else by its exit code (a late stop after a normal exit is moot)."""
+        if reason in ("cancel", "stale"):
+            return
+        if reason in ("handback", "fence"):
+            self._emit("handback", message=f"handed back ({reason})")
+            return
+        tail = "\n".join(self._tail)
+        if problem is not None:
+            tail = f"{tail}\n[aidd-agent] outputs not stored: {problem}".lstrip("\n")
+            if returncode == 0 and reason is None:
+                self._emit("failed", exit_code=0, reason="permanent" if problem.permanent else "error",
+                           error=f"outputs not stored: {problem}")
+                return
+        if reason == "timeout":
+            self._emit("failed", reason="timeout", exit_code=returncode,
+                       error=_with_tail(f"timed out after {self.timeout_s:g}s", tail))
+        elif returncode == 0:
+            self._emit("succeeded", exit_code=0, result=self._result())
+        elif command.plugin and (self.work_dir / ERROR_FILE).exists():
+            failure = json.loads((self.work_dir / ERROR_FILE).read_text())
+            self._emit("failed", exit_code=returncode, reason="permanent" if failure.get("permanent") else "error",
+                       error=_with_tail(str(failure.get("error")), tail))
+        else:
+            code = returncode or 0
+            what = f"killed by signal {_signal_name(-code)}" if code < 0 else f"exit code {returncode}"
+            self._emit("failed", exit_code=returncode, reason="error", error=_with_tail(what, tail))
+
+    def _result(self) -> Any:
+        """The JSON the task wrote to AIDD_RESULT_FILE, else {"exit_code": 0}."""
+        path = self.work_dir / RESULT_FILE
+        try:
+            return json.loads(path.read_text(errors="replace"))
+        except FileNotFoundError:
+            return {"exit_code": 0}
+        except ValueError as exc:
+            return {"exit_code": 0, "result_error": f"{RESULT_FILE} is not JSON: {exc}"}
+
+
+def _with_tail(error: str, tail: str) -> str:
+    """The error, then the end of the output (the coordinator keeps 20 000 characters)."""
+    return f"{error[:2000]}\n--- last output ---\n{tail[-17_000:]}" if tail else error[:20_000]
+
+
+def _signal_name(number: int) -> str:
+    try:
+        return signal.Signals(number).name
+    except ValueError:
+        return str(number)

@@ -1,0 +1,248 @@
+"""The node agent's parts on their own: group detection, the GPU probe (fake, and NVML absent), output lines,
+task commands, lease accounting, and the reporter against the real API."""
+
+from __future__ import annotations
+
+import asyncio
+import platform
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import psutil
+import pytest
+
+from coordinator.server import BackgroundServer
+from nodeagent.api import CoordinatorApi
+from nodeagent.commands import BadTask, build_command, shell_argv
+from nodeagent.gpu import FakeGpus, GpuProcess, NvmlProbe, probe_from_env
+from nodeagent.inventory import describe_host, detect_group, serve_groups
+from nodeagent.lines import CUT_MARK, LineSplitter
+from nodeagent.reporter import Reporter
+from nodeagent.telemetry import Telemetry
+
+# -- groups ---------------------------------------------------------------------------------------
+
+
+def test_group_detection_order(tmp_path: Path) -> None:
+    assert detect_group({"WORKER_GROUP": "gpu-farm"}, tmp_path) == "gpu-farm"
+    assert detect_group({}, tmp_path) == platform.system().lower()
+    (tmp_path / "var/run/secrets/kubernetes.io").mkdir(parents=True)
+    assert detect_group({}, tmp_path) == "k8s"
+    (tmp_path / ".dockerenv").touch()
+    assert detect_group({}, tmp_path) == "docker"  # docker is checked before k8s
+    assert detect_group({"WORKER_GROUP": "named"}, tmp_path) == "named"  # and the variable before both
+
+
+def test_groups_served(tmp_path: Path) -> None:
+    (tmp_path / ".dockerenv").touch()
+    assert serve_groups([], {}, tmp_path) == ["default", "docker"]  # unconfigured: also the tasks with no group
+    assert serve_groups([], {"WORKER_GROUP": "a,b"}, tmp_path) == ["a", "b"]
+    assert serve_groups(["gpu"], {"WORKER_GROUP": "a"}, tmp_path) == ["gpu"]
+
+
+# -- GPUs -----------------------------------------------------------------------------------------
+
+
+def test_fake_gpus_inventory_usage_and_registration() -> None:
+    probe = probe_from_env({"AIDD_FAKE_GPUS": '[{"name": "A100", "memory_gb": 80}, {"name": "T4", "memory_gb": 16, '
+                                              '"utilization": 12.5}]'})
+    assert isinstance(probe, FakeGpus)
+    assert [(g.index, g.name, g.memory_gb) for g in probe.inventory()] == [(0, "A100", 80.0), (1, "T4", 16.0)]
+    assert [u.utilization for u in probe.usage()] == [0.0, 12.5]
+    probe.set_busy([0])
+    busy = probe.usage()[0]
+    assert busy.utilization > 50 and busy.memory_used_gb > 0 and busy.temperature is not None
+    host = describe_host(probe.inventory(), ["gpu"], ["a100"], [], None, hostname="h")
+    body = host.registration()
+    assert body["gpus"][1] == {"index": 1, "name": "T4", "uuid": "GPU-fake-0001", "memory_gb": 16.0}
+    assert body["labels"] == ["a100", "gpu"] and body["slots"] == psutil.cpu_count()
+
+
+@pytest.mark.parametrize("bad", ["[oops", '{"name": "A100"}', "[1, 2]"])
+def test_fake_gpus_malformed(bad: str) -> None:
+    with pytest.raises(ValueError, match="AIDD_FAKE_GPUS"):
+        probe_from_env({"AIDD_FAKE_GPUS": bad})
+
+
+def test_nvml_probe_without_pynvml_means_no_gpus(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "pynvml", None)  # "import pynvml" now raises ImportError
+    probe = NvmlProbe()
+    assert probe.inventory() == [] and probe.usage() == [] and probe.processes() == []
+    assert isinstance(probe_from_env({}), NvmlProbe)
+
+
+def test_nvml_probe_on_this_host_never_raises() -> None:
+    """With no driver (CI) this is the "no GPUs" case; on a GPU host every list has one entry per GPU."""
+    probe = NvmlProbe()
+    gpus = probe.inventory()
+    assert len(probe.usage()) == len(gpus)
+    assert all(g.memory_gb > 0 for g in gpus)
+    assert isinstance(probe.processes(), list)
+
+
+@dataclass
+class Run:
+    """A running attempt as telemetry sees it (a real process tree behind `pid`)."""
+
+    task_id: str
+    attempt_id: str
+    pid: int | None
+    gpus: list[int]
+    resources: dict[str, float] = field(default_factory=dict)
+
+    def pids(self) -> list[int]:
+        if self.pid is None:
+            return []
+        return [self.pid, *(p.pid for p in psutil.Process(self.pid).children(recursive=True))]
+
+
+def test_task_gpu_use_is_attributed_through_its_process_tree() -> None:
+    probe = FakeGpus([{"name": "A100", "memory_gb": 80}, {"name": "A100", "memory_gb": 80}])
+    host = describe_host(probe.inventory(), ["gpu"], [], [], 4, hostname="h")
+    telemetry = Telemetry(probe, host)
+    proc = subprocess.Popen(["sh", "-c", "sleep 30 & wait"])
+    try:
+        grandchild = _wait_child(proc.pid)
+        probe.fake_processes = [GpuProcess(grandchild, 1, 12.5), GpuProcess(999_999, 0, 3.0)]
+        runs = [Run("t1", "a1", proc.pid, [1], {"cpu": 1, "gpu": 1, "gpu_memory_gb": 20}),
+                Run("t2", "a2", None, [0], {"cpu": 2, "gpu": 0.25, "gpu_memory_gb": 10})]
+        beat = telemetry.heartbeat(runs)
+        assert beat["current_tasks"] == ["t1", "t2"] and len(beat["gpus"]) == 2
+        first, second = beat["tasks"]
+        assert first["gpu_memory_gb"] == 12.5 and first["gpu_utilization"] > 50  # GPU 1 shows busy
+        assert second["gpu_memory_gb"] == 0  # pid 999999 is not in its tree
+        free = telemetry.free(runs)
+        assert free["cpu"] == max(0.0, host.cpu_cores - 3)
+        assert free["gpus"][1]["free"] == 0.0
+        assert free["gpus"][0]["free"] == 0.75 and free["gpus"][0]["memory_gb"] <= 70
+    finally:
+        for child in psutil.Process(proc.pid).children(recursive=True):
+            child.kill()
+        proc.kill()
+        proc.wait()
+
+
+def _wait_child(pid: int) -> int:
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        children = psutil.Process(pid).children()
+        if children:
+            return children[0].pid
+        time.sleep(0.05)
+    raise AssertionError(f"process {pid} started no child")
+
+
+# -- output lines and commands ------------------------------------------------------------------
+
+
+def test_lines_are_split_capped_and_decoded_safely() -> None:
+    splitter = LineSplitter(max_bytes=10)
+    assert splitter.feed(b"one\r\ntw") == ["one"]
+    assert splitter.feed(b"o\n\xff\xfebin\x00\n") == ["two", "\ufffd\ufffdbin\ufffd"]
+    assert splitter.feed(b"x" * 25 + b"\nnext") == ["x" * 10 + CUT_MARK]  # the rest of the long line is skipped
+    assert splitter.feed(b"y" * 30) == ["next" + "y" * 6 + CUT_MARK]
+    assert splitter.feed(b"z" * 1000 + b"\nlast") == []  # still the same overlong line: skipped to its end
+    assert splitter.flush() == ["last"]
+
+
+def test_shell_commands() -> None:
+    assert shell_argv({"argv": ["echo", "a b", 3]}) == ["echo", "a b", "3"]
+    assert shell_argv({"command": "echo 'a b' $HOME"}) == ["echo", "a b", "$HOME"]  # no shell: nothing expanded
+    assert shell_argv({"command": "echo $HOME", "shell": True}) == ["/bin/sh", "-c", "echo $HOME"]
+    bad: dict[str, Any]
+    for bad in ({}, {"argv": []}, {"argv": "ls"}, {"command": "echo 'unclosed"}, {"argv": [["x"]]}):
+        with pytest.raises(BadTask):
+            shell_argv(bad)
+
+
+def test_task_environment(tmp_path: Path) -> None:
+    task = {"task_id": "t", "attempt_id": "a", "attempt": 2, "task_type": "shell", "gpus": [1, 3],
+            "input_params": {"argv": ["true"], "env": {"MODE": "fast", "N": 4}, "cwd": "sub"}}
+    base = {"PATH": "/bin", "AIDD_AGENT_TOKEN": "secret", "AIDD_API_KEY": "key"}
+    command = build_command(task, tmp_path, [], gpu_host=True, base_env=base)
+    assert command.cwd == tmp_path / "sub" and not command.plugin
+    env = command.env
+    assert "AIDD_AGENT_TOKEN" not in env and "AIDD_API_KEY" not in env
+    assert env["CUDA_VISIBLE_DEVICES"] == "1,3" and env["MODE"] == "fast" and env["N"] == "4"
+    assert env["AIDD_ATTEMPT"] == "2" and env["AIDD_RESULT_FILE"].startswith(str(tmp_path))
+    no_gpu = build_command({**task, "gpus": []}, tmp_path, [], gpu_host=True, base_env=base)
+    assert no_gpu.env["CUDA_VISIBLE_DEVICES"] == ""  # a CPU task on a GPU host sees no GPU
+    assert "CUDA_VISIBLE_DEVICES" not in build_command({**task, "gpus": []}, tmp_path, [], False, base).env
+    plugin = build_command({**task, "task_type": "qikprop"}, tmp_path, ["my.plugins"], False, base)
+    assert plugin.plugin and plugin.argv[1:3] == ["-m", "nodeagent.plugin_host"]
+    assert plugin.env["AIDD_PLUGIN_MODULES"] == "my.plugins"
+    with pytest.raises(BadTask, match="env"):
+        build_command({**task, "input_params": {"argv": ["x"], "env": {"A": {"nested": 1}}}}, tmp_path, [], False)
+
+
+# -- the reporter against the real API ----------------------------------------------------------
+
+
+@pytest.mark.anyio
+async def test_reporter_batches_logs_and_hears_409s(api_server: BackgroundServer) -> None:
+    api = CoordinatorApi(api_server.url, None)
+    try:
+        await api.register({"hostname": "reporter-test"})
+        async with httpx.AsyncClient(base_url=api_server.url) as client:
+            task_id = (await client.post("/api/v1/tasks", json={"service": "admet", "task_type": "noop"})).json()["id"]
+            [leased] = await api.lease({"max_tasks": 1})
+            sent: list[int] = []
+            refused: list[str] = []
+
+            async def counting(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
+                sent.append(sum(len(e.get("lines", ())) for e in events))
+                return await api.report(events)
+
+            async def unknown() -> None:
+                raise AssertionError("the worker is known")
+
+            reporter = Reporter(counting, refused.append, unknown)
+            runner = asyncio.create_task(reporter.run())
+            ids = {"task_id": task_id, "attempt_id": leased["attempt_id"]}
+            reporter.event({**ids, "event": "started"})
+            for i in range(2500):
+                reporter.log(task_id, leased["attempt_id"], "stdout", f"line {i}")
+            reporter.event({**ids, "event": "succeeded", "result": {"n": 2500}, "exit_code": 0})
+            assert await reporter.flushed(10)
+            assert sum(sent) == 2500 and len(sent) <= 4  # a few requests, not one per line
+            logs = (await client.get(f"/api/v1/tasks/{task_id}/logs", params={"limit": 5000})).json()["lines"]
+            assert [ln["line"] for ln in logs][:3] == ["line 0", "line 1", "line 2"]
+            task = (await client.get(f"/api/v1/tasks/{task_id}")).json()
+            assert task["status"] == "succeeded" and task["result"] == {"n": 2500}
+
+            reporter.event({**ids, "event": "progress", "progress": 0.5})  # the attempt is over: 409
+            assert await reporter.flushed(10)
+            assert refused == [leased["attempt_id"]]
+            runner.cancel()
+    finally:
+        await api.close()
+
+
+@pytest.mark.anyio
+async def test_reporter_buffer_is_bounded_while_the_coordinator_is_away() -> None:
+    api = CoordinatorApi("http://127.0.0.1:9", None)
+    api.worker_id, api.worker_token = "00000000-0000-0000-0000-000000000000", "t"
+
+    async def unknown() -> None:
+        return None
+
+    reporter = Reporter(api.report, lambda attempt: None, unknown, max_lines=100)
+    runner = asyncio.create_task(reporter.run())
+    try:
+        reporter.event({"task_id": "t", "attempt_id": "a", "event": "started"})
+        for i in range(250):
+            reporter.log("t", "a", "stdout", f"line {i}")
+        reporter.event({"task_id": "t", "attempt_id": "a", "event": "failed", "error": "x"})
+        assert not await reporter.flushed(0.5)
+        kinds = [e["event"] for e in reporter._events]
+        assert kinds[0] == "started" and kinds[-1] == "failed"  # never dropped
+        lines = [ln["line"] for e in reporter._events for ln in e.get("lines", ())]
+        assert len(lines) == 100 and lines[-1] == "line 249"  # the tail is kept
+    finally:
+        runner.cancel()
+        await api.close()

@@ -1,0 +1,306 @@
+"""Attempts end for a reason and tasks retry (or not) accordingly; timers reap, time out and lead one at a time."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from typing import Any
+
+import httpx
+import pytest
+from redis import Redis as SyncRedis
+
+from coordinator.config import Settings
+from coordinator.server import BackgroundServer
+from coordinator.service import Coordinator
+from coordinator.states import Action
+from tests.helpers import Agent, HttpAgent, await_for, started, submit_one, task_body
+
+pytestmark = pytest.mark.anyio
+
+
+async def task(coordinator: Coordinator, task_id: str) -> dict[str, Any]:
+    """The task as the API shows it, with its attempt history."""
+    return await coordinator.tasks.get(uuid.UUID(task_id))
+
+
+async def lease_when_due(coordinator: Coordinator, agent: Agent, timeout: float = 15.0) -> dict[str, Any]:
+    """Tick the timers (which promote due retries) and heartbeat and lease until the agent gets a task."""
+    async def attempt() -> dict[str, Any] | None:
+        await agent.heartbeat()
+        await coordinator.timers.tick()
+        leased = await agent.lease()
+        return leased[0] if leased else None
+    return await await_for(attempt, timeout=timeout, what="a task to come due")
+
+
+async def test_backoff_doubles_until_retries_run_out(coordinator: Coordinator) -> None:
+    """Failed attempts wait base * 2**(n-1) before running again (0.2, 0.4, 0.8 s); after max_retries: failed."""
+    task_id = await submit_one(coordinator, max_retries=3)
+    agent = await Agent.register(coordinator)
+    failed_at = 0.0
+    for n in (1, 2, 3, 4):
+        leased = await lease_when_due(coordinator, agent)
+        waited = time.time() - failed_at
+        assert n == 1 or waited >= 0.2 * 2 ** (n - 2) - 0.005  # never leased before it was due
+        assert (leased["task_id"], leased["attempt"]) == (task_id, n)
+        failed_at = time.time()
+        assert await agent.report(leased, "failed", error=f"exit 1 (try {n})", exit_code=1)
+        view = await task(coordinator, task_id)
+        if n == 4:
+            break
+        assert (view["status"], view["retry_count"]) == ("pending", n)
+        delay = view["available_at"] - view["attempt_history"][-1]["ended_at"]
+        assert delay.total_seconds() == pytest.approx(0.2 * 2 ** (n - 1), abs=0.002)
+        assert await agent.lease() == []  # backing off: not in the queue until a timer promotes it
+    assert (view["status"], view["retry_count"], view["error"]) == ("failed", 3, "exit 1 (try 4)")
+    assert [a["end_reason"] for a in view["attempt_history"]] == ["error"] * 4
+    assert [a["exit_code"] for a in view["attempt_history"]] == [1] * 4
+
+
+async def test_backoff_is_capped(settings: Settings, clean_db: None, redis: SyncRedis) -> None:
+    """With base 0.3 s and cap 0.5 s the second retry waits 0.5 s, not 0.6 s."""
+    async with started(settings, retry_base_delay=0.3, retry_max_delay=0.5) as coordinator:
+        task_id = await submit_one(coordinator, max_retries=5)
+        agent = await Agent.register(coordinator)
+        for expected in (0.3, 0.5):
+            leased = await lease_when_due(coordinator, agent)
+            assert await agent.report(leased, "failed", error="exit 1")
+            view = await task(coordinator, task_id)
+            delay = view["available_at"] - view["attempt_history"][-1]["ended_at"]
+            assert delay.total_seconds() == pytest.approx(expected, abs=0.002)
+
+
+@pytest.mark.parametrize(("retry_on", "reason", "final"), [
+    (["timeout"], "error", "failed"),
+    (["error"], "timeout", "timeout"),
+    ([], "error", "failed"),
+    (["error", "timeout", "worker_lost"], "permanent", "failed"),
+])
+async def test_reasons_outside_retry_on_end_the_task(coordinator: Coordinator, retry_on: list[str], reason: str,
+                                                     final: str) -> None:
+    """An attempt that ends for a reason the task does not retry on (or `permanent`) ends the task at once."""
+    task_id = await submit_one(coordinator, retry_on=retry_on, max_retries=5)
+    agent = await Agent.register(coordinator)
+    [leased] = await agent.lease()
+    assert await agent.report(leased, "failed", reason=reason, error="no luck")
+    view = await task(coordinator, task_id)
+    assert (view["status"], view["end_reason"], view["retry_count"]) == (final, reason, 0)
+    assert view["finished_at"] is not None
+
+
+async def test_retry_on_a_listed_reason(coordinator: Coordinator) -> None:
+    """A task that lists `timeout` in retry_on goes back to pending after an attempt that timed out."""
+    task_id = await submit_one(coordinator, retry_on=["timeout"], max_retries=1)
+    agent = await Agent.register(coordinator)
+    [leased] = await agent.lease()
+    assert await agent.report(leased, "failed", reason="timeout")
+    assert (await task(coordinator, task_id))["status"] == "pending"
+
+
+async def test_timeout_retries_then_ends_in_timeout(coordinator: Coordinator) -> None:
+    """A running attempt past timeout_s is ended by the timer (and its worker told to kill it); the retry
+    times out too and the task ends `timeout`."""
+    task_id = await submit_one(coordinator, timeout_s=1, max_retries=1)
+    agent = await Agent.register(coordinator)
+    for n in (1, 2):
+        leased = await lease_when_due(coordinator, agent)
+        assert leased["attempt"] == n
+        await await_for(coordinator.timers.time_out_tasks, timeout=20, what="the attempt to time out")
+        assert not await agent.report(leased, "succeeded")  # too late: the attempt is over
+        commands = await coordinator.workers.commands(agent.id)
+        assert {"task_id": task_id, "attempt_id": leased["attempt_id"]} in [c["args"] for c in commands]
+        assert all(c["command"] == "cancel-task" for c in commands)
+    view = await task(coordinator, task_id)
+    assert view["status"] == "timeout" and view["end_reason"] == "timeout" and "timed out" in view["error"]
+    assert [a["end_reason"] for a in view["attempt_history"]] == ["timeout", "timeout"]
+    assert await coordinator.timers.time_out_tasks() == 0
+
+
+async def test_cancel_of_a_running_task_is_stored_for_its_worker(coordinator: Coordinator) -> None:
+    """Cancelling a running task stores a cancel-task command, delivered by every heartbeat until acknowledged."""
+    task_id = await submit_one(coordinator)
+    agent = await Agent.register(coordinator)
+    [leased] = await agent.lease()
+    await coordinator.tasks.act(Action.CANCEL, [uuid.UUID(task_id)], "test", single=True)
+    for _ in range(2):
+        beat = await agent.heartbeat(task_id)
+        [command] = beat["commands"]
+        assert command["command"] == "cancel-task"
+        assert command["args"] == {"task_id": task_id, "attempt_id": leased["attempt_id"]}
+        assert beat["stale_tasks"] == [task_id]
+    assert await coordinator.workers.ack(agent.id, [command["id"]]) == 1
+    assert (await agent.heartbeat())["commands"] == []
+
+
+async def test_silent_worker_goes_offline_and_loses_its_task(settings: Settings, clean_db: None,
+                                                            redis: SyncRedis) -> None:
+    """No heartbeat for heartbeat_timeout: the worker is offline and its task pending again; a late heartbeat
+    lists the task as stale and does not get it back, and the old attempt's report is refused."""
+    async with started(settings, heartbeat_timeout=1.0) as coordinator:
+        task_id = await submit_one(coordinator)
+        agent = await Agent.register(coordinator)
+        [leased] = await agent.lease()
+        assert await coordinator.timers.reap_dead_workers() == 0
+        await await_for(coordinator.timers.reap_dead_workers, what="the worker to be declared dead")
+        assert await agent.status() == "offline"
+        view = await task(coordinator, task_id)
+        assert (view["status"], view["worker_losses"], view["retry_count"]) == ("pending", 1, 0)
+        assert view["attempt_history"][-1]["end_reason"] == "worker_lost"
+
+        beat = await agent.heartbeat(task_id)
+        assert beat["stale_tasks"] == [task_id]
+        assert (await task(coordinator, task_id))["status"] == "pending"
+        assert (await coordinator.workers.get(agent.id))["running"] == 0
+        assert not await agent.report(leased, "succeeded", result={"late": True})
+        other = await Agent.register(coordinator)
+        [again] = await other.lease()
+        assert again["task_id"] == task_id and again["attempt_id"] != leased["attempt_id"]
+        assert not await agent.report(leased, "succeeded")
+        assert await other.report(again, "succeeded")
+
+
+async def test_heartbeats_keep_a_worker_alive(settings: Settings, clean_db: None, redis: SyncRedis) -> None:
+    """A worker that keeps heartbeating is not reaped, however long its task runs."""
+    async with started(settings, heartbeat_timeout=1.0) as coordinator:
+        task_id = await submit_one(coordinator)
+        agent = await Agent.register(coordinator)
+        await agent.lease()
+        for _ in range(6):  # 1.5 s in all, longer than the timeout
+            assert (await agent.heartbeat(task_id))["stale_tasks"] == []
+            assert await coordinator.timers.reap_dead_workers() == 0
+            await asyncio.sleep(0.25)
+        assert (await task(coordinator, task_id))["status"] == "running"
+
+
+def test_late_report_after_requeue_is_409(client: httpx.Client) -> None:
+    """After an operator requeues a running task, the old attempt's report gets 409 and changes nothing."""
+    agent = HttpAgent.register(client)
+    task_id = client.post("/api/v1/tasks", json=task_body()).json()["id"]
+    [old] = agent.lease()
+    assert client.post(f"/api/v1/tasks/{task_id}/requeue").status_code == 200
+    late = agent.report(old, "succeeded", result={"stale": True})
+    assert late.status_code == 409
+    assert late.json()["results"][0]["status"] == 409
+    assert client.get(f"/api/v1/tasks/{task_id}").json()["status"] == "pending"
+    [new] = agent.lease()
+    assert new["task_id"] == task_id and new["attempt_id"] != old["attempt_id"]
+    assert agent.report(old, "failed", error="late").status_code == 409
+    assert agent.report(new, "succeeded", result={"fresh": True}).status_code == 200
+    final = client.get(f"/api/v1/tasks/{task_id}").json()
+    assert final["status"] == "succeeded" and final["result"] == {"fresh": True}
+
+
+def test_report_for_another_workers_attempt_is_409(client: httpx.Client) -> None:
+    """A worker cannot report on an attempt leased by another worker, even with a valid token of its own."""
+    owner, intruder = HttpAgent.register(client), HttpAgent.register(client)
+    client.post("/api/v1/tasks", json=task_body())
+    [leased] = owner.lease()
+    assert intruder.report(leased, "succeeded").status_code == 409
+    assert owner.report(leased, "succeeded").status_code == 200
+
+
+async def test_worker_loss_cap_fails_the_task(settings: Settings, clean_db: None, redis: SyncRedis) -> None:
+    """A task whose worker dies max_worker_losses (3) times ends `failed`, with the reason in `error`."""
+    async with started(settings, heartbeat_timeout=0.3) as coordinator:
+        task_id = await submit_one(coordinator, max_retries=10)
+        for loss in (1, 2, 3):
+            victim = await Agent.register(coordinator, hostname=f"victim{loss}")
+            [leased] = await victim.lease()
+            assert leased["task_id"] == task_id
+            await await_for(coordinator.timers.reap_dead_workers, what=f"loss {loss}")
+        view = await task(coordinator, task_id)
+        assert (view["status"], view["end_reason"], view["worker_losses"]) == ("failed", "worker_lost", 3)
+        assert "worker lost 3 times" in view["error"]
+        assert view["retry_count"] == 0
+
+
+async def test_task_that_must_not_run_twice_fails_on_its_first_worker_loss(settings: Settings, clean_db: None,
+                                                                           redis: SyncRedis) -> None:
+    """Without worker_lost in retry_on a task is failed, not requeued, when its worker dies."""
+    async with started(settings, heartbeat_timeout=0.3) as coordinator:
+        task_id = await submit_one(coordinator, retry_on=["error"])
+        agent = await Agent.register(coordinator)
+        await agent.lease()
+        await await_for(coordinator.timers.reap_dead_workers)
+        view = await task(coordinator, task_id)
+        assert (view["status"], view["end_reason"]) == ("failed", "worker_lost")
+
+
+async def test_graceful_stop_requeues_without_counting_a_loss(coordinator: Coordinator) -> None:
+    """A worker that deregisters hands its task back: pending again, no worker loss, no retry used."""
+    task_id = await submit_one(coordinator)
+    agent = await Agent.register(coordinator)
+    await agent.lease()
+    assert (await coordinator.workers.deregister(agent.id))["requeued"] == 1
+    view = await task(coordinator, task_id)
+    assert (view["status"], view["worker_losses"], view["retry_count"]) == ("pending", 0, 0)
+    assert view["attempt_history"][-1]["end_reason"] == "requeued"
+
+
+async def test_only_one_coordinator_leads(settings: Settings, coordinator: Coordinator) -> None:
+    """Of two coordinators ticking on one Redis only one holds the leader lease; when it stops, the other leads."""
+    async with started(settings) as other:
+        for _ in range(3):
+            await coordinator.timers.tick()
+            await other.timers.tick()
+        assert coordinator.timers.leader_since is not None and other.timers.leader_since is None
+        assert (await coordinator.health())["leader"] and not (await other.health())["leader"]
+        await coordinator.timers.stop()
+        await other.timers.tick()
+        await coordinator.timers.tick()
+        assert other.timers.leader_since is not None and coordinator.timers.leader_since is None
+
+
+async def test_new_leader_holds_back_before_reaping(settings: Settings, clean_db: None, redis: SyncRedis) -> None:
+    """A coordinator that just took the lease waits one heartbeat timeout before declaring a worker dead."""
+    async with started(settings, heartbeat_timeout=0.6, heartbeat_check_interval=0.05) as coordinator:
+        task_id = await submit_one(coordinator)
+        agent = await Agent.register(coordinator)
+        await agent.lease()
+        await asyncio.sleep(0.8)  # the worker is already silent for longer than the timeout
+        before_lease = time.monotonic()
+        await coordinator.timers.tick()
+        assert coordinator.timers.leader_since is not None
+        assert await agent.status() == "online"
+
+        async def reaped() -> bool:
+            await coordinator.timers.tick()
+            return await agent.status() == "offline"
+        await await_for(reaped, what="the held-back reap")
+        assert time.monotonic() - before_lease >= 0.6
+        assert (await task(coordinator, task_id))["status"] == "pending"
+
+
+async def test_running_timers_retry_and_reap_on_their_own(settings: Settings, clean_db: None,
+                                                          redis: SyncRedis) -> None:
+    """With the timers running in the background a failed task comes back after its backoff and a silent
+    worker is reaped, without anyone calling them."""
+    async with started(settings, timers=True, heartbeat_timeout=1.5, heartbeat_check_interval=0.1) as coordinator:
+        task_id = await submit_one(coordinator)
+        agent = await Agent.register(coordinator)
+        [leased] = await agent.lease()
+        assert await agent.report(leased, "failed", error="exit 1")
+        await agent.heartbeat()  # then silence: reaped 1.5 s from now, long after the retry is due
+        again = await agent.lease(wait_s=10)
+        assert [t["task_id"] for t in again] == [task_id]
+
+        async def offline() -> bool:
+            return await agent.status() == "offline"
+        await await_for(offline, what="the background reaper")
+        assert (await task(coordinator, task_id))["status"] == "pending"
+
+
+def test_report_after_timeout_over_http_is_409(api_server: BackgroundServer, client: httpx.Client) -> None:
+    """An attempt ended by the timeout timer refuses its worker's later success report with 409."""
+    agent = HttpAgent.register(client)
+    task_id = client.post("/api/v1/tasks", json=task_body(timeout_s=1, max_retries=0)).json()["id"]
+    [leased] = agent.lease()
+    coordinator = api_server.coordinator
+    deadline = time.monotonic() + 20
+    while api_server.call(coordinator.timers.time_out_tasks) == 0:
+        assert time.monotonic() < deadline, "the attempt never timed out"
+        time.sleep(0.1)
+    assert agent.report(leased, "succeeded").status_code == 409
+    assert client.get(f"/api/v1/tasks/{task_id}").json()["status"] == "timeout"
