@@ -32,13 +32,14 @@ class Keys:
         """Sorted set: every pending task that can run now; score orders priority then FIFO."""
         return f"{self.prefix}:queue:pending"
 
-    def service_queue(self, service: str, group: str) -> str:
-        """Sorted set: pending tasks of one service and group (what a worker scans)."""
-        return f"{self.prefix}:queue:service:{service}:{group}"
+    def service_queue(self, service: str, group: str, needs: str = "") -> str:
+        """Sorted set: pending tasks of one service and group that need the same labels / a GPU (`needs`,
+        e.g. `a100+*gpu`; empty for plain tasks). Workers skip the queues whose needs they lack."""
+        return f"{self.prefix}:queue:service:{service}:{group}" + (f":{needs}" if needs else "")
 
     @property
     def queues(self) -> str:
-        """Hash: service queue key -> "service\\tgroup", so claims find every queue of a group."""
+        """Hash: service queue key -> "service\\tgroup\\tneeds", so claims find every queue they can serve."""
         return f"{self.prefix}:queues"
 
     @property
@@ -107,8 +108,9 @@ class Keys:
 KEY_TABLE: list[tuple[str, str, str]] = [
     ("{p}:tasks:{id}", "hash", "hot copy of a task"),
     ("{p}:queue:pending", "sorted set", "all pending tasks that can run now; score = -priority*1e11 + seq"),
-    ("{p}:queue:service:{service}:{group}", "sorted set", "pending tasks of one service and group"),
-    ("{p}:queues", "hash", "every service queue key -> service and group"),
+    ("{p}:queue:service:{service}:{group}[:{needs}]", "sorted set",
+     "pending tasks of one service and group; tasks needing labels or a GPU queue apart (needs = a100+*gpu)"),
+    ("{p}:queues", "hash", "every service queue key -> service, group and needs"),
     ("{p}:queue:delayed", "sorted set", "tasks in retry backoff; score = due time (ms)"),
     ("{p}:queue:running", "set", "running tasks"),
     ("{p}:queue:completed", "list", "recent finished tasks (last 1000)"),

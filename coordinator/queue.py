@@ -51,8 +51,13 @@ class QueuedTask:
     gpu_memory_gb: float = 0.0
     due_ms: int = 0
 
+    @property
+    def needs(self) -> str:
+        """What a worker must have to serve this task's queue: its labels, and `*gpu` for any GPU use."""
+        return "+".join([*sorted(self.labels), *(["*gpu"] if self.gpu > 0 or self.gpu_memory_gb > 0 else [])])
+
     def encode(self) -> dict[str, Any]:
-        return {"id": self.id, "service": self.service, "group": self.group,
+        return {"id": self.id, "service": self.service, "group": self.group, "needs": self.needs,
                 "score": str(queue_score(self.priority, self.seq)), "labels": " ".join(self.labels),
                 "cpu": self.cpu, "memory_gb": self.memory_gb, "gpu": self.gpu,
                 "gpu_memory_gb": self.gpu_memory_gb, "due": str(self.due_ms)}
@@ -173,7 +178,7 @@ class QueueIndex:
         raw = await self.redis.hgetall(self.keys.queues)
         queues: dict[str, tuple[str, str]] = {}
         for key, value in raw.items():
-            service, _, group = as_str(value).partition("\t")
+            service, group, _needs = (as_str(value).split("\t") + [""])[:3]
             queues[as_str(key)] = (service, group)
         return queues
 

@@ -16,7 +16,7 @@ def test_readme_key_table_matches_keys_module() -> None:
     table = readme.split("<!-- keys:start -->")[1].split("<!-- keys:end -->")[0]
     rows = re.findall(r"^\| `([^`]+)` \| ([^|]+) \| ([^|]+) \|$", table, flags=re.M)
     documented = [(key, kind.strip(), meaning.strip()) for key, kind, meaning in rows]
-    assert documented == [(k.format(p="aidd", id="{id}", service="{service}", group="{group}"), t, m)
+    assert documented == [(k.format(p="aidd", id="{id}", service="{service}", group="{group}", needs="{needs}"), t, m)
                           for k, t, m in KEY_TABLE]
 
 

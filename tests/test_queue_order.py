@@ -85,6 +85,18 @@ async def test_worker_in_several_groups_serves_all_of_them(coordinator: Coordina
     assert await agent.lease_ids(max_tasks=5) == [k8s, docker]
 
 
+async def test_tasks_a_worker_cannot_serve_never_starve_the_ones_it_can(coordinator: Coordinator) -> None:
+    """200 GPU tasks and 200 `a100` tasks ahead of a plain one in the same service: a CPU-only, unlabelled
+    worker still gets the plain task (such tasks queue apart, so it never scans past them)."""
+    await submit(coordinator, 200, resources={"gpu": 1}, priority=9)
+    await submit(coordinator, 200, labels=["a100"], priority=9)
+    plain = await submit_one(coordinator, priority=1)
+    cpu_only = await Agent.register(coordinator)
+    assert await cpu_only.lease_ids(max_tasks=5) == [plain]
+    gpu_host = await Agent.register(coordinator, labels=["a100"], gpus=[{"index": 0, "memory_gb": 80}])
+    assert len(await gpu_host.lease_ids(max_tasks=5)) == 5
+
+
 async def test_required_labels_must_all_be_present(coordinator: Coordinator) -> None:
     """A task needing [gpu, a100] runs only on a worker with both labels; unlabelled tasks run anywhere."""
     needs = await submit_one(coordinator, labels=["gpu", "a100"], priority=5)

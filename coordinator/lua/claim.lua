@@ -18,6 +18,18 @@ end
 local groups, services, labels = set_of(req.groups), set_of(req.services), set_of(req.labels)
 local any_service = #req.services == 0
 
+-- Whether this worker has what every task of a queue needs ("a100+*gpu": labels, and *gpu for a GPU).
+local function can_serve(needs)
+  for need in string.gmatch(needs, '[^+]+') do
+    if need == '*gpu' then
+      if #req.gpus == 0 then return false end
+    elseif not labels[need] then
+      return false
+    end
+  end
+  return true
+end
+
 -- Whole GPUs for gpu >= 1 (each completely free); otherwise the fullest GPU that still fits the share
 -- (least free share, then least free memory), so shares pack and whole GPUs stay whole.
 local function pick_gpus(gpu, gmem)
@@ -49,9 +61,8 @@ local window = 64 + req.max
 local candidates = {}
 local queues = redis.call('HGETALL', prefix .. ':queues')
 for i = 1, #queues, 2 do
-  local tab = string.find(queues[i + 1], '\t', 1, true)
-  local svc, grp = string.sub(queues[i + 1], 1, tab - 1), string.sub(queues[i + 1], tab + 1)
-  if groups[grp] and (any_service or services[svc]) then
+  local svc, grp, needs = string.match(queues[i + 1], '^([^\t]*)\t([^\t]*)\t?(.*)$')
+  if groups[grp] and (any_service or services[svc]) and can_serve(needs) then
     local members = redis.call('ZRANGE', queues[i], 0, window - 1, 'WITHSCORES')
     for j = 1, #members, 2 do
       candidates[#candidates + 1] = {members[j], tonumber(members[j + 1]), queues[i]}

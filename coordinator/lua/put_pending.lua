@@ -3,18 +3,19 @@
 -- KEYS: none (every key is derived from ARGV[1], the prefix; single Redis, not Cluster)
 -- ARGV[1] key prefix
 -- ARGV[2] now, ms
--- ARGV[3] JSON list of {id, service, group, score (string), labels (" a b "), cpu, memory_gb, gpu,
---         gpu_memory_gb, due (string ms; later than now puts the task in the delayed set)}
+-- ARGV[3] JSON list of {id, service, group, needs ("a100+*gpu": required labels, *gpu for a GPU),
+--         score (string), labels (" a b "), cpu, memory_gb, gpu, gpu_memory_gb,
+--         due (string ms; later than now puts the task in the delayed set)}
 -- Returns the number of tasks put.
 local prefix, now = ARGV[1], tonumber(ARGV[2])
 local tasks = cjson.decode(ARGV[3])
 for _, t in ipairs(tasks) do
   forget(prefix, t.id)
-  local q = queue_key(prefix, t.service, t.group)
+  local q = queue_key(prefix, t.service, t.group, t.needs)
   redis.call('HSET', prefix .. ':tasks:' .. t.id, 'status', 'pending', 'service', t.service, 'group', t.group,
     'queue', q, 'score', t.score, 'labels', t.labels, 'cpu', t.cpu, 'memory_gb', t.memory_gb, 'gpu', t.gpu,
     'gpu_memory_gb', t.gpu_memory_gb)
-  redis.call('HSET', prefix .. ':queues', q, t.service .. '\t' .. t.group)
+  redis.call('HSET', prefix .. ':queues', q, t.service .. '\t' .. t.group .. '\t' .. t.needs)
   if t.due and tonumber(t.due) > now then
     redis.call('ZADD', prefix .. ':queue:delayed', t.due, t.id)
   else
