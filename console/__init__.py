@@ -1,0 +1,1 @@
+"""The Textual operations console (`aidd`): live panes over the coordinator's HTTP API."""

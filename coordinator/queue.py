@@ -178,7 +178,7 @@ class QueueIndex:
         raw = await self.redis.hgetall(self.keys.queues)
         queues: dict[str, tuple[str, str]] = {}
         for key, value in raw.items():
-            service, group, _needs = (as_str(value).split("\t") + [""])[:3]
+            service, group = as_str(value).split("\t")[:2]
             queues[as_str(key)] = (service, group)
         return queues
 
