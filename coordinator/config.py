@@ -25,7 +25,7 @@ class ApiKey(BaseModel):
     """One client API key with its role."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
-    name: str
+    name: str = Field(min_length=1, max_length=100)
     key: str = Field(min_length=8)
     role: Role = "operator"
 

@@ -212,7 +212,7 @@ class TaskEvent(Strict):
     message: Annotated[str, Field(max_length=2000)] | None = None
     lines: list[LogLine] = Field(default=[], max_length=10_000)
     result: Any = None
-    exit_code: int | None = None
+    exit_code: int | None = Field(default=None, ge=-(2**31), le=2**31 - 1)
     error: Annotated[str, Field(max_length=20_000)] | None = None
     reason: Literal["error", "permanent", "timeout"] = "error"
     """Why a failed attempt failed: a non-zero exit (error), bad input (permanent), or its timeout."""

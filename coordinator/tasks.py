@@ -16,7 +16,7 @@ from typing import Any
 from sqlalchemy import ColumnElement, String, and_, bindparam, cast, func, insert, or_, select, update
 
 from coordinator.core import Core, queued, send_commands, utcnow, write_audit
-from coordinator.errors import BatchNotFound, IllegalTransition, InvalidInput, QueueFull, TaskNotFound
+from coordinator.errors import BatchNotFound, IllegalTransition, InvalidInput, QueueFull, StaleAttempt, TaskNotFound
 from coordinator.models import Attempt, Batch, Task, TaskLog
 from coordinator.schemas import BulkAction, TaskFilter, TaskSpec
 from coordinator.states import ALLOWED_FROM, Action, EndReason, TaskStatus
@@ -211,22 +211,26 @@ class TaskService:
         async with self.core.engine.connect() as conn:
             return list((await conn.execute(select(Task.id).where(filter_clause(selector.filter)))).scalars())
 
-    async def act(self, action: Action, ids: Sequence[uuid.UUID], actor: str, single: bool = False) -> ActionResult:
+    async def act(self, action: Action, ids: Sequence[uuid.UUID], actor: str, single: bool = False,
+                  attempt_id: uuid.UUID | None = None) -> ActionResult:
         """Cancel, retry or requeue tasks; only tasks in a state the action allows change.
 
-        With `single`, a task that cannot change raises (404 / 409) instead of being skipped.
+        With `single`, a task that cannot change raises (404 / 409) instead of being skipped. With
+        `attempt_id` (the attempt the operator was looking at) a task changes only while that is still
+        its attempt, so an action aimed at one attempt never hits the next.
         """
         handler = {Action.CANCEL: self._cancel, Action.RETRY: self._retry, Action.REQUEUE: self._requeue}[action]
+        cond = and_(Task.id.in_(ids), Task.status.in_([s.value for s in ALLOWED_FROM[action]]))
+        if action == Action.REQUEUE:  # a queued task is already where requeue would put it
+            cond = and_(cond, or_(Task.status == TaskStatus.RUNNING.value, Task.available_at.is_not(None)))
+        if attempt_id is not None:
+            cond = and_(cond, Task.attempt_id == attempt_id)
         result = ActionResult()
         async with self.core.engine.begin() as conn:
-            rows = (await conn.execute(
-                select(Task.id, Task.status, Task.worker_id, Task.attempt_id).where(Task.id.in_(ids))
-                .where(Task.status.in_([s.value for s in ALLOWED_FROM[action]])).with_for_update())).all()
+            rows = (await conn.execute(select(Task.id, Task.status, Task.worker_id, Task.attempt_id).where(cond)
+                                       .with_for_update())).all()
             if single and not rows:
-                status = (await conn.execute(select(Task.status).where(Task.id.in_(ids)))).scalar()
-                if status is None:
-                    raise TaskNotFound(str(ids[0]))
-                raise IllegalTransition(str(ids[0]), status, action.value)
+                await self._refuse(conn, ids[0], action, attempt_id)
             if rows:
                 await handler(conn, rows)
             result.changed = [r.id for r in rows]
@@ -236,6 +240,17 @@ class TaskService:
                               {"skipped": result.skipped})
         await self.core.resync(result.changed)
         return result
+
+    @staticmethod
+    async def _refuse(conn: Any, task_id: uuid.UUID, action: Action, attempt_id: uuid.UUID | None) -> None:
+        """Raise the error that says why `action` left this task as it was."""
+        row = (await conn.execute(select(Task.status, Task.attempt_id).where(Task.id == task_id))).first()
+        if row is None:
+            raise TaskNotFound(str(task_id))
+        if attempt_id is not None and row.attempt_id != attempt_id:
+            raise StaleAttempt(str(task_id), str(attempt_id))
+        queued = action == Action.REQUEUE and row.status == TaskStatus.PENDING
+        raise IllegalTransition(str(task_id), "pending and already queued" if queued else row.status, action.value)
 
     async def _end_running(self, conn: Any, rows: Sequence[Any], reason: EndReason) -> None:
         """Close the current attempts of running rows and tell their workers to kill them."""

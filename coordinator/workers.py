@@ -144,7 +144,7 @@ class WorkerService:
         check_text(beat.tasks, "tasks")  # stored with the metrics: no NUL bytes for PostgreSQL
         status, _route = await self._route(worker_id)
         if status == WorkerStatus.OFFLINE:
-            status = WorkerStatus.ONLINE  # it is alive again; the tasks it lost stay lost
+            status = await self._returning_status(worker_id)  # alive again; the tasks it lost stay lost
         metrics = beat.model_dump(exclude={"current_tasks"})
         now = time.time()
         key = self.keys.worker(str(worker_id))
@@ -171,6 +171,15 @@ class WorkerService:
             await self.core.resync(still_here)
         stale = (claimed - owned) - {unsure[i] for i in still_here}
         return {"status": status, "commands": [dict(c._mapping) for c in commands], "stale_tasks": sorted(stale)}
+
+    async def _returning_status(self, worker_id: uuid.UUID) -> WorkerStatus:
+        """The status of a worker heard from again after going offline: draining if its last drain /
+        resume command was a drain (an operator's drain outlives the worker's absence), else online."""
+        async with self.core.engine.connect() as conn:
+            last = (await conn.execute(select(WorkerCommand.command).where(
+                WorkerCommand.worker_id == worker_id, WorkerCommand.command.in_(["drain", "resume"]))
+                .order_by(WorkerCommand.id.desc()).limit(1))).scalar()
+        return WorkerStatus.DRAINING if last == "drain" else WorkerStatus.ONLINE
 
     # -- leasing ----------------------------------------------------------------------------------
 

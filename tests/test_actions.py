@@ -16,9 +16,10 @@ from tests.helpers import Driven, HttpAgent, drive_all, drive_to
 ALLOWED: dict[Action, dict[TaskStatus, TaskStatus]] = {
     Action.CANCEL: {TaskStatus.PENDING: TaskStatus.CANCELLED, TaskStatus.RUNNING: TaskStatus.CANCELLED},
     Action.RETRY: {s: TaskStatus.PENDING for s in TaskStatus if s.finished},
-    Action.REQUEUE: {TaskStatus.PENDING: TaskStatus.PENDING, TaskStatus.RUNNING: TaskStatus.PENDING},
+    Action.REQUEUE: {TaskStatus.RUNNING: TaskStatus.PENDING},
 }
-"""What each action does from each state it is allowed in; every other state answers 409."""
+"""What each action does from each state it is allowed in; every other state answers 409. (Requeue also
+moves a pending task that waits out a retry backoff; a plain queued one is already where it would go.)"""
 
 ENDS_ATTEMPT_AS = {Action.CANCEL: "cancelled", Action.REQUEUE: "requeued"}
 
@@ -106,6 +107,22 @@ def test_requeue_of_a_backing_off_task_makes_it_due_now(api_server: BackgroundSe
     assert act(client, Action.REQUEUE, driven.task_id).status_code == 200
     assert get(client, driven.task_id)["available_at"] is None
     assert [t["task_id"] for t in agent.lease()] == [driven.task_id]
+
+
+def test_an_action_aimed_at_one_attempt_never_hits_the_next(api_server: BackgroundServer,
+                                                          client: httpx.Client) -> None:
+    """With ?attempt_id= the operator's requeue or cancel applies only while that attempt is current: a
+    second press after the task moved on to a new attempt answers 409 and changes nothing."""
+    driven = drive(api_server, TaskStatus.RUNNING)
+    assert driven.leased is not None
+    first = driven.leased["attempt_id"]
+    assert client.post(f"/api/v1/tasks/{driven.task_id}/requeue?attempt_id={first}").status_code == 200
+    agent = HttpAgent(client, str(driven.agent.id), driven.agent.token)
+    [again] = agent.lease()
+    late = client.delete(f"/api/v1/tasks/{driven.task_id}?attempt_id={first}")
+    assert late.status_code == 409 and first in late.json()["error"]
+    assert get(client, driven.task_id)["status"] == "running"
+    assert client.delete(f"/api/v1/tasks/{driven.task_id}?attempt_id={again['attempt_id']}").status_code == 200
 
 
 @pytest.mark.parametrize("action", list(Action))
@@ -196,9 +213,9 @@ def test_repeating_an_action_changes_nothing_more(api_server: BackgroundServer, 
 def test_operator_actions_are_audited(api_server: BackgroundServer, client: httpx.Client) -> None:
     """Every action is in GET /api/v1/audit: who, what, on what, how many (newest first)."""
     running = drive(api_server, TaskStatus.RUNNING)
-    pending = drive(api_server, TaskStatus.PENDING)
+    other = drive(api_server, TaskStatus.RUNNING)
     act(client, Action.CANCEL, running.task_id)
-    bulk(client, Action.REQUEUE, ids=[pending.task_id, running.task_id])
+    bulk(client, Action.REQUEUE, ids=[other.task_id, running.task_id])
     client.post(f"/api/v1/workers/{running.agent.id}/commands", json={"command": "drain"})
     items = client.get("/api/v1/audit").json()["items"]
     summary = [(i["actor"], i["action"], i["target"], i["count"]) for i in items[:3]]

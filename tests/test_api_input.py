@@ -189,6 +189,16 @@ def test_nothing_is_ever_a_500(client: httpx.Client) -> None:
             assert reply.status_code < 500, (endpoint.method, path, body, reply.status_code, reply.text)
 
 
+def test_an_exit_code_beyond_the_database_range_is_a_422(client: httpx.Client) -> None:
+    """An exit code beyond PostgreSQL's integer range is bad input (422 naming the field), not a 503."""
+    client.post("/api/v1/tasks", json={"service": "admet", "task_type": "qikprop"})
+    agent = HttpAgent.register(client)
+    [leased] = agent.lease()
+    reply = agent.report(leased, "failed", exit_code=2**40, error="boom")
+    assert reply.status_code == 422 and reply.json()["field"] == "events[0].exit_code"
+    assert agent.report(leased, "failed", exit_code=1, error="boom").status_code == 200
+
+
 def test_legacy_bodies_work_unchanged(client: httpx.Client) -> None:
     """The SPEC's bodies from older clients: a task submit, a worker with only hostname and service, the flat
     heartbeat, DELETE of a worker and the paged task list."""

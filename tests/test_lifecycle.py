@@ -12,6 +12,7 @@ import pytest
 from redis import Redis as SyncRedis
 
 from coordinator.config import Settings
+from coordinator.schemas import WorkerCommandSpec
 from coordinator.server import BackgroundServer
 from coordinator.service import Coordinator
 from coordinator.states import Action
@@ -159,6 +160,22 @@ async def test_silent_worker_goes_offline_and_loses_its_task(settings: Settings,
         assert again["task_id"] == task_id and again["attempt_id"] != leased["attempt_id"]
         assert not await agent.report(leased, "succeeded")
         assert await other.report(again, "succeeded")
+
+
+async def test_a_drained_worker_stays_drained_after_an_absence(settings: Settings, clean_db: None,
+                                                               redis: SyncRedis) -> None:
+    """An operator's drain outlives the worker going offline: when it heartbeats again it is draining, not
+    online, and leases nothing until resumed."""
+    async with started(settings, heartbeat_timeout=1.0) as coordinator:
+        await submit_one(coordinator)
+        agent = await Agent.register(coordinator)
+        await coordinator.workers.send([agent.id], WorkerCommandSpec(command="drain"), "test")
+        await await_for(coordinator.timers.reap_dead_workers, what="the worker to be declared dead")
+        assert await agent.status() == "offline"
+        assert (await agent.heartbeat())["status"] == "draining"
+        assert await agent.lease_ids() == []
+        await coordinator.workers.send([agent.id], WorkerCommandSpec(command="resume"), "test")
+        assert len(await agent.lease_ids()) == 1
 
 
 async def test_heartbeats_keep_a_worker_alive(settings: Settings, clean_db: None, redis: SyncRedis) -> None:

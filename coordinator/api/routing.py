@@ -10,7 +10,7 @@ from typing import Any
 
 from pydantic import BaseModel
 from redis.exceptions import RedisError
-from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.exc import DataError, DBAPIError, OperationalError
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
@@ -84,6 +84,9 @@ def _wrap(endpoint: Endpoint, coordinator: Coordinator, settings: Settings,
             result = await endpoint.handler(request, Ctx(coordinator, settings, caller))
         except AiddError as exc:
             return error_response(exc)
+        except DataError as exc:  # a value PostgreSQL refuses (out of range, bad text): the caller's input
+            detail = str(getattr(exc, "orig", exc)).splitlines()[0]
+            return error_response(HttpError(422, f"a value was refused by the database: {detail}"))
         except (RedisError, OperationalError, DBAPIError, OSError) as exc:
             log.warning("%s %s: store unavailable: %s: %s", request.method, request.url.path,
                         type(exc).__name__, str(exc).splitlines()[0] if str(exc) else "")

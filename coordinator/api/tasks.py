@@ -87,7 +87,8 @@ async def task_logs(request: Request, ctx: Ctx) -> Any:
 
 async def _single(request: Request, ctx: Ctx, action: Action) -> Any:
     task_id = request.path_params["task_id"]
-    await ctx.coordinator.tasks.act(action, [task_id], ctx.caller.name, single=True)
+    await ctx.coordinator.tasks.act(action, [task_id], ctx.caller.name, single=True,
+                                    attempt_id=query_uuid(request, "attempt_id"))
     return await ctx.coordinator.tasks.get(task_id)
 
 
