@@ -1,0 +1,39 @@
+"""What the console is told at start: where it is connected, what it may do, and its switches for determinism."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+from console.text import Clock, utcnow
+
+AnimationLevel = Literal["none", "basic", "full"]
+
+
+@dataclass
+class ConsoleOptions:
+    """Options of one console run (built by `console.factory.make_app`)."""
+
+    where: str = ""
+    """What the top bar says about the coordinator, e.g. `embedded · http://127.0.0.1:8333 · state ~/...`."""
+    read_only: bool = False
+    """Hide every key that changes tasks or workers (cancel, retry, requeue, drain, submit)."""
+    demo: bool = False
+    """Show the demo banner (the workers are simulated)."""
+    now: Clock = utcnow
+    """The clock ages are computed with; tests and screenshots pass a fixed one."""
+    refresh_s: float = 1.0
+    """Seconds between the end of one poll and the start of the next."""
+    animation_level: AnimationLevel = "full"
+    """Textual's animation level; `none` for tests and screenshots."""
+    state_dir: Path | None = None
+    """Where the chosen theme is remembered (`console.json`); None: not remembered."""
+    theme: str | None = None
+    """Theme to start with; default: the remembered one, else the dark theme."""
+    notices: list[str] = field(default_factory=list)
+    """Messages shown as toasts once the console is up (e.g. why no local agent was started)."""
+    freeze_gc: bool = False
+    """Once up, move the long-lived objects out of the garbage collector's way (`gc.freeze`): full collections
+    then no longer rescan them every few refreshes (500 workers: p90 of a Workers refresh about halves).
+    Off for tests, which build many apps in one process."""

@@ -1,0 +1,96 @@
+"""The Batches pane: each batch's progress, throughput and ETA; `r` retries its failed tasks."""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+from rich.text import Text
+from textual import work
+from textual.app import ComposeResult
+from textual.binding import BindingType
+from textual.widgets import Static
+
+from console import keys
+from console.actions import plural
+from console.query import TaskQuery
+from console.screens.confirm import ConfirmModal
+from console.screens.live import PaneScreen
+from console.text import plain, short_id
+from console.widgets.batch_table import BatchTable
+from coordinator.client import ApiError
+
+RETRYABLE_END = ["failed", "timeout"]
+
+
+class BatchesScreen(PaneScreen):
+    """Recent batches, newest first."""
+
+    MODE = "batches"
+    BINDINGS: ClassVar[list[BindingType]] = [*keys.BATCHES]
+
+    def compose_pane(self) -> ComposeResult:
+        yield Static(id="summary", classes="summary")
+        yield BatchTable()
+
+    async def fetch(self) -> list[dict[str, Any]]:
+        return await self.console.client.batches(limit=200)  # type: ignore[no-any-return]
+
+    def apply(self, data: list[dict[str, Any]]) -> None:
+        palette = self.console.palette
+        table = self.query_one(BatchTable)
+        table.show(data, palette, self.console.options.now())
+        active = sum(1 for b in data if int(b.get("pending") or 0) + int(b.get("running") or 0))
+        summary = Text(f"{plural(len(data), 'batch').replace('batchs', 'batches')} · {active} in progress")
+        summary.append("   bar: ")
+        for status in ("succeeded", "failed", "running"):
+            summary.append("█", palette.status(status))
+            summary.append(f" {status}  " if status != "failed" else " failed/cancelled  ")
+        summary.append("░", palette.style("meter-track"))
+        summary.append(" pending")
+        if not data:
+            summary.append("\n\nNo batches yet: submit one with n (a file of SMILES, one per line).",
+                           palette.style("muted"))
+        self.query_one("#summary", Static).update(summary)
+
+    def _cursor_batch(self) -> dict[str, Any] | None:
+        table = self.query_one(BatchTable)
+        key = table.cursor_key
+        return table.by_id.get(key) if key else None
+
+    def on_batch_table_batch_chosen(self, message: BatchTable.BatchChosen) -> None:
+        batch = self.query_one(BatchTable).by_id.get(message.batch_id, {})
+        self.console.show_tasks(TaskQuery(batch_id=message.batch_id, batch_name=str(batch.get("name") or "")))
+
+    def action_batch_tasks(self) -> None:
+        batch = self._cursor_batch()
+        if batch:
+            self.console.show_tasks(TaskQuery(batch_id=str(batch["id"]), batch_name=str(batch.get("name") or "")))
+
+    def action_retry_failed(self) -> None:
+        batch = self._cursor_batch()
+        if batch is None:
+            self.notify("No batch under the cursor.", severity="warning")
+            return
+        self._retry_failed(batch)
+
+    @work(group="action", exit_on_error=False)
+    async def _retry_failed(self, batch: dict[str, Any]) -> None:
+        client = self.console.client
+        name = plain(batch.get("name") or f"batch {short_id(batch['id'])}", 60)
+        try:
+            count = (await client.list_tasks(page=1, page_size=1, batch_id=str(batch["id"]),
+                                             status=RETRYABLE_END))["total"]
+            if not count:
+                self.notify(f"Batch {name} has no failed or timed-out tasks to retry.", markup=False)
+                return
+            body = (f"Retry the {plural(count)} of batch {name!r} that failed or timed out? They go back to "
+                    "their queue as pending, with a fresh retry budget.")
+            if not await self.app.push_screen_wait(ConfirmModal("Retry failed tasks", body,
+                                                                f"Retry {plural(count)}")):
+                return
+            result = await client.act("retry", filter={"batch_id": str(batch["id"]), "status": RETRYABLE_END})
+        except ApiError as exc:
+            self.notify(f"Retry failed: {exc}", severity="error", markup=False)
+            return
+        self.notify(f"Retried {plural(result.get('changed', 0))} of batch {name}", markup=False)
+        self.refresh_now()

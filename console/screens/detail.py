@@ -1,0 +1,227 @@
+"""Task detail: parameters, attempts, worker, result or error, and a live tail of the log."""
+
+from __future__ import annotations
+
+import json
+from typing import Any, ClassVar
+
+from rich.console import Group, RenderableType
+from rich.table import Table
+from rich.text import Text
+from textual import work
+from textual.app import ComposeResult
+from textual.binding import BindingType
+from textual.containers import Horizontal, VerticalScroll
+from textual.widgets import Footer, RichLog, Static
+
+from console import keys
+from console.actions import Target, run_task_action, task_label
+from console.screens.live import LiveScreen
+from console.text import MISSING, age, plain, seconds_since, short_id
+from console.widgets.banners import DemoBanner, ProblemBanner
+from coordinator.client import ApiError
+
+LOG_BATCH = 1000
+LOG_KEEP = 5000
+PRIORITY_NAMES = {3: "high", 2: "medium", 1: "low"}
+
+
+def _json(value: Any) -> str:
+    return json.dumps(value, indent=2, sort_keys=True, ensure_ascii=False, default=str)
+
+
+class TaskDetailScreen(LiveScreen):
+    """One task, refreshed live; its log is followed with `logs(after=next)`."""
+
+    BINDINGS: ClassVar[list[BindingType]] = [*keys.DETAIL]
+
+    def __init__(self, task_id: str, log_maximised: bool = False) -> None:
+        super().__init__()
+        self.task_id = task_id
+        self.record: dict[str, Any] | None = None
+        self._next_line = 0
+        self._attempt: str | None = None
+        self._hosts: dict[str, str] = {}
+        self._log_maximised = log_maximised
+
+    def compose(self) -> ComposeResult:
+        yield Static(id="title", classes="summary")
+        if self.console.options.demo:
+            yield DemoBanner()
+        yield ProblemBanner()
+        pane_error = Static(id="pane-error")
+        pane_error.display = False
+        yield pane_error
+        with Horizontal(id="detail"):
+            with VerticalScroll(id="facts"):
+                yield Static(id="card")
+                yield Static(id="attempts")
+                yield Static(id="outcome")
+            yield RichLog(id="log", max_lines=LOG_KEEP, wrap=False, markup=False, highlight=False,
+                          auto_scroll=True)
+        yield Footer(compact=True)
+
+    def on_mount(self) -> None:
+        super().on_mount()
+        self.set_class(self._log_maximised, "-log-only")
+        self.query_one("#log", RichLog).border_title = "Log (following)"
+
+    async def fetch(self) -> tuple[dict[str, Any], dict[str, Any]]:
+        client = self.console.client
+        task = await client.get_task(self.task_id)
+        logs = await client.logs(self.task_id, after=self._next_line, limit=LOG_BATCH)
+        worker = str(task.get("worker_id") or "")
+        if worker and worker not in self._hosts:
+            try:
+                info = await client.request("GET", f"/api/v1/workers/{worker}")
+                self._hosts[worker] = str(info.get("hostname") or short_id(worker))
+            except ApiError:
+                self._hosts[worker] = short_id(worker)
+        return task, logs
+
+    def apply(self, data: tuple[dict[str, Any], dict[str, Any]]) -> None:
+        task, logs = data
+        self.record = task
+        self._show_task(task)
+        lines = logs.get("lines") or []
+        if lines:
+            self._write_lines(lines)
+            self._next_line = int(logs.get("next") or self._next_line)
+            if len(lines) >= LOG_BATCH:
+                self.refresh_now()  # more is waiting: fetch it as soon as this poll is done
+        elif not self._next_line and not self.query_one("#log", RichLog).lines:
+            self.query_one("#log", RichLog).write(Text("(no log lines yet)", style=self.console.palette.style("muted")))
+
+    def rerender(self) -> None:
+        if self.record is not None:
+            self._show_task(self.record)
+
+    def _write_lines(self, lines: list[dict[str, Any]]) -> None:
+        log = self.query_one("#log", RichLog)
+        palette = self.console.palette
+        if self._next_line == 0 and log.lines:
+            log.clear()
+        for line in lines:
+            attempt = str(line.get("attempt_id") or "")
+            if attempt != self._attempt:
+                self._attempt = attempt
+                number = self._attempt_number(attempt)
+                log.write(Text(f"── attempt {number} ({short_id(attempt)}) ──", style=palette.style("muted")))
+            style = palette.status("failed") if line.get("stream") == "stderr" else ""
+            log.write(Text(plain(line.get("line")), style=style))
+
+    def _attempt_number(self, attempt_id: str) -> str:
+        for a in (self.record or {}).get("attempt_history") or []:
+            if str(a.get("id")) == attempt_id:
+                return str(a.get("number"))
+        return "?"
+
+    def _show_task(self, t: dict[str, Any]) -> None:
+        palette = self.console.palette
+        now = self.console.options.now()
+        status = str(t.get("status"))
+        title = Text()
+        title.append("Task ", "bold")
+        title.append(str(t.get("id")), palette.style("muted"))
+        title.append("  ")
+        title.append(status, palette.status(status))
+        title.append("  " + plain(t.get("name") or "(no name)", 80), "bold")
+        self.query_one("#title", Static).update(title)
+        self.query_one("#card", Static).update(self._card(t, now))
+        self.query_one("#attempts", Static).update(self._attempts(t, now))
+        self.query_one("#outcome", Static).update(self._outcome(t))
+
+    def _card(self, t: dict[str, Any], now: Any) -> RenderableType:
+        grid = Table.grid(padding=(0, 1))
+        grid.add_column(style="bold", no_wrap=True)
+        grid.add_column()
+        res = t.get("resources") or {}
+        worker = str(t.get("worker_id") or "")
+        rows = [
+            ("service", f"{plain(t.get('service'))} / {plain(t.get('task_type'))}"),
+            ("priority", f"{t.get('priority')} ({PRIORITY_NAMES.get(t.get('priority', 2), 'custom')})"),
+            ("group", plain(t.get("group")) + (f"  labels {','.join(plain(x) for x in t['labels'])}"
+                                               if t.get("labels") else "")),
+            ("resources", f"cpu {res.get('cpu')} · mem {res.get('memory_gb')}G · gpu {res.get('gpu')}"
+                          + (f" · gpu mem {res.get('gpu_memory_gb')}G" if res.get("gpu_memory_gb") else "")),
+            ("attempts", f"{t.get('attempts')} (retries used {t.get('retry_count')}/{t.get('max_retries')},"
+                         f" timeout {t.get('timeout_s')}s)"),
+            ("worker", (self._hosts.get(worker, short_id(worker)) if worker else MISSING)
+             + (f"  GPUs {t['gpus']}" if t.get("gpus") else "")),
+            ("created", f"{age(seconds_since(t.get('created_at'), now))} ago"),
+            ("started", f"{age(seconds_since(t.get('started_at'), now))} ago" if t.get("started_at") else MISSING),
+            ("finished", f"{age(seconds_since(t.get('finished_at'), now))} ago" if t.get("finished_at") else MISSING),
+        ]
+        if t.get("batch_id"):
+            rows.append(("batch", short_id(t["batch_id"])))
+        if t.get("progress") is not None and t.get("status") == "running":
+            rows.append(("progress", f"{float(t['progress']) * 100:.0f}%"))
+        for key, value in rows:
+            grid.add_row(key, Text(value))
+        params = Text(plain(_json(t.get("input_params") or {}), one_line=False))
+        return Group(grid, Text("\nparameters", style="bold"), params)
+
+    def _attempts(self, t: dict[str, Any], now: Any) -> RenderableType:
+        history = t.get("attempt_history") or []
+        if not history:
+            return Text("\nno attempts yet", style=self.console.palette.style("muted"))
+        table = Table(box=None, padding=(0, 1), show_edge=False, title="attempts (times ago)", title_justify="left",
+                      title_style="bold")
+        exits = any(a.get("exit_code") is not None for a in history)
+        for column in ("#", "worker", "start", "end", "reason", *(("exit",) if exits else ())):
+            table.add_column(column, no_wrap=True)
+        for a in history:
+            worker = str(a.get("worker_id") or "")
+            ended = age(seconds_since(a.get("ended_at"), now)) if a.get("ended_at") else "now"
+            row: list[str | Text] = [str(a.get("number")), Text(plain(self._hosts.get(worker, short_id(worker)), 14)),
+                   age(seconds_since(a.get("started_at") or a.get("leased_at"), now)), ended,
+                   Text(plain(a.get("end_reason") or ("running" if ended == "now" else ""), 12))]
+            if exits:
+                row.append(str(a.get("exit_code") if a.get("exit_code") is not None else ""))
+            table.add_row(*row)
+        return Group(Text(""), table)
+
+    def _outcome(self, t: dict[str, Any]) -> RenderableType:
+        palette = self.console.palette
+        if t.get("error"):
+            return Group(Text("\nerror", style="bold"),
+                         Text(plain(t["error"], 4000, one_line=False), style=palette.status("failed")))
+        if t.get("result") is not None:
+            return Group(Text("\nresult", style="bold"), Text(plain(_json(t["result"]), 4000, one_line=False)))
+        return Text("")
+
+    # -- keys ---------------------------------------------------------------------------------------
+
+    def action_back(self) -> None:
+        self.dismiss()
+
+    def action_toggle_log(self) -> None:
+        self._log_maximised = not self._log_maximised
+        self.set_class(self._log_maximised, "-log-only")
+
+    def action_toggle_follow(self) -> None:
+        log = self.query_one("#log", RichLog)
+        log.auto_scroll = not log.auto_scroll
+        log.border_title = "Log (following)" if log.auto_scroll else "Log (paused: f follows)"
+        if log.auto_scroll:
+            log.scroll_end(animate=False)
+
+    def action_cancel(self) -> None:
+        self._act("cancel")
+
+    def action_retry(self) -> None:
+        self._act("retry")
+
+    def action_requeue(self) -> None:
+        self._act("requeue")
+
+    @work(group="action", exit_on_error=False)
+    async def _act(self, action: str) -> None:
+        if self.record is None:
+            return
+        label = f"task {task_label(self.record)}"
+        attempt = self.record.get("attempt_id")
+        await run_task_action(self.console, action, Target(label, ids=(self.task_id,),
+                                                           statuses=(str(self.record.get("status")),),
+                                                           attempt_id=str(attempt) if attempt else None))
+        self.refresh_now()

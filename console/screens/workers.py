@@ -1,0 +1,101 @@
+"""The Workers pane: every host with CPU, memory and per-GPU telemetry; `d` drains or resumes one."""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+from rich.text import Text
+from textual import work
+from textual.app import ComposeResult
+from textual.binding import BindingType
+from textual.widgets import Static
+
+from console import keys
+from console.actions import plural
+from console.query import TaskQuery
+from console.screens.confirm import ConfirmModal
+from console.screens.live import PaneScreen
+from console.text import gigabytes, plain
+from console.widgets.worker_table import WorkerTable, cpu_fraction, gpu_usage
+from coordinator.client import ApiError
+
+
+class WorkersScreen(PaneScreen):
+    """Hosts, their GPUs and their heartbeats."""
+
+    MODE = "workers"
+    BINDINGS: ClassVar[list[BindingType]] = [*keys.WORKERS]
+
+    def compose_pane(self) -> ComposeResult:
+        yield Static(id="summary", classes="summary")
+        yield WorkerTable()
+
+    async def fetch(self) -> list[dict[str, Any]]:
+        return await self.console.client.workers()  # type: ignore[no-any-return]
+
+    def apply(self, data: list[dict[str, Any]]) -> None:
+        palette = self.console.palette
+        self.query_one(WorkerTable).show(data, palette, self.console.options.now())
+        live = [w for w in data if w.get("status") != "offline"]
+        counts = {s: sum(1 for w in data if w.get("status") == s) for s in ("online", "draining", "offline")}
+        summary = Text()
+        for i, (status, count) in enumerate(counts.items()):
+            if i:
+                summary.append(" · ")
+            summary.append(str(count), palette.status(status))
+            summary.append(f" {status}")
+        cores = sum(float(w.get("cpu_cores") or 0) for w in live)
+        used = sum(cpu_fraction(w) * float(w.get("cpu_cores") or 0) for w in live)
+        mem = sum(float(w.get("memory_gb") or 0) for w in live)
+        mem_used = sum(float((w.get("metrics") or {}).get("used_memory_gb") or 0) for w in live)
+        gpus = [g for w in live for g in gpu_usage(w)]
+        busy = sum(1 for g in gpus if float(g.get("utilization") or 0) > 5)
+        running = sum(int(w.get("running") or 0) for w in live)
+        slots = sum(int(w.get("slots") or 0) for w in live)
+        summary.append(f" · CPU {used:.0f}/{cores:.0f} · mem {gigabytes(mem_used)}/{gigabytes(mem)}"
+                       f" · GPUs {busy}/{len(gpus)} busy · slots {running}/{slots}")
+        if not data:
+            summary.append("\n\nNo workers yet: start one with `aidd-agent --url URL`, or run aidd --local-agent.",
+                           palette.style("muted"))
+        self.query_one("#summary", Static).update(summary)
+
+    def on_worker_table_worker_chosen(self, message: WorkerTable.WorkerChosen) -> None:
+        worker = self.query_one(WorkerTable).by_id.get(message.worker_id, {})
+        self.console.show_tasks(TaskQuery(worker_id=message.worker_id, worker_name=str(worker.get("hostname", ""))))
+
+    def action_worker_tasks(self) -> None:
+        worker = self.query_one(WorkerTable).worker_at_cursor()
+        if worker:
+            self.console.show_tasks(TaskQuery(worker_id=str(worker["id"]), worker_name=str(worker["hostname"])))
+
+    def action_drain(self) -> None:
+        worker = self.query_one(WorkerTable).worker_at_cursor()
+        if worker is None:
+            self.notify("No worker under the cursor.", severity="warning")
+            return
+        self._drain_or_resume(worker)
+
+    @work(group="action", exit_on_error=False)
+    async def _drain_or_resume(self, worker: dict[str, Any]) -> None:
+        host = plain(worker.get("hostname"), 60)
+        status = worker.get("status")
+        if status == "offline":
+            self.notify(f"{host} is offline: there is nothing to drain.", severity="warning", markup=False)
+            return
+        command = "resume" if status == "draining" else "drain"
+        running = int(worker.get("running") or 0)
+        if command == "drain":
+            body = (f"Drain {host}? It takes no new tasks; its {plural(running)} running "
+                    f"{'goes' if running == 1 else 'go'} on to the end. Press d again later to resume it.")
+        else:
+            body = f"Resume {host}? It starts taking new tasks again."
+        if not await self.app.push_screen_wait(ConfirmModal(f"{command.title()} worker", body,
+                                                            f"{command.title()} {host}")):
+            return
+        try:
+            await self.console.client.command(str(worker["id"]), command)
+        except ApiError as exc:
+            self.notify(f"{command.title()} failed: {exc}", severity="error", markup=False)
+            return
+        self.notify(f"{host}: {'draining' if command == 'drain' else 'resumed'}", markup=False)
+        self.refresh_now()

@@ -1,0 +1,81 @@
+"""Batches with a progress bar (succeeded / failed / running / pending), throughput and ETA."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, ClassVar
+
+from rich.text import Text
+from textual.binding import BindingType
+from textual.message import Message
+from textual.widgets import DataTable
+
+from console import keys
+from console.palette import Palette
+from console.text import MISSING, age, cell, number, seconds_since, short_id
+from console.widgets.keyed_table import KeyedTable, Row
+
+BAR_WIDTH = 20
+
+
+def batch_rate(batch: dict[str, Any]) -> float:
+    """Tasks finished per minute over the last five minutes."""
+    return float(batch.get("done_5m") or 0) / 5.0
+
+
+def batch_eta(batch: dict[str, Any]) -> float | None:
+    """Seconds until the batch is done at the current rate (None: done, or no progress to extrapolate)."""
+    left = int(batch.get("pending") or 0) + int(batch.get("running") or 0)
+    rate = batch_rate(batch)
+    if left == 0 or rate <= 0:
+        return None
+    return left / rate * 60
+
+
+class BatchTable(KeyedTable):
+    """One row per batch, newest first."""
+
+    BINDINGS: ClassVar[list[BindingType]] = [*keys.table_enter(keys.BATCHES)]
+
+    @dataclass
+    class BatchChosen(Message):
+        """The operator chose a batch (enter or click)."""
+
+        batch_id: str
+
+    def __init__(self) -> None:
+        super().__init__([("name", "Batch", 28), ("progress", "Progress", BAR_WIDTH), ("pct", "Done", 4),
+                          ("eta", "ETA", 5), ("rate", "/min", 5), ("succeeded", "OK", 6), ("failed", "Fail", 5),
+                          ("running", "Run", 5), ("pending", "Pend", 6), ("created", "Age", 5)],
+                         id="batch-table")
+        self.by_id: dict[str, dict[str, Any]] = {}
+
+    def show(self, batches: list[dict[str, Any]], palette: Palette, now: datetime) -> None:
+        """Replace the rows with these batches."""
+        self.by_id = {str(b["id"]): b for b in batches}
+        rows: list[Row] = []
+        for b in batches:
+            total = int(b.get("total") or 0)
+            ok, failed = int(b.get("succeeded") or 0), int(b.get("failed") or 0)
+            running, pending = int(b.get("running") or 0), int(b.get("pending") or 0)
+            done = ok + failed
+            eta = batch_eta(b)
+            left = pending + running
+            rows.append((str(b["id"]), (
+                cell(b.get("name") or f"batch {short_id(b['id'])}", "bold", 28),
+                palette.segments([(ok, "succeeded"), (failed, "failed"), (running, "running")], total, BAR_WIDTH),
+                Text(f"{done * 100 // total if total else 100}%", justify="right"),
+                Text("done" if left == 0 else age(eta) if eta is not None else MISSING, justify="right"),
+                Text(f"{batch_rate(b):.1f}", justify="right"),
+                number(ok, palette.status("succeeded")),
+                number(failed, palette.status("failed") if failed else ""),
+                number(running, palette.status("running") if running else ""),
+                number(pending, palette.status("pending") if pending else ""),
+                Text(age(seconds_since(b.get("created_at"), now)), justify="right"),
+            )))
+        self.sync(rows)
+
+    def on_data_table_row_selected(self, event: DataTable.RowSelected) -> None:
+        event.stop()
+        self.post_message(self.BatchChosen(str(event.row_key.value)))

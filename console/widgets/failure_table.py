@@ -1,0 +1,52 @@
+"""The most recent failed or timed-out tasks, with their errors (on the Queues pane)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, ClassVar
+
+from rich.text import Text
+from textual.binding import BindingType
+from textual.message import Message
+from textual.widgets import DataTable
+
+from console import keys
+from console.palette import Palette
+from console.text import age, cell, plain, seconds_since, short_id
+from console.widgets.keyed_table import KeyedTable, Row
+
+
+class FailureTable(KeyedTable):
+    """Newest failures first; enter opens the task."""
+
+    BINDINGS: ClassVar[list[BindingType]] = [*keys.table_enter(keys.FAILURES)]
+
+    @dataclass
+    class FailureChosen(Message):
+        """The operator chose a failed task (enter or click)."""
+
+        task_id: str
+
+    def __init__(self) -> None:
+        super().__init__([("ago", "Ended", 5), ("id", "ID", 8), ("status", "Status", 9), ("service", "Service", 10),
+                          ("name", "Name", 34), ("error", "Error", 90)], id="failure-table")
+
+    def show(self, tasks: list[dict[str, Any]], palette: Palette, now: datetime) -> None:
+        """Replace the rows with these failed tasks."""
+        rows: list[Row] = []
+        for t in tasks:
+            status = str(t.get("status"))
+            rows.append((str(t["id"]), (
+                Text(age(seconds_since(t.get("finished_at"), now)), justify="right"),
+                cell(short_id(t["id"]), palette.style("muted")),
+                cell(status, palette.status(status)),
+                cell(t.get("service"), limit=14),
+                cell(t.get("name"), limit=34),
+                cell(plain(t.get("error") or t.get("end_reason") or "", 90), palette.status("failed")),
+            )))
+        self.sync(rows)
+
+    def on_data_table_row_selected(self, event: DataTable.RowSelected) -> None:
+        event.stop()
+        self.post_message(self.FailureChosen(str(event.row_key.value)))

@@ -1,0 +1,61 @@
+"""Per-service queue figures: pending, running, last hour's outcomes, oldest wait, throughput sparkline."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+from rich.text import Text
+from textual.binding import BindingType
+from textual.message import Message
+from textual.widgets import DataTable
+
+from console import keys
+from console.palette import Palette
+from console.text import age, cell, number, sparkline
+from console.widgets.keyed_table import KeyedTable, Row
+
+SPARK_WIDTH = 24
+"""Minutes of throughput history shown (the coordinator keeps 30)."""
+
+
+class QueueTable(KeyedTable):
+    """One row per service; enter opens the service's tasks."""
+
+    BINDINGS: ClassVar[list[BindingType]] = [*keys.table_enter(keys.QUEUES)]
+
+    @dataclass
+    class ServiceChosen(Message):
+        """The operator chose a service (enter or click)."""
+
+        service: str
+
+    def __init__(self) -> None:
+        super().__init__([("service", "Service", 12), ("pending", "Pending", 7), ("running", "Running", 7),
+                          ("succeeded", "Done 1h", 7), ("failed", "Failed 1h", 9), ("oldest", "Oldest wait", 11),
+                          ("spark", f"Done per minute, {SPARK_WIDTH} min", SPARK_WIDTH), ("rate", "/min", 5)],
+                         id="queue-table")
+
+    def show(self, queues: list[dict[str, Any]], palette: Palette) -> None:
+        """Replace the rows with these queue figures."""
+        rows: list[Row] = []
+        for q in queues:
+            series = [float(v) for v in q.get("throughput_per_min") or []]
+            recent = series[-5:]
+            rate = sum(recent) / len(recent) if recent else 0.0
+            failed = int(q.get("failed_1h") or 0)
+            rows.append((str(q["service"]), (
+                cell(q["service"], "bold", 12),
+                number(q.get("pending"), palette.status("pending") if q.get("pending") else ""),
+                number(q.get("running"), palette.status("running") if q.get("running") else ""),
+                number(q.get("succeeded_1h"), palette.status("succeeded")),
+                number(failed, palette.status("failed") if failed else ""),
+                Text(age(q.get("oldest_pending_s")), justify="right"),
+                Text(sparkline(series, SPARK_WIDTH).rjust(SPARK_WIDTH, " "), style=palette.style("spark")),
+                Text(f"{rate:.1f}", justify="right"),
+            )))
+        self.sync(rows)
+
+    def on_data_table_row_selected(self, event: DataTable.RowSelected) -> None:
+        event.stop()
+        self.post_message(self.ServiceChosen(str(event.row_key.value)))

@@ -1,0 +1,35 @@
+"""The line at the top of every pane: the panes as tabs (click or 1-4) and where the coordinator is."""
+
+from __future__ import annotations
+
+from rich.text import Text
+from textual.app import ComposeResult
+from textual.containers import Horizontal
+from textual.widgets import Static, Tab, Tabs
+
+PANES: tuple[tuple[str, str], ...] = (("queues", "Queues"), ("workers", "Workers"), ("tasks", "Tasks"),
+                                      ("batches", "Batches"))
+"""(mode, title) of the main panes, in key order 1-4."""
+
+
+class TopBar(Horizontal):
+    """Pane tabs on the left, the coordinator's address on the right."""
+
+    DEFAULT_CSS = """
+    TopBar { height: 2; dock: top; }
+    TopBar Tabs { width: 1fr; }
+    TopBar #where { width: auto; max-width: 60%; padding: 0 1; height: 1; text-wrap: nowrap;
+                    text-overflow: ellipsis; }
+    """
+
+    def __init__(self, active: str, where: str) -> None:
+        super().__init__()
+        self._active = active
+        self._where = where
+
+    def compose(self) -> ComposeResult:
+        tabs = [Tab(f"{i} {title}", id=f"tab-{mode}") for i, (mode, title) in enumerate(PANES, 1)]
+        tabs_widget = Tabs(*tabs, active=f"tab-{self._active}" if self._active in dict(PANES) else None)
+        tabs_widget.can_focus = False  # keys belong to the pane's table; the tabs are for the mouse and 1-4
+        yield tabs_widget
+        yield Static(Text(self._where, no_wrap=True, overflow="ellipsis"), id="where")

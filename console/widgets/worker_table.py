@@ -1,0 +1,196 @@
+"""Workers: one row per host (status, slots, CPU and memory bars, heartbeat, history) and one per GPU."""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, ClassVar
+
+from rich.text import Text
+from textual.binding import BindingType
+from textual.message import Message
+from textual.widgets import DataTable
+
+from console import keys
+from console.palette import Palette
+from console.text import MISSING, age, cell, gigabytes, plain, seconds_since, sparkline
+from console.widgets.keyed_table import KeyedTable, Row
+
+METER = 5
+HISTORY = 12
+STALE_HEARTBEAT_S = 30.0
+"""Heartbeat ages beyond this are shown in the alarm colour (the coordinator's default timeout)."""
+FRESH_HEARTBEAT_S = 10.0
+FRESH = "<10s"
+"""Ages under the usual heartbeat interval are all just fresh: showing every second of them would rewrite
+one cell per worker per refresh (500 workers: 500 cell updates a second) for no information."""
+
+
+def _f(value: Any) -> float:
+    try:
+        return float(value or 0)
+    except (TypeError, ValueError):
+        return 0.0
+
+
+def cpu_fraction(worker: dict[str, Any]) -> float:
+    """CPU in use, 0..1: the agent's percentage, else used cores over cores."""
+    metrics = worker.get("metrics") or {}
+    if metrics.get("cpu_percent") is not None:
+        return _f(metrics["cpu_percent"]) / 100
+    cores = _f(worker.get("cpu_cores"))
+    return _f(metrics.get("used_cpu")) / cores if cores else 0.0
+
+
+def gpu_usage(worker: dict[str, Any]) -> list[dict[str, Any]]:
+    """Each registered GPU with its latest telemetry merged in (by index)."""
+    live = {g.get("index"): g for g in (worker.get("metrics") or {}).get("gpus") or []}
+    return [{**g, **live.get(g.get("index"), {})} for g in worker.get("gpus") or []]
+
+
+def utilisation(worker: dict[str, Any]) -> float:
+    """The figure the history sparkline follows: mean GPU utilisation (%), or CPU (%) without GPUs."""
+    gpus = gpu_usage(worker)
+    if gpus:
+        return sum(_f(g.get("utilization")) for g in gpus) / len(gpus)
+    return cpu_fraction(worker) * 100
+
+
+def sort_key(worker: dict[str, Any]) -> tuple[int, str]:
+    """Live workers first, then by host name."""
+    return (worker.get("status") == "offline", str(worker.get("hostname")))
+
+
+class WorkerTable(KeyedTable):
+    """Hosts and their GPUs; keeps a short utilisation history per host, one sample per heartbeat."""
+
+    BINDINGS: ClassVar[list[BindingType]] = [*keys.table_enter(keys.WORKERS)]
+
+    @dataclass
+    class WorkerChosen(Message):
+        """The operator chose a worker (enter or click)."""
+
+        worker_id: str
+
+    def __init__(self) -> None:
+        super().__init__([("host", "Host / GPU", 20), ("status", "Status", 8), ("slots", "Slots", 5),
+                          ("hb", "Beat", 5), ("cpu", "CPU", METER + 5), ("mem", "Memory", METER + 11),
+                          ("gpu", "GPU util", METER + 5), ("gmem", "GPU mem", 9), ("temp", "Temp", 5),
+                          ("hist", "Util history", HISTORY), ("groups", "Groups", 16)], id="worker-table")
+        self.by_id: dict[str, dict[str, Any]] = {}
+        self._history: dict[str, deque[float]] = {}
+        self._sampled: dict[str, Any] = {}
+        self._built: dict[str, tuple[Any, tuple[Text, ...], list[Row]]] = {}
+        self._beats: dict[tuple[str, bool, int], Text] = {}
+
+    def worker_at_cursor(self) -> dict[str, Any] | None:
+        """The worker of the row under the cursor (a GPU row counts as its host)."""
+        key = self.cursor_key
+        if key is None:
+            return None
+        return self.by_id.get(key.split(":")[1])
+
+    def show(self, workers: list[dict[str, Any]], palette: Palette, now: datetime) -> None:
+        """Replace the rows with these workers.
+
+        A worker's cells are rebuilt only when it sent a heartbeat (or changed status) since the last
+        call; otherwise the same cell objects are passed on, so the diff skips them at once. Only the
+        heartbeat age is new every time.
+        """
+        self.by_id = {str(w["id"]): w for w in workers}
+        rows: list[Row] = []
+        for w in sorted(workers, key=sort_key):
+            wid = str(w["id"])
+            signature = (w.get("last_heartbeat_at"), w.get("status"), w.get("running"), w.get("slots"),
+                         id(palette))
+            cached = self._built.get(wid)
+            if cached is None or cached[0] != signature:
+                self._sample(wid, w)
+                gpu_rows: list[Row] = [(f"g:{wid}:{g.get('index')}", self._gpu_cells(g, palette))
+                                       for g in gpu_usage(w)]
+                cached = (signature, self._host_cells(w, palette), gpu_rows)
+                self._built[wid] = cached
+            _, host, gpu_lines = cached
+            beat = self._beat_cell(w, palette, now)
+            rows.append((f"w:{wid}", (*host[:3], beat, *host[4:])))
+            rows.extend(gpu_lines)
+        for gone in set(self._built) - set(self.by_id):
+            del self._built[gone]
+            self._history.pop(gone, None)
+            self._sampled.pop(gone, None)
+        self.sync(rows)
+
+    def _beat_cell(self, w: dict[str, Any], palette: Palette, now: datetime) -> Text:
+        """The heartbeat age (one shared cell object per distinct text, so equal ages compare at once)."""
+        beat = seconds_since(w.get("last_heartbeat_at"), now)
+        stale = (beat is None or beat > STALE_HEARTBEAT_S) and w.get("status") != "offline"
+        shown = FRESH if beat is not None and beat < FRESH_HEARTBEAT_S else age(beat)
+        key = (shown, stale, id(palette))
+        if key not in self._beats:
+            if len(self._beats) > 512:
+                self._beats.clear()
+            self._beats[key] = cell(key[0], palette.style("meter-high") if stale else "")
+        return self._beats[key]
+
+    def _sample(self, wid: str, worker: dict[str, Any]) -> None:
+        beat = worker.get("last_heartbeat_at")
+        if self._sampled.get(wid) == beat and wid in self._history:
+            return
+        self._sampled[wid] = beat
+        self._history.setdefault(wid, deque(maxlen=HISTORY)).append(utilisation(worker))
+
+    def _host_cells(self, w: dict[str, Any], palette: Palette) -> tuple[Text, ...]:
+        """The host row's cells; the heartbeat age (4th) is a placeholder, see `_beat_cell`."""
+        metrics = w.get("metrics") or {}
+        status = str(w.get("status") or "?")
+        cpu = cpu_fraction(w)
+        mem_total = _f(w.get("memory_gb"))
+        mem_used = _f(metrics.get("used_memory_gb"))
+        gpus = gpu_usage(w)
+        if gpus:
+            util = sum(_f(g.get("utilization")) for g in gpus) / len(gpus) / 100
+            g_used = sum(_f(g.get("memory_used_gb")) for g in gpus)
+            g_total = sum(_f(g.get("memory_total_gb") or g.get("memory_gb")) for g in gpus)
+            temps = [_f(g.get("temperature")) for g in gpus if g.get("temperature") is not None]
+            gpu_cells = (palette.meter(util, METER, f"{util * 100:3.0f}%"),
+                         cell(f"{gigabytes(g_used)}/{gigabytes(g_total)}"),
+                         cell(f"{max(temps):.0f}°C" if temps else MISSING))
+        else:
+            gpu_cells = (cell("no GPU", palette.style("muted")), cell(""), cell(""))
+        slots = int(w.get("slots") or 0)
+        running = int(w.get("running") or 0)
+        return (
+            cell(w.get("hostname"), "bold", 20),
+            cell(status, palette.status(status)),
+            cell(f"{running}/{slots}", palette.level(running / slots) if slots else ""),
+            cell(""),
+            palette.meter(cpu, METER, f"{cpu * 100:3.0f}%"),
+            palette.meter(mem_used / mem_total if mem_total else 0, METER,
+                          f"{gigabytes(mem_used)}/{gigabytes(mem_total)}"),
+            *gpu_cells,
+            cell(sparkline(list(self._history.get(str(w["id"]), [])), HISTORY, top=100.0),
+                 palette.style("spark")),
+            cell(",".join(plain(g) for g in w.get("groups") or []), limit=16),
+        )
+
+    def _gpu_cells(self, g: dict[str, Any], palette: Palette) -> tuple[Text, ...]:
+        util = _f(g.get("utilization")) / 100
+        total = _f(g.get("memory_total_gb") or g.get("memory_gb"))
+        used = _f(g.get("memory_used_gb"))
+        temp = g.get("temperature")
+        name = plain(str(g.get("name") or "GPU").removeprefix("NVIDIA "), 14)
+        return (
+            cell(f"  └ {g.get('index')} {name}", palette.style("muted"), 20),
+            cell(""), cell(""), cell(""), cell(""), cell(""),
+            palette.meter(util, METER, f"{util * 100:3.0f}%"),
+            cell(f"{gigabytes(used)}/{gigabytes(total)}", palette.level(used / total) if total else ""),
+            cell(f"{_f(temp):.0f}°C" if temp is not None else MISSING,
+                 palette.level((_f(temp) - 40) / 45) if temp is not None else ""),
+            cell(""), cell(""),
+        )
+
+    def on_data_table_row_selected(self, event: DataTable.RowSelected) -> None:
+        event.stop()
+        key = str(event.row_key.value)
+        self.post_message(self.WorkerChosen(key.split(":")[1]))

@@ -1,0 +1,146 @@
+"""Helpers for the console tests: the app on a real API, a fake agent over HTTP, the record, waiting."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
+
+import httpx
+from sqlalchemy import text
+from textual.pilot import Pilot
+
+from console.app import AiddConsole
+from console.demo.fixed import FixedState, write_fixed_state
+from console.factory import make_app
+from console.screens.live import LiveScreen
+from coordinator.client import CoordinatorClient
+from coordinator.reconcile import rebuild_index
+from coordinator.server import BackgroundServer
+
+WHERE = "embedded · 127.0.0.1:8333 · state ~/.local/share/aidd"
+"""A fixed top-bar text (the test server's real port changes from run to run)."""
+
+
+def console(server: BackgroundServer, now: Callable[[], datetime] | None = None, refresh_s: float = 0.2,
+            client: CoordinatorClient | None = None, **options: Any) -> AiddConsole:
+    """The console on the test's API, built the way `aidd` builds it."""
+    kwargs: dict[str, Any] = {"now": now} if now is not None else {}
+    return make_app(client or CoordinatorClient(server.url, timeout=10), where=WHERE, refresh_s=refresh_s,
+                    animation_level="none", **kwargs, **options)
+
+
+def write_fixed(server: BackgroundServer) -> FixedState:
+    """The fixed demo picture in the test's record, indexed in its Redis; anchored at now (whole seconds)."""
+    anchor = datetime.now(UTC).replace(microsecond=0)
+    core = server.coordinator.core
+    state = server.call(lambda: write_fixed_state(core.engine, anchor))
+    server.call(lambda: rebuild_index(core))
+    return state
+
+
+async def refreshed(pilot: Pilot[Any], at_least: int = 1, timeout: float = 10.0) -> LiveScreen:
+    """Wait until the current screen has applied `at_least` polls; returns it."""
+    deadline = time.monotonic() + timeout
+    while True:
+        screen = pilot.app.screen
+        if isinstance(screen, LiveScreen) and screen.refreshes >= at_least:
+            await pilot.pause()
+            return screen
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{type(screen).__name__} did not refresh within {timeout}s")
+        await pilot.pause(0.02)
+
+
+async def until(pilot: Pilot[Any], condition: Callable[[], Any], timeout: float = 10.0, what: str = "") -> Any:
+    """Let the app run until `condition()` is truthy; returns its value."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what or condition}")
+        await pilot.pause(0.05)
+
+
+def task_body(service: str = "admet", task_type: str = "qikprop", **fields: Any) -> dict[str, Any]:
+    """A task submission (the original clients' form plus extras)."""
+    return {"service": service, "task_type": task_type, "name": f"{service} {task_type}",
+            "input_params": {"smiles": ["CCO"]}, **fields}
+
+
+class FakeAgent:
+    """A node agent scripted over HTTP: register, lease, report, heartbeat."""
+
+    def __init__(self, http: httpx.Client, hostname: str = "node-1", **fields: Any) -> None:
+        self.http = http
+        reply = http.post("/api/v1/workers/register", json={"hostname": hostname, "cpu_cores": 8, "slots": 4,
+                                                            **fields})
+        reply.raise_for_status()
+        self.id, self.token = reply.json()["id"], reply.json()["token"]
+        self.headers = {"Authorization": f"Bearer {self.token}"}
+
+    def lease(self, max_tasks: int = 1) -> list[dict[str, Any]]:
+        """Take up to `max_tasks` tasks (they become running)."""
+        reply = self.http.post(f"/api/v1/workers/{self.id}/lease", json={"max_tasks": max_tasks, "wait_s": 0},
+                               headers=self.headers)
+        reply.raise_for_status()
+        return reply.json()["tasks"]  # type: ignore[no-any-return]
+
+    def fail(self, leased: dict[str, Any], error: str = "boom") -> None:
+        """Report the attempt failed."""
+        event = {"task_id": leased["task_id"], "attempt_id": leased["attempt_id"], "event": "failed",
+                 "error": error, "exit_code": 1}
+        self.http.post(f"/api/v1/workers/{self.id}/reports", json={"events": [event]},
+                       headers=self.headers).raise_for_status()
+
+    def heartbeat(self, current: list[str]) -> dict[str, Any]:
+        """One heartbeat; the answer carries commands (e.g. cancel-task)."""
+        reply = self.http.post(f"/api/v1/workers/{self.id}/heartbeat", json={"current_tasks": current},
+                               headers=self.headers)
+        reply.raise_for_status()
+        return reply.json()  # type: ignore[no-any-return]
+
+
+def record(server: BackgroundServer, sql: str, **params: Any) -> list[dict[str, Any]]:
+    """Rows of a query on the test's PostgreSQL (the record, not the API's view of it)."""
+    async def run() -> list[dict[str, Any]]:
+        async with server.coordinator.core.engine.connect() as conn:
+            return [dict(r._mapping) for r in (await conn.execute(text(sql), params)).all()]
+    return server.call(run)
+
+
+def task_rows(server: BackgroundServer, ids: list[str]) -> dict[str, dict[str, Any]]:
+    """id → status, attempts, attempt_id, end_reason of these tasks, from PostgreSQL."""
+    rows = record(server, "SELECT id, status, attempts, attempt_id, end_reason, service FROM tasks "
+                          "WHERE id = ANY(:ids)", ids=[uuid.UUID(i) for i in ids])
+    return {str(r["id"]): r for r in rows}
+
+
+class SlowTransport(httpx.AsyncBaseTransport):
+    """A transport that answers, but only after `delay` seconds (a slow coordinator)."""
+
+    def __init__(self, delay: float) -> None:
+        self.delay = delay
+        self.inner = httpx.AsyncHTTPTransport()
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        await asyncio.sleep(self.delay)
+        return await self.inner.handle_async_request(request)
+
+
+class SwitchTransport(httpx.AsyncBaseTransport):
+    """A transport that refuses to connect while `down` is set (a coordinator that went away)."""
+
+    def __init__(self) -> None:
+        self.down = False
+        self.inner = httpx.AsyncHTTPTransport()
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        if self.down:
+            raise httpx.ConnectError("All connection attempts failed", request=request)
+        return await self.inner.handle_async_request(request)

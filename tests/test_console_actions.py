@@ -1,0 +1,429 @@
+"""Console keys drive real API calls: each test presses keys in a pilot and checks the record in PostgreSQL."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from rich.text import Text
+from textual.app import Notify
+from textual.message import Message
+
+from console.screens.confirm import ConfirmModal
+from console.screens.filter import FilterModal
+from console.screens.help import HelpModal
+from console.screens.submit import SubmitModal
+from console.screens.tasks import TasksScreen
+from console.widgets.task_table import TaskTable
+from console.widgets.worker_table import WorkerTable
+from coordinator.client import CoordinatorClient
+from coordinator.server import BackgroundServer
+from tests.consolekit import (
+    FakeAgent,
+    SlowTransport,
+    SwitchTransport,
+    console,
+    record,
+    refreshed,
+    task_body,
+    task_rows,
+    until,
+)
+
+pytestmark = pytest.mark.anyio
+SIZE = (120, 40)
+
+
+class Toasts:
+    """Collects the console's notifications (a `message_hook`)."""
+
+    def __init__(self) -> None:
+        self.messages: list[str] = []
+
+    def __call__(self, message: Message) -> None:
+        if isinstance(message, Notify):
+            self.messages.append(message.notification.message)
+
+    def saying(self, text: str) -> str | None:
+        """The first toast containing `text`."""
+        return next((m for m in self.messages if text in m), None)
+
+
+async def open_tasks(pilot: Any) -> TaskTable:
+    """Switch to the Tasks pane and wait for its first page."""
+    await refreshed(pilot)
+    await pilot.press("3")
+    screen = await refreshed(pilot)
+    return screen.query_one(TaskTable)
+
+
+async def test_c_cancels_the_running_task_in_the_record(api_server: BackgroundServer, client: httpx.Client) -> None:
+    task = client.post("/api/v1/tasks", json=task_body(name="dock me")).json()
+    agent = FakeAgent(client)
+    assert [t["task_id"] for t in agent.lease()] == [task["id"]]
+    toasts = Toasts()
+    app = console(api_server)
+    async with app.run_test(size=SIZE, message_hook=toasts) as pilot:
+        table = await open_tasks(pilot)
+        assert table.cursor_key == task["id"]
+        await pilot.press("c")
+        await until(pilot, lambda: isinstance(app.screen, ConfirmModal), what="the confirmation")
+        await pilot.press("y")
+        await until(pilot, lambda: toasts.saying("Cancelled 1 task"), what="the outcome toast")
+    row = task_rows(api_server, [task["id"]])[task["id"]]
+    assert row["status"] == "cancelled"
+    attempt = record(api_server, "SELECT end_reason, ended_at FROM attempts WHERE id = :a", a=row["attempt_id"])[0]
+    assert attempt["end_reason"] == "cancelled" and attempt["ended_at"] is not None
+    commands = agent.heartbeat([task["id"]])["commands"]  # the kill order reaches the agent with its heartbeat
+    assert [(c["command"], c["args"]["task_id"]) for c in commands] == [("cancel-task", task["id"])]
+
+
+async def test_r_retries_a_failed_task_which_then_gets_a_new_attempt(api_server: BackgroundServer,
+                                                                     client: httpx.Client) -> None:
+    task = client.post("/api/v1/tasks", json=task_body(name="flaky", max_retries=0)).json()
+    agent = FakeAgent(client)
+    first = agent.lease()[0]
+    agent.fail(first, "segfault")
+    assert task_rows(api_server, [task["id"]])[task["id"]]["status"] == "failed"
+    toasts = Toasts()
+    app = console(api_server)
+    async with app.run_test(size=SIZE, message_hook=toasts) as pilot:
+        await open_tasks(pilot)
+        await pilot.press("r")
+        await until(pilot, lambda: isinstance(app.screen, ConfirmModal), what="the confirmation")
+        await pilot.press("y")
+        await until(pilot, lambda: toasts.saying("Retried 1 task"), what="the outcome toast")
+    assert task_rows(api_server, [task["id"]])[task["id"]]["status"] == "pending"
+    second = agent.lease()[0]
+    row = task_rows(api_server, [task["id"]])[task["id"]]
+    assert row["status"] == "running" and row["attempts"] == 2
+    assert second["attempt_id"] != first["attempt_id"] and str(row["attempt_id"]) == second["attempt_id"]
+
+
+async def test_r_on_a_running_task_changes_nothing_and_says_why(api_server: BackgroundServer,
+                                                                client: httpx.Client) -> None:
+    task = client.post("/api/v1/tasks", json=task_body()).json()
+    FakeAgent(client).lease()
+    toasts = Toasts()
+    async with console(api_server).run_test(size=SIZE, message_hook=toasts) as pilot:
+        await open_tasks(pilot)
+        await pilot.press("r")
+        message = await until(pilot, lambda: toasts.saying("Cannot retry"), what="the refusal")
+    assert "running" in message and "R to requeue" in message
+    assert task_rows(api_server, [task["id"]])[task["id"]]["status"] == "running"
+
+
+async def test_bulk_requeue_by_filter_moves_exactly_the_matching_tasks(api_server: BackgroundServer,
+                                                                       client: httpx.Client) -> None:
+    docking = [client.post("/api/v1/tasks", json=task_body("docking", "vina")).json()["id"] for _ in range(3)]
+    admet = [client.post("/api/v1/tasks", json=task_body("admet")).json()["id"] for _ in range(2)]
+    dock_agent = FakeAgent(client, "gpu-1", services=["docking"])
+    done = dock_agent.lease()[0]  # the first docking task runs and succeeds: not requeueable
+    client.post(f"/api/v1/workers/{dock_agent.id}/reports", headers=dock_agent.headers, json={"events": [
+        {"task_id": done["task_id"], "attempt_id": done["attempt_id"], "event": "succeeded", "result": {}}]})
+    running_dock = dock_agent.lease()[0]
+    running_admet = FakeAgent(client, "cpu-1", services=["admet"]).lease()[0]
+    toasts = Toasts()
+    app = console(api_server)
+    async with app.run_test(size=SIZE, message_hook=toasts) as pilot:
+        await open_tasks(pilot)
+        await pilot.press("slash")
+        await until(pilot, lambda: isinstance(app.screen, FilterModal), what="the filter")
+        app.screen.query_one("#service").value = "docking"  # type: ignore[attr-defined]
+        await pilot.press("enter")
+        screen = app.screen
+        assert isinstance(screen, TasksScreen)
+        await until(pilot, lambda: screen.view.query.service == ("docking",) and screen.total == 3, what="filter")
+        await pilot.press("a", "R")
+        dialog = await until(pilot, lambda: app.screen if isinstance(app.screen, ConfirmModal) else None)
+        body = str(dialog.query_one(".dialog-body").render())
+        assert "Requeue the 1 task matching service docking that is running?" in body
+        assert "Of the 1 pending one" in body  # a task already queued stays where it is
+        await pilot.press("y")
+        await until(pilot, lambda: toasts.saying("Requeued 1 task; 1 task skipped"), what="the outcome toast")
+    rows = task_rows(api_server, docking + admet)
+    assert {i: r["status"] for i, r in rows.items()} == {
+        done["task_id"]: "succeeded", running_dock["task_id"]: "pending", docking[2]: "pending",
+        running_admet["task_id"]: "running", admet[1]: "pending"}
+    ended = record(api_server, "SELECT task_id, end_reason FROM attempts WHERE end_reason = 'requeued'")
+    assert [str(r["task_id"]) for r in ended] == [running_dock["task_id"]]
+    audit = record(api_server, "SELECT action, count FROM audit WHERE action = 'task.requeue'")
+    assert audit == [{"action": "task.requeue", "count": 1}]
+    assert task_rows(api_server, [running_dock["task_id"]])[running_dock["task_id"]]["attempts"] == 1
+
+
+async def test_selection_with_space_cancels_only_the_selected(api_server: BackgroundServer,
+                                                             client: httpx.Client) -> None:
+    ids = [client.post("/api/v1/tasks", json=task_body(name=f"t{i}")).json()["id"] for i in range(4)]
+    toasts = Toasts()
+    app = console(api_server)
+    async with app.run_test(size=SIZE, message_hook=toasts) as pilot:
+        table = await open_tasks(pilot)
+        first = table.cursor_key
+        await pilot.press("space", "down", "space", "c")  # select rows 1 and 3 (space moves down)
+        await until(pilot, lambda: isinstance(app.screen, ConfirmModal), what="the confirmation")
+        await pilot.press("y")
+        await until(pilot, lambda: toasts.saying("Cancelled 2 tasks"), what="the outcome toast")
+    newest_first = list(reversed(ids))
+    assert first == newest_first[0]
+    statuses = {i: r["status"] for i, r in task_rows(api_server, ids).items()}
+    assert [statuses[i] for i in newest_first] == ["cancelled", "pending", "cancelled", "pending"]
+
+
+async def test_n_no_for_the_confirmation_changes_nothing(api_server: BackgroundServer, client: httpx.Client) -> None:
+    task = client.post("/api/v1/tasks", json=task_body()).json()
+    app = console(api_server)
+    async with app.run_test(size=SIZE) as pilot:
+        await open_tasks(pilot)
+        await pilot.press("c")
+        await until(pilot, lambda: isinstance(app.screen, ConfirmModal), what="the confirmation")
+        await pilot.press("n")
+        await until(pilot, lambda: isinstance(app.screen, TasksScreen), what="the dialog to close")
+    assert task_rows(api_server, [task["id"]])[task["id"]]["status"] == "pending"
+
+
+async def test_d_drains_and_resumes_a_worker(api_server: BackgroundServer, client: httpx.Client) -> None:
+    agent = FakeAgent(client, "gpu-node-7")
+    toasts = Toasts()
+    app = console(api_server)
+    async with app.run_test(size=SIZE, message_hook=toasts) as pilot:
+        await refreshed(pilot)
+        await pilot.press("2")
+        await refreshed(pilot)
+        assert app.screen.query_one(WorkerTable).worker_at_cursor()["id"] == agent.id  # type: ignore[index]
+        await pilot.press("d")
+        await until(pilot, lambda: isinstance(app.screen, ConfirmModal), what="the confirmation")
+        await pilot.press("y")
+        await until(pilot, lambda: toasts.saying("gpu-node-7: draining"), what="the drain toast")
+        assert record(api_server, "SELECT status FROM workers")[0]["status"] == "draining"
+        await until(pilot, lambda: app.screen.query_one(WorkerTable).worker_at_cursor()["status"] == "draining")
+        await pilot.press("d")
+        await until(pilot, lambda: isinstance(app.screen, ConfirmModal), what="the confirmation")
+        await pilot.press("y")
+        await until(pilot, lambda: toasts.saying("gpu-node-7: resumed"), what="the resume toast")
+    assert record(api_server, "SELECT status FROM workers")[0]["status"] == "online"
+    assert [c["command"] for c in agent.heartbeat([])["commands"]] == ["drain", "resume"]
+
+
+async def test_batch_retry_key_retries_only_its_failed_tasks(api_server: BackgroundServer,
+                                                             client: httpx.Client) -> None:
+    batch = client.post("/api/v1/tasks", json={"name": "screen", "tasks": [task_body(max_retries=0)] * 3}).json()
+    other = client.post("/api/v1/tasks", json=task_body(max_retries=0)).json()
+    agent = FakeAgent(client)
+    for leased in agent.lease(4):
+        if leased["task_id"] != batch["ids"][2]:
+            agent.fail(leased)
+    toasts = Toasts()
+    app = console(api_server)
+    async with app.run_test(size=SIZE, message_hook=toasts) as pilot:
+        await refreshed(pilot)
+        await pilot.press("4")
+        await refreshed(pilot)
+        await pilot.press("r")
+        dialog = await until(pilot, lambda: app.screen if isinstance(app.screen, ConfirmModal) else None)
+        assert "Retry the 2 tasks of batch 'screen'" in str(dialog.query_one(".dialog-body").render())
+        await pilot.press("y")
+        await until(pilot, lambda: toasts.saying("Retried 2 tasks of batch screen"), what="the outcome toast")
+    statuses = {i: r["status"] for i, r in task_rows(api_server, [*batch["ids"], other["id"]]).items()}
+    assert statuses == {batch["ids"][0]: "pending", batch["ids"][1]: "pending", batch["ids"][2]: "running",
+                        other["id"]: "failed"}
+
+
+async def test_submit_form_creates_the_task_and_refuses_bad_json(api_server: BackgroundServer) -> None:
+    toasts = Toasts()
+    app = console(api_server)
+    async with app.run_test(size=SIZE, message_hook=toasts) as pilot:
+        await refreshed(pilot)
+        await pilot.press("n")
+        modal = await until(pilot, lambda: app.screen if isinstance(app.screen, SubmitModal) else None)
+        modal.query_one("#service").value = "docking"
+        modal.query_one("#task_type").value = "vina"
+        modal.query_one("#name").value = "EGFR pose check"
+        modal.query_one("#priority").value = "3"
+        modal.query_one("#gpu").value = "1"
+        modal.query_one("#params").text = '{"receptor": "1M17.pdbqt",'
+        await pilot.press("ctrl+s")
+        await until(pilot, lambda: "not JSON" in str(modal.query_one("#form-error").render()), what="the error")
+        assert record(api_server, "SELECT count(*) AS n FROM tasks")[0]["n"] == 0
+        modal.query_one("#params").text = '{"receptor": "1M17.pdbqt", "smiles": "CCO"}'
+        await pilot.press("ctrl+s")
+        await until(pilot, lambda: toasts.saying("Submitted task"), what="the submitted toast")
+    rows = record(api_server, "SELECT service, task_type, name, priority, gpu, input_params FROM tasks")
+    assert rows == [{"service": "docking", "task_type": "vina", "name": "EGFR pose check", "priority": 3,
+                     "gpu": 1.0, "input_params": {"receptor": "1M17.pdbqt", "smiles": "CCO"}}]
+
+
+async def test_submit_batch_from_file_sends_it_in_chunks(api_server: BackgroundServer, tmp_path: Path) -> None:
+    smiles = tmp_path / "ligands.smi"
+    smiles.write_text("\n".join(f"C{'C' * (i % 7)}O{i}" for i in range(2500)) + "\n")
+    toasts = Toasts()
+    app = console(api_server)
+    async with app.run_test(size=SIZE, message_hook=toasts) as pilot:
+        await refreshed(pilot)
+        await pilot.press("n")
+        modal = await until(pilot, lambda: app.screen if isinstance(app.screen, SubmitModal) else None)
+        modal.query_one("#file").value = str(smiles)
+        await pilot.press("ctrl+s")
+        message = await until(pilot, lambda: toasts.saying("Submitted 2500 tasks as batch"), timeout=60)
+    assert "ligands.smi" in message
+    rows = record(api_server, "SELECT count(*) AS n, count(DISTINCT batch_id) AS batches FROM tasks")
+    assert rows == [{"n": 2500, "batches": 1}]
+    assert record(api_server, "SELECT name, total FROM batches") == [{"name": "ligands.smi", "total": 2500}]
+
+
+async def test_read_only_hides_and_ignores_destructive_keys(api_server: BackgroundServer,
+                                                           client: httpx.Client) -> None:
+    task = client.post("/api/v1/tasks", json=task_body()).json()
+    app = console(api_server, read_only=True)
+    async with app.run_test(size=SIZE) as pilot:
+        await open_tasks(pilot)
+        shown = {b.binding.action for b in app.screen.active_bindings.values() if b.enabled}
+        assert not shown & {"cancel", "retry", "requeue", "new"}
+        await pilot.press("c", "R", "n")
+        await pilot.pause(0.2)
+        assert isinstance(app.screen, TasksScreen)
+    assert task_rows(api_server, [task["id"]])[task["id"]]["status"] == "pending"
+
+
+async def test_a_slow_coordinator_never_blocks_keys(api_server: BackgroundServer) -> None:
+    slow = CoordinatorClient(api_server.url, transport=SlowTransport(4.0))
+    app = console(api_server, client=slow)
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.pause(0.2)
+        screen = app.screen
+        assert screen.polling  # type: ignore[attr-defined]  # the first poll is waiting on the coordinator
+        started = time.monotonic()
+        await pilot.press("question_mark")
+        await until(pilot, lambda: isinstance(app.screen, HelpModal), timeout=2.0, what="the help screen")
+        await pilot.press("escape", "3")
+        await until(pilot, lambda: isinstance(app.screen, TasksScreen), timeout=2.0, what="the Tasks pane")
+        assert screen.polling  # type: ignore[attr-defined]  # keys were handled while that poll still waited
+        assert time.monotonic() - started < 2.5
+        await until(pilot, lambda: "slow" in app.problem, timeout=6, what="the slow banner")
+        await until(pilot, lambda: app.screen.refreshes >= 1 and not app.problem, timeout=15, what="recovery")
+
+
+async def test_banner_when_the_coordinator_goes_away_and_recovery(api_server: BackgroundServer,
+                                                                  client: httpx.Client) -> None:
+    client.post("/api/v1/tasks", json=task_body(name="survivor"))
+    switch = SwitchTransport()
+    app = console(api_server, client=CoordinatorClient(api_server.url, transport=switch))
+    async with app.run_test(size=SIZE) as pilot:
+        table = await open_tasks(pilot)
+        switch.down = True
+        await until(pilot, lambda: "cannot reach the coordinator" in app.problem, timeout=5, what="the banner")
+        assert table.row_count == 1  # the last data stays on screen
+        await pilot.press("question_mark", "escape")  # still usable
+        switch.down = False
+        await until(pilot, lambda: not app.problem, timeout=8, what="recovery")
+
+
+async def test_a_failing_pane_shows_its_error_and_the_app_goes_on(api_server: BackgroundServer) -> None:
+    class BrokenWorkers(CoordinatorClient):
+        async def workers(self, group: str | None = None, status: str | None = None) -> list[dict[str, Any]]:
+            return [{"no": "id"}]
+
+    app = console(api_server, client=BrokenWorkers(api_server.url))
+    async with app.run_test(size=SIZE) as pilot:
+        await refreshed(pilot)
+        await pilot.press("2")
+        screen = await refreshed(pilot)
+        banner = screen.query_one("#pane-error")
+        assert banner.display and "could not show its data" in str(banner.render())
+        await pilot.press("1")
+        await refreshed(pilot)
+        assert app.is_running
+
+
+async def test_task_text_is_shown_as_plain_text(api_server: BackgroundServer, client: httpx.Client) -> None:
+    hostile = "[b]x[/] \x1b[31mred\x1b[0m \x1b]0;title\x07ok"
+    task = client.post("/api/v1/tasks", json=task_body(name=hostile)).json()
+    async with console(api_server).run_test(size=SIZE) as pilot:
+        table = await open_tasks(pilot)
+        name = table.get_cell(task["id"], "name")
+    assert isinstance(name, Text)
+    assert name.plain == "[b]x[/] red ok"
+    assert not name.spans
+
+
+async def test_t_switches_theme_and_remembers_it(api_server: BackgroundServer, tmp_path: Path) -> None:
+    app = console(api_server, state_dir=tmp_path)
+    async with app.run_test(size=SIZE) as pilot:
+        assert app.theme == "aidd-dark"
+        await pilot.press("t")
+        await pilot.pause()
+        assert app.theme == "aidd-light"
+    again = console(api_server, state_dir=tmp_path)
+    async with again.run_test(size=SIZE) as pilot:
+        await pilot.pause()
+        assert again.theme == "aidd-light"
+
+
+async def test_enter_opens_the_detail_with_a_live_log_tail(api_server: BackgroundServer,
+                                                           client: httpx.Client) -> None:
+    task = client.post("/api/v1/tasks", json=task_body(name="logger")).json()
+    agent = FakeAgent(client)
+    leased = agent.lease()[0]
+
+    def log(*lines: str) -> None:
+        event = {"task_id": leased["task_id"], "attempt_id": leased["attempt_id"], "event": "log",
+                 "lines": [{"stream": "stdout", "line": line} for line in lines]}
+        client.post(f"/api/v1/workers/{agent.id}/reports", json={"events": [event]}, headers=agent.headers)
+
+    log("line one", "line two")
+    app = console(api_server)
+    async with app.run_test(size=SIZE) as pilot:
+        await open_tasks(pilot)
+        await pilot.press("enter")
+        detail = await refreshed(pilot)
+        assert detail.task_id == task["id"]  # type: ignore[attr-defined]
+        log_widget = detail.query_one("#log")
+
+        def text() -> str:
+            return "\n".join(strip.text for strip in log_widget.lines)  # type: ignore[attr-defined]
+
+        await until(pilot, lambda: "line two" in text(), what="the first lines")
+        log("line three \x1b[1mbold\x1b[0m")
+        await until(pilot, lambda: "line three bold" in text(), what="the new line, followed")
+        assert text().count("line one") == 1
+
+
+async def test_mouse_switches_panes_and_sorts_by_a_header_click(api_server: BackgroundServer,
+                                                                client: httpx.Client) -> None:
+    for priority in (1, 3, 2):
+        client.post("/api/v1/tasks", json=task_body(name=f"p{priority}", priority=priority))
+    app = console(api_server)
+    async with app.run_test(size=SIZE) as pilot:
+        await refreshed(pilot)
+        await pilot.click("#tab-tasks")
+        screen = await until(pilot, lambda: app.screen if isinstance(app.screen, TasksScreen) else None)
+        await refreshed(pilot)
+        table = screen.query_one(TaskTable)
+        columns = table.ordered_columns
+        x = sum(c.get_render_width(table) for c in columns[:[c.key for c in columns].index("priority")]) + 1
+        await pilot.click(TaskTable, offset=(x, 0))
+        await until(pilot, lambda: screen.view.sort == "priority" and [
+            table.get_cell(str(r.key.value), "priority").plain for r in table.ordered_rows] == ["3", "2", "1"],
+            what="rows sorted by priority")
+        await pilot.click(TaskTable, offset=(x, 2))  # the second row (header, then rows)
+        await pilot.click(TaskTable, offset=(x, 2))  # clicking the highlighted row opens it
+        await until(pilot, lambda: type(app.screen).__name__ == "TaskDetailScreen", what="the detail")
+        detail = await refreshed(pilot)
+        assert detail.record["name"] == "p2"  # type: ignore[attr-defined]
+
+
+async def test_colon_opens_the_command_palette_with_the_panes(api_server: BackgroundServer) -> None:
+    from textual.command import CommandPalette
+
+    app = console(api_server)
+    async with app.run_test(size=SIZE) as pilot:
+        await refreshed(pilot)
+        await pilot.press("colon")
+        await until(pilot, lambda: isinstance(app.screen, CommandPalette), what="the palette")
+        await pilot.press(*"batches pane")
+        await pilot.pause(0.5)
+        await pilot.press("enter")
+        await until(pilot, lambda: app.current_mode == "batches", what="the Batches pane")

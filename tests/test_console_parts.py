@@ -1,0 +1,209 @@
+"""The console's parts on their own: text safety, formatting, keyed table diffs, themes, keys, launch pieces."""
+
+from __future__ import annotations
+
+import re
+import socket
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import psutil
+import pytest
+from rich.text import Text
+from textual.app import App, ComposeResult
+
+from console.demo.cluster import HOSTS, DemoCluster
+from console.demo.workload import DEMO_PREFIX
+from console.keys import help_rows
+from console.launch import start_api
+from console.localagent import LocalAgent, agent_available
+from console.query import TaskQuery
+from console.text import age, plain, sparkline
+from console.widgets.keyed_table import KeyedTable
+from coordinator.config import Settings
+from coordinator.server import BackgroundServer
+from themes import SEMANTIC, THEMES
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+# -- text ------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize(("raw", "shown"), [
+    ("\x1b[31mred\x1b[0m", "red"),
+    ("\x1b]0;evil title\x07name", "name"),
+    ("\x1b]8;;http://x\x1b\\link\x1b]8;;\x1b\\", "link"),
+    ("a\x1bPdcs\x1b\\b", "ab"),
+    ("bell\x07 nul\x00 del\x7f c1\x9b", "bell nul del c1"),
+    ("rtl\u202eoverride", "rtloverride"),
+    ("two\nlines\r\nhere", "two lines here"),
+    ("[bold]markup[/] stays", "[bold]markup[/] stays"),
+    (None, ""),
+])
+def test_plain_strips_escapes_and_controls(raw: Any, shown: str) -> None:
+    assert plain(raw) == shown
+
+
+def test_plain_cuts_long_text() -> None:
+    assert plain("x" * 50, 10) == "x" * 9 + "…"
+
+
+@pytest.mark.parametrize(("seconds", "shown"), [
+    (None, "\u2013"), (0, "0s"), (59.9, "59s"), (60, "1m"), (3599, "59m"), (3600, "1h00m"), (7230, "2h00m"),
+    (90000, "1d01h"),
+])
+def test_age(seconds: float | None, shown: str) -> None:
+    assert age(seconds) == shown
+
+
+def test_sparkline_scales_to_the_top_and_keeps_the_last_values() -> None:
+    assert sparkline([0, 50, 100], 3, top=100) == "▁▅█"
+    assert sparkline(list(range(10)), 4) == sparkline([6, 7, 8, 9], 4, top=9)
+    assert sparkline([0, 0], 5) == "▁▁"
+    assert sparkline([], 5) == ""
+
+
+def test_query_narrows_bulk_filters_to_the_statuses_an_action_can_change() -> None:
+    query = TaskQuery(status=("failed", "running"), service=("docking",), text="egfr")
+    assert query.action_filter(frozenset({"pending", "running"})) == {
+        "status": ["running"], "service": ["docking"], "search": "egfr"}
+    assert query.list_params() == {"status": ["failed", "running"], "service": ["docking"], "q": "egfr"}
+    assert TaskQuery().describe() == "all tasks"
+    assert TaskQuery(service=("admet",), text="CCO").describe() == 'service admet · "CCO"'
+
+
+# -- keyed table -----------------------------------------------------------------------------------
+
+class TableApp(App[None]):
+    """Just a keyed table."""
+
+    def compose(self) -> ComposeResult:
+        yield KeyedTable([("name", "Name", 8), ("n", "N", 4)])
+
+
+def rows(*pairs: tuple[str, int]) -> list[tuple[str, list[Text]]]:
+    return [(key, [Text(key), Text(str(n))]) for key, n in pairs]
+
+
+@pytest.mark.anyio
+async def test_keyed_table_diffs_rows_and_keeps_the_cursor_on_its_key() -> None:
+    app = TableApp()
+    async with app.run_test() as pilot:
+        table = app.query_one(KeyedTable)
+        table.sync(rows(("a", 1), ("b", 2), ("c", 3)))
+        await pilot.pause()
+        table.move_cursor(row=1)
+        first_b = table.get_cell("b", "name")
+        table.sync(rows(("new", 0), ("a", 1), ("b", 5), ("d", 4)))
+        await pilot.pause()
+        assert [str(r.key.value) for r in table.ordered_rows] == ["new", "a", "b", "d"]
+        assert table.get_cell("b", "n").plain == "5"
+        assert table.get_cell("b", "name") is first_b  # unchanged cells are not touched
+        assert table.cursor_key == "b"
+        table.sync(rows(("d", 4), ("b", 5)))
+        await pilot.pause()
+        assert [str(r.key.value) for r in table.ordered_rows] == ["d", "b"]
+        assert table.cursor_key == "b"
+
+
+# -- themes and keys ---------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("theme", THEMES, ids=lambda t: t.name)
+def test_every_theme_defines_the_semantic_colours(theme: Any) -> None:
+    assert set(SEMANTIC) <= set(theme.variables)
+
+
+def test_no_colour_is_written_outside_the_themes() -> None:
+    hex_colour = re.compile(r"#[0-9a-fA-F]{3,8}\b")
+    named = re.compile(r"\b(?:color|background|border)\s*:\s*(?:red|green|blue|yellow|white|black|magenta|cyan)\b")
+    offenders = []
+    for path in [*ROOT.glob("console/**/*.tcss"), *ROOT.glob("console/**/*.py")]:
+        text = path.read_text()
+        if hex_colour.search(re.sub(r"#\w+\s*\{|#[a-z][\w-]*", "", text)) or named.search(text):
+            offenders.append(str(path.relative_to(ROOT)))
+    assert offenders == []
+
+
+def test_readme_keyboard_table_matches_the_keys_module() -> None:
+    readme = (ROOT / "README.md").read_text()
+    table = readme.split("<!-- console-keys:start -->")[1].split("<!-- console-keys:end -->")[0]
+    documented = re.findall(r"^\| ([^|]+) \| `([^`]+)` \| (.+) \|$", table, flags=re.M)
+    assert [(w, k, d.replace("\\|", "|")) for w, k, d in documented] == help_rows()
+
+
+def test_readme_shows_every_screenshot_and_they_exist() -> None:
+    readme = (ROOT / "README.md").read_text()
+    for name in ("queues", "workers", "tasks", "batches", "task-detail", "confirm", "filter", "submit", "help"):
+        assert f"screenshots/{name}.svg" in readme
+        assert (ROOT / "screenshots" / f"{name}.svg").is_file()
+
+
+# -- launch pieces ----------------------------------------------------------------------------------
+
+def test_the_api_moves_to_a_free_port_when_its_port_is_taken(settings: Settings, clean_db: None,
+                                                             redis: Any) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        server, notices = start_api(settings.model_copy(update={"port": port}))
+        try:
+            assert not server.url.endswith(f":{port}")
+            assert httpx.get(server.url + "/api/v1/health").status_code == 200
+            assert notices and f"Port {port} is taken" in notices[0]
+        finally:
+            server.stop()
+
+
+def test_local_agent_runs_in_its_own_process_group_and_stops(tmp_path: Path) -> None:
+    (tmp_path / "fakeagent.py").write_text("import sys, time\nprint('agent', sys.argv[1:], flush=True)\n"
+                                           "time.sleep(600)\n")
+    sys.path.insert(0, str(tmp_path))
+    try:
+        assert agent_available("fakeagent") and not agent_available("no_such_agent_module")
+        agent = LocalAgent("http://127.0.0.1:1", tmp_path / "agent.log", token="t0k", module="fakeagent")
+        agent.start()
+        assert agent.process is not None
+        pid = agent.process.pid
+        deadline = time.monotonic() + 10
+        while "agent" not in (tmp_path / "agent.log").read_text() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert "'--url', 'http://127.0.0.1:1', '--grace', '5', '--token', 't0k'" in (tmp_path / "agent.log").read_text()
+        assert agent.returncode() is None
+        agent.stop(grace_s=5)
+        assert agent.returncode() is not None
+        assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    finally:
+        sys.path.remove(str(tmp_path))
+
+
+# -- demo -------------------------------------------------------------------------------------------
+
+def test_demo_seeds_through_the_api_and_its_workers_run_tasks(api_server: BackgroundServer, client: httpx.Client,
+                                                             tmp_path: Path) -> None:
+    demo = DemoCluster(api_server.url, state_dir=tmp_path).start()
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            workers = client.get("/api/v1/workers").json()["items"]
+            stats = client.get("/api/v1/tasks/stats").json()["by_status"]
+            gpus = [g for w in workers for g in w["metrics"].get("gpus", [])]
+            if len(workers) == len(HOSTS) and stats.get("succeeded") and any(g["utilization"] > 50 for g in gpus):
+                break
+            time.sleep(0.5)
+        else:
+            pytest.fail(f"the demo did not get going: {len(workers)} workers, {stats}")
+        assert {w["hostname"] for w in workers} == {h.hostname for h in HOSTS}
+        assert all(w["hostname"].startswith("demo-") for w in workers)
+        batches = client.get("/api/v1/batches").json()["items"]
+        assert len(batches) == 4 and all(b["name"].startswith(DEMO_PREFIX) for b in batches)
+        services = {s["service"] for s in client.get("/api/v1/stats/queues").json()["items"]}
+        assert services == {"admet", "docking", "inference"}
+    finally:
+        demo.stop()
+    workers = client.get("/api/v1/workers").json()["items"]
+    assert {w["status"] for w in workers} == {"offline"}  # they left when the demo stopped
+    assert (tmp_path / "demo-workers.json").is_file()
