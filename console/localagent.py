@@ -10,6 +10,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from coordinator.children import die_with_parent
+
 log = logging.getLogger(__name__)
 
 AGENT_MODULE = "nodeagent.cli"
@@ -51,7 +53,8 @@ class LocalAgent:
         env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
         with open(self.log_path, "ab") as out:
             self.process = subprocess.Popen(self.command(), stdout=out, stderr=subprocess.STDOUT, env=env,
-                                            stdin=subprocess.DEVNULL, start_new_session=True)
+                                            stdin=subprocess.DEVNULL, start_new_session=True,
+                                            preexec_fn=die_with_parent(signal.SIGTERM))
         log.info("local agent started (pid %d), output in %s", self.process.pid, self.log_path)
         return self
 

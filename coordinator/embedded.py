@@ -11,7 +11,6 @@ The servers are started with ``PR_SET_PDEATHSIG`` so they shut down when the own
 
 from __future__ import annotations
 
-import ctypes
 import fcntl
 import os
 import pwd
@@ -29,6 +28,8 @@ from typing import IO
 import psutil
 import psycopg
 import redis
+
+from coordinator.children import die_with_parent
 
 PG_SYSTEM_USER = "pgserver"  # PostgreSQL refuses to run as root; as root it runs as this user
 DATABASE = "aidd"
@@ -215,20 +216,12 @@ def _spawn(
     args: list[str], death_signal: signal.Signals, log: Path, user: str | None
 ) -> subprocess.Popen[bytes]:
     """Start a server as our child in its own session, signalled ``death_signal`` when we die."""
-    libc = ctypes.CDLL(None, use_errno=True)
-    parent = os.getpid()
-
-    def set_parent_death_signal() -> None:  # runs in the child after the uid change
-        libc.prctl(1, int(death_signal))  # PR_SET_PDEATHSIG
-        if os.getppid() != parent:  # we died before prctl took effect
-            os.kill(os.getpid(), death_signal)
-
     if log.exists():  # keep the previous run's log; this run's error shows only this run's lines
         log.replace(log.with_name(log.name + ".1"))
     with log.open("wb") as out:
         return subprocess.Popen(
             args, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, cwd=log.parent,
-            start_new_session=True, preexec_fn=set_parent_death_signal, user=user, group=user,
+            start_new_session=True, preexec_fn=die_with_parent(death_signal), user=user, group=user,
         )
 
 

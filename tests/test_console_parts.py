@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import socket
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -178,6 +179,29 @@ def test_local_agent_runs_in_its_own_process_group_and_stops(tmp_path: Path) -> 
         assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
     finally:
         sys.path.remove(str(tmp_path))
+
+
+def test_local_agent_dies_with_a_killed_console(tmp_path: Path) -> None:
+    """A console killed outright (kill -9, or its terminal closed) leaves no local agent behind: the agent
+    gets SIGTERM from the kernel when its parent dies."""
+    (tmp_path / "fakeagent.py").write_text("import time\ntime.sleep(600)\n")
+    console = subprocess.Popen([sys.executable, "-c", (
+        "import sys, time; from pathlib import Path; from console.localagent import LocalAgent; "
+        f"sys.path.insert(0, {str(tmp_path)!r}); "
+        f"a = LocalAgent('http://127.0.0.1:1', Path({str(tmp_path / 'agent.log')!r}), module='fakeagent').start(); "
+        "print(a.process.pid, flush=True); time.sleep(600)")], stdout=subprocess.PIPE, text=True)
+    try:
+        assert console.stdout is not None
+        agent_pid = int(console.stdout.readline())
+        assert psutil.pid_exists(agent_pid)
+        console.kill()
+        console.wait(10)
+        deadline = time.monotonic() + 10
+        while psutil.pid_exists(agent_pid) and psutil.Process(agent_pid).status() != psutil.STATUS_ZOMBIE:
+            assert time.monotonic() < deadline, "the local agent outlived its console"
+            time.sleep(0.05)
+    finally:
+        console.kill()
 
 
 # -- demo -------------------------------------------------------------------------------------------

@@ -52,8 +52,8 @@ HOSTS = [
              [("NVIDIA A100-PCIE-40GB", 40.0)] * 2, 4),
     HostSpec("demo-gpu-03", ["gpu"], ["docking", "inference"], ["gpu", "h100", "high-mem"], 96, 1024,
              [("NVIDIA H100 80GB HBM3", 80.0)] * 4, 8),
-    HostSpec("demo-cpu-01", ["default"], ["admet"], ["high-mem"], 64, 256, [], 16),
-    HostSpec("demo-cpu-02", ["default"], ["admet"], [], 32, 128, [], 8),
+    HostSpec("demo-cpu-01", ["cpu"], ["admet"], ["high-mem"], 64, 256, [], 16),
+    HostSpec("demo-cpu-02", ["cpu"], ["admet"], [], 32, 128, [], 8),
 ]
 """The demo cluster: three GPU hosts for docking and inference, two CPU hosts for ADMET."""
 

@@ -57,7 +57,7 @@ def admet_batch(count: int, rng: random.Random) -> tuple[str, dict[str, Any], li
     for i in range(count):
         name, smiles = MOLECULES[i % len(MOLECULES)]
         inputs.append({"smiles": smiles, "compound": f"{name}-{i // len(MOLECULES) + 1:03d}"})
-    template = {"service": "admet", "task_type": "qikprop", "priority": 2, "group": "default",
+    template = {"service": "admet", "task_type": "qikprop", "priority": 2, "group": "cpu",
                 "name": "QikProp ADMET", "resources": {"cpu": 1, "memory_gb": 1},
                 "input_params": {"descriptors": ["QPlogPo/w", "QPlogS", "QPPCaco", "#metab"]}}
     return f"{DEMO_PREFIX} ADMET screen, kinase-focused library", template, inputs
@@ -85,13 +85,14 @@ def inference_batch(count: int) -> tuple[str, dict[str, Any], list[dict[str, Any
 
 
 def single_tasks() -> list[dict[str, Any]]:
-    """Individual tasks: the original client's body, urgent ones, and a few that fail on purpose."""
+    """Individual tasks: urgent ones and a few that fail on purpose. Demo tasks go to the demo groups (`cpu`,
+    `gpu`) so that a real local agent (`--local-agent`, groups `default` and the host's) never takes them."""
     return [
-        {"service": "admet", "task_type": "qikprop", "name": "ADMET prediction",
+        {"service": "admet", "task_type": "qikprop", "name": "ADMET prediction", "group": "cpu",
          "input_params": {"smiles": ["CCO", "CC(=O)OC1=CC=CC=C1C(=O)O"]}},
         {"service": "admet", "task_type": "qikprop", "name": "urgent: hERG liability check, lead series B",
-         "priority": 3, "input_params": {"smiles": MOLECULES[4][1], "model": "herg-v3"}},
-        {"service": "admet", "task_type": "qikprop", "name": "ADMET malformed SMILES (fails)",
+         "group": "cpu", "priority": 3, "input_params": {"smiles": MOLECULES[4][1], "model": "herg-v3"}},
+        {"service": "admet", "task_type": "qikprop", "name": "ADMET malformed SMILES (fails)", "group": "cpu",
          "input_params": {"smiles": "C1=CC=CN(=C)(C)C1", "fail": "valence"}, "max_retries": 0},
         {"service": "docking", "task_type": "vina", "name": "Vina docking 8FJX (missing receptor)",
          "group": "gpu", "priority": 3, "resources": {"gpu": 1}, "max_retries": 1,
@@ -108,7 +109,7 @@ def trickle(rng: random.Random) -> list[dict[str, Any]]:
     for _ in range(rng.randint(3, 8)):
         name, smiles = rng.choice(MOLECULES)
         if rng.random() < 0.7:
-            tasks.append({"service": "admet", "task_type": "qikprop", "name": f"QikProp {name}",
+            tasks.append({"service": "admet", "task_type": "qikprop", "name": f"QikProp {name}", "group": "cpu",
                           "priority": rng.choice([1, 2, 2, 3]), "input_params": {"smiles": smiles}})
         else:
             target, pdb = rng.choice(TARGETS)
