@@ -129,3 +129,15 @@ def gigabytes(value: Any) -> str:
     if gb >= 1000:
         return f"{gb / 1024:.1f}T"
     return f"{gb:.1f}G" if gb < 10 and gb != int(gb) else f"{gb:.0f}G"
+
+
+def file_size(size: Any) -> str:
+    """Bytes for people: 0 B, 512 B, 4.0 KiB, 12.3 MiB, 1.5 GiB."""
+    if not isinstance(size, int | float):
+        return MISSING
+    value = float(size)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if value < 1024 or unit == "GiB":
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    return MISSING

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import io
+import json
 import time
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+from rich.console import Console
 from rich.text import Text
 from textual.app import Notify
 from textual.message import Message
@@ -389,6 +392,35 @@ async def test_enter_opens_the_detail_with_a_live_log_tail(api_server: Backgroun
         log("line three \x1b[1mbold\x1b[0m")
         await until(pilot, lambda: "line three bold" in text(), what="the new line, followed")
         assert text().count("line one") == 1
+
+
+async def test_the_detail_lists_input_and_output_files_with_their_sizes(api_server: BackgroundServer,
+                                                                       client: httpx.Client) -> None:
+    body = {**task_body(name="with files"), "outputs": ["*.sdf"]}
+    task = client.post("/api/v1/tasks", data={"task": json.dumps(body)},
+                       files=[("files", ("ligands.smi", b"C" * 2048))]).json()
+    agent = FakeAgent(client)
+    leased = agent.lease()[0]
+    put = client.put(f"/api/v1/workers/{agent.id}/attempts/{leased['attempt_id']}/outputs/poses.sdf",
+                     content=b"x" * 5, headers=agent.headers)
+    assert put.status_code == 201, put.text
+    client.post(f"/api/v1/workers/{agent.id}/reports", headers=agent.headers, json={"events": [
+        {"task_id": leased["task_id"], "attempt_id": leased["attempt_id"], "event": "succeeded", "result": {}}]})
+    app = console(api_server)
+    async with app.run_test(size=SIZE) as pilot:
+        await open_tasks(pilot)
+        await pilot.press("enter")
+        detail = await refreshed(pilot)
+        assert detail.task_id == task["id"]  # type: ignore[attr-defined]
+        files = detail.query_one("#files")
+
+        def shown() -> str:
+            capture = Console(width=100, record=True, file=io.StringIO())
+            capture.print(files.content)  # type: ignore[attr-defined]
+            return capture.export_text()
+
+        await until(pilot, lambda: "poses.sdf" in shown(), what="the files section")
+        assert "ligands.smi" in shown() and "2.0 KiB" in shown() and "5 B" in shown() and "out #1" in shown()
 
 
 async def test_mouse_switches_panes_and_sorts_by_a_header_click(api_server: BackgroundServer,

@@ -17,7 +17,7 @@ from textual.widgets import Footer, RichLog, Static
 from console import keys
 from console.actions import Target, run_task_action, task_label
 from console.screens.live import LiveScreen
-from console.text import MISSING, age, plain, seconds_since, short_id
+from console.text import MISSING, age, file_size, plain, seconds_since, short_id
 from console.widgets.banners import DemoBanner, ProblemBanner
 from coordinator.client import ApiError
 
@@ -43,6 +43,8 @@ class TaskDetailScreen(LiveScreen):
         self._attempt: str | None = None
         self._hosts: dict[str, str] = {}
         self._log_maximised = log_maximised
+        self._files: dict[str, Any] | None = None
+        self._files_seen: tuple[Any, ...] = ()
 
     def compose(self) -> ComposeResult:
         yield Static(id="title", classes="summary")
@@ -57,6 +59,7 @@ class TaskDetailScreen(LiveScreen):
                 yield Static(id="card")
                 yield Static(id="attempts")
                 yield Static(id="outcome")
+                yield Static(id="files")
             yield RichLog(id="log", max_lines=LOG_KEEP, wrap=False, markup=False, highlight=False,
                           auto_scroll=True)
         yield Footer(compact=True)
@@ -70,6 +73,10 @@ class TaskDetailScreen(LiveScreen):
         client = self.console.client
         task = await client.get_task(self.task_id)
         logs = await client.logs(self.task_id, after=self._next_line, limit=LOG_BATCH)
+        seen = (task.get("status"), task.get("attempts"))
+        if (task.get("input_files") or task.get("outputs")) and seen != self._files_seen:
+            self._files = await client.task_files(self.task_id)  # files change only as attempts end
+            self._files_seen = seen
         worker = str(task.get("worker_id") or "")
         if worker and worker not in self._hosts:
             try:
@@ -130,6 +137,9 @@ class TaskDetailScreen(LiveScreen):
         self.query_one("#card", Static).update(self._card(t, now))
         self.query_one("#attempts", Static).update(self._attempts(t, now))
         self.query_one("#outcome", Static).update(self._outcome(t))
+        files = self.query_one("#files", Static)
+        files.display = bool(self._files)
+        files.update(self._files_view())
 
     def _card(self, t: dict[str, Any], now: Any) -> RenderableType:
         grid = Table.grid(padding=(0, 1))
@@ -189,6 +199,22 @@ class TaskDetailScreen(LiveScreen):
         if t.get("result") is not None:
             return Group(Text("\nresult", style="bold"), Text(plain(_json(t["result"]), 4000, one_line=False)))
         return Text("")
+
+    def _files_view(self) -> RenderableType:
+        """Inputs and each attempt's outputs with their sizes (`aidd files ID` downloads them)."""
+        if not self._files:
+            return Text("")
+        table = Table(box=None, padding=(0, 1), show_edge=False, title="files", title_justify="left",
+                      title_style="bold")
+        for column in ("", "name", "size"):
+            table.add_column(column, no_wrap=True)
+        for f in self._files.get("inputs") or []:
+            table.add_row("input", Text(plain(f.get("name"), 50)), file_size(f.get("size")))
+        for attempt in self._files.get("attempts") or []:
+            for f in attempt.get("outputs") or []:
+                table.add_row(f"out #{attempt.get('number')}", Text(plain(f.get("name"), 50)),
+                              file_size(f.get("size")))
+        return Group(Text(""), table)
 
     # -- keys ---------------------------------------------------------------------------------------
 
