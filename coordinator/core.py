@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -73,8 +74,19 @@ async def write_audit(conn: AsyncConnection, actor: str, action: str, target: st
                                                   count=count, detail=detail or {}))
 
 
-async def send_commands(conn: AsyncConnection, commands: Sequence[tuple[uuid.UUID, str, dict[str, Any]]]) -> None:
-    """Store commands for workers; heartbeats deliver them until the agent acknowledges."""
-    if commands:
-        await conn.execute(insert(WorkerCommand), [{"worker_id": w, "command": c, "args": a}
-                                                   for w, c, a in commands])
+async def send_commands(conn: AsyncConnection, commands: Sequence[tuple[uuid.UUID, str, dict[str, Any]]],
+                        core: Core | None = None) -> None:
+    """Store commands for workers; heartbeats deliver them until the agent acknowledges.
+
+    With `core`, each worker's Redis hash also gets the `cmds` flag, so its next heartbeat looks them up
+    (see `beats`); without it they still arrive, within `beats.RECHECK_S`.
+    """
+    if not commands:
+        return
+    await conn.execute(insert(WorkerCommand), [{"worker_id": w, "command": c, "args": a} for w, c, a in commands])
+    if core is not None:
+        flag = repr(time.time())
+        async with core.redis.pipeline(transaction=False) as pipe:
+            for worker in {w for w, _, _ in commands}:
+                pipe.hset(core.keys.worker(str(worker)), "cmds", flag)
+            await pipe.execute()

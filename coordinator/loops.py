@@ -134,5 +134,5 @@ class Timers:
         async with self.core.engine.begin() as conn:
             await send_commands(conn, [(r.worker_id, "cancel-task", {"task_id": str(r.id),
                                                                       "attempt_id": str(r.attempt_id)})
-                                       for r in late if r.attempt_id in accepted and r.worker_id])
+                                       for r in late if r.attempt_id in accepted and r.worker_id], self.core)
         return len(accepted)

@@ -107,6 +107,17 @@ class Claim:
     gpus: list[int]
 
 
+@dataclass(frozen=True)
+class Beat:
+    """What the index holds about a worker that just beat."""
+
+    status: str | None
+    routed: bool
+    """Whether its routing facts are in Redis (else they are rebuilt from PostgreSQL)."""
+    commands_flag: bytes | None
+    tasks: set[str]
+
+
 def _finite(value: float) -> float:
     return 1e12 if math.isinf(value) else value
 
@@ -121,6 +132,7 @@ class QueueIndex:
         self._finish = redis.register_script(_script_source("finish"))
         self._claim = redis.register_script(_script_source("claim"))
         self._promote = redis.register_script(_script_source("promote_due"))
+        self._heartbeat = redis.register_script(_script_source("heartbeat"))
 
     async def put_pending(self, tasks: Sequence[QueuedTask], chunk: int = 1000) -> int:
         """Queue tasks (or delay them until `due_ms`), replacing any earlier placement."""
@@ -160,6 +172,13 @@ class QueueIndex:
             return []
         return [Claim(c["id"], c["attempt"], list(c["gpus"]) if isinstance(c["gpus"], list) else [])
                 for c in claimed]
+
+    async def heartbeat(self, worker: str, now: float, metrics: bytes) -> Beat:
+        """Record a worker's beat and telemetry; its live status, commands flag and tasks (one round trip)."""
+        reply = await self._heartbeat(args=[self.keys.prefix, worker, repr(now), metrics])
+        status, routed, flag = reply[0], reply[1], reply[2]
+        return Beat(as_str(status) if status is not None else None, bool(int(routed)), flag,
+                    {as_str(i) for i in reply[3:]})
 
     async def promote_due(self, limit: int = 1000) -> int:
         """Move tasks whose backoff has passed into their queues."""

@@ -6,7 +6,7 @@ import logging
 import time
 
 import orjson
-from sqlalchemy import select
+from sqlalchemy import String, cast, select
 
 from coordinator.core import Core, queued
 from coordinator.models import Task, Worker
@@ -59,11 +59,11 @@ async def repair_drift(core: Core) -> int:
     if not await core.redis.exists(core.keys.index_built):
         counts = await rebuild_index(core)
         return counts["pending"] + counts["running"]
-    async with core.engine.connect() as conn:
-        rows = (await conn.execute(select(Task.id, Task.status).where(
+    async with core.engine.connect() as conn:  # ids as text: converting 10^5 UUIDs would block the loop
+        rows = (await conn.execute(select(cast(Task.id, String), Task.status).where(
             Task.status.in_([TaskStatus.PENDING, TaskStatus.RUNNING])))).all()
-    pg_pending = {str(r.id) for r in rows if r.status == TaskStatus.PENDING}
-    pg_running = {str(r.id) for r in rows if r.status == TaskStatus.RUNNING}
+    pg_pending = {task_id for task_id, status in rows if status == TaskStatus.PENDING}
+    pg_running = {task_id for task_id, status in rows if status == TaskStatus.RUNNING}
     redis_pending, redis_running = await core.index.active_ids()
     drift = (pg_pending ^ redis_pending) | (pg_running ^ redis_running)
     if drift:

@@ -17,6 +17,10 @@ Text = Annotated[str, Field(max_length=500)]
 NonNegative = Annotated[float, Field(ge=0, allow_inf_nan=False)]
 
 
+DEFAULT_RETRY_ON = tuple(sorted(RETRYABLE))
+"""Sorted once: sorting the enum members for every submitted task showed in profiles."""
+
+
 class Strict(BaseModel):
     """Unknown fields are refused, so a typo is a clear 422 rather than a silently ignored setting."""
 
@@ -53,7 +57,7 @@ class TaskSpec(Strict):
     resources: Resources = Field(default_factory=Resources)
     max_retries: int | None = Field(default=None, ge=0, le=100)
     timeout_s: int | None = Field(default=None, gt=0, le=30 * 86400)
-    retry_on: list[EndReason] = Field(default_factory=lambda: sorted(RETRYABLE))
+    retry_on: list[EndReason] = Field(default_factory=lambda: list(DEFAULT_RETRY_ON))
     input_files: list[Text] = Field(default_factory=list)
     outputs: list[Text] = Field(default_factory=list)
 

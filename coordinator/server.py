@@ -33,7 +33,7 @@ def serve_forever(settings: Settings) -> None:
     Without our own handlers the signal uvicorn re-raises after its shutdown would kill the process (SIGTERM)
     before the caller stops the embedded servers and releases the state directory.
     """
-    server = uvicorn.Server(uvicorn_config(settings, create_app(settings)))
+    server = uvicorn.Server(uvicorn_config(settings, create_app(settings, freeze_gc=True)))
     previous = {sig: signal.signal(sig, _already_stopping) for sig in (signal.SIGTERM, signal.SIGINT)}
     try:
         server.run()

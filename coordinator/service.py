@@ -6,7 +6,7 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
-from redis.asyncio import Redis
+from redis.asyncio import BlockingConnectionPool, Redis
 from sqlalchemy import text
 
 from coordinator.config import Settings
@@ -25,6 +25,8 @@ from coordinator.wakeup import Waker
 from coordinator.workers import WorkerService
 
 log = logging.getLogger(__name__)
+REDIS_CONNECTIONS = 200
+"""Redis connections of one coordinator process (requests beyond them wait, up to 10 s, for one)."""
 
 
 @dataclass
@@ -44,7 +46,10 @@ class Coordinator:
         """Wire the parts together; nothing connects until `start`."""
         if not settings.redis_url or not settings.database_url:
             raise ValueError("the coordinator needs redis_url and database_url (embedded servers supply them)")
-        redis = Redis.from_url(settings.redis_url, socket_timeout=10, health_check_interval=30)
+        # A blocking pool: under a burst, requests wait for a connection instead of failing with 503.
+        redis = Redis(connection_pool=BlockingConnectionPool.from_url(
+            settings.redis_url, max_connections=REDIS_CONNECTIONS, timeout=10, socket_timeout=10,
+            health_check_interval=30))
         keys = Keys(settings.key_prefix)
         core = Core(settings, create_engine(settings.database_url), redis, keys, QueueIndex(redis, keys))
         waker = Waker(redis, keys.wakeup)
@@ -69,6 +74,7 @@ class Coordinator:
     async def stop(self) -> None:
         """Stop timers and close connections."""
         await self.timers.stop()
+        await self.workers.beats.close()
         await self.files.close()
         await self.waker.stop()
         await self.core.redis.aclose()

@@ -12,11 +12,12 @@ log = logging.getLogger(__name__)
 
 
 class Waker:
-    """An event that fires on every message of the wakeup channel."""
+    """An event that fires on every message of the wakeup channel; `w:<worker id>` wakes that worker's lease only."""
 
     def __init__(self, redis: Redis, channel: str) -> None:
         self.redis, self.channel = redis, channel
         self._event = asyncio.Event()
+        self._workers: dict[str, asyncio.Event] = {}
         self._task: asyncio.Task[None] | None = None
 
     def start(self) -> None:
@@ -36,13 +37,27 @@ class Waker:
         event, self._event = self._event, asyncio.Event()
         event.set()
 
-    async def wait(self, timeout: float) -> None:
-        """Return when woken or after `timeout` seconds, whichever comes first."""
-        event = self._event
+    def fire_worker(self, worker: str) -> None:
+        """Wake the lease of one worker (its own tasks ended: what it asked for is out of date)."""
+        event = self._workers.pop(worker, None)
+        if event is not None:
+            event.set()
+
+    async def wait(self, timeout: float, worker: str | None = None) -> bool:
+        """Return when woken or after `timeout` seconds; True when woken for `worker` in particular."""
+        waits = [asyncio.ensure_future(self._event.wait())]
+        mine = None
+        if worker is not None:
+            mine = self._workers.setdefault(worker, asyncio.Event())
+            waits.append(asyncio.ensure_future(mine.wait()))
         try:
-            await asyncio.wait_for(event.wait(), timeout)
-        except TimeoutError:
-            pass
+            await asyncio.wait(waits, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for waiting in waits:
+                waiting.cancel()
+            if worker is not None and self._workers.get(worker) is mine:
+                del self._workers[worker]
+        return mine is not None and mine.is_set()
 
     async def _listen(self) -> None:
         while True:
@@ -52,7 +67,11 @@ class Waker:
                     await pubsub.subscribe(self.channel)
                     async for message in pubsub.listen():
                         if message["type"] == "message":
-                            self.fire()
+                            data = message["data"]
+                            if isinstance(data, bytes) and data.startswith(b"w:"):
+                                self.fire_worker(data[2:].decode())
+                            else:
+                                self.fire()
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # Redis gone: leases fall back to their timeout; retry

@@ -2,17 +2,22 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import logging
 import math
 import secrets
 import time
 import uuid
 from collections.abc import Sequence
+from datetime import timedelta
 from typing import Any
 
 import orjson
-from sqlalchemy import bindparam, delete, insert, select, text, update
+from redis.exceptions import RedisError
+from sqlalchemy import bindparam, delete, func, insert, select, text, update
 
+from coordinator.beats import Beats
 from coordinator.core import Core, send_commands, utcnow, write_audit
 from coordinator.errors import WorkerNotFound
 from coordinator.models import Attempt, Task, TaskLog, Worker, WorkerCommand
@@ -23,23 +28,42 @@ from coordinator.tasks import AttemptEnd, TaskService
 from coordinator.textcheck import check_text, clean_line
 from coordinator.wakeup import Waker
 
+log = logging.getLogger(__name__)
+
 CONFIRM_LEASE = text("""
-UPDATE tasks AS t SET status = 'running', attempt_id = v.attempt_id, attempts = t.attempts + 1,
-    worker_id = :worker, gpus = CAST(v.gpus AS jsonb), started_at = now(), available_at = NULL,
-    progress = NULL, updated_at = now()
-FROM unnest(CAST(:ids AS uuid[]), CAST(:attempts AS uuid[]), CAST(:gpus AS text[])) AS v(id, attempt_id, gpus)
-WHERE t.id = v.id AND t.status = 'pending'
-RETURNING t.id, t.attempt_id, t.attempts, t.service, t.task_type, t.name, t.input_params, t.timeout_s,
-    t.gpus, t.input_files, t.outputs, t.cpu, t.memory_gb, t.gpu, t.gpu_memory_gb, t.priority, t."group"
+WITH leased AS (
+    UPDATE tasks AS t SET status = 'running', attempt_id = v.attempt_id, attempts = t.attempts + 1,
+        worker_id = :worker, gpus = CAST(v.gpus AS jsonb), started_at = now(), available_at = NULL,
+        progress = NULL, updated_at = now()
+    FROM unnest(CAST(:ids AS uuid[]), CAST(:attempts AS uuid[]), CAST(:gpus AS text[])) AS v(id, attempt_id, gpus)
+    WHERE t.id = v.id AND t.status = 'pending'
+    RETURNING t.id, t.attempt_id, t.attempts, t.service, t.task_type, t.name, t.input_params, t.timeout_s,
+        t.gpus, t.input_files, t.outputs, t.cpu, t.memory_gb, t.gpu, t.gpu_memory_gb, t.priority, t."group"
+), made AS (
+    INSERT INTO attempts (id, task_id, number, worker_id, gpus)
+    SELECT attempt_id, id, attempts, :worker, gpus FROM leased
+)
+SELECT * FROM leased
 """)
+"""Confirm claimed tasks in PostgreSQL (only those still pending) and open their attempts, in one statement."""
 
 RECORD_SUCCESS = text("""
-UPDATE tasks AS t SET status = 'succeeded', result = CAST(v.result AS jsonb), end_reason = 'succeeded',
-    progress = 1, error = NULL, finished_at = now(), updated_at = now()
-FROM unnest(CAST(:ids AS uuid[]), CAST(:attempts AS uuid[]), CAST(:results AS text[])) AS v(id, attempt_id, result)
-WHERE t.id = v.id AND t.attempt_id = v.attempt_id AND t.status = 'running' AND t.worker_id = :worker
-RETURNING t.id, t.attempt_id
+WITH done AS (
+    UPDATE tasks AS t SET status = 'succeeded', result = CAST(v.result AS jsonb), end_reason = 'succeeded',
+        progress = 1, error = NULL, finished_at = now(), updated_at = now()
+    FROM unnest(CAST(:ids AS uuid[]), CAST(:attempts AS uuid[]), CAST(:results AS text[])) AS v(id, attempt_id, result)
+    WHERE t.id = v.id AND t.attempt_id = v.attempt_id AND t.status = 'running' AND t.worker_id = :worker
+    RETURNING t.id, t.attempt_id
+), ended AS (
+    UPDATE attempts AS a SET ended_at = now(), end_reason = 'succeeded', exit_code = 0,
+        started_at = CASE WHEN a.id = ANY(CAST(:started AS uuid[])) THEN COALESCE(a.started_at, now())
+                          ELSE a.started_at END
+    FROM done WHERE a.id = done.attempt_id
+)
+SELECT id, attempt_id FROM done
 """)
+"""Record successes of the worker's current attempts and close those attempts, in one statement; `started`
+names attempts whose `started` event came in the same report (short tasks: one write instead of two)."""
 
 
 def hash_token(token: str) -> str:
@@ -79,6 +103,7 @@ class WorkerService:
     def __init__(self, core: Core, tasks: TaskService, waker: Waker) -> None:
         self.core, self.tasks, self.waker = core, tasks, waker
         self.keys = core.keys
+        self.beats = Beats(core)
         self._tokens: dict[uuid.UUID, str] = {}
 
     # -- identity ---------------------------------------------------------------------------------
@@ -142,35 +167,58 @@ class WorkerService:
     async def heartbeat(self, worker_id: uuid.UUID, beat: Heartbeat) -> dict[str, Any]:
         """Record telemetry; answer with pending commands and the tasks the agent no longer owns."""
         check_text(beat.tasks, "tasks")  # stored with the metrics: no NUL bytes for PostgreSQL
-        status, _route = await self._route(worker_id)
-        if status == WorkerStatus.OFFLINE:
-            status = await self._returning_status(worker_id)  # alive again; the tasks it lost stay lost
-        metrics = beat.model_dump(exclude={"current_tasks"})
-        now = time.time()
-        key = self.keys.worker(str(worker_id))
-        async with self.core.redis.pipeline(transaction=True) as pipe:
-            pipe.hset(key, mapping={"status": status, "hb": now, "metrics": orjson.dumps(metrics)})
-            pipe.zadd(self.keys.heartbeats, {str(worker_id): now})
-            pipe.smembers(self.keys.worker_tasks(str(worker_id)))
-            owned = {as_str(i) for i in (await pipe.execute())[2]}
+        metrics = orjson.dumps(beat.model_dump(exclude={"current_tasks"}))
+        live = await self.core.index.heartbeat(str(worker_id), time.time(), metrics)  # one round trip
+        owned, flag = live.tasks, live.commands_flag
+        status = live.status or WorkerStatus.OFFLINE.value
+        if not live.routed:  # not in Redis (a flushed index): from PostgreSQL
+            status, _route = await self._route(worker_id)
+        came_back = status == WorkerStatus.OFFLINE
+        if came_back:  # alive again; the tasks it lost stay lost. A status change is written at once.
+            status = await self._returning_status(worker_id)
+            await self.core.redis.hset(self.keys.worker(str(worker_id)), "status", status)
+            async with self.core.engine.begin() as conn:
+                await conn.execute(update(Worker).where(Worker.id == worker_id).values(status=status))
         claimed = set(beat.current_tasks) | {str(t.get("task_id")) for t in beat.tasks if t.get("task_id")}
         unsure = _as_uuids(claimed - owned)
-        async with self.core.engine.begin() as conn:
-            await conn.execute(update(Worker).where(Worker.id == worker_id).values(
-                status=status, metrics=metrics, last_heartbeat_at=utcnow()))
-            commands = (await conn.execute(select(WorkerCommand.id, WorkerCommand.command, WorkerCommand.args)
-                                           .where(WorkerCommand.worker_id == worker_id)
-                                           .where(WorkerCommand.acked_at.is_(None))
-                                           .order_by(WorkerCommand.id))).all()
+        self.beats.record(worker_id, metrics)  # telemetry is written behind (see `beats`)
+        commands = await self.beats.commands(worker_id, flag)
+        still_here: set[uuid.UUID] = set()
+        if unsure:
             # The index can lag PostgreSQL (a flushed Redis not rebuilt yet): a task is stale only if
             # PostgreSQL agrees, since the agent kills what it is told is stale.
-            still_here = set((await conn.execute(select(Task.id).where(
-                Task.id.in_(list(unsure)), Task.worker_id == worker_id,
-                Task.status == TaskStatus.RUNNING.value))).scalars()) if unsure else set()
+            async with self.core.engine.connect() as conn:
+                still_here = set((await conn.execute(select(Task.id).where(
+                    Task.id.in_(list(unsure)), Task.worker_id == worker_id,
+                    Task.status == TaskStatus.RUNNING.value))).scalars())
         if still_here:
             await self.core.resync(still_here)
+        if beat.model_fields_set & {"current_tasks", "tasks"}:  # it says what it runs: the rest is not running
+            await self._requeue_unlisted(worker_id, owned - claimed)
         stale = (claimed - owned) - {unsure[i] for i in still_here}
-        return {"status": status, "commands": [dict(c._mapping) for c in commands], "stale_tasks": sorted(stale)}
+        return {"status": status, "commands": commands, "stale_tasks": sorted(stale)}
+
+    async def _requeue_unlisted(self, worker_id: uuid.UUID, unlisted: set[str]) -> int:
+        """Requeue the tasks leased to this worker over a heartbeat timeout ago that its heartbeat does not list.
+
+        Their lease reply never reached the agent (or the agent lost them): nothing runs them, and without
+        this they would sit `running` until their own timeout. The grace covers a heartbeat sent before the
+        lease reply arrived; the attempt ends `requeued` (no retry is used up), conditional on it being current.
+        """
+        candidates = _as_uuids(unlisted)
+        if not candidates:
+            return 0
+        leased_before = func.now() - timedelta(seconds=self.core.settings.heartbeat_timeout)
+        async with self.core.engine.connect() as conn:
+            rows = (await conn.execute(select(Task.id, Task.attempt_id).where(
+                Task.id.in_(list(candidates)), Task.worker_id == worker_id, Task.status == TaskStatus.RUNNING.value,
+                Task.started_at < leased_before))).all()
+        ends = [AttemptEnd(r.id, r.attempt_id, EndReason.REQUEUED, "its worker does not run it (lease reply lost?)")
+                for r in rows if r.attempt_id is not None]
+        requeued = await self.tasks.end_attempts(ends, worker_id=worker_id) if ends else set()
+        if requeued:
+            log.warning("worker %s does not run %d task(s) leased to it; back to the queue", worker_id, len(requeued))
+        return len(requeued)
 
     async def _returning_status(self, worker_id: uuid.UUID) -> WorkerStatus:
         """The status of a worker heard from again after going offline: draining if its last drain /
@@ -194,7 +242,10 @@ class WorkerService:
             left = deadline - time.monotonic()
             if leased or left <= 0:
                 return leased
-            await self.waker.wait(min(left, 2.0))
+            if await self.waker.wait(min(left, 2.0), str(worker_id)):
+                # Its own tasks ended meanwhile: what it has free is more than it asked for. Answer now, so it
+                # asks again with that (a 2-core host leasing 1-CPU tasks would otherwise wait out the poll).
+                return []
 
     async def _lease_once(self, worker_id: uuid.UUID, route: dict[str, Any], ask: LeaseRequest) -> list[dict[str, Any]]:
         gpus = ([GpuFree(int(g["index"]), float(g.get("free", 1.0)), float(g.get("memory_gb", math.inf)))
@@ -211,10 +262,6 @@ class WorkerService:
                 "worker": worker_id, "ids": [uuid.UUID(c.task_id) for c in claims],
                 "attempts": [uuid.UUID(c.attempt_id) for c in claims],
                 "gpus": [orjson.dumps(c.gpus).decode() for c in claims]})).all()
-            if rows:
-                await conn.execute(insert(Attempt), [
-                    {"id": r.attempt_id, "task_id": r.id, "number": r.attempts, "worker_id": worker_id,
-                     "gpus": r.gpus} for r in rows])
         confirmed = {str(r.id) for r in rows}
         await self.core.resync(c.task_id for c in claims if c.task_id not in confirmed)
         order = {c.task_id: i for i, c in enumerate(claims)}
@@ -252,16 +299,21 @@ class WorkerService:
     async def report(self, worker_id: uuid.UUID, events: Sequence[TaskEvent]) -> list[bool]:
         """Apply agents' events; each is accepted only for the worker's own current attempt (the fence)."""
         accepted: set[uuid.UUID] = set()
-        current = await self._current_attempts(worker_id, events)
         by_kind: dict[str, list[TaskEvent]] = {}
         for event in events:
             by_kind.setdefault(event.event, []).append(event)
-        simple = [e for e in events if e.event in ("started", "progress", "log") and e.attempt_id in current]
+        succeeding = {e.attempt_id for e in by_kind.get("succeeded", [])}
+        # A `started` with its success in the same report is written with the success (and fenced by it).
+        folded = {e.attempt_id for e in by_kind.get("started", []) if e.attempt_id in succeeding}
+        others = [e for e in events if e.event in ("progress", "log")
+                  or (e.event == "started" and e.attempt_id not in folded)]
+        current = await self._current_attempts(worker_id, others) if others else set()
+        simple = [e for e in others if e.attempt_id in current]
         if simple:
             await self._record_progress(worker_id, simple)
             accepted.update(e.attempt_id for e in simple)
         if by_kind.get("succeeded"):
-            accepted |= await self._record_success(worker_id, by_kind["succeeded"])
+            accepted |= await self._record_success(worker_id, by_kind["succeeded"], folded)
         ends = [AttemptEnd(e.task_id, e.attempt_id, EndReason(e.reason),
                            clean_line(e.error or "", 20_000) or None, e.exit_code)
                 for e in by_kind.get("failed", [])]
@@ -269,7 +321,13 @@ class WorkerService:
                  for e in by_kind.get("handback", [])]
         if ends:
             accepted |= await self.tasks.end_attempts(ends, worker_id=worker_id)
-        return [e.attempt_id in accepted for e in events]
+        if any(e.attempt_id in accepted for e in events if e.event in ("succeeded", "failed", "handback")):
+            await self.core.redis.publish(self.keys.wakeup, f"w:{worker_id}".encode())  # see `lease`
+        results = [e.attempt_id in accepted for e in events]
+        if not all(results):  # late reports of attempts no longer current: the fence at work, worth a counter
+            with contextlib.suppress(RedisError):
+                await self.core.redis.hincrby(self.keys.counters, "refused", results.count(False))
+        return results
 
     async def _current_attempts(self, worker_id: uuid.UUID, events: Sequence[TaskEvent]) -> set[uuid.UUID]:
         async with self.core.engine.connect() as conn:
@@ -307,17 +365,15 @@ class WorkerService:
                 if cutoff is not None:
                     await conn.execute(delete(TaskLog).where(TaskLog.attempt_id == attempt, TaskLog.id <= cutoff))
 
-    async def _record_success(self, worker_id: uuid.UUID, events: Sequence[TaskEvent]) -> set[uuid.UUID]:
+    async def _record_success(self, worker_id: uuid.UUID, events: Sequence[TaskEvent],
+                              started: set[uuid.UUID]) -> set[uuid.UUID]:
         for i, event in enumerate(events):
             check_text(event.result, f"events[{i}].result")
         async with self.core.engine.begin() as conn:
             rows = (await conn.execute(RECORD_SUCCESS, {
                 "worker": worker_id, "ids": [e.task_id for e in events], "attempts": [e.attempt_id for e in events],
-                "results": [orjson.dumps(e.result).decode() for e in events]})).all()
-            done = {r.attempt_id for r in rows}
-            if done:
-                await conn.execute(update(Attempt).where(Attempt.id.in_(done)).values(
-                    ended_at=utcnow(), end_reason=EndReason.SUCCEEDED.value, exit_code=0))
+                "results": [orjson.dumps(e.result).decode() for e in events], "started": list(started)})).all()
+        done = {r.attempt_id for r in rows}
         await self.core.index.finish(TaskStatus.SUCCEEDED, [str(r.id) for r in rows])
         return done
 
@@ -378,7 +434,7 @@ class WorkerService:
             known = list((await conn.execute(select(Worker.id).where(Worker.id.in_(worker_ids)))).scalars())
             if not known and len(worker_ids) == 1:
                 raise WorkerNotFound(str(worker_ids[0]))
-            await send_commands(conn, [(w, spec.command, spec.args) for w in known])
+            await send_commands(conn, [(w, spec.command, spec.args) for w in known], self.core)
             if new_status is not None and known:
                 await conn.execute(update(Worker).where(Worker.id.in_(known), Worker.status != "offline")
                                    .values(status=new_status.value))

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import signal
 import time
 from collections.abc import Awaitable, Callable
@@ -17,12 +18,15 @@ from pathlib import Path
 from typing import Any
 
 from nodeagent.api import CoordinatorApi, Refused, Unreachable, WorkerUnknown
+from nodeagent.commands import plugin_env, task_env
 from nodeagent.files import AttemptFiles
 from nodeagent.gpu import GpuProbe
 from nodeagent.inventory import Host
+from nodeagent.keeper import Keeper
 from nodeagent.reporter import Reporter
-from nodeagent.runner import TaskRun
+from nodeagent.runner import TaskRun, parent_death_signal
 from nodeagent.telemetry import Telemetry
+from nodeagent.warm import PluginPool
 
 log = logging.getLogger("aidd-agent")
 
@@ -47,6 +51,8 @@ class AgentConfig:
     """Seconds between SIGTERM and SIGKILL when a task is killed."""
     lease_wait: float = 30.0
     keep_work_dirs: bool = False
+    fresh_plugin_process: bool = False
+    """Run every plugin task in a new interpreter instead of a warm plugin host (see `warm`)."""
 
 
 class Agent:
@@ -57,6 +63,11 @@ class Agent:
         self.api = CoordinatorApi(config.url, config.token)
         self.telemetry = Telemetry(probe, host)
         self.reporter = Reporter(self.api.report, self._refused, self.reregister)
+        self.keeper = Keeper()
+        self.environ = dict(os.environ)
+        self.plugins = None if config.fresh_plugin_process else PluginPool(
+            plugin_env(config.plugin_modules, task_env({}, self.environ)), config.work_dir, host.slots,
+            preexec=parent_death_signal(), keeper=self.keeper)
         self.runs: dict[str, TaskRun] = {}
         self.interval = config.heartbeat_interval or 10.0
         self.timeout = 30.0
@@ -69,6 +80,8 @@ class Agent:
         self._hard_stop = False
         self.exit_code = 0
         self._changed = asyncio.Event()
+        self._ended = 0
+        """Attempts ended so far (a lease answered early after some ended is not a reason to back off)."""
         self._register_lock = asyncio.Lock()
         self._jobs: set[asyncio.Task[Any]] = set()
 
@@ -82,6 +95,7 @@ class Agent:
                 loop.add_signal_handler(sig, self.request_stop, signal.Signals(sig).name)
             except (ValueError, RuntimeError, NotImplementedError):
                 pass  # not the main thread (an agent embedded in another program): it calls request_stop itself
+        self.keeper.start()
         try:
             if not await self.register(first=True):
                 return 0
@@ -91,7 +105,10 @@ class Agent:
             await self._shutdown(background)
             return self.exit_code
         finally:
+            if self.plugins is not None:
+                await self.plugins.close()
             await self.api.close()
+            self.keeper.close()
 
     def request_stop(self, why: str = "stop") -> None:
         """Stop leasing and shut down gracefully; a second request skips the grace period."""
@@ -111,6 +128,7 @@ class Agent:
         """
         delay = 1.0
         while True:
+            sent_at = time.monotonic()
             try:
                 answer = await self.api.register(self.host.registration())
             except Unreachable as exc:
@@ -121,7 +139,7 @@ class Agent:
             else:
                 self.interval = self.config.heartbeat_interval or float(answer.get("heartbeat_interval") or 10.0)
                 self.timeout = float(answer.get("heartbeat_timeout") or 30.0)
-                self.last_heartbeat = time.monotonic()
+                self._heard(sent_at)
                 log.info("registered as worker %s at %s (groups %s, %d slots, %d GPUs)", self.api.worker_id,
                          self.config.url, ",".join(self.host.groups), self.host.slots, len(self.host.gpus))
                 return True
@@ -187,8 +205,11 @@ class Agent:
 
     async def _heartbeats(self) -> None:
         while True:
+            beat = self.telemetry.heartbeat(self.runs.values())
+            beat["current_tasks"] = sorted({*beat["current_tasks"], *self.reporter.holding()})  # ended, unreported
+            sent_at = time.monotonic()
             try:
-                answer = await self.api.heartbeat(self.telemetry.heartbeat(self.runs.values()),
+                answer = await self.api.heartbeat(beat,
                                                   timeout=max(1.0, min(self.interval, self._fence_after() / 2)))
             except Unreachable as exc:
                 if not self._outage:
@@ -202,10 +223,23 @@ class Agent:
             else:
                 if self._outage:
                     log.info("the coordinator answers again after %.1fs", time.monotonic() - self.last_heartbeat)
-                self.last_heartbeat = time.monotonic()
+                self._heard(sent_at)
                 self.fenced = self._outage = False
                 await self._apply(answer)
+            if self.plugins is not None:
+                self.plugins.sweep()
             await asyncio.sleep(self._next_beat())
+
+    def _heard(self, sent_at: float) -> None:
+        """The coordinator answered a heartbeat (or the registration) sent at `sent_at`.
+
+        The keeper gets until halfway between this agent's own fence and the coordinator's timeout (counted from
+        when the heartbeat left) to hear again; past that, this agent is frozen or hung, and the keeper kills
+        its tasks before the coordinator gives them to another host.
+        """
+        self.last_heartbeat = time.monotonic()
+        fence_at = sent_at + self._fence_after() + (self.timeout - self._fence_after()) / 2
+        self.keeper.renew(fence_at - self.last_heartbeat)
 
     def _fence_after(self) -> float:
         """Silence after which the agent kills its own tasks: safely before the coordinator requeues them."""
@@ -283,7 +317,7 @@ class Agent:
             wait = self.config.lease_wait if not self.runs else min(self.config.lease_wait, self.interval)
             ask = {"max_tasks": self.host.slots - len(self.runs), "wait_s": wait,
                    **self.telemetry.free(self.runs.values())}
-            asked_at = time.monotonic()
+            asked_at, ended = time.monotonic(), self._ended
             try:
                 tasks = await self.api.lease(ask)
                 delay = 1.0
@@ -301,15 +335,18 @@ class Agent:
                 continue
             for task in tasks:
                 self._start(task)
-            if not tasks and time.monotonic() - asked_at < min(1.0, wait / 2):
-                await asyncio.sleep(min(self.interval, 5.0))  # answered at once (e.g. draining): do not spin
+            if not tasks and time.monotonic() - asked_at < min(1.0, wait / 2) and self._ended == ended:
+                # answered at once (e.g. draining): do not spin. An early answer because tasks of ours ended
+                # meanwhile is the coordinator saying "ask again with what you have free now".
+                await asyncio.sleep(min(self.interval, 5.0))
 
     def _start(self, task: dict[str, Any]) -> None:
         files = (AttemptFiles(self.api, str(task["attempt_id"])) if task.get("input_files") or task.get("outputs")
                  else None)
         run = TaskRun(task, self.config.work_dir, self.reporter, self.config.plugin_modules,
                       gpu_host=bool(self.host.gpus), kill_grace=self.config.kill_grace,
-                      keep_work_dir=self.config.keep_work_dirs, files=files)
+                      keep_work_dir=self.config.keep_work_dirs, files=files, keeper=self.keeper,
+                      plugins=self.plugins, environ=self.environ)
         if self.stopping.is_set():
             self.reporter.event({"task_id": run.task_id, "attempt_id": run.attempt_id, "event": "handback"})
             return
@@ -329,6 +366,7 @@ class Agent:
                                  "reason": "error", "error": f"agent error: {type(exc).__name__}: {exc}"})
         finally:
             self.runs.pop(run.attempt_id, None)
+            self._ended += 1
             self._changed.set()
 
 

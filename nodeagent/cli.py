@@ -14,9 +14,9 @@ import logging
 import os
 import sys
 import tempfile
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Coroutine, Mapping, Sequence
 from pathlib import Path
-from typing import NoReturn, TypeVar
+from typing import Any, NoReturn, TypeVar
 
 from nodeagent import __version__
 from nodeagent.agent import Agent, AgentConfig, AgentError
@@ -63,6 +63,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="Python module with @task_type plugins, repeatable ($AIDD_PLUGIN_MODULES, comma-separated)")
     add("--hostname", metavar="NAME", help="name to register with ($AIDD_HOSTNAME, default: this host's name)")
     p.add_argument("--keep-work-dirs", action="store_true", help="keep each task's working dir after it ends")
+    p.add_argument("--fresh-plugin-process", action="store_true",
+                   help="run each plugin task in a new interpreter, not a warm plugin host "
+                        "($AIDD_FRESH_PLUGIN_PROCESS=1)")
     p.add_argument("--log-level", default=os.environ.get("AIDD_LOG_LEVEL", "info"),
                    choices=["debug", "info", "warning", "error"], help="($AIDD_LOG_LEVEL, default info)")
     p.add_argument("--list-task-types", action="store_true", help="print the task types this agent runs and exit")
@@ -124,6 +127,7 @@ def config_from(args: argparse.Namespace, env: Mapping[str, str]) -> tuple[Agent
     config = AgentConfig(
         url=url, token=args.token or env.get("AIDD_AGENT_TOKEN") or None, work_dir=work_dir.absolute(),
         plugin_modules=modules, keep_work_dirs=args.keep_work_dirs,
+        fresh_plugin_process=args.fresh_plugin_process or env.get("AIDD_FRESH_PLUGIN_PROCESS", "") in ("1", "true"),
         heartbeat_interval=_value(args.heartbeat_interval, env, "AIDD_HEARTBEAT_INTERVAL", "--heartbeat-interval",
                                   _positive(float), None),
         grace=_value(args.grace, env, "AIDD_GRACE", "--grace", _positive(float, allow_zero=True), 20.0),
@@ -140,6 +144,15 @@ def config_from(args: argparse.Namespace, env: Mapping[str, str]) -> tuple[Agent
     return config, host, probe
 
 
+def _runner() -> Callable[[Coroutine[Any, Any, int]], int]:
+    """uvloop's runner where it is installed (the agent's loop does a few dozen callbacks per task), else asyncio's."""
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.run
+    return uvloop.run  # type: ignore[no-any-return]
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of `aidd-agent` (and `aidd agent`)."""
     args = build_parser().parse_args(argv)
@@ -153,7 +166,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 0
         config, host, probe = config_from(args, os.environ)
         try:
-            return asyncio.run(Agent(config, host, probe).run())
+            return _runner()(Agent(config, host, probe).run())
         except AgentError as exc:
             print(f"aidd-agent: {exc}", file=sys.stderr)
             return EXIT_USAGE

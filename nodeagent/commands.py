@@ -7,6 +7,7 @@ one unless `shell: true`, `env` adds string variables, `cwd` is relative to the 
 
 from __future__ import annotations
 
+import functools
 import os
 import shlex
 import sys
@@ -66,8 +67,12 @@ def task_env(params: Mapping[str, Any], base: Mapping[str, str]) -> dict[str, st
     return env
 
 
+@functools.cache
 def import_path() -> str:
-    """PYTHONPATH for plugin children: the agent's own non-stdlib import path, so they find the same modules."""
+    """PYTHONPATH for plugin children: the agent's own non-stdlib import path, so they find the same modules.
+
+    Computed once (it resolves every entry of sys.path, which an agent does not change).
+    """
     prefixes = {os.path.realpath(p) for p in (sys.prefix, sys.base_prefix, sys.exec_prefix)}
     entries = []
     for entry in sys.path:
@@ -75,6 +80,12 @@ def import_path() -> str:
         if os.path.isdir(path) and not any(path.startswith(p + os.sep) or path == p for p in prefixes):
             entries.append(path)
     return os.pathsep.join(dict.fromkeys(entries))
+
+
+def plugin_env(plugin_modules: Sequence[str], env: Mapping[str, str]) -> dict[str, str]:
+    """`env` plus what a plugin process needs: the plugin modules, the agent's import path, unbuffered output."""
+    return {**env, "PYTHONUNBUFFERED": "1", "AIDD_PLUGIN_MODULES": ",".join(plugin_modules),
+            "PYTHONPATH": os.pathsep.join(p for p in (import_path(), env.get("PYTHONPATH", "")) if p)}
 
 
 def build_command(task: Mapping[str, Any], work_dir: Path, plugin_modules: Sequence[str], gpu_host: bool,
@@ -95,9 +106,7 @@ def build_command(task: Mapping[str, Any], work_dir: Path, plugin_modules: Seque
     if gpus or gpu_host:  # a task without GPUs on a GPU host sees none, so it cannot take another task's
         env["CUDA_VISIBLE_DEVICES"] = ",".join(str(g) for g in gpus)
     if task.get("task_type") != "shell":
-        env.update({"AIDD_ERROR_FILE": str(work_dir / ERROR_FILE), "PYTHONUNBUFFERED": "1",
-                    "AIDD_PLUGIN_MODULES": ",".join(plugin_modules),
-                    "PYTHONPATH": os.pathsep.join(p for p in (import_path(), env.get("PYTHONPATH", "")) if p)})
+        env = plugin_env(plugin_modules, {**env, "AIDD_ERROR_FILE": str(work_dir / ERROR_FILE)})
         return Command([sys.executable, "-m", "nodeagent.plugin_host", str(work_dir / TASK_FILE)], env, work_dir,
                        plugin=True)
     cwd = params.get("cwd")

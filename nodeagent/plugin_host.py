@@ -1,23 +1,37 @@
-"""The child process that runs one plugin task: `python -m nodeagent.plugin_host TASK_JSON`.
+"""The child process that runs plugin tasks: one task (`python -m nodeagent.plugin_host TASK_JSON`), or many in turn.
 
 Running plugins out of the agent's process keeps the agent light (it never imports plugin modules)
-and makes timeouts and cancels a plain process-group kill. The outcome goes back through files the
-runner names: the result as JSON in AIDD_RESULT_FILE, or {"error", "permanent"} in AIDD_ERROR_FILE.
+and makes timeouts and cancels a plain process-group kill. One task: the outcome goes back through
+files the runner names: the result as JSON in AIDD_RESULT_FILE, or {"error", "permanent"} in
+AIDD_ERROR_FILE.
+
+Warm (`--serve REQUEST_FD REPLY_FD SCRATCH_DIR`, see `nodeagent.warm`): the plugins are imported once
+and tasks arrive one at a time as JSON lines on the request pipe; each runs in this process with its
+own environment and working directory (the scratch dir, emptied after each task, unless the agent made
+one for the attempt). Progress lines and the outcome go back on the reply pipe; the end
+of each task's output is marked by a sentinel line on stdout and stderr. Whatever a task leaves
+running is killed when it returns (this process is a child subreaper, so orphans come back to it);
+a task that leaves threads behind, exits the interpreter or cannot load the plugins retires the host.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import shutil
 import sys
+import threading
 import traceback
 from pathlib import Path
 from typing import Any
 
-from nodeagent.plugins import PermanentError, TaskContext, discover, modules_from
+from nodeagent.plugins import PermanentError, TaskContext, TaskFunction, discover, modules_from
 
 EXIT_ERROR = 1
 EXIT_PERMANENT = 3
+SENTINEL_ENV = "AIDD_HOST_SENTINEL"
+PR_SET_CHILD_SUBREAPER = 36
 
 
 def _fail(message: str, permanent: bool) -> int:
@@ -27,39 +41,167 @@ def _fail(message: str, permanent: bool) -> int:
     return EXIT_PERMANENT if permanent else EXIT_ERROR
 
 
-def run(task: dict[str, Any]) -> int:
-    """Run the task's plugin; returns the exit code (0 success, 1 error, 3 permanent error)."""
+def _load() -> dict[str, TaskFunction] | str:
+    """The plugin registry, or why it could not be loaded."""
     try:
-        registry = discover(modules_from([os.environ.get("AIDD_PLUGIN_MODULES", "")]))
+        return discover(modules_from([os.environ.get("AIDD_PLUGIN_MODULES", "")]))
     except Exception as exc:
         traceback.print_exc()
-        return _fail(f"cannot load plugins: {type(exc).__name__}: {exc}", permanent=False)
+        return f"cannot load plugins: {type(exc).__name__}: {exc}"
+
+
+def execute(task: dict[str, Any], registry: dict[str, TaskFunction] | str,
+            control_fd: int | None) -> dict[str, Any]:
+    """Run the task's plugin here; returns {"code": 0, "result"} or {"code", "error", "permanent"}."""
+    if isinstance(registry, str):
+        return {"code": EXIT_ERROR, "error": registry, "permanent": False}
     function = registry.get(task.get("task_type", ""))
     if function is None:
         known = ", ".join(sorted({"shell", *registry}))
-        return _fail(f"unknown task type {task.get('task_type')!r} (this agent runs: {known})", permanent=True)
-    fd = os.environ.get("AIDD_CONTROL_FD")
+        return {"code": EXIT_PERMANENT, "error": f"unknown task type {task.get('task_type')!r} (this agent runs: "
+                                                 f"{known})", "permanent": True}
     context = TaskContext(task_id=task.get("task_id", ""), attempt_id=task.get("attempt_id", ""),
                           attempt=int(task.get("attempt") or 1), work_dir=Path.cwd(), gpus=list(task.get("gpus") or []),
-                          timeout_s=task.get("timeout_s"), task=task, control_fd=int(fd) if fd else None)
+                          timeout_s=task.get("timeout_s"), task=task, control_fd=control_fd)
     try:
         result = function(dict(task.get("input_params") or {}), context)
     except PermanentError as exc:
         traceback.print_exc()
-        return _fail(str(exc) or "permanent error", permanent=True)
+        return {"code": EXIT_PERMANENT, "error": str(exc) or "permanent error", "permanent": True}
     except Exception as exc:
         traceback.print_exc()
-        return _fail(f"{type(exc).__name__}: {exc}", permanent=False)
+        return {"code": EXIT_ERROR, "error": f"{type(exc).__name__}: {exc}", "permanent": False}
     try:
-        encoded = json.dumps(result)
+        json.dumps(result)
     except (TypeError, ValueError) as exc:
-        return _fail(f"the result is not JSON: {exc}", permanent=True)
-    Path(os.environ["AIDD_RESULT_FILE"]).write_text(encoded)
+        return {"code": EXIT_PERMANENT, "error": f"the result is not JSON: {exc}", "permanent": True}
+    return {"code": 0, "result": result}
+
+
+def run(task: dict[str, Any]) -> int:
+    """Run the task's plugin; returns the exit code (0 success, 1 error, 3 permanent error)."""
+    fd = os.environ.get("AIDD_CONTROL_FD")
+    outcome = execute(task, _load(), int(fd) if fd else None)
+    if outcome["code"] != 0:
+        return _fail(outcome["error"], outcome["permanent"])
+    Path(os.environ["AIDD_RESULT_FILE"]).write_text(json.dumps(outcome["result"]))
+    return 0
+
+
+def _write(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
+
+
+def _become_subreaper() -> None:
+    """Orphans of the tasks run here come back to this process (Linux), so none outlives its task."""
+    if sys.platform.startswith("linux"):
+        with contextlib.suppress(OSError, AttributeError):
+            import ctypes
+
+            ctypes.CDLL(None, use_errno=True).prctl(PR_SET_CHILD_SUBREAPER, 1)
+
+
+def end_leftovers() -> None:
+    """Reap finished children; kill (and reap) every process a task left running."""
+    try:
+        while os.waitpid(-1, os.WNOHANG)[0]:
+            pass
+    except ChildProcessError:
+        return  # no children at all: the usual case, one system call
+    import psutil
+
+    for _ in range(10):  # a dying parent hands its own children to us: go round until none are left
+        children = psutil.Process().children(recursive=True)
+        if not children:
+            break
+        for child in children:
+            with contextlib.suppress(psutil.Error):
+                child.kill()
+        psutil.wait_procs(children, timeout=2)
+        with contextlib.suppress(ChildProcessError):
+            while os.waitpid(-1, os.WNOHANG)[0]:
+                pass
+
+
+def _set_env(changed: dict[str, str], removed: list[str]) -> None:
+    for name, value in changed.items():
+        os.environ[name] = value
+    for name in removed:
+        os.environ.pop(name, None)
+
+
+def _emptied(path: str) -> bool:
+    """Empty the scratch dir (usually it is already: one system call); whether it is empty now."""
+    with os.scandir(path) as found:
+        entries = list(found)
+    for entry in entries:
+        with contextlib.suppress(OSError):
+            if entry.is_dir(follow_symlinks=False):
+                shutil.rmtree(entry.path)
+            else:
+                os.unlink(entry.path)
+    if not entries:
+        return True
+    with os.scandir(path) as found:
+        return next(found, None) is None
+
+
+def serve(request_fd: int, reply_fd: int, scratch: str) -> int:
+    """Run the tasks that arrive on `request_fd` one after another (see the module docstring)."""
+    for fd in (request_fd, reply_fd):
+        os.set_inheritable(fd, False)  # the tasks' own children get neither pipe
+    _become_subreaper()
+    os.makedirs(scratch, exist_ok=True)
+    sentinel = b"\n" + os.environ.pop(SENTINEL_ENV, "aidd-host-end").encode() + b"\n"
+    registry = _load()
+    home, base_env = os.getcwd(), dict(os.environ)
+    threads = threading.active_count()
+    with os.fdopen(request_fd, "rb") as requests:
+        for line in requests:
+            request = json.loads(line)
+            _set_env(request["env"]["set"], request["env"]["unset"])
+            retire = isinstance(registry, str)
+            try:
+                os.chdir(request["cwd"])
+                outcome = execute(request["task"], registry, reply_fd)
+            except OSError as exc:
+                outcome = {"code": EXIT_ERROR, "error": f"cannot use the working dir: {exc}", "permanent": False}
+            except BaseException as exc:  # SystemExit or KeyboardInterrupt from a plugin: this host is done
+                code = exc.code if isinstance(exc, SystemExit) and isinstance(exc.code, int) else EXIT_ERROR
+                outcome = ({"code": 0, "result": {"exit_code": 0}} if code == 0 else
+                           {"code": code, "error": f"the plugin exited the interpreter ({type(exc).__name__})",
+                            "permanent": False})
+                retire = True
+            os.chdir(home)
+            now = dict(os.environ)
+            if now != base_env:
+                _set_env({k: v for k, v in base_env.items() if now.get(k) != v}, [k for k in now if k not in base_env])
+            end_leftovers()
+            if request["cwd"] == scratch and not _emptied(scratch):
+                retire = True  # something in it could not be removed: the next task must not see it
+            retire = retire or threading.active_count() > threads
+            with contextlib.suppress(ValueError, OSError):
+                sys.stdout.flush()
+                sys.stderr.flush()
+            _write(1, sentinel)
+            _write(2, sentinel)
+            try:
+                reply = json.dumps({"done": outcome, "retire": retire}).encode() + b"\n"
+            except (TypeError, ValueError) as exc:
+                reply = json.dumps({"done": {"code": EXIT_PERMANENT, "error": f"the result is not JSON: {exc}",
+                                             "permanent": True}, "retire": retire}).encode() + b"\n"
+            _write(reply_fd, reply)
+            if retire:
+                break
     return 0
 
 
 def main() -> int:
-    """Read the task (the lease the agent received) and run it."""
+    """Read the task (the lease the agent received) and run it; or, with --serve, run tasks as they come."""
+    if sys.argv[1:2] == ["--serve"]:
+        return serve(int(sys.argv[2]), int(sys.argv[3]), sys.argv[4])
     task = json.loads(Path(sys.argv[1]).read_text())
     code = run(task)
     sys.stdout.flush()

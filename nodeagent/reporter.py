@@ -19,6 +19,7 @@ from nodeagent.api import Refused, Unreachable, WorkerUnknown
 
 log = logging.getLogger(__name__)
 Send = Callable[[list[dict[str, Any]]], Awaitable[list[dict[str, Any]]]]
+FINAL = frozenset({"succeeded", "failed", "handback"})
 
 
 class Reporter:
@@ -30,6 +31,7 @@ class Reporter:
         self.interval, self.batch_lines, self.max_lines = interval, batch_lines, max_lines
         self.lines_per_event = 1000  # the coordinator takes up to 10 000 lines in one event
         self._events: list[dict[str, Any]] = []
+        self._sending: list[dict[str, Any]] = []
         self._open_logs: dict[str, dict[str, Any]] = {}  # attempt -> its unsent "log" event still taking lines
         self._lines = 0
         self._urgent = False
@@ -42,6 +44,10 @@ class Reporter:
     def pending(self) -> int:
         """Events waiting to be sent."""
         return len(self._events)
+
+    def holding(self) -> set[str]:
+        """Tasks whose final event waits to be sent or is on its way: to the coordinator they still run here."""
+        return {e["task_id"] for e in (*self._sending, *self._events) if e["event"] in FINAL}
 
     def event(self, event: dict[str, Any]) -> None:
         """Queue a non-log event (started, progress, succeeded, failed, handback); sent promptly."""
@@ -108,7 +114,7 @@ class Reporter:
                     await asyncio.wait_for(self._wake.wait(), due)
                 self._wake.set()  # look again: more lines, an urgent event, or time is up
                 continue
-            batch = self._take()
+            batch = self._sending = self._take()
             try:
                 await self._deliver(batch)
                 delay = 0.5
@@ -121,6 +127,8 @@ class Reporter:
             except WorkerUnknown:
                 self._put_back(batch)
                 await self.on_unknown()
+            finally:
+                self._sending = []
             self._wake.set()
 
     def _take(self, max_events: int = 500, max_chars: int = 1_000_000) -> list[dict[str, Any]]:

@@ -3,7 +3,8 @@
 Every attempt runs in a new session (so its process group is its own); a timeout, a cancel or a
 stop sends SIGTERM to the whole group (and to any descendant that left it), then SIGKILL after a
 grace. When the main process exits, whatever it left behind in its group is killed too, so nothing
-outlives its task. On Linux the direct child also dies with the agent (parent-death signal).
+outlives its task. On Linux the direct child also dies with the agent (parent-death signal), and the
+agent's keeper process kills the rest of the group (see `keeper`).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import shutil
 import signal
 import sys
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -25,7 +26,9 @@ import psutil
 
 from nodeagent.commands import ERROR_FILE, RESULT_FILE, TASK_FILE, BadTask, Command, build_command
 from nodeagent.files import AttemptFiles, AttemptGone, FileProblem
+from nodeagent.keeper import Keeper
 from nodeagent.lines import LineSplitter
+from nodeagent.warm import HostGone, PluginHost, PluginPool
 
 log = logging.getLogger(__name__)
 TAIL_LINES = 20
@@ -39,7 +42,7 @@ class EventSink(Protocol):
     def log(self, task_id: str, attempt_id: str, stream: str, line: str) -> None: ...
 
 
-def _parent_death_signal() -> Callable[[], None] | None:
+def parent_death_signal() -> Callable[[], None] | None:
     """A preexec function asking Linux to SIGKILL the child when the agent dies (None elsewhere)."""
     if not sys.platform.startswith("linux"):
         return None
@@ -54,7 +57,8 @@ class TaskRun:
 
     def __init__(self, task: dict[str, Any], work_root: Path, sink: EventSink, plugin_modules: list[str],
                  gpu_host: bool = False, kill_grace: float = 5.0, max_line_bytes: int = 4000,
-                 keep_work_dir: bool = False, files: AttemptFiles | None = None) -> None:
+                 keep_work_dir: bool = False, files: AttemptFiles | None = None, keeper: Keeper | None = None,
+                 plugins: PluginPool | None = None, environ: Mapping[str, str] | None = None) -> None:
         self.task, self.sink = task, sink
         self.task_id, self.attempt_id = str(task["task_id"]), str(task["attempt_id"])
         self.gpus: list[int] = [int(g) for g in task.get("gpus") or []]
@@ -63,6 +67,8 @@ class TaskRun:
         self.work_dir = work_root / f"{self.task_id}.{task.get('attempt') or 1}"
         self.plugin_modules, self.gpu_host, self.kill_grace = plugin_modules, gpu_host, kill_grace
         self.max_line_bytes, self.keep_work_dir, self.files = max_line_bytes, keep_work_dir, files
+        self.keeper, self.plugins = keeper, plugins
+        self.environ = environ  # the agent's environment (a snapshot: os.environ is slow to copy per task)
         self.stop_reason: str | None = None
         self.pid: int | None = None
         self._stop = asyncio.Event()
@@ -90,27 +96,52 @@ class TaskRun:
     async def run(self) -> None:
         """Start, stream, wait (up to the timeout or a stop), clean up, and report the outcome."""
         self._emit("started")
+        host: PluginHost | None = None
+        scratch = False
         try:
+            if self.plugins is not None and self.task.get("task_type") != "shell":
+                try:  # before the command: the host's scratch dir may become the working dir
+                    host = await self.plugins.acquire()
+                except OSError as exc:
+                    self._emit("failed", error=f"cannot start a plugin host: {exc.strerror or exc}", reason="error")
+                    return
+                # Without files to fetch or keep, a warm host's own dir (emptied after each task) saves making and
+                # removing a directory per attempt, which costs more than the rest of a short task on many disks.
+                scratch = self.files is None and not self.keep_work_dir
+                if scratch:
+                    self.work_dir = host.scratch
             try:
-                command = build_command(self.task, self.work_dir, self.plugin_modules, self.gpu_host)
+                command = build_command(self.task, self.work_dir, self.plugin_modules, self.gpu_host, self.environ)
             except BadTask as exc:
                 self._emit("failed", error=str(exc), reason="permanent")
                 return
-            self.work_dir.mkdir(parents=True, exist_ok=True)
+            if not scratch:
+                self.work_dir.mkdir(parents=True, exist_ok=True)
             if self.files is not None:
                 await self.files.fetch_inputs(self.work_dir)
-            await self._run(command)
+            given, host = host, None
+            await self._run(command, given)
         except FileProblem as exc:
             self._emit("failed", error=str(exc), reason="permanent" if exc.permanent else "error")
         except AttemptGone:
             log.warning("task %s: attempt %s is no longer current", self.task_id, self.attempt_id)
         finally:
-            if not self.keep_work_dir:
-                await asyncio.to_thread(shutil.rmtree, self.work_dir, True)
+            if host is not None and self.plugins is not None:
+                self.plugins.release(host)  # taken, but the task never ran
+            if not self.keep_work_dir and not scratch:
+                try:
+                    self.work_dir.rmdir()  # usually empty: no thread needed
+                except OSError:
+                    await asyncio.to_thread(shutil.rmtree, self.work_dir, True)
 
-    async def _run(self, command: Command) -> None:
+    async def _run(self, command: Command, host: PluginHost | None = None) -> None:
         if self._stop.is_set():  # stopped while its inputs were downloading
+            if host is not None and self.plugins is not None:
+                self.plugins.release(host)
             self._report(command, None, self.stop_reason)
+            return
+        if host is not None and self.plugins is not None:
+            await self._run_warm(command, self.plugins, host)
             return
         if command.cwd.is_relative_to(self.work_dir):
             command.cwd.mkdir(parents=True, exist_ok=True)
@@ -121,7 +152,7 @@ class TaskRun:
             proc = await asyncio.create_subprocess_exec(
                 *command.argv, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
                 stderr=asyncio.subprocess.PIPE, cwd=command.cwd, env=command.env, start_new_session=True,
-                pass_fds=(write_fd,), preexec_fn=_parent_death_signal())
+                pass_fds=(write_fd,), preexec_fn=parent_death_signal())
         except OSError as exc:
             os.close(read_fd)
             where = f" ({exc.filename})" if exc.filename and exc.filename != command.argv[0] else ""
@@ -131,6 +162,8 @@ class TaskRun:
         finally:
             os.close(write_fd)
         self.pid = proc.pid
+        if self.keeper is not None:
+            self.keeper.hold(proc.pid)  # should the agent die, the task's whole group dies too
         assert proc.stdout is not None and proc.stderr is not None
         readers = asyncio.gather(self._pump(proc.stdout, "stdout"), self._pump(proc.stderr, "stderr"),
                                  self._control(read_fd))
@@ -144,20 +177,53 @@ class TaskRun:
                 self.stop(self.stop_reason or "timeout")
                 await self._terminate(proc.pid, exited)
         except asyncio.CancelledError:  # the agent is going down hard: so does the task
-            self._signal_group(proc.pid, signal.SIGKILL)
+            self._end_group(proc.pid)
             raise
-        self._signal_group(proc.pid, signal.SIGKILL)  # whatever the task left behind dies with it
+        self._end_group(proc.pid)  # whatever the task left behind dies with it
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(readers, timeout=2.0)
         reason = self.stop_reason if killed else None
-        problem = None
-        if self.files is not None and reason not in ("cancel", "stale", "handback", "fence"):
-            try:  # whatever the exit, before the final report: uploads are accepted only while it is current
-                await self.files.store_outputs(self.work_dir, self.task.get("outputs") or [],
-                                               [TASK_FILE, RESULT_FILE, ERROR_FILE])
-            except FileProblem as exc:
-                problem = exc
-        self._report(command, proc.returncode, reason, problem)
+        self._report(command, proc.returncode, reason, await self._store_outputs(reason))
+
+    async def _run_warm(self, command: Command, plugins: PluginPool, host: PluginHost) -> None:
+        """A plugin task in a warm host (see `warm`); stopping it kills the host, which the pool then replaces."""
+        self.pid = host.pid
+        job = asyncio.ensure_future(host.run(self.task, command.env, command.cwd, self._line, self._progress))
+        stopped = asyncio.ensure_future(self._stop.wait())
+        try:
+            await asyncio.wait({job, stopped}, timeout=self.timeout_s, return_when=asyncio.FIRST_COMPLETED)
+            stopped.cancel()
+            killed = not job.done()
+            if killed:
+                self.stop(self.stop_reason or "timeout")
+                plugins.discard(host)
+                await self._terminate(host.pid, host.exited)
+        except asyncio.CancelledError:  # the agent is going down hard: so does the task
+            host.kill()
+            plugins.discard(host)
+            raise
+        outcome: dict[str, Any] | None = None
+        try:
+            outcome = await job
+        except HostGone:  # killed, or the plugin took its process down
+            if not killed:
+                plugins.discard(host)
+        if outcome is not None:
+            plugins.release(host)
+        returncode = outcome["code"] if outcome is not None else await host.exited
+        reason = self.stop_reason if killed else None
+        self._report(command, returncode, reason, await self._store_outputs(reason), outcome)
+
+    async def _store_outputs(self, reason: str | None) -> FileProblem | None:
+        """Upload the outputs, whatever the exit, before the final report (accepted only while it is current)."""
+        if self.files is None or reason in ("cancel", "stale", "handback", "fence"):
+            return None
+        try:
+            await self.files.store_outputs(self.work_dir, self.task.get("outputs") or [],
+                                           [TASK_FILE, RESULT_FILE, ERROR_FILE])
+        except FileProblem as exc:
+            return exc
+        return None
 
     async def _terminate(self, pid: int, exited: asyncio.Future[int]) -> None:
         """SIGTERM the group and its descendants; SIGKILL what is still there after the grace."""
@@ -174,6 +240,12 @@ class TaskRun:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(asyncio.shield(exited), timeout=self.kill_grace)
         await exited
+
+    def _end_group(self, pgid: int) -> None:
+        """Kill what is left of the task's process group; the keeper need not hold it any more."""
+        self._signal_group(pgid, signal.SIGKILL)
+        if self.keeper is not None:
+            self.keeper.release(pgid)
 
     @staticmethod
     def _signal_group(pgid: int, sig: int) -> None:
@@ -199,19 +271,25 @@ class TaskRun:
         transport, _ = await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), os.fdopen(fd, "rb"))
         try:
             while line := await reader.readline():
-                with contextlib.suppress(ValueError, TypeError, AttributeError):
-                    update = json.loads(line)
-                    message = update.get("message")
-                    self._emit("progress", progress=max(0.0, min(1.0, float(update["progress"]))),
-                               message=str(message)[:2000] if message is not None else None)
+                with contextlib.suppress(ValueError):
+                    self._progress(json.loads(line))
         except ValueError:  # a line over the reader's limit: stop listening, the task goes on
             pass
         finally:
             transport.close()
 
+    def _progress(self, update: Any) -> None:
+        """A progress line of the task: {"progress": 0..1, "message": "..."} (anything else is ignored)."""
+        with contextlib.suppress(ValueError, TypeError, AttributeError, KeyError):
+            message = update.get("message")
+            self._emit("progress", progress=max(0.0, min(1.0, float(update["progress"]))),
+                       message=str(message)[:2000] if message is not None else None)
+
     def _report(self, command: Command, returncode: int | None, reason: str | None,
-                problem: FileProblem | None = None) -> None:
+                problem: FileProblem | None = None, outcome: dict[str, Any] | None = None) -> None:
         """The final event: by why it was killed, else by its exit code (a late stop after a normal exit is moot)."""
+        if reason is None and returncode == -signal.SIGKILL and self.keeper is not None and self.keeper.fenced():
+            reason = "fence"  # the keeper killed it: this agent was silent past its deadline
         if reason in ("cancel", "stale"):
             return
         if reason in ("handback", "fence"):
@@ -228,9 +306,9 @@ class TaskRun:
             self._emit("failed", reason="timeout", exit_code=returncode,
                        error=_with_tail(f"timed out after {self.timeout_s:g}s", tail))
         elif returncode == 0:
-            self._emit("succeeded", exit_code=0, result=self._result())
-        elif command.plugin and (self.work_dir / ERROR_FILE).exists():
-            failure = json.loads((self.work_dir / ERROR_FILE).read_text())
+            self._emit("succeeded", exit_code=0, result=outcome["result"] if outcome is not None else self._result())
+        elif outcome is not None or (command.plugin and (self.work_dir / ERROR_FILE).exists()):
+            failure = outcome if outcome is not None else json.loads((self.work_dir / ERROR_FILE).read_text())
             self._emit("failed", exit_code=returncode, reason="permanent" if failure.get("permanent") else "error",
                        error=_with_tail(str(failure.get("error")), tail))
         else:

@@ -21,6 +21,7 @@ from nodeagent.api import CoordinatorApi
 from nodeagent.commands import BadTask, build_command, shell_argv
 from nodeagent.gpu import FakeGpus, GpuProcess, NvmlProbe, probe_from_env
 from nodeagent.inventory import describe_host, detect_group, serve_groups
+from nodeagent.keeper import Keeper
 from nodeagent.lines import CUT_MARK, LineSplitter
 from nodeagent.reporter import Reporter
 from nodeagent.telemetry import Telemetry
@@ -170,6 +171,7 @@ def test_task_environment(tmp_path: Path) -> None:
     assert "AIDD_AGENT_TOKEN" not in env and "AIDD_API_KEY" not in env
     assert env["CUDA_VISIBLE_DEVICES"] == "1,3" and env["MODE"] == "fast" and env["N"] == "4"
     assert env["AIDD_ATTEMPT"] == "2" and env["AIDD_RESULT_FILE"].startswith(str(tmp_path))
+    assert env["AIDD_TASK_ID"] == "t" and env["AIDD_ATTEMPT_ID"] == "a"  # a task can tell which attempt it is
     no_gpu = build_command({**task, "gpus": []}, tmp_path, [], gpu_host=True, base_env=base)
     assert no_gpu.env["CUDA_VISIBLE_DEVICES"] == ""  # a CPU task on a GPU host sees no GPU
     assert "CUDA_VISIBLE_DEVICES" not in build_command({**task, "gpus": []}, tmp_path, [], False, base).env
@@ -178,6 +180,51 @@ def test_task_environment(tmp_path: Path) -> None:
     assert plugin.env["AIDD_PLUGIN_MODULES"] == "my.plugins"
     with pytest.raises(BadTask, match="env"):
         build_command({**task, "input_params": {"argv": ["x"], "env": {"A": {"nested": 1}}}}, tmp_path, [], False)
+
+
+# -- the keeper ------------------------------------------------------------------------------------
+
+
+def sleeper() -> subprocess.Popen[bytes]:
+    """A stand-in task: a process group of its own."""
+    return subprocess.Popen(["sleep", "60"], start_new_session=True)
+
+
+def test_keeper_kills_the_groups_it_holds_when_the_agent_goes() -> None:
+    """When its pipe closes (as when the agent dies, however) the keeper kills the groups it still holds."""
+    keeper = Keeper()
+    keeper.start()
+    held, released = sleeper(), sleeper()
+    try:
+        keeper.hold(held.pid)
+        keeper.hold(released.pid)
+        keeper.release(released.pid)
+        keeper.close()
+        assert held.wait(5) == -9
+        assert released.poll() is None
+    finally:
+        for proc in (held, released):
+            proc.kill()
+            proc.wait(5)
+
+
+def test_keeper_fences_an_agent_that_stops_renewing() -> None:
+    """Renewed in time, the keeper leaves tasks alone; once a renewal runs out it kills them."""
+    keeper = Keeper()
+    keeper.start()
+    task = sleeper()
+    try:
+        keeper.hold(task.pid)
+        for _ in range(6):
+            keeper.renew(0.3)
+            time.sleep(0.1)
+        assert task.poll() is None and not keeper.fenced()
+        assert task.wait(5) == -9
+        assert keeper.fenced()
+    finally:
+        task.kill()
+        task.wait(5)
+        keeper.close()
 
 
 # -- the reporter against the real API ----------------------------------------------------------
@@ -239,10 +286,15 @@ async def test_reporter_buffer_is_bounded_while_the_coordinator_is_away() -> Non
             reporter.log("t", "a", "stdout", f"line {i}")
         reporter.event({"task_id": "t", "attempt_id": "a", "event": "failed", "error": "x"})
         assert not await reporter.flushed(0.5)
+        for _ in range(100):  # a batch may be on its (failing) way: look once it is back in the buffer
+            if not reporter._sending:
+                break
+            await asyncio.sleep(0.02)
         kinds = [e["event"] for e in reporter._events]
         assert kinds[0] == "started" and kinds[-1] == "failed"  # never dropped
         lines = [ln["line"] for e in reporter._events for ln in e.get("lines", ())]
         assert len(lines) == 100 and lines[-1] == "line 249"  # the tail is kept
+        assert reporter.holding() == {"t"}  # ended, not reported: heartbeats still list it
     finally:
         runner.cancel()
         await api.close()

@@ -12,11 +12,11 @@ import pytest
 from redis import Redis as SyncRedis
 
 from coordinator.config import Settings
-from coordinator.schemas import WorkerCommandSpec
+from coordinator.schemas import Heartbeat, WorkerCommandSpec
 from coordinator.server import BackgroundServer
 from coordinator.service import Coordinator
 from coordinator.states import Action
-from tests.helpers import Agent, HttpAgent, await_for, started, submit_one, task_body
+from tests.helpers import Agent, HttpAgent, await_for, started, submit, submit_one, task_body
 
 pytestmark = pytest.mark.anyio
 
@@ -191,6 +191,29 @@ async def test_heartbeats_keep_a_worker_alive(settings: Settings, clean_db: None
         assert (await task(coordinator, task_id))["status"] == "running"
 
 
+async def test_a_lease_its_worker_never_got_is_requeued(settings: Settings, clean_db: None,
+                                                       redis: SyncRedis) -> None:
+    """A task leased to a worker whose heartbeats do not list it (the lease reply was lost) goes back to the queue
+    once it has been leased for a heartbeat timeout: not sooner, not while listed, and not on a heartbeat that
+    says nothing about its tasks. No retry is used up, and a report of that attempt is refused."""
+    async with started(settings, heartbeat_timeout=1.0) as coordinator:
+        kept, lost = await submit(coordinator, 2)
+        agent = await Agent.register(coordinator)
+        leased = {t["task_id"]: t for t in await agent.lease(2)}
+        await agent.heartbeat(kept)
+        assert (await task(coordinator, lost))["status"] == "running"  # within the grace
+        await asyncio.sleep(1.1)
+        await coordinator.workers.heartbeat(agent.id, Heartbeat(used_cpu=1.0))  # telemetry only: no verdict
+        assert (await task(coordinator, lost))["status"] == "running"
+        await agent.heartbeat(kept)
+        requeued = await task(coordinator, lost)
+        assert (requeued["status"], requeued["retry_count"]) == ("pending", 0)
+        assert requeued["attempt_history"][-1]["end_reason"] == "requeued"
+        assert (await task(coordinator, kept))["status"] == "running"
+        assert not await agent.report(leased[lost], "succeeded")
+        assert await agent.lease_ids() == [lost]
+
+
 def test_late_report_after_requeue_is_409(client: httpx.Client) -> None:
     """After an operator requeues a running task, the old attempt's report gets 409 and changes nothing."""
     agent = HttpAgent.register(client)
@@ -207,6 +230,7 @@ def test_late_report_after_requeue_is_409(client: httpx.Client) -> None:
     assert agent.report(new, "succeeded", result={"fresh": True}).status_code == 200
     final = client.get(f"/api/v1/tasks/{task_id}").json()
     assert final["status"] == "succeeded" and final["result"] == {"fresh": True}
+    assert client.get("/api/v1/stats/dashboard").json()["counters"]["refused"] == 2  # both late reports
 
 
 def test_report_for_another_workers_attempt_is_409(client: httpx.Client) -> None:

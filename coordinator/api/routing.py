@@ -64,9 +64,10 @@ class Api:
 
     def routes(self, coordinator: Coordinator, settings: Settings) -> list[Route]:
         """Starlette routes; paths with fewer parameters come first, so `/tasks/bulk/retry` is not taken for
-        `/tasks/{task_id}/retry` (a literal segment wins over a parameter)."""
+        `/tasks/{task_id}/retry` (a literal segment wins over a parameter). Among equals the agents' routes go
+        first: they are most of the traffic, and Starlette tries the routes in order."""
         auth = Authenticator(settings, coordinator.workers)
-        ordered = sorted(self.endpoints, key=lambda e: e.path.count("{"))
+        ordered = sorted(self.endpoints, key=lambda e: (e.path.count("{"), e.access != Access.WORKER))
         return [Route(e.path, _wrap(e, coordinator, settings, auth), methods=[e.method]) for e in ordered]
 
 

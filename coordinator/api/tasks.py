@@ -43,7 +43,7 @@ async def submit(request: Request, ctx: Ctx) -> Any:
     _check_shell(ctx, [spec])
     await ctx.coordinator.files.check_spec(spec)
     stored = await ctx.coordinator.tasks.submit([spec], ctx.caller.name)
-    return await ctx.coordinator.tasks.get(stored.ids[0])
+    return stored.views[0] if stored.views else await ctx.coordinator.tasks.get(stored.ids[0])
 
 
 def _check_shell(ctx: Ctx, specs: list[TaskSpec]) -> None:

@@ -1,0 +1,156 @@
+"""What every comparison benchmark shares: loopback ports, child processes stopped by pid, rates and percentiles."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def free_port() -> int:
+    """A free TCP port on loopback."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class Child:
+    """A process this benchmark started (its own process group), stopped by its pid and nothing else."""
+
+    name: str
+    proc: subprocess.Popen[bytes]
+    log: Path
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def stop(self, timeout: float = 15.0) -> int | None:
+        """SIGTERM its process group, SIGKILL it after `timeout`; returns the exit code."""
+        if self.proc.poll() is None:
+            _signal_group(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                _signal_group(self.proc.pid, signal.SIGKILL)
+                self.proc.wait(10)
+        _signal_group(self.proc.pid, signal.SIGKILL)  # helpers it left behind in its group
+        return self.proc.returncode
+
+    def tail(self, lines: int = 15) -> str:
+        """The end of its log (for error messages)."""
+        try:
+            return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return ""
+
+
+def _signal_group(pid: int, sig: int) -> None:
+    try:
+        os.killpg(pid, sig)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def spawn(name: str, argv: Sequence[str], env: dict[str, str], log_dir: Path) -> Child:
+    """Start `argv` in its own session (so stopping it stops its helpers too), output to `log_dir/name.log`."""
+    log = log_dir / f"{name}.log"
+    with log.open("ab") as out:
+        proc = subprocess.Popen(list(argv), env=env, cwd=REPO, stdout=out, stderr=subprocess.STDOUT,
+                                stdin=subprocess.DEVNULL, start_new_session=True)
+    return Child(name, proc, log)
+
+
+def python_env(**extra: str) -> dict[str, str]:
+    """The environment for child Python processes: this repository importable, plus `extra`."""
+    path = os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH", "")) if p)
+    return {**os.environ, "PYTHONPATH": path, "PYTHONUNBUFFERED": "1", **extra}
+
+
+def python(*args: str) -> list[str]:
+    """argv running this interpreter."""
+    return [sys.executable, *args]
+
+
+def wait_for(check: Callable[[], bool], timeout: float, what: str, interval: float = 0.05,
+             children: Sequence[Child] = ()) -> None:
+    """Poll `check` until it holds; SystemExit naming `what` (and a dead child's log) after `timeout`."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if check():
+            return
+        for child in children:
+            if not child.alive():
+                raise SystemExit(f"{child.name} exited ({child.proc.returncode}) while waiting for {what}:\n"
+                                 f"{child.tail()}")
+        time.sleep(interval)
+    raise SystemExit(f"timed out after {timeout:.0f}s waiting for {what}")
+
+
+@dataclass
+class DrainClock:
+    """Measures a drain from outside: polls a done-counter; the clock starts at the first completion seen.
+
+    Starting at the first completion leaves out the workers' own start-up (imports, connections),
+    which differs a lot between systems and says nothing about throughput.
+    """
+
+    count: Callable[[], int]
+    total: int
+    interval: float = 0.005
+    samples: list[tuple[float, int]] = field(default_factory=list)
+
+    def run(self, timeout: float, children: Sequence[Child] = ()) -> float:
+        """Wait until `total` are done; returns tasks/s from the first completion seen to the last."""
+        deadline = time.monotonic() + timeout
+        first: tuple[float, int] | None = None
+        next_check = time.monotonic() + 1.0
+        while True:
+            now, done = time.perf_counter(), self.count()
+            if first is None and done > 0:
+                first = (now, done)
+            if done >= self.total:
+                assert first is not None
+                self.samples.append((now, done))
+                if done == first[1]:
+                    raise SystemExit("drain: every task finished before the first poll; use more tasks")
+                return (done - first[1]) / (now - first[0])
+            if time.monotonic() > deadline:
+                raise SystemExit(f"drain timed out: {done} of {self.total} finished after {timeout:.0f}s")
+            if time.monotonic() > next_check:
+                next_check = time.monotonic() + 1.0
+                for child in children:
+                    if not child.alive():
+                        raise SystemExit(f"{child.name} exited ({child.proc.returncode}) during the drain:\n"
+                                         f"{child.tail()}")
+            time.sleep(self.interval)
+
+
+def percentile(values: Sequence[float], q: float) -> float:
+    """The q-th percentile (0..100) by linear interpolation."""
+    if not values:
+        return float("nan")
+    if len(values) == 1:
+        return float(values[0])
+    return float(statistics.quantiles(values, n=100, method="inclusive")[int(q) - 1]) if 1 <= q <= 99 else (
+        float(min(values)) if q <= 0 else float(max(values)))
+
+
+def latency_summary(seconds: Sequence[float]) -> dict[str, float]:
+    """p50 / p99 / max in milliseconds."""
+    ms = [s * 1000 for s in seconds]
+    return {"p50_ms": percentile(ms, 50), "p99_ms": percentile(ms, 99), "max_ms": max(ms) if ms else float("nan"),
+            "n": len(ms)}

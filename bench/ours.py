@@ -1,0 +1,132 @@
+"""Our side of the comparison: `aidd --serve` in its own process and one real agent process (`nodeagent.cli`).
+
+The agent runs the built-in `noop` plugin for the drain and `stamp` (bench.plugins) for latency. Every
+state change is committed to PostgreSQL before it is acknowledged; the drain clock reads the coordinator's
+own finished counter in Redis, which follows the commits.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+import orjson
+import redis
+
+from bench.harness import Child, DrainClock, free_port, latency_summary, python, python_env, spawn, wait_for
+
+KEEPS = ("every state change durable in PostgreSQL before it is acknowledged: the task row (status, attempt, "
+         "worker, timestamps, result), one attempt row per run, worker records; Redis holds only the rebuildable "
+         "queue index")
+
+
+CHUNK = 1000
+NOOP = {"service": "bench", "task_type": "noop", "resources": {"cpu": 0}}
+"""The drain's task: a no-op reserves no CPU, so the agent's slots (not its cores) bound how many run at once."""
+
+
+async def submit_all(http: httpx.AsyncClient, n: int, in_flight: int = 4) -> float:
+    """Submit n no-op tasks as one batch (requests of CHUNK tasks, `in_flight` at a time); returns tasks/s."""
+    start = time.perf_counter()
+    first = await http.post("/api/v1/tasks", json={"name": "bench", "defaults": NOOP, "tasks": [{"input_params": {}}]})
+    first.raise_for_status()
+    batch_id = first.json()["batch_id"]
+    gate = asyncio.Semaphore(in_flight)
+
+    async def send(size: int) -> None:
+        body = orjson.dumps({"batch_id": batch_id, "defaults": NOOP, "tasks": [{"input_params": {}}] * size})
+        async with gate:
+            r = await http.post("/api/v1/tasks", content=body, headers={"content-type": "application/json"})
+            r.raise_for_status()
+    await asyncio.gather(*(send(min(CHUNK, n - s)) for s in range(1, n, CHUNK)))
+    return n / (time.perf_counter() - start)
+
+
+class Ours:
+    """A coordinator process on the shared Redis (database 0) and the embedded PostgreSQL."""
+
+    def __init__(self, redis_url: str, database_url: str, state: Path, log_dir: Path, max_pending: int) -> None:
+        self.redis_url, self.state, self.log_dir = redis_url, state, log_dir
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.env = python_env(AIDD_REDIS_URL=redis_url, AIDD_DATABASE_URL=database_url,
+                              AIDD_STATE_DIR=str(state / "coordinator"), AIDD_MAX_PENDING_PER_SERVICE=str(max_pending))
+        self.server: Child | None = None
+
+    def start(self) -> None:
+        self.server = spawn("coordinator", python("-m", "coordinator.cli", "--serve", "--port", str(self.port)),
+                            self.env, self.log_dir)
+        wait_for(self._healthy, 60, "the coordinator", children=[self.server])
+
+    def _healthy(self) -> bool:
+        try:
+            return httpx.get(f"{self.url}/api/v1/health", timeout=2).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    def stop(self) -> None:
+        if self.server is not None:
+            self.server.stop()
+
+    def finished(self, client: redis.Redis) -> int:
+        raw = client.hget("aidd:stats:counters", "succeeded")
+        return int(raw) if raw else 0
+
+    def agent(self, slots: int, name: str) -> Child:
+        """One real agent process."""
+        argv = python("-m", "nodeagent.cli", "--url", self.url, "--slots", str(slots), "--hostname", name,
+                      "--work-dir", str(self.state / f"work-{name}"), "--plugin-module", "bench.plugins",
+                      "--log-level", "warning")
+        return spawn(name, argv, self.env, self.log_dir)
+
+    def drain(self, n: int, slots: int, timeout: float) -> dict[str, Any]:
+        """Submit n no-op tasks over HTTP (the submit figure), then start one agent and time it until all are done."""
+        client = redis.Redis.from_url(self.redis_url)
+        before = self.finished(client)
+
+        async def submit() -> float:
+            async with httpx.AsyncClient(base_url=self.url, timeout=60) as http:
+                return await submit_all(http, n)
+        submit_rate = asyncio.run(submit())
+        agent = self.agent(slots, f"agent-drain-{before}")
+        try:
+            rate = DrainClock(lambda: self.finished(client) - before, n).run(timeout, [agent, *self._servers()])
+        finally:
+            agent.stop()
+        return {"submit_tasks_per_s": submit_rate, "drain_tasks_per_s": rate, "slots": slots}
+
+    def _servers(self) -> list[Child]:
+        return [self.server] if self.server is not None else []
+
+    def latency(self, n: int, slots: int, warmup: int = 20) -> dict[str, Any]:
+        """One task at a time on an idle agent: submit -> the plugin function entered, submit -> finished_at."""
+        client = redis.Redis.from_url(self.redis_url)
+        agent = self.agent(slots, "agent-latency")
+        starts: list[float] = []
+        ends: list[float] = []
+        try:
+            with httpx.Client(base_url=self.url, timeout=30) as http:
+                for i in range(warmup + n):
+                    sent = time.time()
+                    r = http.post("/api/v1/tasks", json={**NOOP, "task_type": "stamp", "input_params": {"i": i}})
+                    r.raise_for_status()
+                    task_id = r.json()["id"]
+                    wait_for(lambda task_id=task_id: _latest_completed(client) == task_id, 60 if i == 0 else 10,  # type: ignore[misc]
+                             "a latency task to finish", interval=0.0005, children=[agent, *self._servers()])
+                    task = http.get(f"/api/v1/tasks/{task_id}").json()
+                    if i >= warmup:
+                        starts.append(float(task["result"]["started"]) - sent)
+                        ends.append(datetime.fromisoformat(task["finished_at"]).timestamp() - sent)
+                    time.sleep(0.002)
+        finally:
+            agent.stop()
+        return {"start": latency_summary(starts), "finish": latency_summary(ends)}
+
+
+def _latest_completed(client: redis.Redis) -> str | None:
+    raw = client.lindex("aidd:queue:completed", 0)
+    return raw.decode() if isinstance(raw, bytes) else raw

@@ -1,0 +1,1 @@
+"""The peers the comparison runs against (Celery, RQ, dramatiq): their task modules, imported by their workers."""

@@ -1,0 +1,15 @@
+-- One heartbeat: record the beat and its telemetry, and read what answering it needs, in one round trip.
+-- KEYS: none (derived from ARGV[1])
+-- ARGV[1] key prefix
+-- ARGV[2] worker id
+-- ARGV[3] now, seconds since the epoch
+-- ARGV[4] telemetry (JSON)
+-- Returns {status (nil if none), 1 if its routing facts are there else 0, commands flag (nil if none), task ids...}
+local prefix, worker, now = ARGV[1], ARGV[2], ARGV[3]
+local key = prefix .. ':workers:' .. worker
+local live = redis.call('HMGET', key, 'status', 'route', 'cmds')
+redis.call('HSET', key, 'hb', now, 'metrics', ARGV[4])
+redis.call('ZADD', prefix .. ':workers:heartbeats', now, worker)
+local reply = {live[1], live[2] and 1 or 0, live[3]}
+for _, id in ipairs(redis.call('SMEMBERS', key .. ':tasks')) do reply[#reply + 1] = id end
+return reply

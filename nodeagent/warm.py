@@ -1,0 +1,342 @@
+"""Warm plugin hosts: plugin tasks run in long-lived child processes instead of a fresh interpreter each.
+
+Starting Python and importing the plugins costs about 60 ms of CPU; a warm host pays it once. Each
+host runs one task at a time (`nodeagent.plugin_host --serve`), in its own session, so stopping a task
+(timeout, cancel, stale, hand-back) is the same process-group kill as before: the host goes with it and
+a fresh one takes its place later. Hosts start on demand, at most one per slot: beyond the first two, a
+new one only when every host has been busy with its task for `spawn_after` seconds (so short tasks keep
+a few hosts busy instead of starting one per slot); a host idle for `idle_s` stops. Each host has a
+scratch dir: the working dir of tasks that need no dir of their own (no files, no --keep-work-dirs),
+emptied after each task.
+
+Per task the host receives {"task", "env" (changes to its own), "cwd"} as one JSON line on its request
+pipe and answers on its reply pipe with progress lines and one {"done": outcome, "retire": bool}. Its
+stdout and stderr stay open across tasks; a sentinel line (random per host) marks the end of each task's
+output there.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import secrets
+import shutil
+import signal
+import sys
+import time
+from collections import deque
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from nodeagent.keeper import Keeper
+from nodeagent.lines import LineSplitter
+from nodeagent.plugin_host import SENTINEL_ENV
+
+log = logging.getLogger(__name__)
+LineSink = Callable[[str, str], None]
+ProgressSink = Callable[[dict[str, Any]], None]
+REPLY_LIMIT = 64 << 20
+"""Largest reply line (a result) read from a host."""
+MIN_HOSTS = 2
+"""Hosts started without delay (and at most this many start at once)."""
+OUTPUT_WAIT_S = 2.0
+"""How long the output of a task may trail its outcome (or the death of its host)."""
+
+
+class HostGone(Exception):
+    """The host process ended before the task did (killed, crashed, or the plugin ended the interpreter)."""
+
+
+class PluginHost:
+    """One warm plugin process."""
+
+    def __init__(self, proc: asyncio.subprocess.Process, requests: asyncio.StreamWriter,
+                 replies: asyncio.StreamReader, sentinel: str, base_env: dict[str, str], scratch: Path,
+                 max_line_bytes: int) -> None:
+        self.proc, self.requests, self.replies, self.sentinel = proc, requests, replies, sentinel
+        self.base_env, self.scratch = base_env, scratch
+        self.pid = proc.pid
+        self.exited: asyncio.Future[int] = asyncio.ensure_future(proc.wait())
+        self.retiring = False
+        self.idle_since = time.monotonic()
+        self.busy_since = time.monotonic()
+        """When the pool last handed it out."""
+        self._on_line: LineSink | None = None
+        self._on_progress: ProgressSink | None = None
+        self._done: asyncio.Future[dict[str, Any]] | None = None
+        self._ends: dict[str, asyncio.Future[None]] = {}
+        assert proc.stdout is not None and proc.stderr is not None
+        self._readers = [asyncio.ensure_future(self._pump(proc.stdout, "stdout", max_line_bytes)),
+                         asyncio.ensure_future(self._pump(proc.stderr, "stderr", max_line_bytes)),
+                         asyncio.ensure_future(self._read_replies())]
+
+    @classmethod
+    async def start(cls, env: dict[str, str], cwd: Path, max_line_bytes: int,
+                    preexec: Callable[[], Any] | None) -> PluginHost:
+        """Start a host process (its own session; it dies with the agent where `preexec` says so)."""
+        loop = asyncio.get_running_loop()
+        request_r, request_w = os.pipe()
+        reply_r, reply_w = os.pipe()
+        token = secrets.token_hex(8)
+        sentinel, scratch = f"\x1eaidd-host-end-{token}", cwd / f"plugin-host-{token}"
+        try:
+            proc = await asyncio.create_subprocess_exec(
+                sys.executable, "-m", "nodeagent.plugin_host", "--serve", str(request_r), str(reply_w), str(scratch),
+                stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+                cwd=cwd, env={**env, SENTINEL_ENV: sentinel}, start_new_session=True, pass_fds=(request_r, reply_w),
+                preexec_fn=preexec)
+        except BaseException:
+            for fd in (request_r, request_w, reply_r, reply_w):
+                os.close(fd)
+            raise
+        finally:
+            with contextlib.suppress(OSError):
+                os.close(request_r)
+                os.close(reply_w)
+        transport, protocol = await loop.connect_write_pipe(asyncio.streams.FlowControlMixin,
+                                                            os.fdopen(request_w, "wb"))
+        writer = asyncio.StreamWriter(transport, protocol, None, loop)  # type: ignore[arg-type]
+        reader = asyncio.StreamReader(limit=REPLY_LIMIT)
+        await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), os.fdopen(reply_r, "rb"))
+        return cls(proc, writer, reader, sentinel, env, scratch, max_line_bytes)
+
+    @property
+    def alive(self) -> bool:
+        return not self.exited.done()
+
+    async def run(self, task: dict[str, Any], env: dict[str, str], cwd: Path, on_line: LineSink,
+                  on_progress: ProgressSink) -> dict[str, Any]:
+        """Run one task in `cwd` (the host empties it afterwards when it is its `scratch` dir); its outcome
+        ({"code", "result"} or {"code", "error", "permanent"}) once its output is in.
+
+        Raises:
+            HostGone: the process ended first (its exit status is in `exited`).
+        """
+        loop = asyncio.get_running_loop()
+        self._on_line, self._on_progress = on_line, on_progress
+        self._done = loop.create_future()
+        self._ends = {"stdout": loop.create_future(), "stderr": loop.create_future()}
+        try:
+            request = {"task": task, "env": self._env_change(env), "cwd": str(cwd)}
+            self.requests.write(json.dumps(request).encode() + b"\n")
+            try:
+                return await self._done
+            finally:  # the output up to the sentinel (or, when the host died, to the end of its pipes)
+                if not all(end.done() for end in self._ends.values()):
+                    try:
+                        await asyncio.wait_for(asyncio.gather(*self._ends.values()), OUTPUT_WAIT_S)
+                    except TimeoutError:
+                        self.retiring = True  # its output is out of step with its tasks: do not reuse it
+        finally:
+            self._on_line = self._on_progress = None
+            self.idle_since = time.monotonic()
+
+    def _env_change(self, env: dict[str, str]) -> dict[str, Any]:
+        """What the task's environment changes from the host's own: {"set": {...}, "unset": [...]}."""
+        return {"set": {k: v for k, v in env.items() if self.base_env.get(k) != v},
+                "unset": [k for k in self.base_env if k not in env]}
+
+    async def _pump(self, stream: asyncio.StreamReader, name: str, max_line_bytes: int) -> None:
+        """Route output lines to the current task until the sentinel line; drop the empty line it brings."""
+        splitter = LineSplitter(max_line_bytes)
+        held_empty = False
+        while chunk := await stream.read(65536):
+            for line in splitter.feed(chunk):
+                if line == self.sentinel:
+                    held_empty = False
+                    end = self._ends.get(name)
+                    if end is not None and not end.done():
+                        end.set_result(None)
+                    continue
+                if held_empty:
+                    self._line(name, "")
+                held_empty = line == ""
+                if not held_empty:
+                    self._line(name, line)
+        for line in ([""] if held_empty else []) + splitter.flush():
+            self._line(name, line)
+        end = self._ends.get(name)
+        if end is not None and not end.done():
+            end.set_result(None)
+        self.retiring = True
+
+    def _line(self, stream: str, line: str) -> None:
+        if self._on_line is not None:
+            self._on_line(stream, line)
+
+    async def _read_replies(self) -> None:
+        try:
+            while line := await self.replies.readline():
+                try:
+                    message = json.loads(line)
+                except ValueError:
+                    continue
+                if not isinstance(message, dict):
+                    continue
+                if "done" in message:
+                    self.retiring = self.retiring or bool(message.get("retire"))
+                    if self._done is not None and not self._done.done():
+                        self._done.set_result(dict(message["done"]))
+                elif "progress" in message and self._on_progress is not None:
+                    self._on_progress(message)
+        except ValueError:  # a reply over REPLY_LIMIT: this host cannot be trusted any more
+            log.warning("plugin host %s sent a reply over %d bytes; stopping it", self.pid, REPLY_LIMIT)
+            self.kill()
+        finally:
+            self.retiring = True
+            if self._done is not None and not self._done.done():
+                self._done.set_exception(HostGone())
+
+    def kill(self) -> None:
+        """SIGKILL the host's whole process group."""
+        self.retiring = True
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self.pid, signal.SIGKILL)
+
+    async def close(self, timeout: float = 2.0) -> None:
+        """Ask the host to exit (end of its request pipe); kill it if it does not."""
+        self.retiring = True
+        self.requests.close()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(asyncio.shield(self.exited), timeout)
+        self.kill()
+        await self.exited
+        await asyncio.gather(*self._readers, return_exceptions=True)
+
+
+class PluginPool:
+    """Up to `size` warm hosts for one agent."""
+
+    def __init__(self, env: dict[str, str], cwd: Path, size: int, max_line_bytes: int = 4000,
+                 preexec: Callable[[], Any] | None = None, keeper: Keeper | None = None,
+                 spawn_after: float = 0.25, idle_s: float = 60.0) -> None:
+        self.env, self.cwd, self.size, self.max_line_bytes = env, cwd, max(1, size), max_line_bytes
+        self.preexec, self.keeper, self.spawn_after, self.idle_s = preexec, keeper, spawn_after, idle_s
+        self.hosts: set[PluginHost] = set()
+        self._idle: list[PluginHost] = []
+        self._starting = 0
+        self._waiters: deque[asyncio.Future[PluginHost | None]] = deque()
+        self._closing: set[asyncio.Task[None]] = set()
+
+    async def acquire(self) -> PluginHost:
+        """A free host: an idle one, the next one to finish its task (first come, first served), or a new one.
+
+        Raises:
+            OSError: a host could not be started.
+        """
+        loop = asyncio.get_running_loop()
+        while True:
+            while self._idle:
+                host = self._idle.pop()
+                if host.alive and not host.retiring:
+                    host.busy_since = time.monotonic()
+                    return host
+                self._forget(host)
+            wait = self._spawn_in()
+            if wait == 0.0:
+                return await self._spawn()
+            waiter: asyncio.Future[PluginHost | None] = loop.create_future()
+            self._waiters.append(waiter)
+            try:
+                given = await asyncio.wait_for(waiter, wait)
+            except TimeoutError:
+                continue  # time to look again: a host may be started now
+            except asyncio.CancelledError:
+                handed = waiter.result() if waiter.done() and not waiter.cancelled() else None
+                if handed is not None:
+                    self.release(handed)  # handed over just as the task was cancelled
+                raise
+            finally:
+                with contextlib.suppress(ValueError):
+                    self._waiters.remove(waiter)
+            if given is not None:
+                return given
+
+    def _spawn_in(self) -> float | None:
+        """Seconds until a new host should start for a waiting task (0: now; None: not now, wait for a host).
+
+        The first MIN_HOSTS start at once. Beyond them a host starts only when every host has been busy with
+        its current task for `spawn_after` seconds: with short tasks a busy host is free again sooner than a
+        new one could start (and starting one costs a core for ~0.1 s), with long tasks every slot gets one.
+        """
+        count = len(self.hosts) + self._starting
+        if count >= self.size or self._starting >= MIN_HOSTS:
+            return None
+        if count < MIN_HOSTS:
+            return 0.0
+        now = time.monotonic()
+        youngest = min((now - h.busy_since for h in self.hosts if h.busy_since >= h.idle_since), default=0.0)
+        return max(0.0, self.spawn_after - youngest)
+
+    async def _spawn(self) -> PluginHost:
+        self._starting += 1
+        try:
+            self.cwd.mkdir(parents=True, exist_ok=True)
+            host = await PluginHost.start(self.env, self.cwd, self.max_line_bytes, self.preexec)
+        finally:
+            self._starting -= 1
+            self._wake_one(None)
+        self.hosts.add(host)
+        log.info("plugin host %d started (%d of at most %d)", host.pid, len(self.hosts), self.size)
+        if self.keeper is not None:
+            self.keeper.hold(host.pid)  # should the agent die, the host's whole group dies too
+        return host
+
+    def _wake_one(self, host: PluginHost | None) -> bool:
+        """Hand `host` to the longest waiting task (None: let it look again); False when none waits."""
+        while self._waiters:
+            waiter = self._waiters.popleft()
+            if not waiter.done():
+                if host is not None:
+                    host.busy_since = time.monotonic()
+                waiter.set_result(host)
+                return True
+        return False
+
+    def release(self, host: PluginHost) -> None:
+        """A host whose task ended normally goes to the next waiting task or back to the free list."""
+        if not host.alive or host.retiring:
+            self.discard(host)
+        elif not self._wake_one(host):
+            self._idle.append(host)
+
+    def discard(self, host: PluginHost) -> None:
+        """Take a host out of the pool (it was or is being killed with its task)."""
+        host.retiring = True
+        self._forget(host)
+        job = asyncio.ensure_future(self._reap(host))
+        self._closing.add(job)
+        job.add_done_callback(self._closing.discard)
+        self._wake_one(None)  # room for a new host
+
+    def _forget(self, host: PluginHost) -> None:
+        self.hosts.discard(host)
+        with contextlib.suppress(ValueError):
+            self._idle.remove(host)
+
+    async def _reap(self, host: PluginHost) -> None:
+        await host.close()
+        if self.keeper is not None:
+            self.keeper.release(host.pid)
+        await asyncio.to_thread(shutil.rmtree, host.scratch, True)
+
+    def sweep(self) -> None:
+        """Stop hosts idle for longer than `idle_s`."""
+        now = time.monotonic()
+        for host in [h for h in self._idle if now - h.idle_since > self.idle_s]:
+            self.discard(host)
+
+    async def close(self) -> None:
+        """Stop every host."""
+        hosts = list(self.hosts)
+        self.hosts.clear()
+        self._idle.clear()
+        await asyncio.gather(*(h.close() for h in hosts), *self._closing, return_exceptions=True)
+        for host in hosts:
+            if self.keeper is not None:
+                self.keeper.release(host.pid)
+            shutil.rmtree(host.scratch, ignore_errors=True)

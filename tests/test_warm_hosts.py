@@ -1,0 +1,168 @@
+"""Warm plugin hosts (nodeagent.warm): tasks one after another in one process keep the guarantees of a fresh one.
+
+Each test runs real host processes through `TaskRun`, as the agent does, with a sink that records the
+events and log lines instead of a coordinator: output goes to the task that printed it, the environment,
+working dir and child processes of one task never reach the next, and a task that is stopped or takes
+its interpreter down costs its host, not the agent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import textwrap
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from nodeagent.commands import plugin_env, task_env
+from nodeagent.runner import TaskRun
+from nodeagent.warm import PluginPool
+from tests.agent_helpers import gone
+
+PLUGINS = """
+import os, subprocess, sys, threading, time
+from nodeagent.plugins import task_type
+
+@task_type("say")
+def say(params, context):
+    sys.stdout.write(params["out"])
+    sys.stdout.flush()
+    if params.get("err"):
+        print(params["err"], file=sys.stderr)
+    return {"cwd": os.getcwd(), "env": os.environ.get("LEAK"), "files": sorted(os.listdir("."))}
+
+@task_type("dirty")
+def dirty(params, context):
+    os.environ["LEAK"] = "yes"
+    open("left-behind.txt", "w").write("x")
+    os.makedirs("sub/dir")
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(300)"])
+    context.progress(0.5, "half")
+    return {"child": child.pid, "pid": os.getpid()}
+
+@task_type("sleepy")
+def sleepy(params, context):
+    print("going to sleep", flush=True)
+    time.sleep(params.get("seconds", 60))
+    return {}
+
+@task_type("exits")
+def exits(params, context):
+    sys.exit(params.get("code", 0))
+
+@task_type("threads")
+def threads(params, context):
+    threading.Thread(target=time.sleep, args=(30,), daemon=True).start()
+    return {"pid": os.getpid()}
+"""
+
+
+class Sink:
+    """Collects what runs report (the agent's reporter, without a coordinator)."""
+
+    def __init__(self) -> None:
+        self.events: list[dict[str, Any]] = []
+        self.lines: dict[str, list[tuple[str, str]]] = {}
+
+    def event(self, event: dict[str, Any]) -> None:
+        self.events.append(event)
+
+    def log(self, task_id: str, attempt_id: str, stream: str, line: str) -> None:
+        self.lines.setdefault(task_id, []).append((stream, line))
+
+    def final(self, task_id: str) -> dict[str, Any]:
+        [event] = [e for e in self.events if e["task_id"] == task_id and e["event"] in ("succeeded", "failed")]
+        return event
+
+
+@pytest.fixture
+async def pool(tmp_path: Path) -> AsyncIterator[PluginPool]:
+    (tmp_path / "warm_test_plugins.py").write_text(textwrap.dedent(PLUGINS))
+    path = os.pathsep.join([str(tmp_path), os.environ.get("PYTHONPATH", "")])
+    base = task_env({}, {**os.environ, "PYTHONPATH": path})
+    plugins = PluginPool(plugin_env(["warm_test_plugins"], base), tmp_path / "work", size=2)
+    yield plugins
+    await plugins.close()
+
+
+def run(pool: PluginPool, sink: Sink, tmp_path: Path, n: int, task_type: str, timeout_s: float = 60,
+        **params: Any) -> TaskRun:
+    task = {"task_id": f"t{n}", "attempt_id": f"a{n}", "attempt": 1, "task_type": task_type,
+            "input_params": params, "timeout_s": timeout_s}
+    return TaskRun(task, tmp_path / "work", sink, ["warm_test_plugins"], kill_grace=1.0, plugins=pool,
+                   environ={**os.environ, "PYTHONPATH": str(tmp_path)})
+
+
+@pytest.mark.anyio
+async def test_output_goes_to_the_task_that_printed_it(pool: PluginPool, tmp_path: Path) -> None:
+    sink = Sink()
+    outs = ["a\nb\n", "no newline at the end", "\n\nblank lines\n\n", ""]
+    for n, out in enumerate(outs):
+        await run(pool, sink, tmp_path, n, "say", out=out, err=f"err {n}").run()
+    assert [line for stream, line in sink.lines["t0"] if stream == "stdout"] == ["a", "b"]
+    assert [line for stream, line in sink.lines["t1"] if stream == "stdout"] == ["no newline at the end"]
+    assert [line for stream, line in sink.lines["t2"] if stream == "stdout"] == ["", "", "blank lines", ""]
+    assert [line for stream, line in sink.lines.get("t3", []) if stream == "stdout"] == []
+    for n in range(len(outs)):
+        assert ("stderr", f"err {n}") in sink.lines[f"t{n}"]
+        assert sink.final(f"t{n}")["event"] == "succeeded"
+    assert len(pool.hosts) == 1  # one after another: one host did them all
+
+
+@pytest.mark.anyio
+async def test_a_task_leaves_nothing_behind_for_the_next(pool: PluginPool, tmp_path: Path) -> None:
+    sink = Sink()
+    await run(pool, sink, tmp_path, 0, "dirty").run()
+    dirty = sink.final("t0")
+    assert dirty["event"] == "succeeded"
+    assert next(e for e in sink.events if e["event"] == "progress")["progress"] == 0.5
+    assert gone(dirty["result"]["child"])  # what the task started died when it returned
+    await run(pool, sink, tmp_path, 1, "say", out="").run()
+    clean = sink.final("t1")["result"]
+    assert clean["env"] is None and clean["files"] == []  # same host, fresh environment and empty dir
+    assert len(pool.hosts) == 1
+
+
+@pytest.mark.anyio
+async def test_a_timeout_kills_the_host_and_the_next_task_gets_a_new_one(pool: PluginPool, tmp_path: Path) -> None:
+    sink = Sink()
+    slow = run(pool, sink, tmp_path, 0, "sleepy", timeout_s=1)
+    started = time.monotonic()
+    await slow.run()
+    failed = sink.final("t0")
+    assert failed["event"] == "failed" and failed["reason"] == "timeout" and "going to sleep" in failed["error"]
+    assert time.monotonic() - started < 10
+    assert slow.pid is not None and gone(slow.pid)
+    await run(pool, sink, tmp_path, 1, "say", out="still here\n").run()
+    assert sink.final("t1")["event"] == "succeeded"
+
+
+@pytest.mark.anyio
+async def test_a_stop_kills_a_running_task(pool: PluginPool, tmp_path: Path) -> None:
+    sink = Sink()
+    task = run(pool, sink, tmp_path, 0, "sleepy")
+    running = asyncio.create_task(task.run())
+    for _ in range(200):
+        if sink.lines.get("t0"):
+            break
+        await asyncio.sleep(0.05)
+    task.stop("cancel")
+    await asyncio.wait_for(running, 15)
+    assert [e["event"] for e in sink.events] == ["started"]  # a cancel is not reported by the agent
+
+
+@pytest.mark.anyio
+async def test_exiting_the_interpreter_or_leaving_threads_retires_the_host(pool: PluginPool, tmp_path: Path) -> None:
+    sink = Sink()
+    await run(pool, sink, tmp_path, 0, "exits", code=0).run()
+    assert sink.final("t0")["event"] == "succeeded"
+    await run(pool, sink, tmp_path, 1, "exits", code=4).run()
+    assert sink.final("t1")["event"] == "failed"
+    await run(pool, sink, tmp_path, 2, "threads").run()
+    await run(pool, sink, tmp_path, 3, "threads").run()
+    first, second = (sink.final(f"t{n}")["result"]["pid"] for n in (2, 3))
+    assert first != second  # the host the thread was left in did not run another task
