@@ -11,7 +11,9 @@ of the same server. Every worker is a real process started here and stopped by i
   committed to PostgreSQL before the answer); Celery: `group(...).apply_async()` in chunks of 1000; RQ:
   `enqueue_many` on a pipeline, chunks of 1000; dramatiq: `actor.send` (it has no batch call).
 - Drain: the queue holds the n tasks, then the workers start; the clock runs from the first completion seen
-  to the last (worker start-up left out). aidd: one agent process (`nodeagent.cli --slots N`, built-in
+  to the last (worker start-up left out). aidd drains 1 000 tasks once before the first measured run, so
+  the coordinator's connection pools and statement caches are filled, as in a coordinator that has run a
+  while. aidd: one agent process (`nodeagent.cli --slots N`, built-in
   `noop` plugin); Celery: prefork `-c 2`; RQ: 2 workers; dramatiq: 1 and 2 processes (8 threads each).
 - Latency: one task at a time on idle workers, after 20 warm-up tasks: submit -> the task function entered,
   submit -> finished. Peers: both stamped inside the task function (the end is the function's return, before
@@ -31,7 +33,6 @@ import statistics
 import sys
 import tempfile
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -50,22 +51,17 @@ DRAIN_HOW = {"aidd": "1 agent process", "celery": "prefork -c {p}", "rq": "{p} w
              "dramatiq": "{p} process(es) x 8 threads"}
 
 
-def repeat(times: int, run: Callable[[], dict[str, Any]]) -> list[dict[str, Any]]:
-    """Run a measurement `times` times; a short pause between runs lets the machine settle."""
-    results = []
-    for _ in range(times):
-        results.append(run())
-        time.sleep(1.0)
-    return results
-
-
 def spread(values: list[float]) -> dict[str, float]:
     """Median, min and max of repeated figures."""
     return {"median": statistics.median(values), "min": min(values), "max": max(values)}
 
 
 def measure(args: argparse.Namespace, state: Path) -> dict[str, Any]:
-    """Every figure of one run (see the module docstring)."""
+    """Every figure of one run (see the module docstring).
+
+    The systems take turns, round after round (aidd, celery, rq, dramatiq, aidd, ...), so a burst of load
+    from elsewhere on the machine does not fall on one system's runs only.
+    """
     log_dir = state / "logs"
     log_dir.mkdir()
     # A state dir path too long for a unix socket makes the embedded Redis listen on TCP loopback.
@@ -73,35 +69,37 @@ def measure(args: argparse.Namespace, state: Path) -> dict[str, Any]:
     base = servers.redis_url.rsplit("/", 1)[0]
     out: dict[str, Any] = {"tasks": args.tasks, "latency_tasks": args.latency_tasks, "slots": args.slots,
                            "repeat": args.repeat, "redis": base, "systems": {}}
-    drain_timeout = max(120.0, args.tasks / 20)
+    timeout = max(120.0, args.tasks / 20)
+    ours: Ours | None = None
     try:
         out["raw_redis"] = raw_redis_rates(f"{base}/0", args.tasks)
         if "aidd" in args.systems:
             ours = Ours(f"{base}/0", servers.database_url, state, log_dir, max_pending=args.tasks * (args.repeat + 1))
             ours.start()
-            try:
-                runs = repeat(args.repeat, lambda: ours.drain(args.tasks, args.slots, drain_timeout))
-                lat = repeat(args.repeat, lambda: ours.latency(args.latency_tasks, args.slots))
-            finally:
-                ours.stop()
-            out["systems"]["aidd"] = {"keeps": OURS_KEEPS, "drain": {"1": runs}, "latency": lat}
-        for name in [s for s in args.systems if s != "aidd"]:
-            out["systems"][name] = measure_peer(name, f"{base}/{PEER_DBS[name]}", args, log_dir, drain_timeout)
+            ours.drain(min(args.tasks, 1000), args.slots, timeout)  # warm-up, not counted: pools and caches fill
+            out["systems"]["aidd"] = {"keeps": OURS_KEEPS, "drain": {"1": []}, "latency": []}
+        peers = {name: peer_runs.PEERS[name](f"{base}/{PEER_DBS[name]}") for name in args.systems if name != "aidd"}
+        for name in peers:
+            out["systems"][name] = {"keeps": peer_runs.KEEPS[name], "latency": [],
+                                    "drain": {str(p): [] for p in DRAIN_PROCESSES[name]}}
+        for _ in range(args.repeat):
+            for name, system in out["systems"].items():
+                if name == "aidd":
+                    assert ours is not None
+                    system["drain"]["1"].append(ours.drain(args.tasks, args.slots, timeout))
+                    system["latency"].append(ours.latency(args.latency_tasks, args.slots))
+                    continue
+                for processes in DRAIN_PROCESSES[name]:
+                    system["drain"][str(processes)].append(
+                        peer_runs.drain(peers[name], args.tasks, processes, log_dir, timeout))
+                system["latency"].append(peer_runs.latency(peers[name], args.latency_tasks,
+                                                           LATENCY_PROCESSES[name], log_dir))
     finally:
+        if ours is not None:
+            ours.stop()
         servers.stop()
     summarise(out)
     return out
-
-
-def measure_peer(name: str, url: str, args: argparse.Namespace, log_dir: Path, timeout: float) -> dict[str, Any]:
-    """One peer's drains (each process count) and latency runs, repeated."""
-    peer = peer_runs.PEERS[name](url)
-    drains = {}
-    for processes in DRAIN_PROCESSES[name]:
-        drains[str(processes)] = repeat(args.repeat, lambda p=processes: peer_runs.drain(  # type: ignore[misc]
-            peer, args.tasks, p, log_dir, timeout))
-    lat = repeat(args.repeat, lambda: peer_runs.latency(peer, args.latency_tasks, LATENCY_PROCESSES[name], log_dir))
-    return {"keeps": peer_runs.KEEPS[name], "drain": drains, "latency": lat}
 
 
 def summarise(out: dict[str, Any]) -> None:

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import json
 import random
 import subprocess
@@ -66,14 +67,19 @@ def heartbeat_bodies(workers: int, running: dict[str, list[str]], gpu_every: int
 
 
 async def running_tasks(database_url: str) -> dict[str, list[str]]:
-    """Running task ids by worker id, as PostgreSQL has them."""
+    """Running task ids by worker id, as PostgreSQL has them; they are made to have started just now.
+
+    The seed's running tasks started long ago, past their timeout: the coordinator would time them out at
+    once, and the heartbeats, which go on listing them, would then each cost a check in PostgreSQL.
+    """
     from sqlalchemy import text
 
     from coordinator.db import create_engine
 
     engine = create_engine(database_url)
     try:
-        async with engine.connect() as conn:
+        async with engine.begin() as conn:
+            await conn.execute(text("UPDATE tasks SET started_at = now() WHERE status = 'running'"))
             rows = (await conn.execute(text("SELECT worker_id, id FROM tasks WHERE status = 'running'"))).all()
     finally:
         await engine.dispose()
@@ -122,6 +128,7 @@ def measure(args: argparse.Namespace, state: Path) -> dict[str, Any]:
     try:
         started = time.perf_counter()
         asyncio.run(seed(servers.database_url, args.tasks, args.workers))
+        running = asyncio.run(running_tasks(servers.database_url))
         out["seed_s"] = time.perf_counter() - started
         port = free_port()
         env = python_env(AIDD_REDIS_URL=servers.redis_url, AIDD_DATABASE_URL=servers.database_url,
@@ -137,7 +144,6 @@ def measure(args: argparse.Namespace, state: Path) -> dict[str, Any]:
                     return False
             wait_for(healthy, 120, "the coordinator", children=[server])
             out["coordinator_rss_idle_mb"] = psutil.Process(server.pid).memory_info().rss / 2**20
-            running = asyncio.run(running_tasks(servers.database_url))
             bodies = heartbeat_bodies(args.workers, running, GPU_EVERY)
             paths = [f"/api/v1/workers/{worker_id(i)}/heartbeat" for i in range(args.workers)]
             auth = [(("Authorization", f"Bearer {token(i)}"),) for i in range(args.workers)]
@@ -145,8 +151,14 @@ def measure(args: argparse.Namespace, state: Path) -> dict[str, Any]:
             def make(i: int) -> Request:
                 w = i % args.workers
                 return paths[w], bodies[w][(i // args.workers) % len(bodies[w])], auth[w]
-            with RssSampler(server.pid) as rss:
-                out["steps"] = asyncio.run(steps(port, make, args, psutil.Process(server.pid)))
+            # The generator's own pauses would count as the server's latency: no collector while it runs.
+            gc.collect()
+            gc.disable()
+            try:
+                with RssSampler(server.pid) as rss:
+                    out["steps"] = asyncio.run(steps(port, make, args, psutil.Process(server.pid)))
+            finally:
+                gc.enable()
             if any(step["errors"] for step in out["steps"]):
                 out["coordinator_log_tail"] = server.tail(30)
             out["coordinator_rss_peak_mb"] = rss.peak / 2**20
