@@ -6,6 +6,7 @@ with a deadline so a loaded machine only makes it slower, not flaky.
 
 from __future__ import annotations
 
+import itertools
 import json
 import re
 import signal
@@ -21,6 +22,7 @@ from redis import Redis as SyncRedis
 
 from coordinator.config import Settings
 from coordinator.server import BackgroundServer
+from nodeagent.gpu import GpuInfo, NvmlProbe
 from tests.agent_helpers import AgentProcess, Api, gone, wait_for
 
 pytestmark = pytest.mark.slow
@@ -197,7 +199,8 @@ def test_task_of_a_killed_agent_succeeds_on_another(live: BackgroundServer, tmp_
 def test_agents_get_only_the_tasks_that_fit_them(live: BackgroundServer, tmp_path: Path, agents: list[AgentProcess],
                                                  api: Api) -> None:
     fake = json.dumps([{"name": "A100", "memory_gb": 80}, {"name": "A100", "memory_gb": 80}])
-    _, cpu_id = start_agent(live, tmp_path, agents, api, "cpu-node", "--group", "cpu", "--slots", "2")
+    _, cpu_id = start_agent(live, tmp_path, agents, api, "cpu-node", "--group", "cpu", "--slots", "2",
+                            env={"AIDD_FAKE_GPUS": "[]"})  # no GPUs, also on a host that has real ones
     _, gpu_id = start_agent(live, tmp_path, agents, api, "gpu-node", "--group", "gpu", "--label", "a100",
                             "--slots", "2", env={"AIDD_FAKE_GPUS": fake})
     show = {"command": 'echo "cuda=[${CUDA_VISIBLE_DEVICES-unset}]"', "shell": True}
@@ -367,3 +370,75 @@ def test_input_files_in_and_outputs_out(live: BackgroundServer, tmp_path: Path, 
     assert sorted(outputs) == ["logs/count.txt", "poses.sdf"]  # not the input, not scratch.tmp
     assert httpx.get(outputs["poses.sdf"]).content == b"CCO\nC1CCCCC1\n"
     assert httpx.get(outputs["logs/count.txt"]).text.strip() == "2"
+
+
+@pytest.fixture(scope="module")
+def real_gpus() -> list[GpuInfo]:
+    """The GPUs the agent's own NVML probe sees here; the real-GPU tests are skipped where there are none."""
+    gpus = NvmlProbe().inventory()
+    if not gpus:
+        pytest.skip("no NVIDIA GPU and driver here (NVML sees none)")
+    return gpus
+
+
+def test_real_nvml_probe_reads_every_gpu(real_gpus: list[GpuInfo]) -> None:
+    probe = NvmlProbe()
+    usage = probe.usage()
+    assert [u.index for u in usage] == [g.index for g in real_gpus]
+    for gpu, now in zip(real_gpus, usage, strict=True):
+        assert gpu.name not in ("", "GPU") and gpu.uuid.startswith("GPU-") and gpu.memory_gb > 1
+        assert now.memory_total_gb == pytest.approx(gpu.memory_gb, abs=0.01)
+        assert 0 <= now.utilization <= 100 and 0 <= now.memory_used_gb <= now.memory_total_gb
+        assert now.temperature is not None and 0 < now.temperature < 120
+    assert all(p.index in {g.index for g in real_gpus} for p in probe.processes())
+
+
+def test_one_gpu_tasks_never_share_a_real_gpu(real_gpus: list[GpuInfo], live: BackgroundServer, tmp_path: Path,
+                                              agents: list[AgentProcess], api: Api) -> None:
+    """n + 1 one-GPU tasks on n GPUs: each is told its GPU, and no two ever run on the same one at once."""
+    count = len(real_gpus)
+    _, worker_id = start_agent(live, tmp_path, agents, api, "real-gpu-node", "--group", "gpu",
+                               "--slots", str(count + 2))
+    worker = api.worker("real-gpu-node")
+    assert worker is not None and "gpu" in worker["labels"]
+    assert [g["name"] for g in worker["gpus"]] == [g.name for g in real_gpus]
+    script = ("import os, time; print('start', os.environ.get('CUDA_VISIBLE_DEVICES'), time.time(), flush=True); "
+              "time.sleep(1.5); print('end', time.time())")
+    task_ids = [api.submit(group="gpu", resources={"gpu": 1}, input_params={"argv": [sys.executable, "-c", script]})
+                for _ in range(count + 1)]
+    too_big = api.submit(group="gpu", resources={"gpu": count + 1}, input_params={"argv": ["true"]})
+
+    spans: dict[str, list[tuple[float, float]]] = {}
+    for task_id in task_ids:
+        done = api.wait_status(task_id, "succeeded", timeout=60)
+        assert done["worker_id"] == worker_id and len(done["gpus"]) == 1
+        (_, cuda, start), (_, end) = (line.split() for line in api.logs(task_id))
+        assert cuda == str(done["gpus"][0])
+        spans.setdefault(cuda, []).append((float(start), float(end)))
+    for cuda, runs in spans.items():
+        runs.sort()
+        assert all(a[1] <= b[0] for a, b in itertools.pairwise(runs)), f"two tasks shared GPU {cuda}"
+    assert api.task(too_big)["status"] == "pending"
+    beat = api.worker("real-gpu-node")["metrics"]  # type: ignore[index]
+    assert [g["index"] for g in beat["gpus"]] == [g.index for g in real_gpus]
+
+
+def test_a_cuda_task_sees_only_its_gpu_and_its_memory_is_measured(real_gpus: list[GpuInfo], live: BackgroundServer,
+                                                                   tmp_path: Path, agents: list[AgentProcess],
+                                                                   api: Api) -> None:
+    """A PyTorch task holding 2 GiB: CUDA shows it one device, the heartbeats attribute the memory to it."""
+    pytest.importorskip("torch")
+    start_agent(live, tmp_path, agents, api, "cuda-node", "--group", "gpu")
+    script = ("import time, torch; x = torch.empty(2 * 1024**3, dtype=torch.uint8, device='cuda'); "
+              "print('devices', torch.cuda.device_count(), flush=True); time.sleep(6)")
+    task_id = api.submit(group="gpu", resources={"gpu": 1}, input_params={"argv": [sys.executable, "-c", script]},
+                         timeout_s=120)
+
+    def held() -> float:
+        beat = (api.worker("cuda-node") or {}).get("metrics", {})
+        return max((t.get("gpu_memory_gb") or 0.0 for t in beat.get("tasks", []) if t["task_id"] == task_id),
+                   default=0.0)
+
+    assert wait_for(lambda: held() >= 2.0, 60, "the heartbeat to attribute 2 GiB of GPU memory to the task")
+    done = api.wait_status(task_id, "succeeded", timeout=60)
+    assert api.logs(task_id) == ["devices 1"] and len(done["gpus"]) == 1
