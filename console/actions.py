@@ -90,6 +90,23 @@ class Target:
     """For one task: the attempt the operator was looking at (the action applies only while it is current)."""
 
 
+class TaskActionKeys:
+    """The cancel / retry / requeue actions of a screen that acts on tasks; each starts the screen's `act`."""
+
+    def act(self, action: str) -> object:
+        """Confirm and perform `action` on what the screen points at (a Textual worker)."""
+        raise NotImplementedError
+
+    def action_cancel(self) -> None:
+        self.act("cancel")
+
+    def action_retry(self) -> None:
+        self.act("retry")
+
+    def action_requeue(self) -> None:
+        self.act("requeue")
+
+
 async def run_task_action(app: AiddConsole, action: str, target: Target) -> bool:
     """Confirm and perform `action` on `target`; toast the outcome. Returns whether anything was sent."""
     words = WORDING[action]

@@ -15,10 +15,9 @@ from textual.containers import Horizontal, VerticalScroll
 from textual.widgets import Footer, RichLog, Static
 
 from console import keys
-from console.actions import Target, run_task_action, task_label
+from console.actions import Target, TaskActionKeys, run_task_action, task_label
 from console.screens.live import LiveScreen
 from console.text import MISSING, age, file_size, plain, seconds_since, short_id
-from console.widgets.banners import DemoBanner, ProblemBanner
 from coordinator.client import ApiError
 
 LOG_BATCH = 1000
@@ -30,7 +29,7 @@ def _json(value: Any) -> str:
     return json.dumps(value, indent=2, sort_keys=True, ensure_ascii=False, default=str)
 
 
-class TaskDetailScreen(LiveScreen):
+class TaskDetailScreen(TaskActionKeys, LiveScreen):
     """One task, refreshed live; its log is followed with `logs(after=next)`."""
 
     BINDINGS: ClassVar[list[BindingType]] = [*keys.DETAIL]
@@ -48,12 +47,7 @@ class TaskDetailScreen(LiveScreen):
 
     def compose(self) -> ComposeResult:
         yield Static(id="title", classes="summary")
-        if self.console.options.demo:
-            yield DemoBanner()
-        yield ProblemBanner()
-        pane_error = Static(id="pane-error")
-        pane_error.display = False
-        yield pane_error
+        yield from self.compose_banners()
         with Horizontal(id="detail"):
             with VerticalScroll(id="facts"):
                 yield Static(id="card")
@@ -232,17 +226,8 @@ class TaskDetailScreen(LiveScreen):
         if log.auto_scroll:
             log.scroll_end(animate=False)
 
-    def action_cancel(self) -> None:
-        self._act("cancel")
-
-    def action_retry(self) -> None:
-        self._act("retry")
-
-    def action_requeue(self) -> None:
-        self._act("requeue")
-
     @work(group="action", exit_on_error=False)
-    async def _act(self, action: str) -> None:
+    async def act(self, action: str) -> None:
         if self.record is None:
             return
         label = f"task {task_label(self.record)}"

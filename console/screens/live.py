@@ -154,6 +154,15 @@ class LiveScreen(Screen[None]):
         if self.last_data is not None:
             self._apply_safely(self.last_data)
 
+    def compose_banners(self) -> ComposeResult:
+        """The banners every live screen shows under its title: demo, coordinator problems, this pane's error."""
+        if self.console.options.demo:
+            yield DemoBanner()
+        yield ProblemBanner()
+        pane_error = Static(id="pane-error")
+        pane_error.display = False
+        yield pane_error
+
     def show_pane_error(self, error: str | None) -> None:
         """Say that this pane failed (the rest of the console goes on)."""
         for banner in self.query("#pane-error").results(Static):
@@ -179,12 +188,7 @@ class PaneScreen(LiveScreen):
 
     def compose(self) -> ComposeResult:
         yield TopBar(self.MODE, self.console.options.where)
-        if self.console.options.demo:
-            yield DemoBanner()
-        yield ProblemBanner()
-        pane_error = Static(id="pane-error")
-        pane_error.display = False
-        yield pane_error
+        yield from self.compose_banners()
         yield from self.compose_pane()
         yield Footer(compact=True)
 

@@ -12,7 +12,7 @@ from textual.binding import BindingType
 from textual.widgets import Static
 
 from console import keys
-from console.actions import Target, plural, run_task_action, task_label
+from console.actions import Target, TaskActionKeys, plural, run_task_action, task_label
 from console.query import SORTS, TaskQuery
 from console.screens.detail import TaskDetailScreen
 from console.screens.filter import FilterModal
@@ -44,7 +44,7 @@ class View:
         return f"by {self.sort.replace('_at', '').replace('_', ' ')} {'↓' if self.descending else '↑'}"
 
 
-class TasksScreen(PaneScreen):
+class TasksScreen(TaskActionKeys, PaneScreen):
     """Filterable, sortable, paged task list; c / r / R act on the selection, the filter or the cursor task."""
 
     MODE = "tasks"
@@ -200,15 +200,6 @@ class TasksScreen(PaneScreen):
         if task:
             self.app.push_screen(TaskDetailScreen(str(task["id"]), log_maximised=True))
 
-    def action_cancel(self) -> None:
-        self._act("cancel")
-
-    def action_retry(self) -> None:
-        self._act("retry")
-
-    def action_requeue(self) -> None:
-        self._act("requeue")
-
     def target(self) -> Target | None:
         """What an action applies to now: every match (`a`), the selection, or the task under the cursor."""
         if self.all_matching:
@@ -224,7 +215,7 @@ class TasksScreen(PaneScreen):
                       attempt_id=str(task["attempt_id"]) if task.get("attempt_id") else None)
 
     @work(group="action", exit_on_error=False)
-    async def _act(self, action: str) -> None:
+    async def act(self, action: str) -> None:
         target = self.target()
         if target is None:
             self.notify("No task under the cursor.", severity="warning")
