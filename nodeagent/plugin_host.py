@@ -132,6 +132,20 @@ def _set_env(changed: dict[str, str], removed: list[str]) -> None:
         os.environ.pop(name, None)
 
 
+def _restore_env(base: dict[str, str], base_data: dict[bytes, bytes], changed: dict[str, str],
+                 removed: list[str]) -> None:
+    """Undo a task's environment: what the request changed, then anything the plugin itself changed.
+
+    `base_data` is `os.environ`'s own bytes mapping at start: comparing it is done in C, where building
+    `dict(os.environ)` after every task decodes each variable (about 0.15 ms a task).
+    """
+    _set_env({k: base[k] for k in (*changed, *removed) if k in base}, [k for k in changed if k not in base])
+    data: dict[bytes, bytes] = os.environ._data  # type: ignore[attr-defined]
+    if data != base_data:
+        now = dict(os.environ)
+        _set_env({k: v for k, v in base.items() if now.get(k) != v}, [k for k in now if k not in base])
+
+
 def _emptied(path: str) -> bool:
     """Empty the scratch dir (usually it is already: one system call); whether it is empty now."""
     with os.scandir(path) as found:
@@ -157,11 +171,13 @@ def serve(request_fd: int, reply_fd: int, scratch: str) -> int:
     sentinel = b"\n" + os.environ.pop(SENTINEL_ENV, "aidd-host-end").encode() + b"\n"
     registry = _load()
     home, base_env = os.getcwd(), dict(os.environ)
+    base_data = dict(os.environ._data)  # type: ignore[attr-defined]
     threads = threading.active_count()
     with os.fdopen(request_fd, "rb") as requests:
         for line in requests:
             request = json.loads(line)
-            _set_env(request["env"]["set"], request["env"]["unset"])
+            changed, removed = request["env"]["set"], request["env"]["unset"]
+            _set_env(changed, removed)
             retire = isinstance(registry, str)
             try:
                 os.chdir(request["cwd"])
@@ -175,9 +191,7 @@ def serve(request_fd: int, reply_fd: int, scratch: str) -> int:
                             "permanent": False})
                 retire = True
             os.chdir(home)
-            now = dict(os.environ)
-            if now != base_env:
-                _set_env({k: v for k, v in base_env.items() if now.get(k) != v}, [k for k in now if k not in base_env])
+            _restore_env(base_env, base_data, changed, removed)
             end_leftovers()
             if request["cwd"] == scratch and not _emptied(scratch):
                 retire = True  # something in it could not be removed: the next task must not see it

@@ -33,11 +33,14 @@ def say(params, context):
     sys.stdout.flush()
     if params.get("err"):
         print(params["err"], file=sys.stderr)
-    return {"cwd": os.getcwd(), "env": os.environ.get("LEAK"), "files": sorted(os.listdir("."))}
+    return {"cwd": os.getcwd(), "env": os.environ.get("LEAK"), "files": sorted(os.listdir(".")),
+            "task_only": os.environ.get("TASK_ONLY"), "home": os.environ.get("HOME"),
+            "task_id": os.environ.get("AIDD_TASK_ID")}
 
 @task_type("dirty")
 def dirty(params, context):
     os.environ["LEAK"] = "yes"
+    os.environ["HOME"] = "/nowhere"
     open("left-behind.txt", "w").write("x")
     os.makedirs("sub/dir")
     child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(300)"])
@@ -116,7 +119,7 @@ async def test_output_goes_to_the_task_that_printed_it(pool: PluginPool, tmp_pat
 @pytest.mark.anyio
 async def test_a_task_leaves_nothing_behind_for_the_next(pool: PluginPool, tmp_path: Path) -> None:
     sink = Sink()
-    await run(pool, sink, tmp_path, 0, "dirty").run()
+    await run(pool, sink, tmp_path, 0, "dirty", env={"TASK_ONLY": "1"}).run()
     dirty = sink.final("t0")
     assert dirty["event"] == "succeeded"
     assert next(e for e in sink.events if e["event"] == "progress")["progress"] == 0.5
@@ -124,6 +127,7 @@ async def test_a_task_leaves_nothing_behind_for_the_next(pool: PluginPool, tmp_p
     await run(pool, sink, tmp_path, 1, "say", out="").run()
     clean = sink.final("t1")["result"]
     assert clean["env"] is None and clean["files"] == []  # same host, fresh environment and empty dir
+    assert clean["task_only"] is None and clean["home"] == os.environ.get("HOME") and clean["task_id"] == "t1"
     assert len(pool.hosts) == 1
 
 
