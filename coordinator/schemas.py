@@ -138,7 +138,8 @@ class WorkerRegistration(BaseModel):
     groups: list[Name] = []
     group: Name | None = None
     labels: list[Name] = []
-    cpu_cores: NonNegative = 1.0
+    cpu_cores: Annotated[float, Field(ge=0, le=10_000, allow_inf_nan=False)] = 1.0
+    """At most as many as `slots` may be: the default slots are the cores (a PostgreSQL integer)."""
     memory_gb: NonNegative = 0.0
     gpus: list[GpuInfo] = []
     slots: int | None = Field(default=None, ge=1, le=10_000)
@@ -195,6 +196,10 @@ class LeaseRequest(Strict):
         for gpu in value or []:
             if "index" not in gpu or any(not isinstance(v, int | float) or math.isnan(v) for v in gpu.values()):
                 raise ValueError("each GPU needs a numeric index, free and memory_gb")
+            if not (float(gpu["index"]).is_integer() and 0 <= gpu["index"] <= 1023):
+                raise ValueError("a GPU index is a whole number from 0 to 1023")
+            if any(v < 0 or math.isinf(v) for v in gpu.values()):
+                raise ValueError("free and memory_gb must be finite and not negative")
         return value
 
 
@@ -240,4 +245,5 @@ class WorkerCommandSpec(Strict):
 class CommandAck(Strict):
     """Commands an agent has carried out."""
 
-    ids: list[int] = Field(min_length=1, max_length=1000)
+    ids: list[Annotated[int, Field(ge=1, le=2**63 - 1)]] = Field(min_length=1, max_length=1000)
+    """Command ids (PostgreSQL bigints)."""

@@ -429,6 +429,7 @@ class WorkerService:
 
     async def send(self, worker_ids: Sequence[uuid.UUID], spec: WorkerCommandSpec, actor: str) -> int:
         """Store a command for workers; drain / resume also change their status at once."""
+        check_text(spec.args, "args")  # stored as JSONB: no NUL bytes or lone surrogates for PostgreSQL
         new_status = {"drain": WorkerStatus.DRAINING, "resume": WorkerStatus.ONLINE}.get(spec.command)
         async with self.core.engine.begin() as conn:
             known = list((await conn.execute(select(Worker.id).where(Worker.id.in_(worker_ids)))).scalars())
@@ -451,6 +452,7 @@ class WorkerService:
 
     async def broadcast(self, spec: WorkerCommandSpec, actor: str) -> int:
         """Send a command to every worker that is not offline (of one group, if given)."""
+        check_text(spec.args, "args")
         workers = await self.overview(group=spec.group)
         ids = [w["id"] for w in workers if w["status"] != WorkerStatus.OFFLINE]
         return await self.send(ids, spec, actor) if ids else 0

@@ -7,7 +7,7 @@ from typing import Any
 from starlette.requests import Request
 
 from coordinator.api.auth import Access
-from coordinator.api.http import JSONResponse, body, query_list
+from coordinator.api.http import JSONResponse, body, parse, query_list
 from coordinator.api.routing import Api, Ctx
 from coordinator.schemas import (
     CommandAck,
@@ -94,7 +94,7 @@ async def list_commands(request: Request, ctx: Ctx) -> Any:
            "Acknowledge commands carried out (body {\"ids\": [...]} or ?ids=1,2)", body=CommandAck)
 async def ack_commands(request: Request, ctx: Ctx) -> Any:
     ids = query_list(request, "ids")
-    ack = (CommandAck(ids=[int(i) for i in ids if i.isdigit()]) if ids
+    ack = (parse(CommandAck, {"ids": ids}) if ids  # each must be an integer: 422 naming ids[i]
            else await body(request, CommandAck, ctx.settings.max_body_bytes))
     return {"acked": await ctx.coordinator.workers.ack(request.path_params["worker_id"], ack.ids)}
 
