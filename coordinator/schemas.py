@@ -6,12 +6,13 @@ import math
 import uuid
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, RootModel, field_validator, model_validator
 
 from coordinator.keys import PRIORITY_MAX, PRIORITY_MIN
 from coordinator.states import RETRYABLE, EndReason, TaskStatus
 
-Name = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")]
+NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$"
+Name = Annotated[str, Field(pattern=NAME_PATTERN)]
 """Service, group, label and task-type names: they become parts of Redis keys."""
 Text = Annotated[str, Field(max_length=500)]
 NonNegative = Annotated[float, Field(ge=0, allow_inf_nan=False)]
@@ -84,6 +85,12 @@ class BatchSpec(Strict):
         return [TaskSpec.model_validate({**self.defaults, **task}) for task in self.tasks]
 
 
+class TaskList(RootModel[list[dict[str, Any]]]):
+    """A batch sent as a bare list of tasks: the same as `{"tasks": [...]}`."""
+
+    root: list[dict[str, Any]] = Field(min_length=1)
+
+
 class TaskFilter(Strict):
     """Which tasks a list or a bulk action applies to."""
 
@@ -103,6 +110,10 @@ class TaskFilter(Strict):
 
 class BulkAction(Strict):
     """A bulk cancel / retry / requeue: by ids, or by filter (an empty filter needs `all: true`)."""
+
+    model_config = ConfigDict(json_schema_extra={"oneOf": [
+        {"required": ["ids"], "properties": {"ids": {"type": "array"}}},
+        {"required": ["filter"], "properties": {"filter": {"type": "object"}}}]})
 
     ids: list[uuid.UUID] | None = Field(default=None, max_length=100_000)
     filter: TaskFilter | None = None

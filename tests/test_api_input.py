@@ -153,6 +153,7 @@ BAD_INPUTS = [
     Bad("NUL in search", b"", 422, "search", "/api/v1/tasks?q=a%00b", "GET"),
     Bad("negative log offset", b"", 422, "after", "/api/v1/tasks/{task}/logs?after=-1", "GET"),
     Bad("bad days", b"", 422, "days", "/api/v1/stats/tasks/date?days=0", "GET"),
+    Bad("unknown worker status filter", b"", 422, "status", "/api/v1/workers?status=gone", "GET"),
     Bad("task id not a uuid", b"", 422, "task_id", "/api/v1/tasks/12", "GET"),
     Bad("unknown task", b"", 404, None, "/api/v1/tasks/{task}", "GET"),
 ]

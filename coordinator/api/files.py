@@ -15,6 +15,7 @@ from starlette.responses import StreamingResponse
 
 from coordinator.api.auth import Access
 from coordinator.api.http import HttpError, parse
+from coordinator.api.params import Query
 from coordinator.api.routing import Api, Ctx
 from coordinator.api.uploads import receive_body, receive_form
 from coordinator.errors import Forbidden
@@ -24,6 +25,10 @@ from coordinator.storage import LocalStore, ObjectNotFound
 from coordinator.storage.names import check_name
 
 api = Api()
+
+EXPIRES = Query("expires", "when the link expires (unix seconds), as signed")
+SIGNATURE = Query("signature", "HMAC-SHA256 of the key and expiry")
+RAW_FILE = {"application/octet-stream": {"type": "string", "format": "binary"}}
 
 
 def is_multipart(request: Request) -> bool:
@@ -78,7 +83,8 @@ async def attempt_files(request: Request, ctx: Ctx) -> Any:
 
 
 @api.route("PUT", "/api/v1/workers/{worker_id}/attempts/{attempt_id}/outputs/{path:path}", Access.WORKER,
-           "Upload one output file of the worker's running attempt (raw body, at most max_file_bytes)", status=201)
+           "Upload one output file of the worker's running attempt (raw body, at most max_file_bytes)", status=201,
+           content=RAW_FILE)
 async def put_output(request: Request, ctx: Ctx) -> Any:
     files = ctx.coordinator.files
     worker_id, attempt_id = request.path_params["worker_id"], request.path_params["attempt_id"]
@@ -92,13 +98,13 @@ async def put_output(request: Request, ctx: Ctx) -> Any:
 
 
 @api.route("GET", "/api/v1/files/{key:path}", Access.PUBLIC,
-           "Download a file of the local store (the URL carries its own expiry and signature)")
+           "Download a file of the local store (the URL carries its own expiry and signature)",
+           query=(EXPIRES, SIGNATURE))
 async def download(request: Request, ctx: Ctx) -> Any:
     store, key = ctx.coordinator.files.store, request.path_params["key"]
     if not isinstance(store, LocalStore):
         raise ObjectNotFound(key)
-    query = request.query_params
-    if not store.verify(key, query.get("expires", ""), query.get("signature", "")):
+    if not store.verify(key, EXPIRES.read(request) or "", SIGNATURE.read(request) or ""):
         raise Forbidden("download link is invalid or has expired; ask for a new one")
     info = await asyncio.to_thread(store.stat, key)
     if info is None:

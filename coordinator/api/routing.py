@@ -17,6 +17,7 @@ from starlette.routing import Route
 
 from coordinator.api.auth import Access, Authenticator, Caller
 from coordinator.api.http import HttpError, JSONResponse, error_response
+from coordinator.api.params import Query
 from coordinator.config import Settings
 from coordinator.errors import AiddError, Unavailable
 from coordinator.service import Coordinator
@@ -38,7 +39,8 @@ Handler = Callable[[Request, Ctx], Awaitable[Any]]
 
 @dataclass(frozen=True)
 class Endpoint:
-    """One route: method, path, who may call it, its body schema and a summary for the OpenAPI document."""
+    """One route: method, path, who may call it, its body schema, query parameters and a summary for the OpenAPI
+    document."""
 
     method: str
     path: str
@@ -47,6 +49,14 @@ class Endpoint:
     summary: str
     body: type[BaseModel] | None = None
     status: int = 200
+    query: tuple[Query, ...] = ()
+    also: tuple[type[BaseModel], ...] = ()
+    """Other JSON bodies the route accepts in place of `body` (the batch forms of a submission)."""
+    content: dict[str, dict[str, Any]] | None = None
+    """Request bodies that are not JSON: media type -> schema (multipart form, raw bytes)."""
+    body_required: bool = True
+    answers: dict[int, dict[str, Any]] | None = None
+    """Schemas of answers that differ from the usual ones (a report's per-event outcomes, 200 or 409)."""
 
 
 class Api:
@@ -56,9 +66,14 @@ class Api:
         self.endpoints: list[Endpoint] = []
 
     def route(self, method: str, path: str, access: Access, summary: str, body: type[BaseModel] | None = None,
-              status: int = 200) -> Callable[[Handler], Handler]:
+              status: int = 200, query: tuple[Query, ...] = (), also: tuple[type[BaseModel], ...] = (),
+              content: dict[str, dict[str, Any]] | None = None,
+              body_required: bool = True,
+              answers: dict[int, dict[str, Any]] | None = None) -> Callable[[Handler], Handler]:
+        """Register a handler under this route (see Endpoint for what each argument describes)."""
         def register(handler: Handler) -> Handler:
-            self.endpoints.append(Endpoint(method, path, access, handler, summary, body, status))
+            self.endpoints.append(Endpoint(method, path, access, handler, summary, body, status, query, also,
+                                           content, body_required, answers))
             return handler
         return register
 

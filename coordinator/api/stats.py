@@ -10,10 +10,15 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from coordinator.api.auth import Access
-from coordinator.api.http import JSONResponse, query_int
+from coordinator.api.http import JSONResponse
+from coordinator.api.params import IntQuery
 from coordinator.api.routing import Api, Ctx
 
 api = Api()
+
+DAYS = IntQuery("days", default=7, low=1, high=366)
+BATCH_LIMIT = IntQuery("limit", default=50, low=1, high=1000)
+AUDIT_LIMIT = IntQuery("limit", default=100, low=1, high=10_000)
 
 
 @api.route("GET", "/api/v1/health", Access.PUBLIC, "Whether Redis and PostgreSQL answer (503 when not)")
@@ -34,19 +39,20 @@ async def queues(request: Request, ctx: Ctx) -> Any:
     return {"items": await ctx.coordinator.stats.queues()}
 
 
-@api.route("GET", "/api/v1/stats/tasks/date", Access.READ, "Submitted / succeeded / failed per day (?days=7)")
+@api.route("GET", "/api/v1/stats/tasks/date", Access.READ, "Submitted / succeeded / failed per day (?days=7)",
+           query=(DAYS,))
 async def by_date(request: Request, ctx: Ctx) -> Any:
-    return {"items": await ctx.coordinator.stats.by_date(query_int(request, "days", 7, 1, 366))}
+    return {"items": await ctx.coordinator.stats.by_date(DAYS.value(request))}
 
 
-@api.route("GET", "/api/v1/batches", Access.READ, "Recent batches with progress")
+@api.route("GET", "/api/v1/batches", Access.READ, "Recent batches with progress", query=(BATCH_LIMIT,))
 async def batches(request: Request, ctx: Ctx) -> Any:
-    return {"items": await ctx.coordinator.stats.batches(query_int(request, "limit", 50, 1, 1000))}
+    return {"items": await ctx.coordinator.stats.batches(BATCH_LIMIT.value(request))}
 
 
-@api.route("GET", "/api/v1/audit", Access.READ, "Operator actions, newest first (?limit=100)")
+@api.route("GET", "/api/v1/audit", Access.READ, "Operator actions, newest first (?limit=100)", query=(AUDIT_LIMIT,))
 async def audit(request: Request, ctx: Ctx) -> Any:
-    return {"items": await ctx.coordinator.stats.audit(query_int(request, "limit", 100, 1, 10_000))}
+    return {"items": await ctx.coordinator.stats.audit(AUDIT_LIMIT.value(request))}
 
 
 @api.route("GET", "/metrics", Access.READ, "Prometheus text: queues, tasks by state, workers, GPUs")

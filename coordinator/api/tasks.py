@@ -8,17 +8,39 @@ from starlette.requests import Request
 
 from coordinator.api.auth import Access
 from coordinator.api.files import is_multipart, submit_with_files
-from coordinator.api.http import HttpError, parse, query_int, query_list, query_uuid, read_json
+from coordinator.api.http import HttpError, parse, read_json
+from coordinator.api.params import IntQuery, ListQuery, Query, UuidQuery
 from coordinator.api.routing import Api, Ctx
 from coordinator.errors import Forbidden
-from coordinator.schemas import BatchSpec, BulkAction, TaskFilter, TaskSpec
-from coordinator.states import Action
+from coordinator.schemas import NAME_PATTERN, BatchSpec, BulkAction, TaskFilter, TaskList, TaskSpec
+from coordinator.states import Action, TaskStatus
+from coordinator.tasks import SORTABLE
 
 api = Api()
 
+UPLOAD_FORM = {"multipart/form-data": {
+    "type": "object", "required": ["task"],
+    "properties": {"task": {"type": "string", "contentMediaType": "application/json",
+                            "description": "one task as JSON (the TaskSpec schema)"},
+                   "files": {"type": "array", "items": {"type": "string", "format": "binary"}}}}}
+"""A submission with files: the task as a JSON form field, and file parts named by their filenames."""
+FILTER = (ListQuery("status", "statuses, comma-separated", enum=[s.value for s in TaskStatus]),
+          ListQuery("service", "services, comma-separated", item={"type": "string", "pattern": NAME_PATTERN}),
+          ListQuery("group", "groups, comma-separated", item={"type": "string", "pattern": NAME_PATTERN}),
+          UuidQuery("batch_id"), UuidQuery("worker_id"),
+          Query("q", "text matched against name, task type and id", max_length=200))
+PAGE = IntQuery("page", default=1, low=1, high=1_000_000)
+PAGE_SIZE = IntQuery("page_size", default=20, low=1, high=1000)
+SORT = Query("sort", "column, `-` first for descending", enum=sorted(f"{d}{c}" for c in SORTABLE for d in ("", "-")))
+AFTER = IntQuery("after", "log line id to continue after", default=0, low=0, high=2**62)
+LOG_LIMIT = IntQuery("limit", default=1000, low=1, high=10_000)
+ATTEMPT = UuidQuery("attempt_id", "only change the task while this is its attempt (409 otherwise)")
+LOG_ATTEMPT = UuidQuery("attempt_id", "only the lines of this attempt")
+
 
 @api.route("POST", "/api/v1/tasks", Access.SUBMIT, "Submit one task, or a batch ({\"tasks\": [...]} or a list); "
-           "multipart/form-data: a `task` JSON field plus files", body=TaskSpec, status=201)
+           "multipart/form-data: a `task` JSON field plus files", body=TaskSpec, status=201,
+           also=(BatchSpec, TaskList), content=UPLOAD_FORM)
 async def submit(request: Request, ctx: Ctx) -> Any:
     if is_multipart(request):
         return await submit_with_files(request, ctx, _check_shell)
@@ -54,18 +76,18 @@ def _check_shell(ctx: Ctx, specs: list[TaskSpec]) -> None:
 
 def task_filter(request: Request) -> TaskFilter:
     """The filter given as query parameters (status, service, group: comma-separated; batch_id; q)."""
-    q = request.query_params
-    return parse(TaskFilter, {"status": query_list(request, "status"), "service": query_list(request, "service"),
-                              "group": query_list(request, "group"), "batch_id": q.get("batch_id"),
-                              "worker_id": q.get("worker_id"), "search": q.get("q", "")})
+    status, service, group, batch_id, worker_id, search = FILTER
+    return parse(TaskFilter, {"status": status.values(request), "service": service.values(request),
+                              "group": group.values(request), "batch_id": batch_id.read(request),
+                              "worker_id": worker_id.read(request), "search": search.read(request) or ""})
 
 
 @api.route("GET", "/api/v1/tasks", Access.READ, "List tasks: filters status, service, group, batch_id, q; "
-                                                "page, page_size, sort")
+                                                "page, page_size, sort", query=(*FILTER, PAGE, PAGE_SIZE, SORT))
 async def list_tasks(request: Request, ctx: Ctx) -> Any:
-    return await ctx.coordinator.tasks.page(
-        task_filter(request), page=query_int(request, "page", 1, 1, 1_000_000),
-        page_size=query_int(request, "page_size", 20, 1, 1000), sort=request.query_params.get("sort", "-created_at"))
+    return await ctx.coordinator.tasks.page(task_filter(request), page=PAGE.value(request),
+                                            page_size=PAGE_SIZE.value(request),
+                                            sort=SORT.read(request) or "-created_at")
 
 
 @api.route("GET", "/api/v1/tasks/stats", Access.READ, "Tasks by status, overall and per service")
@@ -78,32 +100,33 @@ async def get_task(request: Request, ctx: Ctx) -> Any:
     return await ctx.coordinator.tasks.get(request.path_params["task_id"])
 
 
-@api.route("GET", "/api/v1/tasks/{task_id}/logs", Access.READ, "Log lines after line id `after`")
+@api.route("GET", "/api/v1/tasks/{task_id}/logs", Access.READ, "Log lines after line id `after`",
+           query=(AFTER, LOG_LIMIT, LOG_ATTEMPT))
 async def task_logs(request: Request, ctx: Ctx) -> Any:
-    return await ctx.coordinator.tasks.logs(
-        request.path_params["task_id"], after=query_int(request, "after", 0, 0, 2**62),
-        limit=query_int(request, "limit", 1000, 1, 10_000), attempt_id=query_uuid(request, "attempt_id"))
+    return await ctx.coordinator.tasks.logs(request.path_params["task_id"], after=AFTER.value(request),
+                                            limit=LOG_LIMIT.value(request), attempt_id=LOG_ATTEMPT.value(request))
 
 
 async def _single(request: Request, ctx: Ctx, action: Action) -> Any:
     task_id = request.path_params["task_id"]
     await ctx.coordinator.tasks.act(action, [task_id], ctx.caller.name, single=True,
-                                    attempt_id=query_uuid(request, "attempt_id"))
+                                    attempt_id=ATTEMPT.value(request))
     return await ctx.coordinator.tasks.get(task_id)
 
 
-@api.route("DELETE", "/api/v1/tasks/{task_id}", Access.OPERATOR, "Cancel a task (a running one is killed)")
+@api.route("DELETE", "/api/v1/tasks/{task_id}", Access.OPERATOR, "Cancel a task (a running one is killed)",
+           query=(ATTEMPT,))
 async def cancel(request: Request, ctx: Ctx) -> Any:
     return await _single(request, ctx, Action.CANCEL)
 
 
-@api.route("POST", "/api/v1/tasks/{task_id}/retry", Access.OPERATOR, "Run a finished task again")
+@api.route("POST", "/api/v1/tasks/{task_id}/retry", Access.OPERATOR, "Run a finished task again", query=(ATTEMPT,))
 async def retry(request: Request, ctx: Ctx) -> Any:
     return await _single(request, ctx, Action.RETRY)
 
 
 @api.route("POST", "/api/v1/tasks/{task_id}/requeue", Access.OPERATOR, "Put a running or pending task back "
-                                                                        "in its queue now")
+                                                                        "in its queue now", query=(ATTEMPT,))
 async def requeue(request: Request, ctx: Ctx) -> Any:
     return await _single(request, ctx, Action.REQUEUE)
 

@@ -7,7 +7,8 @@ from typing import Any
 from starlette.requests import Request
 
 from coordinator.api.auth import Access
-from coordinator.api.http import JSONResponse, body, parse, query_list
+from coordinator.api.http import JSONResponse, body, parse
+from coordinator.api.params import FlagQuery, ListQuery, Query
 from coordinator.api.routing import Api, Ctx
 from coordinator.schemas import (
     CommandAck,
@@ -17,8 +18,21 @@ from coordinator.schemas import (
     WorkerCommandSpec,
     WorkerRegistration,
 )
+from coordinator.states import WorkerStatus
 
 api = Api()
+
+GROUP = Query("group", "only the workers serving this group")
+STATUS = Query("status", enum=[s.value for s in WorkerStatus])
+ALL = FlagQuery("all", "every command, acknowledged ones too")
+ACK_IDS = ListQuery("ids", "command ids, comma-separated (instead of a body)",
+                    item={"type": "integer", "minimum": 1, "maximum": 2**63 - 1})
+REPORT_RESULTS = {"type": "object", "required": ["results"], "properties": {"results": {"type": "array", "items": {
+    "type": "object", "required": ["task_id", "attempt_id", "event", "status"],
+    "properties": {"task_id": {"type": "string", "format": "uuid"}, "attempt_id": {"type": "string", "format": "uuid"},
+                   "event": {"type": "string"}, "status": {"type": "integer", "enum": [200, 409]},
+                   "error": {"type": "string"}}}}}}
+"""A report's answer: each event's outcome (200 accepted, 409 its attempt is no longer current)."""
 
 
 @api.route("POST", "/api/v1/workers/register", Access.AGENT, "Enroll a host; returns its id and own token",
@@ -44,7 +58,8 @@ async def lease(request: Request, ctx: Ctx) -> Any:
 
 @api.route("POST", "/api/v1/workers/{worker_id}/reports", Access.WORKER,
            "Events about the worker's attempts (started, progress, log, succeeded, failed, handback); "
-           "each is refused (409) unless its attempt is current", body=ReportBatch)
+           "each is refused (409) unless its attempt is current", body=ReportBatch,
+           answers={200: REPORT_RESULTS, 409: REPORT_RESULTS})
 async def reports(request: Request, ctx: Ctx) -> Any:
     batch = await body(request, ReportBatch, ctx.settings.max_batch_bytes)
     accepted = await ctx.coordinator.workers.report(request.path_params["worker_id"], batch.events)
@@ -60,10 +75,9 @@ async def deregister(request: Request, ctx: Ctx) -> Any:
     return await ctx.coordinator.workers.deregister(request.path_params["worker_id"])
 
 
-@api.route("GET", "/api/v1/workers", Access.READ, "List workers (filters: group, status)")
+@api.route("GET", "/api/v1/workers", Access.READ, "List workers (filters: group, status)", query=(GROUP, STATUS))
 async def list_workers(request: Request, ctx: Ctx) -> Any:
-    return {"items": await ctx.coordinator.workers.overview(group=request.query_params.get("group"),
-                                                        status=request.query_params.get("status"))}
+    return {"items": await ctx.coordinator.workers.overview(group=GROUP.read(request), status=STATUS.read(request))}
 
 
 @api.route("GET", "/api/v1/workers/stats", Access.READ, "Cluster totals: cores, memory, GPUs, used and free")
@@ -84,16 +98,16 @@ async def send_command(request: Request, ctx: Ctx) -> Any:
 
 
 @api.route("GET", "/api/v1/workers/{worker_id}/commands", Access.WORKER_OR_READ,
-           "A worker's commands not yet acknowledged (?all=1: every one)")
+           "A worker's commands not yet acknowledged (?all=1: every one)", query=(ALL,))
 async def list_commands(request: Request, ctx: Ctx) -> Any:
-    pending_only = request.query_params.get("all") not in ("1", "true")
-    return {"items": await ctx.coordinator.workers.commands(request.path_params["worker_id"], pending_only)}
+    return {"items": await ctx.coordinator.workers.commands(request.path_params["worker_id"], not ALL.on(request))}
 
 
 @api.route("DELETE", "/api/v1/workers/{worker_id}/commands", Access.WORKER,
-           "Acknowledge commands carried out (body {\"ids\": [...]} or ?ids=1,2)", body=CommandAck)
+           "Acknowledge commands carried out (body {\"ids\": [...]} or ?ids=1,2)", body=CommandAck, query=(ACK_IDS,),
+           body_required=False)
 async def ack_commands(request: Request, ctx: Ctx) -> Any:
-    ids = query_list(request, "ids")
+    ids = ACK_IDS.values(request)
     ack = (parse(CommandAck, {"ids": ids}) if ids  # each must be an integer: 422 naming ids[i]
            else await body(request, CommandAck, ctx.settings.max_body_bytes))
     return {"acked": await ctx.coordinator.workers.ack(request.path_params["worker_id"], ack.ids)}
