@@ -166,15 +166,15 @@ class HttpAgent:
                                                  "event": event, **fields}]})
 
 
-def wait_for(probe: Callable[[], T | None], timeout: float = 15.0, interval: float = 0.05, what: str = "") -> T:
-    """Poll `probe` until it returns something truthy; fail after `timeout` seconds."""
+def wait_for(probe: Callable[[], T | None], timeout: float = 20.0, what: str = "", interval: float = 0.05) -> T:
+    """Poll `probe` until it returns something truthy (returned); AssertionError after `timeout` seconds."""
     deadline = time.monotonic() + timeout
     while True:
         value = probe()
         if value:
             return value
         if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what or probe}")
+            raise AssertionError(f"timed out after {timeout:g}s waiting for {what or probe}")
         time.sleep(interval)
 
 
