@@ -105,7 +105,8 @@ class Target:
                 if name == "key" and often():  # a valid link, as the file listing gives it
                     case.query = {**(case.query or {}), **self.signed[case.path_parameters[name]]}
         body = case.body if isinstance(case.body, dict) else {}
-        for event in body.get("events") or []:
+        events = body.get("events")
+        for event in events if isinstance(events, list) else []:
             if isinstance(event, dict) and often():
                 attempt = data.draw(st.sampled_from(self.known["attempt_id"]), label="event attempt")
                 event.update(task_id=self.attempts[attempt], attempt_id=attempt)
