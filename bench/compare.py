@@ -74,7 +74,8 @@ def measure(args: argparse.Namespace, state: Path) -> dict[str, Any]:
     try:
         out["raw_redis"] = raw_redis_rates(f"{base}/0", args.tasks)
         if "aidd" in args.systems:
-            ours = Ours(f"{base}/0", servers.database_url, state, log_dir, max_pending=args.tasks * (args.repeat + 1))
+            ours = Ours(f"{base}/0", servers.database_url, state, log_dir, max_pending=args.tasks * (args.repeat + 1),
+                        stores={"postgres": servers.postgres_pid, "redis": servers.redis_pid})
             ours.start()
             ours.drain(min(args.tasks, 1000), args.slots, timeout)  # warm-up, not counted: pools and caches fill
             out["systems"]["aidd"] = {"keeps": OURS_KEEPS, "drain": {"1": []}, "latency": []}
@@ -109,6 +110,10 @@ def summarise(out: dict[str, Any]) -> None:
         system["submit"] = spread(submits)
         system["drain_rate"] = {p: spread([r["drain_tasks_per_s"] for r in runs])
                                 for p, runs in system["drain"].items()}
+        cpu_runs = [r["cpu_ms_per_task"] for runs in system["drain"].values() for r in runs if "cpu_ms_per_task" in r]
+        if cpu_runs:
+            system["drain_cpu_ms_per_task"] = {part: statistics.median(run[part] for run in cpu_runs)
+                                               for part in cpu_runs[0]}
         system["latency_summary"] = {
             kind: {q: spread([run[kind][q] for run in system["latency"]]) for q in ("p50_ms", "p99_ms")}
             for kind in ("start", "finish")}
@@ -136,6 +141,11 @@ def render(out: dict[str, Any]) -> str:
             how = DRAIN_HOW[name].format(p=procs) if name != "aidd" else f"1 agent process, {out['slots']} slots"
             ratio = ours["drain_rate"]["1"]["median"] / rate["median"] if ours else float("nan")
             lines.append(f"  {name + ' (' + how + ')':<42} {_fmt(rate):<30} {ratio:6.2f}")
+        if "drain_cpu_ms_per_task" in system:
+            parts = system["drain_cpu_ms_per_task"]
+            lines.append("    CPU ms per task (median): " + ", ".join(
+                f"{part} {ms:.3f}" for part, ms in sorted(parts.items(), key=lambda kv: -kv[1]) if part != "total")
+                + f"; total {parts['total']:.3f}")
     for kind, title in (("start", "submit -> start"), ("finish", "submit -> finished")):
         lines += ["", f"Latency {title}, ms            p50 median (min-max)   p99 median (min-max)   "
                       "it / aidd p50, p99"]

@@ -13,6 +13,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import psutil
+
 REPO = Path(__file__).resolve().parent.parent
 
 
@@ -137,6 +139,43 @@ class DrainClock:
                         raise SystemExit(f"{child.name} exited ({child.proc.returncode}) during the drain:\n"
                                          f"{child.tail()}")
             time.sleep(self.interval)
+
+
+class CpuMeter:
+    """CPU seconds (user + system) of named processes and, optionally, their descendants, over a span.
+
+    `parts` maps a name to (pid, name for its descendants, or None to count them with it). A process that
+    ends during the span loses what it used (the drains' processes live through them).
+    """
+
+    def __init__(self, parts: dict[str, tuple[int, str | None]]) -> None:
+        self.parts = parts
+        self._start = self._read()
+
+    def _read(self) -> dict[int, tuple[str, float]]:
+        seen: dict[int, tuple[str, float]] = {}
+        for name, (pid, children_name) in self.parts.items():
+            try:
+                root = psutil.Process(pid)
+                procs = [(root, name), *((c, children_name or name) for c in root.children(recursive=True))]
+            except psutil.Error:
+                continue
+            for proc, label in procs:
+                try:
+                    times = proc.cpu_times()
+                except psutil.Error:
+                    continue
+                seen[proc.pid] = (label, times.user + times.system)
+        return seen
+
+    def per_task_ms(self, tasks: int) -> dict[str, float]:
+        """Milliseconds of CPU per task of each part since the meter was made, and their `total`."""
+        used: dict[str, float] = {}
+        for pid, (label, seconds) in self._read().items():
+            used[label] = used.get(label, 0.0) + seconds - self._start.get(pid, (label, 0.0))[1]
+        out = {label: 1000 * seconds / tasks for label, seconds in used.items()}
+        out["total"] = sum(out.values())
+        return out
 
 
 def percentile(values: Sequence[float], q: float) -> float:

@@ -17,7 +17,7 @@ import httpx
 import orjson
 import redis
 
-from bench.harness import Child, DrainClock, free_port, latency_summary, python, python_env, spawn, wait_for
+from bench.harness import Child, CpuMeter, DrainClock, free_port, latency_summary, python, python_env, spawn, wait_for
 
 KEEPS = ("every state change durable in PostgreSQL before it is acknowledged: the task row (status, attempt, "
          "worker, timestamps, result), one attempt row per run, worker records; Redis holds only the rebuildable "
@@ -49,8 +49,10 @@ async def submit_all(http: httpx.AsyncClient, n: int, in_flight: int = 4) -> flo
 class Ours:
     """A coordinator process on the shared Redis (database 0) and the embedded PostgreSQL."""
 
-    def __init__(self, redis_url: str, database_url: str, state: Path, log_dir: Path, max_pending: int) -> None:
-        self.redis_url, self.state, self.log_dir = redis_url, state, log_dir
+    def __init__(self, redis_url: str, database_url: str, state: Path, log_dir: Path, max_pending: int,
+                 stores: dict[str, int]) -> None:
+        """`stores`: the pids of the Redis and PostgreSQL servers by name (their CPU is counted in drains)."""
+        self.redis_url, self.state, self.log_dir, self.stores = redis_url, state, log_dir, stores
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.env = python_env(AIDD_REDIS_URL=redis_url, AIDD_DATABASE_URL=database_url,
@@ -94,10 +96,17 @@ class Ours:
         submit_rate = asyncio.run(submit())
         agent = self.agent(slots, f"agent-drain-{before}")
         try:
+            assert self.server is not None
+            cpu = CpuMeter({"coordinator": (self.server.pid, None), "agent": (agent.pid, "plugin hosts"),
+                            **{name: (pid, None) for name, pid in self.stores.items()}})
+            started = time.perf_counter()
             rate = DrainClock(lambda: self.finished(client) - before, n).run(timeout, [agent, *self._servers()])
+            cpu_ms = cpu.per_task_ms(n)
+            cores = cpu_ms["total"] * n / 1000 / (time.perf_counter() - started)
         finally:
             agent.stop()
-        return {"submit_tasks_per_s": submit_rate, "drain_tasks_per_s": rate, "slots": slots}
+        return {"submit_tasks_per_s": submit_rate, "drain_tasks_per_s": rate, "slots": slots,
+                "cpu_ms_per_task": cpu_ms, "cores_busy": cores}
 
     def _servers(self) -> list[Child]:
         return [self.server] if self.server is not None else []
