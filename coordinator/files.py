@@ -143,9 +143,24 @@ class FileService:
         return keys
 
     async def discard(self, task_id: uuid.UUID) -> None:
-        """Delete every file of a task that was not created after all (best effort)."""
+        """Delete every file of a task whose submission failed (best effort, finished even if cancelled).
+
+        The files stay when the task exists after all (its commit went through before the failure) or when
+        PostgreSQL cannot tell: a stray file costs less than a task that runs without its inputs.
+        """
+        await asyncio.shield(self._discard(task_id))
+
+    async def _discard(self, task_id: uuid.UUID) -> None:
         try:
-            await asyncio.shield(self._run(self.store.delete_prefix, task_prefix(task_id)))
+            async with self.core.engine.connect() as conn:
+                if (await conn.execute(select(Task.id).where(Task.id == task_id))).first() is not None:
+                    return
+        except Exception as exc:  # PostgreSQL away: keep the files
+            log.warning("kept the files of task %s: cannot tell whether it was stored (%s: %s)", task_id,
+                        type(exc).__name__, exc)
+            return
+        try:
+            await self._run(self.store.delete_prefix, task_prefix(task_id))
         except StorageUnavailable as exc:
             log.warning("could not remove the files of unsubmitted task %s: %s", task_id, exc)
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import time
 import uuid
 
@@ -68,14 +69,21 @@ class Timers:
     async def _run(self) -> None:
         period = min(self.core.settings.heartbeat_check_interval, 1.0)
         while True:
-            try:
-                await self.tick()
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:  # Redis or PostgreSQL down: say so, hold back, try again
-                log.warning("timers: %s: %s", type(exc).__name__, exc)
-                self.leader_since = None
+            await self.guarded_tick()
             await asyncio.sleep(period)
+
+    async def guarded_tick(self) -> bool:
+        """One tick that cannot fail: an error (Redis or PostgreSQL away) is logged, the leadership is held back,
+        and the first tick that succeeds again repairs the drift the outage left (tasks stored but not queued).
+        Returns whether the tick succeeded."""
+        try:
+            await self.tick()
+            return True
+        except Exception as exc:
+            log.warning("timers: %s: %s", type(exc).__name__, exc)
+            self.leader_since = None
+            self._last_reconcile = -math.inf
+            return False
 
     async def tick(self) -> None:
         """One round: promote due retries; as leader, every check interval reap dead workers and time out

@@ -6,6 +6,7 @@ key press or a late report changes a task once; the Redis index follows.
 
 from __future__ import annotations
 
+import logging
 import operator
 import uuid
 from collections.abc import Sequence
@@ -15,6 +16,7 @@ from types import SimpleNamespace
 from typing import Any
 
 import orjson
+from redis.exceptions import RedisError
 from sqlalchemy import ColumnElement, String, and_, bindparam, cast, func, insert, or_, select, text, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -25,6 +27,8 @@ from coordinator.queue import QueuedTask
 from coordinator.schemas import BulkAction, TaskFilter, TaskSpec
 from coordinator.states import ALLOWED_FROM, Action, EndReason, TaskStatus
 from coordinator.textcheck import check_text
+
+log = logging.getLogger(__name__)
 
 
 def task_view(row: Any) -> dict[str, Any]:
@@ -154,11 +158,17 @@ class TaskService:
                 views = [{**task_view(r), "attempt_history": []} for r in stored]
             else:
                 seqs = await self._copy_in(conn, rows)
-        await self.core.index.put_pending([
-            QueuedTask(id=str(r["id"]), service=r["service"], group=r["group"], priority=r["priority"], seq=seq,
-                       labels=r["labels"], cpu=r["cpu"], memory_gb=r["memory_gb"], gpu=r["gpu"],
-                       gpu_memory_gb=r["gpu_memory_gb"]) for r, seq in zip(rows, seqs, strict=True)])
-        await self.core.wake_leases()
+        try:
+            await self.core.index.put_pending([
+                QueuedTask(id=str(r["id"]), service=r["service"], group=r["group"], priority=r["priority"], seq=seq,
+                           labels=r["labels"], cpu=r["cpu"], memory_gb=r["memory_gb"], gpu=r["gpu"],
+                           gpu_memory_gb=r["gpu_memory_gb"]) for r, seq in zip(rows, seqs, strict=True)])
+            await self.core.wake_leases()
+        except (RedisError, OSError) as exc:
+            # Committed, so they exist and will run: answering with an error would make the client submit them
+            # again. Redis is only the index; the leader's reconciler queues them from PostgreSQL.
+            log.warning("%d task(s) stored but not queued (%s: %s); the reconciler will queue them", len(rows),
+                        type(exc).__name__, exc)
         return Submitted([r["id"] for r in rows], batch_id, views)
 
     @staticmethod

@@ -24,6 +24,7 @@ from coordinator.config import ApiKey, Settings
 from coordinator.core import utcnow
 from coordinator.files import FileService
 from coordinator.models import Task
+from coordinator.reconcile import repair_drift
 from coordinator.schemas import TaskSpec
 from coordinator.server import BackgroundServer
 from coordinator.service import Coordinator
@@ -122,6 +123,26 @@ def test_multipart_submission_round_trips_byte_exact(client: httpx.Client, downl
     for entry, (_, data) in zip(listing["inputs"], files, strict=True):
         fetched = downloads.get(entry["url"])
         assert fetched.status_code == 200 and fetched.content == data
+
+
+def test_a_task_committed_but_not_queued_is_kept_with_its_files(api_server: BackgroundServer, client: httpx.Client,
+                                                                 store: ObjectStore, redis: Any) -> None:
+    """PostgreSQL committed the task, then Redis failed to queue it (here: its queue key holds a string). The task
+    is durable, so it is acknowledged and its input files stay; the reconciler queues it. (It used to be a 503
+    that deleted the inputs of a task that existed and would run.)"""
+    queue = api_server.coordinator.core.keys.service_queue(TASK["service"], "default")
+    redis.set(queue, "not a sorted set")
+    try:
+        response = multipart(client, TASK, [("ligand.smi", b"CCO\n")])
+    finally:
+        redis.delete(queue)
+    assert response.status_code == 201, response.text
+    task_id = response.json()["id"]
+    assert [o.key for o in store.list_objects(f"tasks/{task_id}/")] == [input_key(task_id, "ligand.smi")]
+
+    api_server.call(lambda: repair_drift(api_server.coordinator.core))
+    leased = Worker(client).lease()
+    assert leased["task_id"] == task_id and leased["input_files"] == [input_key(task_id, "ligand.smi")]
 
 
 @pytest.mark.parametrize("sizes", [[LIMIT + 1], [10, LIMIT + 1]], ids=["alone", "after-a-good-file"])

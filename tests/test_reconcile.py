@@ -67,6 +67,21 @@ async def test_a_timers_tick_notices_a_flush(coordinator: Coordinator, redis: Sy
     assert await lease_all_one_by_one(agent) == expected
 
 
+async def test_the_first_tick_after_a_failed_one_repairs_drift(coordinator: Coordinator, redis: SyncRedis) -> None:
+    """A tick that fails (here: a key of the index holds a string) makes the first tick that succeeds again repair
+    the drift, such as a task stored but not queued, without waiting for the reconcile interval (an hour here)."""
+    assert await coordinator.timers.guarded_tick()  # the periodic drift check has just run
+    lost = await submit_one(coordinator)
+    keys = coordinator.core.keys
+    redis.zrem(keys.service_queue("admet", "default"), lost)
+    redis.zrem(keys.pending, lost)
+    redis.set(keys.delayed, "not a sorted set")
+    assert not await coordinator.timers.guarded_tick()
+    redis.delete(keys.delayed)
+    assert await coordinator.timers.guarded_tick()
+    assert await (await Agent.register(coordinator)).lease_ids() == [lost]
+
+
 async def test_heartbeat_before_the_rebuild_keeps_running_tasks(coordinator: Coordinator, redis: SyncRedis) -> None:
     """A heartbeat that arrives between a flush and the rebuild does not call the worker's tasks stale (which
     would make the agent kill them): PostgreSQL still says they run there."""
