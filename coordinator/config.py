@@ -13,7 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 Role = Literal["operator", "read", "submit"]
 ENV_PREFIX = "AIDD_"
 SECRET_KEYS = frozenset({"api_keys", "agent_token", "redis_url", "database_url", "minio_secret_key"})
-MINIO_ENV = ("endpoint", "access_key", "secret_key", "bucket", "secure")
+MINIO_ENV = ("endpoint", "public_endpoint", "access_key", "secret_key", "bucket", "secure", "region")
 """Settings `minio_<name>` also read from the conventional MINIO_<NAME> variables."""
 
 
@@ -93,6 +93,13 @@ class Settings(BaseModel):
     """Accept `shell` tasks only from operator keys (default false)."""
     minio_endpoint: str | None = None
     """MinIO / S3 server for task files, `host:port` or a URL (also MINIO_ENDPOINT); unset: a local directory."""
+    minio_public_endpoint: str | None = None
+    """The address clients reach MinIO at, for the download links the API hands out, when it differs from
+    `minio_endpoint` (e.g. an internal name); `host:port` or a URL (default: minio_endpoint; also
+    MINIO_PUBLIC_ENDPOINT)."""
+    minio_region: str | None = None
+    """The bucket's region (also MINIO_REGION); with a public endpoint, links are signed for it without asking
+    the server (default `us-east-1`, MinIO's own default)."""
     minio_access_key: str | None = None
     """MinIO / S3 access key (also MINIO_ACCESS_KEY)."""
     minio_secret_key: str | None = None

@@ -8,10 +8,12 @@ import os
 import time
 import uuid
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import httpx
 import pytest
+from minio import Minio
 
 from coordinator.config import ConfigError, Settings, load_settings
 from coordinator.errors import InvalidInput
@@ -115,6 +117,22 @@ def test_presigned_url_downloads_the_same_bytes(store: ObjectStore) -> None:
         assert response.status_code == 200 and response.content == data
 
 
+def test_links_name_the_public_endpoint_without_contacting_it(s3_endpoint: str) -> None:
+    """With a public endpoint, download links are signed for the address clients use (the host is part of an S3
+    signature) by a client that never connects: here that address does not even resolve."""
+    bucket, key = f"t{uuid.uuid4().hex[:16]}", input_key(uuid.uuid4(), "ligands.smi")
+    store = MinioStore(s3_endpoint, "test", "test-secret", bucket, public_endpoint="https://files.invalid:9443")
+    store.ensure_ready()
+    store.put(key, io.BytesIO(b"CCO\n"), LIMIT, 4)
+    assert store.presign_get(key, 60).startswith(f"https://files.invalid:9443/{bucket}/{key}?X-Amz-")
+    when, expiry = datetime.now(UTC), timedelta(seconds=60)
+    public = Minio("files.invalid:9443", access_key="test", secret_key="test-secret", secure=True, region="us-east-1")
+    assert (store.signer.presigned_get_object(bucket, key, expiry, request_date=when)
+            == public.presigned_get_object(bucket, key, expiry, request_date=when))
+    assert fetch(store, key) == b"CCO\n"  # the store itself still talks to the internal endpoint
+    store.delete_prefix("")
+
+
 def test_local_secret_is_made_once_and_kept_private(tmp_path: Path) -> None:
     first = LocalStore(tmp_path / "files", tmp_path / "files.key")
     first.ensure_ready()
@@ -161,10 +179,12 @@ def test_keys_parse_back() -> None:
 
 def test_minio_settings_from_the_environment(tmp_path: Path) -> None:
     env = {"MINIO_ENDPOINT": "http://minio.lab:9000", "MINIO_ACCESS_KEY": "ak", "MINIO_SECRET_KEY": "sk",
-           "MINIO_BUCKET": "drugs", "MINIO_SECURE": "true"}
+           "MINIO_BUCKET": "drugs", "MINIO_SECURE": "true", "MINIO_PUBLIC_ENDPOINT": "https://files.lab",
+           "MINIO_REGION": "eu-west-1"}
     settings = load_settings(env=env, state_dir=tmp_path)
     assert (settings.minio_endpoint, settings.minio_access_key, settings.minio_secret_key, settings.minio_bucket,
-            settings.minio_secure) == ("http://minio.lab:9000", "ak", "sk", "drugs", True)
+            settings.minio_secure, settings.minio_public_endpoint, settings.minio_region) == (
+        "http://minio.lab:9000", "ak", "sk", "drugs", True, "https://files.lab", "eu-west-1")
     assert load_settings(env={**env, "AIDD_MINIO_BUCKET": "other"}, state_dir=tmp_path).minio_bucket == "other"
     assert split_endpoint("http://minio.lab:9000", True) == ("minio.lab:9000", False)
     assert split_endpoint("https://minio.lab", False) == ("minio.lab", True)
@@ -181,3 +201,6 @@ def test_open_store_picks_the_backend(tmp_path: Path) -> None:
     assert isinstance(local, LocalStore) and local.root == tmp_path / "files"
     remote = open_store(Settings(state_dir=tmp_path, minio_endpoint="https://s3.lab:9000", minio_bucket="b1x"))
     assert isinstance(remote, MinioStore) and remote.bucket == "b1x" and remote.endpoint == "https://s3.lab:9000"
+    assert remote.signer is remote.client  # no public endpoint: links name the one the coordinator uses
+    public = open_store(Settings(state_dir=tmp_path, minio_endpoint="minio:9000", minio_public_endpoint="https://f.lab"))
+    assert isinstance(public, MinioStore) and public.signer is not public.client

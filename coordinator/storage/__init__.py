@@ -23,5 +23,6 @@ def open_store(settings: Settings) -> ObjectStore:
         from coordinator.storage.s3 import MinioStore  # the minio client is imported only when used
 
         return MinioStore(settings.minio_endpoint, settings.minio_access_key, settings.minio_secret_key,
-                          settings.minio_bucket, settings.minio_secure)
+                          settings.minio_bucket, settings.minio_secure, settings.minio_region,
+                          settings.minio_public_endpoint)
     return LocalStore(settings.state_dir / "files", settings.state_dir / "files.key")

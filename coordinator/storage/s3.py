@@ -50,11 +50,19 @@ def _s3_errors(what: str) -> Iterator[None]:
         raise StorageUnavailable(f"object store: {what}: {type(exc).__name__}: {exc}") from None
 
 
+DEFAULT_REGION = "us-east-1"
+"""MinIO's region unless configured otherwise; links for a public endpoint are signed for it."""
+
+
 class MinioStore:
-    """Objects in one bucket of a MinIO (or other S3) server; created when missing."""
+    """Objects in one bucket of a MinIO (or other S3) server; created when missing.
+
+    With `public_endpoint`, download links are signed for that address (the host is part of an S3 signature,
+    so a link cannot simply be rewritten) by a second client that only signs and never connects.
+    """
 
     def __init__(self, endpoint: str, access_key: str | None, secret_key: str | None, bucket: str,
-                 secure: bool = False, region: str | None = None) -> None:
+                 secure: bool = False, region: str | None = None, public_endpoint: str | None = None) -> None:
         host, tls = split_endpoint(endpoint, secure)
         http = urllib3.PoolManager(
             timeout=urllib3.Timeout(connect=10, read=120), maxsize=16, cert_reqs="CERT_REQUIRED",
@@ -64,6 +72,11 @@ class MinioStore:
                             http_client=http)
         self.bucket = bucket
         self.endpoint = f"{'https' if tls else 'http'}://{host}"
+        self.signer = self.client
+        if public_endpoint:
+            public_host, public_tls = split_endpoint(public_endpoint, secure)
+            self.signer = Minio(public_host, access_key=access_key, secret_key=secret_key, secure=public_tls,
+                                region=region or DEFAULT_REGION)
 
     def ensure_ready(self) -> None:
         """Create the bucket when it is not there."""
@@ -134,4 +147,4 @@ class MinioStore:
     def presign_get(self, key: str, expires_s: int) -> str:
         """An S3 presigned GET URL (at most 7 days)."""
         with _s3_errors(key):
-            return self.client.presigned_get_object(self.bucket, key, expires=timedelta(seconds=expires_s))
+            return self.signer.presigned_get_object(self.bucket, key, expires=timedelta(seconds=expires_s))
