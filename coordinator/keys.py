@@ -33,8 +33,9 @@ class Keys:
         return f"{self.prefix}:queue:pending"
 
     def service_queue(self, service: str, group: str, needs: str = "") -> str:
-        """Sorted set: pending tasks of one service and group that need the same labels / a GPU (`needs`,
-        e.g. `a100+*gpu`; empty for plain tasks). Workers skip the queues whose needs they lack."""
+        """Sorted set: pending tasks of one service and group that need the same labels and resources (`needs`,
+        e.g. `a100+*cpu=4+*gpu=1`; empty for one-CPU tasks without labels). Workers skip the queues whose needs
+        they lack."""
         return f"{self.prefix}:queue:service:{service}:{group}" + (f":{needs}" if needs else "")
 
     @property
@@ -109,7 +110,8 @@ KEY_TABLE: list[tuple[str, str, str]] = [
     ("{p}:tasks:{id}", "hash", "hot copy of a task"),
     ("{p}:queue:pending", "sorted set", "all pending tasks that can run now; score = -priority*1e11 + seq"),
     ("{p}:queue:service:{service}:{group}[:{needs}]", "sorted set",
-     "pending tasks of one service and group; tasks needing labels or a GPU queue apart (needs = a100+*gpu)"),
+     "pending tasks of one service and group; tasks needing labels or other resources than one CPU queue apart "
+     "(needs = a100+*cpu=4+*mem=16+*gpu=1)"),
     ("{p}:queues", "hash", "every service queue key -> service, group and needs"),
     ("{p}:queue:delayed", "sorted set", "tasks in retry backoff; score = due time (ms)"),
     ("{p}:queue:running", "set", "running tasks"),

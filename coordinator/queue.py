@@ -35,6 +35,11 @@ def now_ms() -> int:
     return int(time.time() * 1000)
 
 
+def _amount(value: float) -> str:
+    """A resource amount as queue keys spell it: `4`, `0.5` (no exponent: `+` separates needs)."""
+    return f"{value:.6f}".rstrip("0").rstrip(".")
+
+
 @dataclass(frozen=True)
 class QueuedTask:
     """What the index needs to route a pending task."""
@@ -53,8 +58,13 @@ class QueuedTask:
 
     @property
     def needs(self) -> str:
-        """What a worker must have to serve this task's queue: its labels, and `*gpu` for any GPU use."""
-        return "+".join([*sorted(self.labels), *(["*gpu"] if self.gpu > 0 or self.gpu_memory_gb > 0 else [])])
+        """What a worker must have to serve this task's queue: its labels, then each resource it asks for beyond
+        one CPU (`a100+*cpu=4+*mem=16+*gpu=1`). Tasks that ask the same share a queue, so a worker without room
+        for them skips the whole queue instead of scanning past its tasks to the ones it could take."""
+        shape = [f"*cpu={_amount(self.cpu)}"] if self.cpu != 1 else []
+        shape += [f"*{name}={_amount(value)}" for name, value in
+                  (("mem", self.memory_gb), ("gpu", self.gpu), ("gmem", self.gpu_memory_gb)) if value > 0]
+        return "+".join([*sorted(self.labels), *shape])
 
     def encode(self) -> dict[str, Any]:
         return {"id": self.id, "service": self.service, "group": self.group, "needs": self.needs,

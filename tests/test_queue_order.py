@@ -97,6 +97,22 @@ async def test_tasks_a_worker_cannot_serve_never_starve_the_ones_it_can(coordina
     assert len(await gpu_host.lease_ids(max_tasks=5)) == 5
 
 
+async def test_small_tasks_are_not_starved_behind_big_ones(coordinator: Coordinator) -> None:
+    """200 8-CPU tasks, 200 2-GPU tasks and 200 64-GB tasks ahead of small ones in the same service and group: a
+    worker with 2 CPUs, 16 GB and one GPU free still gets the small CPU task and the 1-GPU task (each resource
+    shape queues apart, so a worker skips whole queues it has no room for instead of scanning past them)."""
+    await submit(coordinator, 200, resources={"cpu": 8}, priority=9)
+    await submit(coordinator, 200, resources={"cpu": 1, "gpu": 2}, priority=9)
+    await submit(coordinator, 200, resources={"cpu": 1, "memory_gb": 64}, priority=9)
+    small = await submit_one(coordinator, resources={"cpu": 1}, priority=1)
+    one_gpu = await submit_one(coordinator, resources={"cpu": 1, "gpu": 1}, priority=1)
+    agent = await Agent.register(coordinator, cpu_cores=2, memory_gb=16, gpus=[{"index": 0, "memory_gb": 80}])
+    assert sorted(await agent.lease_ids(max_tasks=5, cpu=2, memory_gb=16)) == sorted([small, one_gpu])
+    big = await Agent.register(coordinator, cpu_cores=64, memory_gb=512, gpus=[{"index": i, "memory_gb": 80}
+                                                                               for i in range(2)])
+    assert len(await big.lease_ids(max_tasks=3, cpu=64, memory_gb=512)) == 3  # the big ones still run
+
+
 async def test_required_labels_must_all_be_present(coordinator: Coordinator) -> None:
     """A task needing [gpu, a100] runs only on a worker with both labels; unlabelled tasks run anywhere."""
     needs = await submit_one(coordinator, labels=["gpu", "a100"], priority=5)

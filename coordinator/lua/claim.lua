@@ -18,10 +18,17 @@ end
 local groups, services, labels = set_of(req.groups), set_of(req.services), set_of(req.labels)
 local any_service = #req.services == 0
 
--- Whether this worker has what every task of a queue needs ("a100+*gpu": labels, and *gpu for a GPU).
+-- Whether this worker has what every task of a queue needs ("a100+*cpu=4+*mem=16+*gpu=1": labels, then the
+-- resources its tasks all ask for; *gmem is GPU memory; a bare *gpu comes from indexes made before shapes).
 local function can_serve(needs)
   for need in string.gmatch(needs, '[^+]+') do
-    if need == '*gpu' then
+    local name, amount = string.match(need, '^%*(%a+)=(.+)$')
+    amount = tonumber(amount)
+    if name == 'cpu' then
+      if amount > tonumber(req.cpu) + 1e-9 then return false end
+    elseif name == 'mem' then
+      if tonumber(req.memory_gb) >= 0 and amount > tonumber(req.memory_gb) + 1e-9 then return false end
+    elseif name == 'gpu' or name == 'gmem' or need == '*gpu' then
       if #req.gpus == 0 then return false end
     elseif not labels[need] then
       return false

@@ -14,8 +14,9 @@ local function forget(prefix, id)
   redis.call('DEL', tkey)
 end
 
--- The queue of a service and group; tasks that need labels or a GPU get a queue of their own (suffix
--- `needs`), so a worker skips whole queues it cannot serve instead of scanning past their tasks.
+-- The queue of a service and group; tasks that need labels or other resources than one CPU get a queue
+-- per such shape (suffix `needs`), so a worker skips whole queues it cannot serve instead of scanning past
+-- their tasks.
 local function queue_key(prefix, service, group, needs)
   local key = prefix .. ':queue:service:' .. service .. ':' .. group
   if needs ~= nil and needs ~= '' then key = key .. ':' .. needs end

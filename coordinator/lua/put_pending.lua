@@ -3,7 +3,7 @@
 -- KEYS: none (every key is derived from ARGV[1], the prefix; single Redis, not Cluster)
 -- ARGV[1] key prefix
 -- ARGV[2] now, ms
--- ARGV[3] JSON list of {id, service, group, needs ("a100+*gpu": required labels, *gpu for a GPU),
+-- ARGV[3] JSON list of {id, service, group, needs ("a100+*cpu=4+*gpu=1": required labels and resources),
 --         score (string), labels (" a b "), cpu, memory_gb, gpu, gpu_memory_gb,
 --         due (string ms; later than now puts the task in the delayed set)}
 -- Returns the number of tasks put.
