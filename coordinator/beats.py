@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import random
 import time
 import uuid
 from datetime import datetime
@@ -27,7 +28,7 @@ log = logging.getLogger(__name__)
 FLUSH_S = 0.5
 """Longest a beat's telemetry waits before it is written to PostgreSQL."""
 RECHECK_S = 30.0
-"""Each worker's commands are looked up in PostgreSQL at least this often, flag or not."""
+"""Each worker's commands are looked up in PostgreSQL about this often (0.5x to 1.5x, at random), flag or not."""
 FLAG_SETTLE_S = 10.0
 """A flag older than this with no command behind it is stale (its transaction rolled back) and is cleared."""
 
@@ -51,7 +52,7 @@ class Beats:
         self._dirty: dict[uuid.UUID, tuple[bytes, datetime]] = {}
         self._flush_due: asyncio.TimerHandle | None = None
         self._flushing: asyncio.Task[None] | None = None
-        self._checked: dict[uuid.UUID, float] = {}
+        self._next_check: dict[uuid.UUID, float] = {}
         self._clear_flag = core.redis.register_script(CLEAR_FLAG)
 
     def record(self, worker_id: uuid.UUID, metrics: bytes) -> None:
@@ -96,9 +97,11 @@ class Beats:
     async def commands(self, worker_id: uuid.UUID, flag: bytes | None) -> list[dict[str, Any]]:
         """The worker's unacknowledged commands: looked up when flagged, or when not looked up for RECHECK_S."""
         now = time.monotonic()
-        if flag is None and now - self._checked.get(worker_id, -RECHECK_S) < RECHECK_S:
+        if flag is None and now < self._next_check.get(worker_id, now):
             return []
-        self._checked[worker_id] = now
+        # At a random point of the next 0.5-1.5 RECHECK_S: workers that first beat together (a coordinator
+        # restart, a fleet started at once) would otherwise all look in the same second, every time.
+        self._next_check[worker_id] = now + RECHECK_S * random.uniform(0.5, 1.5)
         async with self.core.engine.connect() as conn:
             rows = (await conn.execute(select(WorkerCommand.id, WorkerCommand.command, WorkerCommand.args)
                                        .where(WorkerCommand.worker_id == worker_id)

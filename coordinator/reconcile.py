@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 
@@ -14,6 +15,8 @@ from coordinator.queue import RunningTask
 from coordinator.states import TaskStatus, WorkerStatus
 
 log = logging.getLogger(__name__)
+DRIFT_SLICE = 2000
+"""Active tasks read from PostgreSQL at a time by the drift check."""
 
 
 async def rebuild_index(core: Core) -> dict[str, int]:
@@ -59,11 +62,17 @@ async def repair_drift(core: Core) -> int:
     if not await core.redis.exists(core.keys.index_built):
         counts = await rebuild_index(core)
         return counts["pending"] + counts["running"]
-    async with core.engine.connect() as conn:  # ids as text: converting 10^5 UUIDs would block the loop
-        rows = (await conn.execute(select(cast(Task.id, String), Task.status).where(
-            Task.status.in_([TaskStatus.PENDING, TaskStatus.RUNNING])))).all()
-    pg_pending = {task_id for task_id, status in rows if status == TaskStatus.PENDING}
-    pg_running = {task_id for task_id, status in rows if status == TaskStatus.RUNNING}
+    # Ids as text (converting 10^5 UUIDs costs), read in slices with the loop free between them: one read of
+    # every active task held the loop for 40-70 ms with 26 000 of them, a stall every heartbeat then waited out.
+    pg_pending: set[str] = set()
+    pg_running: set[str] = set()
+    async with core.engine.connect() as conn:
+        result = await conn.stream(select(cast(Task.id, String), Task.status).where(
+            Task.status.in_([TaskStatus.PENDING, TaskStatus.RUNNING])).execution_options(yield_per=DRIFT_SLICE))
+        async for rows in result.partitions():
+            for task_id, status in rows:
+                (pg_pending if status == TaskStatus.PENDING else pg_running).add(task_id)
+            await asyncio.sleep(0)
     redis_pending, redis_running = await core.index.active_ids()
     drift = (pg_pending ^ redis_pending) | (pg_running ^ redis_running)
     if drift:

@@ -11,6 +11,7 @@ import httpx
 import pytest
 from redis import Redis as SyncRedis
 
+from coordinator.beats import RECHECK_S
 from coordinator.config import Settings
 from coordinator.schemas import Heartbeat, WorkerCommandSpec
 from coordinator.server import BackgroundServer
@@ -189,6 +190,19 @@ async def test_heartbeats_keep_a_worker_alive(settings: Settings, clean_db: None
             assert await coordinator.timers.reap_dead_workers() == 0
             await asyncio.sleep(0.25)
         assert (await task(coordinator, task_id))["status"] == "running"
+
+
+async def test_command_lookups_of_workers_that_beat_together_are_spread(coordinator: Coordinator) -> None:
+    """Workers that first beat in the same second (a coordinator restart, a fleet started at once) look up their
+    commands in PostgreSQL again at different times within 0.5-1.5 RECHECK_S, not all in one wave again (which
+    stalled every heartbeat of a 500-worker cluster every 30 s)."""
+    agents = [await Agent.register(coordinator, hostname=f"node-{i}") for i in range(50)]
+    start = time.monotonic()
+    for agent in agents:
+        await agent.heartbeat()
+    due = [coordinator.workers.beats._next_check[agent.id] - start for agent in agents]
+    assert all(0.5 * RECHECK_S <= d <= 1.5 * RECHECK_S + 5 for d in due), due
+    assert max(due) - min(due) > RECHECK_S / 2
 
 
 async def test_a_lease_its_worker_never_got_is_requeued(settings: Settings, clean_db: None,
