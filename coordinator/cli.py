@@ -19,6 +19,16 @@ from coordinator.filedownload import files_command
 from coordinator.runtime import check_exposure, stores
 from coordinator.submitfile import read_batch_file, submit_in_chunks
 from coordinator.tables import render_table
+from coordinator.taskcommands import (
+    EXIT_TIMED_OUT,
+    Counts,
+    batch_counter,
+    describe,
+    id_counter,
+    print_logs,
+    summary,
+    wait_for,
+)
 
 EXIT_USAGE = 2
 
@@ -89,6 +99,21 @@ def build_parser() -> argparse.ArgumentParser:
         act.add_argument("--all", action="store_true", help="with no filter: really every task")
         _client_options(act)
 
+    show = sub.add_parser("show", help="one task in full: fields, parameters, result or error, attempts")
+    show.add_argument("task_id")
+    _client_options(show)
+
+    logs = sub.add_parser("logs", help="a task's log (its stderr lines to stderr); -f follows it to the end")
+    logs.add_argument("task_id")
+    logs.add_argument("-f", "--follow", action="store_true", help="print new lines until the task has finished")
+    _client_options(logs)
+
+    wait = sub.add_parser("wait", help="wait for tasks (ids, or --batch) to finish; exit 0 only if all succeeded")
+    wait.add_argument("ids", nargs="*")
+    wait.add_argument("--batch", dest="batch_id", help="every task of this batch")
+    wait.add_argument("--timeout", type=float, help="give up after this many seconds (exit 124)")
+    _client_options(wait)
+
     files = sub.add_parser("files", help="list a task's files; --download DIR fetches its outputs")
     files.add_argument("task_id")
     files.add_argument("--download", type=Path, metavar="DIR", help="download the outputs into DIR")
@@ -145,6 +170,13 @@ async def _run_client(args: argparse.Namespace) -> int:
             text = render_table(result, ["id", "hostname", "status", "groups", "running", "slots", "heartbeat_age_s"])
         elif args.command == "files":
             result, text = await files_command(client, args)
+        elif args.command == "show":
+            result = await client.get_task(args.task_id)
+            text = describe(result)
+        elif args.command == "logs":
+            return await print_logs(client, args.task_id, args.follow)
+        elif args.command == "wait":
+            return await _wait(client, args)
         else:
             flt = {"status": args.status, "service": args.service, "group": args.group, "batch_id": args.batch_id,
                    "search": args.q}
@@ -156,6 +188,23 @@ async def _run_client(args: argparse.Namespace) -> int:
             text = f"{args.command}: {result['changed']} changed, {result['skipped']} skipped"
     print(json.dumps(result, indent=2, default=str) if args.json else text)
     return 0
+
+
+async def _wait(client: CoordinatorClient, args: argparse.Namespace) -> int:
+    if bool(args.ids) == bool(args.batch_id):
+        raise ConfigError("wait: give task ids or --batch ID (not both)")
+    count = batch_counter(client, args.batch_id) if args.batch_id else id_counter(client, args.ids)
+    live = sys.stderr.isatty() and not args.json
+
+    def show_progress(counts: Counts) -> None:
+        print(f"\rwaiting: {summary(counts)}\033[K", end="", file=sys.stderr, flush=True)
+    status, counts = await wait_for(count, args.timeout, show_progress if live else None)
+    if live:
+        print(file=sys.stderr)
+    outcome = ("all succeeded" if status == 0 else f"gave up after {args.timeout:g}s" if status == EXIT_TIMED_OUT
+               else "not all succeeded")
+    print(json.dumps({"exit": status, "counts": counts}) if args.json else f"{summary(counts)} ({outcome})")
+    return status
 
 
 def _run_program(args: argparse.Namespace) -> int:
