@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 
@@ -69,10 +68,9 @@ async def repair_drift(core: Core) -> int:
     async with core.engine.connect() as conn:
         result = await conn.stream(select(cast(Task.id, String), Task.status).where(
             Task.status.in_([TaskStatus.PENDING, TaskStatus.RUNNING])).execution_options(yield_per=DRIFT_SLICE))
-        async for rows in result.partitions():
+        async for rows in result.partitions():  # each slice is a fetch from the server: the loop runs meanwhile
             for task_id, status in rows:
                 (pg_pending if status == TaskStatus.PENDING else pg_running).add(task_id)
-            await asyncio.sleep(0)
     redis_pending, redis_running = await core.index.active_ids()
     drift = (pg_pending ^ redis_pending) | (pg_running ^ redis_running)
     if drift:
