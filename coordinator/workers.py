@@ -451,11 +451,9 @@ class WorkerService:
         return len(known)
 
     async def broadcast(self, spec: WorkerCommandSpec, actor: str) -> int:
-        """Send a command to every worker that is not offline (of one group, if given)."""
-        check_text(spec.args, "args")
+        """Send a command to every worker that is not offline (of one group, if given); audited even when none is."""
         workers = await self.overview(group=spec.group)
-        ids = [w["id"] for w in workers if w["status"] != WorkerStatus.OFFLINE]
-        return await self.send(ids, spec, actor) if ids else 0
+        return await self.send([w["id"] for w in workers if w["status"] != WorkerStatus.OFFLINE], spec, actor)
 
     async def commands(self, worker_id: uuid.UUID, pending_only: bool = True) -> list[dict[str, Any]]:
         """A worker's commands, oldest first."""
