@@ -109,7 +109,7 @@ def build_parser() -> argparse.ArgumentParser:
     _client_options(logs)
 
     wait = sub.add_parser("wait", help="wait for tasks (ids, or --batch) to finish; exit 0 only if all succeeded")
-    wait.add_argument("ids", nargs="*")
+    wait.add_argument("ids", nargs="*", help="task ids (each asked for every second: for many, use --batch)")
     wait.add_argument("--batch", dest="batch_id", help="every task of this batch")
     wait.add_argument("--timeout", type=float, help="give up after this many seconds (exit 124)")
     _client_options(wait)
