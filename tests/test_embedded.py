@@ -1,20 +1,25 @@
-"""The embedded redis-server and PostgreSQL: start, persistence, locking, owner death, orphans."""
+"""The embedded redis-server and PostgreSQL: start, persistence, locking, owner death, orphans, stable ports,
+restarts."""
 
 from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+import httpx
 import psutil
 import psycopg
 import pytest
@@ -24,8 +29,18 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from coordinator.embedded import EmbeddedError, EmbeddedServers, start_embedded
+from tests.faults.processes import poll
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture
+def tmp_path() -> Iterator[Path]:
+    """This module's tmp_path is outside pytest's temp root: as root, PostgreSQL runs as another user that
+    must reach it, and every pytest session that starts meanwhile closes that root to others again."""
+    path = Path(tempfile.mkdtemp(prefix="aidd-test-"))
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
 
 
 @contextmanager
@@ -226,3 +241,100 @@ def test_failed_start_reports_the_log_and_cleans_up(tmp_path: Path) -> None:
     with embedded(tmp_path) as servers:  # lock released, redis from the failed attempt gone
         with psycopg.connect(pg_conninfo(servers)) as conn:
             assert conn.execute("SELECT 1").fetchone() == (1,)
+
+
+def test_ports_are_kept_across_starts(tmp_path: Path) -> None:
+    state_dir = tmp_path / ("d" * 90)  # a long path: Redis listens on TCP as well
+    with embedded(state_dir) as servers:
+        first = (servers.redis_url, servers.database_url)
+    with embedded(state_dir) as servers:
+        assert (servers.redis_url, servers.database_url) == first
+        assert f":{(state_dir / 'postgres.port').read_text().strip()}/" in servers.database_url
+        assert f":{(state_dir / 'redis.port').read_text().strip()}/" in servers.redis_url
+
+
+def test_a_taken_port_is_replaced_and_kept(tmp_path: Path) -> None:
+    with embedded(tmp_path):
+        pass
+    saved = tmp_path / "postgres.port"
+    taken = int(saved.read_text())
+    with socket.socket() as squatter:
+        squatter.bind(("127.0.0.1", taken))
+        squatter.listen()
+        with embedded(tmp_path) as servers:
+            moved = int(saved.read_text())
+            assert moved != taken and f":{moved}/" in servers.database_url
+            assert asyncio.run(select_one(servers.database_url)) == 1
+
+
+def answers(servers: EmbeddedServers) -> bool:
+    """Whether both servers answer at the URLs they were started with."""
+    try:
+        with redis.Redis.from_url(servers.redis_url, socket_timeout=1) as client:
+            client.ping()
+        with psycopg.connect(pg_conninfo(servers), connect_timeout=1) as conn:
+            conn.execute("SELECT 1")
+    except (redis.RedisError, psycopg.Error):
+        return False
+    return True
+
+
+def test_killed_servers_are_restarted_with_their_data(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.WARNING, logger="coordinator.embedded")
+    with embedded(tmp_path) as servers:
+        servers.supervise()
+        write_data(servers)
+        killed = [servers.redis_pid, servers.postgres_pid]
+        os.kill(killed[0], signal.SIGKILL)
+        poll(lambda: servers.redis_pid != killed[0] and answers(servers), 10, "Redis to be restarted")
+        os.kill(killed[1], signal.SIGKILL)
+        poll(lambda: servers.postgres_pid != killed[1] and answers(servers), 10, "PostgreSQL to be restarted")
+        restarted = [servers.redis_pid, servers.postgres_pid]
+        assert_data(servers)  # same socket, same port, same data
+        assert servers.gave_up is None
+    assert all(gone(pid) for pid in restarted)  # stop() ends the restarted servers too
+    lines = [r.getMessage() for r in caplog.records]  # two deaths: stopping is not taken for a third
+    assert [line.split(";")[0] for line in lines if "died" in line] == [
+        "embedded Redis died (killed by signal 9)", "embedded PostgreSQL died (killed by signal 9)"]
+    assert sum("restarted" in line for line in lines) == 2
+    assert str(tmp_path / "postgres" / "postgres.log") in lines[-1]
+
+
+GIVES_UP = """
+import sys
+from coordinator import cli, embedded
+embedded.GIVE_UP_S = 2
+sys.exit(cli.main(sys.argv[1:]))
+"""
+
+
+def test_a_server_that_cannot_be_restarted_ends_aidd_with_an_error(tmp_path: Path) -> None:
+    """`aidd --serve` whose PostgreSQL dies and will not start again exits 1 (for its service manager) with
+    one line saying why, and leaves no server behind."""
+    (tmp_path / "empty.yml").write_text("{}\n")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AIDD_")}
+    env.update(AIDD_CONFIG=str(tmp_path / "empty.yml"), PYTHONPATH=str(REPO_ROOT))
+    port = free_port()
+    log = tmp_path / "aidd.log"
+    with log.open("w") as out:
+        aidd = subprocess.Popen([sys.executable, "-c", GIVES_UP, "--serve", "--state-dir", str(tmp_path / "state"),
+                                 "--port", str(port)], env=env, cwd=REPO_ROOT, stderr=out)
+    try:
+        def healthy() -> bool:
+            assert aidd.poll() is None, "aidd exited during start"
+            try:
+                return httpx.get(f"http://127.0.0.1:{port}/api/v1/health").status_code == 200
+            except httpx.HTTPError:
+                return False
+        poll(healthy, 60, "aidd to be healthy")
+        servers = {c.name(): c.pid for c in psutil.Process(aidd.pid).children()}
+        conf = tmp_path / "state" / "postgres" / "postgresql.conf"
+        conf.write_text(conf.read_text() + "\nno_such_setting = 1\n")
+        os.kill(servers["postgres"], signal.SIGKILL)
+        assert aidd.wait(30) == 1
+    finally:
+        aidd.kill()
+        aidd.wait()
+    last = log.read_text().strip().splitlines()[-1]
+    assert last.startswith("aidd: embedded PostgreSQL could not be restarted for 2s: ") and "no_such_setting" in last
+    assert wait_gone(list(servers.values()))
