@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from coordinator.config import ConfigError
+
 
 class AiddError(Exception):
     """Base of the coordinator's own errors; `str()` is one readable line."""
@@ -70,6 +72,20 @@ class QueueFull(AiddError):
         )
 
 
+class TooManyQueues(AiddError):
+    """A submission would open a queue past `max_queue_shapes` in its group: each claim reads every queue."""
+
+    status_code = 429
+
+    def __init__(self, group: str, queues: int, opening: int, limit: int) -> None:
+        super().__init__(
+            f"resources: group {group!r} holds tasks in {queues} queues of distinct labels and resources; "
+            f"{opening} more would pass max_queue_shapes {limit}; ask for the resources of queued tasks, "
+            "or retry once some have run"
+        )
+        self.field = "resources"
+
+
 class InvalidInput(AiddError):
     """A request value the schema accepts but the coordinator does not (the field is named)."""
 
@@ -93,6 +109,13 @@ class Unauthorized(AiddError):
 
 
 class Unavailable(AiddError):
-    """Redis or PostgreSQL cannot be reached; the request can be retried."""
+    """Redis or PostgreSQL cannot be reached (or is too busy); the request can be retried."""
 
     status_code = 503
+    retry_after = 1
+    """Seconds a client should wait before trying again (the Retry-After header)."""
+
+
+class StoresMismatch(ConfigError):
+    """This coordinator's stores do not fit those its Redis prefix already serves (another database, another
+    file store): refused at start, before the index is touched; the CLI shows it as one line and exits 2."""

@@ -38,10 +38,16 @@ class Keys:
         they lack."""
         return f"{self.prefix}:queue:service:{service}:{group}" + (f":{needs}" if needs else "")
 
+    def queues(self, group: str) -> str:
+        """Hash: the service queues of one group that hold tasks: key -> "service\\tneeds". A claim reads only
+        its worker's groups, and a queue leaves when its last task does (a delayed task registers it again when
+        it comes due), so old resource shapes and other groups cost a claim nothing."""
+        return f"{self.prefix}:queues:{group}"
+
     @property
-    def queues(self) -> str:
-        """Hash: service queue key -> "service\\tgroup\\tneeds", so claims find every queue they can serve."""
-        return f"{self.prefix}:queues"
+    def queue_groups(self) -> str:
+        """Set: the groups whose registry (`queues`) holds a queue, for what reads every group (pending counts)."""
+        return f"{self.prefix}:queue:groups"
 
     @property
     def delayed(self) -> str:
@@ -105,6 +111,18 @@ class Keys:
         """String: when the index was last rebuilt from PostgreSQL (absent after a FLUSHALL)."""
         return f"{self.prefix}:meta:index_built"
 
+    @property
+    def database(self) -> str:
+        """String: `system_identifier/name` of the PostgreSQL database the index belongs to; a coordinator on
+        another database refuses to start instead of rebuilding the index from its own record (`peers.py`)."""
+        return f"{self.prefix}:meta:database"
+
+    @property
+    def coordinators(self) -> str:
+        """Hash: coordinator instance -> JSON (host, pid, file store, last seen) while it runs; a start with
+        another file store than a live one is refused (`peers.py`)."""
+        return f"{self.prefix}:coordinators"
+
 
 KEY_TABLE: list[tuple[str, str, str]] = [
     ("{p}:tasks:{id}", "hash", "hot copy of a task"),
@@ -112,7 +130,8 @@ KEY_TABLE: list[tuple[str, str, str]] = [
     ("{p}:queue:service:{service}:{group}[:{needs}]", "sorted set",
      "pending tasks of one service and group; tasks needing labels or other resources than one CPU queue apart "
      "(needs = a100+*cpu=4+*mem=16+*gpu=1)"),
-    ("{p}:queues", "hash", "every service queue key -> service, group and needs"),
+    ("{p}:queues:{group}", "hash", "service queues of one group that hold tasks: queue key -> service and needs"),
+    ("{p}:queue:groups", "set", "groups with a queue that holds tasks"),
     ("{p}:queue:delayed", "sorted set", "tasks in retry backoff; score = due time (ms)"),
     ("{p}:queue:running", "set", "running tasks"),
     ("{p}:queue:completed", "list", "recent finished tasks (last 1000)"),
@@ -126,5 +145,7 @@ KEY_TABLE: list[tuple[str, str, str]] = [
     ("{p}:events:wakeup", "pub/sub channel", "wakes long-polling leases on submission"),
     ("{p}:leader", "string (PX)", "the coordinator that runs the timers"),
     ("{p}:meta:index_built", "string", "when the index was rebuilt from PostgreSQL"),
+    ("{p}:meta:database", "string", "the PostgreSQL database the index belongs to (system identifier/name)"),
+    ("{p}:coordinators", "hash", "running coordinators -> host, pid, file store, last seen"),
 ]
-"""The README's key table; `tests/test_keys.py` checks the README against it."""
+"""The README's key table; `tests/test_docs.py` checks the README against it."""

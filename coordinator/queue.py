@@ -16,7 +16,9 @@ from typing import Any
 import orjson
 from redis.asyncio import Redis
 
+from coordinator.errors import TooManyQueues
 from coordinator.keys import Keys, queue_score
+from coordinator.schemas import TaskSpec
 
 LUA_DIR = Path(__file__).parent / "lua"
 
@@ -40,6 +42,16 @@ def _amount(value: float) -> str:
     return f"{value:.6f}".rstrip("0").rstrip(".")
 
 
+def queue_needs(labels: Iterable[str], cpu: float, memory_gb: float, gpu: float, gpu_memory_gb: float) -> str:
+    """What a worker must have to serve a task's queue: its labels, then each resource it asks for beyond one CPU
+    (`a100+*cpu=4+*mem=16+*gpu=1`). Tasks that ask the same share a queue, so a worker without room for them
+    skips the whole queue instead of scanning past its tasks to the ones it could take."""
+    shape = [f"*cpu={_amount(cpu)}"] if cpu != 1 else []
+    shape += [f"*{name}={_amount(value)}" for name, value in
+              (("mem", memory_gb), ("gpu", gpu), ("gmem", gpu_memory_gb)) if value > 0]
+    return "+".join([*sorted(set(labels)), *shape])
+
+
 @dataclass(frozen=True)
 class QueuedTask:
     """What the index needs to route a pending task."""
@@ -58,13 +70,8 @@ class QueuedTask:
 
     @property
     def needs(self) -> str:
-        """What a worker must have to serve this task's queue: its labels, then each resource it asks for beyond
-        one CPU (`a100+*cpu=4+*mem=16+*gpu=1`). Tasks that ask the same share a queue, so a worker without room
-        for them skips the whole queue instead of scanning past its tasks to the ones it could take."""
-        shape = [f"*cpu={_amount(self.cpu)}"] if self.cpu != 1 else []
-        shape += [f"*{name}={_amount(value)}" for name, value in
-                  (("mem", self.memory_gb), ("gpu", self.gpu), ("gmem", self.gpu_memory_gb)) if value > 0]
-        return "+".join([*sorted(self.labels), *shape])
+        """The needs of this task's queue (see `queue_needs`)."""
+        return queue_needs(self.labels, self.cpu, self.memory_gb, self.gpu, self.gpu_memory_gb)
 
     def encode(self) -> dict[str, Any]:
         return {"id": self.id, "service": self.service, "group": self.group, "needs": self.needs,
@@ -143,6 +150,8 @@ class QueueIndex:
         self._claim = redis.register_script(_script_source("claim"))
         self._promote = redis.register_script(_script_source("promote_due"))
         self._heartbeat = redis.register_script(_script_source("heartbeat"))
+        self._drop_empty_queues = redis.register_script(_script_source("drop_empty_queues"))
+        self._unclaim = redis.register_script(_script_source("unclaim"))
 
     async def put_pending(self, tasks: Sequence[QueuedTask], chunk: int = 1000) -> int:
         """Queue tasks (or delay them until `due_ms`), replacing any earlier placement."""
@@ -183,6 +192,13 @@ class QueueIndex:
         return [Claim(c["id"], c["attempt"], list(c["gpus"]) if isinstance(c["gpus"], list) else [])
                 for c in claimed]
 
+    async def unclaim(self, worker: str, claims: Sequence[Claim]) -> int:
+        """Put claimed tasks back in their queues (their lease could not be confirmed); returns how many."""
+        if not claims:
+            return 0
+        payload = orjson.dumps([{"id": c.task_id, "attempt": c.attempt_id} for c in claims])
+        return int(await self._unclaim(args=[self.keys.prefix, worker, payload]))
+
     async def heartbeat(self, worker: str, now: float, metrics: bytes) -> Beat:
         """Record a worker's beat and telemetry; its live status, commands flag and tasks (one round trip)."""
         reply = await self._heartbeat(args=[self.keys.prefix, worker, repr(now), metrics])
@@ -203,16 +219,17 @@ class QueueIndex:
             await pipe.execute()
 
     async def queue_keys(self) -> dict[str, tuple[str, str]]:
-        """Every service queue: key -> (service, group)."""
-        raw = await self.redis.hgetall(self.keys.queues)
-        queues: dict[str, tuple[str, str]] = {}
-        for key, value in raw.items():
-            service, group = as_str(value).split("\t")[:2]
-            queues[as_str(key)] = (service, group)
-        return queues
+        """Every service queue that holds tasks: key -> (service, group)."""
+        groups = [as_str(g) for g in await self.redis.smembers(self.keys.queue_groups)]
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for group in groups:
+                pipe.hgetall(self.keys.queues(group))
+            registries = await pipe.execute()
+        return {as_str(key): (as_str(value).split("\t")[0], group)
+                for group, registry in zip(groups, registries, strict=True) for key, value in registry.items()}
 
     async def pending_by_service(self) -> dict[str, int]:
-        """Pending (runnable now) tasks per service."""
+        """Pending (runnable now) tasks per service (reads only queues that hold tasks)."""
         queues = await self.queue_keys()
         async with self.redis.pipeline(transaction=False) as pipe:
             for key in queues:
@@ -222,6 +239,36 @@ class QueueIndex:
         for (service, _group), count in zip(queues.values(), counts, strict=True):
             totals[service] = totals.get(service, 0) + int(count)
         return totals
+
+    async def check_queue_shapes(self, specs: Sequence[TaskSpec], limit: int) -> None:
+        """Refuse tasks that would open queues (a service and a shape of labels and resources new to their group)
+        past `limit` queues with tasks in that group: every claim of the group's workers reads each of them.
+        Tasks for queues that hold tasks are always let in; two submissions at once may pass by a few queues.
+
+        Raises:
+            TooManyQueues: naming the group, its queues and the limit (429 on `resources`).
+        """
+        wanted: dict[str, set[str]] = {}
+        for spec in specs:
+            r = spec.resources
+            needs = queue_needs(spec.labels, r.cpu, r.memory_gb, r.gpu, r.gpu_memory_gb)
+            wanted.setdefault(spec.group, set()).add(self.keys.service_queue(spec.service, spec.group, needs))
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for group, queues in wanted.items():
+                pipe.hlen(self.keys.queues(group))
+                pipe.hmget(self.keys.queues(group), list(queues))
+            replies = await pipe.execute()
+        for group, held, known in zip(wanted, replies[::2], replies[1::2], strict=True):
+            opening = sum(1 for value in known if value is None)
+            if opening and int(held) + opening > limit:
+                raise TooManyQueues(group, int(held), opening, limit)
+
+    async def drop_empty_queues(self) -> int:
+        """Drop registry entries of queues without tasks (and an older version's registry); how many went.
+
+        The scripts keep the registry to queues with tasks; this repairs it after a rebuild and on each drift check.
+        """
+        return int(await self._drop_empty_queues(args=[self.keys.prefix]))
 
     async def active_ids(self) -> tuple[set[str], set[str]]:
         """Ids the index holds as pending (queued or delayed) and as running."""

@@ -23,7 +23,8 @@ async def rebuild_index(core: Core) -> dict[str, int]:
     async with core.engine.connect() as conn:
         active = (await conn.execute(select(Task.id, Task.service, Task.group, Task.priority, Task.seq, Task.labels,
                                             Task.cpu, Task.memory_gb, Task.gpu, Task.gpu_memory_gb, Task.available_at,
-                                            Task.status, Task.worker_id, Task.attempt_id, Task.gpus)
+                                            Task.stopping_attempt_id, Task.status, Task.worker_id, Task.attempt_id,
+                                            Task.gpus)
                                      .where(Task.status.in_([TaskStatus.PENDING, TaskStatus.RUNNING])))).all()
         workers = (await conn.execute(select(Worker.id, Worker.status, Worker.services, Worker.groups, Worker.labels,
                                              Worker.gpus, Worker.cpu_cores)
@@ -36,6 +37,7 @@ async def rebuild_index(core: Core) -> dict[str, int]:
     queued_ids, running_ids = await core.index.active_ids()
     known = {str(r.id) for r in active}
     await core.resync(i for i in (queued_ids | running_ids) if i not in known)
+    await core.index.drop_empty_queues()
     now = time.time()
     async with core.redis.pipeline(transaction=False) as pipe:
         for w in workers:
@@ -54,7 +56,8 @@ async def rebuild_index(core: Core) -> dict[str, int]:
 
 
 async def repair_drift(core: Core) -> int:
-    """Compare the index with PostgreSQL and rewrite the tasks that differ; a flushed index is rebuilt.
+    """Compare the index with PostgreSQL and rewrite the tasks that differ, and drop registry entries of empty
+    queues; a flushed index is rebuilt.
 
     Returns how many tasks were repaired.
     """
@@ -71,6 +74,8 @@ async def repair_drift(core: Core) -> int:
         async for rows in result.partitions():  # each slice is a fetch from the server: the loop runs meanwhile
             for task_id, status in rows:
                 (pg_pending if status == TaskStatus.PENDING else pg_running).add(task_id)
+    if dropped := await core.index.drop_empty_queues():
+        log.warning("dropped %d registry entries of empty queues", dropped)
     redis_pending, redis_running = await core.index.active_ids()
     drift = (pg_pending ^ redis_pending) | (pg_running ^ redis_running)
     if drift:

@@ -64,15 +64,19 @@ local function pick_gpus(gpu, gmem)
   return indices
 end
 
+-- Only the registries of the worker's own groups are read, and they hold only queues with tasks in them, so a
+-- claim costs what the worker could take, not what other groups or old resource shapes left behind.
 local window = 64 + req.max
 local candidates = {}
-local queues = redis.call('HGETALL', prefix .. ':queues')
-for i = 1, #queues, 2 do
-  local svc, grp, needs = string.match(queues[i + 1], '^([^\t]*)\t([^\t]*)\t?(.*)$')
-  if groups[grp] and (any_service or services[svc]) and can_serve(needs) then
-    local members = redis.call('ZRANGE', queues[i], 0, window - 1, 'WITHSCORES')
-    for j = 1, #members, 2 do
-      candidates[#candidates + 1] = {members[j], tonumber(members[j + 1]), queues[i]}
+for grp in pairs(groups) do
+  local queues = redis.call('HGETALL', prefix .. ':queues:' .. grp)
+  for i = 1, #queues, 2 do
+    local svc, needs = string.match(queues[i + 1], '^([^\t]*)\t(.*)$')
+    if (any_service or services[svc]) and can_serve(needs) then
+      local members = redis.call('ZRANGE', queues[i], 0, window - 1, 'WITHSCORES')
+      for j = 1, #members, 2 do
+        candidates[#candidates + 1] = {members[j], tonumber(members[j + 1]), queues[i], grp}
+      end
     end
   end
 end
@@ -85,8 +89,7 @@ for _, c in ipairs(candidates) do
   local id, tkey = c[1], prefix .. ':tasks:' .. c[1]
   local f = redis.call('HMGET', tkey, 'service', 'labels', 'cpu', 'memory_gb', 'gpu', 'gpu_memory_gb')
   if not f[1] then
-    redis.call('ZREM', c[3], id)  -- a queue entry without its hash: drop it
-    redis.call('ZREM', prefix .. ':queue:pending', id)
+    dequeue(prefix, c[3], c[4], id)  -- a queue entry without its hash: drop it
   else
     local svc, cpu, mem, gpu, gmem = f[1], tonumber(f[3]), tonumber(f[4]), tonumber(f[5]), tonumber(f[6])
     local fits = cpu <= free_cpu + 1e-9 and (free_mem < 0 or mem <= free_mem + 1e-9)
@@ -104,8 +107,7 @@ for _, c in ipairs(candidates) do
     end
     if fits then
       local attempt = req.attempts[#claimed + 1]
-      redis.call('ZREM', c[3], id)
-      redis.call('ZREM', prefix .. ':queue:pending', id)
+      dequeue(prefix, c[3], c[4], id)
       redis.call('SADD', prefix .. ':queue:running', id)
       redis.call('SADD', prefix .. ':queue:running:' .. svc, id)
       redis.call('SADD', prefix .. ':workers:' .. req.worker .. ':tasks', id)

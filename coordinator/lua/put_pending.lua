@@ -15,12 +15,12 @@ for _, t in ipairs(tasks) do
   redis.call('HSET', prefix .. ':tasks:' .. t.id, 'status', 'pending', 'service', t.service, 'group', t.group,
     'queue', q, 'score', t.score, 'labels', t.labels, 'cpu', t.cpu, 'memory_gb', t.memory_gb, 'gpu', t.gpu,
     'gpu_memory_gb', t.gpu_memory_gb)
-  redis.call('HSET', prefix .. ':queues', q, t.service .. '\t' .. t.group .. '\t' .. t.needs)
   if t.due and tonumber(t.due) > now then
-    redis.call('ZADD', prefix .. ':queue:delayed', t.due, t.id)
+    redis.call('ZADD', prefix .. ':queue:delayed', t.due, t.id)  -- its queue is registered when it comes due
   else
     redis.call('ZADD', q, t.score, t.id)
     redis.call('ZADD', prefix .. ':queue:pending', t.score, t.id)
+    register(prefix, q, t.service, t.group)
   end
 end
 return #tasks
