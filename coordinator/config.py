@@ -8,9 +8,11 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator
 
 Role = Literal["operator", "read", "submit"]
+Part = Literal["redis", "postgres"]
+"""A store that can run embedded: the redis-server or the PostgreSQL of the state directory."""
 ENV_PREFIX = "AIDD_"
 SECRET_KEYS = frozenset({"api_keys", "agent_token", "redis_url", "database_url", "minio_secret_key"})
 MINIO_ENV = ("endpoint", "public_endpoint", "access_key", "secret_key", "bucket", "secure", "region")
@@ -41,6 +43,10 @@ class Settings(BaseModel):
     """External Redis URL; unset starts the embedded redis-server (also read from REDIS_URL)."""
     database_url: str | None = None
     """External PostgreSQL URL; unset starts the embedded PostgreSQL (also DATABASE_URL / POSTGRES_*)."""
+    embedded: list[Part] = []
+    """Stores to run embedded beside an external one: `postgres` with only a Redis URL, `redis` with only a
+    database URL (env form: `AIDD_EMBEDDED=postgres`). Without it such a half-external setup is refused: it
+    would quietly split a deployment over private stores. No URL at all embeds both; both URLs, none."""
     key_prefix: str = Field(default="aidd", pattern=r"^[A-Za-z0-9_.-]+$")
     """Prefix of every Redis key (default `aidd`)."""
     host: str = "127.0.0.1"
@@ -69,8 +75,25 @@ class Settings(BaseModel):
     """Default `max_retries` of a task (default 3)."""
     max_worker_losses: int = Field(default=3, ge=1)
     """Attempts a task may lose to dead workers before it is failed (default 3)."""
+    exclusive_tasks: bool = False
+    """Tasks that do not say (`exclusive`) never run two attempts at once, even across a network partition: their
+    agent stops them once cut off long enough for a requeue. Off (default), an agent that cannot reach any
+    coordinator keeps running its tasks (up to its disconnect grace), so a coordinator restart loses no work."""
+    stop_wait_max: float = Field(default=300.0, gt=0)
+    """Longest a cancelled, requeued or timed-out task waits for its worker to confirm the old attempt's process
+    gone before it may run again anyway (default 300 s; a worker that is lost releases it at once)."""
+    leader_lease: float = Field(default=5.0, gt=0)
+    """Seconds the leader's lease on the timers lasts unless renewed (every second): a killed leader is replaced
+    within about this long; a stopped one at once (default 5)."""
+    takeover_grace: float | None = Field(default=None, gt=0)
+    """Seconds a new leader waits before declaring any worker dead, so every worker can report in after a
+    restart or failover (default: heartbeat_timeout)."""
     max_pending_per_service: int = Field(default=10_000, ge=1)
     """Pending tasks a service may hold before submissions get 429 (default 10000)."""
+    max_queue_shapes: int = Field(default=1000, ge=1)
+    """Queues with tasks one group may hold (a queue per service and distinct labels and resources); a submission
+    that would open one more gets 429 naming `resources`, while tasks for queues that hold tasks are always taken.
+    Every claim reads each queue of its worker's groups (default 1000)."""
     service_limits: dict[str, int] = {}
     """Per-service cap on running tasks, e.g. {docking: 8}. Env form: `docking=8,admet=32`."""
     max_body_bytes: int = Field(default=1_000_000, gt=0)
@@ -83,6 +106,8 @@ class Settings(BaseModel):
     """Longest kept log line; longer lines are cut (default 4096)."""
     log_max_lines_per_attempt: int = Field(default=20_000, gt=0)
     """Log lines kept per attempt; the oldest beyond this are dropped, the tail kept (default 20000)."""
+    log_max_bytes_per_attempt: int = Field(default=16_000_000, gt=0)
+    """Log bytes kept per attempt; the oldest lines beyond this are dropped, the tail kept (default 16 MB)."""
     lease_max_wait: float = Field(default=30.0, ge=0)
     """Longest a lease request long-polls for work, in seconds (default 30)."""
     reconcile_interval: float = Field(default=60.0, gt=0)
@@ -127,16 +152,23 @@ class Settings(BaseModel):
             return [_parse_key(i, item.strip()) for i, item in enumerate(value.split(","), 1) if item.strip()]
         return value
 
-    @field_validator("service_limits", "allowed_hosts", mode="before")
+    @field_validator("service_limits", "allowed_hosts", "embedded", mode="before")
     @classmethod
     def _parse_env_forms(cls, value: Any, info: Any) -> Any:
         if not isinstance(value, str):
             return value
         items = [item.strip() for item in value.split(",") if item.strip()]
-        if info.field_name == "allowed_hosts":
+        if info.field_name != "service_limits":
             return items
         pairs = [item.partition("=") for item in items]
         return {key: limit for key, _, limit in pairs}
+
+    _origins: dict[str, str] = PrivateAttr(default_factory=dict)
+
+    def origin(self, key: str) -> str:
+        """Where the value of `key` came from, as the operator wrote it: `REDIS_URL`, `AIDD_REDIS_URL`,
+        `redis_url in aidd.yml`; the key itself when it was set in code or by a flag."""
+        return self._origins.get(key, key)
 
     @property
     def is_loopback(self) -> bool:
@@ -164,17 +196,20 @@ def _postgres_env_url(env: Mapping[str, str]) -> str | None:
     return f"postgresql://{auth}@{host}:{env.get('POSTGRES_PORT', '5432')}/{env.get('POSTGRES_DB', 'aidd')}"
 
 
-def _environment_overrides(env: Mapping[str, str]) -> dict[str, Any]:
-    overrides: dict[str, Any] = {}
-    conventional = {"redis_url": env.get("REDIS_URL"),
-                    "database_url": env.get("DATABASE_URL") or _postgres_env_url(env)}
-    conventional.update({f"minio_{name}": env.get(f"MINIO_{name.upper()}") for name in MINIO_ENV})
-    overrides.update({k: v for k, v in conventional.items() if v})
+def _environment_overrides(env: Mapping[str, str]) -> tuple[dict[str, Any], dict[str, str]]:
+    """The settings the environment gives, and the variable each came from."""
+    database_variable = "DATABASE_URL" if env.get("DATABASE_URL") else "POSTGRES_*"
+    conventional = {"redis_url": ("REDIS_URL", env.get("REDIS_URL")),
+                    "database_url": (database_variable, env.get("DATABASE_URL") or _postgres_env_url(env))}
+    conventional.update({f"minio_{name}": (f"MINIO_{name.upper()}", env.get(f"MINIO_{name.upper()}"))
+                         for name in MINIO_ENV})
+    overrides = {key: value for key, (_, value) in conventional.items() if value}
+    origins = {key: variable for key, (variable, value) in conventional.items() if value}
     for name in Settings.model_fields:
         value = env.get(ENV_PREFIX + name.upper())
         if value is not None:
-            overrides[name] = value
-    return overrides
+            overrides[name], origins[name] = value, ENV_PREFIX + name.upper()
+    return overrides, origins
 
 
 def default_config_path(env: Mapping[str, str]) -> Path | None:
@@ -195,6 +230,7 @@ def load_settings(path: Path | None = None, env: Mapping[str, str] | None = None
     env = os.environ if env is None else env
     path = path or default_config_path(env)
     values: dict[str, Any] = {}
+    origins: dict[str, str] = {}
     if path is not None:
         try:
             loaded = yaml.safe_load(path.read_text()) or {}
@@ -203,11 +239,15 @@ def load_settings(path: Path | None = None, env: Mapping[str, str] | None = None
         if not isinstance(loaded, dict):
             raise ConfigError(f"{path}: expected a mapping of keys to values")
         values.update(loaded)
-    from_env = _environment_overrides(env)
+        origins.update({str(key): f"{key} in {path}" for key in loaded})
+    from_env, env_origins = _environment_overrides(env)
     values.update(from_env)
-    values.update({k: v for k, v in overrides.items() if v is not None})
+    origins.update(env_origins)
+    flags = {k: v for k, v in overrides.items() if v is not None}
+    values.update(flags)
+    origins = {key: origin for key, origin in origins.items() if key not in flags}
     try:
-        return Settings(**values)
+        settings = Settings(**values)
     except ValidationError as exc:
         error = exc.errors()[0]
         key = str(error["loc"][0]) if error["loc"] else "config"
@@ -219,3 +259,5 @@ def load_settings(path: Path | None = None, env: Mapping[str, str] | None = None
         elif key not in SECRET_KEYS:
             detail += f", got {error.get('input')!r}"
         raise ConfigError(f"{shown}: {detail}") from None
+    settings._origins = origins
+    return settings

@@ -2,12 +2,21 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 from collections.abc import Iterator
 
-from coordinator.config import ConfigError, Settings
-from coordinator.embedded import start_embedded
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
+from sqlalchemy.exc import SQLAlchemyError
+
+from coordinator.config import ConfigError, Part, Settings
+from coordinator.db import create_engine
+from coordinator.embedded import EmbeddedError, start_embedded
+from coordinator.errors import StoresMismatch
+from coordinator.peers import Peers, database_identity
+from coordinator.storage import StorageUnavailable, open_store
 
 log = logging.getLogger(__name__)
 
@@ -26,16 +35,83 @@ def check_exposure(settings: Settings) -> None:
 def stores(settings: Settings) -> Iterator[Settings]:
     """Settings with Redis and PostgreSQL URLs: as configured, or from embedded servers started (and stopped) here.
 
-    Must run on the main thread: the embedded servers die with the thread that started them.
+    A half-external setup is refused before anything is reached (`embedded_parts`), and shared stores that
+    serve another database or file store before anything is served (`check_shared_stores`).
+    Must run on the main thread: the embedded servers die with the thread that started them. While it runs,
+    a dead embedded server is restarted; if one cannot be, the process gets SIGTERM and, once the caller has
+    stopped, this raises EmbeddedError saying why (a non-zero exit, for a service manager to restart aidd).
     """
-    if settings.redis_url and settings.database_url:
+    parts = embedded_parts(settings)  # before connecting to anything
+    if not parts:
+        check_shared_stores(settings)
         yield settings
         return
     settings.state_dir.mkdir(parents=True, exist_ok=True)
     servers = start_embedded(settings.state_dir)
+    servers.supervise()
     log.info("embedded Redis and PostgreSQL running; state in %s", settings.state_dir)
     try:
-        yield settings.model_copy(update={"redis_url": settings.redis_url or servers.redis_url,
-                                          "database_url": settings.database_url or servers.database_url})
+        ready = settings.model_copy(update={"redis_url": settings.redis_url or servers.redis_url,
+                                            "database_url": settings.database_url or servers.database_url,
+                                            "embedded": sorted(parts)})
+        if "redis" not in parts:
+            check_shared_stores(ready)
+        yield ready
     finally:
         servers.stop()
+    if servers.gave_up:
+        raise EmbeddedError(servers.gave_up)
+
+
+def embedded_parts(settings: Settings) -> set[Part]:
+    """The stores to run embedded here: both with no URL, none with both, and with one URL only the other one
+    when `embedded` asks for it. A silent mix would split a deployment: a coordinator given only the shared
+    Redis would rebuild its index from a private PostgreSQL.
+
+    Raises:
+        ConfigError: one URL without the other and no `embedded` naming the missing store, or `embedded` naming
+            a store whose URL is set too (one line naming the variables).
+    """
+    url_keys: dict[Part, str] = {"redis": "redis_url", "postgres": "database_url"}
+    missing = {part for part, key in url_keys.items() if not getattr(settings, key)}
+    if configured := sorted(set(settings.embedded) - missing):
+        part = configured[0]
+        raise ConfigError(f"embedded: {part} is to run embedded but {settings.origin(url_keys[part])} is set too; "
+                          "drop one")
+    if missing == {"postgres"} and not settings.embedded:
+        raise ConfigError(f"{settings.origin('redis_url')} is set but no database is: set DATABASE_URL (or "
+                          "AIDD_DATABASE_URL / POSTGRES_* / database_url) too, or AIDD_EMBEDDED=postgres to run an "
+                          "embedded PostgreSQL beside that Redis")
+    if missing == {"redis"} and not settings.embedded:
+        raise ConfigError(f"{settings.origin('database_url')} is set but no Redis is: set REDIS_URL (or "
+                          "AIDD_REDIS_URL / redis_url) too, or AIDD_EMBEDDED=redis to run an embedded Redis beside "
+                          "that database")
+    return missing
+
+
+def check_shared_stores(settings: Settings) -> None:
+    """Refuse, before anything is served, a Redis prefix whose index belongs to another database or whose live
+    coordinators use another file store. `Coordinator.start` checks again as it enters the prefix; this early,
+    read-only pass makes the refusal one line and exit 2, not a traceback from the server's start-up. An outage
+    here is left for that start to report.
+
+    Raises:
+        StoresMismatch: what the refusal says.
+    """
+    asyncio.run(_check_shared_stores(settings))
+
+
+async def _check_shared_stores(settings: Settings) -> None:
+    redis = Redis.from_url(settings.redis_url or "", socket_connect_timeout=10, socket_timeout=10)
+    try:
+        engine = create_engine(settings.database_url or "")
+        try:
+            await Peers(redis, settings, open_store(settings)).check(await database_identity(engine))
+        finally:
+            await engine.dispose()
+    except StoresMismatch:
+        raise
+    except (RedisError, OSError, SQLAlchemyError, StorageUnavailable) as exc:
+        log.debug("shared stores not checked before start: %s", exc)
+    finally:
+        await redis.aclose()

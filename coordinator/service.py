@@ -12,10 +12,12 @@ from sqlalchemy import text
 from coordinator.config import Settings
 from coordinator.core import Core
 from coordinator.db import create_engine, migrate
-from coordinator.errors import Unavailable
+from coordinator.errors import StoresMismatch, Unavailable
 from coordinator.files import FileService
 from coordinator.keys import Keys
+from coordinator.lifecycle import Lifecycle
 from coordinator.loops import Timers
+from coordinator.peers import Peers, database_identity
 from coordinator.queue import QueueIndex
 from coordinator.reconcile import rebuild_index
 from coordinator.stats import StatsService
@@ -35,11 +37,13 @@ class Coordinator:
 
     core: Core
     tasks: TaskService
+    lifecycle: Lifecycle
     workers: WorkerService
     stats: StatsService
     timers: Timers
     waker: Waker
     files: FileService
+    peers: Peers
 
     @classmethod
     def build(cls, settings: Settings) -> Coordinator:
@@ -53,16 +57,28 @@ class Coordinator:
         keys = Keys(settings.key_prefix)
         core = Core(settings, create_engine(settings.database_url), redis, keys, QueueIndex(redis, keys))
         waker = Waker(redis, keys.wakeup)
-        tasks = TaskService(core)
-        workers = WorkerService(core, tasks, waker)
-        files = FileService(core, open_store(settings))
-        return cls(core, tasks, workers, StatsService(core), Timers(core, tasks, workers, files), waker, files)
+        lifecycle = Lifecycle(core)
+        workers = WorkerService(core, lifecycle, waker)
+        store = open_store(settings)
+        files = FileService(core, store)
+        return cls(core, TaskService(core), lifecycle, workers, StatsService(core),
+                   Timers(core, lifecycle, workers, files), waker, files, Peers(redis, settings, store))
 
     async def start(self, timers: bool = True) -> None:
-        """Migrate the schema, rebuild the index from PostgreSQL, and start listening and timing."""
+        """Migrate the schema, enter the Redis prefix, rebuild the index from PostgreSQL, start listening and timing.
+
+        Raises:
+            StoresMismatch: the prefix's index belongs to another database, or a live coordinator on it uses
+                another file store (`peers.py`); checked before the index is touched.
+            Unavailable: Redis or PostgreSQL cannot be reached.
+        """
         try:
             await self.core.redis.ping()
+            database = await database_identity(self.core.engine)
             await migrate(self.core.engine)
+            await self.peers.join(database)
+        except StoresMismatch:
+            raise
         except Exception as exc:
             raise Unavailable(f"cannot reach Redis/PostgreSQL: {type(exc).__name__}: {exc}") from exc
         await rebuild_index(self.core)
@@ -72,8 +88,9 @@ class Coordinator:
             self.timers.start()
 
     async def stop(self) -> None:
-        """Stop timers and close connections."""
+        """Stop timers, leave the prefix's coordinators and close connections."""
         await self.timers.stop()
+        await self.peers.leave()
         await self.workers.beats.close()
         await self.files.close()
         await self.waker.stop()

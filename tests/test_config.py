@@ -59,6 +59,7 @@ def test_defaults(tmp_path: Path) -> None:
     ("AIDD_STATE_DIR", "/srv/aidd", "state_dir", Path("/srv/aidd")),
     ("AIDD_REDIS_URL", "redis://cache:6379/0", "redis_url", "redis://cache:6379/0"),
     ("AIDD_DATABASE_URL", "postgresql://db/aidd", "database_url", "postgresql://db/aidd"),
+    ("AIDD_EMBEDDED", "postgres", "embedded", ["postgres"]),
     ("AIDD_AGENT_TOKEN", "enrol-me-please", "agent_token", "enrol-me-please"),
     ("AIDD_SERVICE_LIMITS", "docking=8,admet=32", "service_limits", {"docking": 8, "admet": 32}),
     ("AIDD_ALLOW_SHELL_TASKS", "false", "allow_shell_tasks", False),

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Protocol
+
 from coordinator.config import Settings
 from coordinator.storage.base import (
     FileConflict,
@@ -13,11 +15,19 @@ from coordinator.storage.base import (
 )
 from coordinator.storage.local import LocalStore
 
-__all__ = ["FileConflict", "FileTooLarge", "LocalStore", "ObjectInfo", "ObjectNotFound", "ObjectStore",
-           "StorageUnavailable", "open_store"]
+__all__ = ["FileConflict", "FileTooLarge", "LocalStore", "NamedStore", "ObjectInfo", "ObjectNotFound",
+           "ObjectStore", "StorageUnavailable", "open_store"]
 
 
-def open_store(settings: Settings) -> ObjectStore:
+class NamedStore(ObjectStore, Protocol):
+    """A store that can say which one it is, so coordinators sharing a Redis can tell whether they share it too."""
+
+    @property
+    def identity(self) -> str:
+        """The same string on every coordinator that reaches the same files (no secret in it)."""
+
+
+def open_store(settings: Settings) -> NamedStore:
     """MinIO when `minio_endpoint` is set, else `files/` under the state directory. Connects to nothing yet."""
     if settings.minio_endpoint:
         from coordinator.storage.s3 import MinioStore  # the minio client is imported only when used

@@ -71,6 +71,12 @@ class LocalStore:
                 self._secret = self.secret_file.read_text().strip().encode()
         return self._secret
 
+    @property
+    def identity(self) -> str:
+        """`local:` and a digest of the signing secret. Coordinators sharing this directory share the secret, so
+        they share the identity, wherever each mounts it; the secret itself never leaves this process."""
+        return "local:" + hashlib.sha256(self.secret()).hexdigest()[:16]
+
     def _path(self, key: str) -> Path:
         if name_problem(key) is not None:  # keys are built by the coordinator; this keeps them inside root
             raise ObjectNotFound(key)

@@ -78,6 +78,11 @@ class MinioStore:
             self.signer = Minio(public_host, access_key=access_key, secret_key=secret_key, secure=public_tls,
                                 region=region or DEFAULT_REGION)
 
+    @property
+    def identity(self) -> str:
+        """`s3:` the endpoint and the bucket: coordinators naming the same ones share their files."""
+        return f"s3:{self.endpoint}/{self.bucket}"
+
     def ensure_ready(self) -> None:
         """Create the bucket when it is not there."""
         with _s3_errors(f"bucket {self.bucket}"):
