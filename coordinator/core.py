@@ -25,12 +25,20 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
-def queued(row: Any, due: datetime | None = None) -> QueuedTask:
-    """The index entry of a task row (any object with the Task columns as attributes)."""
-    due = due if due is not None else row.available_at
+STOPPING_DUE_MS = 2**52
+"""Due time (ms) of a task waiting for its old attempt to stop: never, until `lifecycle` releases it."""
+RESYNC_CHUNK = 5000
+"""Tasks read from PostgreSQL at a time when rewriting their index entries."""
+
+
+def queued(row: Any) -> QueuedTask:
+    """The index entry of a pending task row (any object with the Task columns as attributes): queued, delayed
+    until its backoff is over, or parked while an old attempt of it is stopping."""
+    due = row.available_at
+    due_ms = STOPPING_DUE_MS if row.stopping_attempt_id else int(due.timestamp() * 1000) if due else 0
     return QueuedTask(id=str(row.id), service=row.service, group=row.group, priority=row.priority,
                       seq=row.seq, labels=row.labels, cpu=row.cpu, memory_gb=row.memory_gb, gpu=row.gpu,
-                      gpu_memory_gb=row.gpu_memory_gb, due_ms=int(due.timestamp() * 1000) if due else 0)
+                      gpu_memory_gb=row.gpu_memory_gb, due_ms=due_ms)
 
 
 @dataclass
@@ -52,8 +60,10 @@ class Core:
         ids = [uuid.UUID(str(i)) for i in task_ids]
         if not ids:
             return
+        rows: list[Any] = []
         async with self.engine.connect() as conn:
-            rows = (await conn.execute(select(Task).where(Task.id.in_(ids)))).all()
+            for start in range(0, len(ids), RESYNC_CHUNK):
+                rows += (await conn.execute(select(Task).where(Task.id.in_(ids[start:start + RESYNC_CHUNK])))).all()
         pending = [queued(r) for r in rows if r.status == TaskStatus.PENDING]
         running = [RunningTask(str(r.id), r.service, r.group, str(r.worker_id), str(r.attempt_id), r.gpus)
                    for r in rows if r.status == TaskStatus.RUNNING]

@@ -27,9 +27,17 @@ def _json_dumps(value: object) -> str:
     return orjson.dumps(value).decode()
 
 
+POOL_WAIT_S = 10
+"""Longest a request waits for a pooled connection before it is answered 503 (retry later)."""
+LOCK_WAIT = "10s"
+"""Longest a statement waits for a lock (a table an operator locked, a long transaction): then 503, not a hang."""
+
+
 def create_engine(url: str, pool_size: int = 10) -> AsyncEngine:
-    """An asyncpg engine with a pool sized for one coordinator process (JSON through orjson)."""
+    """An asyncpg engine with a pool sized for one coordinator process (JSON through orjson), whose waits for a
+    connection and for locks are bounded."""
     return create_async_engine(async_url(url), pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True,
+                               pool_timeout=POOL_WAIT_S, connect_args={"server_settings": {"lock_timeout": LOCK_WAIT}},
                                json_serializer=_json_dumps, json_deserializer=orjson.loads)
 
 
@@ -41,6 +49,7 @@ def alembic_config() -> Config:
 
 
 def _upgrade(connection: Connection) -> None:
+    connection.execute(text("SET LOCAL lock_timeout = 0"))  # another coordinator may be migrating: wait for it
     connection.execute(text("SELECT pg_advisory_xact_lock(:id)"), {"id": MIGRATION_LOCK})
     config = alembic_config()
     config.attributes["connection"] = connection

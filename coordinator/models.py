@@ -6,9 +6,25 @@ import uuid
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import BigInteger, DateTime, Float, ForeignKey, Identity, Index, Integer, String, Text, func
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    CheckConstraint,
+    DateTime,
+    Float,
+    ForeignKey,
+    Identity,
+    Index,
+    Integer,
+    String,
+    Text,
+    false,
+    func,
+)
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+from coordinator.states import FINISHED, TaskStatus
 
 
 class Base(DeclarativeBase):
@@ -55,9 +71,14 @@ class Task(Base):
     outputs: Mapped[list[Any]] = mapped_column(default=list)
     batch_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("batches.id"), nullable=True)
     submitted_by: Mapped[str] = mapped_column(String(100), default="")
+    exclusive: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    """Never two attempts at once: its agent stops it when cut off long enough for the coordinator to requeue it."""
 
     status: Mapped[str] = mapped_column(String(20), default="pending")
     attempt_id: Mapped[uuid.UUID | None] = mapped_column(nullable=True)
+    stopping_attempt_id: Mapped[uuid.UUID | None] = mapped_column(nullable=True)
+    """An attempt the coordinator ended (cancel, requeue, timeout) whose process may still run on its worker: the
+    task is not leased again until that worker confirms it gone, or is lost (see `lifecycle`)."""
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     retry_count: Mapped[int] = mapped_column(Integer, default=0)
     worker_losses: Mapped[int] = mapped_column(Integer, default=0)
@@ -79,6 +100,12 @@ class Task(Base):
         Index("ix_tasks_created", "created_at"),
         Index("ix_tasks_finished", "finished_at"),
         Index("ix_tasks_worker_running", "worker_id", postgresql_where="status = 'running'"),
+        Index("ix_tasks_stopping", "stopping_attempt_id", postgresql_where="stopping_attempt_id IS NOT NULL"),
+        CheckConstraint(f"status IN ({', '.join(repr(s.value) for s in TaskStatus)})", name="ck_tasks_status"),
+        CheckConstraint("status <> 'running' OR (attempt_id IS NOT NULL AND worker_id IS NOT NULL)",
+                        name="ck_tasks_running_has_attempt"),
+        CheckConstraint(f"status NOT IN ({', '.join(repr(s.value) for s in FINISHED)}) OR finished_at IS NOT NULL",
+                        name="ck_tasks_finished_at"),
     )
 
 

@@ -16,6 +16,11 @@ Name = Annotated[str, Field(pattern=NAME_PATTERN)]
 """Service, group, label and task-type names: they become parts of Redis keys."""
 Text = Annotated[str, Field(max_length=500)]
 NonNegative = Annotated[float, Field(ge=0, allow_inf_nan=False)]
+MAX_CORES = 10_000
+"""Most CPU cores a worker registers with, and so most a task may ask for (slots are a PostgreSQL integer)."""
+MAX_MEMORY_GB = 1_000_000.0
+MAX_GPUS = 1024
+"""GPU indices run from 0 to 1023."""
 
 
 DEFAULT_RETRY_ON = tuple(sorted(RETRYABLE))
@@ -31,11 +36,11 @@ class Strict(BaseModel):
 class Resources(Strict):
     """What a task needs free on its worker."""
 
-    cpu: NonNegative = 1.0
-    memory_gb: NonNegative = 0.0
-    gpu: NonNegative = 0.0
+    cpu: Annotated[NonNegative, Field(le=MAX_CORES)] = 1.0
+    memory_gb: Annotated[NonNegative, Field(le=MAX_MEMORY_GB)] = 0.0
+    gpu: Annotated[NonNegative, Field(le=MAX_GPUS)] = 0.0
     """Whole GPUs (1, 2, ...) or a share of one GPU (0.25, 0.5)."""
-    gpu_memory_gb: NonNegative = 0.0
+    gpu_memory_gb: Annotated[NonNegative, Field(le=MAX_MEMORY_GB)] = 0.0
 
     @field_validator("gpu")
     @classmethod
@@ -61,6 +66,9 @@ class TaskSpec(Strict):
     retry_on: list[EndReason] = Field(default_factory=lambda: list(DEFAULT_RETRY_ON))
     input_files: list[Text] = Field(default_factory=list)
     outputs: list[Text] = Field(default_factory=list)
+    exclusive: bool | None = None
+    """Never run two attempts of it at once, even across a network partition: its agent stops it once cut off
+    long enough for the coordinator to requeue it (default: the coordinator's `exclusive_tasks`)."""
 
     @field_validator("retry_on")
     @classmethod
@@ -149,9 +157,9 @@ class WorkerRegistration(BaseModel):
     groups: list[Name] = []
     group: Name | None = None
     labels: list[Name] = []
-    cpu_cores: Annotated[float, Field(ge=0, le=10_000, allow_inf_nan=False)] = 1.0
+    cpu_cores: Annotated[NonNegative, Field(le=MAX_CORES)] = 1.0
     """At most as many as `slots` may be: the default slots are the cores (a PostgreSQL integer)."""
-    memory_gb: NonNegative = 0.0
+    memory_gb: Annotated[NonNegative, Field(le=MAX_MEMORY_GB)] = 0.0
     gpus: list[GpuInfo] = []
     slots: int | None = Field(default=None, ge=1, le=10_000)
     agent_version: Annotated[str, Field(max_length=50)] = ""
@@ -189,6 +197,8 @@ class Heartbeat(BaseModel):
     """Ids of the tasks (or attempts) the agent runs; ones it no longer owns come back in `stale_tasks`."""
     tasks: list[dict[str, Any]] = Field(default=[], max_length=10_000)
     """Per-task detail (task_id, attempt_id, gpu use) for the console."""
+    problem: Annotated[str, Field(max_length=2000)] | None = None
+    """What keeps the host from taking tasks (e.g. its work dir is full); it leases nothing meanwhile."""
 
 
 class LeaseRequest(Strict):

@@ -1,10 +1,12 @@
-"""Task and worker states, the reasons an attempt ends, and the allowed operator transitions."""
+"""Task and worker states, the allowed transitions between task states, and the reasons an attempt ends.
+
+`TRANSITIONS` is the one table of which task state may follow which; `coordinator.lifecycle` makes every
+change through it, and PostgreSQL holds the states themselves (a CHECK constraint on `tasks.status`).
+"""
 
 from __future__ import annotations
 
 from enum import StrEnum
-
-from coordinator.errors import IllegalTransition
 
 
 class TaskStatus(StrEnum):
@@ -24,6 +26,22 @@ class TaskStatus(StrEnum):
 
 
 FINISHED = frozenset({TaskStatus.SUCCEEDED, TaskStatus.FAILED, TaskStatus.CANCELLED, TaskStatus.TIMEOUT})
+
+TRANSITIONS: dict[TaskStatus, frozenset[TaskStatus]] = {
+    # leased; cancelled; requeued again while it waits out a backoff (back to the head of its queue)
+    TaskStatus.PENDING: frozenset({TaskStatus.RUNNING, TaskStatus.CANCELLED, TaskStatus.PENDING}),
+    # its attempt succeeded, failed, timed out or was cancelled; or it goes back to the queue (a retry, a
+    # requeue, a lost worker, a hand-back)
+    TaskStatus.RUNNING: frozenset({TaskStatus.SUCCEEDED, TaskStatus.FAILED, TaskStatus.TIMEOUT, TaskStatus.CANCELLED,
+                                   TaskStatus.PENDING}),
+    **{done: frozenset({TaskStatus.PENDING}) for done in FINISHED},  # an operator's retry
+}
+"""Which states each state may change to; every other change is an `IllegalTransition`."""
+
+
+def sources(target: TaskStatus) -> frozenset[TaskStatus]:
+    """The states a task may be in to change to `target` (what a conditional UPDATE's WHERE allows)."""
+    return frozenset(source for source, targets in TRANSITIONS.items() if target in targets)
 
 
 class WorkerStatus(StrEnum):
@@ -59,14 +77,9 @@ class Action(StrEnum):
 
 
 ALLOWED_FROM: dict[Action, frozenset[TaskStatus]] = {
-    Action.CANCEL: frozenset({TaskStatus.PENDING, TaskStatus.RUNNING}),
-    Action.RETRY: FINISHED,
-    Action.REQUEUE: frozenset({TaskStatus.PENDING, TaskStatus.RUNNING}),
+    Action.CANCEL: sources(TaskStatus.CANCELLED),
+    Action.RETRY: sources(TaskStatus.PENDING) & FINISHED,
+    Action.REQUEUE: sources(TaskStatus.PENDING) - FINISHED,
 }
-"""The states each operator action may start from; every action leads to `pending` or `cancelled`."""
-
-
-def check_transition(task_id: str, status: TaskStatus, action: Action) -> None:
-    """Raise IllegalTransition when `action` is not allowed on a task in `status`."""
-    if status not in ALLOWED_FROM[action]:
-        raise IllegalTransition(task_id, status.value, action.value)
+"""The states each operator action may start from (read off `TRANSITIONS`): cancel leads to `cancelled`, retry
+and requeue to `pending`."""

@@ -1,7 +1,7 @@
-"""Task lifecycle: submit, look up, cancel / retry / requeue, and the end of attempts (retry or finish).
+"""Tasks as clients see them: submit, look up, list, logs, and which tasks a bulk action names.
 
-Every change is made in PostgreSQL first, conditional on the current state and attempt, so a double
-key press or a late report changes a task once; the Redis index follows.
+Submission is answered only after the PostgreSQL commit; every later change of a task's state is
+`coordinator.lifecycle`'s.
 """
 
 from __future__ import annotations
@@ -11,21 +11,19 @@ import operator
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
-from types import SimpleNamespace
 from typing import Any
 
 import orjson
 from redis.exceptions import RedisError
-from sqlalchemy import ColumnElement, String, and_, bindparam, cast, func, insert, or_, select, text, update
+from sqlalchemy import ColumnElement, String, and_, cast, func, insert, or_, select, text, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from coordinator.core import Core, queued, send_commands, utcnow, write_audit
-from coordinator.errors import BatchNotFound, IllegalTransition, InvalidInput, QueueFull, StaleAttempt, TaskNotFound
+from coordinator.core import Core, utcnow
+from coordinator.errors import BatchNotFound, InvalidInput, QueueFull, TaskNotFound
 from coordinator.models import Attempt, Batch, Task, TaskLog
 from coordinator.queue import QueuedTask
 from coordinator.schemas import BulkAction, TaskFilter, TaskSpec
-from coordinator.states import ALLOWED_FROM, Action, EndReason, TaskStatus
+from coordinator.states import TaskStatus
 from coordinator.textcheck import check_text
 
 log = logging.getLogger(__name__)
@@ -35,22 +33,32 @@ def task_view(row: Any) -> dict[str, Any]:
     """A task as the API and the console show it."""
     data = dict(row._mapping)
     data["resources"] = {k: data.pop(k) for k in ("cpu", "memory_gb", "gpu", "gpu_memory_gb")}
+    data["pending_reason"] = pending_reason(row)
     return data
+
+
+def pending_reason(row: Any) -> str | None:
+    """Why a pending task is not running yet, when its own record says (an old attempt still stopping, a retry
+    backoff); None for other tasks."""
+    if row.status != TaskStatus.PENDING:
+        return None
+    if row.stopping_attempt_id is not None:
+        return "waiting for the old attempt to stop"
+    if row.available_at is not None and row.available_at > utcnow():
+        return f"retry backoff until {row.available_at.isoformat(timespec='seconds')}"
+    return None
 
 
 COPY_COLUMNS = ("id", "service", "task_type", "name", "input_params", "priority", "group", "labels", "cpu",
                 "memory_gb", "gpu", "gpu_memory_gb", "max_retries", "timeout_s", "retry_on", "input_files", "outputs",
-                "submitted_by", "status", "attempts", "retry_count", "worker_losses", "gpus", "batch_id", "seq")
+                "submitted_by", "exclusive", "status", "attempts", "retry_count", "worker_losses", "gpus", "batch_id",
+                "seq")
 """The columns a submission writes (the rest are NULL or their server default, now())."""
 COPY_JSON = tuple(i for i, c in enumerate(COPY_COLUMNS) if c in ("input_params", "labels", "retry_on", "input_files",
                                                                   "outputs", "gpus"))
 COPY_FROM = 16
 """Submissions of this many tasks or more are written with COPY; smaller ones with INSERT ... RETURNING."""
 NEXT_SEQS = text("SELECT nextval(pg_get_serial_sequence('tasks', 'seq')) FROM generate_series(1, :n)")
-
-QUEUED_COLUMNS = (Task.id, Task.service, Task.group, Task.priority, Task.seq, Task.labels, Task.cpu, Task.memory_gb,
-                  Task.gpu, Task.gpu_memory_gb, Task.available_at)
-"""What the queue index needs of a task row (see core.queued)."""
 
 
 @dataclass(frozen=True)
@@ -61,28 +69,6 @@ class Submitted:
     batch_id: uuid.UUID | None
     views: list[dict[str, Any]] = field(default_factory=list)
     """The tasks as `TaskService.get` shows them, for small submissions (answered without reading them back)."""
-
-
-@dataclass(frozen=True)
-class AttemptEnd:
-    """The end of one attempt that did not succeed."""
-
-    task_id: uuid.UUID
-    attempt_id: uuid.UUID
-    reason: EndReason
-    error: str | None = None
-    exit_code: int | None = None
-
-
-@dataclass
-class ActionResult:
-    """What a cancel / retry / requeue changed."""
-
-    changed: list[uuid.UUID] = field(default_factory=list)
-    skipped: int = 0
-
-    def view(self) -> dict[str, Any]:
-        return {"changed": len(self.changed), "skipped": self.skipped, "ids": [str(i) for i in self.changed]}
 
 
 def filter_clause(flt: TaskFilter) -> ColumnElement[bool]:
@@ -110,7 +96,7 @@ SORTABLE = {"created_at", "priority", "status", "service", "name", "started_at",
 
 
 class TaskService:
-    """Client-facing task operations and the shared attempt-ending logic."""
+    """Client-facing task operations: submission and reading."""
 
     def __init__(self, core: Core) -> None:
         self.core = core
@@ -200,6 +186,7 @@ class TaskService:
             "timeout_s": spec.timeout_s or self.settings.task_timeout,
             "retry_on": [r.value for r in spec.retry_on], "input_files": spec.input_files,
             "outputs": spec.outputs, "submitted_by": actor, "status": TaskStatus.PENDING.value,
+            "exclusive": self.settings.exclusive_tasks if spec.exclusive is None else spec.exclusive,
             "attempts": 0, "retry_count": 0, "worker_losses": 0, "gpus": [], "batch_id": None,
         }
 
@@ -212,6 +199,7 @@ class TaskService:
         for service, count in adding.items():
             if pending.get(service, 0) + count > limit:
                 raise QueueFull(service, pending.get(service, 0), limit, count)
+        await self.core.index.check_queue_shapes(specs, self.settings.max_queue_shapes)
 
     # -- reading ----------------------------------------------------------------------------------
 
@@ -257,8 +245,6 @@ class TaskService:
         lines = [dict(r._mapping) for r in rows]
         return {"lines": lines, "next": lines[-1]["id"] if lines else after}
 
-    # -- operator actions -------------------------------------------------------------------------
-
     async def resolve(self, selector: BulkAction) -> list[uuid.UUID]:
         """The task ids a bulk action names (ids as given, or every task matching the filter)."""
         if selector.ids is not None:
@@ -266,137 +252,3 @@ class TaskService:
         assert selector.filter is not None
         async with self.core.engine.connect() as conn:
             return list((await conn.execute(select(Task.id).where(filter_clause(selector.filter)))).scalars())
-
-    async def act(self, action: Action, ids: Sequence[uuid.UUID], actor: str, single: bool = False,
-                  attempt_id: uuid.UUID | None = None) -> ActionResult:
-        """Cancel, retry or requeue tasks; only tasks in a state the action allows change.
-
-        With `single`, a task that cannot change raises (404 / 409) instead of being skipped. With
-        `attempt_id` (the attempt the operator was looking at) a task changes only while that is still
-        its attempt, so an action aimed at one attempt never hits the next.
-        """
-        handler = {Action.CANCEL: self._cancel, Action.RETRY: self._retry, Action.REQUEUE: self._requeue}[action]
-        cond = and_(Task.id.in_(ids), Task.status.in_([s.value for s in ALLOWED_FROM[action]]))
-        if action == Action.REQUEUE:  # a queued task is already where requeue would put it
-            cond = and_(cond, or_(Task.status == TaskStatus.RUNNING.value, Task.available_at.is_not(None)))
-        if attempt_id is not None:
-            cond = and_(cond, Task.attempt_id == attempt_id)
-        result = ActionResult()
-        async with self.core.engine.begin() as conn:
-            rows = (await conn.execute(select(Task.id, Task.status, Task.worker_id, Task.attempt_id).where(cond)
-                                       .with_for_update())).all()
-            if single and not rows:
-                await self._refuse(conn, ids[0], action, attempt_id)
-            if rows:
-                await handler(conn, rows)
-            result.changed = [r.id for r in rows]
-            result.skipped = len(ids) - len(rows)
-            target = str(ids[0]) if len(ids) == 1 else f"{len(ids)} tasks"
-            await write_audit(conn, actor, f"task.{action.value}", target, len(rows),
-                              {"skipped": result.skipped})
-        await self.core.resync(result.changed)
-        return result
-
-    @staticmethod
-    async def _refuse(conn: Any, task_id: uuid.UUID, action: Action, attempt_id: uuid.UUID | None) -> None:
-        """Raise the error that says why `action` left this task as it was."""
-        row = (await conn.execute(select(Task.status, Task.attempt_id).where(Task.id == task_id))).first()
-        if row is None:
-            raise TaskNotFound(str(task_id))
-        if attempt_id is not None and row.attempt_id != attempt_id:
-            raise StaleAttempt(str(task_id), str(attempt_id))
-        queued = action == Action.REQUEUE and row.status == TaskStatus.PENDING
-        raise IllegalTransition(str(task_id), "pending and already queued" if queued else row.status, action.value)
-
-    async def _end_running(self, conn: Any, rows: Sequence[Any], reason: EndReason) -> None:
-        """Close the current attempts of running rows and tell their workers to kill them."""
-        running = [r for r in rows if r.status == TaskStatus.RUNNING]
-        if not running:
-            return
-        await conn.execute(update(Attempt).where(Attempt.id.in_([r.attempt_id for r in running]))
-                           .where(Attempt.ended_at.is_(None)).values(ended_at=utcnow(), end_reason=reason.value))
-        await send_commands(conn, [(r.worker_id, "cancel-task", {"task_id": str(r.id),
-                                                                  "attempt_id": str(r.attempt_id)})
-                                   for r in running if r.worker_id], self.core)
-
-    async def _cancel(self, conn: Any, rows: Sequence[Any]) -> None:
-        await self._end_running(conn, rows, EndReason.CANCELLED)
-        await conn.execute(update(Task).where(Task.id.in_([r.id for r in rows])).values(
-            status=TaskStatus.CANCELLED.value, end_reason=EndReason.CANCELLED.value, finished_at=utcnow(),
-            updated_at=utcnow()))
-
-    async def _requeue(self, conn: Any, rows: Sequence[Any]) -> None:
-        await self._end_running(conn, rows, EndReason.REQUEUED)
-        await conn.execute(update(Task).where(Task.id.in_([r.id for r in rows])).values(
-            status=TaskStatus.PENDING.value, available_at=None, updated_at=utcnow()))
-
-    async def _retry(self, conn: Any, rows: Sequence[Any]) -> None:
-        await conn.execute(update(Task).where(Task.id.in_([r.id for r in rows])).values(
-            status=TaskStatus.PENDING.value, available_at=None, retry_count=0, worker_losses=0, error=None,
-            result=None, end_reason=None, finished_at=None, progress=None, updated_at=utcnow()))
-
-    # -- attempts that end without success ------------------------------------------------------
-
-    def backoff(self, retry_count: int) -> timedelta:
-        """Delay before retry number `retry_count` (1, 2, ...): base * 2**(n-1), capped."""
-        seconds = min(self.settings.retry_base_delay * 2 ** max(retry_count - 1, 0), self.settings.retry_max_delay)
-        return timedelta(seconds=seconds)
-
-    async def end_attempts(self, ends: Sequence[AttemptEnd], worker_id: uuid.UUID | None = None) -> set[uuid.UUID]:
-        """Retry or finish tasks whose current attempt failed, timed out, or lost its worker.
-
-        An end whose attempt is no longer current (or, with `worker_id`, not that worker's) is ignored
-        and left out of the returned set of accepted attempt ids: the fencing check.
-        """
-        by_attempt = {e.attempt_id: e for e in ends}
-        now = utcnow()
-        async with self.core.engine.begin() as conn:
-            cond = and_(Task.id.in_([e.task_id for e in ends]), Task.status == TaskStatus.RUNNING.value,
-                        Task.attempt_id.in_(list(by_attempt)))
-            if worker_id is not None:
-                cond = and_(cond, Task.worker_id == worker_id)
-            rows = (await conn.execute(select(*Task.__table__.c).where(cond).with_for_update())).all()
-            if not rows:
-                return set()
-            decided = [SimpleNamespace(**{**r._mapping, **self._decide(r, by_attempt[r.attempt_id], now)})
-                       for r in rows]
-            await conn.execute(update(Attempt).where(Attempt.id == bindparam("a_id")).values(
-                ended_at=now, end_reason=bindparam("a_reason"), error=bindparam("a_error"),
-                exit_code=bindparam("a_exit")), [
-                {"a_id": e.attempt_id, "a_reason": e.reason.value, "a_error": e.error, "a_exit": e.exit_code}
-                for e in (by_attempt[r.attempt_id] for r in rows)])
-            await conn.execute(update(Task).where(Task.id == bindparam("t_id")).values(
-                {**{name: bindparam(f"t_{name}") for name in DECIDED_FIELDS}, "updated_at": now}),
-                [{"t_id": t.id, **{f"t_{name}": getattr(t, name) for name in DECIDED_FIELDS}} for t in decided])
-        retry = [queued(t) for t in decided if t.status == TaskStatus.PENDING]
-        await self.core.index.put_pending(retry)
-        for status in (TaskStatus.FAILED, TaskStatus.TIMEOUT):
-            await self.core.index.finish(status, [str(t.id) for t in decided if t.status == status])
-        if retry:
-            await self.core.wake_leases()
-        return {r.attempt_id for r in rows}
-
-    def _decide(self, task: Any, end: AttemptEnd, now: datetime) -> dict[str, Any]:
-        """A task's next state after an attempt that did not succeed: retry (now or after backoff) or finish."""
-        change: dict[str, Any] = {"end_reason": end.reason.value, "error": end.error,
-                                  "retry_count": task.retry_count, "worker_losses": task.worker_losses,
-                                  "status": TaskStatus.PENDING.value, "available_at": None, "finished_at": None}
-        if end.reason == EndReason.REQUEUED:
-            return change
-        if end.reason == EndReason.WORKER_LOST:
-            change["worker_losses"] += 1
-            cap = self.settings.max_worker_losses
-            if change["worker_losses"] >= cap:
-                change["error"] = f"worker lost {change['worker_losses']} times (cap {cap})" + (
-                    f": {end.error}" if end.error else "")
-                return {**change, "status": TaskStatus.FAILED.value, "finished_at": now}
-            if end.reason.value in task.retry_on:
-                return change
-        elif end.reason.value in task.retry_on and task.retry_count < task.max_retries:
-            change["retry_count"] += 1
-            return {**change, "available_at": now + self.backoff(change["retry_count"])}
-        final = TaskStatus.TIMEOUT if end.reason == EndReason.TIMEOUT else TaskStatus.FAILED
-        return {**change, "status": final.value, "finished_at": now}
-
-
-DECIDED_FIELDS = ("status", "retry_count", "worker_losses", "available_at", "error", "end_reason", "finished_at")

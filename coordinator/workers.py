@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import hashlib
 import logging
@@ -9,61 +10,37 @@ import math
 import secrets
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import timedelta
 from typing import Any
 
 import orjson
 from redis.exceptions import RedisError
 from sqlalchemy import bindparam, delete, func, insert, select, text, update
+from sqlalchemy.exc import SQLAlchemyError
 
 from coordinator.beats import Beats
 from coordinator.core import Core, send_commands, utcnow, write_audit
 from coordinator.errors import WorkerNotFound
+from coordinator.lifecycle import AttemptEnd, Lifecycle
 from coordinator.models import Attempt, Task, TaskLog, Worker, WorkerCommand
 from coordinator.queue import ClaimRequest, GpuFree, as_str
 from coordinator.schemas import Heartbeat, LeaseRequest, TaskEvent, WorkerCommandSpec, WorkerRegistration
 from coordinator.states import EndReason, TaskStatus, WorkerStatus
-from coordinator.tasks import AttemptEnd, TaskService
 from coordinator.textcheck import check_text, clean_line
 from coordinator.wakeup import Waker
 
 log = logging.getLogger(__name__)
+HEARTBEAT_DB_WAIT_S = 2.0
+"""Longest a heartbeat waits for PostgreSQL; past it, commands and the stale check wait for the next beat."""
 
-CONFIRM_LEASE = text("""
-WITH leased AS (
-    UPDATE tasks AS t SET status = 'running', attempt_id = v.attempt_id, attempts = t.attempts + 1,
-        worker_id = :worker, gpus = CAST(v.gpus AS jsonb), started_at = now(), available_at = NULL,
-        progress = NULL, updated_at = now()
-    FROM unnest(CAST(:ids AS uuid[]), CAST(:attempts AS uuid[]), CAST(:gpus AS text[])) AS v(id, attempt_id, gpus)
-    WHERE t.id = v.id AND t.status = 'pending'
-    RETURNING t.id, t.attempt_id, t.attempts, t.service, t.task_type, t.name, t.input_params, t.timeout_s,
-        t.gpus, t.input_files, t.outputs, t.cpu, t.memory_gb, t.gpu, t.gpu_memory_gb, t.priority, t."group"
-), made AS (
-    INSERT INTO attempts (id, task_id, number, worker_id, gpus)
-    SELECT attempt_id, id, attempts, :worker, gpus FROM leased
-)
-SELECT * FROM leased
+LOG_CUTOFF = text("""
+SELECT max(id) FROM (
+    SELECT id, row_number() OVER newest AS n, sum(octet_length(line)) OVER newest AS bytes
+    FROM task_logs WHERE attempt_id = :attempt WINDOW newest AS (ORDER BY id DESC)
+) AS tail WHERE n > :lines OR bytes > :bytes
 """)
-"""Confirm claimed tasks in PostgreSQL (only those still pending) and open their attempts, in one statement."""
-
-RECORD_SUCCESS = text("""
-WITH done AS (
-    UPDATE tasks AS t SET status = 'succeeded', result = CAST(v.result AS jsonb), end_reason = 'succeeded',
-        progress = 1, error = NULL, finished_at = now(), updated_at = now()
-    FROM unnest(CAST(:ids AS uuid[]), CAST(:attempts AS uuid[]), CAST(:results AS text[])) AS v(id, attempt_id, result)
-    WHERE t.id = v.id AND t.attempt_id = v.attempt_id AND t.status = 'running' AND t.worker_id = :worker
-    RETURNING t.id, t.attempt_id
-), ended AS (
-    UPDATE attempts AS a SET ended_at = now(), end_reason = 'succeeded', exit_code = 0,
-        started_at = CASE WHEN a.id = ANY(CAST(:started AS uuid[])) THEN COALESCE(a.started_at, now())
-                          ELSE a.started_at END
-    FROM done WHERE a.id = done.attempt_id
-)
-SELECT id, attempt_id FROM done
-""")
-"""Record successes of the worker's current attempts and close those attempts, in one statement; `started`
-names attempts whose `started` event came in the same report (short tasks: one write instead of two)."""
+"""The newest log line of an attempt that falls outside its kept tail (it and every older line go)."""
 
 
 def hash_token(token: str) -> str:
@@ -83,6 +60,7 @@ def worker_view(row: Any, live: dict[bytes, bytes] | None = None, running: int =
     if b"hb" in live:
         data["heartbeat_age_s"] = round(max(0.0, time.time() - float(live[b"hb"])), 1)
     data["running"] = running
+    data["problem"] = (data.get("metrics") or {}).get("problem") if data["status"] != WorkerStatus.OFFLINE else None
     return data
 
 
@@ -100,8 +78,8 @@ def _as_uuids(ids: set[str]) -> dict[uuid.UUID, str]:
 class WorkerService:
     """Everything an agent does, and the operator's commands to workers."""
 
-    def __init__(self, core: Core, tasks: TaskService, waker: Waker) -> None:
-        self.core, self.tasks, self.waker = core, tasks, waker
+    def __init__(self, core: Core, lifecycle: Lifecycle, waker: Waker) -> None:
+        self.core, self.lifecycle, self.waker = core, lifecycle, waker
         self.keys = core.keys
         self.beats = Beats(core)
         self._tokens: dict[uuid.UUID, str] = {}
@@ -167,6 +145,7 @@ class WorkerService:
     async def heartbeat(self, worker_id: uuid.UUID, beat: Heartbeat) -> dict[str, Any]:
         """Record telemetry; answer with pending commands and the tasks the agent no longer owns."""
         check_text(beat.tasks, "tasks")  # stored with the metrics: no NUL bytes for PostgreSQL
+        check_text(beat.problem, "problem")
         metrics = orjson.dumps(beat.model_dump(exclude={"current_tasks"}))
         live = await self.core.index.heartbeat(str(worker_id), time.time(), metrics)  # one round trip
         owned, flag = live.tasks, live.commands_flag
@@ -182,21 +161,33 @@ class WorkerService:
         claimed = set(beat.current_tasks) | {str(t.get("task_id")) for t in beat.tasks if t.get("task_id")}
         unsure = _as_uuids(claimed - owned)
         self.beats.record(worker_id, metrics)  # telemetry is written behind (see `beats`)
-        commands = await self.beats.commands(worker_id, flag)
-        still_here: set[uuid.UUID] = set()
-        if unsure:
-            # The index can lag PostgreSQL (a flushed Redis not rebuilt yet): a task is stale only if
-            # PostgreSQL agrees, since the agent kills what it is told is stale.
-            async with self.core.engine.connect() as conn:
-                still_here = set((await conn.execute(select(Task.id).where(
-                    Task.id.in_(list(unsure)), Task.worker_id == worker_id,
-                    Task.status == TaskStatus.RUNNING.value))).scalars())
+        commands: list[dict[str, Any]] = []
+        still_here = set(unsure)  # unless PostgreSQL says otherwise, nothing the agent runs is stale
+        try:  # work that can wait for the next beat waits, rather than a beat for a slow or locked database
+            async with asyncio.timeout(HEARTBEAT_DB_WAIT_S):
+                commands = await self.beats.commands(worker_id, flag)
+                still_here = await self._still_running(worker_id, unsure)
+                if beat.model_fields_set & {"current_tasks", "tasks"}:  # it says what it runs: the rest is not
+                    await self._requeue_unlisted(worker_id, owned - claimed)
+        except (TimeoutError, SQLAlchemyError, OSError) as exc:
+            log.warning("heartbeat of worker %s: PostgreSQL part deferred (%s)", worker_id, type(exc).__name__)
         if still_here:
             await self.core.resync(still_here)
-        if beat.model_fields_set & {"current_tasks", "tasks"}:  # it says what it runs: the rest is not running
-            await self._requeue_unlisted(worker_id, owned - claimed)
         stale = (claimed - owned) - {unsure[i] for i in still_here}
         return {"status": status, "commands": commands, "stale_tasks": sorted(stale)}
+
+    async def _still_running(self, worker_id: uuid.UUID, unsure: dict[uuid.UUID, str]) -> set[uuid.UUID]:
+        """Of the tasks an agent runs that the index does not give it, those PostgreSQL says it does run.
+
+        The index can lag PostgreSQL (a flushed Redis not rebuilt yet): a task is stale only if PostgreSQL
+        agrees, since the agent kills what it is told is stale.
+        """
+        if not unsure:
+            return set()
+        async with self.core.engine.connect() as conn:
+            return set((await conn.execute(select(Task.id).where(
+                Task.id.in_(list(unsure)), Task.worker_id == worker_id,
+                Task.status == TaskStatus.RUNNING.value))).scalars())
 
     async def _requeue_unlisted(self, worker_id: uuid.UUID, unlisted: set[str]) -> int:
         """Requeue the tasks leased to this worker over a heartbeat timeout ago that its heartbeat does not list.
@@ -215,7 +206,7 @@ class WorkerService:
                 Task.started_at < leased_before))).all()
         ends = [AttemptEnd(r.id, r.attempt_id, EndReason.REQUEUED, "its worker does not run it (lease reply lost?)")
                 for r in rows if r.attempt_id is not None]
-        requeued = await self.tasks.end_attempts(ends, worker_id=worker_id) if ends else set()
+        requeued = await self.lifecycle.end(ends, worker_id=worker_id)
         if requeued:
             log.warning("worker %s does not run %d task(s) leased to it; back to the queue", worker_id, len(requeued))
         return len(requeued)
@@ -231,14 +222,22 @@ class WorkerService:
 
     # -- leasing ----------------------------------------------------------------------------------
 
-    async def lease(self, worker_id: uuid.UUID, ask: LeaseRequest) -> list[dict[str, Any]]:
-        """Hand out up to `max_tasks` fitting tasks, waiting up to `wait_s` for some to arrive."""
+    async def lease(self, worker_id: uuid.UUID, ask: LeaseRequest,
+                    gone: Callable[[], Awaitable[bool]] | None = None) -> list[dict[str, Any]]:
+        """Hand out up to `max_tasks` fitting tasks, waiting up to `wait_s` for some to arrive.
+
+        `gone` says whether the asking agent has hung up (it died while it waited): then nothing is claimed, and
+        what was claimed meanwhile goes straight back to the queue instead of waiting for a worker loss.
+        """
         deadline = time.monotonic() + min(ask.wait_s, self.core.settings.lease_max_wait)
         while True:
             status, route = await self._route(worker_id)
-            if status != WorkerStatus.ONLINE or ask.max_tasks == 0:
+            if status != WorkerStatus.ONLINE or ask.max_tasks == 0 or (gone is not None and await gone()):
                 return []
             leased = await self._lease_once(worker_id, route, ask)
+            if leased and gone is not None and await gone():
+                await self._undelivered(worker_id, leased)
+                return []
             left = deadline - time.monotonic()
             if leased or left <= 0:
                 return leased
@@ -246,6 +245,13 @@ class WorkerService:
                 # Its own tasks ended meanwhile: what it has free is more than it asked for. Answer now, so it
                 # asks again with that (a 2-core host leasing 1-CPU tasks would otherwise wait out the poll).
                 return []
+
+    async def _undelivered(self, worker_id: uuid.UUID, leased: Sequence[dict[str, Any]]) -> None:
+        """Tasks leased to an agent that hung up before the answer: requeued at once, no retry or loss counted."""
+        ends = [AttemptEnd(uuid.UUID(t["task_id"]), uuid.UUID(t["attempt_id"]), EndReason.REQUEUED,
+                           "lease not delivered: its agent had gone") for t in leased]
+        requeued = await self.lifecycle.end(ends, worker_id=worker_id)
+        log.warning("worker %s hung up while leasing; %d task(s) back to the queue", worker_id, len(requeued))
 
     async def _lease_once(self, worker_id: uuid.UUID, route: dict[str, Any], ask: LeaseRequest) -> list[dict[str, Any]]:
         gpus = ([GpuFree(int(g["index"]), float(g.get("free", 1.0)), float(g.get("memory_gb", math.inf)))
@@ -257,19 +263,15 @@ class WorkerService:
         claims = await self.core.index.claim(request, [str(uuid.uuid4()) for _ in range(ask.max_tasks)])
         if not claims:
             return []
-        async with self.core.engine.begin() as conn:
-            rows = (await conn.execute(CONFIRM_LEASE, {
-                "worker": worker_id, "ids": [uuid.UUID(c.task_id) for c in claims],
-                "attempts": [uuid.UUID(c.attempt_id) for c in claims],
-                "gpus": [orjson.dumps(c.gpus).decode() for c in claims]})).all()
-        confirmed = {str(r.id) for r in rows}
-        await self.core.resync(c.task_id for c in claims if c.task_id not in confirmed)
-        order = {c.task_id: i for i, c in enumerate(claims)}
-        rows = sorted(rows, key=lambda r: order[str(r.id)])
+        try:
+            rows = await self.lifecycle.start(worker_id, claims)
+        except (SQLAlchemyError, OSError):  # PostgreSQL away: the claims go back now, not at a drift check
+            await self.core.index.unclaim(str(worker_id), claims)
+            raise
         return [{"task_id": str(r.id), "attempt_id": str(r.attempt_id), "attempt": r.attempts,
                  "service": r.service, "task_type": r.task_type, "name": r.name, "input_params": r.input_params,
                  "timeout_s": r.timeout_s, "gpus": r.gpus, "input_files": r.input_files, "outputs": r.outputs,
-                 "priority": r.priority, "group": r.group,
+                 "priority": r.priority, "group": r.group, "exclusive": r.exclusive,
                  "resources": {"cpu": r.cpu, "memory_gb": r.memory_gb, "gpu": r.gpu,
                                "gpu_memory_gb": r.gpu_memory_gb}} for r in rows]
 
@@ -313,14 +315,14 @@ class WorkerService:
             await self._record_progress(worker_id, simple)
             accepted.update(e.attempt_id for e in simple)
         if by_kind.get("succeeded"):
-            accepted |= await self._record_success(worker_id, by_kind["succeeded"], folded)
+            accepted |= await self.lifecycle.succeed(worker_id, by_kind["succeeded"], folded)
         ends = [AttemptEnd(e.task_id, e.attempt_id, EndReason(e.reason),
                            clean_line(e.error or "", 20_000) or None, e.exit_code)
                 for e in by_kind.get("failed", [])]
-        ends += [AttemptEnd(e.task_id, e.attempt_id, EndReason.REQUEUED, "handed back by its worker")
+        ends += [AttemptEnd(e.task_id, e.attempt_id, EndReason.REQUEUED,
+                            clean_line(e.error or "", 2000) or "handed back by its worker")
                  for e in by_kind.get("handback", [])]
-        if ends:
-            accepted |= await self.tasks.end_attempts(ends, worker_id=worker_id)
+        accepted |= await self.lifecycle.end(ends, worker_id=worker_id)
         if any(e.attempt_id in accepted for e in events if e.event in ("succeeded", "failed", "handback")):
             await self.core.redis.publish(self.keys.wakeup, f"w:{worker_id}".encode())  # see `lease`
         results = [e.attempt_id in accepted for e in events]
@@ -356,26 +358,16 @@ class WorkerService:
             await self._trim_logs({e.attempt_id for e in events if e.lines})
 
     async def _trim_logs(self, attempts: set[uuid.UUID]) -> None:
-        """Keep only the last log_max_lines_per_attempt lines of each attempt (the tail matters most)."""
-        keep = self.core.settings.log_max_lines_per_attempt
+        """Keep only the tail of each attempt's log: its last log_max_lines_per_attempt lines, and no more than
+        log_max_bytes_per_attempt bytes of them (a flood of long lines is bounded too)."""
+        settings = self.core.settings
         async with self.core.engine.begin() as conn:
             for attempt in attempts:
-                cutoff = (await conn.execute(select(TaskLog.id).where(TaskLog.attempt_id == attempt)
-                                             .order_by(TaskLog.id.desc()).offset(keep).limit(1))).scalar()
+                cutoff = (await conn.execute(LOG_CUTOFF, {
+                    "attempt": attempt, "lines": settings.log_max_lines_per_attempt,
+                    "bytes": settings.log_max_bytes_per_attempt})).scalar()
                 if cutoff is not None:
                     await conn.execute(delete(TaskLog).where(TaskLog.attempt_id == attempt, TaskLog.id <= cutoff))
-
-    async def _record_success(self, worker_id: uuid.UUID, events: Sequence[TaskEvent],
-                              started: set[uuid.UUID]) -> set[uuid.UUID]:
-        for i, event in enumerate(events):
-            check_text(event.result, f"events[{i}].result")
-        async with self.core.engine.begin() as conn:
-            rows = (await conn.execute(RECORD_SUCCESS, {
-                "worker": worker_id, "ids": [e.task_id for e in events], "attempts": [e.attempt_id for e in events],
-                "results": [orjson.dumps(e.result).decode() for e in events], "started": list(started)})).all()
-        done = {r.attempt_id for r in rows}
-        await self.core.index.finish(TaskStatus.SUCCEEDED, [str(r.id) for r in rows])
-        return done
 
     # -- leaving ----------------------------------------------------------------------------------
 
@@ -386,18 +378,12 @@ class WorkerService:
         async with self.core.engine.begin() as conn:
             await conn.execute(update(Worker).where(Worker.id.in_(worker_ids))
                                .values(status=WorkerStatus.OFFLINE.value))
-            running = (await conn.execute(select(Task.id, Task.attempt_id).where(
-                Task.worker_id.in_(worker_ids), Task.status == TaskStatus.RUNNING.value))).all()
         async with self.core.redis.pipeline(transaction=True) as pipe:
             for worker_id in worker_ids:
                 pipe.hset(self.keys.worker(str(worker_id)), "status", WorkerStatus.OFFLINE.value)
                 pipe.zrem(self.keys.heartbeats, str(worker_id))
             await pipe.execute()
-        error = "worker stopped" if reason == EndReason.REQUEUED else "worker stopped heartbeating"
-        ends = [AttemptEnd(r.id, r.attempt_id, reason, error) for r in running if r.attempt_id]
-        if ends:
-            await self.tasks.end_attempts(ends)
-        return len(ends)
+        return await self.lifecycle.lose_workers(worker_ids, reason)
 
     async def deregister(self, worker_id: uuid.UUID) -> dict[str, Any]:
         """Graceful stop: the worker goes offline and tasks it still holds go back to the queue."""
@@ -466,12 +452,17 @@ class WorkerService:
         return [dict(r._mapping) for r in rows]
 
     async def ack(self, worker_id: uuid.UUID, command_ids: Sequence[int]) -> int:
-        """Mark commands carried out; they stop coming with heartbeats."""
+        """Mark commands carried out; they stop coming with heartbeats. An acknowledged cancel-task means its
+        attempt's process is gone (agents acknowledge it once the process has ended): a task waiting for that
+        may run again."""
         async with self.core.engine.begin() as conn:
-            done = await conn.execute(update(WorkerCommand).where(
+            done = (await conn.execute(update(WorkerCommand).where(
                 WorkerCommand.worker_id == worker_id, WorkerCommand.id.in_(command_ids),
-                WorkerCommand.acked_at.is_(None)).values(acked_at=utcnow()))
-        return int(done.rowcount)
+                WorkerCommand.acked_at.is_(None)).values(acked_at=utcnow())
+                .returning(WorkerCommand.command, WorkerCommand.args))).all()
+        stopped = _as_uuids({str(r.args.get("attempt_id")) for r in done if r.command == "cancel-task"})
+        await self.lifecycle.release(stopped)
+        return len(done)
 
     async def stats(self) -> dict[str, Any]:
         """Cluster totals: cores, memory and GPUs, used vs free, workers by status."""

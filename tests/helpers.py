@@ -87,6 +87,12 @@ class Agent:
         """A legacy flat heartbeat naming the tasks this agent believes it runs."""
         return await self.coordinator.workers.heartbeat(self.id, Heartbeat(current_tasks=list(current_tasks)))
 
+    async def confirm_stopped(self) -> int:
+        """Acknowledge every cancel-task command, as an agent does once the attempt's process is gone; returns
+        how many."""
+        kills = [c["id"] for c in await self.coordinator.workers.commands(self.id) if c["command"] == "cancel-task"]
+        return await self.coordinator.workers.ack(self.id, kills) if kills else 0
+
     async def status(self) -> str:
         """The worker's live status."""
         return str((await self.coordinator.workers.get(self.id))["status"])
@@ -115,7 +121,7 @@ async def drive_to(coordinator: Coordinator, status: TaskStatus, **fields: Any) 
     task_id = await submit_one(coordinator, group=group, **{**DRIVE_DEFAULTS.get(status, {}), **fields})
     leased: dict[str, Any] | None = None
     if status == TaskStatus.CANCELLED:
-        await coordinator.tasks.act(Action.CANCEL, [uuid.UUID(task_id)], "test", single=True)
+        await coordinator.lifecycle.act(Action.CANCEL, [uuid.UUID(task_id)], "test", single=True)
     elif status != TaskStatus.PENDING:
         [leased] = await agent.lease()
         assert leased["task_id"] == task_id
@@ -164,6 +170,17 @@ class HttpAgent:
     def report(self, leased: dict[str, Any], event: str = "succeeded", **fields: Any) -> httpx.Response:
         return self.post("reports", {"events": [{"task_id": leased["task_id"], "attempt_id": leased["attempt_id"],
                                                  "event": event, **fields}]})
+
+    def confirm_stopped(self) -> int:
+        """Acknowledge every cancel-task command, as an agent does once the attempt's process is gone."""
+        path = f"/api/v1/workers/{self.id}/commands"
+        commands = self.client.get(path, headers=self.headers).json()["items"]
+        kills = [c["id"] for c in commands if c["command"] == "cancel-task"]
+        if not kills:
+            return 0
+        reply = self.client.request("DELETE", path, json={"ids": kills}, headers=self.headers)
+        assert reply.status_code == 200, reply.text
+        return int(reply.json()["acked"])
 
 
 def wait_for(probe: Callable[[], T | None], timeout: float = 20.0, what: str = "", interval: float = 0.05) -> T:

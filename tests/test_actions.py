@@ -80,8 +80,11 @@ def test_action_in_every_state(api_server: BackgroundServer, client: httpx.Clien
         assert attempts == before["attempt_history"]
     if action == Action.RETRY:
         assert (after["retry_count"], after["error"], after["result"], after["finished_at"]) == (0, None, None, None)
-    if after["status"] == TaskStatus.PENDING:  # back in the queue: its worker can lease it again
-        agent = HttpAgent(client, str(driven.agent.id), driven.agent.token)
+    if after["status"] == TaskStatus.PENDING:  # back in the queue: its worker can lease it again, once a running
+        agent = HttpAgent(client, str(driven.agent.id), driven.agent.token)  # attempt's process is confirmed gone
+        if status == TaskStatus.RUNNING:
+            assert agent.lease() == []
+            assert agent.confirm_stopped() == 1
         [again] = agent.lease()
         assert again["task_id"] == driven.task_id and again["attempt"] == before["attempts"] + 1
 
@@ -118,6 +121,7 @@ def test_an_action_aimed_at_one_attempt_never_hits_the_next(api_server: Backgrou
     first = driven.leased["attempt_id"]
     assert client.post(f"/api/v1/tasks/{driven.task_id}/requeue?attempt_id={first}").status_code == 200
     agent = HttpAgent(client, str(driven.agent.id), driven.agent.token)
+    agent.confirm_stopped()
     [again] = agent.lease()
     late = client.delete(f"/api/v1/tasks/{driven.task_id}?attempt_id={first}")
     assert late.status_code == 409 and first in late.json()["error"]

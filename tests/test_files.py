@@ -31,6 +31,7 @@ from coordinator.service import Coordinator
 from coordinator.states import TaskStatus
 from coordinator.storage import LocalStore, ObjectStore
 from coordinator.storage.names import input_key, output_key
+from tests.helpers import HttpAgent
 
 LIMIT = 6 * 1024 * 1024
 SIZES = [0, 1, 5 * 1024 * 1024, LIMIT - 1]
@@ -80,19 +81,16 @@ def assert_nothing_created(client: httpx.Client, store: ObjectStore) -> None:
     assert store.list_objects("tasks/") == []
 
 
-class Worker:
-    """A node agent speaking HTTP with its own token (what nodeagent will do with plain httpx)."""
+class Worker(HttpAgent):
+    """A scripted agent over HTTP that also fetches and uploads its attempts' files."""
 
     def __init__(self, client: httpx.Client, hostname: str = "node-1") -> None:
-        self.client = client
-        reply = client.post("/api/v1/workers/register", json={"hostname": hostname, "cpu_cores": 4}).json()
-        self.id, self.headers = reply["id"], {"Authorization": f"Bearer {reply['token']}"}
+        agent = HttpAgent.register(client, hostname=hostname, cpu_cores=4)
+        super().__init__(client, agent.id, agent.token)
 
-    def lease(self) -> dict[str, Any]:
-        tasks = self.client.post(f"/api/v1/workers/{self.id}/lease", json={"max_tasks": 1},
-                                 headers=self.headers).json()["tasks"]
-        assert len(tasks) == 1
-        return tasks[0]  # type: ignore[no-any-return]
+    def lease_one(self) -> dict[str, Any]:
+        [task] = self.lease()
+        return task
 
     def files(self, attempt_id: str) -> httpx.Response:
         return self.client.get(f"/api/v1/workers/{self.id}/attempts/{attempt_id}/files", headers=self.headers)
@@ -101,10 +99,8 @@ class Worker:
         return self.client.put(f"/api/v1/workers/{self.id}/attempts/{attempt_id}/outputs/{path}", content=data,
                                headers=self.headers)
 
-    def report(self, leased: dict[str, Any], event: str = "succeeded") -> None:
-        body = {"events": [{"task_id": leased["task_id"], "attempt_id": leased["attempt_id"], "event": event}]}
-        assert self.client.post(f"/api/v1/workers/{self.id}/reports", json=body,
-                                headers=self.headers).status_code == 200
+    def finish(self, leased: dict[str, Any], event: str = "succeeded") -> None:
+        assert self.report(leased, event).status_code == 200
 
 
 # -- submission -------------------------------------------------------------------------------------------------
@@ -141,7 +137,7 @@ def test_a_task_committed_but_not_queued_is_kept_with_its_files(api_server: Back
     assert [o.key for o in store.list_objects(f"tasks/{task_id}/")] == [input_key(task_id, "ligand.smi")]
 
     api_server.call(lambda: repair_drift(api_server.coordinator.core))
-    leased = Worker(client).lease()
+    leased = Worker(client).lease_one()
     assert leased["task_id"] == task_id and leased["input_files"] == [input_key(task_id, "ligand.smi")]
 
 
@@ -212,7 +208,7 @@ def test_agent_gets_its_inputs_and_uploads_outputs(client: httpx.Client, store: 
     ligand = os.urandom(1000)
     task = multipart(client, TASK, [("ligand.sdf", ligand)]).json()
     worker = Worker(client)
-    leased = worker.lease()
+    leased = worker.lease_one()
     assert leased["input_files"] == task["input_files"] and leased["attempt"] == 1
     files = worker.files(leased["attempt_id"])
     assert files.status_code == 200, files.text
@@ -241,7 +237,7 @@ def test_agent_gets_its_inputs_and_uploads_outputs(client: httpx.Client, store: 
     assert other.upload(leased["attempt_id"], "a.sdf", b"x").status_code == 409  # not its attempt
     assert other.files(leased["attempt_id"]).status_code == 409
 
-    worker.report(leased)
+    worker.finish(leased)
     assert worker.upload(leased["attempt_id"], "late.sdf", b"x").status_code == 409  # no longer running
     listing = client.get(f"/api/v1/tasks/{task['id']}/files").json()
     assert [(a["number"], a["attempt_id"], a["end_reason"]) for a in listing["attempts"]] == [
@@ -255,10 +251,11 @@ def test_agent_gets_its_inputs_and_uploads_outputs(client: httpx.Client, store: 
 def test_outputs_of_each_attempt_are_kept_apart(client: httpx.Client) -> None:
     task = client.post("/api/v1/tasks", json={**TASK, "max_retries": 1}).json()
     worker = Worker(client)
-    first = worker.lease()
+    first = worker.lease_one()
     assert worker.upload(first["attempt_id"], "partial.sdf", b"one").status_code == 201
     assert client.post(f"/api/v1/tasks/{task['id']}/requeue").status_code == 200
-    second = worker.lease()
+    worker.confirm_stopped()
+    second = worker.lease_one()
     assert second["attempt"] == 2
     assert worker.upload(second["attempt_id"], "partial.sdf", b"two").status_code == 201
     listing = client.get(f"/api/v1/tasks/{task['id']}/files").json()
@@ -311,11 +308,11 @@ def test_cli_downloads_the_outputs(api_server: BackgroundServer, client: httpx.C
                                    capsys: pytest.CaptureFixture[str]) -> None:
     task = client.post("/api/v1/tasks", json=TASK).json()
     worker = Worker(client)
-    leased = worker.lease()
+    leased = worker.lease_one()
     outputs = {"poses.sdf": os.urandom(4096), "results/scores.csv": b"ligand,score\nCCO,-7.1\n"}
     for path, data in outputs.items():
         worker.upload(leased["attempt_id"], path, data)
-    worker.report(leased, "succeeded")
+    worker.finish(leased, "succeeded")
     assert cli_main(["files", task["id"], "--url", api_server.url]) == 0
     listed = capsys.readouterr().out
     assert "poses.sdf" in listed and "results/scores.csv" in listed and "4096" in listed
@@ -336,7 +333,9 @@ async def _task_with_files(coordinator: Coordinator, status: TaskStatus, finishe
     task_id = (await coordinator.tasks.submit([spec])).ids[0]
     finished = utcnow() - timedelta(days=finished_days_ago) if finished_days_ago is not None else None
     async with coordinator.core.engine.begin() as conn:
-        await conn.execute(update(Task).where(Task.id == task_id).values(status=status.value, finished_at=finished))
+        running = {"attempt_id": uuid.uuid4(), "worker_id": uuid.uuid4()} if status == TaskStatus.RUNNING else {}
+        await conn.execute(update(Task).where(Task.id == task_id).values(status=status.value, finished_at=finished,
+                                                                          **running))
     store = coordinator.files.store
     await asyncio.to_thread(store.put, input_key(task_id, "in.smi"), io.BytesIO(b"CCO"), LIMIT)
     await asyncio.to_thread(store.put, output_key(task_id, 1, "out.sdf"), io.BytesIO(b"pose"), LIMIT)

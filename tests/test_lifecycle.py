@@ -10,6 +10,7 @@ from typing import Any
 import httpx
 import pytest
 from redis import Redis as SyncRedis
+from sqlalchemy.engine import make_url
 
 from coordinator.beats import RECHECK_S
 from coordinator.config import Settings
@@ -17,6 +18,7 @@ from coordinator.schemas import Heartbeat, WorkerCommandSpec
 from coordinator.server import BackgroundServer
 from coordinator.service import Coordinator
 from coordinator.states import Action
+from tests.faults.link import Link
 from tests.helpers import Agent, HttpAgent, await_for, started, submit, submit_one, task_body
 
 pytestmark = pytest.mark.anyio
@@ -102,22 +104,29 @@ async def test_retry_on_a_listed_reason(coordinator: Coordinator) -> None:
 
 
 async def test_timeout_retries_then_ends_in_timeout(coordinator: Coordinator) -> None:
-    """A running attempt past timeout_s is ended by the timer (and its worker told to kill it); the retry
-    times out too and the task ends `timeout`."""
+    """A running attempt past timeout_s is ended by the timer and its worker told to kill it; the retry waits
+    until the worker confirms the old process gone, times out too, and the task ends `timeout`."""
     task_id = await submit_one(coordinator, timeout_s=1, max_retries=1)
     agent = await Agent.register(coordinator)
     for n in (1, 2):
         leased = await lease_when_due(coordinator, agent)
         assert leased["attempt"] == n
-        await await_for(coordinator.timers.time_out_tasks, timeout=20, what="the attempt to time out")
+        await await_for(coordinator.lifecycle.time_out, timeout=20, what="the attempt to time out")
         assert not await agent.report(leased, "succeeded")  # too late: the attempt is over
         commands = await coordinator.workers.commands(agent.id)
         assert {"task_id": task_id, "attempt_id": leased["attempt_id"]} in [c["args"] for c in commands]
         assert all(c["command"] == "cancel-task" for c in commands)
+        if n == 1:  # its old process may still run: no retry until the worker says it is gone
+            await asyncio.sleep(0.5)  # past the backoff (0.2 s in the test settings)
+            await agent.heartbeat()
+            await coordinator.timers.tick()
+            assert await agent.lease() == []
+            assert (await task(coordinator, task_id))["stopping_attempt_id"] == uuid.UUID(leased["attempt_id"])
+        assert await agent.confirm_stopped() == 1
     view = await task(coordinator, task_id)
     assert view["status"] == "timeout" and view["end_reason"] == "timeout" and "timed out" in view["error"]
     assert [a["end_reason"] for a in view["attempt_history"]] == ["timeout", "timeout"]
-    assert await coordinator.timers.time_out_tasks() == 0
+    assert await coordinator.lifecycle.time_out() == 0
 
 
 async def test_cancel_of_a_running_task_is_stored_for_its_worker(coordinator: Coordinator) -> None:
@@ -125,7 +134,7 @@ async def test_cancel_of_a_running_task_is_stored_for_its_worker(coordinator: Co
     task_id = await submit_one(coordinator)
     agent = await Agent.register(coordinator)
     [leased] = await agent.lease()
-    await coordinator.tasks.act(Action.CANCEL, [uuid.UUID(task_id)], "test", single=True)
+    await coordinator.lifecycle.act(Action.CANCEL, [uuid.UUID(task_id)], "test", single=True)
     for _ in range(2):
         beat = await agent.heartbeat(task_id)
         [command] = beat["commands"]
@@ -238,6 +247,8 @@ def test_late_report_after_requeue_is_409(client: httpx.Client) -> None:
     assert late.status_code == 409
     assert late.json()["results"][0]["status"] == 409
     assert client.get(f"/api/v1/tasks/{task_id}").json()["status"] == "pending"
+    assert agent.lease() == []  # not while the old attempt may still run
+    assert agent.confirm_stopped() == 1
     [new] = agent.lease()
     assert new["task_id"] == task_id and new["attempt_id"] != old["attempt_id"]
     assert agent.report(old, "failed", error="late").status_code == 409
@@ -308,6 +319,45 @@ async def test_only_one_coordinator_leads(settings: Settings, coordinator: Coord
         assert other.timers.leader_since is not None and coordinator.timers.leader_since is None
 
 
+async def test_a_leader_whose_tick_fails_hands_over_at_once(settings: Settings, clean_db: None,
+                                                            redis: SyncRedis) -> None:
+    """A leader whose path to PostgreSQL is cut (a relay in front of it) gives the lease up in the tick that
+    fails; the healthy coordinator leads at its next tick."""
+    url = make_url(settings.database_url or "")
+    link = Link(url.port or 5432).start()
+    try:
+        cut_off = url.set(host="127.0.0.1", port=link.port).render_as_string(hide_password=False)
+        async with started(settings, database_url=cut_off) as leader, started(settings) as healthy:
+            assert await leader.timers.guarded_tick() and leader.timers.leader_since is not None
+            assert await healthy.timers.guarded_tick() and healthy.timers.leader_since is None
+            link.cut()
+            assert not await leader.timers.guarded_tick()
+            assert redis.get(leader.core.keys.leader) is None
+            assert await healthy.timers.guarded_tick() and healthy.timers.leader_since is not None
+            link.mend()
+    finally:
+        link.stop()
+
+
+async def test_a_claim_that_cannot_be_confirmed_goes_back_to_its_queue(settings: Settings, clean_db: None,
+                                                                       redis: SyncRedis) -> None:
+    """A lease whose coordinator lost PostgreSQL between the Redis claim and its commit fails, and the task it
+    claimed is back in its queue at once: a worker of a healthy coordinator gets it (no wait for a drift check)."""
+    url = make_url(settings.database_url or "")
+    link = Link(url.port or 5432).start()
+    try:
+        cut_off = url.set(host="127.0.0.1", port=link.port).render_as_string(hide_password=False)
+        async with started(settings, database_url=cut_off) as broken, started(settings) as healthy:
+            task_id = await submit_one(healthy)
+            stranded = await Agent.register(broken, hostname="cut-off")
+            link.cut()
+            with pytest.raises(Exception):  # noqa: B017 - which driver error it is does not matter here
+                await stranded.lease()
+            assert await (await Agent.register(healthy)).lease_ids() == [task_id]
+    finally:
+        link.stop()
+
+
 async def test_new_leader_holds_back_before_reaping(settings: Settings, clean_db: None, redis: SyncRedis) -> None:
     """A coordinator that just took the lease waits one heartbeat timeout before declaring a worker dead."""
     async with started(settings, heartbeat_timeout=0.6, heartbeat_check_interval=0.05) as coordinator:
@@ -354,7 +404,7 @@ def test_report_after_timeout_over_http_is_409(api_server: BackgroundServer, cli
     [leased] = agent.lease()
     coordinator = api_server.coordinator
     deadline = time.monotonic() + 20
-    while api_server.call(coordinator.timers.time_out_tasks) == 0:
+    while api_server.call(coordinator.lifecycle.time_out) == 0:
         assert time.monotonic() < deadline, "the attempt never timed out"
         time.sleep(0.1)
     assert agent.report(leased, "succeeded").status_code == 409

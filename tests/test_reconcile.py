@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 from redis import Redis as SyncRedis
-from sqlalchemy import update
+from sqlalchemy import func, update
 
 from coordinator.config import Settings
 from coordinator.keys import Keys
@@ -67,19 +67,28 @@ async def test_a_timers_tick_notices_a_flush(coordinator: Coordinator, redis: Sy
     assert await lease_all_one_by_one(agent) == expected
 
 
-async def test_the_first_tick_after_a_failed_one_repairs_drift(coordinator: Coordinator, redis: SyncRedis) -> None:
-    """A tick that fails (here: a key of the index holds a string) makes the first tick that succeeds again repair
-    the drift, such as a task stored but not queued, without waiting for the reconcile interval (an hour here)."""
-    assert await coordinator.timers.guarded_tick()  # the periodic drift check has just run
-    lost = await submit_one(coordinator)
-    keys = coordinator.core.keys
-    redis.zrem(keys.service_queue("admet", "default"), lost)
-    redis.zrem(keys.pending, lost)
-    redis.set(keys.delayed, "not a sorted set")
-    assert not await coordinator.timers.guarded_tick()
-    redis.delete(keys.delayed)
-    assert await coordinator.timers.guarded_tick()
-    assert await (await Agent.register(coordinator)).lease_ids() == [lost]
+async def test_the_first_tick_after_a_failed_one_repairs_drift(settings: Settings, clean_db: None,
+                                                              redis: SyncRedis) -> None:
+    """A tick that fails (here: a key of the index holds a string) gives up the leadership; the first tick that
+    leads again repairs the drift, such as a task stored but not queued, without waiting for the reconcile
+    interval (an hour here)."""
+    async with started(settings, leader_lease=0.3) as coordinator:
+        assert await coordinator.timers.guarded_tick()  # the periodic drift check has just run
+        lost = await submit_one(coordinator)
+        keys = coordinator.core.keys
+        redis.zrem(keys.service_queue("admet", "default"), lost)
+        redis.zrem(keys.pending, lost)
+        redis.set(keys.delayed, "not a sorted set")
+        assert not await coordinator.timers.guarded_tick()
+        assert coordinator.timers.leader_since is None and redis.get(keys.leader) is None
+        redis.delete(keys.delayed)
+        await await_for(lambda: leads_after_tick(coordinator), what="the coordinator to lead again")
+        assert await (await Agent.register(coordinator)).lease_ids() == [lost]
+
+
+async def leads_after_tick(coordinator: Coordinator) -> bool:
+    """Tick once; whether this coordinator leads now."""
+    return await coordinator.timers.guarded_tick() and coordinator.timers.leader_since is not None
 
 
 async def test_heartbeat_before_the_rebuild_keeps_running_tasks(coordinator: Coordinator, redis: SyncRedis) -> None:
@@ -101,7 +110,8 @@ async def test_drift_both_ways_is_repaired(coordinator: Coordinator, redis: Sync
     redis.zrem(keys.service_queue("admet", "default"), lost)
     redis.zrem(keys.pending, lost)
     async with coordinator.core.engine.begin() as conn:  # as if the process died between commit and index
-        await conn.execute(update(Task).where(Task.id == uuid.UUID(finished)).values(status="cancelled"))
+        await conn.execute(update(Task).where(Task.id == uuid.UUID(finished)).values(status="cancelled",
+                                                                                            finished_at=func.now()))
     assert await repair_drift(coordinator.core) == 2
     assert await repair_drift(coordinator.core) == 0
     agent = await Agent.register(coordinator)

@@ -48,7 +48,9 @@ def error_response(exc: AiddError) -> JSONResponse:
     field = getattr(exc, "field", None)
     if field:
         body["field"] = field
-    return JSONResponse(body, status_code=exc.status_code)
+    retry_after = getattr(exc, "retry_after", None)
+    headers = {"Retry-After": str(retry_after)} if retry_after is not None else None
+    return JSONResponse(body, status_code=exc.status_code, headers=headers)
 
 
 def validation_error(exc: ValidationError, prefix: str = "") -> HttpError:

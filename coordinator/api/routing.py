@@ -11,6 +11,7 @@ from typing import Any
 from pydantic import BaseModel
 from redis.exceptions import RedisError
 from sqlalchemy.exc import DataError, DBAPIError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
@@ -103,7 +104,7 @@ def _wrap(endpoint: Endpoint, coordinator: Coordinator, settings: Settings,
         except DataError as exc:  # a value PostgreSQL refuses (out of range, bad text): the caller's input
             detail = str(getattr(exc, "orig", exc)).splitlines()[0]
             return error_response(HttpError(422, f"a value was refused by the database: {detail}"))
-        except (RedisError, OperationalError, DBAPIError, OSError) as exc:
+        except (RedisError, OperationalError, DBAPIError, PoolTimeout, OSError) as exc:
             log.warning("%s %s: store unavailable: %s: %s", request.method, request.url.path,
                         type(exc).__name__, str(exc).splitlines()[0] if str(exc) else "")
             return error_response(Unavailable(f"Redis or PostgreSQL unavailable ({type(exc).__name__}); retry"))

@@ -109,8 +109,8 @@ async def task_logs(request: Request, ctx: Ctx) -> Any:
 
 async def _single(request: Request, ctx: Ctx, action: Action) -> Any:
     task_id = request.path_params["task_id"]
-    await ctx.coordinator.tasks.act(action, [task_id], ctx.caller.name, single=True,
-                                    attempt_id=ATTEMPT.value(request))
+    await ctx.coordinator.lifecycle.act(action, [task_id], ctx.caller.name, single=True,
+                                        attempt_id=ATTEMPT.value(request))
     return await ctx.coordinator.tasks.get(task_id)
 
 
@@ -134,7 +134,7 @@ async def requeue(request: Request, ctx: Ctx) -> Any:
 async def _bulk(request: Request, ctx: Ctx, action: Action) -> Any:
     selector = parse(BulkAction, await read_json(request, ctx.settings.max_batch_bytes))
     ids = await ctx.coordinator.tasks.resolve(selector)
-    return (await ctx.coordinator.tasks.act(action, ids, ctx.caller.name)).view()
+    return (await ctx.coordinator.lifecycle.act(action, ids, ctx.caller.name)).view()
 
 
 @api.route("POST", "/api/v1/tasks/bulk/cancel", Access.OPERATOR, "Cancel tasks by ids or filter", body=BulkAction)

@@ -53,7 +53,8 @@ async def heartbeat(request: Request, ctx: Ctx) -> Any:
            "Long-poll for up to max_tasks fitting tasks, each with its attempt id and GPUs", body=LeaseRequest)
 async def lease(request: Request, ctx: Ctx) -> Any:
     ask = await body(request, LeaseRequest, ctx.settings.max_body_bytes)
-    return {"tasks": await ctx.coordinator.workers.lease(request.path_params["worker_id"], ask)}
+    return {"tasks": await ctx.coordinator.workers.lease(request.path_params["worker_id"], ask,
+                                                         gone=request.is_disconnected)}
 
 
 @api.route("POST", "/api/v1/workers/{worker_id}/reports", Access.WORKER,

@@ -57,6 +57,16 @@ class ScriptedAgent:
         assert len(held) == count, f"leased {len(held)} of {count}"
         return held
 
+    async def confirm_stopped(self) -> None:
+        """Acknowledge the cancel-task commands, as an agent does once the attempt's process is gone (a requeued
+        task waits for that before it runs again)."""
+        path = f"/api/v1/workers/{self.id}/commands"
+        commands = (await self.http.get(path, headers=self.headers)).json()["items"]
+        kills = [c["id"] for c in commands if c["command"] == "cancel-task"]
+        if kills:
+            reply = await self.http.request("DELETE", path, json={"ids": kills}, headers=self.headers)
+            assert reply.status_code == 200, reply.text
+
     async def report(self, leased: dict[str, Any], event: str, **fields: Any) -> int:
         """Report one event; its per-event status (200 accepted, 409 refused)."""
         reply = await self.http.post(f"/api/v1/workers/{self.id}/reports", headers=self.headers, json={
@@ -77,12 +87,15 @@ async def jittered(call: Awaitable[T]) -> T:
 
 async def race(system: Cluster, count: int,
                contest: Callable[[httpx.AsyncClient, ScriptedAgent, dict[str, Any]], Any]) -> list[Any]:
-    """Submit `count` tasks, lease them with a scripted agent, and run `contest` on each at once."""
+    """Submit `count` tasks, lease them with a scripted agent, and run `contest` on each at once; then the agent
+    confirms the attempts it was told to kill gone, as a real one does."""
     system.submit([{"service": "race", "task_type": "noop", "name": "race"} for _ in range(count)])
     async with httpx.AsyncClient(base_url=system.coordinators[0].url, timeout=30) as http:
         agent = await ScriptedAgent(http).register("scripted")
         leased = await agent.lease_all(count)
-        return list(await asyncio.gather(*(contest(http, agent, task) for task in leased)))
+        results = list(await asyncio.gather(*(contest(http, agent, task) for task in leased)))
+        await agent.confirm_stopped()  # what the coordinator told it to kill is gone (it never ran anything)
+        return results
 
 
 def test_cancel_races_completion(cluster: Callable[..., Cluster], record: Callable[[Figures], None]) -> None:

@@ -1,13 +1,15 @@
 """A Hypothesis state machine over the task lifecycle, run against the real coordinator service (real Redis and
 PostgreSQL): submit, lease, report success / failure / handback, heartbeats, a lost lease reply, worker loss,
-task timeout, graceful stop, drain, cancel, retry, requeue, time passing for the retry backoff and Redis losing
-the index, in any order.
+task timeout, graceful stop, drain, cancel, retry, requeue, a worker confirming the attempts it was told to
+kill gone, time passing for the retry backoff and Redis losing the index, in any order.
 
 A model says what each task's state must be; after every step the invariants are checked against PostgreSQL and
 the Redis index: each task is in exactly one state and the index agrees with the record (pending tasks queued or
 backing off, running ones in the running set and their worker's set, finished ones in neither), attempts only
-grow and match the attempts table, a finished task changes only when an operator retries it, and no
-acknowledged task disappears. Stale reports and operator actions aimed at an old attempt must be refused.
+grow and match the attempts table, a finished task changes only when an operator retries it, no acknowledged
+task disappears, and a task whose old attempt the coordinator ended (cancel, requeue, timeout) is not leased
+again until that attempt's worker confirmed it gone or was lost. Stale reports and operator actions aimed at an
+old attempt must be refused.
 
 Time is moved, not waited for, so every run is the same: a worker's last heartbeat, a task's start or the end
 of its retry backoff are set back, then the real reaper, timeout timer or retry timer runs.
@@ -109,6 +111,8 @@ class ModelTask:
     """The agent running it (index into the machine's agents)."""
     finished: tuple[Any, ...] | None = None
     """Status, result, error, finished_at and attempts when it finished (they must not change until a retry)."""
+    stopping: int | None = None
+    """The agent told to kill an attempt of it the coordinator ended: not leased until it confirms, or is gone."""
 
 
 @dataclass
@@ -147,27 +151,36 @@ class Lifecycle(RuleBasedStateMachine):
 
     def runnable(self) -> list[str]:
         """Pending tasks that are due, in the order a lease must hand them out (one priority: FIFO)."""
-        return [t.id for t in self.of_status(TaskStatus.PENDING) if not t.delayed]
+        return [t.id for t in self.of_status(TaskStatus.PENDING) if not t.delayed and t.stopping is None]
 
-    def end_attempt(self, task: ModelTask) -> None:
-        """The task's running attempt is over: reports of it are stale from now on."""
+    def end_attempt(self, task: ModelTask, killed: bool = False) -> None:
+        """The task's running attempt is over: reports of it are stale from now on. `killed`: the coordinator
+        ended it, so its process may still run until its worker confirms it gone."""
         assert task.attempt is not None and task.agent is not None
         self.stale.append((task.agent, task.attempt))
+        if killed:
+            task.stopping = task.agent
         task.agent = None
 
-    def failed_attempt(self, task: ModelTask, reason: str) -> None:
+    def release(self, index: int) -> None:
+        """The worker confirmed the attempts it was told to kill gone (or is gone itself)."""
+        for task in self.tasks.values():
+            if task.stopping == index:
+                task.stopping = None
+
+    def failed_attempt(self, task: ModelTask, reason: str, killed: bool = False) -> None:
         """An attempt that ended in error, permanently or by timeout: a retry after a backoff, or the end."""
-        self.end_attempt(task)
+        self.end_attempt(task, killed)
         if reason in task.retry_on and task.retry_count < task.max_retries:
             task.status, task.retry_count, task.delayed, task.backoff = TaskStatus.PENDING, \
                 task.retry_count + 1, True, True
         else:
             task.status = TaskStatus.TIMEOUT if reason == "timeout" else TaskStatus.FAILED
 
-    def requeued(self, task: ModelTask) -> None:
+    def requeued(self, task: ModelTask, killed: bool = False) -> None:
         """Back to the queue at once, nothing counted (handback, graceful stop, operator requeue)."""
         if task.status == TaskStatus.RUNNING:
-            self.end_attempt(task)
+            self.end_attempt(task, killed)
         task.status, task.delayed, task.backoff = TaskStatus.PENDING, False, False
 
     def pick(self, data: st.DataObject, tasks: list[ModelTask]) -> ModelTask:
@@ -327,6 +340,17 @@ class Lifecycle(RuleBasedStateMachine):
         assert reply["stale_tasks"] == [], reply
         self.requeued(task)
 
+    @precondition(lambda self: any(t.stopping is not None for t in self.tasks.values()))
+    @rule(data=st.data())
+    @counted
+    def confirm_stopped(self, data: st.DataObject) -> None:
+        """A worker acknowledges the cancel-task commands it got, as an agent does once those processes are gone:
+        the tasks that waited for that may be leased again."""
+        index = data.draw(st.sampled_from(sorted({t.stopping for t in self.tasks.values() if t.stopping is not None})),
+                          label="agent")
+        assert self.world.run(self.agents[index].agent.confirm_stopped()) >= 1
+        self.release(index)
+
     @precondition(lambda self: any(a.online for a in self.agents))
     @rule(data=st.data(), lost=st.booleans())
     @counted
@@ -344,6 +368,7 @@ class Lifecycle(RuleBasedStateMachine):
         else:
             self.world.run(self.coordinator.workers.deregister(agent.id))
         self.agents[index].online = False
+        self.release(index)  # what it was told to kill is its keeper's now
         for task in self.of_status(TaskStatus.RUNNING):
             if task.agent != index:
                 continue
@@ -378,8 +403,8 @@ class Lifecycle(RuleBasedStateMachine):
                 await conn.execute(update(Task).where(Task.id == uuid.UUID(task.id)).values(
                     started_at=Task.started_at - func.make_interval(0, 0, 0, 0, 1)))  # an hour earlier
         self.world.run(backdate())
-        assert self.world.run(self.coordinator.timers.time_out_tasks()) == 1
-        self.failed_attempt(task, "timeout")
+        assert self.world.run(self.coordinator.lifecycle.time_out()) == 1
+        self.failed_attempt(task, "timeout", killed=True)
 
     @rule(flush=st.booleans())
     @counted
@@ -388,6 +413,7 @@ class Lifecycle(RuleBasedStateMachine):
         in their queues. With `flush`, Redis lost the index first (a FLUSHALL of this coordinator's keys): the
         tick rebuilds it from PostgreSQL, and the invariants check that it agrees."""
         delayed = [t.id for t in self.tasks.values() if t.delayed]
+        waiting = [t.id for t in self.tasks.values() if t.delayed and t.stopping is None]  # the others stay parked
         core = self.coordinator.core
 
         async def move_time() -> None:
@@ -397,8 +423,8 @@ class Lifecycle(RuleBasedStateMachine):
             async with core.engine.begin() as conn:
                 await conn.execute(update(Task).where(Task.id.in_([uuid.UUID(i) for i in delayed]))
                                    .values(available_at=func.now() - func.make_interval(0, 0, 0, 0, 0, 0, 1)))
-            if delayed and not flush:
-                await core.redis.zadd(core.keys.delayed, {i: int((time.time() - 1) * 1000) for i in delayed}, xx=True)
+            if waiting and not flush:
+                await core.redis.zadd(core.keys.delayed, {i: int((time.time() - 1) * 1000) for i in waiting}, xx=True)
             await self.coordinator.timers.tick()
         self.world.run(move_time())
         if flush:
@@ -428,7 +454,7 @@ class Lifecycle(RuleBasedStateMachine):
                    Action.REQUEUE: task.status == TaskStatus.RUNNING
                    or (task.status == TaskStatus.PENDING and task.backoff)}[action]
         try:
-            self.world.run(self.coordinator.tasks.act(action, [uuid.UUID(task.id)], "test", single=True,
+            self.world.run(self.coordinator.lifecycle.act(action, [uuid.UUID(task.id)], "test", single=True,
                                                       attempt_id=attempt_id))
         except StaleAttempt:
             assert attempt_id is not None and aim == "old", f"{action} refused as stale: {task}"
@@ -441,10 +467,10 @@ class Lifecycle(RuleBasedStateMachine):
         assert allowed and aim != "old", f"{action} ({aim} attempt) changed a {task.status} task: {task}"
         if action == Action.CANCEL:
             if task.status == TaskStatus.RUNNING:
-                self.end_attempt(task)
+                self.end_attempt(task, killed=True)
             task.status, task.delayed = TaskStatus.CANCELLED, False
         elif action == Action.REQUEUE:
-            self.requeued(task)
+            self.requeued(task, killed=True)
         else:
             task.status, task.retry_count, task.worker_losses = TaskStatus.PENDING, 0, 0
             task.delayed = task.backoff = False
@@ -475,7 +501,8 @@ class Lifecycle(RuleBasedStateMachine):
             if task.status == TaskStatus.PENDING:
                 assert not at.running and at.worker is None, f"{where}: pending but indexed as running: {at}"
                 assert at.queued != at.delayed, f"{where}: must be queued or backing off, one of them: {at}"
-                assert at.delayed == task.delayed, f"{where}: {'not ' if task.delayed else ''}in the delayed set"
+                waits = task.delayed or task.stopping is not None  # backing off, or its old attempt stopping
+                assert at.delayed == waits, f"{where}: {'not ' if waits else ''}in the delayed set"
             elif task.status == TaskStatus.RUNNING:
                 assert task.attempt is not None and task.agent is not None
                 assert str(record["attempt_id"]) == task.attempt["attempt_id"], f"{where}: attempt {record}"
