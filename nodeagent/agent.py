@@ -3,6 +3,11 @@
 One asyncio loop and three background jobs — heartbeats (telemetry out, commands and stale tasks in,
 self-fencing), leases (a long-poll whenever a slot is free) and the reporter — plus one job per
 running attempt. Nothing blocks for long, so an idle agent sleeps in two HTTP calls.
+
+Running work outlives the coordinator: while no coordinator answers, tasks keep running (up to the
+disconnect grace) and their results, logs and outputs wait to be delivered. Only exclusive tasks are
+stopped early, once the agent has been cut off long enough that a coordinator still up would give
+them to another host; the others are stopped by the coordinator when the agent is back, if it did.
 """
 
 from __future__ import annotations
@@ -21,10 +26,11 @@ from nodeagent.api import CoordinatorApi, Refused, Unreachable, WorkerUnknown
 from nodeagent.commands import plugin_env, task_env
 from nodeagent.files import AttemptFiles
 from nodeagent.gpu import GpuProbe
-from nodeagent.inventory import Host
+from nodeagent.inventory import Host, work_dir_problem
 from nodeagent.keeper import Keeper
 from nodeagent.reporter import Reporter
 from nodeagent.runner import TaskRun, parent_death_signal
+from nodeagent.strays import ZombieSweep, become_subreaper
 from nodeagent.telemetry import Telemetry
 from nodeagent.warm import PluginPool
 
@@ -39,7 +45,8 @@ class AgentError(Exception):
 class AgentConfig:
     """How the agent runs (from the command line and environment; see `cli`)."""
 
-    url: str
+    urls: list[str]
+    """The coordinators to talk to (several sharing their stores: the agent moves on when one stops answering)."""
     token: str | None = None
     work_dir: Path = Path("aidd-work")
     plugin_modules: list[str] = field(default_factory=list)
@@ -53,14 +60,20 @@ class AgentConfig:
     keep_work_dirs: bool = False
     fresh_plugin_process: bool = False
     """Run every plugin task in a new interpreter instead of a warm plugin host (see `warm`)."""
+    disconnect_grace: float = 900.0
+    """Seconds running tasks go on while no coordinator answers; then they are stopped (and handed back once a
+    coordinator answers). Exclusive tasks stop sooner, before the coordinator's heartbeat timeout."""
+    adopt_orphans: bool = False
+    """Become a child subreaper (Linux) so processes a task starts in sessions of their own are found and killed
+    with it (the `aidd-agent` command does; an agent embedded in another program leaves its process alone)."""
 
 
 class Agent:
-    """One node agent for one coordinator."""
+    """One node agent for one coordinator (or several that share their stores)."""
 
     def __init__(self, config: AgentConfig, host: Host, probe: GpuProbe) -> None:
         self.config, self.host, self.probe = config, host, probe
-        self.api = CoordinatorApi(config.url, config.token)
+        self.api = CoordinatorApi(config.urls, config.token)
         self.telemetry = Telemetry(probe, host)
         self.reporter = Reporter(self.api.report, self._refused, self.reregister)
         self.keeper = Keeper()
@@ -73,7 +86,17 @@ class Agent:
         self.timeout = 30.0
         self.draining = False
         self.coordinator_status = "online"
+        self.problem: str | None = None
+        """What is wrong with this host for running tasks (its work dir full or read-only); no leases meanwhile."""
         self.fenced = False
+        self._given_up = False
+        self._kills: dict[str, int] = {}
+        """Attempt -> id of the cancel-task command to acknowledge once its process is gone."""
+        self._acks: list[int] = []
+        """Commands carried out whose acknowledgement has not reached the coordinator yet."""
+        self._killed: set[str] = set()
+        """Attempts cancelled before they reached this agent (a lease answer late or lost): never started."""
+        self._zombies = ZombieSweep()
         self._outage = False
         self.last_heartbeat = time.monotonic()
         self.stopping = asyncio.Event()
@@ -96,6 +119,9 @@ class Agent:
             except (ValueError, RuntimeError, NotImplementedError):
                 pass  # not the main thread (an agent embedded in another program): it calls request_stop itself
         self.keeper.start()
+        if self.config.adopt_orphans and not become_subreaper():
+            log.warning("cannot adopt orphaned processes here: helpers a task starts in a session of its own may "
+                        "outlive it")
         try:
             if not await self.register(first=True):
                 return 0
@@ -132,7 +158,7 @@ class Agent:
             try:
                 answer = await self.api.register(self.host.registration())
             except Unreachable as exc:
-                log.warning("cannot reach the coordinator at %s (%s); retrying in %.0fs", self.config.url, exc, delay)
+                log.warning("cannot reach the coordinator at %s (%s); retrying in %.0fs", self.api.url, exc, delay)
             except Refused as exc:
                 hint = " (check --token / AIDD_AGENT_TOKEN)" if exc.status in (401, 403) else ""
                 raise AgentError(f"the coordinator refused to register this host: {exc}{hint}") from None
@@ -141,7 +167,7 @@ class Agent:
                 self.timeout = float(answer.get("heartbeat_timeout") or 30.0)
                 self._heard(sent_at)
                 log.info("registered as worker %s at %s (groups %s, %d slots, %d GPUs)", self.api.worker_id,
-                         self.config.url, ",".join(self.host.groups), self.host.slots, len(self.host.gpus))
+                         self.api.url, ",".join(self.host.groups), self.host.slots, len(self.host.gpus))
                 return True
             if not first:
                 await asyncio.sleep(delay)
@@ -205,15 +231,18 @@ class Agent:
 
     async def _heartbeats(self) -> None:
         while True:
+            self._check_health()
             beat = self.telemetry.heartbeat(self.runs.values())
             beat["current_tasks"] = sorted({*beat["current_tasks"], *self.reporter.holding()})  # ended, unreported
+            beat["problem"] = self.problem
             sent_at = time.monotonic()
             try:
                 answer = await self.api.heartbeat(beat,
                                                   timeout=max(1.0, min(self.interval, self._fence_after() / 2)))
             except Unreachable as exc:
                 if not self._outage:
-                    log.warning("heartbeat failed: %s (retrying every %.1fs)", exc, self.interval)
+                    log.warning("heartbeat failed: %s (retrying every %.1fs; running tasks go on for up to %.0fs)",
+                                exc, self.interval, self.config.disconnect_grace)
                 self._outage = True
                 self._fence_if_silent()
             except WorkerUnknown:
@@ -222,27 +251,32 @@ class Agent:
                 log.error("heartbeat refused: %s", exc)
             else:
                 if self._outage:
-                    log.info("the coordinator answers again after %.1fs", time.monotonic() - self.last_heartbeat)
+                    log.info("the coordinator at %s answers again after %.1fs", self.api.url,
+                             time.monotonic() - self.last_heartbeat)
                 self._heard(sent_at)
-                self.fenced = self._outage = False
+                self.fenced = self._outage = self._given_up = False
                 await self._apply(answer)
             if self.plugins is not None:
                 self.plugins.sweep()
+            if self.config.adopt_orphans:
+                self._zombies.sweep()
             await asyncio.sleep(self._next_beat())
 
     def _heard(self, sent_at: float) -> None:
         """The coordinator answered a heartbeat (or the registration) sent at `sent_at`.
 
         The keeper gets until halfway between this agent's own fence and the coordinator's timeout (counted from
-        when the heartbeat left) to hear again; past that, this agent is frozen or hung, and the keeper kills
-        its tasks before the coordinator gives them to another host.
+        when the heartbeat left) to hear again before it kills the exclusive tasks — past that, this agent is
+        frozen or hung, and the coordinator is about to give them to another host — and until a little after the
+        disconnect grace before it kills every task.
         """
         self.last_heartbeat = time.monotonic()
         fence_at = sent_at + self._fence_after() + (self.timeout - self._fence_after()) / 2
-        self.keeper.renew(fence_at - self.last_heartbeat)
+        give_up_at = sent_at + self.config.disconnect_grace + 2 * self.interval
+        self.keeper.renew(fence_at - self.last_heartbeat, give_up_at - self.last_heartbeat)
 
     def _fence_after(self) -> float:
-        """Silence after which the agent kills its own tasks: safely before the coordinator requeues them."""
+        """Silence after which the agent stops its exclusive tasks: safely before the coordinator requeues them."""
         return self.timeout - max(self.interval, self.timeout * 0.25)
 
     def _next_beat(self) -> float:
@@ -251,26 +285,41 @@ class Agent:
         return max(0.1, min(self.interval, self.last_heartbeat + self._fence_after() - time.monotonic()))
 
     def _fence_if_silent(self) -> None:
+        """No coordinator has answered for a while: stop the exclusive tasks before a coordinator still up would
+        give them to another host; stop every task once the disconnect grace is over."""
         silent = time.monotonic() - self.last_heartbeat
         if silent >= self._fence_after() and not self.fenced:
             self.fenced = True
-            log.error("no heartbeat for %.1fs: stopping %d task(s) before the coordinator gives them to another host",
-                      silent, len(self.runs))
+            exclusive = [run for run in self.runs.values() if run.exclusive]
+            log.error("no coordinator answered for %.1fs: stopping %d exclusive task(s) before a coordinator could "
+                      "give them to another host; %d other task(s) go on for up to %.0fs", silent, len(exclusive),
+                      len(self.runs) - len(exclusive), self.config.disconnect_grace)
+            for run in exclusive:
+                run.stop("fence")
+        if silent >= self.config.disconnect_grace and not self._given_up:
+            self._given_up = True
+            log.error("no coordinator answered for %.0fs (the disconnect grace): stopping %d task(s); they are "
+                      "handed back once a coordinator answers", silent, len(self.runs))
             for run in list(self.runs.values()):
                 run.stop("fence")
+
+    def _check_health(self) -> str | None:
+        """Whether this host can run tasks now (its work dir writable, with room); logs when that changes."""
+        problem = work_dir_problem(self.config.work_dir)
+        if problem != self.problem:
+            if problem is None:
+                log.info("work dir usable again: taking tasks")
+            else:
+                log.error("%s: taking no tasks until this is fixed", problem)
+        self.problem = problem
+        return problem
 
     async def _apply(self, answer: dict[str, Any]) -> None:
         """Carry out the commands of a heartbeat answer (then acknowledge them) and kill stale tasks."""
         self.coordinator_status = str(answer.get("status") or "online")
-        done: list[int] = []
         for command in answer.get("commands") or []:
-            self._command(str(command.get("command")), command.get("args") or {})
-            done.append(int(command["id"]))
-        if done:
-            try:
-                await self.api.ack(done)
-            except (Unreachable, Refused, WorkerUnknown) as exc:
-                log.warning("could not acknowledge commands %s: %s (they will come again)", done, exc)
+            self._command(int(command["id"]), str(command.get("command")), command.get("args") or {})
+        await self._send_acks()
         stale = set(answer.get("stale_tasks") or [])
         for run in list(self.runs.values()):
             if run.task_id in stale:
@@ -278,7 +327,9 @@ class Agent:
                 run.stop("stale")
         self._changed.set()
 
-    def _command(self, name: str, args: dict[str, Any]) -> None:
+    def _command(self, command_id: int, name: str, args: dict[str, Any]) -> None:
+        """Carry out one command; a cancel-task is acknowledged once its attempt's process is gone (the
+        coordinator holds the task's next attempt back until then), the others at once."""
         log.info("command: %s %s", name, args or "")
         if name == "drain":
             self.draining = True
@@ -287,11 +338,29 @@ class Agent:
         elif name == "shutdown":
             self.request_stop("shutdown command")
         elif name == "cancel-task":
-            for run in list(self.runs.values()):
-                if run.task_id == args.get("task_id") and args.get("attempt_id") in (None, run.attempt_id):
-                    run.stop("cancel")
+            doomed = [run for run in self.runs.values() if run.task_id == args.get("task_id")
+                      and args.get("attempt_id") in (None, run.attempt_id)]
+            for run in doomed:
+                run.stop("cancel")
+                self._kills[run.attempt_id] = command_id
+            if doomed:
+                return
+            if args.get("attempt_id"):
+                self._killed = {*list(self._killed)[-999:], str(args["attempt_id"])}
         else:
             log.warning("unknown command %r ignored", name)
+        self._acks.append(command_id)
+
+    async def _send_acks(self) -> None:
+        """Acknowledge the commands carried out (kept for the next try when the coordinator does not answer)."""
+        acks, self._acks = sorted(set(self._acks)), []
+        if not acks:
+            return
+        try:
+            await self.api.ack(acks)
+        except (Unreachable, Refused, WorkerUnknown) as exc:
+            log.warning("could not acknowledge commands %s: %s (trying again)", acks, exc)
+            self._acks += acks
 
     def _refused(self, attempt_id: str) -> None:
         """A report was refused (409): that attempt is no longer current, so its process must go."""
@@ -303,7 +372,7 @@ class Agent:
     # -- leasing and running ----------------------------------------------------------------------
 
     def _may_lease(self) -> bool:
-        return (len(self.runs) < self.host.slots and not self.draining and not self.fenced
+        return (len(self.runs) < self.host.slots and not self.draining and not self.fenced and self.problem is None
                 and self.coordinator_status == "online" and not self.stopping.is_set())
 
     async def _leases(self) -> None:
@@ -341,17 +410,22 @@ class Agent:
                 await asyncio.sleep(min(self.interval, 5.0))
 
     def _start(self, task: dict[str, Any]) -> None:
-        files = (AttemptFiles(self.api, str(task["attempt_id"])) if task.get("input_files") or task.get("outputs")
-                 else None)
+        if str(task["attempt_id"]) in self._killed:
+            log.warning("task %s: attempt %s was cancelled before it arrived; not started", task["task_id"],
+                        task["attempt_id"])
+            return
+        files = (AttemptFiles(self.api, str(task["attempt_id"]), self.config.disconnect_grace)
+                 if task.get("input_files") or task.get("outputs") else None)
         run = TaskRun(task, self.config.work_dir, self.reporter, self.config.plugin_modules,
                       gpu_host=bool(self.host.gpus), kill_grace=self.config.kill_grace,
                       keep_work_dir=self.config.keep_work_dirs, files=files, keeper=self.keeper,
-                      plugins=self.plugins, environ=self.environ)
+                      plugins=self.plugins, environ=self.environ, health=self._check_health,
+                      strays=self.config.adopt_orphans)
         if self.stopping.is_set():
             self.reporter.event({"task_id": run.task_id, "attempt_id": run.attempt_id, "event": "handback"})
             return
-        log.info("running task %s (%s/%s, attempt %s, gpus %s)", run.task_id, task.get("service"),
-                 task.get("task_type"), task.get("attempt"), run.gpus or "-")
+        log.info("running task %s (%s/%s, attempt %s, gpus %s%s)", run.task_id, task.get("service"),
+                 task.get("task_type"), task.get("attempt"), run.gpus or "-", ", exclusive" if run.exclusive else "")
         self.runs[run.attempt_id] = run
         job = asyncio.create_task(self._execute(run))
         self._jobs.add(job)
@@ -360,14 +434,22 @@ class Agent:
     async def _execute(self, run: TaskRun) -> None:
         try:
             await run.run()
-        except Exception as exc:  # a bug in the agent must not lose the attempt silently
-            log.exception("task %s: agent error", run.task_id)
+        except OSError as exc:  # the host's trouble, not the task's: hand it back, take no more until it clears
+            log.error("task %s: agent problem: %s", run.task_id, exc)
+            self.reporter.event({"task_id": run.task_id, "attempt_id": run.attempt_id, "event": "handback",
+                                 "error": f"agent problem: {exc}"})
+            self.problem = self._check_health() or f"{type(exc).__name__}: {exc}"
+        except Exception as exc:  # a bug in the agent must not lose the attempt silently; it is failed (not handed
+            log.exception("task %s: agent error", run.task_id)  # back), so one that hits every time ends
             self.reporter.event({"task_id": run.task_id, "attempt_id": run.attempt_id, "event": "failed",
                                  "reason": "error", "error": f"agent error: {type(exc).__name__}: {exc}"})
         finally:
             self.runs.pop(run.attempt_id, None)
             self._ended += 1
             self._changed.set()
+            if run.attempt_id in self._kills:  # its process is gone: the coordinator may start the next attempt
+                self._acks.append(self._kills.pop(run.attempt_id))
+                await self._send_acks()
 
 
 async def _forever(job: Callable[[], Awaitable[None]]) -> None:

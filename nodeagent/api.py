@@ -3,12 +3,16 @@
 `Unreachable` (connection errors, timeouts, 5xx): wait and retry. `WorkerUnknown` (401/404 on a worker
 route): the coordinator forgot this worker, register again. `Refused` (other 4xx): the request itself
 is wrong; retrying it as is cannot help.
+
+An agent may know several coordinators (they share one Redis and PostgreSQL, so a worker id and token
+made by one work on every other): a call that finds its coordinator unreachable goes to the next one at
+once, and the agent stays with the one that answered.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -41,33 +45,56 @@ def _error_text(response: httpx.Response) -> str:
 
 
 class CoordinatorApi:
-    """The worker routes of one coordinator; after `register`, calls carry this worker's own token."""
+    """The worker routes of the coordinators at `urls` (one, or several sharing their stores); after `register`,
+    calls carry this worker's own token."""
 
-    def __init__(self, url: str, agent_token: str | None, timeout: float = 10.0) -> None:
-        self.url = url.rstrip("/")
+    def __init__(self, urls: str | Sequence[str], agent_token: str | None, timeout: float = 10.0) -> None:
+        self.urls = [u.rstrip("/") for u in ([urls] if isinstance(urls, str) else urls)]
+        self._current = 0
         self.agent_token = agent_token
         self.worker_id: str | None = None
         self.worker_token: str | None = None
         self.timeout = timeout
-        self.http = httpx.AsyncClient(base_url=self.url, timeout=timeout,
-                                      headers={"user-agent": f"aidd-agent/{__version__}"})
+        self.http = httpx.AsyncClient(timeout=timeout, headers={"user-agent": f"aidd-agent/{__version__}"})
+
+    @property
+    def url(self) -> str:
+        """The coordinator this agent talks to now."""
+        return self.urls[self._current]
 
     async def _call(self, method: str, path: str, body: Any = None, timeout: float | None = None,
                     token: str | None = None, accept: tuple[int, ...] = ()) -> tuple[int, Any]:
+        """One request, to each known coordinator in turn until one answers (the first unreachable one is
+        left for the next); raises Unreachable when none does."""
         headers = {"authorization": f"Bearer {token}"} if token else {}
         content = None
         if body is not None:
             # compact for non-ASCII logs; a lone surrogate (from a plugin's JSON) must not break the request
             content = json.dumps(body, ensure_ascii=False).encode("utf-8", errors="replace")
             headers["content-type"] = "application/json"
-        try:
-            response = await self.http.request(method, path, content=content, headers=headers,
-                                               timeout=timeout or self.timeout)
-        except httpx.HTTPError as exc:
-            raise Unreachable(f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__) from None
+        problems: list[str] = []
+        for _ in self.urls:
+            url = self.url
+            try:
+                response = await self.http.request(method, url + path, content=content, headers=headers,
+                                                   timeout=timeout or self.timeout)
+            except httpx.HTTPError as exc:
+                problems.append(f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__)
+            else:
+                if response.status_code < 500:
+                    return self._answer(response, path, accept)
+                problems.append(f"HTTP {response.status_code}: {_error_text(response)}")
+            self._move_on(url)
+        raise Unreachable(problems[0] if len(problems) == 1 else
+                          "; ".join(f"{u}: {p}" for u, p in zip(self.urls, problems, strict=False)))
+
+    def _move_on(self, url: str) -> None:
+        """`url` did not answer: the next call starts with the next coordinator (unless another call moved on)."""
+        if self.url == url and len(self.urls) > 1:
+            self._current = (self._current + 1) % len(self.urls)
+
+    def _answer(self, response: httpx.Response, path: str, accept: tuple[int, ...]) -> tuple[int, Any]:
         status = response.status_code
-        if status >= 500:
-            raise Unreachable(f"HTTP {status}: {_error_text(response)}")
         if status < 300 or status in accept:
             try:
                 return status, response.json() if response.content else None
@@ -76,6 +103,10 @@ class CoordinatorApi:
         if status in (401, 404) and self.worker_id and path.startswith("/api/v1/workers/" + self.worker_id):
             raise WorkerUnknown(_error_text(response))
         raise Refused(status, _error_text(response))
+
+    def _absolute(self, url: str) -> str:
+        """A URL the coordinator gave as a path (its own routes) on the coordinator talked to now."""
+        return self.url + url if url.startswith("/") else url
 
     def _worker(self, suffix: str = "") -> str:
         if self.worker_id is None:
@@ -117,7 +148,7 @@ class CoordinatorApi:
     async def download(self, url: str, dest: Path) -> int:
         """Stream a presigned URL to `dest` (no Authorization header: S3 refuses a second credential)."""
         try:
-            async with self.http.stream("GET", url, timeout=max(self.timeout, 60.0)) as response:
+            async with self.http.stream("GET", self._absolute(url), timeout=max(self.timeout, 60.0)) as response:
                 if response.status_code >= 400:
                     await response.aread()
                     if response.status_code >= 500:
@@ -143,7 +174,8 @@ class CoordinatorApi:
         headers = {"authorization": f"Bearer {self.worker_token}", "content-length": str(size),
                    "content-type": "application/octet-stream"}
         try:
-            response = await self.http.put(url, content=chunks(), headers=headers, timeout=max(self.timeout, 300.0))
+            response = await self.http.put(self._absolute(url), content=chunks(), headers=headers,
+                                           timeout=max(self.timeout, 300.0))
         except httpx.HTTPError as exc:
             raise Unreachable(f"{type(exc).__name__}: {exc}") from None
         if response.status_code >= 500:

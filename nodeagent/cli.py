@@ -44,7 +44,9 @@ def build_parser() -> argparse.ArgumentParser:
     """The agent's command line (documented in the README, section "Node agent")."""
     p = _Parser(prog="aidd-agent", description="AIDD node agent: runs tasks from a coordinator on this host.")
     add = p.add_argument
-    add("--url", metavar="URL", help="coordinator URL ($AIDD_URL, default http://127.0.0.1:8333)")
+    add("--url", metavar="URL", action="append", default=[],
+        help="coordinator URL, repeatable or comma-separated: several coordinators sharing their stores, tried in "
+             "turn ($AIDD_URL, default http://127.0.0.1:8333)")
     add("--token", metavar="TOKEN", help="registration token ($AIDD_AGENT_TOKEN)")
     add("--group", metavar="G", action="append", default=[],
         help="group to serve, repeatable ($WORKER_GROUP, comma-separated; default: the detected one + default)")
@@ -59,6 +61,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="seconds tasks get to finish on SIGTERM before being handed back ($AIDD_GRACE, default 20)")
     add("--kill-grace", metavar="SECONDS",
         help="seconds between SIGTERM and SIGKILL of a task ($AIDD_KILL_GRACE, default 5)")
+    add("--disconnect-grace", metavar="SECONDS",
+        help="seconds running tasks go on while no coordinator answers, e.g. during an upgrade "
+             "($AIDD_DISCONNECT_GRACE, default 900); exclusive tasks stop before the heartbeat timeout")
     add("--plugin-module", metavar="MODULE", action="append", default=[],
         help="Python module with @task_type plugins, repeatable ($AIDD_PLUGIN_MODULES, comma-separated)")
     add("--hostname", metavar="NAME", help="name to register with ($AIDD_HOSTNAME, default: this host's name)")
@@ -112,9 +117,12 @@ def config_from(args: argparse.Namespace, env: Mapping[str, str]) -> tuple[Agent
     Raises:
         UsageError: a bad value; the message names the flag or the variable.
     """
-    url = args.url or env.get("AIDD_URL") or "http://127.0.0.1:8333"
-    if not url.startswith(("http://", "https://")):
-        raise UsageError(f"{'--url' if args.url else 'AIDD_URL'}: must start with http:// or https://, got {url!r}")
+    raw_urls = args.url or [env.get("AIDD_URL") or "http://127.0.0.1:8333"]
+    urls = [u.strip() for raw in raw_urls for u in raw.split(",") if u.strip()]
+    for url in urls or [""]:
+        if not url.startswith(("http://", "https://")):
+            where = "--url" if args.url else "AIDD_URL"
+            raise UsageError(f"{where}: must start with http:// or https://, got {url!r}")
     modules = modules_from(args.plugin_module or [env.get("AIDD_PLUGIN_MODULES", "")])
     for module in modules:
         if importlib.util.find_spec(module.split(".")[0]) is None:
@@ -125,13 +133,16 @@ def config_from(args: argparse.Namespace, env: Mapping[str, str]) -> tuple[Agent
     work_dir = Path(args.work_dir or env.get("AIDD_WORK_DIR") or Path(tempfile.gettempdir()) /
                     f"aidd-work-{os.getuid() if hasattr(os, 'getuid') else 'user'}")
     config = AgentConfig(
-        url=url, token=args.token or env.get("AIDD_AGENT_TOKEN") or None, work_dir=work_dir.absolute(),
+        urls=urls, token=args.token or env.get("AIDD_AGENT_TOKEN") or None, work_dir=work_dir.absolute(),
         plugin_modules=modules, keep_work_dirs=args.keep_work_dirs,
         fresh_plugin_process=args.fresh_plugin_process or env.get("AIDD_FRESH_PLUGIN_PROCESS", "") in ("1", "true"),
         heartbeat_interval=_value(args.heartbeat_interval, env, "AIDD_HEARTBEAT_INTERVAL", "--heartbeat-interval",
                                   _positive(float), None),
         grace=_value(args.grace, env, "AIDD_GRACE", "--grace", _positive(float, allow_zero=True), 20.0),
-        kill_grace=_value(args.kill_grace, env, "AIDD_KILL_GRACE", "--kill-grace", _positive(float, True), 5.0))
+        kill_grace=_value(args.kill_grace, env, "AIDD_KILL_GRACE", "--kill-grace", _positive(float, True), 5.0),
+        disconnect_grace=_value(args.disconnect_grace, env, "AIDD_DISCONNECT_GRACE", "--disconnect-grace",
+                                _positive(float, True), 900.0),
+        adopt_orphans=True)
     groups = serve_groups(_names(args.group, env, "WORKER_GROUP", "--group"), env)
     labels = _names(args.label, env, "AIDD_LABELS", "--label")
     services = _names(args.service, env, "AIDD_SERVICES", "--service")

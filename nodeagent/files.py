@@ -3,13 +3,16 @@
 The coordinator names the inputs and gives presigned URLs; outputs are the files in the working dir
 that match the task's `outputs` globs, uploaded through the coordinator (which checks size and that the
 attempt is still current) before the final report. A short outage is retried; a missing input or a
-refused upload fails the attempt with a clear error.
+refused upload fails the attempt with a clear error. While no coordinator answers, an upload is retried for as
+long as the agent keeps running tasks without one (its disconnect grace), so a finished task keeps its outputs
+through a coordinator restart.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from functools import partial
 from pathlib import Path, PurePosixPath
@@ -20,7 +23,6 @@ from nodeagent.api import CoordinatorApi, Refused, Unreachable
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
-TRIES = 5
 
 
 class FileProblem(Exception):
@@ -56,36 +58,37 @@ def matching_outputs(work_dir: Path, globs: Sequence[str], skip: Iterable[str] =
     return sorted(found)
 
 
-async def _retrying(what: str, call: Callable[[], Awaitable[T]]) -> T:
-    """`call()`, retried with backoff while the coordinator (or the store) is unreachable."""
-    delay = 1.0
-    for attempt in range(TRIES):
+async def _retrying(what: str, call: Callable[[], Awaitable[T]], patience: float) -> T:
+    """`call()`, retried with backoff (up to 30 s apart) while the coordinator (or the store) is unreachable, for
+    up to `patience` seconds."""
+    delay, give_up = 1.0, time.monotonic() + patience
+    while True:
         try:
             return await call()
         except Unreachable as exc:
-            if attempt == TRIES - 1:
+            if time.monotonic() + delay > give_up:
                 raise FileProblem(f"{what}: {exc}") from None
             log.warning("%s: %s; retrying in %.0fs", what, exc, delay)
             await asyncio.sleep(delay)
-            delay *= 2
+            delay = min(delay * 2, 30.0)
         except Refused as exc:
             if exc.status == 409:
                 raise AttemptGone(str(exc)) from None
             raise FileProblem(f"{what}: {exc}", permanent=exc.status in (400, 403, 404, 413, 422)) from None
-    raise AssertionError("unreachable")
 
 
 class AttemptFiles:
     """Downloads and uploads of one attempt."""
 
-    def __init__(self, api: CoordinatorApi, attempt_id: str) -> None:
-        self.api, self.attempt_id = api, attempt_id
+    def __init__(self, api: CoordinatorApi, attempt_id: str, patience: float = 60.0) -> None:
+        self.api, self.attempt_id, self.patience = api, attempt_id, patience
         self.listing: dict[str, Any] = {}
         self.inputs: list[str] = []
 
     async def fetch_inputs(self, work_dir: Path) -> list[str]:
         """Download every input to its name in `work_dir`; returns the names."""
-        self.listing = await _retrying("listing the task's files", lambda: self.api.attempt_files(self.attempt_id))
+        self.listing = await _retrying("listing the task's files", lambda: self.api.attempt_files(self.attempt_id),
+                                       self.patience)
         for entry in self.listing.get("inputs", []):
             name = str(entry.get("name") or "")
             if not safe_name(name):
@@ -94,7 +97,8 @@ class AttemptFiles:
                 raise FileProblem(f"input file {name!r} is missing from the store", permanent=True)
             dest = work_dir / name
             dest.parent.mkdir(parents=True, exist_ok=True)
-            await _retrying(f"downloading input {name!r}", partial(self.api.download, str(entry["url"]), dest))
+            await _retrying(f"downloading input {name!r}", partial(self.api.download, str(entry["url"]), dest),
+                            self.patience)
             self.inputs.append(name)
         return self.inputs
 
@@ -104,9 +108,10 @@ class AttemptFiles:
             return []
         if not self.listing:
             self.listing = await _retrying("listing the task's files",
-                                           lambda: self.api.attempt_files(self.attempt_id))
+                                           lambda: self.api.attempt_files(self.attempt_id), self.patience)
         base = str(self.listing["upload_url"])
         names = matching_outputs(work_dir, globs, [*skip, *self.inputs])
         for name in names:
-            await _retrying(f"uploading output {name!r}", partial(self.api.upload, base + quote(name), work_dir / name))
+            await _retrying(f"uploading output {name!r}", partial(self.api.upload, base + quote(name), work_dir / name),
+                            self.patience)
         return names

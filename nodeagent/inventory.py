@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import platform
 import re
+import shutil
 import socket
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -76,3 +78,24 @@ def describe_host(gpus: list[GpuInfo], groups: list[str], labels: Sequence[str],
     return Host(hostname=hostname or socket.gethostname() or "localhost", cpu_cores=float(cores),
                 memory_gb=round(psutil.virtual_memory().total / GIB, 2), gpus=gpus, groups=groups,
                 labels=sorted(all_labels), services=sorted(set(services)), slots=slots or cores)
+
+
+MIN_FREE_BYTES = 16 * 1024**2
+"""A work dir with less room than this cannot take tasks (their inputs, outputs and scratch files)."""
+
+
+def work_dir_problem(work_dir: Path) -> str | None:
+    """What keeps `work_dir` from holding task files (missing and cannot be made, read-only, full), or None."""
+    probe = work_dir / f".aidd-probe-{os.getpid()}"
+    try:
+        work_dir.mkdir(parents=True, exist_ok=True)
+        probe.write_bytes(b"\0" * 4096)
+        free = shutil.disk_usage(work_dir).free
+    except OSError as exc:
+        return f"work dir {work_dir}: {exc.strerror or exc}"
+    finally:
+        with contextlib.suppress(OSError):
+            probe.unlink()
+    if free < MIN_FREE_BYTES:
+        return f"work dir {work_dir}: only {free // 1024} KiB free"
+    return None

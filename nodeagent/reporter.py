@@ -2,8 +2,9 @@
 
 Events keep their order per attempt (log lines before the final event, so they are still accepted).
 While the coordinator is away (or slower than a flood of output) everything waits in a bounded buffer
-and is retried with backoff; past the bound the oldest log lines go (a note says how many) but no
-started/final event is dropped.
+and is retried with backoff; past the bound the oldest log lines of the attempt that holds the most go
+(a note says how many), so a flooding task drops its own lines, never its neighbours'; no started/final
+event is dropped.
 """
 
 from __future__ import annotations
@@ -68,8 +69,8 @@ class Reporter:
             self._events.append(batch)
         batch["lines"].append({"stream": stream, "line": line})
         self._lines += 1
-        if self._lines > self.max_lines:
-            self._drop_oldest_line()
+        while self._lines > self.max_lines:
+            self._drop_lines()
         self._idle.clear()
         if self._first_line_at is None:  # the first waiting line starts the 0.5 s clock
             self._first_line_at = time.monotonic()
@@ -77,13 +78,24 @@ class Reporter:
         elif self._lines >= self.batch_lines:  # wake the sender only when it has something to decide
             self._wake.set()
 
-    def _drop_oldest_line(self) -> None:
+    def _drop_lines(self) -> None:
+        """Back under the bound (and a tenth below it, so a flood does not come here for every line): drop the
+        oldest waiting lines of the attempt that holds the most."""
+        held: dict[str, int] = {}
         for event in self._events:
-            if event["event"] == "log" and event["lines"]:
-                event["lines"].pop(0)
-                event["dropped"] += 1
-                self._lines -= 1
-                return
+            if event["event"] == "log":
+                held[event["attempt_id"]] = held.get(event["attempt_id"], 0) + len(event["lines"])
+        biggest = max(held, key=held.__getitem__)
+        excess = min(held[biggest], self._lines - self.max_lines + self.max_lines // 10)
+        for event in self._events:
+            if excess <= 0:
+                break
+            if event["event"] == "log" and event["attempt_id"] == biggest and event["lines"]:
+                cut = min(excess, len(event["lines"]))
+                del event["lines"][:cut]
+                event["dropped"] += cut
+                self._lines -= cut
+                excess -= cut
 
     def _kick(self) -> None:
         self._idle.clear()
@@ -153,7 +165,7 @@ class Reporter:
         self._events[:0] = batch
         self._recount()
         while self._lines > self.max_lines:
-            self._drop_oldest_line()
+            self._drop_lines()
 
     async def _deliver(self, batch: list[dict[str, Any]]) -> None:
         """Send one batch; one refused as a whole (413/422) is split until the bad event is alone."""

@@ -2,9 +2,13 @@
 
 Every attempt runs in a new session (so its process group is its own); a timeout, a cancel or a
 stop sends SIGTERM to the whole group (and to any descendant that left it), then SIGKILL after a
-grace. When the main process exits, whatever it left behind in its group is killed too, so nothing
-outlives its task. On Linux the direct child also dies with the agent (parent-death signal), and the
-agent's keeper process kills the rest of the group (see `keeper`).
+grace. When the main process exits, whatever it left behind in its group is killed too, and so are the
+processes it started in sessions of their own (see `strays`), so nothing outlives its task. On Linux the
+direct child also dies with the agent (parent-death signal), and the agent's keeper process kills the
+rest of the group (see `keeper`).
+
+A failure of the agent's own (its work dir full or read-only, no plugin host can start) is not the task's:
+the attempt is handed back without using a retry, and the agent stops leasing until it is healthy again.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ import os
 import shutil
 import signal
 import sys
+import time
 from collections import deque
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -28,6 +33,7 @@ from nodeagent.commands import ERROR_FILE, RESULT_FILE, TASK_FILE, BadTask, Comm
 from nodeagent.files import AttemptFiles, AttemptGone, FileProblem
 from nodeagent.keeper import Keeper
 from nodeagent.lines import LineSplitter
+from nodeagent.strays import kill_strays
 from nodeagent.warm import HostGone, PluginHost, PluginPool
 
 log = logging.getLogger(__name__)
@@ -58,9 +64,12 @@ class TaskRun:
     def __init__(self, task: dict[str, Any], work_root: Path, sink: EventSink, plugin_modules: list[str],
                  gpu_host: bool = False, kill_grace: float = 5.0, max_line_bytes: int = 4000,
                  keep_work_dir: bool = False, files: AttemptFiles | None = None, keeper: Keeper | None = None,
-                 plugins: PluginPool | None = None, environ: Mapping[str, str] | None = None) -> None:
+                 plugins: PluginPool | None = None, environ: Mapping[str, str] | None = None,
+                 health: Callable[[], str | None] | None = None, strays: bool = False) -> None:
         self.task, self.sink = task, sink
         self.task_id, self.attempt_id = str(task["task_id"]), str(task["attempt_id"])
+        self.exclusive = bool(task.get("exclusive"))
+        self.started_at = time.monotonic()
         self.gpus: list[int] = [int(g) for g in task.get("gpus") or []]
         self.resources: dict[str, float] = dict(task.get("resources") or {})
         self.timeout_s = float(task.get("timeout_s") or 0) or None
@@ -69,6 +78,10 @@ class TaskRun:
         self.max_line_bytes, self.keep_work_dir, self.files = max_line_bytes, keep_work_dir, files
         self.keeper, self.plugins = keeper, plugins
         self.environ = environ  # the agent's environment (a snapshot: os.environ is slow to copy per task)
+        self.health = health
+        """Says what is wrong with the agent itself now, if anything (then a failure is not the task's)."""
+        self.strays = strays
+        """Whether the agent adopts orphans (a subreaper), so a task's strays can be found among its children."""
         self.stop_reason: str | None = None
         self.pid: int | None = None
         self._stop = asyncio.Event()
@@ -100,11 +113,7 @@ class TaskRun:
         scratch = False
         try:
             if self.plugins is not None and self.task.get("task_type") != "shell":
-                try:  # before the command: the host's scratch dir may become the working dir
-                    host = await self.plugins.acquire()
-                except OSError as exc:
-                    self._emit("failed", error=f"cannot start a plugin host: {exc.strerror or exc}", reason="error")
-                    return
+                host = await self.plugins.acquire()  # first: the host's scratch dir may become the working dir
                 # Without files to fetch or keep, a warm host's own dir (emptied after each task) saves making and
                 # removing a directory per attempt, which costs more than the rest of a short task on many disks.
                 scratch = self.files is None and not self.keep_work_dir
@@ -163,7 +172,7 @@ class TaskRun:
             os.close(write_fd)
         self.pid = proc.pid
         if self.keeper is not None:
-            self.keeper.hold(proc.pid)  # should the agent die, the task's whole group dies too
+            self.keeper.hold(proc.pid, self.exclusive)  # should the agent die, the task's whole group dies too
         assert proc.stdout is not None and proc.stderr is not None
         readers = asyncio.gather(self._pump(proc.stdout, "stdout"), self._pump(proc.stderr, "stderr"),
                                  self._control(read_fd))
@@ -180,6 +189,8 @@ class TaskRun:
             self._end_group(proc.pid)
             raise
         self._end_group(proc.pid)  # whatever the task left behind dies with it
+        if self.strays:
+            kill_strays(self.attempt_id)  # and what it left in sessions of its own (which may hold its pipes)
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(readers, timeout=2.0)
         reason = self.stop_reason if killed else None
@@ -188,6 +199,8 @@ class TaskRun:
     async def _run_warm(self, command: Command, plugins: PluginPool, host: PluginHost) -> None:
         """A plugin task in a warm host (see `warm`); stopping it kills the host, which the pool then replaces."""
         self.pid = host.pid
+        if self.exclusive and self.keeper is not None:
+            self.keeper.hold(host.pid, exclusive=True)  # fenced as this task is, while it runs
         job = asyncio.ensure_future(host.run(self.task, command.env, command.cwd, self._line, self._progress))
         stopped = asyncio.ensure_future(self._stop.wait())
         try:
@@ -209,6 +222,8 @@ class TaskRun:
             if not killed:
                 plugins.discard(host)
         if outcome is not None:
+            if self.exclusive and self.keeper is not None:
+                self.keeper.hold(host.pid)
             plugins.release(host)
         returncode = outcome["code"] if outcome is not None else await host.exited
         reason = self.stop_reason if killed else None
@@ -288,12 +303,19 @@ class TaskRun:
     def _report(self, command: Command, returncode: int | None, reason: str | None,
                 problem: FileProblem | None = None, outcome: dict[str, Any] | None = None) -> None:
         """The final event: by why it was killed, else by its exit code (a late stop after a normal exit is moot)."""
-        if reason is None and returncode == -signal.SIGKILL and self.keeper is not None and self.keeper.fenced():
-            reason = "fence"  # the keeper killed it: this agent was silent past its deadline
+        killed_by_keeper = self.keeper is not None and self.keeper.killed_since(self.started_at, self.exclusive)
+        if reason is None and returncode == -signal.SIGKILL and killed_by_keeper:
+            log.error("task %s: killed by the agent's task keeper (this agent was frozen or cut off past its "
+                      "deadline): handed back", self.task_id)
+            reason = "fence"  # not the task's doing
         if reason in ("cancel", "stale"):
             return
         if reason in ("handback", "fence"):
             self._emit("handback", message=f"handed back ({reason})")
+            return
+        problem_now = self.health() if self.health is not None and returncode != 0 and reason is None else None
+        if problem_now is not None:  # it may well have failed of the agent's own trouble (a full disk)
+            self._emit("handback", error=f"agent problem: {problem_now}")
             return
         tail = "\n".join(self._tail)
         if problem is not None:

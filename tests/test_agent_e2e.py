@@ -261,37 +261,44 @@ def test_sigterm_finishes_short_tasks_and_hands_back_long_ones(live: BackgroundS
     assert worker_id
 
 
-def test_agent_fences_itself_when_the_coordinator_is_gone(settings: Settings, clean_db: None, redis: SyncRedis,
-                                                          tmp_path: Path) -> None:
+def test_agent_fences_only_exclusive_tasks_when_the_coordinator_is_gone(settings: Settings, clean_db: None,
+                                                                       redis: SyncRedis, tmp_path: Path) -> None:
+    """With no coordinator answering, the agent stops an exclusive task before the coordinator's 3 s timeout could
+    hand it to another host, and keeps the other task running (its disconnect grace)."""
     server = BackgroundServer(settings.model_copy(update=FAST), timers=True).start()
-    agent = AgentProcess(server.url, tmp_path, "lonely-node")
+    agent = AgentProcess(server.url, tmp_path, "lonely-node", "--slots", "2")
     try:
         with httpx.Client(base_url=server.url, timeout=30) as http:
             api = Api(http)
-            task_id = api.submit(input_params={"command": SPAWNS_CHILD, "shell": True})
-            pid = child_pid(api, task_id)
+            exclusive = api.submit(input_params={"command": SPAWNS_CHILD, "shell": True}, exclusive=True)
+            plain = api.submit(input_params={"command": SPAWNS_CHILD, "shell": True})
+            exclusive_pid, plain_pid = child_pid(api, exclusive), child_pid(api, plain)
         server.stop()
-        # heartbeats fail; before the coordinator's 3 s timeout could requeue the task, the agent kills it
-        wait_for(lambda: gone(pid), 8, "the agent to kill its task after losing the coordinator")
-        wait_for(lambda: "no heartbeat for" in agent.output, 5, "the agent to say why")
+        wait_for(lambda: gone(exclusive_pid), 8, "the agent to kill its exclusive task after losing the coordinator")
+        wait_for(lambda: "stopping 1 exclusive task(s)" in agent.output, 5, "the agent to say why")
+        time.sleep(1.0)
+        assert not gone(plain_pid), "a task that is not exclusive must outlive a coordinator outage"
     finally:
         agent.stop(signal.SIGKILL)
         print(agent.output[-4000:])
 
 
-def test_result_survives_a_coordinator_restart(settings: Settings, clean_db: None, redis: SyncRedis,
-                                               tmp_path: Path) -> None:
-    slow = settings.model_copy(update={**FAST, "heartbeat_timeout": 10.0})
-    server = BackgroundServer(slow, timers=True).start()
+def test_running_task_and_its_result_survive_a_coordinator_restart(settings: Settings, clean_db: None,
+                                                                    redis: SyncRedis, tmp_path: Path) -> None:
+    """The coordinator is away for twice its heartbeat timeout while a task runs and finishes: the task is not
+    stopped, its result and log wait in the agent, and once a coordinator answers again it is accepted, on its
+    first attempt."""
+    fast = settings.model_copy(update=FAST)
+    server = BackgroundServer(fast, timers=True).start()
     port = int(server.url.rsplit(":", 1)[1])
     agent = AgentProcess(server.url, tmp_path, "steady-node")
     try:
         with httpx.Client(base_url=server.url, timeout=30) as http:
-            task_id = Api(http).submit(input_params={"argv": ["sh", "-c", "echo started; sleep 2; echo finished"]})
+            task_id = Api(http).submit(input_params={"argv": ["sh", "-c", "echo started; sleep 3; echo finished"]})
             Api(http).wait_status(task_id, "running")
         server.stop()  # the task finishes while the coordinator is away; its report waits in the agent
-        time.sleep(2.5)
-        server = BackgroundServer(slow.model_copy(update={"port": port}), timers=True).start()
+        time.sleep(2 * FAST["heartbeat_timeout"])
+        server = BackgroundServer(fast.model_copy(update={"port": port}), timers=True).start()
         with httpx.Client(base_url=server.url, timeout=30) as http:
             api = Api(http)
             done = api.wait_status(task_id, "succeeded", timeout=30)

@@ -208,22 +208,32 @@ def test_keeper_kills_the_groups_it_holds_when_the_agent_goes() -> None:
             proc.wait(5)
 
 
-def test_keeper_fences_an_agent_that_stops_renewing() -> None:
-    """Renewed in time, the keeper leaves tasks alone; once a renewal runs out it kills them."""
+def test_keeper_fences_exclusive_tasks_first_and_the_rest_after_the_grace() -> None:
+    """Renewed in time, the keeper leaves tasks alone; once the exclusive deadline runs out it kills the exclusive
+    task only, and once the longer deadline runs out every task; `killed_since` says so, and a late renewal logs."""
     keeper = Keeper()
     keeper.start()
-    task = sleeper()
+    exclusive, other = sleeper(), sleeper()
+    since = time.monotonic()
     try:
-        keeper.hold(task.pid)
+        keeper.hold(exclusive.pid, exclusive=True)
+        keeper.hold(other.pid)
         for _ in range(6):
-            keeper.renew(0.3)
+            keeper.renew(0.3, 0.9)
             time.sleep(0.1)
-        assert task.poll() is None and not keeper.fenced()
-        assert task.wait(5) == -9
-        assert keeper.fenced()
+        assert exclusive.poll() is None and not keeper.killed_since(since, exclusive=True)
+        assert exclusive.wait(5) == -9
+        assert other.poll() is None
+        assert keeper.killed_since(since, exclusive=True) and not keeper.killed_since(since, exclusive=False)
+        assert other.wait(5) == -9
+        assert keeper.killed_since(since, exclusive=False)
+        later = time.monotonic()
+        keeper.renew(0.3, 0.9)  # the agent wakes up: it hears what happened
+        assert keeper.killed_since(since, exclusive=False) and not keeper.killed_since(later, exclusive=False)
     finally:
-        task.kill()
-        task.wait(5)
+        for proc in (exclusive, other):
+            proc.kill()
+            proc.wait(5)
         keeper.close()
 
 
@@ -293,8 +303,31 @@ async def test_reporter_buffer_is_bounded_while_the_coordinator_is_away() -> Non
         kinds = [e["event"] for e in reporter._events]
         assert kinds[0] == "started" and kinds[-1] == "failed"  # never dropped
         lines = [ln["line"] for e in reporter._events for ln in e.get("lines", ())]
-        assert len(lines) == 100 and lines[-1] == "line 249"  # the tail is kept
+        assert 90 <= len(lines) <= 100 and lines[-1] == "line 249"  # the tail is kept
         assert reporter.holding() == {"t"}  # ended, not reported: heartbeats still list it
     finally:
         runner.cancel()
         await api.close()
+
+
+def test_a_flooding_attempt_drops_its_own_lines_not_its_neighbours() -> None:
+    """Past the buffer's bound the lines dropped are the flooding attempt's oldest; a quiet neighbour keeps its
+    two lines, and the flood's note says how many of its own went."""
+    async def never(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        raise AssertionError("not sent in this test")
+
+    async def unknown() -> None:
+        return None
+
+    reporter = Reporter(never, lambda attempt: None, unknown, max_lines=100)
+    reporter.log("q", "quiet", "stdout", "hello")
+    for i in range(1000):
+        reporter.log("f", "flood", "stdout", f"line {i}")
+        if i == 500:
+            reporter.log("q", "quiet", "stdout", "world")
+    quiet = [ln["line"] for e in reporter._events if e["attempt_id"] == "quiet" for ln in e["lines"]]
+    flood = [e for e in reporter._events if e["attempt_id"] == "flood"]
+    assert quiet == ["hello", "world"]
+    assert flood[-1]["lines"][-1]["line"] == "line 999"
+    kept = sum(len(e["lines"]) for e in flood)
+    assert sum(e["dropped"] for e in flood) == 1000 - kept and kept <= 98
