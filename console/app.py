@@ -25,6 +25,7 @@ from console.screens.batches import BatchesScreen
 from console.screens.help import HelpModal
 from console.screens.live import LiveScreen
 from console.screens.queues import QueuesScreen
+from console.screens.quit import QuitChoice, ask_to_quit
 from console.screens.submit import SubmitModal
 from console.screens.tasks import TasksScreen
 from console.screens.workers import WorkersScreen
@@ -36,7 +37,7 @@ if TYPE_CHECKING:
     from console.localagent import LocalAgent
 
 
-class AiddConsole(App[int]):
+class AiddConsole(App[QuitChoice]):
     """The operations console: live panes over one coordinator client (embedded or attached)."""
 
     TITLE = "AIDD console"
@@ -134,6 +135,10 @@ class AiddConsole(App[int]):
                     self.screen.refresh_now()
         self.push_screen(SubmitModal(), submitted)
 
+    async def action_quit(self) -> None:
+        """`q` (and ctrl+q, the palette's Quit): quit, or first ask what becomes of running work."""
+        ask_to_quit(self)
+
     def action_next_theme(self) -> None:
         names = theme_names()
         name = names[(names.index(self.theme) + 1) % len(names)] if self.theme in names else names[0]
@@ -173,8 +178,8 @@ class AiddConsole(App[int]):
         agent = self.local_agent
         if agent is None or self._agent_reported:
             return
-        code = agent.returncode()
-        if code is not None:
+        ended = agent.ended()
+        if ended is not None:
             self._agent_reported = True
-            self.notify(f"The local agent stopped (exit code {code}); its output is in {agent.log_path}",
+            self.notify(f"The local agent stopped ({ended}); its output is in {agent.log_path}",
                         severity="error", timeout=30, markup=False)

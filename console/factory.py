@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from console.app import AiddConsole
-from console.options import AnimationLevel, ConsoleOptions
+from console.options import AnimationLevel, ConsoleOptions, QuitMode
 from console.text import Clock, utcnow
 from coordinator.client import CoordinatorClient
 
@@ -18,7 +18,8 @@ if TYPE_CHECKING:
 def make_app(client: CoordinatorClient, *, where: str = "", read_only: bool = False, demo: bool = False,
              now: Clock = utcnow, refresh_s: float = 1.0, animation_level: AnimationLevel = "full",
              state_dir: Path | None = None, theme: str | None = None, notices: Sequence[str] = (),
-             local_agent: LocalAgent | None = None, freeze_gc: bool = False) -> AiddConsole:
+             local_agent: LocalAgent | None = None, quit_mode: QuitMode = "attached",
+             freeze_gc: bool = False) -> AiddConsole:
     """The console over `client` (embedded or attached: the same interface).
 
     Args:
@@ -33,9 +34,11 @@ def make_app(client: CoordinatorClient, *, where: str = "", read_only: bool = Fa
         theme: the theme to start with (default: the remembered one, else dark).
         notices: messages shown once the console is up.
         local_agent: a local agent process to watch (its exit is reported).
+        quit_mode: what `q` asks first: `attached` nothing, `embedded` (when tasks run) or `background` whether
+            the work goes on without the console.
         freeze_gc: once up, freeze the garbage collector's long-lived objects (the `aidd` command does).
     """
     options = ConsoleOptions(where=where, read_only=read_only, demo=demo, now=now, refresh_s=refresh_s,
                              animation_level=animation_level, state_dir=state_dir, theme=theme,
-                             notices=list(notices), freeze_gc=freeze_gc)
+                             notices=list(notices), quit_mode=quit_mode, freeze_gc=freeze_gc)
     return AiddConsole(client, options, local_agent=local_agent)

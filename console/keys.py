@@ -22,7 +22,8 @@ APP: list[Binding] = [
     Binding("4", "switch_mode('batches')", "Batches", show=False, tooltip="Batches pane"),
     Binding("n", "new", "New", tooltip="Submit a new task, or a batch from a file"),
     Binding("t", "next_theme", "Theme", show=False, tooltip="Next colour theme (remembered)"),
-    Binding("q", "quit", "Quit", tooltip="Quit (stops the embedded coordinator and local agent)"),
+    Binding("q", "quit", "Quit", tooltip="Quit; with tasks running, first asks: keep them running in the background, "
+            "or stop everything"),
 ]
 
 TASKS: list[Binding] = [

@@ -1,21 +1,37 @@
-"""`aidd` (the console): on the embedded coordinator, or attached to a remote one; optional agent and demo.
+"""`aidd` (the console): on the embedded coordinator, on the state directory's background coordinator, or
+attached to a remote one; optional agent and demo.
 
 Embedded: the stores (embedded Redis/PostgreSQL unless configured) run on the main thread, the API on a
 thread of its own (`BackgroundServer`), and the console talks to it over HTTP with the same client it
-uses when attached, so both modes behave the same.
+uses when attached, so both modes behave the same. Quitting with "keep running" hands the coordinator over
+to a detached `aidd --serve` on the same port and state directory (console/background.py); the next `aidd`
+there attaches to it.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import socket
+from dataclasses import dataclass, field
 from pathlib import Path
 
+from console.background import (
+    AGENT_FILE,
+    AGENT_MODULE,
+    Detached,
+    find_coordinator,
+    recorded,
+    start_coordinator,
+    stop_all,
+)
 from console.demo.cluster import DemoCluster
 from console.factory import make_app
 from console.localagent import NOT_AVAILABLE, LocalAgent, agent_available
+from console.options import QuitMode
+from console.screens.quit import QuitChoice
 from coordinator.client import CoordinatorClient
-from coordinator.config import Settings
+from coordinator.config import Settings, default_config_path
 from coordinator.runtime import check_exposure, stores
 from coordinator.server import BackgroundServer
 
@@ -64,23 +80,56 @@ def _operator_key(settings: Settings, api_key: str | None) -> str | None:
     return next((k.key for k in settings.api_keys if k.role == "operator"), None)
 
 
+@dataclass(frozen=True)
+class Flags:
+    """The command line's switches for one console run."""
+
+    local_agent: bool = False
+    demo: bool = False
+    read_only: bool = False
+
+
+@dataclass
+class Target:
+    """The coordinator a console talks to, what its top bar says, and what `q` asks there."""
+
+    url: str
+    api_key: str | None
+    where: str
+    quit_mode: QuitMode
+    notices: list[str] = field(default_factory=list)
+
+
 def run_console(settings: Settings, attach_url: str | None = None, api_key: str | None = None,
-                local_agent: bool = False, demo: bool = False, read_only: bool = False) -> int:
-    """Run the console until the operator quits; returns the exit code."""
+                local_agent: bool = False, demo: bool = False, read_only: bool = False,
+                config: Path | None = None) -> int:
+    """Run the console until the operator quits, then do what they chose; returns the exit code.
+
+    Without `attach_url` the console attaches to the state directory's background coordinator if one runs, else
+    runs the coordinator in-process; `config` is the config file a background coordinator is to read.
+    """
     log_path = settings.state_dir / "console.log"
     _log_to_file(log_path)
+    flags = Flags(local_agent, demo, read_only)
     if attach_url:
-        return _run(settings, attach_url, api_key, f"attached · {attach_url}", local_agent, demo, read_only, [])
+        return _run(settings, Target(attach_url, api_key, f"attached · {attach_url}", "attached"), flags)[1]
+    background = find_coordinator(settings.state_dir)
+    if background is not None:
+        return _on_background(settings, background, _operator_key(settings, api_key), flags)
     check_exposure(settings)
     with stores(settings) as ready:
         server, notices = start_api(ready)
         _log_to_file(log_path)  # uvicorn configured its own handlers when the server was built
+        url = server.url
         try:
-            where = f"embedded · {server.url.removeprefix('http://')} · state {_home(settings.state_dir)}"
-            return _run(ready, server.url, _operator_key(ready, api_key), where, local_agent, demo, read_only,
-                        notices)
+            where = f"embedded · {url.removeprefix('http://')} · state {_home(settings.state_dir)}"
+            target = Target(url, _operator_key(ready, api_key), where, "embedded", notices)
+            choice, code = _run(ready, target, flags)
         finally:
             server.stop()
+    if choice is QuitChoice.KEEP_RUNNING:  # the stores are stopped: they belong to this process
+        print(_keep_running(settings, int(url.rsplit(":", 1)[1]), config or default_config_path(os.environ)))
+    return code
 
 
 def start_api(settings: Settings) -> tuple[BackgroundServer, list[str]]:
@@ -93,24 +142,54 @@ def start_api(settings: Settings) -> tuple[BackgroundServer, list[str]]:
     return BackgroundServer(settings).start(), notices
 
 
-def _run(settings: Settings, url: str, api_key: str | None, where: str, local_agent: bool, demo: bool,
-         read_only: bool, notices: list[str]) -> int:
-    agent: LocalAgent | None = None
-    if local_agent:
+def _run(settings: Settings, target: Target, flags: Flags) -> tuple[QuitChoice | None, int]:
+    """The console on `target` until it exits: the operator's choice (None if it ended otherwise) and exit code.
+
+    "Stop everything" stops the local agent here; otherwise it runs on (a crash, too, only interrupts the
+    coordinator, which the agent rides through).
+    """
+    notices, where, agent = list(target.notices), target.where, None
+    if flags.local_agent:
         if agent_available():
-            agent = LocalAgent(url, settings.state_dir / "agent.log", token=settings.agent_token).start()
+            agent = LocalAgent(target.url, settings.state_dir, token=settings.agent_token).start()
             where += " · local agent"
+            notices += [agent.notice] if agent.notice else []
         else:
             notices.append(NOT_AVAILABLE)
-    cluster = DemoCluster(url, api_key, settings.agent_token, settings.state_dir).start() if demo else None
-    client = CoordinatorClient(url, api_key, timeout=CLIENT_TIMEOUT_S)
-    app = make_app(client, where=where, read_only=read_only, demo=demo, state_dir=settings.state_dir,
-                   notices=notices, local_agent=agent, freeze_gc=True)
+    cluster = (DemoCluster(target.url, target.api_key, settings.agent_token, settings.state_dir).start()
+               if flags.demo else None)
+    client = CoordinatorClient(target.url, target.api_key, timeout=CLIENT_TIMEOUT_S)
+    app = make_app(client, where=where, read_only=flags.read_only, demo=flags.demo, state_dir=settings.state_dir,
+                   notices=notices, local_agent=agent, quit_mode=target.quit_mode, freeze_gc=True)
     try:
-        code = app.run()
+        choice = app.run()
     finally:
         if cluster is not None:
             cluster.stop()
-        if agent is not None:
-            agent.stop()
-    return code or 0
+    if choice is QuitChoice.STOP and agent is not None:
+        agent.stop()
+    return choice, app.return_code or 0
+
+
+def _on_background(settings: Settings, coordinator: Detached, api_key: str | None, flags: Flags) -> int:
+    """The console on the state directory's background coordinator; on quit, leave it running or stop it."""
+    address = coordinator.url.removeprefix("http://")
+    where = f"background coordinator · pid {coordinator.pid} · {address} · state {_home(settings.state_dir)}"
+    choice, code = _run(settings, Target(coordinator.url, api_key, where, "background"), flags)
+    if choice is QuitChoice.STOP:
+        for line in stop_all(settings.state_dir):
+            print(line)
+    elif choice is QuitChoice.KEEP_RUNNING:
+        print(f"the background coordinator (pid {coordinator.pid}) runs on at {coordinator.url}: `aidd` attaches "
+              "to it again, `aidd stop` stops it")
+    return code
+
+
+def _keep_running(settings: Settings, port: int, config: Path | None) -> str:
+    """Start the background coordinator on this state directory and port; the line that says where it runs."""
+    coordinator = start_coordinator(settings.state_dir, settings.host, port, config)
+    agent = recorded(settings.state_dir / AGENT_FILE, AGENT_MODULE)
+    with_agent = f", with the local agent (pid {agent.pid})" if agent is not None else ""
+    return (f"aidd runs on in the background{with_agent}: coordinator pid {coordinator.pid} at {coordinator.url}, "
+            f"state {_home(settings.state_dir)}, log in coordinator.log there. `aidd` on this state directory "
+            "attaches to it, `aidd stop` stops it.")

@@ -9,6 +9,7 @@ from typing import Literal
 from console.text import Clock, utcnow
 
 AnimationLevel = Literal["none", "basic", "full"]
+QuitMode = Literal["attached", "embedded", "background"]
 
 
 @dataclass
@@ -33,6 +34,9 @@ class ConsoleOptions:
     """Theme to start with; default: the remembered one, else the dark theme."""
     notices: list[str] = field(default_factory=list)
     """Messages shown as toasts once the console is up (e.g. why no local agent was started)."""
+    quit_mode: QuitMode = "attached"
+    """What `q` asks (console/screens/quit.py): nothing on a console attached with `--attach`; on the embedded
+    coordinator, whether running tasks go on in the background; on a background coordinator, whether it stays."""
     freeze_gc: bool = False
     """Once up, move the long-lived objects out of the garbage collector's way (`gc.freeze`): full collections
     then no longer rescan them every few refreshes (500 workers: p90 of a Workers refresh about halves).

@@ -121,6 +121,11 @@ def build_parser() -> argparse.ArgumentParser:
     files.add_argument("--inputs", action="store_true", help="download the inputs instead of the outputs")
     _client_options(files)
 
+    stop = sub.add_parser("stop", help="stop what runs in the background for a state directory: the background "
+                                       "coordinator and the local agent")
+    stop.add_argument("--config", type=Path, default=argparse.SUPPRESS, help="config file (as for aidd)")
+    stop.add_argument("--state-dir", type=Path, default=argparse.SUPPRESS, help="the state directory (as for aidd)")
+
     sub.add_parser("agent", help="run the node agent (same as aidd-agent)", add_help=False)
     return parser
 
@@ -223,7 +228,20 @@ def _run_program(args: argparse.Namespace) -> int:
     from console.launch import run_console
 
     return run_console(settings, attach_url=args.attach, api_key=args.api_key, local_agent=args.local_agent,
-                       demo=args.demo, read_only=args.read_only)
+                       demo=args.demo, read_only=args.read_only, config=args.config)
+
+
+def _stop(args: argparse.Namespace) -> int:
+    """`aidd stop`: on this machine, not over HTTP: it ends the processes the state directory's pid files name."""
+    from console.background import stop_all
+
+    state_dir = load_settings(args.config, state_dir=args.state_dir).state_dir
+    stopped = stop_all(state_dir)
+    if not stopped:
+        print(f"aidd stop: nothing runs in the background for {state_dir}", file=sys.stderr)
+        return 1
+    print("\n".join(stopped))
+    return 0
 
 
 def _guarded(run: Callable[[], int]) -> int:
@@ -247,6 +265,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         return agent_main(argv[1:])
     args = build_parser().parse_args(argv)
+    if args.command == "stop":
+        return _guarded(lambda: _stop(args))
     if args.command:
         coroutine: Callable[[], Coroutine[Any, Any, int]] = lambda: _run_client(args)  # noqa: E731
         return _guarded(lambda: asyncio.run(coroutine()))

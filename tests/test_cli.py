@@ -3,15 +3,22 @@ wait; bad input and an unreachable coordinator are one line on stderr and a non-
 
 from __future__ import annotations
 
+import contextlib
 import json
+import shutil
+import socket
+import tempfile
 import threading
 import time
 from pathlib import Path
 from typing import Any
 
 import httpx
+import psutil
 import pytest
 
+from console.background import find_coordinator, start_coordinator, stop_all
+from console.localagent import LocalAgent
 from coordinator.cli import main as cli_main
 from coordinator.server import BackgroundServer
 from tests.helpers import HttpAgent
@@ -146,3 +153,52 @@ def test_bad_input_and_an_absent_coordinator_are_one_line(api_server: Background
     code = cli_main(["tasks", "--url", "http://127.0.0.1:9"])  # nothing listens on the discard port
     err = capsys.readouterr().err
     assert code == 1 and err.startswith("aidd: ") and len(err.strip().splitlines()) == 1
+
+
+def test_stop_ends_the_background_coordinator_and_the_local_agent(capsys: Captured) -> None:
+    """A real detached `aidd --serve` (as "keep running in the background" starts it) with a real local agent:
+    a later `aidd` finds it; `aidd stop` stops both, one line each, and leaves nothing of the state directory
+    running; a second `aidd stop` finds nothing (exit 1, one line)."""
+    state = Path(tempfile.mkdtemp(prefix="aidd-stop-"))  # outside pytest's root: root's PostgreSQL runs as another user
+    config = state / "empty.yml"
+    config.write_text("{}\n")
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    try:
+        coordinator = start_coordinator(state, "127.0.0.1", port, config)
+        assert coordinator.url == f"http://127.0.0.1:{port}" and find_coordinator(state) == coordinator
+        agent = LocalAgent(coordinator.url, state).start()
+        assert agent.record is not None
+        deadline = time.monotonic() + 30
+        while not httpx.get(f"{coordinator.url}/api/v1/workers").json()["items"]:
+            assert time.monotonic() < deadline, (state / "agent.log").read_text()
+            time.sleep(0.2)
+        code = cli_main(["stop", "--state-dir", str(state)])
+        out, err = capsys.readouterr()
+        assert code == 0, err
+        assert out.splitlines() == [
+            f"stopped the local agent (pid {agent.record.pid}); its running tasks were handed back",
+            f"stopped the background coordinator (pid {coordinator.pid}) at {coordinator.url}"]
+        assert not agent.record.alive() and not coordinator.alive()
+        assert not (state / "agent.pid").exists() and not (state / "coordinator.pid").exists()
+        assert not processes_in(state), "something of the state directory still runs"
+        assert find_coordinator(state) is None
+
+        code = cli_main(["--state-dir", str(state), "stop"])
+        _, err = capsys.readouterr()
+        assert code == 1 and err == f"aidd stop: nothing runs in the background for {state}\n"
+    finally:
+        stop_all(state)
+        shutil.rmtree(state, ignore_errors=True)
+
+
+def processes_in(state: Path) -> list[str]:
+    """Live processes whose command line or working directory is in `state` (the embedded servers run there)."""
+    found = []
+    for proc in psutil.process_iter(["cmdline", "cwd", "status", "name"]):
+        with contextlib.suppress(psutil.Error):
+            where = " ".join([*(proc.info["cmdline"] or []), proc.info["cwd"] or ""])
+            if str(state) in where and proc.info["status"] != psutil.STATUS_ZOMBIE:
+                found.append(f"{proc.pid} {proc.info['name']}")
+    return found

@@ -14,10 +14,12 @@ from rich.console import Console
 from rich.text import Text
 from textual.app import Notify
 from textual.message import Message
+from textual.widgets import Static
 
 from console.screens.confirm import ConfirmModal
 from console.screens.filter import FilterModal
 from console.screens.help import HelpModal
+from console.screens.quit import QuitChoice, QuitModal
 from console.screens.submit import SubmitModal
 from console.screens.tasks import TasksScreen
 from console.widgets.task_table import TaskTable
@@ -459,3 +461,77 @@ async def test_colon_opens_the_command_palette_with_the_panes(api_server: Backgr
         await pilot.pause(0.5)
         await pilot.press("enter")
         await until(pilot, lambda: app.current_mode == "batches", what="the Batches pane")
+
+
+# -- q: what becomes of running work ----------------------------------------------------------------
+
+async def test_q_with_running_tasks_asks_and_esc_stays(api_server: BackgroundServer, client: httpx.Client) -> None:
+    """The embedded console with two running tasks: `q` says how many run and what each choice does; esc stays."""
+    for _ in range(2):
+        client.post("/api/v1/tasks", json=task_body()).raise_for_status()
+    assert len(FakeAgent(client).lease(2)) == 2
+    app = console(api_server, quit_mode="embedded")
+    async with app.run_test(size=SIZE) as pilot:
+        await refreshed(pilot)
+        await pilot.press("q")
+        modal = await until(pilot, lambda: app.screen if isinstance(app.screen, QuitModal) else None,
+                            what="the quit dialog")
+        body = str(modal.query_one(".dialog-body", Static).render())
+        assert body.startswith("2 tasks are running.")
+        assert "Keep running: the coordinator goes on in the background" in body and "`aidd stop` stops it" in body
+        assert "agents keep their running tasks" in body
+        await pilot.press("q")  # a second q while the dialog is up is ignored
+        await pilot.press("escape")
+        await until(pilot, lambda: not isinstance(app.screen, QuitModal), what="the dialog to close")
+        await pilot.pause(0.2)
+        assert app.is_running and app.return_value is None
+
+
+@pytest.mark.parametrize(("key", "choice"), [("k", QuitChoice.KEEP_RUNNING), ("s", QuitChoice.STOP),
+                                             ("enter", QuitChoice.KEEP_RUNNING)])
+async def test_each_quit_choice_is_the_apps_result(api_server: BackgroundServer, client: httpx.Client, key: str,
+                                                   choice: QuitChoice) -> None:
+    """`k` (or enter: keep running has the focus) and `s` end the app with a result `console.launch` acts on."""
+    client.post("/api/v1/tasks", json=task_body()).raise_for_status()
+    assert FakeAgent(client).lease()
+    app = console(api_server, quit_mode="embedded")
+    async with app.run_test(size=SIZE) as pilot:
+        await refreshed(pilot)
+        await pilot.press("q")
+        await until(pilot, lambda: isinstance(app.screen, QuitModal), what="the quit dialog")
+        await pilot.press(key)
+        await until(pilot, lambda: app.return_value is not None, what="the app to exit")
+    assert app.return_value is choice
+
+
+@pytest.mark.parametrize("mode", ["embedded", "attached"])
+async def test_q_quits_at_once_with_nothing_running_or_attached(api_server: BackgroundServer,
+                                                                client: httpx.Client, mode: str) -> None:
+    """Nothing running on the embedded coordinator, or a console attached with --attach (tasks running or not):
+    `q` quits at once and stops what the console runs."""
+    if mode == "attached":
+        client.post("/api/v1/tasks", json=task_body()).raise_for_status()
+        assert FakeAgent(client).lease()
+    app = console(api_server, quit_mode=mode)
+    async with app.run_test(size=SIZE) as pilot:
+        await refreshed(pilot)
+        await pilot.press("q")
+        await until(pilot, lambda: app.return_value is not None, what="the app to exit")
+        assert not isinstance(app.screen, QuitModal)
+    assert app.return_value is QuitChoice.STOP
+
+
+async def test_q_on_the_background_coordinator_asks_even_with_nothing_running(api_server: BackgroundServer) -> None:
+    """Attached to the state directory's background coordinator, `q` always asks; leaving it running is the
+    default."""
+    app = console(api_server, quit_mode="background")
+    async with app.run_test(size=SIZE) as pilot:
+        await refreshed(pilot)
+        await pilot.press("q")
+        modal = await until(pilot, lambda: app.screen if isinstance(app.screen, QuitModal) else None,
+                            what="the quit dialog")
+        body = str(modal.query_one(".dialog-body", Static).render())
+        assert body.startswith("The background coordinator runs 0 tasks.") and "Leave it running" in body
+        await pilot.press("enter")
+        await until(pilot, lambda: app.return_value is not None, what="the app to exit")
+    assert app.return_value is QuitChoice.KEEP_RUNNING

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import json
+import os
 import re
 import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +20,7 @@ import pytest
 from rich.text import Text
 from textual.app import App, ComposeResult
 
+from console.background import Detached, recorded
 from console.demo.cluster import HOSTS, DemoCluster
 from console.demo.workload import DEMO_PREFIX
 from console.keys import help_rows
@@ -159,49 +164,87 @@ def test_the_api_moves_to_a_free_port_when_its_port_is_taken(settings: Settings,
             server.stop()
 
 
-def test_local_agent_runs_in_its_own_process_group_and_stops(tmp_path: Path) -> None:
+@pytest.fixture
+def fake_agent(tmp_path: Path) -> Iterator[str]:
+    """A module `fakeagent` that prints its arguments and sleeps (stands in for nodeagent.cli)."""
     (tmp_path / "fakeagent.py").write_text("import sys, time\nprint('agent', sys.argv[1:], flush=True)\n"
                                            "time.sleep(600)\n")
     sys.path.insert(0, str(tmp_path))
-    try:
-        assert agent_available("fakeagent") and not agent_available("no_such_agent_module")
-        agent = LocalAgent("http://127.0.0.1:1", tmp_path / "agent.log", token="t0k", module="fakeagent")
-        agent.start()
-        assert agent.process is not None
-        pid = agent.process.pid
-        deadline = time.monotonic() + 10
-        while "agent" not in (tmp_path / "agent.log").read_text() and time.monotonic() < deadline:
-            time.sleep(0.05)
-        assert "'--url', 'http://127.0.0.1:1', '--grace', '5', '--token', 't0k'" in (tmp_path / "agent.log").read_text()
-        assert agent.returncode() is None
-        agent.stop(grace_s=5)
-        assert agent.returncode() is not None
-        assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
-    finally:
-        sys.path.remove(str(tmp_path))
+    yield "fakeagent"
+    sys.path.remove(str(tmp_path))
 
 
-def test_local_agent_dies_with_a_killed_console(tmp_path: Path) -> None:
-    """A console killed outright (kill -9, or its terminal closed) leaves no local agent behind: the agent
-    gets SIGTERM from the kernel when its parent dies."""
-    (tmp_path / "fakeagent.py").write_text("import time\ntime.sleep(600)\n")
+def test_local_agent_runs_in_its_own_session_records_itself_and_stops(tmp_path: Path, fake_agent: str) -> None:
+    assert agent_available(fake_agent) and not agent_available("no_such_agent_module")
+    agent = LocalAgent("http://127.0.0.1:1", tmp_path, token="t0k", module=fake_agent).start()
+    assert agent.record is not None and agent.process is not None
+    pid = agent.record.pid
+    assert os.getsid(pid) == pid  # a session of its own: no terminal hang-up or console signal reaches it
+    saved = json.loads((tmp_path / "agent.pid").read_text())
+    assert (saved["pid"], saved["url"], saved["state_dir"]) == (pid, "http://127.0.0.1:1", str(tmp_path))
+    deadline = time.monotonic() + 10
+    while "agent" not in (tmp_path / "agent.log").read_text() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert "'--url', 'http://127.0.0.1:1', '--grace', '5', '--token', 't0k'" in (tmp_path / "agent.log").read_text()
+    assert agent.ended() is None
+    agent.stop(grace_s=5)
+    assert agent.ended() == "exit code -15"
+    assert not (tmp_path / "agent.pid").exists()
+    assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+
+
+def test_local_agent_outlives_a_killed_console_and_is_reused(tmp_path: Path, fake_agent: str) -> None:
+    """A console killed outright (kill -9, or its terminal closed) leaves its local agent running; the next console
+    on the state directory reuses it for the same URL, and replaces it for another one."""
     console = subprocess.Popen([sys.executable, "-c", (
         "import sys, time; from pathlib import Path; from console.localagent import LocalAgent; "
         f"sys.path.insert(0, {str(tmp_path)!r}); "
-        f"a = LocalAgent('http://127.0.0.1:1', Path({str(tmp_path / 'agent.log')!r}), module='fakeagent').start(); "
-        "print(a.process.pid, flush=True); time.sleep(600)")], stdout=subprocess.PIPE, text=True)
+        f"a = LocalAgent('http://127.0.0.1:1', Path({str(tmp_path)!r}), module='fakeagent').start(); "
+        "print(a.record.pid, flush=True); time.sleep(600)")], stdout=subprocess.PIPE, text=True)
+    agents: list[LocalAgent] = []
     try:
         assert console.stdout is not None
         agent_pid = int(console.stdout.readline())
-        assert psutil.pid_exists(agent_pid)
         console.kill()
         console.wait(10)
-        deadline = time.monotonic() + 10
-        while psutil.pid_exists(agent_pid) and psutil.Process(agent_pid).status() != psutil.STATUS_ZOMBIE:
-            assert time.monotonic() < deadline, "the local agent outlived its console"
-            time.sleep(0.05)
+        time.sleep(0.5)
+        assert psutil.Process(agent_pid).status() != psutil.STATUS_ZOMBIE, "the local agent died with its console"
+        again = LocalAgent("http://127.0.0.1:1", tmp_path, module=fake_agent).start()
+        agents.append(again)
+        assert again.record is not None and again.record.pid == agent_pid and again.process is None
+        assert again.notice is None and again.ended() is None
+        other = LocalAgent("http://127.0.0.1:2", tmp_path, module=fake_agent).start()
+        agents.append(other)
+        assert other.record is not None and other.record.pid != agent_pid
+        assert other.notice is not None and f"(pid {agent_pid}) worked for http://127.0.0.1:1" in other.notice
+        assert not psutil.pid_exists(agent_pid) or psutil.Process(agent_pid).status() == psutil.STATUS_ZOMBIE
+        assert again.ended() == "it exited"
     finally:
         console.kill()
+        for agent in agents:
+            agent.stop(grace_s=5)
+
+
+def test_stale_pid_files_are_removed(tmp_path: Path) -> None:
+    """A pid file is believed only while its pid runs the recorded program, started at the recorded time."""
+    pid_file = tmp_path / "agent.pid"
+    me = psutil.Process()
+    word = me.cmdline()[0]  # a word of this process's command line: it stands in for the program
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    pid_file.write_text(json.dumps(asdict(Detached(me.pid, me.create_time(), word, "http://x", str(tmp_path)))))
+    assert recorded(pid_file, word) == Detached(me.pid, me.create_time(), word, "http://x", str(tmp_path))
+    records = {
+        "unreadable": "{not json",
+        "dead pid": json.dumps(asdict(Detached(dead.pid, 0.0, word, "http://x", "."))),
+        "another program": json.dumps(asdict(Detached(me.pid, me.create_time(), "nodeagent.cli", "http://x", "."))),
+        "pid reused": json.dumps(asdict(Detached(me.pid, me.create_time() - 60, word, "http://x", "."))),
+    }
+    for why, text in records.items():
+        pid_file.write_text(text)
+        assert recorded(pid_file, "nodeagent.cli" if why == "another program" else word) is None, why
+        assert not pid_file.exists(), why
+    assert recorded(pid_file, "nodeagent.cli") is None  # no file: nothing runs
 
 
 # -- demo -------------------------------------------------------------------------------------------

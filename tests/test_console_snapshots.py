@@ -15,9 +15,10 @@ from textual.pilot import Pilot
 
 from console.demo.fixed import FixedState
 from console.screens.detail import TaskDetailScreen
+from console.screens.quit import QuitModal
 from coordinator.client import CoordinatorClient
 from coordinator.server import BackgroundServer
-from tests.consolekit import console, refreshed, write_fixed
+from tests.consolekit import console, refreshed, until, write_fixed
 
 SIZE = (120, 40)
 Before = Callable[[Pilot[Any]], Awaitable[None]]
@@ -157,3 +158,15 @@ def test_demo_banner_narrow(snap_compare: Any, api_server: BackgroundServer, fix
     age; the rest scrolls)."""
     assert snap_compare(fixed_console(api_server, fixed, demo=True), terminal_size=(100, 30),
                         run_before=pane("3"))
+
+
+def test_quit_dialog(snap_compare: Any, api_server: BackgroundServer, fixed: FixedState) -> None:
+    """`q` on the embedded console at 80x24 with the 19 running tasks of the fixed picture: the dialog says so,
+    what keep running and stop everything do, that esc stays, and focuses Keep running."""
+    async def run_before(pilot: Pilot[Any]) -> None:
+        await refreshed(pilot)
+        await pilot.press("q")
+        await until(pilot, lambda: isinstance(pilot.app.screen, QuitModal), what="the quit dialog")
+        await pilot.pause()
+    assert snap_compare(fixed_console(api_server, fixed, quit_mode="embedded"), terminal_size=(80, 24),
+                        run_before=run_before)
