@@ -93,14 +93,15 @@ def test_agent_killed_while_its_task_children_live_on(cluster: Callable[..., Clu
 
 def test_agent_stopped_longer_than_the_heartbeat_timeout(cluster: Callable[..., Cluster],
                                                           record: Callable[[Figures], None]) -> None:
-    """SIGSTOP an agent past the heartbeat timeout, then SIGCONT. A frozen agent cannot stop its tasks, so its
-    keeper does, before the coordinator requeues them; they run again elsewhere, and once the agent wakes up
-    its late reports (two tasks finished while it was frozen) are refused."""
+    """SIGSTOP an agent running exclusive tasks past the heartbeat timeout, then SIGCONT. A frozen agent cannot
+    stop its tasks, so its keeper does, before the coordinator requeues them; they run again elsewhere, and once
+    the agent wakes up its late reports (two tasks finished while it was frozen) are refused, and the keeper's
+    kills are hand-backs, not failures of the tasks."""
     system = cluster()
     system.coordinator()
     frozen = system.agent("a", slots=4)
-    short = system.submit([system.task(1.5, loud=True) for _ in range(2)])
-    long = system.submit([system.task(8, loud=True) for _ in range(2)])
+    short = system.submit([system.task(1.5, loud=True, exclusive=True) for _ in range(2)])
+    long = system.submit([system.task(8, loud=True, exclusive=True) for _ in range(2)])
     poll(lambda: len(running_on(system, "a")) == 4, 30, "four tasks to run on a")
     old = [ex for ex in read_records(system.records).values() if ex.host == "a" and ex.task in long]
     frozen.signal(signal.SIGSTOP)
@@ -114,15 +115,46 @@ def test_agent_stopped_longer_than_the_heartbeat_timeout(cluster: Callable[..., 
     frozen.signal(signal.SIGCONT)
     system.settle(60)
     system.await_refused(2)  # at least the two short tasks' successes, reported late
-    figures = system.figures("agent SIGSTOP past timeout, SIGCONT", seen["detect"], seen["recover"],
+    figures = system.figures("agent SIGSTOP past timeout, exclusive", seen["detect"], seen["recover"],
                              note=f"its processes killed by its keeper {seen['gone']:.2f}s after SIGSTOP")
     record(figures)
     assert seen["gone"] < seen["detect"], "the frozen agent's tasks outlived the coordinator's decision to requeue"
-    assert figures.overlap_s == 0
+    assert figures.overlap_s == 0 and figures.outcomes == {"succeeded": 4}
     after = read_records(system.records)
     assert not any(after[ex.attempt].ended for ex in old)  # killed, not finished
     assert figures.stale_refused >= 2
     assert frozen.running()
+    poll(lambda: "killed by the agent's task keeper" in frozen.output, 10, "the agent to say its keeper killed")
+
+
+def test_agent_stopped_past_the_timeout_with_plain_tasks(cluster: Callable[..., Cluster],
+                                                         record: Callable[[Figures], None]) -> None:
+    """SIGSTOP an agent running tasks that are not exclusive past the heartbeat timeout: they go on (a frozen
+    agent looks like a partition), the coordinator gives them to another host, and once the agent wakes up it
+    learns they are no longer its own and kills them within a heartbeat. One outcome each."""
+    system = cluster()
+    system.coordinator()
+    frozen = system.agent("a", slots=4)
+    ids = system.submit([system.task(12) for _ in range(3)])
+    poll(lambda: len(running_on(system, "a")) == 3, 30, "three tasks to run on a")
+    old = {ex.attempt for ex in running_on(system, "a")}
+    frozen.signal(signal.SIGSTOP)
+    clock = Stopwatch()
+    system.agent("b", slots=4)
+    api = system.api()
+    seen = clock.times({"detect": lambda: offline(api, "a"),
+                        "recover": lambda: rerun_elsewhere(system, set(ids), "a")}, 40)
+    frozen.signal(signal.SIGCONT)
+    woke = time.time()
+    poll(lambda: all(read_records(system.records)[a].last < time.time() - 1 for a in old), 20,
+         "a's old attempts to stop")
+    system.settle(60)
+    lived = max(read_records(system.records)[a].last for a in old) - woke
+    figures = system.figures("agent SIGSTOP past timeout, plain", seen["detect"], seen["recover"],
+                             note=f"old attempts' last sign of life {lived:.2f}s after SIGCONT")
+    record(figures)
+    assert figures.outcomes == {"succeeded": 3}
+    assert lived < 3.0
 
 
 @contextlib.contextmanager
