@@ -1,4 +1,4 @@
-"""Child processes that must not outlive this one (embedded servers, the console's local agent)."""
+"""Child processes that must not outlive this one (the embedded servers)."""
 
 from __future__ import annotations
 
