@@ -103,6 +103,8 @@ class Agent:
         self._hard_stop = False
         self.exit_code = 0
         self._changed = asyncio.Event()
+        self._answered = asyncio.Event()
+        """Set when a heartbeat gets through after an outage (a lease waiting out its backoff asks again)."""
         self._ended = 0
         """Attempts ended so far (a lease answered early after some ended is not a reason to back off)."""
         self._register_lock = asyncio.Lock()
@@ -253,6 +255,7 @@ class Agent:
                 if self._outage:
                     log.info("the coordinator at %s answers again after %.1fs", self.api.url,
                              time.monotonic() - self.last_heartbeat)
+                    self._answered.set()
                 self._heard(sent_at)
                 self.fenced = self._outage = self._given_up = False
                 await self._apply(answer)
@@ -291,9 +294,11 @@ class Agent:
         if silent >= self._fence_after() and not self.fenced:
             self.fenced = True
             exclusive = [run for run in self.runs.values() if run.exclusive]
-            log.error("no coordinator answered for %.1fs: stopping %d exclusive task(s) before a coordinator could "
-                      "give them to another host; %d other task(s) go on for up to %.0fs", silent, len(exclusive),
-                      len(self.runs) - len(exclusive), self.config.disconnect_grace)
+            if exclusive:
+                log.error("no coordinator answered for %.1fs: stopping %d exclusive task(s) before a coordinator "
+                          "could give them to another host", silent, len(exclusive))
+            log.warning("no coordinator answered for %.1fs: %d task(s) go on for up to %.0fs, their results kept "
+                        "for when one answers", silent, len(self.runs) - len(exclusive), self.config.disconnect_grace)
             for run in exclusive:
                 run.stop("fence")
         if silent >= self.config.disconnect_grace and not self._given_up:
@@ -392,7 +397,8 @@ class Agent:
                 delay = 1.0
             except Unreachable as exc:
                 log.warning("lease failed: %s; retrying in %.0fs", exc, delay)
-                await asyncio.sleep(delay)
+                self._answered.clear()
+                await self._wait(self._answered, delay)  # or as soon as a heartbeat gets through again
                 delay = min(delay * 2, 30.0)
                 continue
             except WorkerUnknown:
