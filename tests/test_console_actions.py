@@ -14,6 +14,7 @@ from rich.console import Console
 from rich.text import Text
 from textual.app import Notify
 from textual.message import Message
+from textual.pilot import Pilot
 from textual.widgets import Static
 
 from console.screens.confirm import ConfirmModal
@@ -465,6 +466,16 @@ async def test_colon_opens_the_command_palette_with_the_panes(api_server: Backgr
 
 # -- q: what becomes of running work ----------------------------------------------------------------
 
+async def quit_dialog(pilot: Pilot[Any]) -> str:
+    """Once the console has data, press q: the text of the quit dialog that opens."""
+    await refreshed(pilot)
+    await pilot.press("q")
+    app = pilot.app
+    modal = await until(pilot, lambda: app.screen if isinstance(app.screen, QuitModal) else None,
+                        what="the quit dialog")
+    return str(modal.query_one(".dialog-body", Static).render())
+
+
 async def test_q_with_running_tasks_asks_and_esc_stays(api_server: BackgroundServer, client: httpx.Client) -> None:
     """The embedded console with two running tasks: `q` says how many run and what each choice does; esc stays."""
     for _ in range(2):
@@ -472,11 +483,7 @@ async def test_q_with_running_tasks_asks_and_esc_stays(api_server: BackgroundSer
     assert len(FakeAgent(client).lease(2)) == 2
     app = console(api_server, quit_mode="embedded")
     async with app.run_test(size=SIZE) as pilot:
-        await refreshed(pilot)
-        await pilot.press("q")
-        modal = await until(pilot, lambda: app.screen if isinstance(app.screen, QuitModal) else None,
-                            what="the quit dialog")
-        body = str(modal.query_one(".dialog-body", Static).render())
+        body = await quit_dialog(pilot)
         assert body.startswith("2 tasks are running.")
         assert "Keep running: the coordinator goes on in the background" in body and "`aidd stop` stops it" in body
         assert "agents keep their running tasks" in body
@@ -526,11 +533,7 @@ async def test_q_on_the_background_coordinator_asks_even_with_nothing_running(ap
     default."""
     app = console(api_server, quit_mode="background")
     async with app.run_test(size=SIZE) as pilot:
-        await refreshed(pilot)
-        await pilot.press("q")
-        modal = await until(pilot, lambda: app.screen if isinstance(app.screen, QuitModal) else None,
-                            what="the quit dialog")
-        body = str(modal.query_one(".dialog-body", Static).render())
+        body = await quit_dialog(pilot)
         assert body.startswith("The background coordinator runs 0 tasks.") and "Leave it running" in body
         await pilot.press("enter")
         await until(pilot, lambda: app.return_value is not None, what="the app to exit")

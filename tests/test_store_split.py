@@ -11,7 +11,6 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -114,15 +113,6 @@ def test_serve_with_only_a_redis_url_exits_2_and_writes_nothing(servers: tuple[s
 # -- an index belongs to one database -------------------------------------------------------------------------
 
 
-@pytest.fixture
-async def first(settings: Settings, clean_db: None, redis: SyncRedis) -> AsyncIterator[Coordinator]:
-    """A running coordinator on the test's prefix (timers off), its files under the test's state_dir."""
-    service = Coordinator.build(settings)
-    await service.start(timers=False)
-    yield service
-    await service.stop()
-
-
 async def refused_start(settings: Settings, redis: SyncRedis) -> str:
     """Start a coordinator that must be refused; its message, after checking it wrote nothing."""
     before = prefix_keys(redis, settings.key_prefix)
@@ -179,13 +169,13 @@ async def test_an_embedded_redis_follows_its_database(settings: Settings, clean_
 
 
 @pytest.mark.anyio
-async def test_another_file_store_beside_a_live_coordinator_is_refused(first: Coordinator, settings: Settings,
+async def test_another_file_store_beside_a_live_coordinator_is_refused(coordinator: Coordinator, settings: Settings,
                                                                        redis: SyncRedis, tmp_path: Path) -> None:
     """A second coordinator with a local store of its own (another files directory and key) is refused while the
     first runs, naming it; the early check refuses too."""
     other = configured(settings, state_dir=tmp_path / "elsewhere")
     message = await refused_start(other, redis)
-    assert message.startswith(f"another coordinator ({first.peers.entry['host']}, pid {os.getpid()}) serves "
+    assert message.startswith(f"another coordinator ({coordinator.peers.entry['host']}, pid {os.getpid()}) serves "
                               f"Redis prefix '{settings.key_prefix}'")
     assert "with a different file store (local:" in message
     assert message.endswith("several coordinators need MinIO/S3 or one shared files directory; "
@@ -195,7 +185,7 @@ async def test_another_file_store_beside_a_live_coordinator_is_refused(first: Co
 
 
 @pytest.mark.anyio
-async def test_one_shared_files_directory_is_allowed(first: Coordinator, settings: Settings,
+async def test_one_shared_files_directory_is_allowed(coordinator: Coordinator, settings: Settings,
                                                      redis: SyncRedis) -> None:
     """A second coordinator on the same files directory (so the same signing key) starts; both are listed while
     they run, and a clean stop removes its entry."""
@@ -204,12 +194,12 @@ async def test_one_shared_files_directory_is_allowed(first: Coordinator, setting
     await second.start(timers=False)
     coordinators = Keys(settings.key_prefix).coordinators
     try:
-        assert set(redis.hkeys(coordinators)) == {first.peers.instance.encode(), second.peers.instance.encode()}
+        assert set(redis.hkeys(coordinators)) == {coordinator.peers.instance.encode(), second.peers.instance.encode()}
         entry = json.loads(redis.hget(coordinators, second.peers.instance))
-        assert entry["pid"] == os.getpid() and entry["file_store"] == first.peers.store.identity
+        assert entry["pid"] == os.getpid() and entry["file_store"] == coordinator.peers.store.identity
     finally:
         await second.stop()
-    assert set(redis.hkeys(coordinators)) == {first.peers.instance.encode()}
+    assert set(redis.hkeys(coordinators)) == {coordinator.peers.instance.encode()}
 
 
 @pytest.mark.anyio
@@ -229,18 +219,18 @@ async def test_a_stale_registration_is_ignored_and_dropped(settings: Settings, c
 
 
 @pytest.mark.anyio
-async def test_a_running_coordinator_refreshes_its_entry_and_binding(first: Coordinator, settings: Settings,
+async def test_a_running_coordinator_refreshes_its_entry_and_binding(coordinator: Coordinator, settings: Settings,
                                                                      redis: SyncRedis) -> None:
     """Every REFRESH_S a running coordinator renews its entry (so it never goes stale while it runs) and binds
     the prefix to its database again once a FLUSHALL took the binding."""
     keys = Keys(settings.key_prefix)
     bound = redis.get(keys.database)
-    entry = json.loads(redis.hget(keys.coordinators, first.peers.instance))
-    redis.hset(keys.coordinators, first.peers.instance, json.dumps({**entry, "seen": 0}))
+    entry = json.loads(redis.hget(keys.coordinators, coordinator.peers.instance))
+    redis.hset(keys.coordinators, coordinator.peers.instance, json.dumps({**entry, "seen": 0}))
     redis.delete(keys.database)
 
     async def refreshed() -> bool:
-        seen = json.loads(redis.hget(keys.coordinators, first.peers.instance))["seen"]
+        seen = json.loads(redis.hget(keys.coordinators, coordinator.peers.instance))["seen"]
         return seen > time.time() - STALE_S and redis.get(keys.database) == bound
     await await_for(refreshed, timeout=REFRESH_S + 5, what="the entry and the binding to be refreshed")
 

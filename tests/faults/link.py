@@ -12,28 +12,57 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import threading
+from typing import Self
 
 
-class Link:
+class LoopServer:
+    """A loopback TCP server on an event loop of its own thread, in front of 127.0.0.1:`upstream_port`."""
+
+    def __init__(self, upstream_port: int, name: str) -> None:
+        self.upstream_port = upstream_port
+        self.port = 0
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, name=name, daemon=True)
+        self._server: asyncio.Server | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> Self:
+        self._thread.start()
+        self._server = asyncio.run_coroutine_threadsafe(
+            asyncio.start_server(self._serve, "127.0.0.1", 0), self._loop).result(10)
+        self.port = self._server.sockets[0].getsockname()[1]
+        return self
+
+    def stop(self) -> None:
+        """Close the listener and every connection, then the loop and its thread."""
+        async def close() -> None:
+            if self._server is not None:
+                self._server.close()
+            serving = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+            for task in serving:
+                task.cancel()
+            await asyncio.gather(*serving, return_exceptions=True)
+        asyncio.run_coroutine_threadsafe(close(), self._loop).result(10)
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(10)
+        self._loop.close()
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        raise NotImplementedError
+
+
+class Link(LoopServer):
     """Relays 127.0.0.1:`port` to 127.0.0.1:`upstream_port` until cut."""
 
     def __init__(self, upstream_port: int) -> None:
-        self.upstream_port = upstream_port
-        self.port = 0
+        super().__init__(upstream_port, "link")
         self._cut = False
         self._silent = False
         self._writers: set[asyncio.StreamWriter] = set()
         self._held: list[asyncio.StreamWriter] = []
-        self._loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self._loop.run_forever, name="link", daemon=True)
-        self._server: asyncio.Server | None = None
-
-    def start(self) -> Link:
-        self._thread.start()
-        self._server = asyncio.run_coroutine_threadsafe(
-            asyncio.start_server(self._relay, "127.0.0.1", 0), self._loop).result(10)
-        self.port = self._server.sockets[0].getsockname()[1]
-        return self
 
     def cut(self, silent: bool = False) -> None:
         """Relay nothing more: drop every connection and refuse new ones, or (`silent`) hold them all unanswered."""
@@ -57,23 +86,12 @@ class Link:
         asyncio.run_coroutine_threadsafe(heal(), self._loop).result(10)
 
     def stop(self) -> None:
-        """Close the listener and every connection, then the loop and its thread."""
-        self.mend()  # closes the connections a silent cut held
+        """Close every connection (those a silent cut holds too), the listener, the loop and its thread."""
+        self.mend()
         self.cut()
+        super().stop()
 
-        async def close() -> None:
-            if self._server is not None:
-                self._server.close()
-            relaying = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
-            for task in relaying:
-                task.cancel()
-            await asyncio.gather(*relaying, return_exceptions=True)
-        asyncio.run_coroutine_threadsafe(close(), self._loop).result(10)
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join(10)
-        self._loop.close()
-
-    async def _relay(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         if self._cut:
             if self._silent:
                 self._held.append(writer)

@@ -12,6 +12,8 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from tests.faults.link import LoopServer
+
 Rule = Callable[[bytes, bytes], bool]
 """Whether to lose the response, given the request (head and body) and the response (head and body)."""
 
@@ -43,42 +45,13 @@ async def _read_message(reader: asyncio.StreamReader) -> bytes | None:
         return None
 
 
-class LossyProxy:
+class LossyProxy(LoopServer):
     """Forwards 127.0.0.1:`port` to the coordinator's port; `lose(rule, times)` arms a rule."""
 
     def __init__(self, upstream_port: int) -> None:
-        self.upstream_port = upstream_port
-        self.port = 0
+        super().__init__(upstream_port, "lossy-proxy")
         self.drops: list[Drop] = []
         self._lock = threading.Lock()
-        self._loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self._loop.run_forever, name="lossy-proxy", daemon=True)
-        self._server: asyncio.Server | None = None
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def start(self) -> LossyProxy:
-        self._thread.start()
-        self._server = asyncio.run_coroutine_threadsafe(
-            asyncio.start_server(self._serve, "127.0.0.1", 0), self._loop).result(10)
-        self.port = self._server.sockets[0].getsockname()[1]
-        return self
-
-    def stop(self) -> None:
-        """Close the listener and every connection, then the loop and its thread."""
-        async def close() -> None:
-            if self._server is not None:
-                self._server.close()
-            serving = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
-            for task in serving:
-                task.cancel()
-            await asyncio.gather(*serving, return_exceptions=True)
-        asyncio.run_coroutine_threadsafe(close(), self._loop).result(10)
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join(10)
-        self._loop.close()
 
     def lose(self, rule: Rule, times: int = 1) -> Drop:
         """Lose the next `times` responses whose exchange matches `rule`."""

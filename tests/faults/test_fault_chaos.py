@@ -55,15 +55,15 @@ def test_leader_that_lost_postgres_hands_over(cluster: Callable[..., Cluster],
         leader = system.coordinator("a", AIDD_DATABASE_URL=cut_off)
         poll(lambda: httpx.get(f"{leader.url}/api/v1/health").json()["leader"], 20, "a to lead")
         healthy = system.coordinator("b")
-        victim = system.agent("v", 4, coordinator=healthy)
+        victim = system.agent("v", 4, "--group", "v", coordinator=healthy)
         system.agent("s", 4, url=leader.url)  # leases through the cut-off leader, as agents behind a balancer do
-        ids = system.submit([system.task(30) for _ in range(4)], api=system.api(healthy))
+        ids = system.submit([system.task(30, group="v") for _ in range(4)], api=system.api(healthy))
         poll(lambda: len(running_on(system, "v")) == 4, 30, "four tasks to run on v")
         link.cut()
         victim.kill()
         clock = Stopwatch()
         api = system.api(healthy)
-        system.agent("h", 12, coordinator=healthy)
+        system.agent("h", 12, "--group", "v", "--group", "default", coordinator=healthy)
         seen = clock.times({"handed over": lambda: httpx.get(f"{healthy.url}/api/v1/health").json()["leader"],
                             "detect": lambda: offline(api, "v"),
                             "recover": lambda: all(api.task(i)["attempts"] >= 2 for i in ids)}, 60)
