@@ -172,7 +172,8 @@ async def _run_client(args: argparse.Namespace) -> int:
             text += f"\n{len(result['items'])} of {result['total']} tasks (page {result['page']})"
         elif args.command == "workers":
             result = await client.workers(group=args.group, status=args.status)
-            text = render_table(result, ["id", "hostname", "status", "groups", "running", "slots", "heartbeat_age_s"])
+            text = render_table(result, ["id", "hostname", "status", "groups", "running", "slots", "heartbeat_age_s",
+                                          "problem"])
         elif args.command == "files":
             result, text = await files_command(client, args)
         elif args.command == "show":

@@ -20,8 +20,8 @@ EXIT_NOT_ALL_SUCCEEDED = 1
 EXIT_TIMED_OUT = 124
 """`wait` past its --timeout (the exit status of timeout(1))."""
 
-FIELDS = ("id", "name", "service", "task_type", "status", "priority", "group", "labels", "resources", "attempts",
-          "worker_id", "gpus", "batch_id", "created_at", "started_at", "finished_at", "end_reason")
+FIELDS = ("id", "name", "service", "task_type", "status", "pending_reason", "priority", "group", "labels", "resources",
+          "attempts", "worker_id", "gpus", "batch_id", "created_at", "started_at", "finished_at", "end_reason")
 ATTEMPT_COLUMNS = ["number", "worker_id", "gpus", "started_at", "ended_at", "end_reason", "exit_code"]
 
 

@@ -13,6 +13,7 @@ import pytest
 from rich.console import Console
 from rich.text import Text
 from textual.app import Notify
+from textual.coordinate import Coordinate
 from textual.message import Message
 from textual.pilot import Pilot
 from textual.widgets import Static
@@ -189,6 +190,23 @@ async def test_n_no_for_the_confirmation_changes_nothing(api_server: BackgroundS
         await pilot.press("n")
         await until(pilot, lambda: isinstance(app.screen, TasksScreen), what="the dialog to close")
     assert task_rows(api_server, [task["id"]])[task["id"]]["status"] == "pending"
+
+
+async def test_a_worker_with_a_problem_says_so(api_server: BackgroundServer, client: httpx.Client) -> None:
+    """A host whose agent reports a problem (its work dir full) shows `problem` as its status in the Workers
+    pane, and the API names the problem."""
+    agent = FakeAgent(client, "full-disk")
+    problem = "work dir /scratch/aidd: only 900 KiB free"
+    client.post(f"/api/v1/workers/{agent.id}/heartbeat", json={"current_tasks": [], "problem": problem},
+                headers=agent.headers).raise_for_status()
+    app = console(api_server)
+    async with app.run_test(size=SIZE) as pilot:
+        await refreshed(pilot)
+        await pilot.press("2")
+        await refreshed(pilot)
+        table = app.screen.query_one(WorkerTable)
+        assert table.worker_at_cursor()["problem"] == problem  # type: ignore[index]
+        assert str(table.get_cell_at(Coordinate(table.cursor_row, 1))) == "problem"
 
 
 async def test_d_drains_and_resumes_a_worker(api_server: BackgroundServer, client: httpx.Client) -> None:

@@ -156,6 +156,8 @@ class TaskDetailScreen(TaskActionKeys, LiveScreen):
             ("started", f"{age(seconds_since(t.get('started_at'), now))} ago" if t.get("started_at") else MISSING),
             ("finished", f"{age(seconds_since(t.get('finished_at'), now))} ago" if t.get("finished_at") else MISSING),
         ]
+        if t.get("pending_reason"):
+            rows.insert(0, ("waiting", plain(t["pending_reason"])))
         if t.get("batch_id"):
             rows.append(("batch", short_id(t["batch_id"])))
         if t.get("progress") is not None and t.get("status") == "running":

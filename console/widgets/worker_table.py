@@ -102,8 +102,8 @@ class WorkerTable(KeyedTable):
         rows: list[Row] = []
         for w in sorted(workers, key=sort_key):
             wid = str(w["id"])
-            signature = (w.get("last_heartbeat_at"), w.get("status"), w.get("running"), w.get("slots"),
-                         id(palette))
+            signature = (w.get("last_heartbeat_at"), w.get("status"), w.get("problem"), w.get("running"),
+                         w.get("slots"), id(palette))
             cached = self._built.get(wid)
             if cached is None or cached[0] != signature:
                 self._sample(wid, w)
@@ -143,7 +143,7 @@ class WorkerTable(KeyedTable):
     def _host_cells(self, w: dict[str, Any], palette: Palette) -> tuple[Text, ...]:
         """The host row's cells; the heartbeat age (4th) is a placeholder, see `_beat_cell`."""
         metrics = w.get("metrics") or {}
-        status = str(w.get("status") or "?")
+        status = "problem" if w.get("problem") else str(w.get("status") or "?")  # it takes no tasks: say so
         cpu = cpu_fraction(w)
         mem_total = _f(w.get("memory_gb"))
         mem_used = _f(metrics.get("used_memory_gb"))
@@ -162,7 +162,7 @@ class WorkerTable(KeyedTable):
         running = int(w.get("running") or 0)
         return (
             cell(w.get("hostname"), "bold", 20),
-            cell(status, palette.status(status)),
+            cell(status, palette.status("failed" if w.get("problem") else status)),
             cell(f"{running}/{slots}", palette.level(running / slots) if slots else ""),
             cell(""),
             palette.meter(cpu, METER, f"{cpu * 100:3.0f}%"),
