@@ -292,6 +292,7 @@ def test_killed_servers_are_restarted_with_their_data(tmp_path: Path, caplog: py
         restarted = [servers.redis_pid, servers.postgres_pid]
         assert_data(servers)  # same socket, same port, same data
         assert servers.gave_up is None
+        poll(lambda: sum("restarted" in r.getMessage() for r in caplog.records) == 2, 10, "the second restart's line")
     assert all(gone(pid) for pid in restarted)  # stop() ends the restarted servers too
     lines = [r.getMessage() for r in caplog.records]  # two deaths: stopping is not taken for a third
     assert [line.split(";")[0] for line in lines if "died" in line] == [
