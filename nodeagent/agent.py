@@ -17,6 +17,7 @@ import logging
 import os
 import signal
 import time
+from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -94,7 +95,7 @@ class Agent:
         """Attempt -> id of the cancel-task command to acknowledge once its process is gone."""
         self._acks: list[int] = []
         """Commands carried out whose acknowledgement has not reached the coordinator yet."""
-        self._killed: set[str] = set()
+        self._killed: deque[str] = deque(maxlen=1000)
         """Attempts cancelled before they reached this agent (a lease answer late or lost): never started."""
         self._zombies = ZombieSweep()
         self._outage = False
@@ -351,7 +352,7 @@ class Agent:
             if doomed:
                 return
             if args.get("attempt_id"):
-                self._killed = {*list(self._killed)[-999:], str(args["attempt_id"])}
+                self._killed.append(str(args["attempt_id"]))
         else:
             log.warning("unknown command %r ignored", name)
         self._acks.append(command_id)
