@@ -39,6 +39,8 @@ return 0
 Returns 1 renewed, 2 newly taken, 0 held by another process."""
 RESIGN = "if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('DEL', KEYS[1]) end"
 """Give the leader lease up. KEYS[1] the leader key; ARGV[1] this process's id (only its own lease goes)."""
+STOP_WAIT_S = 10.0
+"""Longest `stop` waits for a tick under way to end."""
 FILE_EXPIRY_PERIOD = 3600.0
 """Seconds between runs of the file retention job (leader only; see FileService.expire_finished)."""
 
@@ -55,6 +57,7 @@ class Timers:
         self._renew = core.redis.register_script(RENEW)
         self._last_reconcile = self._last_check = 0.0
         self._sit_out_until = 0.0
+        self._stopping = False
         self._task: asyncio.Task[None] | None = None
 
     def start(self) -> None:
@@ -62,10 +65,15 @@ class Timers:
         self._task = asyncio.create_task(self._run(), name="aidd-timers")
 
     async def stop(self) -> None:
-        """Stop the timers and give up the leader lease (another coordinator takes over at its next tick)."""
+        """Stop the timers and give up the leader lease (another coordinator takes over at its next tick).
+
+        The loop is told to stop as well as cancelled: a cancellation that lands in a store client's own timeout
+        can come out as that timeout's error, which a tick survives by design; the flag ends the loop anyway.
+        """
+        self._stopping = True
         if self._task is not None:
             self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
+            await asyncio.wait({self._task}, timeout=STOP_WAIT_S)
         await self._resign()
 
     async def _resign(self) -> None:
@@ -76,7 +84,7 @@ class Timers:
 
     async def _run(self) -> None:
         period = min(self.core.settings.heartbeat_check_interval, 1.0)
-        while True:
+        while not self._stopping:
             await self.guarded_tick()
             await asyncio.sleep(period)
 
