@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import time
 import uuid
 from collections.abc import Iterable, Sequence
@@ -25,6 +26,7 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
+log = logging.getLogger(__name__)
 STOPPING_DUE_MS = 2**52
 """Due time (ms) of a task waiting for its old attempt to stop: never, until `lifecycle` releases it."""
 RESYNC_CHUNK = 5000
@@ -56,10 +58,24 @@ class Core:
         await self.redis.publish(self.keys.wakeup, b"1")
 
     async def resync(self, task_ids: Iterable[uuid.UUID | str]) -> None:
-        """Rewrite the index entries of these tasks from PostgreSQL, which is always right."""
+        """Rewrite the index entries of these tasks from PostgreSQL, which is always right.
+
+        A transition may commit between the read and the write, and its own index write may land before ours,
+        which would leave ours stale: the tasks whose placement changed meanwhile are rewritten again.
+        """
         ids = [uuid.UUID(str(i)) for i in task_ids]
-        if not ids:
-            return
+        for _ in range(RESYNC_ROUNDS):
+            if not ids:
+                return
+            written = await self._rewrite(ids)
+            now = await self._placements(ids)
+            ids = [i for i in ids if now.get(i) != written.get(i)]
+        if ids:
+            log.warning("index entries of %d task(s) kept changing while rewritten; the drift check repairs them",
+                        len(ids))
+
+    async def _rewrite(self, ids: list[uuid.UUID]) -> dict[uuid.UUID, tuple[Any, ...]]:
+        """Write the index entries of these tasks as PostgreSQL has them; returns the placements written."""
         rows: list[Any] = []
         async with self.engine.connect() as conn:
             for start in range(0, len(ids), RESYNC_CHUNK):
@@ -75,6 +91,26 @@ class Core:
         await self.index.finish(TaskStatus.CANCELLED, [str(i) for i in ids if i not in known], remember=False)
         if pending:
             await self.wake_leases()
+        return {r.id: _placement(r) for r in rows}
+
+    async def _placements(self, ids: list[uuid.UUID]) -> dict[uuid.UUID, tuple[Any, ...]]:
+        """What decides these tasks' index entries now (status, attempt, due time, old attempt stopping)."""
+        found: dict[uuid.UUID, tuple[Any, ...]] = {}
+        async with self.engine.connect() as conn:
+            for start in range(0, len(ids), RESYNC_CHUNK):
+                rows = (await conn.execute(select(Task.id, *PLACEMENT).where(
+                    Task.id.in_(ids[start:start + RESYNC_CHUNK])))).all()
+                found.update({r.id: _placement(r) for r in rows})
+        return found
+
+
+PLACEMENT = (Task.status, Task.attempt_id, Task.available_at, Task.stopping_attempt_id)
+"""The columns that decide where a task is in the index."""
+RESYNC_ROUNDS = 3
+
+
+def _placement(row: Any) -> tuple[Any, ...]:
+    return tuple(getattr(row, column.key) for column in PLACEMENT)
 
 
 async def write_audit(conn: AsyncConnection, actor: str, action: str, target: str, count: int,
