@@ -7,7 +7,6 @@ terminal escape sequences and control characters are removed, and the result is 
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any
@@ -15,15 +14,10 @@ from typing import Any
 from rich.style import Style
 from rich.text import Text
 
+from coordinator.textcheck import printable
+
 Clock = Callable[[], datetime]
 
-_ESCAPES = re.compile(
-    r"\x1b\[[0-?]*[ -/]*[@-~]"  # CSI: colours, cursor movement
-    r"|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)?"  # OSC: titles, hyperlinks (BEL or ST terminated)
-    r"|\x1b[PX^_][^\x1b]*(?:\x1b\\)?"  # DCS, SOS, PM, APC strings
-    r"|\x1b[@-Z\\-_]?"  # other two-byte escapes, or a lone ESC
-    r"|[\x00-\x08\x0b-\x1f\x7f-\x9f\u200e\u200f\u202a-\u202e\u2066-\u2069]"  # C0/C1 controls, bidi overrides
-)
 SPARK_CHARS = "▁▂▃▄▅▆▇█"
 MISSING = "\u2013"
 """Shown for an unknown value (an en dash)."""
@@ -36,11 +30,7 @@ def utcnow() -> datetime:
 
 def plain(value: Any, limit: int | None = None, one_line: bool = True) -> str:
     """`value` as printable text: escapes and control characters removed, optionally one line and cut."""
-    text = "" if value is None else str(value)
-    text = text.replace("\t", "    ")
-    if one_line:
-        text = text.replace("\r\n", " ").replace("\n", " ").replace("\r", " ")
-    text = _ESCAPES.sub("", text)
+    text = printable("" if value is None else str(value), one_line)
     if limit is not None and len(text) > limit:
         text = text[: max(0, limit - 1)] + "…"
     return text

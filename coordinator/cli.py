@@ -7,10 +7,12 @@ import asyncio
 import json
 import logging
 import os
+import signal
 import sys
-from collections.abc import Callable, Coroutine, Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
+from urllib.parse import urlsplit
 
 from coordinator.client import DEFAULT_URL, ApiError, CoordinatorClient
 from coordinator.config import ConfigError, load_settings
@@ -48,9 +50,17 @@ def _filter_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-q", "--search", dest="q", default="", help="text in the name, type or id")
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line and exit 2 (its sub-commands are built with this class too)."""
+
+    def error(self, message: str) -> NoReturn:
+        print(f"{self.prog}: {message} (see --help)", file=sys.stderr)
+        raise SystemExit(EXIT_USAGE)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The whole command line (also documented in the README)."""
-    parser = argparse.ArgumentParser(prog="aidd", description="AIDD console and scheduler for drug-discovery compute.")
+    parser = _Parser(prog="aidd", description="AIDD console and scheduler for drug-discovery compute.")
     parser.add_argument("--config", type=Path, help="config file (default $AIDD_CONFIG or ./aidd.yml)")
     parser.add_argument("--state-dir", type=Path, help="where the embedded Redis/PostgreSQL keep their data")
     parser.add_argument("--host", help="API bind address (default 127.0.0.1)")
@@ -106,6 +116,7 @@ def build_parser() -> argparse.ArgumentParser:
     logs = sub.add_parser("logs", help="a task's log (its stderr lines to stderr); -f follows it to the end")
     logs.add_argument("task_id")
     logs.add_argument("-f", "--follow", action="store_true", help="print new lines until the task has finished")
+    logs.add_argument("--raw", action="store_true", help="the lines as the task wrote them, terminal escapes included")
     _client_options(logs)
 
     wait = sub.add_parser("wait", help="wait for tasks (ids, or --batch) to finish; exit 0 only if all succeeded")
@@ -180,7 +191,7 @@ async def _run_client(args: argparse.Namespace) -> int:
             result = await client.get_task(args.task_id)
             text = describe(result)
         elif args.command == "logs":
-            return await print_logs(client, args.task_id, args.follow)
+            return await print_logs(client, args.task_id, args.follow, raw=args.raw)
         elif args.command == "wait":
             return await _wait(client, args)
         else:
@@ -213,7 +224,9 @@ async def _wait(client: CoordinatorClient, args: argparse.Namespace) -> int:
     return status
 
 
-def _run_program(args: argparse.Namespace) -> int:
+def _run_program(args: argparse.Namespace, argv: Sequence[str]) -> int:
+    if args.attach:
+        check_url(args.attach, argv, "--attach", "--attach")
     logging.basicConfig(level=logging.INFO, stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     for noisy in ("alembic", "httpx"):
@@ -258,9 +271,29 @@ def _guarded(run: Callable[[], int]) -> int:
         return 130
 
 
+def check_url(value: str, argv: Sequence[str], flag: str, variable: str) -> None:
+    """Refuse a coordinator URL without an http(s) scheme and a host, naming the flag or variable it came from.
+
+    Raises:
+        ConfigError: one line, e.g. `--url: not an http(s) URL: 'localhost:8333' (e.g. http://127.0.0.1:8333)`.
+    """
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        given = any(a == flag or a.startswith(f"{flag}=") for a in argv)
+        raise ConfigError(f"{flag if given else variable}: not an http(s) URL: {value!r} (e.g. {DEFAULT_URL})")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the `aidd` console script."""
+    """Entry point of the `aidd` console script; a reader that goes away (`aidd tasks | head`) ends it quietly."""
     argv = list(sys.argv[1:] if argv is None else argv)
+    try:
+        return _main(argv)
+    except BrokenPipeError:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # nothing more to say, even at exit
+        return 128 + signal.SIGPIPE
+
+
+def _main(argv: list[str]) -> int:
     if argv[:1] == ["agent"]:
         from nodeagent.cli import main as agent_main
 
@@ -269,9 +302,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "stop":
         return _guarded(lambda: _stop(args))
     if args.command:
-        coroutine: Callable[[], Coroutine[Any, Any, int]] = lambda: _run_client(args)  # noqa: E731
-        return _guarded(lambda: asyncio.run(coroutine()))
-    return _guarded(lambda: _run_program(args))
+        return _guarded(lambda: _client_command(args, argv))
+    return _guarded(lambda: _run_program(args, argv))
+
+
+def _client_command(args: argparse.Namespace, argv: Sequence[str]) -> int:
+    check_url(args.url, argv, "--url", "AIDD_URL")
+    return asyncio.run(_run_client(args))
 
 
 if __name__ == "__main__":

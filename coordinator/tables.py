@@ -1,17 +1,19 @@
-"""Plain-text tables for the command line."""
+"""Plain-text tables for the command line (what tasks wrote shown printable: no terminal escapes)."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from typing import Any
 
+from coordinator.textcheck import printable
+
 
 def _cell(value: Any) -> str:
     if value is None:
         return "-"
     if isinstance(value, list | tuple):
-        return ",".join(map(str, value)) or "-"
-    text = str(value)
+        return printable(",".join(map(str, value))) or "-"
+    text = printable(str(value))
     return text[:19].replace("T", " ") if len(text) >= 19 and text[4:5] == "-" and text[10:11] == "T" else text
 
 

@@ -12,6 +12,7 @@ from typing import Any, TextIO
 from coordinator.client import ApiError, CoordinatorClient
 from coordinator.states import FINISHED, TaskStatus
 from coordinator.tables import render_table
+from coordinator.textcheck import printable
 
 POLL_S = 1.0
 """How often `logs --follow` and `wait` ask the coordinator again."""
@@ -33,7 +34,7 @@ def describe(task: dict[str, Any]) -> str:
     if task.get("result") is not None:
         lines.append(f"{'result':<{width}}  {json.dumps(task['result'], default=str)}")
     if task.get("error"):
-        lines += [f"{'error':<{width}}", task["error"]]
+        lines += [f"{'error':<{width}}", printable(task["error"], one_line=False)]
     if task.get("attempt_history"):
         lines += ["", render_table(task["attempt_history"], ATTEMPT_COLUMNS)]
     return "\n".join(lines)
@@ -41,20 +42,22 @@ def describe(task: dict[str, Any]) -> str:
 
 def _plain(value: Any) -> str:
     if isinstance(value, dict):
-        return json.dumps(value, default=str)
-    return ", ".join(map(str, value)) if isinstance(value, list) else str(value)
+        return json.dumps(value, default=str)  # JSON writes control characters as \u escapes
+    return printable(", ".join(map(str, value)) if isinstance(value, list) else str(value))
 
 
 async def print_logs(client: CoordinatorClient, task_id: str, follow: bool, out: TextIO | None = None,
-                     err: TextIO | None = None) -> int:
+                     err: TextIO | None = None, raw: bool = False) -> int:
     """Print the task's log, every attempt (its stdout lines to `out`, its stderr lines to `err`: this process's
-    own by default); with `follow`, go on printing new lines until the task has finished."""
+    own by default); with `follow`, go on printing new lines until the task has finished. Lines are made
+    printable (a task's escape sequences never reach the terminal) unless `raw`."""
     out, err = out or sys.stdout, err or sys.stderr
     after = 0
     while True:
         page = await client.logs(task_id, after=after, limit=LOG_PAGE)
         for line in page["lines"]:
-            (err if line["stream"] == "stderr" else out).write(line["line"] + "\n")
+            text = line["line"] if raw else printable(line["line"])
+            (err if line["stream"] == "stderr" else out).write(text + "\n")
         out.flush()
         err.flush()
         after = page["next"]

@@ -5,8 +5,12 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import shutil
+import signal
 import socket
+import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -24,6 +28,7 @@ from coordinator.server import BackgroundServer
 from tests.helpers import HttpAgent
 
 Captured = pytest.CaptureFixture[str]
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def run(capsys: Captured, server: BackgroundServer, *argv: str) -> tuple[int, str, str]:
@@ -202,3 +207,74 @@ def processes_in(state: Path) -> list[str]:
             if str(state) in where and proc.info["status"] != psutil.STATUS_ZOMBIE:
                 found.append(f"{proc.pid} {proc.info['name']}")
     return found
+
+
+# -- a terminal gets no escapes; pipes, Ctrl+C and bad URLs end quietly -------------------------------------------
+
+HOSTILE = "name \x1b]0;pwned\x07\x1b]52;c;ZWNobyBoaQ==\x07\x1b[31mred\x1b[0m"
+"""A window-title (OSC 0) and a clipboard write (OSC 52), then colour: a task may write anything."""
+
+
+def test_task_text_reaches_the_terminal_without_escapes(api_server: BackgroundServer, client: httpx.Client,
+                                                        capsys: Captured) -> None:
+    """`aidd tasks`, `show` and `logs` print what tasks wrote with their escape sequences removed; `logs --raw`
+    prints the bytes as written."""
+    task_id = submit(capsys, api_server, "--name", HOSTILE)
+    agent = HttpAgent.register(client)
+    [leased] = agent.lease()
+    log_lines(agent, leased, ("stdout", f"out {HOSTILE}"))
+    assert agent.report(leased, "failed", error=f"boom {HOSTILE}").status_code == 200
+    for argv in (("tasks",), ("show", task_id), ("logs", task_id)):
+        code, out, err = run(capsys, api_server, *argv)
+        assert code == 0, err
+        assert "\x1b" not in out and "\x07" not in out, argv
+        assert "red" in out, argv
+    code, out, _ = run(capsys, api_server, "logs", task_id, "--raw")
+    assert code == 0 and "\x1b]52;c;" in out
+
+
+def test_a_reader_that_goes_away_ends_the_command_quietly(api_server: BackgroundServer, client: httpx.Client) -> None:
+    """`aidd tasks | head -1`: the command stops when its reader has gone, with no traceback or error message."""
+    reply = client.post("/api/v1/tasks", json={"tasks": [{"service": "admet", "task_type": "qikprop",
+                                                           "name": "x" * 200} for _ in range(1000)]})
+    assert reply.status_code == 201, reply.text
+    proc = subprocess.Popen([sys.executable, "-m", "coordinator.cli", "tasks", "--page-size", "1000", "--url",
+                             api_server.url], stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=ROOT)
+    assert proc.stdout is not None and proc.stderr is not None
+    assert proc.stdout.readline().startswith(b"ID")
+    proc.stdout.close()
+    assert proc.wait(30) == 141  # 128 + SIGPIPE, as a tool killed by the broken pipe
+    assert proc.stderr.read() == b""
+
+
+def test_ctrl_c_exits_130_without_a_traceback(api_server: BackgroundServer, client: httpx.Client) -> None:
+    """Ctrl+C while `aidd logs -f` follows a running task: exit 130, nothing but a clean end."""
+    task_id = client.post("/api/v1/tasks", json={"service": "admet", "task_type": "qikprop"}).json()["id"]
+    agent = HttpAgent.register(client)
+    [leased] = agent.lease()
+    log_lines(agent, leased, ("stdout", "working"))
+    proc = subprocess.Popen([sys.executable, "-m", "coordinator.cli", "logs", "-f", task_id, "--url", api_server.url],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=ROOT)
+    assert proc.stdout is not None
+    assert proc.stdout.readline() == b"working\n"  # following by now
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 130
+    assert b"Traceback" not in err and b"KeyboardInterrupt" not in err
+
+
+@pytest.mark.parametrize(("argv", "env", "named"), [
+    (["tasks", "--url", "localhost:8333"], {}, "--url"),
+    (["tasks"], {"AIDD_URL": "ftp://host"}, "AIDD_URL"),
+    (["show", "x", "--url=127.0.0.1"], {}, "--url"),
+    (["--attach", "coordinator.example"], {}, "--attach"),
+    (["tasks", "--page", "many"], {}, "--page"),
+])
+def test_bad_arguments_are_one_line_naming_them(argv: list[str], env: dict[str, str], named: str) -> None:
+    """A URL without an http(s) scheme (given as a flag or in AIDD_URL), or a bad flag value: exit 2 with one line
+    on stderr that names the flag or variable, and no traceback."""
+    environ = {**{k: v for k, v in os.environ.items() if not k.startswith("AIDD_")}, **env}
+    done = subprocess.run([sys.executable, "-m", "coordinator.cli", *argv], capture_output=True, text=True,
+                          env=environ, cwd=ROOT, timeout=60)
+    assert done.returncode == 2, done
+    assert done.stderr.count("\n") == 1 and named in done.stderr and "Traceback" not in done.stderr, done.stderr
