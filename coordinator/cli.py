@@ -9,6 +9,7 @@ import logging
 import os
 import signal
 import sys
+import uuid
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, NoReturn
@@ -200,11 +201,19 @@ async def _run_client(args: argparse.Namespace) -> int:
             flt = {k: v for k, v in flt.items() if v}
             if not args.ids and not flt and not args.all:
                 raise ConfigError(f"{args.command}: give task ids, a filter (--status, --service, ...) or --all")
-            result = await client.act(args.command, ids=args.ids or None, filter=None if args.ids else flt,
-                                      all=args.all)
+            ids = [await _full_task_id(client, i) for i in args.ids]
+            result = await client.act(args.command, ids=ids or None, filter=None if ids else flt, all=args.all)
             text = f"{args.command}: {result['changed']} changed, {result['skipped']} skipped"
     print(json.dumps(result, indent=2, default=str) if args.json else text)
     return 0
+
+
+async def _full_task_id(client: CoordinatorClient, given: str) -> str:
+    """A task id as given, or the one task id a prefix stands for (the coordinator resolves it)."""
+    try:
+        return str(uuid.UUID(given))
+    except ValueError:
+        return str((await client.get_task(given))["id"])
 
 
 async def _wait(client: CoordinatorClient, args: argparse.Namespace) -> int:

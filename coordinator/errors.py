@@ -119,3 +119,14 @@ class Unavailable(AiddError):
 class StoresMismatch(ConfigError):
     """This coordinator's stores do not fit those its Redis prefix already serves (another database, another
     file store): refused at start, before the index is touched; the CLI shows it as one line and exits 2."""
+
+
+class AmbiguousId(AiddError):
+    """An id prefix that more than one task or worker starts with."""
+
+    status_code = 409
+
+    def __init__(self, field: str, prefix: str, candidates: list[str], more: bool) -> None:
+        listed = ", ".join(candidates) + (", ..." if more else "")
+        super().__init__(f"{prefix!r} is the start of several ids: {listed}; give more of it")
+        self.field, self.candidates = field, candidates

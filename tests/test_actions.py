@@ -11,7 +11,7 @@ import pytest
 
 from coordinator.server import BackgroundServer
 from coordinator.states import Action, TaskStatus
-from tests.helpers import Driven, HttpAgent, drive_all, drive_to
+from tests.helpers import Driven, HttpAgent, drive_all, drive_to, task_body
 
 ALLOWED: dict[Action, dict[TaskStatus, TaskStatus]] = {
     Action.CANCEL: {TaskStatus.PENDING: TaskStatus.CANCELLED, TaskStatus.RUNNING: TaskStatus.CANCELLED},
@@ -243,3 +243,26 @@ def test_two_operators_at_once_change_a_task_once(api_server: BackgroundServer, 
     assert codes == [200, 409, 409, 409, 409]
     assert len(commands_of(client, driven)) == 1
     assert [a["end_reason"] for a in get(client, driven.task_id)["attempt_history"]] == ["cancelled"]
+
+
+def test_ids_may_be_given_as_unique_prefixes(client: httpx.Client) -> None:
+    """A task's or worker's route takes a unique prefix of its id (as git does); an ambiguous one is 409 naming
+    candidates, one no id starts with 404, one that cannot start an id 422; agents' own routes take full ids."""
+    ids = [client.post("/api/v1/tasks", json=task_body()).json()["id"] for _ in range(40)]
+    task_id = ids[0]
+    for prefix in (task_id[:8], task_id[:13], task_id.replace("-", "")[:12].upper()):
+        reply = client.get(f"/api/v1/tasks/{prefix}")
+        assert reply.status_code == 200 and reply.json()["id"] == task_id, (prefix, reply.text)
+    shared = next(i[0] for i in ids if sum(j[0] == i[0] for j in ids) > 1)  # 40 ids, 16 first digits
+    ambiguous = client.get(f"/api/v1/tasks/{shared}")
+    assert ambiguous.status_code == 409 and ambiguous.json()["field"] == "task_id"
+    assert "several ids" in ambiguous.json()["error"]
+    missing = next(p for p in (f"{d}{d}{d}{d}{d}{d}" for d in "0123456789abcdef") if not any(i.startswith(p)
+                                                                                               for i in ids))
+    assert client.get(f"/api/v1/tasks/{missing}").status_code == 404
+    assert client.get("/api/v1/tasks/not-hex").status_code == 422
+    assert client.delete(f"/api/v1/tasks/{task_id[:10]}").json()["status"] == "cancelled"
+    agent = HttpAgent.register(client)
+    assert client.get(f"/api/v1/workers/{agent.id[:10]}").json()["id"] == agent.id
+    late = client.post(f"/api/v1/workers/{agent.id[:10]}/heartbeat", json={}, headers=agent.headers)
+    assert late.status_code == 422 and late.json()["field"] == "worker_id"

@@ -157,7 +157,8 @@ BAD_INPUTS = [
     Bad("negative log offset", b"", 422, "after", "/api/v1/tasks/{task}/logs?after=-1", "GET"),
     Bad("bad days", b"", 422, "days", "/api/v1/stats/tasks/date?days=0", "GET"),
     Bad("unknown worker status filter", b"", 422, "status", "/api/v1/workers?status=gone", "GET"),
-    Bad("task id not a uuid", b"", 422, "task_id", "/api/v1/tasks/12", "GET"),
+    Bad("task id neither a uuid nor a prefix of one", b"", 422, "task_id", "/api/v1/tasks/12z", "GET"),
+    Bad("task id prefix no task has", b"", 404, None, "/api/v1/tasks/ffffffffffff", "GET"),
     Bad("unknown task", b"", 404, None, "/api/v1/tasks/{task}", "GET"),
 ]
 

@@ -278,3 +278,17 @@ def test_bad_arguments_are_one_line_naming_them(argv: list[str], env: dict[str, 
                           env=environ, cwd=ROOT, timeout=60)
     assert done.returncode == 2, done
     assert done.stderr.count("\n") == 1 and named in done.stderr and "Traceback" not in done.stderr, done.stderr
+
+
+def test_commands_take_unique_id_prefixes(api_server: BackgroundServer, client: httpx.Client,
+                                          capsys: Captured) -> None:
+    """`aidd show`, `logs` and `cancel` take the start of a task id, as git and docker do."""
+    task_id = submit(capsys, api_server, "--name", "short")
+    code, out, err = run(capsys, api_server, "show", task_id[:8])
+    assert code == 0 and task_id in out, err
+    code, _, err = run(capsys, api_server, "logs", task_id[:8])
+    assert code == 0, err
+    code, out, err = run(capsys, api_server, "cancel", task_id[:8])
+    assert code == 0 and out.strip() == "cancel: 1 changed, 0 skipped", err
+    code, _, err = run(capsys, api_server, "show", "0000000000")
+    assert code == 1 and err.startswith("aidd: ") and err.count("\n") == 1

@@ -16,6 +16,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from coordinator import ids
 from coordinator.api.auth import Access, Authenticator, Caller
 from coordinator.api.http import HttpError, JSONResponse, error_response
 from coordinator.api.params import Query
@@ -91,13 +92,18 @@ def _wrap(endpoint: Endpoint, coordinator: Coordinator, settings: Settings,
           auth: Authenticator) -> Callable[[Request], Awaitable[Response]]:
     async def handle(request: Request) -> Response:
         try:
+            prefixes: dict[str, str] = {}
             for name, value in request.path_params.items():
                 if name.endswith("_id") and name != "command_id":
                     try:
                         request.path_params[name] = uuid.UUID(value)
                     except ValueError:
-                        raise HttpError(422, f"{name}: not a UUID: {value!r}", field=name) from None
+                        if endpoint.access == Access.WORKER or not ids.is_prefix(name, value):  # agents: full ids
+                            raise HttpError(422, f"{name}: not a UUID: {value!r}", field=name) from None
+                        prefixes[name] = value
             caller = await auth.check(request, endpoint.access)
+            for name, prefix in prefixes.items():  # only once the caller may ask: a prefix says an id exists
+                request.path_params[name] = await ids.resolve(coordinator.core.engine, name, prefix)
             result = await endpoint.handler(request, Ctx(coordinator, settings, caller))
         except AiddError as exc:
             return error_response(exc)
