@@ -18,6 +18,7 @@ from coordinator.keys import Keys
 from coordinator.lifecycle import Lifecycle
 from coordinator.loops import Timers
 from coordinator.peers import Peers, database_identity
+from coordinator.pending import PendingReasons
 from coordinator.queue import QueueIndex
 from coordinator.reconcile import rebuild_index
 from coordinator.stats import StatsService
@@ -61,7 +62,8 @@ class Coordinator:
         workers = WorkerService(core, lifecycle, waker)
         store = open_store(settings)
         files = FileService(core, store)
-        return cls(core, TaskService(core), lifecycle, workers, StatsService(core),
+        reasons = PendingReasons(core, workers.overview)
+        return cls(core, TaskService(core, reasons), lifecycle, workers, StatsService(core, reasons),
                    Timers(core, lifecycle, workers, files), waker, files, Peers(redis, settings, store))
 
     async def start(self, timers: bool = True) -> None:

@@ -7,6 +7,7 @@ from typing import Any
 from sqlalchemy import text
 
 from coordinator.core import Core
+from coordinator.pending import PendingReasons
 from coordinator.queue import as_str
 
 PER_SERVICE = text("""
@@ -59,16 +60,19 @@ AUDIT = text("SELECT id, at, actor, action, target, count, detail FROM audit ORD
 class StatsService:
     """Read-only aggregates."""
 
-    def __init__(self, core: Core) -> None:
+    def __init__(self, core: Core, reasons: PendingReasons) -> None:
         self.core = core
+        self.reasons = reasons
 
     async def _rows(self, query: Any, **params: Any) -> list[dict[str, Any]]:
         async with self.core.engine.connect() as conn:
             return [dict(r._mapping) for r in (await conn.execute(query, params)).all()]
 
     async def queues(self) -> list[dict[str, Any]]:
-        """Per service: pending, running, finished in the last hour, oldest wait, 30-minute throughput."""
+        """Per service: pending, running, finished in the last hour, oldest wait, 30-minute throughput, and why
+        its queued tasks wait (`waiting`: [{code, message, count}], most first)."""
         services = await self._rows(PER_SERVICE)
+        waiting = await self.reasons.by_service()
         spark: dict[str, list[int]] = {s["service"]: [0] * 30 for s in services}
         for row in await self._rows(THROUGHPUT):
             if row["service"] in spark and 0 <= row["minutes_ago"] < 30:
@@ -76,6 +80,7 @@ class StatsService:
         for s in services:
             s["oldest_pending_s"] = float(s["oldest_pending_s"]) if s["oldest_pending_s"] is not None else None
             s["throughput_per_min"] = spark[s["service"]]
+            s["waiting"] = waiting.get(s["service"], [])
         return services
 
     async def task_counts(self) -> dict[str, Any]:

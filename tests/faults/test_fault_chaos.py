@@ -150,7 +150,7 @@ def test_operator_restart_waits_for_the_old_attempt(cluster: Callable[..., Clust
         old, new = [ex for ex in runs if ex.task == task_id]
         assert new.start > old.last, "the new attempt started while the old one still ran"
     assert restarted >= 2.0  # the old processes died only at the end of the 2 s kill grace; nothing started before
-    assert waiting["status"] == "pending" and waiting["pending_reason"] == "waiting for the old attempt to stop"
+    assert waiting["status"] == "pending" and waiting["pending_reason"]["code"] == "stopping"
 
 
 def test_timed_out_task_that_ignores_sigterm_does_not_overlap_its_retry(cluster: Callable[..., Cluster],
