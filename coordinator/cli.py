@@ -20,6 +20,7 @@ from coordinator.config import ConfigError, load_settings
 from coordinator.embedded import EmbeddedError
 from coordinator.filedownload import files_command
 from coordinator.runtime import check_exposure, stores
+from coordinator.states import ReasonCode
 from coordinator.submitfile import read_batch_file, submit_in_chunks
 from coordinator.tables import render_table
 from coordinator.taskcommands import (
@@ -49,6 +50,8 @@ def _filter_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--group", action="append", default=[])
     parser.add_argument("--batch", dest="batch_id", help="batch id")
     parser.add_argument("-q", "--search", dest="q", default="", help="text in the name, type or id")
+    parser.add_argument("--reason", action="append", default=[], choices=[c.value for c in ReasonCode],
+                        help="pending tasks waiting for this reason (repeatable)")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -110,7 +113,8 @@ def build_parser() -> argparse.ArgumentParser:
         act.add_argument("--all", action="store_true", help="with no filter: really every task")
         _client_options(act)
 
-    show = sub.add_parser("show", help="one task in full: fields, parameters, result or error, attempts")
+    show = sub.add_parser("show", help="one task in full: why it waits, fields, parameters, result or error, "
+                                       "attempts, timeline")
     show.add_argument("task_id")
     _client_options(show)
 
@@ -178,9 +182,10 @@ async def _run_client(args: argparse.Namespace) -> int:
         elif args.command == "tasks":
             result = await client.list_tasks(page=args.page, page_size=args.page_size, status=args.status,
                                              service=args.service, group=args.group, batch_id=args.batch_id,
-                                             q=args.q)
-            text = render_table(result["items"], ["id", "status", "service", "task_type", "name", "priority",
-                                                  "group", "attempts", "created_at"])
+                                             q=args.q, pending_reason=args.reason)
+            rows = [{**t, "reason": (t.get("pending_reason") or {}).get("code", "")} for t in result["items"]]
+            text = render_table(rows, ["id", "status", "reason", "service", "task_type", "name", "priority",
+                                       "group", "attempts", "created_at"])
             text += f"\n{len(result['items'])} of {result['total']} tasks (page {result['page']})"
         elif args.command == "workers":
             result = await client.workers(group=args.group, status=args.status)
@@ -190,14 +195,15 @@ async def _run_client(args: argparse.Namespace) -> int:
             result, text = await files_command(client, args)
         elif args.command == "show":
             result = await client.get_task(args.task_id)
-            text = describe(result)
+            result["timeline"] = (await client.timeline(result["id"]))["events"]
+            text = describe(result, result["timeline"])
         elif args.command == "logs":
             return await print_logs(client, args.task_id, args.follow, raw=args.raw)
         elif args.command == "wait":
             return await _wait(client, args)
         else:
             flt = {"status": args.status, "service": args.service, "group": args.group, "batch_id": args.batch_id,
-                   "search": args.q}
+                   "search": args.q, "pending_reason": args.reason}
             flt = {k: v for k, v in flt.items() if v}
             if not args.ids and not flt and not args.all:
                 raise ConfigError(f"{args.command}: give task ids, a filter (--status, --service, ...) or --all")

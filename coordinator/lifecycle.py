@@ -81,6 +81,13 @@ SELECT id, attempt_id FROM done
 """Record successes of the worker's current attempts and close those attempts, in one statement; `started`
 names attempts whose `started` event came in the same report (short tasks: one write instead of two)."""
 
+RECORD_ACTION = text("""
+INSERT INTO task_events (task_id, kind, actor, detail)
+SELECT v.id, :kind, :actor, jsonb_build_object('from', v.status, 'attempt_id', NULLIF(v.attempt_id, ''))
+FROM unnest(CAST(:ids AS uuid[]), CAST(:from AS text[]), CAST(:attempts AS text[])) AS v(id, status, attempt_id)
+""")
+"""An operator action, one event per task changed (the task's timeline), in the action's own transaction."""
+
 DECIDED_FIELDS = ("status", "retry_count", "worker_losses", "available_at", "error", "end_reason", "finished_at",
                   "stopping_attempt_id")
 
@@ -174,9 +181,9 @@ class Lifecycle:
                        for r in rows]
             await conn.execute(update(Attempt).where(Attempt.id == bindparam("a_id")).values(
                 ended_at=now, end_reason=bindparam("a_reason"), error=bindparam("a_error"),
-                exit_code=bindparam("a_exit")), [
-                {"a_id": e.attempt_id, "a_reason": e.reason.value, "a_error": e.error, "a_exit": e.exit_code}
-                for e in (by_attempt[r.attempt_id] for r in rows)])
+                exit_code=bindparam("a_exit"), retry_at=bindparam("a_retry")), [
+                {"a_id": e.attempt_id, "a_reason": e.reason.value, "a_error": e.error, "a_exit": e.exit_code,
+                 "a_retry": t.available_at} for e, t in ((by_attempt[t.attempt_id], t) for t in decided)])
             await conn.execute(update(Task).where(Task.id == bindparam("t_id")).values(
                 {**{name: bindparam(f"t_{name}") for name in DECIDED_FIELDS}, "updated_at": now}),
                 [{"t_id": t.id, **{f"t_{name}": getattr(t, name) for name in DECIDED_FIELDS}} for t in decided])
@@ -292,6 +299,10 @@ class Lifecycle:
             target = str(ids[0]) if total == 1 else f"{total} tasks"
             await write_audit(conn, actor, f"task.{action.value}", target, len(rows),
                               {"skipped": len(ids) - len(rows)})
+            if rows:  # each task's timeline says who did it: one statement for the whole chunk
+                await conn.execute(RECORD_ACTION, {"ids": [r.id for r in rows], "kind": action.value, "actor": actor,
+                                                   "from": [r.status for r in rows],
+                                                   "attempts": [str(r.attempt_id or "") for r in rows]})
         changed = [r.id for r in rows]
         await self.core.resync(changed)
         return changed

@@ -26,10 +26,13 @@ FIELDS = ("id", "name", "service", "task_type", "status", "pending_reason", "pri
 ATTEMPT_COLUMNS = ["number", "worker_id", "gpus", "started_at", "ended_at", "end_reason", "exit_code"]
 
 
-def describe(task: dict[str, Any]) -> str:
-    """A task as `aidd show` prints it: its fields, parameters, result or error, then its attempts."""
+def describe(task: dict[str, Any], events: Sequence[dict[str, Any]] = ()) -> str:
+    """A task as `aidd show` prints it: its fields (why it waits, when pending), parameters, result or error, its
+    attempts, then its timeline."""
     width = len("input_params")
-    lines = [f"{name:<{width}}  {_plain(task[name])}" for name in FIELDS if task.get(name) not in (None, "", [])]
+    reason = task.get("pending_reason") or {}
+    shown = {**task, "pending_reason": f"{reason['code']}: {reason['message']}" if reason else None}
+    lines = [f"{name:<{width}}  {_plain(shown[name])}" for name in FIELDS if shown.get(name) not in (None, "", [])]
     lines.append(f"{'input_params':<{width}}  {json.dumps(task.get('input_params'), default=str)}")
     if task.get("result") is not None:
         lines.append(f"{'result':<{width}}  {json.dumps(task['result'], default=str)}")
@@ -37,6 +40,8 @@ def describe(task: dict[str, Any]) -> str:
         lines += [f"{'error':<{width}}", printable(task["error"], one_line=False)]
     if task.get("attempt_history"):
         lines += ["", render_table(task["attempt_history"], ATTEMPT_COLUMNS)]
+    if events:
+        lines += ["", "timeline", render_table(events, ["at", "kind", "text"], max_width=160)]
     return "\n".join(lines)
 
 

@@ -18,9 +18,10 @@ from redis.exceptions import RedisError
 from sqlalchemy import ColumnElement, String, and_, cast, func, insert, or_, select, text, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from coordinator.core import Core
+from coordinator import timeline
+from coordinator.core import Core, utcnow
 from coordinator.errors import BatchNotFound, InvalidInput, QueueFull, TaskNotFound
-from coordinator.models import Attempt, Batch, Task, TaskLog
+from coordinator.models import Attempt, Batch, Task, TaskAction, TaskLog, Worker
 from coordinator.pending import PendingReason, PendingReasons
 from coordinator.queue import QueuedTask
 from coordinator.schemas import BulkAction, TaskFilter, TaskSpec
@@ -204,6 +205,22 @@ class TaskService:
         view = (await self._views([row]))[0]
         view["attempt_history"] = [dict(a._mapping) for a in attempts]
         return view
+
+    async def timeline(self, task_id: uuid.UUID) -> dict[str, Any]:
+        """What happened to a task, oldest first: submitted, each attempt's lease, start, end and retry, operator
+        actions, and (while it waits) why it waits (see `coordinator.timeline`)."""
+        async with self.core.engine.connect() as conn:
+            row = (await conn.execute(select(*Task.__table__.c).where(Task.id == task_id))).first()
+            if row is None:
+                raise TaskNotFound(str(task_id))
+            attempts = (await conn.execute(select(*Attempt.__table__.c, Worker.hostname)
+                                           .outerjoin(Worker, Worker.id == Attempt.worker_id)
+                                           .where(Attempt.task_id == task_id).order_by(Attempt.number))).all()
+            actions = (await conn.execute(select(*TaskAction.__table__.c).where(TaskAction.task_id == task_id)
+                                          .order_by(TaskAction.id))).all()
+        [reason] = await self.reasons.for_tasks([row])
+        return {"task_id": task_id, "status": row.status,
+                "events": timeline.build(row, attempts, actions, reason, utcnow())}
 
     async def page(self, flt: TaskFilter, page: int = 1, page_size: int = 50,
                    sort: str = "-created_at") -> dict[str, Any]:

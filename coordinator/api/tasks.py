@@ -104,6 +104,12 @@ async def get_task(request: Request, ctx: Ctx) -> Any:
     return await ctx.coordinator.tasks.get(request.path_params["task_id"])
 
 
+@api.route("GET", "/api/v1/tasks/{task_id}/timeline", Access.READ, "What happened to the task, oldest first: "
+           "submitted, leases, starts, ends, retries, operator actions, why it waits")
+async def task_timeline(request: Request, ctx: Ctx) -> Any:
+    return await ctx.coordinator.tasks.timeline(request.path_params["task_id"])
+
+
 @api.route("GET", "/api/v1/tasks/{task_id}/logs", Access.READ, "Log lines after line id `after`",
            query=(AFTER, LOG_LIMIT, LOG_ATTEMPT))
 async def task_logs(request: Request, ctx: Ctx) -> Any:
