@@ -10,6 +10,7 @@ from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import Any, TextIO
 
 from coordinator.client import ApiError, CoordinatorClient
+from coordinator.schemas import DROPPED_STREAM
 from coordinator.states import FINISHED, TaskStatus
 from coordinator.tables import render_table
 from coordinator.textcheck import printable
@@ -53,8 +54,8 @@ def _plain(value: Any) -> str:
 
 async def print_logs(client: CoordinatorClient, task_id: str, follow: bool, out: TextIO | None = None,
                      err: TextIO | None = None, raw: bool = False) -> int:
-    """Print the task's log, every attempt (its stdout lines to `out`, its stderr lines to `err`: this process's
-    own by default); with `follow`, go on printing new lines until the task has finished. Lines are made
+    """Print the task's log, every attempt (its stdout lines to `out`, its stderr lines and the notes of lines
+    the log cap dropped to `err`: this process's own by default); with `follow`, go on printing new lines until the task has finished. Lines are made
     printable (a task's escape sequences never reach the terminal) unless `raw`."""
     out, err = out or sys.stdout, err or sys.stderr
     after = 0
@@ -62,7 +63,7 @@ async def print_logs(client: CoordinatorClient, task_id: str, follow: bool, out:
         page = await client.logs(task_id, after=after, limit=LOG_PAGE)
         for line in page["lines"]:
             text = line["line"] if raw else printable(line["line"])
-            (err if line["stream"] == "stderr" else out).write(text + "\n")
+            (err if line["stream"] in ("stderr", DROPPED_STREAM) else out).write(text + "\n")  # a cap's note too
         out.flush()
         err.flush()
         after = page["next"]

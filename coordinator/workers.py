@@ -16,7 +16,7 @@ from typing import Any
 
 import orjson
 from redis.exceptions import RedisError
-from sqlalchemy import bindparam, delete, func, insert, select, text, update
+from sqlalchemy import bindparam, func, insert, select, text, update
 from sqlalchemy.exc import SQLAlchemyError
 
 from coordinator.beats import Beats
@@ -25,7 +25,15 @@ from coordinator.errors import WorkerNotFound
 from coordinator.lifecycle import AttemptEnd, Lifecycle
 from coordinator.models import Attempt, Task, TaskLog, Worker, WorkerCommand
 from coordinator.queue import ClaimRequest, GpuFree, as_str
-from coordinator.schemas import Heartbeat, LeaseRequest, TaskEvent, WorkerCommandSpec, WorkerRegistration
+from coordinator.schemas import (
+    DROPPED_STREAM,
+    Heartbeat,
+    LeaseRequest,
+    TaskEvent,
+    WorkerCommandSpec,
+    WorkerRegistration,
+    dropped_note,
+)
 from coordinator.states import EndReason, TaskStatus, WorkerStatus
 from coordinator.textcheck import check_text, clean_line
 from coordinator.wakeup import Waker
@@ -41,6 +49,19 @@ SELECT max(id) FROM (
 ) AS tail WHERE n > :lines OR bytes > :bytes
 """)
 """The newest log line of an attempt that falls outside its kept tail (it and every older line go)."""
+LOG_DROP = text(f"""
+WITH gone AS (
+    DELETE FROM task_logs WHERE attempt_id = :attempt AND id <= :cutoff AND id <> :cutoff RETURNING stream
+), cut AS (
+    SELECT stream FROM task_logs WHERE id = :cutoff
+UNION ALL
+    SELECT stream FROM gone
+)
+UPDATE attempts SET log_dropped = log_dropped + (SELECT count(*) FROM cut WHERE stream <> '{DROPPED_STREAM}')
+WHERE id = :attempt RETURNING log_dropped
+""")
+"""Delete an attempt's lines older than the cutoff line and count them, and the cutoff line, as dropped (an earlier
+marker is not counted again); returns the attempt's total."""
 
 
 def hash_token(token: str) -> str:
@@ -359,7 +380,9 @@ class WorkerService:
 
     async def _trim_logs(self, attempts: set[uuid.UUID]) -> None:
         """Keep only the tail of each attempt's log: its last log_max_lines_per_attempt lines, and no more than
-        log_max_bytes_per_attempt bytes of them (a flood of long lines is bounded too)."""
+        log_max_bytes_per_attempt bytes of them (a flood of long lines is bounded too). The newest line that goes
+        becomes a marker saying how many went (`… 660 000 lines dropped …`), so the log reads true where it
+        was cut; the count adds up on the attempt across trims."""
         settings = self.core.settings
         async with self.core.engine.begin() as conn:
             for attempt in attempts:
@@ -367,7 +390,9 @@ class WorkerService:
                     "attempt": attempt, "lines": settings.log_max_lines_per_attempt,
                     "bytes": settings.log_max_bytes_per_attempt})).scalar()
                 if cutoff is not None:
-                    await conn.execute(delete(TaskLog).where(TaskLog.attempt_id == attempt, TaskLog.id <= cutoff))
+                    dropped = (await conn.execute(LOG_DROP, {"attempt": attempt, "cutoff": cutoff})).scalar_one()
+                    await conn.execute(update(TaskLog).where(TaskLog.id == cutoff).values(
+                        stream=DROPPED_STREAM, line=dropped_note(dropped)))
 
     # -- leaving ----------------------------------------------------------------------------------
 
