@@ -62,7 +62,7 @@ class Coordinator:
         workers = WorkerService(core, lifecycle, waker)
         store = open_store(settings)
         files = FileService(core, store)
-        reasons = PendingReasons(core, workers.overview)
+        reasons = PendingReasons(core, workers.capacities)
         return cls(core, TaskService(core, reasons), lifecycle, workers, StatsService(core, reasons),
                    Timers(core, lifecycle, workers, files), waker, files, Peers(redis, settings, store))
 

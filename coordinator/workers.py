@@ -431,6 +431,20 @@ class WorkerService:
         return [v for v in views
                 if (group is None or group in v["groups"]) and (status is None or v["status"] == status)]
 
+    async def capacities(self) -> list[dict[str, Any]]:
+        """Every worker's live status and what it can run (services, groups, labels, cores, memory, GPUs, slots):
+        what `overview` shows, without the telemetry, for deciding why tasks wait (`pending`)."""
+        columns = (Worker.id, Worker.status, Worker.services, Worker.groups, Worker.labels, Worker.cpu_cores,
+                   Worker.memory_gb, Worker.gpus, Worker.slots)
+        async with self.core.engine.connect() as conn:
+            rows = (await conn.execute(select(*columns))).all()
+        async with self.core.redis.pipeline(transaction=False) as pipe:
+            for row in rows:
+                pipe.hget(self.keys.worker(str(row.id)), "status")
+            live = await pipe.execute()
+        return [{**row._mapping, "status": as_str(status) if status is not None else row.status}
+                for row, status in zip(rows, live, strict=True)]
+
     async def get(self, worker_id: uuid.UUID) -> dict[str, Any]:
         """One worker."""
         for view in await self.overview():
