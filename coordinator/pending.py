@@ -20,6 +20,7 @@ from typing import Any
 from redis.exceptions import RedisError
 from sqlalchemy import ColumnElement, and_, between, cast, false, or_, select
 from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.exc import SQLAlchemyError
 
 from coordinator.core import Core, utcnow
 from coordinator.keys import SEQ_SPAN
@@ -309,7 +310,7 @@ class PendingReasons:
             for i in queued:
                 reasons[i] = self.of_shape(snap, Shape.of_task(rows[i]))
             await self._count_ahead(rows, reasons)
-        except (RedisError, OSError) as exc:  # the index is away: the tasks show without these reasons
+        except (RedisError, SQLAlchemyError, OSError) as exc:  # a store is away: the tasks show without them
             log.warning("pending reasons unavailable (%s: %s)", type(exc).__name__, exc)
         return reasons
 

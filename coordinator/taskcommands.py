@@ -30,7 +30,7 @@ ATTEMPT_COLUMNS = ["number", "worker_id", "gpus", "started_at", "ended_at", "end
 def describe(task: dict[str, Any], events: Sequence[dict[str, Any]] = ()) -> str:
     """A task as `aidd show` prints it: its fields (why it waits, when pending), parameters, result or error, its
     attempts, then its timeline."""
-    width = len("input_params")
+    width = max(len(name) for name in (*FIELDS, "input_params"))
     reason = task.get("pending_reason") or {}
     shown = {**task, "pending_reason": f"{reason['code']}: {reason['message']}" if reason else None}
     lines = [f"{name:<{width}}  {_plain(shown[name])}" for name in FIELDS if shown.get(name) not in (None, "", [])]
@@ -55,8 +55,9 @@ def _plain(value: Any) -> str:
 async def print_logs(client: CoordinatorClient, task_id: str, follow: bool, out: TextIO | None = None,
                      err: TextIO | None = None, raw: bool = False) -> int:
     """Print the task's log, every attempt (its stdout lines to `out`, its stderr lines and the notes of lines
-    the log cap dropped to `err`: this process's own by default); with `follow`, go on printing new lines until the task has finished. Lines are made
-    printable (a task's escape sequences never reach the terminal) unless `raw`."""
+    the log cap dropped to `err`: this process's own by default); with `follow`, go on printing new lines until
+    the task has finished. Lines are made printable (a task's escape sequences never reach the terminal) unless
+    `raw`."""
     out, err = out or sys.stdout, err or sys.stderr
     after = 0
     while True:
