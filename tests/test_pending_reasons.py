@@ -6,9 +6,14 @@ from __future__ import annotations
 from typing import Any
 
 import httpx
+import pytest
 
+from coordinator.cli import main as cli_main
+from coordinator.server import BackgroundServer
+from tests.consolekit import console, refreshed, until
 from tests.helpers import HttpAgent, task_body, wait_for
 
+pytestmark = pytest.mark.anyio
 GPU = {"index": 0, "name": "A100", "uuid": "GPU-0", "memory_gb": 40}
 
 
@@ -117,3 +122,33 @@ def test_filter_by_reason_and_queue_summary(client: httpx.Client) -> None:
         {"code": "too_big", "message": "no worker is big enough: none has 1 GPU", "count": 1}]
     cancelled = client.post("/api/v1/tasks/bulk/cancel", json={"filter": {"pending_reason": ["no_group"]}})
     assert cancelled.json()["changed"] == 3
+
+
+def test_aidd_tasks_shows_and_filters_reasons(api_server: BackgroundServer, client: httpx.Client,
+                                              capsys: pytest.CaptureFixture[str]) -> None:
+    orphan = submit(client, group="nobody")
+    HttpAgent.register(client, groups=["small"], cpu_cores=2)
+    big = submit(client, group="small", resources={"cpu": 8})
+    reason_of(client, big, "too_big")
+    assert cli_main(["tasks", "--reason", "no_group", "--url", api_server.url]) == 0
+    out = capsys.readouterr().out
+    assert orphan in out and big not in out and "no_group" in out and "1 of 1 tasks" in out
+    with pytest.raises(SystemExit) as bad:
+        cli_main(["tasks", "--reason", "sleepy", "--url", api_server.url])
+    assert bad.value.code == 2 and "--reason" in capsys.readouterr().err
+    assert cli_main(["cancel", "--reason", "too_big", "--url", api_server.url]) == 0
+    assert client.get(f"/api/v1/tasks/{big}").json()["status"] == "cancelled"
+    assert client.get(f"/api/v1/tasks/{orphan}").json()["status"] == "pending"
+
+
+async def test_the_queues_pane_says_why_tasks_wait(api_server: BackgroundServer, client: httpx.Client) -> None:
+    from console.widgets.queue_table import QueueTable
+
+    for _ in range(3):
+        submit(client, service="docking", group="nobody")
+    app = console(api_server)
+    async with app.run_test(size=(200, 40)) as pilot:
+        await refreshed(pilot)
+        table = app.screen.query_one(QueueTable)
+        await until(pilot, lambda: table.get_cell("docking", "waiting").plain
+                    == "3 waiting: no online worker in group `nobody`", what="the reason in the Queues pane")
