@@ -106,6 +106,8 @@ class WorkerRoom:
     gpu_memory: list[float]
     """Each GPU's memory (GB; inf when unknown)."""
     slots: int
+    problem: str | None = None
+    """What stops it running tasks (its work dir gone, read-only, full), as its heartbeats say."""
     gpu_index: dict[int, int] = field(default_factory=dict)
     """NVML index -> position in the GPU lists (tasks name GPUs by index)."""
     running: int = 0
@@ -198,8 +200,13 @@ def decide(shape: Shape, snap: Snapshot) -> PendingReason:
         return PendingReason(ReasonCode.TOO_BIG,
                              f"no worker is big enough: none has {_needs_phrase(shape, asked)} together")
     online = [w for w in fitting if w.status == WorkerStatus.ONLINE]
-    if any(not w.short_of(shape, free=True) for w in online):
+    if any(not w.short_of(shape, free=True) and not w.problem for w in online):
         return PendingReason(ReasonCode.READY, "a fitting worker has room: it starts at that worker's next lease")
+    troubled = [w.problem for w in online if w.problem]
+    if troubled and len(troubled) == len(fitting):
+        n = len(troubled)
+        return PendingReason(ReasonCode.BUSY, f"{'the' if n == 1 else 'all'} {n} fitting worker{'' if n == 1 else 's'} "
+                             f"cannot run tasks: {troubled[0]}")
     n = len(fitting)
     workers = f"{n} fitting worker{'' if n == 1 else 's'}"
     if not online:
@@ -248,7 +255,7 @@ class PendingReasons:
             memory = [float(g.get("memory_gb") or math.inf) for g in gpus]
             workers[w["id"]] = WorkerRoom(
                 w["status"], frozenset(w.get("services") or ()), frozenset(w["groups"]), frozenset(w["labels"]),
-                float(w["cpu_cores"]), float(w["memory_gb"] or 0.0), memory, int(w["slots"]),
+                float(w["cpu_cores"]), float(w["memory_gb"] or 0.0), memory, int(w["slots"]), w.get("problem"),
                 gpu_index={int(g.get("index", i)): i for i, g in enumerate(gpus)},
                 gpu_free=[1.0] * len(gpus), gpu_memory_free=list(memory))
         async with self.core.engine.connect() as conn:

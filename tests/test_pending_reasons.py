@@ -90,6 +90,14 @@ def test_ready_then_busy_then_draining_then_priority(client: httpx.Client) -> No
     assert reason_of(client, high, "busy", "the 1 fitting worker is draining")
 
 
+def test_a_worker_that_cannot_run_tasks_is_not_room(client: httpx.Client) -> None:
+    agent = HttpAgent.register(client, groups=["broken"], cpu_cores=4)
+    task = submit(client, group="broken")
+    reason_of(client, task, "ready")
+    assert agent.post("heartbeat", {"problem": "work dir /scratch is read-only"}).status_code == 200
+    assert reason_of(client, task, "busy", "the 1 fitting worker cannot run tasks: work dir /scratch is read-only")
+
+
 def test_retry_backoff_and_old_attempt_stopping(client: httpx.Client) -> None:
     agent = HttpAgent.register(client, groups=["retry"], cpu_cores=4)
     failing = submit(client, group="retry", max_retries=2)
