@@ -51,7 +51,7 @@ SELECT max(id) FROM (
 """The newest log line of an attempt that falls outside its kept tail (it and every older line go)."""
 LOG_DROP = text(f"""
 WITH gone AS (
-    DELETE FROM task_logs WHERE attempt_id = :attempt AND id <= :cutoff AND id <> :cutoff RETURNING stream
+    DELETE FROM task_logs WHERE attempt_id = :attempt AND id < :cutoff RETURNING stream
 ), cut AS (
     SELECT stream FROM task_logs WHERE id = :cutoff
 UNION ALL
