@@ -144,6 +144,8 @@ class TaskService:
                 views = [{**task_view(r), "attempt_history": []} for r in stored]
             else:
                 seqs = await self._copy_in(conn, rows)
+        for row in rows:
+            self.core.metrics.submitted.labels(row["service"]).inc()
         try:
             await self.core.index.put_pending([
                 QueuedTask(id=str(r["id"]), service=r["service"], group=r["group"], priority=r["priority"], seq=seq,
