@@ -5,8 +5,10 @@ Real API over HTTP, real stores; the leader's snapshot is taken by driving the t
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -20,6 +22,7 @@ from tests.helpers import HttpAgent, task_body
 
 GIB = 1024**3
 UUID_RE = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-")
+DASHBOARD = Path(__file__).resolve().parent.parent / "deploy" / "grafana" / "aidd.json"
 
 COUNTERS = {
     "aidd_tasks_submitted": {"service"},
@@ -173,3 +176,17 @@ async def test_only_the_leader_exports_the_cluster(coordinator: Coordinator) -> 
         assert value(stopped, "aidd_leader") == 0 and not samples(stopped, "aidd_slots")
     finally:
         await second.stop()
+
+
+def test_the_grafana_dashboard_uses_only_metrics_we_export(cluster: HttpAgent, client: httpx.Client) -> None:
+    """Every series the shipped dashboard queries is one this coordinator exports, with a suffix its type has."""
+    dashboard = json.loads(DASHBOARD.read_text())
+    exprs = [t["expr"] for p in dashboard["panels"] for t in p.get("targets", [])]
+    assert exprs
+    families = scrape(client)
+    suffixes = {"counter": ("_total",), "histogram": ("_bucket", "_sum", "_count"), "gauge": ("",)}
+    for expr in exprs:
+        for name in re.findall(r"\b((?:aidd|process)_[a-z_]+)", expr):
+            family = next((f for f in families.values()
+                           if any(name == f.name + s for s in suffixes.get(f.type, ("",)))), None)
+            assert family is not None, f"{name} in {expr!r} is not exported"
