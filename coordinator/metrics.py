@@ -32,8 +32,9 @@ SNAPSHOT_PERIOD = 5.0
 """Seconds between refreshes of the cluster snapshot by the leader's timers."""
 GPU_BUSY_UTILIZATION = 5.0
 """A GPU reporting more than this utilisation (percent) is busy, in `/workers/stats` and in `aidd_gpus_busy`."""
-LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
-"""Request durations: a millisecond to a long-polling lease (up to `lease_max_wait`, 30 s)."""
+LATENCY_BUCKETS = (0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0, 30.0)
+"""Request durations: a few milliseconds to a long-polling lease (up to `lease_max_wait`, 30 s). Each bucket is a
+series per route and method, and a scrape's cost grows with the series: few buckets, and no status label here."""
 TASK_BUCKETS = (0.1, 0.5, 1, 5, 15, 30, 60, 300, 900, 1800, 3600, 4 * 3600, 12 * 3600, 24 * 3600)
 """Queue waits and run times: a tenth of a second to a day."""
 
@@ -167,8 +168,10 @@ class Metrics:
         self.refused = Counter("aidd_reports_refused", "Agent reports refused: their attempt is no longer current "
                                "(the fence)", ["event"], registry=r)
         self.workers_lost = Counter("aidd_workers_lost", "Workers declared lost for want of heartbeats", registry=r)
-        self.http = Histogram("aidd_http_request_duration_seconds", "HTTP requests by route template",
-                              ["method", "route", "status"], buckets=LATENCY_BUCKETS, registry=r)
+        self.http = Histogram("aidd_http_request_duration_seconds", "HTTP request durations by route template",
+                              ["method", "route"], buckets=LATENCY_BUCKETS, registry=r)
+        self.http_requests = Counter("aidd_http_requests", "HTTP requests by route template and status code",
+                                     ["method", "route", "status"], registry=r)
         self.queue_wait = Histogram("aidd_task_queue_wait_seconds", "From submission to the first attempt's start",
                                     ["service"], buckets=TASK_BUCKETS, registry=r)
         self.run_time = Histogram("aidd_attempt_duration_seconds", "From an attempt's start to its end",

@@ -31,9 +31,10 @@ COUNTERS = {
     "aidd_tasks_retried": {"service", "reason"},
     "aidd_reports_refused": {"event"},
     "aidd_workers_lost": set(),
+    "aidd_http_requests": {"method", "route", "status"},
 }
 HISTOGRAMS = {
-    "aidd_http_request_duration_seconds": {"method", "route", "status"},
+    "aidd_http_request_duration_seconds": {"method", "route"},
     "aidd_task_queue_wait_seconds": {"service"},
     "aidd_attempt_duration_seconds": {"service", "reason"},
 }
@@ -146,7 +147,10 @@ def test_http_routes_are_templates(cluster: HttpAgent, client: httpx.Client) -> 
     assert client.get("/api/v1/no/such/route").status_code == 404
     families = scrape(client)
     routes = {(s.labels["method"], s.labels["route"], s.labels["status"])
-              for s in samples(families, "aidd_http_request_duration_seconds", "_count")}
+              for s in samples(families, "aidd_http_requests", "_total")}
+    timed = {(s.labels["method"], s.labels["route"])
+             for s in samples(families, "aidd_http_request_duration_seconds", "_count")}
+    assert timed == {(method, route) for method, route, _status in routes}
     assert ("POST", "/api/v1/workers/{worker_id}/lease", "200") in routes
     assert ("POST", "/api/v1/workers/{worker_id}/reports", "200") in routes
     assert ("POST", "/api/v1/tasks", "201") in routes

@@ -14,7 +14,8 @@ UNMATCHED = "unmatched"
 
 
 class RequestTimer:
-    """ASGI middleware, outermost: observes `aidd_http_request_duration_seconds{method, route, status}`."""
+    """ASGI middleware, outermost: `aidd_http_request_duration_seconds{method, route}` and
+    `aidd_http_requests_total{method, route, status}`."""
 
     def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
         self.app = app
@@ -38,4 +39,5 @@ class RequestTimer:
         finally:
             route = getattr(scope.get("route"), "path", None) or UNMATCHED  # set by the router on a match
             method = scope["method"] if scope["method"] in METHODS else "other"
-            self.metrics.http.labels(method, route, str(status)).observe(time.perf_counter() - started)
+            self.metrics.http.labels(method, route).observe(time.perf_counter() - started)
+            self.metrics.http_requests.labels(method, route, str(status)).inc()
