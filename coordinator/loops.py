@@ -83,7 +83,7 @@ class Timers:
         await self._resign()
 
     async def _resign(self) -> None:
-        """Give the leader lease up if this process holds it."""
+        """Give the leader lease up if this process holds it; the cluster gauges go quiet here either way."""
         self._follow()
         if self.leader_since is not None:
             self.leader_since = None
@@ -108,7 +108,6 @@ class Timers:
             self._sit_out_until = time.monotonic() + self.core.settings.leader_lease
             with contextlib.suppress(Exception):  # the store that failed may well be Redis
                 await self._resign()
-            self._follow()
             self.leader_since = None
             self._last_reconcile = -math.inf
             return False
