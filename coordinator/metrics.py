@@ -6,7 +6,7 @@ Two kinds, kept apart because several coordinators share one cluster:
   wait, run time) count what this process did, as Prometheus expects of counters: `sum(rate(...))` over the
   instances gives the cluster's rate.
 - **The cluster's state** — pending, running, workers, slots, GPUs — is exported by the leader alone, from a
-  snapshot its timers refresh every `SNAPSHOT_PERIOD` seconds (`ClusterSnapshot.read`, which costs
+  snapshot its timers refresh every `SNAPSHOT_PERIOD` seconds (`stats.read_cluster`, which costs
   O(active tasks + workers), never a scan of the task table). Other coordinators export these families
   without samples, so `sum(aidd_tasks_pending)` over every instance counts each task once, and a scrape costs
   no query at all.
