@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import re
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -15,10 +16,13 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.samples import Sample
+from redis import Redis as SyncRedis
 
+from coordinator.config import Settings
 from coordinator.server import BackgroundServer
 from coordinator.service import Coordinator
-from tests.helpers import HttpAgent, task_body
+from coordinator.states import Action, TaskStatus
+from tests.helpers import HttpAgent, await_for, drive_to, started, task_body
 
 GIB = 1024**3
 UUID_RE = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-")
@@ -194,3 +198,33 @@ def test_the_grafana_dashboard_uses_only_metrics_we_export(cluster: HttpAgent, c
             family = next((f for f in families.values()
                            if any(name == f.name + s for s in suffixes.get(f.type, ("",)))), None)
             assert family is not None, f"{name} in {expr!r} is not exported"
+
+
+@pytest.mark.anyio
+async def test_every_ending_is_counted(settings: Settings, clean_db: None, redis: SyncRedis) -> None:
+    """Failures, retries (by reason and by an operator), cancels, timeouts and lost workers each land in their
+    counter, and every ended attempt in the run-time histogram under its end reason."""
+    async with started(settings, heartbeat_timeout=1.0) as coordinator:
+        permanent = await drive_to(coordinator, TaskStatus.FAILED)  # failed at once
+        failed = await drive_to(coordinator, TaskStatus.TIMEOUT)
+        retried = await drive_to(coordinator, TaskStatus.RUNNING)
+        assert await retried.agent.report(retried.leased, "failed", reason="error", error="exit 1")
+        running = await drive_to(coordinator, TaskStatus.RUNNING)
+        await coordinator.lifecycle.act(Action.CANCEL, [uuid.UUID(running.task_id)], "test", single=True)
+        await coordinator.lifecycle.act(Action.RETRY, [uuid.UUID(failed.task_id)], "test", single=True)
+        lost = await drive_to(coordinator, TaskStatus.RUNNING)
+
+        async def lost_reaped() -> bool:
+            for driven in (permanent, failed, retried, running):  # only `lost` falls silent
+                await driven.agent.heartbeat()
+            await coordinator.timers.reap_dead_workers()
+            return await lost.agent.status() == "offline"
+        await await_for(lost_reaped, what="the silent worker declared dead")
+        families = {f.name: f for f in text_string_to_metric_families(coordinator.core.metrics.exposition().decode())}
+    finished = {(s.labels["status"]): s.value for s in samples(families, "aidd_tasks_finished", "_total")}
+    assert finished == {"failed": 1, "timeout": 1, "cancelled": 1}
+    retries = {s.labels["reason"]: s.value for s in samples(families, "aidd_tasks_retried", "_total")}
+    assert retries["error"] == 1 and retries["operator"] == 1 and retries["worker_lost"] == 1
+    assert value(families, "aidd_workers_lost", "_total") >= 1
+    ended = {s.labels["reason"] for s in samples(families, "aidd_attempt_duration_seconds", "_count")}
+    assert {"permanent", "timeout", "error", "cancelled", "worker_lost"} <= ended
