@@ -139,6 +139,9 @@ class Settings(BaseModel):
     """How long presigned download URLs stay valid, in seconds (default 86400 = 24 h; at most 7 days)."""
     file_retention_days: float = Field(default=30, ge=0)
     """Files of tasks finished longer ago than this many days are deleted (hourly); 0 keeps them forever."""
+    task_retention_days: float = Field(default=90, ge=0)
+    """Finished tasks (succeeded, failed, timed out, cancelled) older than this many days are deleted with their
+    attempts, log lines and files, by the leader in small batches (default 90); 0 keeps them forever."""
 
     @field_validator("state_dir")
     @classmethod

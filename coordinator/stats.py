@@ -7,8 +7,11 @@ from typing import Any
 from sqlalchemy import text
 
 from coordinator.core import Core
+from coordinator.metrics import GPU_BUSY_UTILIZATION, ClusterSnapshot, gpu_readings
 from coordinator.pending import PendingReasons
 from coordinator.queue import as_str
+from coordinator.states import WorkerStatus
+from coordinator.workers import WorkerService
 
 PER_SERVICE = text("""
 SELECT service,
@@ -52,6 +55,18 @@ SELECT b.id, b.name, b.total, b.created_at,
        count(t.id) FILTER (WHERE t.finished_at > now() - interval '5 minutes') AS done_5m
 FROM batches b LEFT JOIN tasks t ON t.batch_id = b.id
 GROUP BY b.id ORDER BY b.created_at DESC LIMIT :limit
+""")
+
+ACTIVE = text("""
+SELECT service, status, count(*) AS n, extract(epoch FROM min(created_at)) AS oldest
+FROM tasks WHERE status IN ('pending', 'running') GROUP BY service, status
+""")
+"""Active tasks per service: reads the (status, service) index over pending and running rows only, so its cost
+follows the queues (bounded by max_pending_per_service) and the slots, never the finished history."""
+
+ALLOCATED_GPUS = text("""
+SELECT count(*) FROM (SELECT DISTINCT worker_id, jsonb_array_elements_text(gpus) FROM tasks
+                      WHERE status = 'running' AND gpus <> '[]'::jsonb) AS held
 """)
 
 AUDIT = text("SELECT id, at, actor, action, target, count, detail FROM audit ORDER BY id DESC LIMIT :limit")
@@ -108,3 +123,26 @@ class StatsService:
         """Event counters kept in Redis since the index was built."""
         raw = await self.core.redis.hgetall(self.core.keys.counters)
         return {as_str(k): int(v) for k, v in raw.items()}
+
+
+async def read_cluster(core: Core, workers: WorkerService) -> ClusterSnapshot:
+    """The cluster's state for the Prometheus gauges (the leader's timers call this every few seconds): active
+    tasks per service, workers by status, slots and GPUs. Costs O(active tasks + workers)."""
+    snapshot = ClusterSnapshot()
+    async with core.engine.connect() as conn:
+        for row in (await conn.execute(ACTIVE)).all():
+            counts = snapshot.pending if row.status == "pending" else snapshot.running
+            counts[row.service] = row.n
+            if row.status == "pending" and row.oldest is not None:
+                snapshot.oldest_pending_at[row.service] = float(row.oldest)
+        snapshot.gpus_allocated = int((await conn.execute(ALLOCATED_GPUS)).scalar() or 0)
+    views = await workers.overview()
+    online = [w for w in views if w["status"] != WorkerStatus.OFFLINE]
+    for w in views:
+        snapshot.workers[w["status"]] = snapshot.workers.get(w["status"], 0) + 1
+    snapshot.slots = sum(w["slots"] for w in online)
+    snapshot.slots_used = sum(w["running"] for w in online)
+    snapshot.gpus = sum(len(w["gpus"]) for w in online)
+    snapshot.gpu_readings = gpu_readings(views)
+    snapshot.gpus_busy = sum(1 for g in snapshot.gpu_readings if g.utilization_ratio * 100 > GPU_BUSY_UTILIZATION)
+    return snapshot

@@ -134,6 +134,8 @@ class TaskService:
                 seqs = [r.seq for r in stored]
             else:
                 seqs = await self._copy_in(conn, rows)
+        for row in rows:
+            self.core.metrics.submitted.labels(row["service"]).inc()
         try:
             await self.core.index.put_pending([
                 QueuedTask(id=str(r["id"]), service=r["service"], group=r["group"], priority=r["priority"], seq=seq,

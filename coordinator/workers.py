@@ -23,6 +23,7 @@ from coordinator.beats import Beats
 from coordinator.core import Core, send_commands, utcnow, write_audit
 from coordinator.errors import WorkerNotFound
 from coordinator.lifecycle import AttemptEnd, Lifecycle
+from coordinator.metrics import GPU_BUSY_UTILIZATION
 from coordinator.models import Attempt, Task, TaskLog, Worker, WorkerCommand
 from coordinator.queue import ClaimRequest, GpuFree, as_str
 from coordinator.schemas import (
@@ -348,6 +349,9 @@ class WorkerService:
             await self.core.redis.publish(self.keys.wakeup, f"w:{worker_id}".encode())  # see `lease`
         results = [e.attempt_id in accepted for e in events]
         if not all(results):  # late reports of attempts no longer current: the fence at work, worth a counter
+            for event, ok in zip(events, results, strict=True):
+                if not ok:
+                    self.core.metrics.refused.labels(event.event).inc()
             with contextlib.suppress(RedisError):
                 await self.core.redis.hincrby(self.keys.counters, "refused", results.count(False))
         return results
@@ -511,7 +515,8 @@ class WorkerService:
         used_cpu = sum(float(w["metrics"].get("used_cpu", 0)) for w in online)
         used_mem = sum(float(w["metrics"].get("used_memory_gb", 0)) for w in online)
         gpus = sum(len(w["gpus"]) for w in online)
-        busy_gpus = sum(1 for w in online for g in w["metrics"].get("gpus", []) if g.get("utilization", 0) > 5)
+        busy_gpus = sum(1 for w in online for g in w["metrics"].get("gpus", [])
+                        if g.get("utilization", 0) > GPU_BUSY_UTILIZATION)
         by_status: dict[str, int] = {}
         for w in workers:
             by_status[w["status"]] = by_status.get(w["status"], 0) + 1

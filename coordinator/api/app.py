@@ -18,6 +18,7 @@ from coordinator.api.guard import HostOriginGuard
 from coordinator.api.http import JSONResponse
 from coordinator.api.openapi import openapi_document
 from coordinator.api.routing import Endpoint
+from coordinator.api.timing import RequestTimer
 from coordinator.config import Settings
 from coordinator.service import Coordinator
 
@@ -42,6 +43,7 @@ def create_app(settings: Settings, coordinator: Coordinator | None = None, timer
     create; before, each paused the event loop for ~100 ms.
     """
     service = coordinator or Coordinator.build(settings)
+    service.core.metrics.set_version(package_version())
     owned = coordinator is None
     document = openapi_document(ENDPOINTS, package_version())
 
@@ -64,6 +66,7 @@ def create_app(settings: Settings, coordinator: Coordinator | None = None, timer
     api_routes = [*tasks.api.routes(service, settings), *workers.api.routes(service, settings),
                   *stats.api.routes(service, settings), *files.api.routes(service, settings)]
     app = Starlette(routes=[*api_routes, Route("/api/v1/openapi.json", openapi, methods=["GET"])],
-                    middleware=[Middleware(HostOriginGuard, settings=settings)], lifespan=lifespan)
+                    middleware=[Middleware(RequestTimer, metrics=service.core.metrics),
+                                Middleware(HostOriginGuard, settings=settings)], lifespan=lifespan)
     app.state.coordinator = service
     return app
