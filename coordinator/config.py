@@ -139,6 +139,17 @@ class Settings(BaseModel):
     """How long presigned download URLs stay valid, in seconds (default 86400 = 24 h; at most 7 days)."""
     file_retention_days: float = Field(default=30, ge=0)
     """Files of tasks finished longer ago than this many days are deleted (hourly); 0 keeps them forever."""
+    migrate_on_start: bool = True
+    """Bring the PostgreSQL schema to the newest revision at every start (default true). False: migrate as a
+    deployment step (`aidd db upgrade`); a coordinator then refuses, with one line, a schema that is not the newest."""
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    """Least severe log record `aidd --serve` writes (default info; also `--log-level`)."""
+    log_format: Literal["text", "json"] = "text"
+    """`aidd --serve` logs text lines, or one JSON object a line for log collectors (default text; also
+    `--log-format`). uvicorn's records take the same format."""
+    access_log: bool = True
+    """One record per HTTP request on logger `aidd.access`: method, path, status, duration and the request id that
+    the response carries in `X-Request-ID` (default true)."""
 
     @field_validator("state_dir")
     @classmethod
