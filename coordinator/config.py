@@ -141,7 +141,8 @@ class Settings(BaseModel):
     """Files of tasks finished longer ago than this many days are deleted (hourly); 0 keeps them forever."""
     migrate_on_start: bool = True
     """Bring the PostgreSQL schema to the newest revision at every start (default true). False: migrate as a
-    deployment step (`aidd db upgrade`); a coordinator then refuses, with one line, a schema that is not the newest."""
+    deployment step (`aidd db upgrade`); a coordinator then refuses, with one line, a schema that is not the newest.
+    An embedded PostgreSQL is always migrated at start (nothing else reaches it)."""
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     """Least severe log record `aidd --serve` writes (default info; also `--log-level`)."""
     log_format: Literal["text", "json"] = "text"
@@ -180,6 +181,11 @@ class Settings(BaseModel):
         """Where the value of `key` came from, as the operator wrote it: `REDIS_URL`, `AIDD_REDIS_URL`,
         `redis_url in aidd.yml`; the key itself when it was set in code or by a flag."""
         return self._origins.get(key, key)
+
+    @property
+    def migrates_at_start(self) -> bool:
+        """Whether the coordinator brings the schema up to date itself (see `migrate_on_start`)."""
+        return self.migrate_on_start or "postgres" in self.embedded
 
     @property
     def is_loopback(self) -> bool:

@@ -78,7 +78,7 @@ class Coordinator:
             await self.core.redis.ping()
             database = await database_identity(self.core.engine)
             settings = self.core.settings
-            if settings.migrate_on_start:
+            if settings.migrates_at_start:
                 await migrate(self.core.engine)
             else:
                 await check_schema(self.core.engine, settings.origin("database_url"),

@@ -15,8 +15,10 @@ from typing import Any
 
 LOG_FORMATS = ("text", "json")
 LOG_LEVELS = ("debug", "info", "warning", "error")
-_RECORD_FIELDS = frozenset(vars(logging.LogRecord("", 0, "", 0, "", (), None))) | {"message", "asctime"}
-"""Attributes every LogRecord has; anything else on a record came from `extra=` and goes into the JSON object."""
+_RECORD_FIELDS = frozenset(vars(logging.LogRecord("", 0, "", 0, "", (), None))) | {"message", "asctime",
+                                                                                   "color_message"}
+"""Attributes every LogRecord has (and uvicorn's terminal-coloured copy of its message); anything else on a record
+came from `extra=` and goes into the JSON object."""
 
 
 class JsonFormatter(logging.Formatter):
