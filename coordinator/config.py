@@ -268,7 +268,7 @@ def load_settings(path: Path | None = None, env: Mapping[str, str] | None = None
     except ValidationError as exc:
         error = exc.errors()[0]
         key = str(error["loc"][0]) if error["loc"] else "config"
-        shown = ENV_PREFIX + key.upper() if key in from_env and key not in overrides else key
+        shown = ENV_PREFIX + key.upper() if key in from_env and key not in flags else key
         where = ".".join(str(p) for p in error["loc"][1:])
         detail = f"{error['msg']}" + (f" (at {where})" if where else "")
         if error["type"] == "extra_forbidden":

@@ -126,3 +126,12 @@ def test_log_level_warning_keeps_only_warnings(servers: tuple[str, str], tmp_pat
     """`--log-level warning` (text): no start-up chatter and no access records."""
     output, _ = serve_and_stop(servers, tmp_path, "--log-level", "warning")
     assert " INFO " not in output and "aidd.access" not in output, output
+
+
+def test_a_bad_log_setting_names_its_variable(tmp_path: Path) -> None:
+    """AIDD_LOG_FORMAT=xml stops `aidd --serve` with one line naming the variable (not the setting's name), exit 2."""
+    environ = {k: v for k, v in os.environ.items() if not k.startswith(FOREIGN_ENV)}
+    environ.update({"PYTHONPATH": str(ROOT), "AIDD_LOG_FORMAT": "xml", "AIDD_STATE_DIR": str(tmp_path)})
+    done = subprocess.run([sys.executable, "-m", "coordinator.cli", "--serve"], cwd=tmp_path, env=environ,
+                          capture_output=True, text=True, timeout=60, check=False)
+    assert (done.returncode, done.stderr) == (2, "aidd: AIDD_LOG_FORMAT: Input should be 'text' or 'json', got 'xml'\n")
