@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import shutil
 import subprocess
 import sys
@@ -20,6 +19,7 @@ from redis import Redis as SyncRedis
 
 from coordinator.config import Settings
 from coordinator.server import BackgroundServer
+from scripts.check_images import image_command
 from tests.agent_helpers import Api, wait_for
 
 pytestmark = pytest.mark.slow
@@ -75,13 +75,6 @@ def test_agent_distribution_matches_the_whole_product() -> None:
     assert agent["scripts"]["aidd-agent"] == whole["scripts"]["aidd-agent"]
 
 
-def image_command(dockerfile: Path) -> list[str]:
-    """ENTRYPOINT + CMD of a Dockerfile (exec form), as the container runs them."""
-    text = dockerfile.read_text()
-    parts = [re.search(rf"^{word} (\[.*\])$", text, re.M) for word in ("ENTRYPOINT", "CMD")]
-    return [arg for match in parts if match for arg in json.loads(match.group(1))]
-
-
 @pytest.fixture
 def live(settings: Settings, clean_db: None, redis: SyncRedis) -> Iterator[BackgroundServer]:
     server = BackgroundServer(settings.model_copy(update={"port": 0, "lease_max_wait": 2.0}), timers=True).start()
@@ -92,7 +85,7 @@ def live(settings: Settings, clean_db: None, redis: SyncRedis) -> Iterator[Backg
 def test_agent_image_entrypoint_runs_a_task(agent_venv: Path, live: BackgroundServer, tmp_path: Path) -> None:
     """The agent image's ENTRYPOINT and CMD, run from the agent-only venv with the environment a container gets,
     register, run a shell task and log JSON lines; SIGTERM ends it cleanly (exit 0, the worker offline)."""
-    command = image_command(ROOT / "deploy" / "agent.Dockerfile")
+    command = image_command((ROOT / "deploy" / "agent.Dockerfile").read_text())
     assert command[0] == "aidd-agent"
     env = {"PATH": f"{agent_venv / 'bin'}{os.pathsep}{os.environ['PATH']}", "AIDD_URL": live.url,
            "AIDD_HOSTNAME": "image-agent", "AIDD_WORK_DIR": str(tmp_path / "work"), "HOME": str(tmp_path)}

@@ -19,7 +19,7 @@ import pytest
 import yaml
 
 from coordinator.api.app import ENDPOINTS
-from tests.test_agent_install import image_command
+from scripts.check_images import image_command
 
 ROOT = Path(__file__).resolve().parent.parent
 DEPLOY = ROOT / "deploy"
@@ -46,8 +46,8 @@ def pod_spec(kind: str) -> dict[str, Any]:
 def test_images_run_the_two_commands() -> None:
     """The coordinator image serves; the agent image runs the agent (its run from a fresh venv is in
     test_agent_install; the coordinator's in deploy/check-images.sh)."""
-    assert image_command(DEPLOY / "coordinator.Dockerfile") == ["aidd", "--serve"]
-    assert image_command(DEPLOY / "agent.Dockerfile")[0] == "aidd-agent"
+    assert image_command((DEPLOY / "coordinator.Dockerfile").read_text()) == ["aidd", "--serve"]
+    assert image_command((DEPLOY / "agent.Dockerfile").read_text())[0] == "aidd-agent"
     agent_image = (DEPLOY / "agent.Dockerfile").read_text()
     assert "NVIDIA_DRIVER_CAPABILITIES=compute,utility" in agent_image
 
