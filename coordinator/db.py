@@ -9,6 +9,7 @@ from alembic import command
 from alembic.config import Config
 from alembic.migration import MigrationContext
 from alembic.script import ScriptDirectory
+from alembic.util import CommandError
 from sqlalchemy import Connection
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
@@ -89,8 +90,24 @@ async def schema_revision(engine: AsyncEngine) -> str | None:
     return heads[0] if heads else None
 
 
+def schema_is_current(revision: str | None) -> bool:
+    """Whether code of this version can run on a schema at `revision`: its own newest, or one it does not know,
+    which a newer release wrote (migrations only add, so during a rolling upgrade the older coordinators go on
+    serving once the newer one has migrated). A revision it knows short of its newest is behind."""
+    if revision is None:
+        return False
+    scripts = ScriptDirectory.from_config(alembic_config())
+    if revision == scripts.get_current_head():
+        return True
+    try:
+        scripts.get_revision(revision)
+    except CommandError:
+        return True
+    return False
+
+
 class SchemaOutOfDate(ConfigError):
-    """The schema is not at this code's newest revision and `migrate_on_start` is off: refused at start."""
+    """The schema is behind this code's newest revision and `migrate_on_start` is off: refused at start."""
 
     def __init__(self, origin: str, address: str, current: str | None, head: str) -> None:
         super().__init__(f"{origin}: the schema of {address} is at revision {current or 'none (empty database)'}, "
@@ -98,11 +115,11 @@ class SchemaOutOfDate(ConfigError):
 
 
 async def check_schema(engine: AsyncEngine, origin: str, address: str) -> None:
-    """Refuse a schema that is not at the newest revision (when the coordinator does not migrate it itself).
+    """Refuse a schema behind this code's newest revision (when the coordinator does not migrate it itself).
 
     Raises:
         SchemaOutOfDate: naming the setting, the database's address, its revision and the one needed.
     """
-    current, head = await schema_revision(engine), head_revision()
-    if current != head:
-        raise SchemaOutOfDate(origin, address, current, head)
+    current = await schema_revision(engine)
+    if not schema_is_current(current):
+        raise SchemaOutOfDate(origin, address, current, head_revision())

@@ -11,7 +11,15 @@ from sqlalchemy import text
 
 from coordinator.config import Settings
 from coordinator.core import Core
-from coordinator.db import SchemaOutOfDate, check_schema, create_engine, head_revision, migrate, schema_revision
+from coordinator.db import (
+    SchemaOutOfDate,
+    check_schema,
+    create_engine,
+    head_revision,
+    migrate,
+    schema_is_current,
+    schema_revision,
+)
 from coordinator.errors import StoresMismatch, Unavailable
 from coordinator.files import FileService
 from coordinator.keys import Keys
@@ -128,12 +136,13 @@ class Coordinator:
                 "leader": self.timers.leader_since is not None}
 
     async def readiness(self) -> dict[str, str]:
-        """What `/readyz` checks: both stores answer, the schema is at this code's revision, and some coordinator
-        (this one or another) holds the leader lease, so dead workers and timeouts are being handled."""
+        """What `/readyz` checks: both stores answer, the schema is not behind this code's revision, and some
+        coordinator (this one or another) holds the leader lease, so dead workers and timeouts are being handled."""
         checks = await self._store_checks()
         if checks["postgres"] == "ok":
-            current, head = await schema_revision(self.core.engine), head_revision()
-            checks["schema"] = "ok" if current == head else f"at {current or 'none'}, needs {head}"
+            current = await schema_revision(self.core.engine)
+            behind = f"at {current or 'none'}, needs {head_revision()}"
+            checks["schema"] = "ok" if schema_is_current(current) else behind
         if checks["redis"] == "ok":
             try:
                 leading = await self.core.redis.exists(self.core.keys.leader)

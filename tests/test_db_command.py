@@ -3,6 +3,7 @@ alembic.ini, and a coordinator that does not migrate refusing an out-of-date sch
 
 from __future__ import annotations
 
+import asyncio
 import os
 import subprocess
 import sys
@@ -15,7 +16,7 @@ from sqlalchemy import create_engine as sync_engine
 from sqlalchemy import inspect, text
 from sqlalchemy.engine import make_url
 
-from coordinator.db import ALEMBIC_INI, head_revision
+from coordinator.db import ALEMBIC_INI, check_schema, create_engine, head_revision, schema_is_current
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
@@ -120,3 +121,21 @@ def test_no_migration_at_start_refuses_an_old_schema(database: str, servers: tup
         f"{make_url(database).database} is at revision 0001, this coordinator needs {head_revision()}: run "
         "`aidd db upgrade` (or set migrate_on_start)"]
     assert aidd_db("current", url=database, tmp_path=tmp_path).stdout.strip() == "0001"
+
+
+def test_a_newer_schema_is_current_for_an_older_coordinator(database: str, tmp_path: Path) -> None:
+    """During a rolling upgrade the new release migrates first: a revision this code does not know is a newer one
+    (migrations only add), accepted at start and by /readyz; one it knows short of its newest is behind."""
+    assert aidd_db("upgrade", url=database, tmp_path=tmp_path).returncode == 0
+    with sync_engine(make_url(database).set(drivername="postgresql+psycopg")).begin() as conn:
+        conn.execute(text("UPDATE alembic_version SET version_num = '0099_from_a_newer_release'"))
+
+    async def check() -> None:
+        engine = create_engine(database)
+        try:
+            await check_schema(engine, "DATABASE_URL", "db")  # no SchemaOutOfDate
+        finally:
+            await engine.dispose()
+    asyncio.run(check())
+    assert schema_is_current("0099_from_a_newer_release") and schema_is_current(head_revision())
+    assert not schema_is_current("0001") and not schema_is_current(None)
