@@ -13,9 +13,10 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from coordinator.api import files, stats, tasks, workers
+from coordinator.api import files, probes, stats, tasks, workers
+from coordinator.api.access import AccessLog
 from coordinator.api.guard import HostOriginGuard
-from coordinator.api.http import JSONResponse
+from coordinator.api.http import HttpError, JSONResponse, error_response
 from coordinator.api.openapi import openapi_document
 from coordinator.api.routing import Endpoint
 from coordinator.api.timing import RequestTimer
@@ -23,7 +24,7 @@ from coordinator.config import Settings
 from coordinator.service import Coordinator
 
 ENDPOINTS: list[Endpoint] = [*tasks.api.endpoints, *workers.api.endpoints, *stats.api.endpoints,
-                             *files.api.endpoints]
+                             *files.api.endpoints, *probes.api.endpoints]
 
 
 def package_version() -> str:
@@ -47,6 +48,12 @@ def create_app(settings: Settings, coordinator: Coordinator | None = None, timer
     owned = coordinator is None
     document = openapi_document(ENDPOINTS, package_version())
 
+    async def not_found(request: Request, exc: Exception) -> Response:
+        """Starlette's own 404 / 405 in the API's error shape (with the request id), not plain text."""
+        status = getattr(exc, "status_code", 404)
+        return error_response(HttpError(status, f"{request.method} {request.url.path}: "
+                                                f"{'no such route' if status == 404 else 'method not allowed'}"))
+
     async def openapi(request: Request) -> Response:
         return JSONResponse(document)
 
@@ -64,9 +71,13 @@ def create_app(settings: Settings, coordinator: Coordinator | None = None, timer
                 await service.stop()
 
     api_routes = [*tasks.api.routes(service, settings), *workers.api.routes(service, settings),
-                  *stats.api.routes(service, settings), *files.api.routes(service, settings)]
+                  *stats.api.routes(service, settings), *files.api.routes(service, settings),
+                  *probes.api.routes(service, settings)]
     app = Starlette(routes=[*api_routes, Route("/api/v1/openapi.json", openapi, methods=["GET"])],
                     middleware=[Middleware(RequestTimer, metrics=service.core.metrics),
-                                Middleware(HostOriginGuard, settings=settings)], lifespan=lifespan)
+                                Middleware(AccessLog, enabled=settings.access_log),
+                                Middleware(HostOriginGuard, settings=settings)],
+                    exception_handlers={404: not_found, 405: not_found}, lifespan=lifespan)
     app.state.coordinator = service
+    app.state.version = package_version()
     return app
