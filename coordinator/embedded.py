@@ -36,6 +36,7 @@ import psycopg
 import redis
 
 from coordinator.children import die_with_parent
+from coordinator.errors import EmbeddedError
 
 log = logging.getLogger(__name__)
 
@@ -50,10 +51,6 @@ FIRST_PAUSE_S, MAX_PAUSE_S = 0.5, 10.0
 """The pause between restart tries: 0.5 s, doubling up to 10 s."""
 GIVE_UP_S = 60.0
 """Seconds of failed restart tries after which aidd stops, for its service manager to restart it."""
-
-
-class EmbeddedError(Exception):
-    """An embedded server could not be started (or restarted); str(e) is one operator-readable line."""
 
 
 @dataclass(eq=False)

