@@ -1,22 +1,18 @@
-"""Start-up shared by `aidd`, `aidd --serve` and tests: embedded servers when no Redis/PostgreSQL is configured."""
+"""Start-up shared by `aidd`, `aidd --serve` and tests: embedded servers when no Redis/PostgreSQL is configured.
+
+Light to import (the console imports it before its first frame): the server's libraries are imported where the
+shared stores are checked.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import logging
-from collections.abc import Iterator
-
-from redis.asyncio import Redis
-from redis.exceptions import RedisError
-from sqlalchemy.exc import SQLAlchemyError
+from collections.abc import Callable, Iterator
 
 from coordinator.config import Part, Settings
-from coordinator.db import create_engine
-from coordinator.embedded import start_embedded
 from coordinator.errors import ConfigError, EmbeddedError, StoresMismatch
-from coordinator.peers import Peers, database_identity
-from coordinator.storage import StorageUnavailable, open_store
 
 log = logging.getLogger(__name__)
 
@@ -32,12 +28,14 @@ def check_exposure(settings: Settings) -> None:
 
 
 @contextlib.contextmanager
-def stores(settings: Settings) -> Iterator[Settings]:
+def stores(settings: Settings, progress: Callable[[str], None] = lambda _stage: None) -> Iterator[Settings]:
     """Settings with Redis and PostgreSQL URLs: as configured, or from embedded servers started (and stopped) here.
 
     A half-external setup is refused before anything is reached (`embedded_parts`), and shared stores that
     serve another database or file store before anything is served (`check_shared_stores`).
-    Must run on the main thread: the embedded servers die with the thread that started them. While it runs,
+    `progress` is told what the embedded servers' start waits for (`start_embedded`).
+    Must run on a thread that outlives it (the main thread, or the console's start thread): the embedded servers
+    die with the thread that started them. While it runs,
     a dead embedded server is restarted; if one cannot be, the process gets SIGTERM and, once the caller has
     stopped, this raises EmbeddedError saying why (a non-zero exit, for a service manager to restart aidd).
     """
@@ -46,8 +44,10 @@ def stores(settings: Settings) -> Iterator[Settings]:
         check_shared_stores(settings)
         yield settings
         return
+    from coordinator.embedded import start_embedded
+
     settings.state_dir.mkdir(parents=True, exist_ok=True)
-    servers = start_embedded(settings.state_dir)
+    servers = start_embedded(settings.state_dir, progress=progress)
     servers.supervise()
     log.info("embedded Redis and PostgreSQL running; state in %s", settings.state_dir)
     try:
@@ -102,6 +102,14 @@ def check_shared_stores(settings: Settings) -> None:
 
 
 async def _check_shared_stores(settings: Settings) -> None:
+    from redis.asyncio import Redis
+    from redis.exceptions import RedisError
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from coordinator.db import create_engine
+    from coordinator.peers import Peers, database_identity
+    from coordinator.storage import StorageUnavailable, open_store
+
     redis = Redis.from_url(settings.redis_url or "", socket_connect_timeout=10, socket_timeout=10)
     try:
         engine = create_engine(settings.database_url or "")
