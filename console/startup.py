@@ -27,6 +27,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+FRAME_WAIT_S = 5.0
+"""How long the server's imports and start wait for the console's first frame (a console that never draws)."""
 OpenStores = Callable[["Settings", Callable[[str], None]], contextlib.AbstractContextManager["Settings"]]
 """`coordinator.runtime.stores`' shape: settings and a progress callback in, settings with store URLs out."""
 
@@ -70,6 +72,9 @@ class EmbeddedStart:
         self._settings, self._api_key, self._timeout = settings, api_key, client_timeout
         self._open_stores = open_stores
         self._then = then
+        self.first_frame = threading.Event()
+        """Set by the console once its first frame is drawn: the server's imports and start wait for it (at most
+        FRAME_WAIT_S), so that the frame does not share the interpreter with them; the stores start at once."""
         self._stopping = threading.Event()
         self._thread = threading.Thread(target=self._run, name="aidd-embedded-start", daemon=True)
 
@@ -79,12 +84,16 @@ class EmbeddedStart:
         return self.client.url if self.client is not None else None
 
     def start(self) -> EmbeddedStart:
-        """Start the thread (and, beside it, the import of the server's libraries)."""
+        """Start the thread (and, beside it, the import of the server's libraries once the first frame is up)."""
         # The server's modules take a second to import; the thread mostly waits for the stores meanwhile.
-        threading.Thread(target=_import_quietly, args=("coordinator.server",), name="aidd-import",
-                         daemon=True).start()
+        threading.Thread(target=self._import_server, name="aidd-import", daemon=True).start()
         self._thread.start()
         return self
+
+    def _import_server(self) -> None:
+        self.first_frame.wait(FRAME_WAIT_S)
+        with contextlib.suppress(Exception):  # a failure is left for start_api to report
+            importlib.import_module("coordinator.server")
 
     def stop(self) -> None:
         """Stop the API and the stores (also one still starting) and wait for them."""
@@ -98,6 +107,7 @@ class EmbeddedStart:
         try:
             with self._stores() as ready:
                 self.stage = "starting the coordinator…"
+                self.first_frame.wait(FRAME_WAIT_S)
                 server, notices = start_api(ready)
                 try:
                     started = self._then(ready, server.url) if self._then else Started(server.url)
@@ -141,9 +151,3 @@ def _port_free(host: str, port: int) -> bool:
         except OSError:
             return False
     return True
-
-
-def _import_quietly(module: str) -> None:
-    """Import `module` ahead of its use; a failure is left for the use to report."""
-    with contextlib.suppress(Exception):
-        importlib.import_module(module)
