@@ -8,7 +8,9 @@ directory of its own in that folder and the API on a free port. The console runs
 its output, stripped of escape sequences, is watched for the first frame (the pane tabs) and for the first
 frame with data (the Queues pane's task totals, `total N`). Times are wall clock from the command's start.
 Then `aidd --serve` runs headless in the clone and each command for scripts is timed `--runs` times against it
-(median, and the fastest). The reference is a bare `python -c pass` of the same interpreter.
+(median, and the fastest), and once against a port where nothing listens (the command's start alone). The
+references: a bare `python -c pass` of the same interpreter, and a bare httpx GET of the task list in a fresh
+interpreter (the server's share of a command's time).
 
 pip installs from its cache when it has one (this machine's is warm): say so with the figures.
 Targets (issue 19): first start ≤ 60 s with the install, a later start ≤ 2 s to data, `aidd --help` ≤ 0.3 s.
@@ -142,8 +144,12 @@ def main() -> None:
         aidd = str(clone / ".venv/bin/aidd")
         results["python_pass_s"] = timed([python, "-c", "pass"], clone, env, args.runs)
         results["aidd_help_s"] = timed([aidd, "--help"], clone, env, args.runs)
+        results["aidd_tasks_nothing_listening_s"] = timed([aidd, "tasks", "--url", "http://127.0.0.1:9"], clone, env,
+                                                          args.runs, exit_code=1)  # the start alone, no answer
         server, url = serve(clone, env)
         try:
+            fetch = f"import httpx; httpx.get('{url}/api/v1/tasks').raise_for_status()"
+            results["bare_httpx_get_tasks_s"] = timed([python, "-c", fetch], clone, env, args.runs)
             submitted = subprocess.run([aidd, "submit", "admet", "qikprop", "--json", "--url", url], cwd=clone,
                                        env=env, check=True, capture_output=True, text=True)
             task_id = json.loads(submitted.stdout)["id"]
