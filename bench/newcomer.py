@@ -8,9 +8,9 @@ directory of its own in that folder and the API on a free port. The console runs
 its output, stripped of escape sequences, is watched for the first frame (the pane tabs) and for the first
 frame with data (the Queues pane's task totals, `total N`). Times are wall clock from the command's start.
 Then `aidd --serve` runs headless in the clone and each command for scripts is timed `--runs` times against it
-(median, and the fastest), and once against a port where nothing listens (the command's start alone). The
-references: a bare `python -c pass` of the same interpreter, and a bare httpx GET of the task list in a fresh
-interpreter (the server's share of a command's time).
+(median and fastest wall time, median CPU time), and once against a port where nothing listens (the command's
+start alone). The references: a bare `python -c pass` of the same interpreter, and a bare httpx GET of the task
+list in a fresh interpreter (the server's share of a command's time).
 
 pip installs from its cache when it has one (this machine's is warm): say so with the figures.
 Targets (issue 19): first start ≤ 60 s with the install, a later start ≤ 2 s to data, `aidd --help` ≤ 0.3 s.
@@ -24,6 +24,7 @@ import fcntl
 import json
 import os
 import re
+import resource
 import select
 import signal
 import socket
@@ -95,16 +96,21 @@ def _tail(seen: bytes) -> str:
     return seen[-400:].decode(errors="replace")
 
 
-def timed(argv: list[str], cwd: Path, env: dict[str, str], runs: int, exit_code: int = 0) -> tuple[float, float]:
-    """Median and fastest wall time of `argv` over `runs` runs (each must exit with `exit_code`)."""
-    times = []
+def timed(argv: list[str], cwd: Path, env: dict[str, str], runs: int,
+          exit_code: int = 0) -> tuple[float, float, float]:
+    """Median and fastest wall time of `argv` over `runs` runs (each must exit with `exit_code`), and its median CPU
+    time (user + system: what the command itself costs, less sensitive to a loaded machine than wall time)."""
+    times, cpu = [], []
     for _ in range(runs):
+        before = resource.getrusage(resource.RUSAGE_CHILDREN)
         start = time.monotonic()
         done = subprocess.run(argv, cwd=cwd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         times.append(time.monotonic() - start)
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)
+        cpu.append(after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime)
         if done.returncode != exit_code:
             raise RuntimeError(f"{argv}: exit {done.returncode}: {done.stderr.decode(errors='replace')}")
-    return statistics.median(times), min(times)
+    return statistics.median(times), min(times), statistics.median(cpu)
 
 
 def serve(clone: Path, env: dict[str, str]) -> tuple[subprocess.Popen[bytes], str]:

@@ -14,7 +14,7 @@ import importlib
 import logging
 import socket
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -63,13 +63,13 @@ class EmbeddedStart:
         """What the start is waiting for now (the top bar shows it)."""
         self.client: CoordinatorClient | None = None
         """The console's client on the running API; set last, when everything is up."""
-        self.ready: Settings | None = None
-        """The settings with the stores' URLs, once they run."""
         self.started = Started("")
         """What the console shows once the coordinator is up (set before `client`)."""
         self.error: str | None = None
         """Why the start failed, or why the stores stopped (one line); the console then exits 1."""
         self._settings, self._api_key, self._timeout = settings, api_key, client_timeout
+        if open_stores is None:
+            from coordinator.runtime import stores as open_stores
         self._open_stores = open_stores
         self._then = then
         self.first_frame = threading.Event()
@@ -85,12 +85,12 @@ class EmbeddedStart:
 
     def start(self) -> EmbeddedStart:
         """Start the thread (and, beside it, the import of the server's libraries once the first frame is up)."""
-        # The server's modules take a second to import; the thread mostly waits for the stores meanwhile.
         threading.Thread(target=self._import_server, name="aidd-import", daemon=True).start()
         self._thread.start()
         return self
 
     def _import_server(self) -> None:
+        """Import the server's modules while the stores start (after the first frame), not after they answer."""
         self.first_frame.wait(FRAME_WAIT_S)
         with contextlib.suppress(Exception):  # a failure is left for start_api to report
             importlib.import_module("coordinator.server")
@@ -105,14 +105,14 @@ class EmbeddedStart:
 
     def _run(self) -> None:
         try:
-            with self._stores() as ready:
+            with self._open_stores(self._settings, self._progress) as ready:
                 self.stage = "starting the coordinator…"
                 self.first_frame.wait(FRAME_WAIT_S)
                 server, notices = start_api(ready)
                 try:
                     started = self._then(ready, server.url) if self._then else Started(server.url)
                     started.notices[:0] = notices
-                    self.ready, self.started = ready, started
+                    self.started = started
                     self.client = CoordinatorClient(server.url, self._api_key, timeout=self._timeout)
                     self._stopping.wait()
                 finally:
@@ -120,15 +120,6 @@ class EmbeddedStart:
         except Exception as exc:  # the console shows it as one line and exits 1
             log.exception("the embedded coordinator failed")
             self.error = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-
-    @contextlib.contextmanager
-    def _stores(self) -> Iterator[Settings]:
-        if self._open_stores is None:
-            from coordinator.runtime import stores
-
-            self._open_stores = stores
-        with self._open_stores(self._settings, self._progress) as ready:
-            yield ready
 
 
 def start_api(settings: Settings) -> tuple[BackgroundServer, list[str]]:
