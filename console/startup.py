@@ -69,8 +69,10 @@ class EmbeddedStart:
         """Why the start failed, or why the stores stopped (one line); the console then exits 1."""
         self._settings, self._api_key, self._timeout = settings, api_key, client_timeout
         if open_stores is None:
-            from coordinator.runtime import stores as open_stores
-        self._open_stores = open_stores
+            from coordinator.runtime import stores
+
+            open_stores = stores
+        self._open_stores: OpenStores = open_stores
         self._then = then
         self.first_frame = threading.Event()
         """Set by the console once its first frame is drawn: the server's imports and start wait for it (at most
