@@ -73,8 +73,9 @@ def test_batch_file_and_workers(api_server: BackgroundServer, client: httpx.Clie
                                 tmp_path: Path) -> None:
     smiles = tmp_path / "library.smi"
     smiles.write_text("CCO\nc1ccccc1\nCC(=O)O\n")
-    code, out, _ = run(capsys, api_server, "submit", "admet", "qikprop", "--file", str(smiles))
+    code, out, err = run(capsys, api_server, "submit", "admet", "qikprop", "--file", str(smiles))
     assert code == 0 and out.startswith("submitted 3 tasks as batch ")
+    assert err == ""  # the progress bar is for a terminal only, never a pipe or a log
     batch_id = out.split()[-1]
     params = sorted(t["input_params"]["smiles"] for t in client.get("/api/v1/tasks", params={"batch_id": batch_id})
                     .json()["items"])
