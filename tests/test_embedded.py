@@ -260,6 +260,9 @@ def test_a_taken_port_is_replaced_and_kept(tmp_path: Path) -> None:
     saved = tmp_path / "postgres.port"
     taken = int(saved.read_text())
     with socket.socket() as squatter:
+        # PostgreSQL may have closed a connection first (one refused while it started up): the port is then in
+        # TIME_WAIT, which a listening squatter takes all the same with SO_REUSEADDR (as PostgreSQL would)
+        squatter.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         squatter.bind(("127.0.0.1", taken))
         squatter.listen()
         with embedded(tmp_path) as servers:
