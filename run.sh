@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Run aidd on the embedded default (installs into .venv on first use). Arguments go to `aidd`.
+# Run aidd on the embedded default (installs what running needs into .venv on first use). Arguments go to `aidd`.
 set -euo pipefail
 root="$(cd "$(dirname "$0")" && pwd)"
-source "$root/scripts/venv.sh"
+"$root/scripts/venv.sh"
 exec "$root/.venv/bin/aidd" "$@"

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# Run the linters and the test suite (installs into .venv on first use). Arguments go to pytest.
+# Run the linters and the test suite (installs aidd and its test tools, the dev extra, into .venv on first use).
+# Arguments go to pytest.
 set -euo pipefail
 root="$(cd "$(dirname "$0")" && pwd)"
-source "$root/scripts/venv.sh"
+"$root/scripts/venv.sh" dev
 cd "$root"
 .venv/bin/ruff check coordinator nodeagent console themes tests bench scripts
 .venv/bin/mypy

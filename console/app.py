@@ -15,6 +15,7 @@ from textual.app import App, SystemCommand
 from textual.binding import BindingType
 from textual.reactive import reactive
 from textual.screen import Screen
+from textual.timer import Timer
 
 from console import keys
 from console.options import ConsoleOptions
@@ -37,6 +38,10 @@ if TYPE_CHECKING:
     from console.localagent import LocalAgent
 
 
+STARTUP_CHECK_S = 0.05
+"""How often the console looks at how far the embedded coordinator's start got."""
+
+
 class AiddConsole(App[QuitChoice]):
     """The operations console: live panes over one coordinator client (embedded or attached)."""
 
@@ -49,6 +54,10 @@ class AiddConsole(App[QuitChoice]):
 
     problem: reactive[str] = reactive("")
     """What is wrong with the coordinator connection, for the banner ("" when all is well)."""
+    where: reactive[str] = reactive("")
+    """What the top bar says about the coordinator."""
+    starting: reactive[str] = reactive("")
+    """How far the embedded coordinator's start got (`starting PostgreSQL…`); "" once it answers (or attached)."""
 
     def __init__(self, client: CoordinatorClient, options: ConsoleOptions,
                  local_agent: LocalAgent | None = None) -> None:
@@ -65,6 +74,10 @@ class AiddConsole(App[QuitChoice]):
         self._task_query: TaskQuery | None = None
         self._last_ok: datetime | None = None
         self._agent_reported = False
+        self._startup_timer: Timer | None = None
+        self.set_reactive(AiddConsole.where, options.where)
+        if options.startup is not None:
+            self.set_reactive(AiddConsole.starting, options.startup.stage)
 
     def get_theme_variable_defaults(self) -> dict[str, str]:
         """The console's semantic variables for any theme that lacks them (e.g. Textual's own)."""
@@ -82,6 +95,9 @@ class AiddConsole(App[QuitChoice]):
             self.notify(notice, severity="warning", timeout=15, markup=False)
         if self.local_agent is not None:
             self.set_interval(2.0, self._check_agent)
+        if self.options.startup is not None:
+            self._startup_timer = self.set_interval(STARTUP_CHECK_S, self._check_startup)
+            self.call_after_refresh(self.options.startup.first_frame.set)
         if self.options.freeze_gc:
             self.call_after_refresh(gc.freeze)
 
@@ -173,6 +189,37 @@ class AiddConsole(App[QuitChoice]):
                                 lambda n=name: self.set_theme(n))  # type: ignore[misc]
         yield SystemCommand("Keys", "Every key of the console", self.action_help)
         yield SystemCommand("Quit", "Quit the console", self.action_quit)
+
+    def _check_startup(self) -> None:
+        """Show how far the embedded coordinator's start got; once it answers, connect the panes to it."""
+        startup = self.options.startup
+        if startup is None:
+            return
+        if startup.error is not None:  # `aidd` prints it as one line
+            self._stop_startup_checks()
+            self.exit(return_code=1)
+            return
+        client = startup.client
+        if client is None:
+            self.starting = startup.stage
+            return
+        self._stop_startup_checks()
+        placeholder, self.client = self.client, client
+        self.run_worker(placeholder.aclose(), exit_on_error=False)
+        started = startup.started
+        self.where = started.where
+        for notice in started.notices:
+            self.notify(notice, severity="warning", timeout=15, markup=False)
+        if started.local_agent is not None:
+            self.local_agent = started.local_agent
+            self.set_interval(2.0, self._check_agent)
+        self.starting = ""
+        if isinstance(self.screen, LiveScreen):
+            self.screen.refresh_now()
+
+    def _stop_startup_checks(self) -> None:
+        if self._startup_timer is not None:
+            self._startup_timer.stop()
 
     def _check_agent(self) -> None:
         agent = self.local_agent

@@ -23,7 +23,7 @@ from pathlib import Path
 import httpx
 import psutil
 
-from coordinator.embedded import EmbeddedError
+from coordinator.errors import EmbeddedError
 
 AGENT_FILE = "agent.pid"
 AGENT_MODULE = "nodeagent.cli"

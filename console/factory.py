@@ -13,13 +13,14 @@ from coordinator.client import CoordinatorClient
 
 if TYPE_CHECKING:
     from console.localagent import LocalAgent
+    from console.startup import EmbeddedStart
 
 
 def make_app(client: CoordinatorClient, *, where: str = "", read_only: bool = False, demo: bool = False,
              now: Clock = utcnow, refresh_s: float = 1.0, animation_level: AnimationLevel = "full",
              state_dir: Path | None = None, theme: str | None = None, notices: Sequence[str] = (),
              local_agent: LocalAgent | None = None, quit_mode: QuitMode = "attached",
-             freeze_gc: bool = False) -> AiddConsole:
+             freeze_gc: bool = False, startup: EmbeddedStart | None = None) -> AiddConsole:
     """The console over `client` (embedded or attached: the same interface).
 
     Args:
@@ -37,8 +38,11 @@ def make_app(client: CoordinatorClient, *, where: str = "", read_only: bool = Fa
         quit_mode: what `q` asks first: `attached` nothing, `embedded` (when tasks run) or `background` whether
             the work goes on without the console.
         freeze_gc: once up, freeze the garbage collector's long-lived objects (the `aidd` command does).
+        startup: the embedded coordinator coming up; the console replaces `client` with its client once it
+            answers, and polls nothing before.
     """
     options = ConsoleOptions(where=where, read_only=read_only, demo=demo, now=now, refresh_s=refresh_s,
                              animation_level=animation_level, state_dir=state_dir, theme=theme,
-                             notices=list(notices), quit_mode=quit_mode, freeze_gc=freeze_gc)
+                             notices=list(notices), quit_mode=quit_mode, freeze_gc=freeze_gc,
+                             startup=startup)
     return AiddConsole(client, options, local_agent=local_agent)

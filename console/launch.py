@@ -1,20 +1,20 @@
 """`aidd` (the console): on the embedded coordinator, on the state directory's background coordinator, or
 attached to a remote one; optional agent and demo.
 
-Embedded: the stores (embedded Redis/PostgreSQL unless configured) run on the main thread, the API on a
-thread of its own (`BackgroundServer`), and the console talks to it over HTTP with the same client it
-uses when attached, so both modes behave the same. Quitting with "keep running" hands the coordinator over
-to a detached `aidd --serve` on the same port and state directory (console/background.py); the next `aidd`
-there attaches to it.
+Embedded: the stores (embedded Redis/PostgreSQL unless configured) and the API start on a thread of their own
+(console/startup.py) while the console draws its first frame, and the console talks to the API over HTTP with
+the same client it uses when attached, so both modes behave the same. Quitting with "keep running" hands the
+coordinator over to a detached `aidd --serve` on the same port and state directory (console/background.py);
+the next `aidd` there attaches to it.
 """
 
 from __future__ import annotations
 
 import logging
 import os
-import socket
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from console.background import (
     AGENT_FILE,
@@ -25,15 +25,18 @@ from console.background import (
     start_coordinator,
     stop_all,
 )
-from console.demo.cluster import DemoCluster
 from console.factory import make_app
 from console.localagent import NOT_AVAILABLE, LocalAgent, agent_available
 from console.options import QuitMode
 from console.screens.quit import QuitChoice
-from coordinator.client import CoordinatorClient
+from console.startup import EmbeddedStart, Started
+from coordinator.client import DEFAULT_URL, CoordinatorClient
 from coordinator.config import Settings, default_config_path
-from coordinator.runtime import check_exposure, stores
-from coordinator.server import BackgroundServer
+from coordinator.errors import EmbeddedError
+from coordinator.runtime import check_exposure
+
+if TYPE_CHECKING:
+    from console.demo.cluster import DemoCluster
 
 log = logging.getLogger(__name__)
 
@@ -54,16 +57,6 @@ def _log_to_file(path: Path) -> None:
         logger.propagate = name == ""
     logging.getLogger().setLevel(logging.INFO)
     logging.getLogger("aidd.access").setLevel(logging.WARNING)  # the console's own polls, several a second
-
-
-def _port_free(host: str, port: int) -> bool:
-    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as probe:
-        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            probe.bind((host, port))
-        except OSError:
-            return False
-    return True
 
 
 def _home(path: Path) -> str:
@@ -113,62 +106,92 @@ def run_console(settings: Settings, attach_url: str | None = None, api_key: str 
     _log_to_file(log_path)
     flags = Flags(local_agent, demo, read_only)
     if attach_url:
-        return _run(settings, Target(attach_url, api_key, f"attached · {attach_url}", "attached"), flags)[1]
+        return _run(settings, Target(attach_url, api_key, f"attached · {attach_url}", "attached"), Companions(flags))[1]
     background = find_coordinator(settings.state_dir)
     if background is not None:
         return _on_background(settings, background, _operator_key(settings, api_key), flags)
     check_exposure(settings)
-    with stores(settings) as ready:
-        server, notices = start_api(ready)
+    key = _operator_key(settings, api_key)
+    companions = Companions(flags)
+    state = _home(settings.state_dir)
+
+    def started(ready: Settings, url: str) -> Started:
         _log_to_file(log_path)  # uvicorn configured its own handlers when the server was built
-        url = server.url
-        try:
-            where = f"embedded · {url.removeprefix('http://')} · state {_home(settings.state_dir)}"
-            target = Target(url, _operator_key(ready, api_key), where, "embedded", notices)
-            choice, code = _run(ready, target, flags)
-        finally:
-            server.stop()
-    if choice is QuitChoice.KEEP_RUNNING:  # the stores are stopped: they belong to this process
-        print(_keep_running(settings, int(url.rsplit(":", 1)[1]), config or default_config_path(os.environ)))
+        notices = companions.start(ready, url, key)
+        where = f"embedded · {url.removeprefix('http://')} · state {state}{companions.where}"
+        return Started(where, notices, companions.agent)
+
+    startup = EmbeddedStart(settings, key, CLIENT_TIMEOUT_S, then=started).start()
+    try:
+        target = Target(DEFAULT_URL, key, f"embedded · state {state}", "embedded")  # the URL: once it answers
+        choice, code = _run(settings, target, companions, startup)
+    finally:
+        startup.stop()
+    if startup.error:
+        raise EmbeddedError(startup.error)
+    if choice is QuitChoice.KEEP_RUNNING and startup.url:  # the stores are stopped: they belong to this process
+        print(_keep_running(settings, int(startup.url.rsplit(":", 1)[1]), config or default_config_path(os.environ)))
     return code
 
 
-def start_api(settings: Settings) -> tuple[BackgroundServer, list[str]]:
-    """The API on its own thread, on the configured port or, if that is taken, on a free one (with a notice)."""
-    notices: list[str] = []
-    if settings.port and not _port_free(settings.host, settings.port):
-        notices.append(f"Port {settings.port} is taken (another aidd?); this coordinator listens on a free port "
-                       "instead, shown at the top right.")
-        settings = settings.model_copy(update={"port": 0})
-    return BackgroundServer(settings).start(), notices
+class Companions:
+    """What runs beside the console for its coordinator, as the flags ask: the local agent and the demo cluster.
+
+    Started once the coordinator's URL is known: at once when attached, when the API answers when embedded.
+    """
+
+    def __init__(self, flags: Flags) -> None:
+        self.flags = flags
+        self.agent: LocalAgent | None = None
+        self.cluster: DemoCluster | None = None
+        self.where = ""
+        """What the top bar adds (` · local agent`)."""
+
+    def start(self, settings: Settings, url: str, api_key: str | None) -> list[str]:
+        """Start what the flags ask for on the coordinator at `url`; the notices to show."""
+        notices: list[str] = []
+        if self.flags.local_agent:
+            if agent_available():
+                self.agent = LocalAgent(url, settings.state_dir, token=settings.agent_token).start()
+                self.where = " · local agent"
+                notices += [self.agent.notice] if self.agent.notice else []
+            else:
+                notices.append(NOT_AVAILABLE)
+        if self.flags.demo:
+            from console.demo.cluster import DemoCluster
+
+            self.cluster = DemoCluster(url, api_key, settings.agent_token, settings.state_dir).start()
+        return notices
+
+    def stop(self, choice: QuitChoice | None) -> None:
+        """Stop the demo cluster; the local agent too on "stop everything" (else it runs on: see `_run`)."""
+        if self.cluster is not None:
+            self.cluster.stop()
+        if choice is QuitChoice.STOP and self.agent is not None:
+            self.agent.stop()
 
 
-def _run(settings: Settings, target: Target, flags: Flags) -> tuple[QuitChoice | None, int]:
+def _run(settings: Settings, target: Target, companions: Companions,
+         startup: EmbeddedStart | None = None) -> tuple[QuitChoice | None, int]:
     """The console on `target` until it exits: the operator's choice (None if it ended otherwise) and exit code.
 
-    "Stop everything" stops the local agent here; otherwise it runs on (a crash, too, only interrupts the
-    coordinator, which the agent rides through).
+    With `startup`, the coordinator is still coming up: the console shows so and connects when it answers (the
+    companions start then). "Stop everything" stops the local agent here; otherwise it runs on (a crash, too, only
+    interrupts the coordinator, which the agent rides through).
     """
-    notices, where, agent = list(target.notices), target.where, None
-    if flags.local_agent:
-        if agent_available():
-            agent = LocalAgent(target.url, settings.state_dir, token=settings.agent_token).start()
-            where += " · local agent"
-            notices += [agent.notice] if agent.notice else []
-        else:
-            notices.append(NOT_AVAILABLE)
-    cluster = (DemoCluster(target.url, target.api_key, settings.agent_token, settings.state_dir).start()
-               if flags.demo else None)
+    notices, where = list(target.notices), target.where
+    if startup is None:
+        notices += companions.start(settings, target.url, target.api_key)
+        where += companions.where
     client = CoordinatorClient(target.url, target.api_key, timeout=CLIENT_TIMEOUT_S)
-    app = make_app(client, where=where, read_only=flags.read_only, demo=flags.demo, state_dir=settings.state_dir,
-                   notices=notices, local_agent=agent, quit_mode=target.quit_mode, freeze_gc=True)
+    app = make_app(client, where=where, read_only=companions.flags.read_only, demo=companions.flags.demo,
+                   state_dir=settings.state_dir, notices=notices, local_agent=companions.agent,
+                   quit_mode=target.quit_mode, freeze_gc=True, startup=startup)
+    choice = None
     try:
         choice = app.run()
     finally:
-        if cluster is not None:
-            cluster.stop()
-    if choice is QuitChoice.STOP and agent is not None:
-        agent.stop()
+        companions.stop(choice)
     return choice, app.return_code or 0
 
 
@@ -176,7 +199,7 @@ def _on_background(settings: Settings, coordinator: Detached, api_key: str | Non
     """The console on the state directory's background coordinator; on quit, leave it running or stop it."""
     address = coordinator.url.removeprefix("http://")
     where = f"background coordinator · pid {coordinator.pid} · {address} · state {_home(settings.state_dir)}"
-    choice, code = _run(settings, Target(coordinator.url, api_key, where, "background"), flags)
+    choice, code = _run(settings, Target(coordinator.url, api_key, where, "background"), Companions(flags))
     if choice is QuitChoice.STOP:
         for line in stop_all(settings.state_dir):
             print(line)

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from console.text import Clock, utcnow
+
+if TYPE_CHECKING:
+    from console.startup import EmbeddedStart
 
 AnimationLevel = Literal["none", "basic", "full"]
 QuitMode = Literal["attached", "embedded", "background"]
@@ -41,3 +44,6 @@ class ConsoleOptions:
     """Once up, move the long-lived objects out of the garbage collector's way (`gc.freeze`): full collections
     then no longer rescan them every few refreshes (500 workers: p90 of a Workers refresh about halves).
     Off for tests, which build many apps in one process."""
+    startup: EmbeddedStart | None = None
+    """The embedded coordinator still coming up: the console draws at once, says how far the start got and
+    connects to the coordinator once it answers (None: the client's coordinator is up already)."""

@@ -1,4 +1,9 @@
-"""The `aidd` command: the console (default), `--serve` (headless), and small commands for scripts."""
+"""The `aidd` command: the console (default), `--serve` (headless), and small commands for scripts.
+
+The commands for scripts (`aidd tasks`, `show`, `submit`, ...) must start fast: this module imports only what
+they need (httpx, the standard library); the server's libraries (pydantic, sqlalchemy, starlette, textual,
+redis) are imported where the console, `--serve`, `files` or `stop` need them.
+"""
 
 from __future__ import annotations
 
@@ -16,11 +21,8 @@ from typing import Any, NoReturn
 from urllib.parse import urlsplit
 
 from coordinator.client import DEFAULT_URL, ApiError, CoordinatorClient
-from coordinator.config import ConfigError, load_settings
-from coordinator.dbcli import add_db_parser, run_db
-from coordinator.embedded import EmbeddedError
-from coordinator.filedownload import files_command
-from coordinator.runtime import check_exposure, stores
+from coordinator.dbcli import add_db_parser
+from coordinator.errors import ConfigError, EmbeddedError
 from coordinator.states import ReasonCode
 from coordinator.submitfile import read_batch_file, submit_in_chunks
 from coordinator.tables import render_table
@@ -153,6 +155,11 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _live(args: argparse.Namespace) -> bool:
+    """Whether to show progress (a bar, a live count): on a terminal only, never in a pipe or a log, nor with --json."""
+    return sys.stderr.isatty() and not args.json
+
+
 def _print_progress(done: int, total: int) -> None:
     width = 30
     filled = width * done // total
@@ -184,7 +191,7 @@ async def _run_client(args: argparse.Namespace) -> int:
             else:
                 inputs = read_batch_file(args.file, args.param_name)
                 result = await submit_in_chunks(client, body, inputs, name=args.file.name,
-                                                progress=None if args.json else _print_progress)
+                                                progress=_print_progress if _live(args) else None)
                 text = f"submitted {result['count']} tasks as batch {result['batch_id']}"
         elif args.command == "tasks":
             result = await client.list_tasks(page=args.page, page_size=args.page_size, status=args.status,
@@ -199,6 +206,8 @@ async def _run_client(args: argparse.Namespace) -> int:
             text = render_table(result, ["id", "hostname", "status", "groups", "running", "slots", "heartbeat_age_s",
                                           "problem"])
         elif args.command == "files":
+            from coordinator.filedownload import files_command
+
             result, text = await files_command(client, args)
         elif args.command == "show":
             result = await client.get_task(args.task_id)
@@ -233,7 +242,7 @@ async def _wait(client: CoordinatorClient, args: argparse.Namespace) -> int:
     if bool(args.ids) == bool(args.batch_id):
         raise ConfigError("wait: give task ids or --batch ID (not both)")
     count = batch_counter(client, args.batch_id) if args.batch_id else id_counter(client, args.ids)
-    live = sys.stderr.isatty() and not args.json
+    live = _live(args)
 
     def show_progress(counts: Counts) -> None:
         print(f"\rwaiting: {summary(counts)}\033[K", end="", file=sys.stderr, flush=True)
@@ -249,10 +258,13 @@ async def _wait(client: CoordinatorClient, args: argparse.Namespace) -> int:
 def _run_program(args: argparse.Namespace, argv: Sequence[str]) -> int:
     if args.attach:
         check_url(args.attach, argv, "--attach", "--attach")
+    from coordinator.config import load_settings
+
     settings = load_settings(args.config, state_dir=args.state_dir, host=args.host, port=args.port,
                              log_level=args.log_level, log_format=args.log_format)
     _configure_logging(settings.log_level, settings.log_format)
     if args.serve:
+        from coordinator.runtime import check_exposure, stores
         from coordinator.server import serve_forever
 
         check_exposure(settings)
@@ -276,6 +288,7 @@ def _configure_logging(level: str, log_format: str) -> None:
 def _stop(args: argparse.Namespace) -> int:
     """`aidd stop`: on this machine, not over HTTP: it ends the processes the state directory's pid files name."""
     from console.background import stop_all
+    from coordinator.config import load_settings
 
     state_dir = load_settings(args.config, state_dir=args.state_dir).state_dir
     stopped = stop_all(state_dir)
@@ -331,6 +344,8 @@ def _main(argv: list[str]) -> int:
         return _guarded(lambda: _stop(args))
     if args.command == "db":
         configure_logging(args.log_level or "info", args.log_format or "text", "%(message)s")
+        from coordinator.dbcli import run_db
+
         return _guarded(lambda: run_db(args))
     if args.command:
         return _guarded(lambda: _client_command(args, argv))

@@ -10,6 +10,8 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator
 
+from coordinator.errors import ConfigError
+
 Role = Literal["operator", "read", "submit"]
 Part = Literal["redis", "postgres"]
 """A store that can run embedded: the redis-server or the PostgreSQL of the state directory."""
@@ -17,10 +19,6 @@ ENV_PREFIX = "AIDD_"
 SECRET_KEYS = frozenset({"api_keys", "agent_token", "redis_url", "database_url", "minio_secret_key"})
 MINIO_ENV = ("endpoint", "public_endpoint", "access_key", "secret_key", "bucket", "secure", "region")
 """Settings `minio_<name>` also read from the conventional MINIO_<NAME> variables."""
-
-
-class ConfigError(Exception):
-    """A bad configuration value; the message names the key and is shown to the operator as is."""
 
 
 class ApiKey(BaseModel):

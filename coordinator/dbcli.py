@@ -2,6 +2,7 @@
 
 With `migrate_on_start: false` the coordinators never change the schema themselves: run `aidd db upgrade` (one job,
 before the new version starts), or `aidd db sql` to hand the SQL to a database administrator.
+Light to import (every `aidd` command builds this parser): Alembic and SQLAlchemy are imported by `run_db`.
 """
 
 from __future__ import annotations
@@ -10,15 +11,12 @@ import argparse
 import asyncio
 import logging
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from alembic import command
-from alembic.util import CommandError
-from sqlalchemy.exc import SQLAlchemyError
+from coordinator.errors import ConfigError
 
-from coordinator.config import ConfigError, Settings, load_settings
-from coordinator.db import ALEMBIC_INI, alembic_config, create_engine
-from coordinator.preflight import check_urls, reach_postgres
+if TYPE_CHECKING:
+    from coordinator.config import Settings
 
 
 def add_db_parser(sub: Any) -> None:
@@ -48,6 +46,14 @@ def run_db(args: argparse.Namespace) -> int:
     Raises:
         ConfigError: no database configured, one that cannot be used, or a revision Alembic does not know.
     """
+    from alembic import command
+    from alembic.util import CommandError
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from coordinator.config import load_settings
+    from coordinator.db import ALEMBIC_INI, alembic_config
+    from coordinator.preflight import check_urls
+
     config = alembic_config()
     config.attributes["configure_logging"] = False  # aidd's own log format, set up by the CLI
     logging.getLogger("alembic.runtime.migration").addFilter(_not_chatter)
@@ -78,6 +84,9 @@ def run_db(args: argparse.Namespace) -> int:
 
 
 async def _reachable(settings: Settings) -> None:
+    from coordinator.db import create_engine
+    from coordinator.preflight import reach_postgres
+
     engine = create_engine(settings.database_url or "", pool_size=1)
     try:
         await reach_postgres(settings, engine)

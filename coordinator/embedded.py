@@ -36,6 +36,7 @@ import psycopg
 import redis
 
 from coordinator.children import die_with_parent
+from coordinator.errors import EmbeddedError
 from coordinator.preflight import NO_HANDSHAKE
 
 log = logging.getLogger(__name__)
@@ -51,10 +52,6 @@ FIRST_PAUSE_S, MAX_PAUSE_S = 0.5, 10.0
 """The pause between restart tries: 0.5 s, doubling up to 10 s."""
 GIVE_UP_S = 60.0
 """Seconds of failed restart tries after which aidd stops, for its service manager to restart it."""
-
-
-class EmbeddedError(Exception):
-    """An embedded server could not be started (or restarted); str(e) is one operator-readable line."""
 
 
 @dataclass(eq=False)
@@ -76,11 +73,20 @@ class _Server:
     def start(self, timeout_s: float, cancel: threading.Event) -> None:
         """Start the command as our child, output appended to ``log``, and wait until it answers.
 
-        The child runs in its own session and is sent its stop signal when the calling thread exits.
-
         Raises:
             EmbeddedError: it exited, did not answer within ``timeout_s``, or ``cancel`` was set
                 (the process is stopped then).
+        """
+        self.spawn()
+        self.wait_ready(timeout_s, cancel)
+
+    def spawn(self) -> None:
+        """Start the command as our child, output appended to ``log``; :meth:`wait_ready` waits for it.
+
+        The child runs in its own session and is sent its stop signal when the calling thread exits.
+
+        Raises:
+            EmbeddedError: it could not be started.
         """
         death_signal = die_with_parent(STOP_SIGNALS[self.name])
         try:
@@ -92,6 +98,14 @@ class _Server:
                 )
         except OSError as exc:
             raise EmbeddedError(f"{self.name} could not be started: {exc} (log: {self.log})") from exc
+
+    def wait_ready(self, timeout_s: float, cancel: threading.Event) -> None:
+        """Wait until the spawned server answers.
+
+        Raises:
+            EmbeddedError: it exited, did not answer within ``timeout_s``, or ``cancel`` was set
+                (the process is stopped then).
+        """
         deadline = time.monotonic() + timeout_s
         try:
             while True:
@@ -236,11 +250,16 @@ class EmbeddedServers:
         os.kill(os.getpid(), signal.SIGTERM)
 
 
-def start_embedded(state_dir: Path, *, timeout_s: float = 30.0) -> EmbeddedServers:
+def start_embedded(state_dir: Path, *, timeout_s: float = 30.0,
+                   progress: Callable[[str], None] = lambda _stage: None) -> EmbeddedServers:
     """Start (or reuse the data of) the embedded servers under ``state_dir``.
 
-    Must be called from a long-lived thread (the main thread): the servers get a parent-death
-    signal tied to the calling thread.
+    Both start at once: Redis comes up while PostgreSQL's first ``initdb`` runs (only on a new state
+    directory) and while PostgreSQL starts; then both are waited for. ``progress`` is told what is
+    being waited for, e.g. ``starting PostgreSQL…`` (the console's top bar shows it).
+
+    Must be called from a long-lived thread (the main thread, or one that lives as long as the
+    servers): the servers get a parent-death signal tied to the calling thread.
 
     Raises:
         EmbeddedError: the directory is in use by another live process, or a server did not start.
@@ -259,12 +278,16 @@ def start_embedded(state_dir: Path, *, timeout_s: float = 30.0) -> EmbeddedServe
         _stop_orphan(redis_dir / "redis.pid", "redis-server", redis_dir, STOP_SIGNALS["Redis"])
         _stop_orphan(pgdata / "postmaster.pid", "postgres", pgdata, STOP_SIGNALS["PostgreSQL"])
         redis_server, redis_url = _redis_on(redis_dir)
-        pg_server, port = _postgres_on(pgdata)
-        for server in (redis_server, pg_server):
-            if server.log.exists():  # keep the last run's log; a failed start shows this run's lines
-                server.log.replace(server.log.with_name(server.log.name + ".1"))
-            server.start(timeout_s, stopping)
-            started.append(server)
+        _spawn(redis_server, started)
+        user = _prepare_root_postgres(pgdata) if os.geteuid() == 0 else None
+        if not (pgdata / "PG_VERSION").exists():
+            progress("creating the PostgreSQL database (first start only)…")
+            _initdb(pgdata, user)
+        pg_server, port = _postgres_on(pgdata, user)
+        _spawn(pg_server, started)
+        for server in started:
+            progress(f"starting {server.name}…")
+            server.wait_ready(timeout_s, stopping)
     except BaseException:
         for server in started:
             server.stop()
@@ -279,6 +302,14 @@ def start_embedded(state_dir: Path, *, timeout_s: float = 30.0) -> EmbeddedServe
         _lock=lock,
         _stopping=stopping,
     )
+
+
+def _spawn(server: _Server, started: list[_Server]) -> None:
+    """Spawn ``server`` and add it to ``started``; the last run's log is kept (a failed start shows this run's)."""
+    if server.log.exists():
+        server.log.replace(server.log.with_name(server.log.name + ".1"))
+    server.spawn()
+    started.append(server)
 
 
 def _lock_state_dir(state_dir: Path) -> IO[str]:
@@ -342,21 +373,28 @@ def _redis_on(redis_dir: Path) -> tuple[_Server, str]:
     return _Server("Redis", args, redis_dir / "redis.log", None, ping), url
 
 
-def _postgres_on(pgdata: Path) -> tuple[_Server, int]:
-    """postgres on ``pgdata`` (initialised if new) at 127.0.0.1, and its port; once up, it has ``aidd``."""
+def _postgres_bin() -> Path:
+    """The directory of the PostgreSQL programs shipped in the pgserver wheel."""
     with warnings.catch_warnings():  # pgserver warns about XDG_RUNTIME_DIR on import; we do not use it
         warnings.simplefilter("ignore")
         from pgserver._commands import POSTGRES_BIN_PATH
+    return Path(POSTGRES_BIN_PATH)
 
-    user = _prepare_root_postgres(pgdata, POSTGRES_BIN_PATH) if os.geteuid() == 0 else None
-    if not (pgdata / "PG_VERSION").exists():
-        initdb = [str(POSTGRES_BIN_PATH / "initdb"), "-D", str(pgdata), "-U", "postgres", "--auth=trust",
-                  "--encoding=UTF8", "--no-locale"]
-        done = subprocess.run(initdb, user=user, group=user, capture_output=True, text=True, check=False)
-        if done.returncode != 0:
-            raise EmbeddedError(f"PostgreSQL initdb failed in {pgdata}: {_last_lines(done.stderr)}")
+
+def _initdb(pgdata: Path, user: str | None) -> None:
+    """Create a new PostgreSQL cluster in ``pgdata`` (the first start on a state directory: a second or more)."""
+    initdb = [str(_postgres_bin() / "initdb"), "-D", str(pgdata), "-U", "postgres", "--auth=trust",
+              "--encoding=UTF8", "--no-locale"]
+    done = subprocess.run(initdb, user=user, group=user, capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        raise EmbeddedError(f"PostgreSQL initdb failed in {pgdata}: {_last_lines(done.stderr)}")
+
+
+def _postgres_on(pgdata: Path, user: str | None) -> tuple[_Server, int]:
+    """postgres on the initialised ``pgdata`` at 127.0.0.1, run as ``user`` (None: as we are), and its port; once
+    up, it has ``aidd``."""
     port = _stable_port(pgdata.parent / "postgres.port")
-    args = [str(POSTGRES_BIN_PATH / "postgres"), "-D", str(pgdata), "-h", "127.0.0.1", "-p", str(port),
+    args = [str(_postgres_bin() / "postgres"), "-D", str(pgdata), "-h", "127.0.0.1", "-p", str(port),
             "-k", ""]  # -h: listen on loopback only; -k '': no unix socket
     conninfo = f"host=127.0.0.1 port={port} user=postgres dbname=postgres connect_timeout=2"
 
@@ -368,10 +406,11 @@ def _postgres_on(pgdata: Path) -> tuple[_Server, int]:
     return _Server("PostgreSQL", args, pgdata / "postgres.log", user, create_database), port
 
 
-def _prepare_root_postgres(pgdata: Path, bin_path: Path) -> str:
+def _prepare_root_postgres(pgdata: Path) -> str:
     """As root, let the dedicated system user run PostgreSQL on ``pgdata`` (as pgserver does)."""
     from pgserver.utils import ensure_folder_permissions, ensure_prefix_permissions, ensure_user_exists
 
+    bin_path = _postgres_bin()
     ensure_user_exists(PG_SYSTEM_USER)
     ensure_prefix_permissions(pgdata)
     ensure_prefix_permissions(bin_path)

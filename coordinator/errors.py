@@ -1,8 +1,17 @@
-"""Domain errors; each carries its context and maps to one HTTP status (see `api/errors.py`)."""
+"""Domain errors; each carries its context and maps to one HTTP status (see `api/errors.py`).
+
+Imports nothing: the light CLI commands catch these without loading the server's libraries.
+"""
 
 from __future__ import annotations
 
-from coordinator.config import ConfigError
+
+class ConfigError(Exception):
+    """A bad configuration value; the message names the key and is shown to the operator as is."""
+
+
+class EmbeddedError(Exception):
+    """An embedded server could not be started (or restarted); str(e) is one operator-readable line."""
 
 
 class AiddError(Exception):

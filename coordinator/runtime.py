@@ -1,28 +1,18 @@
-"""Start-up shared by `aidd`, `aidd --serve` and tests: embedded servers when no Redis/PostgreSQL is configured."""
+"""Start-up shared by `aidd`, `aidd --serve` and tests: embedded servers when no Redis/PostgreSQL is configured.
+
+Light to import (the console imports it before its first frame): the server's libraries are imported where the
+shared stores are checked.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
-from redis.asyncio import Redis
-
-from coordinator.config import ConfigError, Part, Settings
-from coordinator.db import check_schema, create_engine
-from coordinator.embedded import EmbeddedError, start_embedded
-from coordinator.peers import Peers, database_identity
-from coordinator.preflight import (
-    CONNECT_TIMEOUT_S,
-    NO_HANDSHAKE,
-    check_urls,
-    postgres_address,
-    reach_postgres,
-    reach_redis,
-    reach_store,
-)
-from coordinator.storage import open_store
+from coordinator.config import Part, Settings
+from coordinator.errors import ConfigError, EmbeddedError
 
 log = logging.getLogger(__name__)
 
@@ -38,24 +28,30 @@ def check_exposure(settings: Settings) -> None:
 
 
 @contextlib.contextmanager
-def stores(settings: Settings) -> Iterator[Settings]:
+def stores(settings: Settings, progress: Callable[[str], None] = lambda _stage: None) -> Iterator[Settings]:
     """Settings with Redis and PostgreSQL URLs: as configured, or from embedded servers started (and stopped) here.
 
     URLs of another kind and a half-external setup are refused before anything is reached (`check_urls`,
     `embedded_parts`); stores that cannot be used, and shared stores that serve another database or file store,
     before anything is served (`check_shared_stores`).
-    Must run on the main thread: the embedded servers die with the thread that started them. While it runs,
+    `progress` is told what the embedded servers' start waits for (`start_embedded`).
+    Must run on a thread that outlives it (the main thread, or the console's start thread): the embedded servers
+    die with the thread that started them. While it runs,
     a dead embedded server is restarted; if one cannot be, the process gets SIGTERM and, once the caller has
     stopped, this raises EmbeddedError saying why (a non-zero exit, for a service manager to restart aidd).
     """
+    from coordinator.preflight import check_urls
+
     check_urls(settings)  # before connecting to anything
     parts = embedded_parts(settings)
     if not parts:
         check_shared_stores(settings)
         yield settings
         return
+    from coordinator.embedded import start_embedded
+
     settings.state_dir.mkdir(parents=True, exist_ok=True)
-    servers = start_embedded(settings.state_dir)
+    servers = start_embedded(settings.state_dir, progress=progress)
     servers.supervise()
     log.info("embedded Redis and PostgreSQL running; state in %s", settings.state_dir)
     try:
@@ -112,6 +108,20 @@ def check_shared_stores(settings: Settings) -> None:
 
 
 async def _check_shared_stores(settings: Settings) -> None:
+    from redis.asyncio import Redis
+
+    from coordinator.db import check_schema, create_engine
+    from coordinator.peers import Peers, database_identity
+    from coordinator.preflight import (
+        CONNECT_TIMEOUT_S,
+        NO_HANDSHAKE,
+        postgres_address,
+        reach_postgres,
+        reach_redis,
+        reach_store,
+    )
+    from coordinator.storage import open_store
+
     redis = Redis.from_url(settings.redis_url or "", socket_connect_timeout=CONNECT_TIMEOUT_S,
                            socket_timeout=CONNECT_TIMEOUT_S, **NO_HANDSHAKE)
     engine = create_engine(settings.database_url or "", pool_size=1)

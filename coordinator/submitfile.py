@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from coordinator.client import CoordinatorClient
-from coordinator.config import ConfigError
+from coordinator.errors import ConfigError
 
 CHUNK = 1000
 """Tasks per request (the coordinator's default max_batch_tasks)."""

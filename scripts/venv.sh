@@ -1,5 +1,7 @@
 #!/usr/bin/env bash
-# Create .venv (once) and install aidd with its test tools into it. Sourced by run.sh and test.sh.
+# Create .venv (once) and install aidd into it, with the extras named as arguments: none for what running needs
+# (run.sh), `dev` for the test tools too (test.sh). Either script reuses the venv the other made: what is there
+# already is not installed again, an extra that is missing is added. Run or sourced; exits 1 if pip fails.
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 python="${PYTHON:-python3}"
@@ -7,16 +9,25 @@ python="${PYTHON:-python3}"
 if [ ! -x "$root/.venv/bin/python" ]; then
   "$python" -m venv "$root/.venv"
 fi
-stamp="$root/.venv/.installed"
-if [ ! -f "$stamp" ] || [ "$root/pyproject.toml" -nt "$stamp" ]; then
+# One stamp per part installed (.installed: aidd itself, .installed-dev: its dev extra, ...); a part is
+# installed again when pyproject.toml is newer than its stamp.
+stamps=("$root/.venv/.installed")
+for extra in "$@"; do stamps+=("$root/.venv/.installed-$extra"); done
+missing=0
+for stamp in "${stamps[@]}"; do
+  if [ ! -f "$stamp" ] || [ "$root/pyproject.toml" -nt "$stamp" ]; then missing=1; fi
+done
+if [ "$missing" = 1 ]; then
+  target="$root"
+  if [ "$#" -gt 0 ]; then target="$root[$(IFS=,; echo "$*")]"; fi
   # pip's and the build backend's chatter goes to a log; the terminal gets one line, or the log's tail on failure.
+  # The venv's own pip is recent enough (editable installs need pip >= 21.3): upgrading it costs seconds.
   log="$root/.venv/install.log"
-  echo "aidd: installing into $root/.venv (first run: a minute or two; log: $log)" >&2
-  if ! { "$root/.venv/bin/python" -m pip install --upgrade pip &&
-         "$root/.venv/bin/python" -m pip install -e "$root[dev]"; } >"$log" 2>&1; then
+  echo "aidd: installing into $root/.venv (first run: under a minute with a warm pip cache; log: $log)" >&2
+  if ! "$root/.venv/bin/python" -m pip install --disable-pip-version-check -e "$target" >"$log" 2>&1; then
     tail -n 25 "$log" >&2
     echo "aidd: installing into .venv failed (whole log: $log)" >&2
     exit 1
   fi
-  touch "$stamp"
+  touch "${stamps[@]}"
 fi

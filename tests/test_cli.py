@@ -73,8 +73,9 @@ def test_batch_file_and_workers(api_server: BackgroundServer, client: httpx.Clie
                                 tmp_path: Path) -> None:
     smiles = tmp_path / "library.smi"
     smiles.write_text("CCO\nc1ccccc1\nCC(=O)O\n")
-    code, out, _ = run(capsys, api_server, "submit", "admet", "qikprop", "--file", str(smiles))
+    code, out, err = run(capsys, api_server, "submit", "admet", "qikprop", "--file", str(smiles))
     assert code == 0 and out.startswith("submitted 3 tasks as batch ")
+    assert err == ""  # the progress bar is for a terminal only, never a pipe or a log
     batch_id = out.split()[-1]
     params = sorted(t["input_params"]["smiles"] for t in client.get("/api/v1/tasks", params={"batch_id": batch_id})
                     .json()["items"])
@@ -292,3 +293,36 @@ def test_commands_take_unique_id_prefixes(api_server: BackgroundServer, client: 
     assert code == 0 and out.strip() == "cancel: 1 changed, 0 skipped", err
     code, _, err = run(capsys, api_server, "show", "0000000000")
     assert code == 1 and err.startswith("aidd: ") and err.count("\n") == 1
+
+
+SERVER_LIBRARIES = frozenset({"pydantic", "yaml", "sqlalchemy", "asyncpg", "alembic", "starlette", "uvicorn",
+                              "textual", "redis", "psycopg", "minio"})
+"""What the coordinator and the console import, and the commands for scripts must not (they start in 0.1 s)."""
+IMPORTS_PROBE = """
+import json, sys
+from coordinator.cli import main
+try:
+    code = main(sys.argv[1:])
+except SystemExit as exc:  # --help
+    code = exc.code
+loaded = sorted({name.split(".")[0] for name in sys.modules})
+print(json.dumps({"exit": code, "loaded": loaded}), file=sys.stderr)
+"""
+
+
+def test_commands_for_scripts_import_none_of_the_servers_libraries(api_server: BackgroundServer,
+                                                                     client: httpx.Client) -> None:
+    """`aidd --help`, `tasks`, `show`, `logs`, `submit` and `wait`, run to their end against a real coordinator,
+    load none of the server's libraries (the reason they start in a tenth of a second; bench/newcomer.py times it)."""
+    task_id = client.post("/api/v1/tasks", json={"service": "admet", "task_type": "qikprop"}).json()["id"]
+    url = ["--url", api_server.url]
+    commands = ((["--help"], 0), (["tasks", "--help"], 0), (["tasks", *url], 0), (["show", task_id, *url], 0),
+                (["logs", task_id, *url], 0), (["submit", "admet", "qikprop", *url], 0),
+                (["wait", task_id, "--timeout", "0.1", *url], 124))
+    for argv, exit_code in commands:
+        done = subprocess.run([sys.executable, "-c", IMPORTS_PROBE, *argv], capture_output=True, text=True, cwd=ROOT,
+                              timeout=60)
+        probe = json.loads(done.stderr.splitlines()[-1])
+        assert probe["exit"] == exit_code, (argv, done.stderr)
+        assert "httpx" in probe["loaded"] or "--help" in argv, argv  # the probe sees what the command imported
+        assert not SERVER_LIBRARIES & set(probe["loaded"]), (argv, SERVER_LIBRARIES & set(probe["loaded"]))

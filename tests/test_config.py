@@ -19,7 +19,8 @@ import httpx
 import psutil
 import pytest
 
-from coordinator.config import ConfigError, Settings, load_settings
+from coordinator.config import Settings, load_settings
+from coordinator.errors import ConfigError
 from tests.helpers import wait_for
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import os
 import re
 import socket
 import subprocess
 import sys
+import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -17,20 +20,28 @@ from typing import Any
 import httpx
 import psutil
 import pytest
+from rich.console import Console
 from rich.text import Text
 from textual.app import App, ComposeResult
+from textual.widgets import Static
 
+from console.app import AiddConsole
 from console.background import Detached, recorded
 from console.demo.cluster import HOSTS, DemoCluster
 from console.demo.workload import DEMO_PREFIX
+from console.factory import make_app
 from console.keys import help_rows
-from console.launch import start_api
 from console.localagent import LocalAgent, agent_available
 from console.query import TaskQuery
+from console.screens.live import LiveScreen
+from console.startup import EmbeddedStart, start_api
 from console.text import age, plain, sparkline
+from console.widgets.banners import StartingBanner
 from console.widgets.keyed_table import KeyedTable
+from coordinator.client import DEFAULT_URL, CoordinatorClient
 from coordinator.config import Settings
 from coordinator.server import BackgroundServer
+from tests.consolekit import refreshed, until
 from themes import SEMANTIC, THEMES
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -162,6 +173,48 @@ def test_the_api_moves_to_a_free_port_when_its_port_is_taken(settings: Settings,
             assert notices and f"Port {port} is taken" in notices[0]
         finally:
             server.stop()
+
+
+def top_bar(app: AiddConsole) -> str:
+    """The text the top bar shows on the right, as drawn."""
+    capture = Console(width=200, record=True, file=io.StringIO())
+    capture.print(app.screen.query_one("#where", Static).content)
+    return capture.export_text().strip()
+
+
+@pytest.mark.anyio
+async def test_first_frame_comes_before_the_stores_are_up(settings: Settings, clean_db: None, redis: Any) -> None:
+    """With stores that take their time to start, the console draws at once: the top bar says what the start
+    waits for, the panes say they fill in later, and nothing is polled; once the stores and the API are up, the
+    console connects to the API's real address and the panes fill in."""
+    release = threading.Event()
+
+    @contextlib.contextmanager
+    def slow_stores(configured: Settings, progress: Callable[[str], None]) -> Iterator[Settings]:
+        progress("starting PostgreSQL…")
+        release.wait(60)  # a store that takes its time to start
+        yield configured  # then the test's real Redis and PostgreSQL
+
+    startup = EmbeddedStart(settings.model_copy(update={"port": 0}), None, 10.0, open_stores=slow_stores).start()
+    placeholder = CoordinatorClient(DEFAULT_URL, timeout=10)
+    app = make_app(placeholder, where="embedded · state ~/x", refresh_s=0.2, animation_level="none", startup=startup)
+    try:
+        async with app.run_test(size=(120, 40)) as pilot:
+            await until(pilot, lambda: "starting PostgreSQL…" in top_bar(app), what="the start in the top bar")
+            assert top_bar(app) == "embedded · state ~/x · starting PostgreSQL…"
+            assert app.screen.query_one(StartingBanner).display
+            await pilot.pause(0.5)
+            assert isinstance(app.screen, LiveScreen) and app.screen.refreshes == 0 and app.client is placeholder
+
+            release.set()
+            await refreshed(pilot)
+            assert startup.url is not None and startup.url != DEFAULT_URL
+            assert app.client.url == startup.url and top_bar(app) == startup.url
+            assert not app.screen.query_one(StartingBanner).display and not app.problem
+    finally:
+        release.set()
+        startup.stop()
+    assert startup.error is None
 
 
 @pytest.fixture

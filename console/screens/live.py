@@ -20,7 +20,7 @@ from textual.timer import Timer
 from textual.widgets import Footer, Static, Tabs
 
 from console.keys import DESTRUCTIVE
-from console.widgets.banners import DemoBanner, ProblemBanner
+from console.widgets.banners import DemoBanner, ProblemBanner, StartingBanner
 from console.widgets.top_bar import TopBar
 from coordinator.client import ApiError
 
@@ -89,7 +89,12 @@ class LiveScreen(Screen[None]):
         self._cancel_timer()
 
     def refresh_now(self) -> None:
-        """Poll now; if a poll is in flight, poll again as soon as it has been applied."""
+        """Poll now; if a poll is in flight, poll again as soon as it has been applied.
+
+        Nothing while the embedded coordinator is still starting: the console polls once it answers.
+        """
+        if self.console.starting:
+            return
         if self._in_flight:
             self._again = True
             return
@@ -155,9 +160,11 @@ class LiveScreen(Screen[None]):
             self._apply_safely(self.last_data)
 
     def compose_banners(self) -> ComposeResult:
-        """The banners every live screen shows under its title: demo, coordinator problems, this pane's error."""
+        """The banners every live screen shows under its title: demo, the coordinator's start, its problems, this
+        pane's error."""
         if self.console.options.demo:
             yield DemoBanner()
+        yield StartingBanner()
         yield ProblemBanner()
         pane_error = Static(id="pane-error")
         pane_error.display = False
@@ -187,7 +194,7 @@ class PaneScreen(LiveScreen):
     AUTO_FOCUS = "KeyedTable"
 
     def compose(self) -> ComposeResult:
-        yield TopBar(self.MODE, self.console.options.where)
+        yield TopBar(self.MODE)
         yield from self.compose_banners()
         yield from self.compose_pane()
         yield Footer(compact=True)

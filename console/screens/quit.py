@@ -116,7 +116,7 @@ def ask_to_quit(app: AiddConsole) -> None:
 
 async def _quit(app: AiddConsole) -> None:
     mode = app.options.quit_mode
-    if mode == "attached":
+    if mode == "attached" or app.starting:  # nothing runs yet on a coordinator still starting
         app.exit(QuitChoice.STOP)
         return
     running = await running_tasks(app.client)

@@ -18,7 +18,7 @@ from textual.widgets import Button, Input, Label, ProgressBar, Static, TextArea
 
 from console.text import plain, short_id
 from coordinator.client import ApiError
-from coordinator.config import ConfigError
+from coordinator.errors import ConfigError
 from coordinator.submitfile import read_batch_file, submit_in_chunks
 
 if TYPE_CHECKING:

@@ -1,4 +1,5 @@
-"""Banners under the top bar: the demo notice and the coordinator's trouble (slow, down, degraded)."""
+"""Banners under the top bar: the demo notice, the embedded coordinator's start, and the coordinator's trouble
+(slow, down, degraded)."""
 
 from __future__ import annotations
 
@@ -24,3 +25,15 @@ class ProblemBanner(Static):
     def _show(self, problem: str) -> None:
         self.update(Text(problem))
         self.display = bool(problem)
+
+
+class StartingBanner(Static):
+    """The panes' placeholder while the embedded coordinator starts; hidden once it answers."""
+
+    def on_mount(self) -> None:
+        self.watch(self.app, "starting", self._show)
+
+    def _show(self, starting: str) -> None:
+        self.update(Text(f"The embedded coordinator is {starting.removesuffix('…')}: the panes fill in once it "
+                         "answers (keys work meanwhile)."))
+        self.display = bool(starting)

@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, cast
+
 from rich.text import Text
 from textual.app import ComposeResult
 from textual.containers import Horizontal
 from textual.widgets import Static, Tab, Tabs
+
+if TYPE_CHECKING:
+    from console.app import AiddConsole
 
 PANES: tuple[tuple[str, str], ...] = (("queues", "Queues"), ("workers", "Workers"), ("tasks", "Tasks"),
                                       ("batches", "Batches"))
@@ -13,7 +18,7 @@ PANES: tuple[tuple[str, str], ...] = (("queues", "Queues"), ("workers", "Workers
 
 
 class TopBar(Horizontal):
-    """Pane tabs on the left, the coordinator's address on the right."""
+    """Pane tabs on the left, the coordinator's address on the right (the app's `where`, and `starting`)."""
 
     DEFAULT_CSS = """
     TopBar { height: 2; dock: top; }
@@ -22,14 +27,24 @@ class TopBar(Horizontal):
                     text-overflow: ellipsis; }
     """
 
-    def __init__(self, active: str, where: str) -> None:
+    def __init__(self, active: str) -> None:
         super().__init__()
         self._active = active
-        self._where = where
 
     def compose(self) -> ComposeResult:
         tabs = [Tab(f"{i} {title}", id=f"tab-{mode}") for i, (mode, title) in enumerate(PANES, 1)]
         tabs_widget = Tabs(*tabs, active=f"tab-{self._active}" if self._active in dict(PANES) else None)
         tabs_widget.can_focus = False  # keys belong to the pane's table; the tabs are for the mouse and 1-4
         yield tabs_widget
-        yield Static(Text(self._where, no_wrap=True, overflow="ellipsis"), id="where")
+        yield Static(id="where")
+
+    def on_mount(self) -> None:
+        self.watch(self.app, "where", self._show_where)
+        self.watch(self.app, "starting", self._show_where)
+
+    def _show_where(self, _changed: str) -> None:
+        """The app's `where`, and how far the embedded coordinator's start got while it starts."""
+        app = cast("AiddConsole", self.app)
+        where, starting = app.where, app.starting
+        text = f"{where} · {starting}" if starting else where
+        self.query_one("#where", Static).update(Text(text, no_wrap=True, overflow="ellipsis"))
