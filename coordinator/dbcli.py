@@ -46,6 +46,7 @@ def run_db(args: argparse.Namespace) -> int:
     Raises:
         ConfigError: no database configured, one that cannot be used, or a revision Alembic does not know.
     """
+    logging.getLogger("alembic.runtime.plugins").setLevel(logging.WARNING)  # "setup plugin ..." as it is imported
     from alembic import command
     from alembic.util import CommandError
     from sqlalchemy.exc import SQLAlchemyError

@@ -226,10 +226,6 @@ class LeaseRequest(Strict):
         return value
 
 
-DROPPED_STREAM = "dropped"
-"""The stream of the marker line standing where the per-attempt log cap dropped lines (never sent by agents)."""
-
-
 def dropped_note(count: int) -> str:
     """The marker's text: `… 660 000 lines dropped …` (the thousands spaced, as SI writes them)."""
     return f"… {count:,} line{'' if count == 1 else 's'} dropped …".replace(",", " ")

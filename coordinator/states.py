@@ -106,3 +106,7 @@ class ReasonCode(StrEnum):
     """Like busy, and tasks of higher priority are ahead of it (decided per task)."""
     READY = "ready"
     """A fitting worker has room: the task starts at that worker's next lease."""
+
+
+DROPPED_STREAM = "dropped"
+"""The stream of the marker line standing where the per-attempt log cap dropped lines (never sent by agents)."""

@@ -10,8 +10,7 @@ from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import Any, TextIO
 
 from coordinator.client import ApiError, CoordinatorClient
-from coordinator.schemas import DROPPED_STREAM
-from coordinator.states import FINISHED, TaskStatus
+from coordinator.states import DROPPED_STREAM, FINISHED, TaskStatus
 from coordinator.tables import render_table
 from coordinator.textcheck import printable
 

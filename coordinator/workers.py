@@ -27,7 +27,6 @@ from coordinator.metrics import GPU_BUSY_UTILIZATION
 from coordinator.models import Attempt, Task, TaskLog, Worker, WorkerCommand
 from coordinator.queue import ClaimRequest, GpuFree, as_str
 from coordinator.schemas import (
-    DROPPED_STREAM,
     Heartbeat,
     LeaseRequest,
     TaskEvent,
@@ -35,7 +34,7 @@ from coordinator.schemas import (
     WorkerRegistration,
     dropped_note,
 )
-from coordinator.states import EndReason, TaskStatus, WorkerStatus
+from coordinator.states import DROPPED_STREAM, EndReason, TaskStatus, WorkerStatus
 from coordinator.textcheck import check_text, clean_line
 from coordinator.wakeup import Waker
 

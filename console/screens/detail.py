@@ -20,7 +20,7 @@ from console.actions import Target, TaskActionKeys, run_task_action, task_label
 from console.screens.live import LiveScreen
 from console.text import MISSING, age, file_size, plain, seconds_since, short_id
 from coordinator.client import ApiError
-from coordinator.schemas import DROPPED_STREAM
+from coordinator.states import DROPPED_STREAM
 
 LOG_BATCH = 1000
 LOG_KEEP = 5000
