@@ -20,7 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from coordinator.core import Core, utcnow
 from coordinator.errors import BatchNotFound, InvalidInput, QueueFull, TaskNotFound
-from coordinator.models import Attempt, Batch, Task, TaskLog
+from coordinator.models import Attempt, Batch, Task, TaskLog, Worker
 from coordinator.queue import QueuedTask
 from coordinator.schemas import BulkAction, TaskFilter, TaskSpec
 from coordinator.states import TaskStatus
@@ -29,9 +29,10 @@ from coordinator.textcheck import check_text
 log = logging.getLogger(__name__)
 
 
-def task_view(row: Any) -> dict[str, Any]:
-    """A task as the API and the console show it."""
+def task_view(row: Any, hostnames: dict[uuid.UUID, str] | None = None) -> dict[str, Any]:
+    """A task as the API and the console show it; `worker_hostname` names its (latest) worker, if still known."""
     data = dict(row._mapping)
+    data["worker_hostname"] = (hostnames or {}).get(row.worker_id)
     data["resources"] = {k: data.pop(k) for k in ("cpu", "memory_gb", "gpu", "gpu_memory_gb")}
     data["pending_reason"] = pending_reason(row)
     return data
@@ -47,6 +48,15 @@ def pending_reason(row: Any) -> str | None:
     if row.available_at is not None and row.available_at > utcnow():
         return f"retry backoff until {row.available_at.isoformat(timespec='seconds')}"
     return None
+
+
+async def _hostnames(conn: AsyncConnection, worker_ids: Sequence[uuid.UUID | None]) -> dict[uuid.UUID, str]:
+    """The hostnames of these workers (one query by primary key; removed workers are left out)."""
+    wanted = {w for w in worker_ids if w is not None}
+    if not wanted:
+        return {}
+    rows = await conn.execute(select(Worker.id, Worker.hostname).where(Worker.id.in_(wanted)))
+    return {r.id: r.hostname for r in rows}
 
 
 COPY_COLUMNS = ("id", "service", "task_type", "name", "input_params", "priority", "group", "labels", "cpu",
@@ -211,7 +221,8 @@ class TaskService:
                 raise TaskNotFound(str(task_id))
             attempts = (await conn.execute(select(*Attempt.__table__.c).where(Attempt.task_id == task_id)
                                            .order_by(Attempt.number))).all()
-        view = task_view(row)
+            hostnames = await _hostnames(conn, [row.worker_id])
+        view = task_view(row, hostnames)
         view["attempt_history"] = [dict(a._mapping) for a in attempts]
         return view
 
@@ -228,7 +239,8 @@ class TaskService:
             total = (await conn.execute(select(func.count()).select_from(Task).where(where))).scalar_one()
             rows = (await conn.execute(select(*Task.__table__.c).where(where).order_by(*order_by)
                                        .limit(page_size).offset((page - 1) * page_size))).all()
-        return {"items": [task_view(r) for r in rows], "total": total, "page": page, "page_size": page_size}
+            hostnames = await _hostnames(conn, [r.worker_id for r in rows])
+        return {"items": [task_view(r, hostnames) for r in rows], "total": total, "page": page, "page_size": page_size}
 
     async def logs(self, task_id: uuid.UUID, after: int = 0, limit: int = 1000,
                    attempt_id: uuid.UUID | None = None) -> dict[str, Any]:

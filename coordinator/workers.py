@@ -20,8 +20,10 @@ from sqlalchemy import bindparam, delete, func, insert, select, text, update
 from sqlalchemy.exc import SQLAlchemyError
 
 from coordinator.beats import Beats
+from coordinator.config import Settings
 from coordinator.core import Core, send_commands, utcnow, write_audit
 from coordinator.errors import WorkerNotFound
+from coordinator.gpus import GpuHold, busy_field, busy_indices, gpu_totals, gpu_views, holds
 from coordinator.lifecycle import AttemptEnd, Lifecycle
 from coordinator.models import Attempt, Task, TaskLog, Worker, WorkerCommand
 from coordinator.queue import ClaimRequest, GpuFree, as_str
@@ -48,8 +50,10 @@ def hash_token(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
 
-def worker_view(row: Any, live: dict[bytes, bytes] | None = None, running: int = 0) -> dict[str, Any]:
-    """A worker as the API and the console show it: the record plus its live heartbeat state."""
+def worker_view(row: Any, live: dict[bytes, bytes] | None, running: int, held: dict[int, GpuHold],
+                settings: Settings) -> dict[str, Any]:
+    """A worker as the API and the console show it: the record plus its live heartbeat state, and its GPUs with
+    their readings, the tasks holding them and whether they are allocated, busy or idle (see `gpus`)."""
     data = dict(row._mapping)
     data.pop("token_hash", None)
     live = live or {}
@@ -60,7 +64,11 @@ def worker_view(row: Any, live: dict[bytes, bytes] | None = None, running: int =
     if b"hb" in live:
         data["heartbeat_age_s"] = round(max(0.0, time.time() - float(live[b"hb"])), 1)
     data["running"] = running
-    data["problem"] = (data.get("metrics") or {}).get("problem") if data["status"] != WorkerStatus.OFFLINE else None
+    offline = data["status"] == WorkerStatus.OFFLINE
+    data["problem"] = (data.get("metrics") or {}).get("problem") if not offline else None
+    busy_at = {i: float(live[busy_field(i).encode()]) for i in held if busy_field(i).encode() in live}
+    readings = None if offline else (data.get("metrics") or {}).get("gpus") or []
+    data["gpus"] = gpu_views(data.get("gpus") or [], readings, held, busy_at, time.time(), settings)
     return data
 
 
@@ -147,7 +155,8 @@ class WorkerService:
         check_text(beat.tasks, "tasks")  # stored with the metrics: no NUL bytes for PostgreSQL
         check_text(beat.problem, "problem")
         metrics = orjson.dumps(beat.model_dump(exclude={"current_tasks"}))
-        live = await self.core.index.heartbeat(str(worker_id), time.time(), metrics)  # one round trip
+        busy = [busy_field(i) for i in busy_indices(beat.gpus, self.core.settings)]
+        live = await self.core.index.heartbeat(str(worker_id), time.time(), metrics, busy)  # one round trip
         owned, flag = live.tasks, live.commands_flag
         status = live.status or WorkerStatus.OFFLINE.value
         if not live.routed:  # not in Redis (a flushed index): from PostgreSQL
@@ -281,20 +290,18 @@ class WorkerService:
         Used when a lease does not say what is free, so a GPU handed out by an earlier lease is not handed out
         again (whole GPUs are never shared across leases either).
         """
-        free = {int(g["index"]): GpuFree(int(g["index"]), 1.0, float(g.get("memory_gb") or math.inf))
-                for g in registered}
-        if not free:
+        if not registered:
             return []
         async with self.core.engine.connect() as conn:
-            held = (await conn.execute(select(Task.gpus, Task.gpu, Task.gpu_memory_gb).where(
+            running = (await conn.execute(select(Task.gpus, Task.gpu, Task.gpu_memory_gb).where(
                 Task.worker_id == worker_id, Task.status == TaskStatus.RUNNING.value))).all()
-        for row in held:
-            for index in row.gpus or []:
-                gpu = free.get(int(index))
-                if gpu is not None:
-                    gpu.free = max(0.0, gpu.free - min(row.gpu, 1.0))
-                    gpu.memory_gb = max(0.0, gpu.memory_gb - row.gpu_memory_gb)
-        return list(free.values())
+        held = holds(running)
+        free = []
+        for gpu in registered:
+            hold = held.get(int(gpu["index"]), GpuHold())
+            memory = float(gpu.get("memory_gb") or math.inf)
+            free.append(GpuFree(int(gpu["index"]), max(0.0, 1.0 - hold.share), max(0.0, memory - hold.memory_gb)))
+        return free
 
     # -- reports ----------------------------------------------------------------------------------
 
@@ -394,24 +401,46 @@ class WorkerService:
     # -- operator view and commands -------------------------------------------------------------
 
     async def overview(self, group: str | None = None, status: str | None = None) -> list[dict[str, Any]]:
-        """Every worker with live status, newest registration first."""
-        async with self.core.engine.connect() as conn:
-            rows = (await conn.execute(select(*Worker.__table__.c).order_by(Worker.registered_at.desc()))).all()
-        async with self.core.redis.pipeline(transaction=False) as pipe:
-            for row in rows:
-                pipe.hgetall(self.keys.worker(str(row.id)))
-                pipe.scard(self.keys.worker_tasks(str(row.id)))
-            live = await pipe.execute()
-        views = [worker_view(row, live[2 * i], live[2 * i + 1]) for i, row in enumerate(rows)]
+        """Every worker with live status and its GPUs' tasks, newest registration first."""
+        views = await self._views()
         return [v for v in views
                 if (group is None or group in v["groups"]) and (status is None or v["status"] == status)]
 
     async def get(self, worker_id: uuid.UUID) -> dict[str, Any]:
         """One worker."""
-        for view in await self.overview():
-            if view["id"] == worker_id:
-                return view
-        raise WorkerNotFound(str(worker_id))
+        views = await self._views(worker_id)
+        if not views:
+            raise WorkerNotFound(str(worker_id))
+        return views[0]
+
+    async def task_gpus(self, task: dict[str, Any]) -> list[dict[str, Any]]:
+        """The GPUs a running task holds, as its worker's view shows them (readings, busy, idle)."""
+        if task["status"] != TaskStatus.RUNNING or not task["gpus"] or task["worker_id"] is None:
+            return []
+        views = await self._views(task["worker_id"])
+        held = {int(i) for i in task["gpus"]}
+        return [g for g in views[0]["gpus"] if g["index"] in held] if views else []
+
+    async def _views(self, worker_id: uuid.UUID | None = None) -> list[dict[str, Any]]:
+        """Workers as `worker_view` shows them (every one, or one), newest registration first."""
+        workers = select(*Worker.__table__.c).order_by(Worker.registered_at.desc())
+        on_gpus = select(Task.id, Task.name, Task.attempts, Task.worker_id, Task.gpus, Task.gpu, Task.gpu_memory_gb,
+                         Task.started_at).where(Task.status == TaskStatus.RUNNING.value, Task.gpu > 0)
+        if worker_id is not None:
+            workers, on_gpus = workers.where(Worker.id == worker_id), on_gpus.where(Task.worker_id == worker_id)
+        async with self.core.engine.connect() as conn:
+            rows = (await conn.execute(workers)).all()
+            running = (await conn.execute(on_gpus)).all() if rows else []
+        by_worker: dict[uuid.UUID, list[Any]] = {}
+        for task in running:
+            by_worker.setdefault(task.worker_id, []).append(task)
+        async with self.core.redis.pipeline(transaction=False) as pipe:
+            for row in rows:
+                pipe.hgetall(self.keys.worker(str(row.id)))
+                pipe.scard(self.keys.worker_tasks(str(row.id)))
+            live = await pipe.execute()
+        return [worker_view(row, live[2 * i], live[2 * i + 1], holds(by_worker.get(row.id, [])), self.core.settings)
+                for i, row in enumerate(rows)]
 
     async def send(self, worker_ids: Sequence[uuid.UUID], spec: WorkerCommandSpec, actor: str) -> int:
         """Store a command for workers; drain / resume also change their status at once."""
@@ -465,13 +494,11 @@ class WorkerService:
         return len(done)
 
     async def stats(self) -> dict[str, Any]:
-        """Cluster totals: cores, memory and GPUs, used vs free, workers by status."""
+        """Cluster totals: cores, memory and GPUs (allocated, busy, idle), used vs free, workers by status."""
         workers = await self.overview()
         online = [w for w in workers if w["status"] != WorkerStatus.OFFLINE]
         used_cpu = sum(float(w["metrics"].get("used_cpu", 0)) for w in online)
         used_mem = sum(float(w["metrics"].get("used_memory_gb", 0)) for w in online)
-        gpus = sum(len(w["gpus"]) for w in online)
-        busy_gpus = sum(1 for w in online for g in w["metrics"].get("gpus", []) if g.get("utilization", 0) > 5)
         by_status: dict[str, int] = {}
         for w in workers:
             by_status[w["status"]] = by_status.get(w["status"], 0) + 1
@@ -479,5 +506,5 @@ class WorkerService:
         memory = sum(w["memory_gb"] for w in online)
         return {"workers": len(workers), "by_status": by_status, "cpu_cores": cores, "used_cpu": used_cpu,
                 "free_cpu": max(0.0, cores - used_cpu), "memory_gb": memory, "used_memory_gb": used_mem,
-                "free_memory_gb": max(0.0, memory - used_mem), "gpus": gpus, "busy_gpus": busy_gpus,
+                "free_memory_gb": max(0.0, memory - used_mem), **gpu_totals(workers),
                 "slots": sum(w["slots"] for w in online), "running": sum(w["running"] for w in online)}
