@@ -13,7 +13,7 @@ from textual.widgets import Static
 from console import keys
 from console.query import STATUSES, TaskQuery
 from console.screens.detail import TaskDetailScreen
-from console.screens.live import PaneScreen
+from console.screens.live import GPU_TOTALS, PaneScreen
 from console.text import gigabytes
 from console.widgets.failure_table import FailureTable
 from console.widgets.queue_table import QueueTable
@@ -44,6 +44,10 @@ class QueuesScreen(PaneScreen):
                                                   status=["failed", "timeout"]))
         return dashboard, failures.get("items") or []
 
+    async def fetch_gpus(self, data: tuple[dict[str, Any], list[dict[str, Any]]]) -> dict[str, int]:
+        workers = data[0].get("workers") or {}
+        return {key: int(workers.get(key) or 0) for key in GPU_TOTALS}
+
     def apply(self, fetched: tuple[dict[str, Any], list[dict[str, Any]]]) -> None:
         data, failures = fetched
         palette = self.console.palette
@@ -64,9 +68,9 @@ class QueuesScreen(PaneScreen):
                 line.append(f"{status} ")
                 line.append(_n(counts.get(status)), palette.status(status))
                 line.append(" · ")
+        gpus = f"GPUs {_n(w.get('allocated_gpus'))}/{_n(w.get('gpus'))} allocated, {_n(w.get('busy_gpus'))} busy"
         line.append(f"CPU {float(w.get('used_cpu') or 0):.0f}/{float(w.get('cpu_cores') or 0):.0f}"
-                    f" · mem {gigabytes(w.get('used_memory_gb'))}/{gigabytes(w.get('memory_gb'))}"
-                    f" · GPUs {_n(w.get('busy_gpus'))}/{_n(w.get('gpus'))} busy"
+                    f" · mem {gigabytes(w.get('used_memory_gb'))}/{gigabytes(w.get('memory_gb'))} · {gpus}"
                     f" · slots {_n(w.get('running'))}/{_n(w.get('slots'))}")
         self.query_one("#summary", Static).update(line)
         queues = data.get("queues") or []

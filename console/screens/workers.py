@@ -16,8 +16,9 @@ from console.query import TaskQuery
 from console.screens.confirm import ConfirmModal
 from console.screens.live import PaneScreen
 from console.text import gigabytes, plain
-from console.widgets.worker_table import WorkerTable, cpu_fraction, gpu_usage
+from console.widgets.worker_table import WorkerTable, cpu_fraction
 from coordinator.client import ApiError
+from coordinator.gpus import gpu_totals
 
 
 class WorkersScreen(PaneScreen):
@@ -32,6 +33,9 @@ class WorkersScreen(PaneScreen):
 
     async def fetch(self) -> list[dict[str, Any]]:
         return await self.console.client.workers()  # type: ignore[no-any-return]
+
+    async def fetch_gpus(self, data: list[dict[str, Any]]) -> dict[str, int]:
+        return gpu_totals(data)
 
     def apply(self, data: list[dict[str, Any]]) -> None:
         palette = self.console.palette
@@ -48,12 +52,14 @@ class WorkersScreen(PaneScreen):
         used = sum(cpu_fraction(w) * float(w.get("cpu_cores") or 0) for w in live)
         mem = sum(float(w.get("memory_gb") or 0) for w in live)
         mem_used = sum(float((w.get("metrics") or {}).get("used_memory_gb") or 0) for w in live)
-        gpus = [g for w in live for g in gpu_usage(w)]
-        busy = sum(1 for g in gpus if float(g.get("utilization") or 0) > 5)
+        gpus = gpu_totals(data)
         running = sum(int(w.get("running") or 0) for w in live)
         slots = sum(int(w.get("slots") or 0) for w in live)
         summary.append(f" · CPU {used:.0f}/{cores:.0f} · mem {gigabytes(mem_used)}/{gigabytes(mem)}"
-                       f" · GPUs {busy}/{len(gpus)} busy · slots {running}/{slots}")
+                       f" · GPUs {gpus['allocated_gpus']}/{gpus['gpus']} allocated, {gpus['busy_gpus']} busy")
+        if gpus["idle_gpus"]:
+            summary.append(f", {gpus['idle_gpus']} idle", palette.style("meter-mid", bold=True))
+        summary.append(f" · slots {running}/{slots}")
         if not data:
             summary.append("\n\nNo workers yet: start one with `aidd-agent --url URL`, or run aidd --local-agent.",
                            palette.style("muted"))
