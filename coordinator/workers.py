@@ -22,7 +22,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from coordinator.beats import Beats
 from coordinator.config import Settings
 from coordinator.core import Core, send_commands, utcnow, write_audit
-from coordinator.errors import WorkerNotFound
+from coordinator.errors import WorkerNotFound, WorkerNotOffline
 from coordinator.gpus import GpuHold, busy_field, busy_indices, gpu_totals, gpu_views, holds
 from coordinator.lifecycle import AttemptEnd, Lifecycle
 from coordinator.models import Attempt, Task, TaskLog, Worker, WorkerCommand
@@ -33,6 +33,8 @@ from coordinator.textcheck import check_text, clean_line
 from coordinator.wakeup import Waker
 
 log = logging.getLogger(__name__)
+TOKEN_CACHE_S = 5.0
+"""How long a coordinator trusts the token hash it read for a worker before reading it again."""
 HEARTBEAT_DB_WAIT_S = 2.0
 """Longest a heartbeat waits for PostgreSQL; past it, commands and the stale check wait for the next beat."""
 
@@ -90,26 +92,32 @@ class WorkerService:
         self.core, self.lifecycle, self.waker = core, lifecycle, waker
         self.keys = core.keys
         self.beats = Beats(core)
-        self._tokens: dict[uuid.UUID, str] = {}
+        self._tokens: dict[uuid.UUID, tuple[str, float]] = {}
+        """Worker id -> its token's hash and when it was read (see `verify_token`)."""
 
     # -- identity ---------------------------------------------------------------------------------
 
     async def verify_token(self, worker_id: uuid.UUID, token: str) -> bool:
-        """Whether `token` is this worker's own credential."""
-        expected: str | None = self._tokens.get(worker_id)
-        if expected is None:
+        """Whether `token` is this worker's own credential (cached for TOKEN_CACHE_S: an identity taken back by a
+        restarted agent, or removed, gets a new token or none, in every coordinator within that time)."""
+        cached = self._tokens.get(worker_id)
+        if cached is None or time.monotonic() - cached[1] > TOKEN_CACHE_S:
             async with self.core.engine.connect() as conn:
                 row = (await conn.execute(select(Worker.token_hash).where(Worker.id == worker_id))).first()
             if row is None:
+                self._tokens.pop(worker_id, None)
                 return False
-            expected = str(row.token_hash)
-            self._tokens[worker_id] = expected
-        return secrets.compare_digest(expected, hash_token(token))
+            cached = (str(row.token_hash), time.monotonic())
+            self._tokens[worker_id] = cached
+        return secrets.compare_digest(cached[0], hash_token(token))
 
     async def register(self, spec: WorkerRegistration) -> dict[str, Any]:
-        """Enroll a host; returns its id and its own token (shown once)."""
+        """Enroll a host; returns its id and its own token (shown once).
+
+        A host is one host: an agent that comes back under the same hostname takes back the identity it had
+        (see `_take_back`), so the record, the console and the metrics keep one row per host.
+        """
         token = secrets.token_urlsafe(32)
-        worker_id = uuid.uuid4()
         token_hash = hash_token(token)
         values: dict[str, Any] = {
             "hostname": spec.hostname, "token_hash": token_hash, "services": spec.all_services(),
@@ -119,19 +127,60 @@ class WorkerService:
             "agent_version": spec.agent_version, "last_heartbeat_at": utcnow(),
         }
         check_text(values, "body")
-        async with self.core.engine.begin() as conn:
-            await conn.execute(insert(Worker).values(id=worker_id, **values))
-        self._tokens[worker_id] = token_hash
-        await self._publish_live(worker_id, values)
+        worker_id = await self._take_back(spec, values)
+        if worker_id is None:
+            worker_id = uuid.uuid4()
+            async with self.core.engine.begin() as conn:
+                await conn.execute(insert(Worker).values(id=worker_id, **values))
+        self._tokens[worker_id] = (token_hash, time.monotonic())
+        await self._publish_live(worker_id, values, fresh=True)
         return {"id": str(worker_id), "token": token, "heartbeat_interval": self.core.settings.heartbeat_interval,
                 "heartbeat_timeout": self.core.settings.heartbeat_timeout}
 
-    async def _publish_live(self, worker_id: uuid.UUID, values: dict[str, Any]) -> None:
-        """Put a worker's routing facts and status into Redis (claims read them there)."""
+    async def _take_back(self, spec: WorkerRegistration, values: dict[str, Any]) -> uuid.UUID | None:
+        """The identity a registering agent takes back, updated to `values`; None: it gets a new one.
+
+        An agent that restarted presents its old id and token (kept in its work dir): that identity is its own,
+        even while it still looks alive (a crash and a quick restart), and the attempts it held then are lost
+        with the old process. Without a valid token, an offline worker of the same hostname is taken back (the
+        token was lost, e.g. with a reboot). A live one never is: a second agent running under the same name
+        gets a row of its own rather than the two taking the name from each other in turns.
+        """
+        previous = None
+        async with self.core.engine.connect() as conn:
+            if spec.worker_id is not None and spec.worker_token:
+                previous = (await conn.execute(select(Worker.id, Worker.status, Worker.token_hash).where(
+                    Worker.id == spec.worker_id, Worker.hostname == spec.hostname,
+                    Worker.token_hash == hash_token(spec.worker_token)))).first()
+            if previous is None:
+                previous = (await conn.execute(select(Worker.id, Worker.status, Worker.token_hash).where(
+                    Worker.hostname == spec.hostname, Worker.status == WorkerStatus.OFFLINE.value)
+                    .order_by(Worker.last_heartbeat_at.desc().nulls_last()).limit(1))).first()
+        if previous is None:
+            return None
+        if previous.status != WorkerStatus.OFFLINE:  # its own token: the old process is gone, and so are its tasks
+            await self.mark_offline([previous.id], EndReason.WORKER_LOST)
+            log.warning("worker %s (%s) restarted: its earlier attempts are lost", previous.id, spec.hostname)
+        values["status"] = (await self._returning_status(previous.id)).value
+        async with self.core.engine.begin() as conn:
+            taken = (await conn.execute(update(Worker).where(
+                Worker.id == previous.id, Worker.status == WorkerStatus.OFFLINE.value,
+                Worker.token_hash == previous.token_hash).values(metrics={}, **values).returning(Worker.id))).first()
+            if taken is None:  # another registration took it meanwhile
+                return None
+            await conn.execute(update(WorkerCommand).where(  # meant for the earlier process, which is gone
+                WorkerCommand.worker_id == previous.id, WorkerCommand.acked_at.is_(None)).values(acked_at=utcnow()))
+        return uuid.UUID(str(previous.id))
+
+    async def _publish_live(self, worker_id: uuid.UUID, values: dict[str, Any], fresh: bool = False) -> None:
+        """Put a worker's routing facts and status into Redis (claims read them there); `fresh` (a registration)
+        first drops what an earlier process of it left there (its readings, when its GPUs were last busy)."""
         key = self.keys.worker(str(worker_id))
         live = {"status": values["status"], "hb": time.time(),
                 "route": orjson.dumps({k: values[k] for k in ("services", "groups", "labels", "gpus", "cpu_cores")})}
         async with self.core.redis.pipeline(transaction=True) as pipe:
+            if fresh:
+                pipe.delete(key)
             pipe.hset(key, mapping=live)  # type: ignore[arg-type]
             pipe.zadd(self.keys.heartbeats, {str(worker_id): live["hb"]})
             await pipe.execute()
@@ -397,6 +446,58 @@ class WorkerService:
         await self._route(worker_id)
         requeued = await self.mark_offline([worker_id], EndReason.REQUEUED)
         return {"id": str(worker_id), "status": WorkerStatus.OFFLINE.value, "requeued": requeued}
+
+    async def remove(self, worker_id: uuid.UUID, actor: str) -> dict[str, Any]:
+        """Delete an offline worker from the record, e.g. a host retired for good (its tasks and attempts keep
+        the id; an agent that comes back later under that hostname registers anew).
+
+        Raises:
+            WorkerNotFound: no such worker.
+            WorkerNotOffline: it is online or draining.
+        """
+        if not await self._delete_offline([worker_id], actor):
+            async with self.core.engine.connect() as conn:
+                status = (await conn.execute(select(Worker.status).where(Worker.id == worker_id))).scalar()
+            if status is None:
+                raise WorkerNotFound(str(worker_id))
+            raise WorkerNotOffline(str(worker_id), status)
+        return {"id": str(worker_id), "removed": True}
+
+    async def expire_offline(self, batch: int = 100) -> int:
+        """Delete up to `batch` workers offline for longer than `offline_worker_expiry` (0: never); the leader's
+        timers call this every check interval, so a backlog goes in small steps."""
+        expiry = self.core.settings.offline_worker_expiry
+        if not expiry:
+            return 0
+        silent_since = func.now() - timedelta(seconds=expiry)
+        async with self.core.engine.connect() as conn:
+            expired = list((await conn.execute(select(Worker.id).where(
+                Worker.status == WorkerStatus.OFFLINE.value, Worker.last_heartbeat_at < silent_since)
+                .order_by(Worker.last_heartbeat_at).limit(batch))).scalars())
+        return len(await self._delete_offline(expired, "expiry")) if expired else 0
+
+    async def _delete_offline(self, worker_ids: Sequence[uuid.UUID], actor: str) -> list[uuid.UUID]:
+        """Delete those of these workers that are offline (one statement, so one that comes back is kept)."""
+        async with self.core.engine.begin() as conn:
+            removed = [uuid.UUID(str(i)) for i in (await conn.execute(delete(Worker).where(
+                Worker.id.in_(worker_ids), Worker.status == WorkerStatus.OFFLINE.value).returning(Worker.id)))
+                .scalars()]
+            if removed:
+                target = str(removed[0]) if len(removed) == 1 else f"{len(removed)} workers"
+                await write_audit(conn, actor, "worker.remove", target, len(removed), {})
+        await self._forget_live(removed)
+        return removed
+
+    async def _forget_live(self, worker_ids: Sequence[uuid.UUID]) -> None:
+        """Drop removed workers' Redis state and cached tokens."""
+        if not worker_ids:
+            return
+        async with self.core.redis.pipeline(transaction=True) as pipe:
+            for worker_id in worker_ids:
+                pipe.delete(self.keys.worker(str(worker_id)), self.keys.worker_tasks(str(worker_id)))
+                pipe.zrem(self.keys.heartbeats, str(worker_id))
+                self._tokens.pop(worker_id, None)
+            await pipe.execute()
 
     # -- operator view and commands -------------------------------------------------------------
 
