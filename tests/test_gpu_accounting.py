@@ -1,12 +1,15 @@
 """GPU accounting over the real API: which task holds which GPU, allocated vs busy, and allocated GPUs flagged idle.
 
-Heartbeats carry the readings of `FakeGpus` (the agent's fake NVML layer), with the utilisation each test sets.
+Heartbeats carry the readings of `FakeGpus` (the agent's fake NVML layer), with the utilisation each test sets;
+one test runs a real agent on the real NVML path where a GPU is there.
 """
 
 from __future__ import annotations
 
+import signal
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
@@ -17,8 +20,12 @@ from redis import Redis as SyncRedis
 from coordinator.config import Settings
 from coordinator.gpus import GpuHold, idle_seconds
 from coordinator.server import BackgroundServer
-from nodeagent.gpu import FakeGpus
-from tests.helpers import HttpAgent, task_body
+from nodeagent.gpu import FakeGpus, GpuInfo
+from tests.agent_helpers import AgentProcess, Api
+from tests.helpers import HttpAgent, task_body, wait_for
+from tests.test_agent_e2e import real_gpus
+
+__all__ = ["real_gpus"]  # the fixture, used by name
 
 IDLE_AFTER = 3.0
 
@@ -138,3 +145,35 @@ def test_lease_without_a_free_list_skips_what_running_tasks_hold() -> None:
     held = holds(rows)
     assert (held[0].share, held[0].memory_gb) == (0.75, 6.0)
     assert held[1].share == held[2].share == 1.0 and held[0].tasks == []
+
+
+@pytest.mark.slow
+def test_a_real_gpu_allocated_but_unused_is_flagged_idle(real_gpus: list[GpuInfo], settings: Settings,
+                                                         clean_db: None, redis: SyncRedis, tmp_path: Path) -> None:
+    """The real NVML path (skipped where NVML sees no GPU): a real agent runs a one-GPU task that never touches
+    its GPU; its heartbeats' readings leave the GPU below the threshold, so it is flagged idle."""
+    server = BackgroundServer(settings.model_copy(update={"port": 0, "heartbeat_timeout": 3.0,
+                                                          "lease_max_wait": 2.0, "gpu_idle_after": 2.0}),
+                              timers=True).start()
+    agent = AgentProcess(server.url, tmp_path, "idle-gpu-node", "--group", "gpu")
+    try:
+        with httpx.Client(base_url=server.url, timeout=30) as http:
+            api = Api(http)
+            wait_for(lambda: api.worker("idle-gpu-node"), 20, "the agent to register")
+            task_id = api.submit(group="gpu", resources={"gpu": 1}, input_params={"argv": ["sleep", "60"]},
+                                 timeout_s=120)
+            task = wait_for(lambda: (t := api.task(task_id))["gpu_use"] and t["gpu_use"][0]["idle"] and t, 30,
+                            "its GPU to be flagged idle")
+            [gpu] = task["gpu_use"]
+            assert gpu["index"] == task["gpus"][0] and gpu["allocated"] and not gpu["busy"]
+            assert gpu["name"] == real_gpus[gpu["index"]].name and gpu["utilization"] < 5
+            worker = api.worker("idle-gpu-node")
+            assert worker is not None
+            [row] = [g for g in worker["gpus"] if g["index"] == gpu["index"]]
+            assert row["idle"] and [t["task_id"] for t in row["tasks"]] == [task_id]
+            stats = http.get("/api/v1/workers/stats").json()
+            assert (stats["gpus"], stats["allocated_gpus"], stats["idle_gpus"]) == (len(real_gpus), 1, 1)
+            assert http.delete(f"/api/v1/tasks/{task_id}").status_code == 200
+    finally:
+        agent.stop(signal.SIGTERM)
+        server.stop()
