@@ -118,7 +118,7 @@ class WorkerTable(KeyedTable):
         self._history: dict[str, deque[float]] = {}
         self._sampled: dict[str, Any] = {}
         self._built: dict[str, tuple[Any, tuple[Text, ...], list[Row]]] = {}
-        self._beats: dict[tuple[str, bool, int], Text] = {}
+        self._beats: dict[tuple[str, str, int], Text] = {}
 
     def worker_at_cursor(self) -> dict[str, Any] | None:
         """The worker of the row under the cursor (a GPU row counts as its host)."""
@@ -160,22 +160,23 @@ class WorkerTable(KeyedTable):
         self.sync(rows)
 
     def _beat_cell(self, w: dict[str, Any], palette: Palette, now: datetime) -> Text:
-        """The heartbeat age (one shared cell object per distinct text, so equal ages compare at once)."""
+        """The heartbeat age."""
         beat = seconds_since(w.get("last_heartbeat_at"), now)
         stale = (beat is None or beat > STALE_HEARTBEAT_S) and w.get("status") != "offline"
         shown = FRESH if beat is not None and beat < FRESH_HEARTBEAT_S else age(beat)
-        key = (shown, stale, id(palette))
+        return self._shared(shown, "meter-high" if stale else "", palette)
+
+    def _last_seen_cell(self, w: dict[str, Any], palette: Palette, now: datetime) -> Text:
+        """`last seen 3m ago`, for an offline host."""
+        return self._shared(f"last seen {age(seconds_since(w.get('last_heartbeat_at'), now))} ago", "muted", palette)
+
+    def _shared(self, text: str, style: str, palette: Palette) -> Text:
+        """One shared cell object per distinct text and style, so that equal ages compare at once in the diff."""
+        key = (text, style, id(palette))
         if key not in self._beats:
             if len(self._beats) > 512:
                 self._beats.clear()
-            self._beats[key] = cell(key[0], palette.style("meter-high") if stale else "")
-        return self._beats[key]
-
-    def _last_seen_cell(self, w: dict[str, Any], palette: Palette, now: datetime) -> Text:
-        """`last seen 3m ago` for an offline host (shared cell objects per text, as for the heartbeat age)."""
-        key = (f"last seen {age(seconds_since(w.get('last_heartbeat_at'), now))} ago", False, id(palette))
-        if key not in self._beats:
-            self._beats[key] = cell(key[0], palette.style("muted"))
+            self._beats[key] = cell(text, palette.style(style) if style else "")
         return self._beats[key]
 
     def _sample(self, wid: str, worker: dict[str, Any]) -> None:
