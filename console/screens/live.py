@@ -74,8 +74,9 @@ class LiveScreen(Screen[None]):
         """Show fetched data (runs on the UI thread; must not do I/O)."""
         raise NotImplementedError
 
-    async def fetch_gpus(self, data: Any) -> dict[str, int] | None:
-        """The cluster's GPU totals for the top bar (`coordinator.gpus.gpu_totals`); None: this screen has none."""
+    async def fetch_gpus(self) -> dict[str, int] | None:
+        """The cluster's GPU totals for the top bar (`coordinator.gpus.gpu_totals`), asked for alongside `fetch`;
+        None: nothing to show, or the screen shows them from its own data."""
         return None
 
     def show_gpus(self, totals: dict[str, int]) -> None:
@@ -123,8 +124,7 @@ class LiveScreen(Screen[None]):
     async def _poll(self) -> None:
         gpus = None
         try:
-            data, error = await self.fetch(), None
-            gpus = await self.fetch_gpus(data)
+            (data, gpus), error = await asyncio.gather(self.fetch(), self.fetch_gpus()), None
         except ApiError as exc:
             data, error = None, str(exc)
         except Exception as exc:  # a bug in one pane must not take the console down
@@ -198,6 +198,8 @@ class PaneScreen(LiveScreen):
 
     MODE = ""
     """The app mode this pane is (queues, workers, tasks, batches)."""
+    GPUS_FROM_DATA = False
+    """Whether the pane's own data has the GPU totals (it calls `show_gpus` in `apply`)."""
     AUTO_FOCUS = "KeyedTable"
 
     def compose(self) -> ComposeResult:
@@ -214,8 +216,10 @@ class PaneScreen(LiveScreen):
         self.query_one(Tabs).active = f"tab-{self.MODE}"
         super().on_screen_resume()
 
-    async def fetch_gpus(self, data: Any) -> dict[str, int] | None:
-        """The GPU totals of `/workers/stats` (panes that fetch the workers anyway derive them from their data)."""
+    async def fetch_gpus(self) -> dict[str, int] | None:
+        """The GPU totals of `/workers/stats`, unless the pane shows them from what it fetches anyway."""
+        if self.GPUS_FROM_DATA:
+            return None
         stats = await self.console.client.worker_stats()
         return {key: int(stats.get(key) or 0) for key in GPU_TOTALS}
 

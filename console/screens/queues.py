@@ -29,6 +29,7 @@ class QueuesScreen(PaneScreen):
     """Per-service queues with the totals an operator checks first."""
 
     MODE = "queues"
+    GPUS_FROM_DATA = True
     BINDINGS: ClassVar[list[BindingType]] = [*keys.QUEUES]
 
     def compose_pane(self) -> ComposeResult:
@@ -44,10 +45,6 @@ class QueuesScreen(PaneScreen):
                                                   status=["failed", "timeout"]))
         return dashboard, failures.get("items") or []
 
-    async def fetch_gpus(self, data: tuple[dict[str, Any], list[dict[str, Any]]]) -> dict[str, int]:
-        workers = data[0].get("workers") or {}
-        return {key: int(workers.get(key) or 0) for key in GPU_TOTALS}
-
     def apply(self, fetched: tuple[dict[str, Any], list[dict[str, Any]]]) -> None:
         data, failures = fetched
         palette = self.console.palette
@@ -61,6 +58,7 @@ class QueuesScreen(PaneScreen):
             line.append(" · ")
         line.append(f"total {_n((data.get('tasks') or {}).get('total'))}")
         w = data.get("workers") or {}
+        self.show_gpus({key: int(w.get(key) or 0) for key in GPU_TOTALS})
         counts = w.get("by_status") or {}
         line.append("\nWorkers  ", style="bold")
         for status in ("online", "draining", "offline"):

@@ -26,6 +26,7 @@ class WorkersScreen(PaneScreen):
     """Hosts, their GPUs and their heartbeats."""
 
     MODE = "workers"
+    GPUS_FROM_DATA = True
     BINDINGS: ClassVar[list[BindingType]] = [*keys.WORKERS]
 
     def compose_pane(self) -> ComposeResult:
@@ -34,9 +35,6 @@ class WorkersScreen(PaneScreen):
 
     async def fetch(self) -> list[dict[str, Any]]:
         return await self.console.client.workers()  # type: ignore[no-any-return]
-
-    async def fetch_gpus(self, data: list[dict[str, Any]]) -> dict[str, int]:
-        return gpu_totals(data)
 
     def apply(self, data: list[dict[str, Any]]) -> None:
         palette = self.console.palette
@@ -54,6 +52,7 @@ class WorkersScreen(PaneScreen):
         mem = sum(float(w.get("memory_gb") or 0) for w in live)
         mem_used = sum(float((w.get("metrics") or {}).get("used_memory_gb") or 0) for w in live)
         gpus = gpu_totals(data)
+        self.show_gpus(gpus)
         running = sum(int(w.get("running") or 0) for w in live)
         slots = sum(int(w.get("slots") or 0) for w in live)
         summary.append(f" · CPU {used:.0f}/{cores:.0f} · mem {gigabytes(mem_used)}/{gigabytes(mem)}"
