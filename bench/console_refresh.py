@@ -31,7 +31,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 PANES = (("1", "queues"), ("2", "workers"), ("3", "tasks"), ("4", "batches"))
 GPU_EVERY = 5
-"""Every fifth worker has four GPUs."""
+"""Every fifth worker has four GPUs; the running tasks on it hold one each (named on its GPU rows)."""
 
 
 def token(i: int) -> str:
@@ -52,12 +52,16 @@ INSERT INTO tasks (id, service, task_type, name, input_params, priority, "group"
 SELECT gen_random_uuid(), (ARRAY['admet','docking','inference'])[1 + g % 3],
     (ARRAY['qikprop','vina','reinvent'])[1 + g % 3], 'bench task ' || g,
     jsonb_build_object('smiles', 'C' || repeat('C', g % 20) || 'O'), 1 + g % 3,
-    CASE WHEN g % 3 = 0 THEN 'default' ELSE 'gpu' END, '[]', 1, 1, 0, 0, 3, 300,
+    CASE WHEN g % 3 = 0 THEN 'default' ELSE 'gpu' END, '[]', 1, 1,
+    CASE WHEN s.status = 'running' AND g % CAST(:nworkers AS int) % CAST(:gpu_every AS int) = 0 THEN 1 ELSE 0 END,
+    0, 3, 300,
     '["error","timeout","worker_lost"]', '[]', '[]',
     CASE WHEN g <= CAST(:batched AS int) THEN (CAST(:batches AS uuid[]))[1 + g % 20] END, 'bench',
     s.status, CASE WHEN s.status = 'running' THEN gen_random_uuid() END,
     CASE WHEN s.status = 'pending' THEN 0 ELSE 1 END, 0, 0,
-    CASE WHEN s.status <> 'pending' THEN (CAST(:workers AS uuid[]))[1 + g % CAST(:nworkers AS int)] END, '[]',
+    CASE WHEN s.status <> 'pending' THEN (CAST(:workers AS uuid[]))[1 + g % CAST(:nworkers AS int)] END,
+    CASE WHEN s.status = 'running' AND g % CAST(:nworkers AS int) % CAST(:gpu_every AS int) = 0
+         THEN jsonb_build_array(g / CAST(:nworkers AS int) % 4) ELSE '[]' END,
     CASE WHEN s.status IN ('failed', 'timeout') THEN 'bench failure ' || g END,
     CASE WHEN s.status IN ('succeeded', 'failed', 'timeout', 'cancelled') THEN s.status END,
     now() - make_interval(secs => CAST(:tasks AS int) - g),
@@ -95,7 +99,7 @@ async def seed(database_url: str, tasks: int, workers: int) -> None:
                                                for n, b in enumerate(batches)])
             await conn.execute(text(SEED_TASKS), {"tasks": tasks, "batched": batched, "batches": batches,
                                                   "workers": [worker_id(i) for i in range(workers)],
-                                                  "nworkers": workers})
+                                                  "nworkers": workers, "gpu_every": GPU_EVERY})
             await conn.execute(text("ANALYZE tasks"))
     finally:
         await engine.dispose()

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from textual.binding import Binding
 
-DESTRUCTIVE = frozenset({"cancel", "retry", "requeue", "drain", "new", "retry_failed"})
+DESTRUCTIVE = frozenset({"cancel", "retry", "requeue", "drain", "new", "retry_failed", "remove_worker"})
 """Actions hidden by `--read-only` (they change tasks or workers)."""
 
 APP: list[Binding] = [
@@ -44,6 +44,7 @@ TASKS: list[Binding] = [
 
 WORKERS: list[Binding] = [
     Binding("d", "drain", "Drain/resume", tooltip="Drain the worker (no new tasks) or resume it"),
+    Binding("x", "remove_worker", "Remove", tooltip="Remove an offline worker from the view (asks first)"),
     Binding("enter", "worker_tasks", "Its tasks", tooltip="The tasks of the worker under the cursor"),
 ]
 

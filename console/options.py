@@ -22,7 +22,7 @@ class ConsoleOptions:
     where: str = ""
     """What the top bar says about the coordinator, e.g. `embedded · http://127.0.0.1:8333 · state ~/...`."""
     read_only: bool = False
-    """Hide every key that changes tasks or workers (cancel, retry, requeue, drain, submit)."""
+    """Hide every key that changes tasks or workers (cancel, retry, requeue, drain, remove, submit)."""
     demo: bool = False
     """Show the demo banner (the workers are simulated)."""
     now: Clock = utcnow

@@ -109,7 +109,9 @@ def build_parser() -> argparse.ArgumentParser:
     tasks.add_argument("--page-size", type=int, default=50)
     _client_options(tasks)
 
-    workers = sub.add_parser("workers", help="list workers")
+    workers = sub.add_parser("workers", help="list workers; `workers rm ID…` removes offline ones")
+    workers.add_argument("action", nargs="?", choices=["rm"], help="rm: delete offline workers from the record")
+    workers.add_argument("ids", nargs="*", metavar="ID", help="with rm: worker ids or unique prefixes")
     workers.add_argument("--group")
     workers.add_argument("--status")
     _client_options(workers)
@@ -201,6 +203,11 @@ async def _run_client(args: argparse.Namespace) -> int:
             text = render_table(rows, ["id", "status", "reason", "service", "task_type", "name", "priority",
                                        "group", "attempts", "created_at"])
             text += f"\n{len(result['items'])} of {result['total']} tasks (page {result['page']})"
+        elif args.command == "workers" and args.action == "rm":
+            if not args.ids:
+                raise ConfigError("workers rm: give the ids of offline workers to remove")
+            result = [await client.remove_worker(worker_id) for worker_id in args.ids]
+            text = "\n".join(f"removed worker {r['id']}" for r in result)
         elif args.command == "workers":
             result = await client.workers(group=args.group, status=args.status)
             text = render_table(result, ["id", "hostname", "status", "groups", "running", "slots", "heartbeat_age_s",

@@ -129,6 +129,10 @@ class CoordinatorClient:
         body = {"command": command, "args": args or {}}
         return (await self.request("POST", f"/api/v1/workers/{worker_id}/commands", json=body))["sent"]  # type: ignore[no-any-return]
 
+    async def remove_worker(self, worker_id: uuid.UUID | str) -> dict[str, Any]:
+        """Delete an offline worker (or the one a unique id prefix names) from the record."""
+        return await self.request("POST", f"/api/v1/workers/{worker_id}/remove")  # type: ignore[no-any-return]
+
     # stats
     async def queues(self) -> list[dict[str, Any]]:
         """Per-service queue figures."""

@@ -63,6 +63,14 @@ class Settings(BaseModel):
     """Seconds without a heartbeat before a worker is offline and its tasks requeued (default 30)."""
     heartbeat_check_interval: float = Field(default=10.0, gt=0)
     """Seconds between runs of the heartbeat checker (default 10)."""
+    gpu_idle_threshold: float = Field(default=5.0, ge=0, le=100)
+    """GPU utilisation (percent) below which a GPU counts as not busy (default 5)."""
+    gpu_idle_after: float = Field(default=300.0, gt=0)
+    """Seconds a GPU allocated to a task may stay below gpu_idle_threshold before it is flagged idle: a stuck data
+    loader, CPU-bound work on a GPU slot (default 300)."""
+    offline_worker_expiry: float = Field(default=259_200.0, ge=0)
+    """Seconds after its last heartbeat an offline worker is deleted from the record (default 259200 = 3 days;
+    0 keeps them). Its tasks and attempts keep its id."""
     retry_base_delay: float = Field(default=60.0, ge=0)
     """Base of the exponential retry backoff in seconds: base * 2**(retry-1) (default 60)."""
     retry_max_delay: float = Field(default=3600.0, ge=0)

@@ -40,6 +40,16 @@ class WorkerNotFound(AiddError):
         self.worker_id = worker_id
 
 
+class WorkerNotOffline(AiddError):
+    """Only an offline worker can be removed from the record."""
+
+    status_code = 409
+
+    def __init__(self, worker_id: str, status: str) -> None:
+        super().__init__(f"worker {worker_id} is {status}: only an offline worker can be removed")
+        self.worker_id, self.status = worker_id, status
+
+
 class BatchNotFound(AiddError):
     """No batch has this id."""
 

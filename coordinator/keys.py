@@ -139,7 +139,7 @@ KEY_TABLE: list[tuple[str, str, str]] = [
     ("{p}:queue:running:{service}", "set", "running tasks of one service (concurrency limits)"),
     ("{p}:stats:counters", "hash", "event counters"),
     ("{p}:config:service_limits", "hash", "per-service running limit"),
-    ("{p}:workers:{id}", "hash", "worker status and last heartbeat"),
+    ("{p}:workers:{id}", "hash", "worker status, last heartbeat, readings, when each GPU was last busy"),
     ("{p}:workers:{id}:tasks", "set", "tasks running on a worker"),
     ("{p}:workers:heartbeats", "sorted set", "worker -> last heartbeat time"),
     ("{p}:events:wakeup", "pub/sub channel", "wakes long-polling leases on submission"),

@@ -114,9 +114,9 @@ class Timers:
 
     async def tick(self) -> None:
         """One round: promote due retries; as leader, check PostgreSQL answers, and every check interval reap
-        dead workers and time out tasks, every reconcile interval repair drift, hourly expire old files, every
-        RETENTION_PERIOD delete finished tasks past the window, and every SNAPSHOT_PERIOD read the cluster's
-        state for the metrics."""
+        dead workers, time out tasks and delete long-offline workers (a batch), every reconcile interval repair
+        drift, hourly expire old files, every RETENTION_PERIOD delete finished tasks past the window, and every
+        SNAPSHOT_PERIOD read the cluster's state for the metrics."""
         if await self.core.index.promote_due():
             await self.core.wake_leases()
         if not await self._lead():
@@ -132,6 +132,7 @@ class Timers:
                 await self.reap_dead_workers()
             await self.lifecycle.time_out()
             await self.lifecycle.release_overdue()
+            await self.workers.expire_offline()
         flushed = not await self.core.redis.exists(self.core.keys.index_built)  # a FLUSHALL: rebuild now
         if flushed or now - self._last_reconcile >= settings.reconcile_interval:
             self._last_reconcile = now

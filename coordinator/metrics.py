@@ -30,8 +30,6 @@ from prometheus_client.registry import Collector
 GIB = 1024**3
 SNAPSHOT_PERIOD = 5.0
 """Seconds between refreshes of the cluster snapshot by the leader's timers."""
-GPU_BUSY_UTILIZATION = 5.0
-"""A GPU reporting more than this utilisation (percent) is busy, in `/workers/stats` and in `aidd_gpus_busy`."""
 LATENCY_BUCKETS = (0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0, 30.0)
 """Request durations: a few milliseconds to a long-polling lease (up to `lease_max_wait`, 30 s). Each bucket is a
 series per route and method, and a scrape's cost grows with the series: few buckets, and no status label here."""
@@ -65,6 +63,7 @@ class ClusterSnapshot:
     gpus: int = 0
     gpus_allocated: int = 0
     gpus_busy: int = 0
+    gpus_idle: int = 0
     gpu_readings: list[GpuReading] = field(default_factory=list)
 
 
@@ -95,7 +94,9 @@ class ClusterCollector(Collector):
             "slots_used": GaugeMetricFamily("aidd_slots_used", "Task slots in use (running tasks)"),
             "gpus": GaugeMetricFamily("aidd_gpus", "GPUs of the workers that are not offline"),
             "allocated": GaugeMetricFamily("aidd_gpus_allocated", "GPUs given to at least one running task"),
-            "busy": GaugeMetricFamily("aidd_gpus_busy", f"GPUs above {GPU_BUSY_UTILIZATION:g} % utilisation"),
+            "busy": GaugeMetricFamily("aidd_gpus_busy", "GPUs at or above gpu_idle_threshold utilisation"),
+            "idle": GaugeMetricFamily("aidd_gpus_idle", "GPUs allocated to a task but below gpu_idle_threshold "
+                                                        "for gpu_idle_after seconds or more"),
             "util": GaugeMetricFamily("aidd_gpu_utilization_ratio", "GPU utilisation (0-1) at the last heartbeat",
                                       labels=["hostname", "gpu"]),
             "mem": GaugeMetricFamily("aidd_gpu_memory_used_bytes", "GPU memory in use at the last heartbeat",
@@ -118,6 +119,7 @@ class ClusterCollector(Collector):
             families["gpus"].add_metric([], snap.gpus)
             families["allocated"].add_metric([], snap.gpus_allocated)
             families["busy"].add_metric([], snap.gpus_busy)
+            families["idle"].add_metric([], snap.gpus_idle)
             for gpu in snap.gpu_readings:
                 labels = [gpu.hostname, str(gpu.index)]
                 families["util"].add_metric(labels, gpu.utilization_ratio)

@@ -199,9 +199,10 @@ class QueueIndex:
         payload = orjson.dumps([{"id": c.task_id, "attempt": c.attempt_id} for c in claims])
         return int(await self._unclaim(args=[self.keys.prefix, worker, payload]))
 
-    async def heartbeat(self, worker: str, now: float, metrics: bytes) -> Beat:
-        """Record a worker's beat and telemetry; its live status, commands flag and tasks (one round trip)."""
-        reply = await self._heartbeat(args=[self.keys.prefix, worker, repr(now), metrics])
+    async def heartbeat(self, worker: str, now: float, metrics: bytes, stamp: Sequence[str] = ()) -> Beat:
+        """Record a worker's beat and telemetry, and set the `stamp` fields of its hash to now (its GPUs busy now);
+        its live status, commands flag and tasks (one round trip)."""
+        reply = await self._heartbeat(args=[self.keys.prefix, worker, repr(now), metrics, *stamp])
         status, routed, flag = reply[0], reply[1], reply[2]
         return Beat(as_str(status) if status is not None else None, bool(int(routed)), flag,
                     {as_str(i) for i in reply[3:]})

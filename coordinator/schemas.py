@@ -165,6 +165,9 @@ class WorkerRegistration(BaseModel):
     gpus: list[GpuInfo] = []
     slots: int | None = Field(default=None, ge=1, le=10_000)
     agent_version: Annotated[str, Field(max_length=50)] = ""
+    worker_id: uuid.UUID | None = None
+    """The id this agent had before it restarted; with its `worker_token` it takes that identity back at once."""
+    worker_token: Annotated[str, Field(max_length=200)] | None = None
 
     def all_services(self) -> list[str]:
         return sorted({*self.services, *([self.service] if self.service else [])})

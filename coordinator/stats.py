@@ -7,7 +7,8 @@ from typing import Any
 from sqlalchemy import text
 
 from coordinator.core import Core
-from coordinator.metrics import GPU_BUSY_UTILIZATION, ClusterSnapshot, gpu_readings
+from coordinator.gpus import gpu_totals
+from coordinator.metrics import ClusterSnapshot, gpu_readings
 from coordinator.pending import PendingReasons
 from coordinator.queue import as_str
 from coordinator.states import WorkerStatus
@@ -63,11 +64,6 @@ FROM tasks WHERE status IN ('pending', 'running') GROUP BY service, status
 """)
 """Active tasks per service: reads the (status, service) index over pending and running rows only, so its cost
 follows the queues (bounded by max_pending_per_service) and the slots, never the finished history."""
-
-ALLOCATED_GPUS = text("""
-SELECT count(*) FROM (SELECT DISTINCT worker_id, jsonb_array_elements_text(gpus) FROM tasks
-                      WHERE status = 'running' AND gpus <> '[]'::jsonb) AS held
-""")
 
 AUDIT = text("SELECT id, at, actor, action, target, count, detail FROM audit ORDER BY id DESC LIMIT :limit")
 
@@ -135,14 +131,14 @@ async def read_cluster(core: Core, workers: WorkerService) -> ClusterSnapshot:
             counts[row.service] = row.n
             if row.status == "pending" and row.oldest is not None:
                 snapshot.oldest_pending_at[row.service] = float(row.oldest)
-        snapshot.gpus_allocated = int((await conn.execute(ALLOCATED_GPUS)).scalar() or 0)
     views = await workers.overview()
     online = [w for w in views if w["status"] != WorkerStatus.OFFLINE]
     for w in views:
         snapshot.workers[w["status"]] = snapshot.workers.get(w["status"], 0) + 1
     snapshot.slots = sum(w["slots"] for w in online)
     snapshot.slots_used = sum(w["running"] for w in online)
-    snapshot.gpus = sum(len(w["gpus"]) for w in online)
+    totals = gpu_totals(views)
+    snapshot.gpus, snapshot.gpus_allocated = totals["gpus"], totals["allocated_gpus"]
+    snapshot.gpus_busy, snapshot.gpus_idle = totals["busy_gpus"], totals["idle_gpus"]
     snapshot.gpu_readings = gpu_readings(views)
-    snapshot.gpus_busy = sum(1 for g in snapshot.gpu_readings if g.utilization_ratio * 100 > GPU_BUSY_UTILIZATION)
     return snapshot

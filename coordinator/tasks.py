@@ -31,12 +31,24 @@ from coordinator.textcheck import check_text
 log = logging.getLogger(__name__)
 
 
-def task_view(row: Any, reason: PendingReason | None = None) -> dict[str, Any]:
-    """A task as the API and the console show it; `pending_reason` is `{code, message}` for a pending task."""
+def task_view(row: Any, reason: PendingReason | None = None,
+              hostnames: dict[uuid.UUID, str] | None = None) -> dict[str, Any]:
+    """A task as the API and the console show it; `pending_reason` is `{code, message}` for a pending task, and
+    `worker_hostname` names its (latest) worker, if still known."""
     data = dict(row._mapping)
+    data["worker_hostname"] = (hostnames or {}).get(row.worker_id)
     data["resources"] = {k: data.pop(k) for k in ("cpu", "memory_gb", "gpu", "gpu_memory_gb")}
     data["pending_reason"] = reason.view() if reason is not None else None
     return data
+
+
+async def _hostnames(conn: AsyncConnection, worker_ids: Sequence[uuid.UUID | None]) -> dict[uuid.UUID, str]:
+    """The hostnames of these workers (one query by primary key; removed workers are left out)."""
+    wanted = {w for w in worker_ids if w is not None}
+    if not wanted:
+        return {}
+    rows = await conn.execute(select(Worker.id, Worker.hostname).where(Worker.id.in_(wanted)))
+    return {r.id: r.hostname for r in rows}
 
 
 COPY_COLUMNS = ("id", "service", "task_type", "name", "input_params", "priority", "group", "labels", "cpu",
@@ -240,9 +252,14 @@ class TaskService:
         return {"items": await self._views(rows), "total": total, "page": page, "page_size": page_size}
 
     async def _views(self, rows: Sequence[Any]) -> list[dict[str, Any]]:
-        """Task rows as the API shows them, each pending one with its reason."""
+        """Task rows as the API shows them, each pending one with its reason, each leased one with its worker's
+        hostname."""
         reasons = await self.reasons.for_tasks(rows)
-        return [task_view(row, reason) for row, reason in zip(rows, reasons, strict=True)]
+        hostnames: dict[uuid.UUID, str] = {}
+        if any(row.worker_id is not None for row in rows):
+            async with self.core.engine.connect() as conn:
+                hostnames = await _hostnames(conn, [row.worker_id for row in rows])
+        return [task_view(row, reason, hostnames) for row, reason in zip(rows, reasons, strict=True)]
 
     async def _where(self, flt: TaskFilter) -> ColumnElement[bool]:
         """SQL condition of a filter, its pending reasons included."""

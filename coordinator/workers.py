@@ -16,14 +16,15 @@ from typing import Any
 
 import orjson
 from redis.exceptions import RedisError
-from sqlalchemy import bindparam, func, insert, select, text, update
+from sqlalchemy import bindparam, delete, func, insert, select, text, update
 from sqlalchemy.exc import SQLAlchemyError
 
 from coordinator.beats import Beats
+from coordinator.config import Settings
 from coordinator.core import Core, send_commands, utcnow, write_audit
-from coordinator.errors import WorkerNotFound
+from coordinator.errors import WorkerNotFound, WorkerNotOffline
+from coordinator.gpus import GpuHold, busy_field, busy_indices, gpu_totals, gpu_views, holds
 from coordinator.lifecycle import AttemptEnd, Lifecycle
-from coordinator.metrics import GPU_BUSY_UTILIZATION
 from coordinator.models import Attempt, Task, TaskLog, Worker, WorkerCommand
 from coordinator.queue import ClaimRequest, GpuFree, as_str
 from coordinator.schemas import (
@@ -39,6 +40,8 @@ from coordinator.textcheck import check_text, clean_line
 from coordinator.wakeup import Waker
 
 log = logging.getLogger(__name__)
+TOKEN_CACHE_S = 5.0
+"""How long a coordinator trusts the token hash it read for a worker before reading it again."""
 HEARTBEAT_DB_WAIT_S = 2.0
 """Longest a heartbeat waits for PostgreSQL; past it, commands and the stale check wait for the next beat."""
 
@@ -69,8 +72,10 @@ def hash_token(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
 
-def worker_view(row: Any, live: dict[bytes, bytes] | None = None, running: int = 0) -> dict[str, Any]:
-    """A worker as the API and the console show it: the record plus its live heartbeat state."""
+def worker_view(row: Any, live: dict[bytes, bytes] | None, running: int, held: dict[int, GpuHold],
+                settings: Settings) -> dict[str, Any]:
+    """A worker as the API and the console show it: the record plus its live heartbeat state, and its GPUs with
+    their readings, the tasks holding them and whether they are allocated, busy or idle (see `gpus`)."""
     data = dict(row._mapping)
     data.pop("token_hash", None)
     live = live or {}
@@ -81,7 +86,11 @@ def worker_view(row: Any, live: dict[bytes, bytes] | None = None, running: int =
     if b"hb" in live:
         data["heartbeat_age_s"] = round(max(0.0, time.time() - float(live[b"hb"])), 1)
     data["running"] = running
-    data["problem"] = (data.get("metrics") or {}).get("problem") if data["status"] != WorkerStatus.OFFLINE else None
+    offline = data["status"] == WorkerStatus.OFFLINE
+    data["problem"] = (data.get("metrics") or {}).get("problem") if not offline else None
+    busy_at = {i: float(live[busy_field(i).encode()]) for i in held if busy_field(i).encode() in live}
+    readings = None if offline else (data.get("metrics") or {}).get("gpus") or []
+    data["gpus"] = gpu_views(data.get("gpus") or [], readings, held, busy_at, time.time(), settings)
     return data
 
 
@@ -103,26 +112,32 @@ class WorkerService:
         self.core, self.lifecycle, self.waker = core, lifecycle, waker
         self.keys = core.keys
         self.beats = Beats(core)
-        self._tokens: dict[uuid.UUID, str] = {}
+        self._tokens: dict[uuid.UUID, tuple[str, float]] = {}
+        """Worker id -> its token's hash and when it was read (see `verify_token`)."""
 
     # -- identity ---------------------------------------------------------------------------------
 
     async def verify_token(self, worker_id: uuid.UUID, token: str) -> bool:
-        """Whether `token` is this worker's own credential."""
-        expected: str | None = self._tokens.get(worker_id)
-        if expected is None:
+        """Whether `token` is this worker's own credential (cached for TOKEN_CACHE_S: an identity taken back by a
+        restarted agent, or removed, gets a new token or none, in every coordinator within that time)."""
+        cached = self._tokens.get(worker_id)
+        if cached is None or time.monotonic() - cached[1] > TOKEN_CACHE_S:
             async with self.core.engine.connect() as conn:
                 row = (await conn.execute(select(Worker.token_hash).where(Worker.id == worker_id))).first()
             if row is None:
+                self._tokens.pop(worker_id, None)
                 return False
-            expected = str(row.token_hash)
-            self._tokens[worker_id] = expected
-        return secrets.compare_digest(expected, hash_token(token))
+            cached = (str(row.token_hash), time.monotonic())
+            self._tokens[worker_id] = cached
+        return secrets.compare_digest(cached[0], hash_token(token))
 
     async def register(self, spec: WorkerRegistration) -> dict[str, Any]:
-        """Enroll a host; returns its id and its own token (shown once)."""
+        """Enroll a host; returns its id and its own token (shown once).
+
+        A host is one host: an agent that comes back under the same hostname takes back the identity it had
+        (see `_take_back`), so the record, the console and the metrics keep one row per host.
+        """
         token = secrets.token_urlsafe(32)
-        worker_id = uuid.uuid4()
         token_hash = hash_token(token)
         values: dict[str, Any] = {
             "hostname": spec.hostname, "token_hash": token_hash, "services": spec.all_services(),
@@ -132,19 +147,60 @@ class WorkerService:
             "agent_version": spec.agent_version, "last_heartbeat_at": utcnow(),
         }
         check_text(values, "body")
-        async with self.core.engine.begin() as conn:
-            await conn.execute(insert(Worker).values(id=worker_id, **values))
-        self._tokens[worker_id] = token_hash
-        await self._publish_live(worker_id, values)
+        worker_id = await self._take_back(spec, values)
+        if worker_id is None:
+            worker_id = uuid.uuid4()
+            async with self.core.engine.begin() as conn:
+                await conn.execute(insert(Worker).values(id=worker_id, **values))
+        self._tokens[worker_id] = (token_hash, time.monotonic())
+        await self._publish_live(worker_id, values, fresh=True)
         return {"id": str(worker_id), "token": token, "heartbeat_interval": self.core.settings.heartbeat_interval,
                 "heartbeat_timeout": self.core.settings.heartbeat_timeout}
 
-    async def _publish_live(self, worker_id: uuid.UUID, values: dict[str, Any]) -> None:
-        """Put a worker's routing facts and status into Redis (claims read them there)."""
+    async def _take_back(self, spec: WorkerRegistration, values: dict[str, Any]) -> uuid.UUID | None:
+        """The identity a registering agent takes back, updated to `values`; None: it gets a new one.
+
+        An agent that restarted presents its old id and token (kept in its work dir): that identity is its own,
+        even while it still looks alive (a crash and a quick restart), and the attempts it held then are lost
+        with the old process. Without a valid token, an offline worker of the same hostname is taken back (the
+        token was lost, e.g. with a reboot). A live one never is: a second agent running under the same name
+        gets a row of its own rather than the two taking the name from each other in turns.
+        """
+        previous = None
+        async with self.core.engine.connect() as conn:
+            if spec.worker_id is not None and spec.worker_token:
+                previous = (await conn.execute(select(Worker.id, Worker.status, Worker.token_hash).where(
+                    Worker.id == spec.worker_id, Worker.hostname == spec.hostname,
+                    Worker.token_hash == hash_token(spec.worker_token)))).first()
+            if previous is None:
+                previous = (await conn.execute(select(Worker.id, Worker.status, Worker.token_hash).where(
+                    Worker.hostname == spec.hostname, Worker.status == WorkerStatus.OFFLINE.value)
+                    .order_by(Worker.last_heartbeat_at.desc().nulls_last()).limit(1))).first()
+        if previous is None:
+            return None
+        if previous.status != WorkerStatus.OFFLINE:  # its own token: the old process is gone, and so are its tasks
+            await self.mark_offline([previous.id], EndReason.WORKER_LOST)
+            log.warning("worker %s (%s) restarted: its earlier attempts are lost", previous.id, spec.hostname)
+        values["status"] = (await self._returning_status(previous.id)).value
+        async with self.core.engine.begin() as conn:
+            taken = (await conn.execute(update(Worker).where(
+                Worker.id == previous.id, Worker.status == WorkerStatus.OFFLINE.value,
+                Worker.token_hash == previous.token_hash).values(metrics={}, **values).returning(Worker.id))).first()
+            if taken is None:  # another registration took it meanwhile
+                return None
+            await conn.execute(update(WorkerCommand).where(  # meant for the earlier process, which is gone
+                WorkerCommand.worker_id == previous.id, WorkerCommand.acked_at.is_(None)).values(acked_at=utcnow()))
+        return uuid.UUID(str(previous.id))
+
+    async def _publish_live(self, worker_id: uuid.UUID, values: dict[str, Any], fresh: bool = False) -> None:
+        """Put a worker's routing facts and status into Redis (claims read them there); `fresh` (a registration)
+        first drops what an earlier process of it left there (its readings, when its GPUs were last busy)."""
         key = self.keys.worker(str(worker_id))
         live = {"status": values["status"], "hb": time.time(),
                 "route": orjson.dumps({k: values[k] for k in ("services", "groups", "labels", "gpus", "cpu_cores")})}
         async with self.core.redis.pipeline(transaction=True) as pipe:
+            if fresh:
+                pipe.delete(key)
             pipe.hset(key, mapping=live)  # type: ignore[arg-type]
             pipe.zadd(self.keys.heartbeats, {str(worker_id): live["hb"]})
             await pipe.execute()
@@ -168,7 +224,8 @@ class WorkerService:
         check_text(beat.tasks, "tasks")  # stored with the metrics: no NUL bytes for PostgreSQL
         check_text(beat.problem, "problem")
         metrics = orjson.dumps(beat.model_dump(exclude={"current_tasks"}))
-        live = await self.core.index.heartbeat(str(worker_id), time.time(), metrics)  # one round trip
+        busy = [busy_field(i) for i in busy_indices(beat.gpus, self.core.settings)]
+        live = await self.core.index.heartbeat(str(worker_id), time.time(), metrics, busy)  # one round trip
         owned, flag = live.tasks, live.commands_flag
         status = live.status or WorkerStatus.OFFLINE.value
         if not live.routed:  # not in Redis (a flushed index): from PostgreSQL
@@ -302,20 +359,18 @@ class WorkerService:
         Used when a lease does not say what is free, so a GPU handed out by an earlier lease is not handed out
         again (whole GPUs are never shared across leases either).
         """
-        free = {int(g["index"]): GpuFree(int(g["index"]), 1.0, float(g.get("memory_gb") or math.inf))
-                for g in registered}
-        if not free:
+        if not registered:
             return []
         async with self.core.engine.connect() as conn:
-            held = (await conn.execute(select(Task.gpus, Task.gpu, Task.gpu_memory_gb).where(
+            running = (await conn.execute(select(Task.gpus, Task.gpu, Task.gpu_memory_gb).where(
                 Task.worker_id == worker_id, Task.status == TaskStatus.RUNNING.value))).all()
-        for row in held:
-            for index in row.gpus or []:
-                gpu = free.get(int(index))
-                if gpu is not None:
-                    gpu.free = max(0.0, gpu.free - min(row.gpu, 1.0))
-                    gpu.memory_gb = max(0.0, gpu.memory_gb - row.gpu_memory_gb)
-        return list(free.values())
+        held = holds(running)
+        free = []
+        for gpu in registered:
+            hold = held.get(int(gpu["index"]), GpuHold())
+            memory = float(gpu.get("memory_gb") or math.inf)
+            free.append(GpuFree(int(gpu["index"]), max(0.0, 1.0 - hold.share), max(0.0, memory - hold.memory_gb)))
+        return free
 
     # -- reports ----------------------------------------------------------------------------------
 
@@ -419,18 +474,63 @@ class WorkerService:
         requeued = await self.mark_offline([worker_id], EndReason.REQUEUED)
         return {"id": str(worker_id), "status": WorkerStatus.OFFLINE.value, "requeued": requeued}
 
+    async def remove(self, worker_id: uuid.UUID, actor: str) -> dict[str, Any]:
+        """Delete an offline worker from the record, e.g. a host retired for good (its tasks and attempts keep
+        the id; an agent that comes back later under that hostname registers anew).
+
+        Raises:
+            WorkerNotFound: no such worker.
+            WorkerNotOffline: it is online or draining.
+        """
+        if not await self._delete_offline([worker_id], actor):
+            async with self.core.engine.connect() as conn:
+                status = (await conn.execute(select(Worker.status).where(Worker.id == worker_id))).scalar()
+            if status is None:
+                raise WorkerNotFound(str(worker_id))
+            raise WorkerNotOffline(str(worker_id), status)
+        return {"id": str(worker_id), "removed": True}
+
+    async def expire_offline(self, batch: int = 100) -> int:
+        """Delete up to `batch` workers offline for longer than `offline_worker_expiry` (0: never); the leader's
+        timers call this every check interval, so a backlog goes in small steps."""
+        expiry = self.core.settings.offline_worker_expiry
+        if not expiry:
+            return 0
+        silent_since = func.now() - timedelta(seconds=expiry)
+        async with self.core.engine.connect() as conn:
+            expired = list((await conn.execute(select(Worker.id).where(
+                Worker.status == WorkerStatus.OFFLINE.value, Worker.last_heartbeat_at < silent_since)
+                .order_by(Worker.last_heartbeat_at).limit(batch))).scalars())
+        return len(await self._delete_offline(expired, "expiry")) if expired else 0
+
+    async def _delete_offline(self, worker_ids: Sequence[uuid.UUID], actor: str) -> list[uuid.UUID]:
+        """Delete those of these workers that are offline (one statement, so one that comes back is kept)."""
+        async with self.core.engine.begin() as conn:
+            removed = [uuid.UUID(str(i)) for i in (await conn.execute(delete(Worker).where(
+                Worker.id.in_(worker_ids), Worker.status == WorkerStatus.OFFLINE.value).returning(Worker.id)))
+                .scalars()]
+            if removed:
+                target = str(removed[0]) if len(removed) == 1 else f"{len(removed)} workers"
+                await write_audit(conn, actor, "worker.remove", target, len(removed), {})
+        await self._forget_live(removed)
+        return removed
+
+    async def _forget_live(self, worker_ids: Sequence[uuid.UUID]) -> None:
+        """Drop removed workers' Redis state and cached tokens."""
+        if not worker_ids:
+            return
+        async with self.core.redis.pipeline(transaction=True) as pipe:
+            for worker_id in worker_ids:
+                pipe.delete(self.keys.worker(str(worker_id)), self.keys.worker_tasks(str(worker_id)))
+                pipe.zrem(self.keys.heartbeats, str(worker_id))
+                self._tokens.pop(worker_id, None)
+            await pipe.execute()
+
     # -- operator view and commands -------------------------------------------------------------
 
     async def overview(self, group: str | None = None, status: str | None = None) -> list[dict[str, Any]]:
-        """Every worker with live status, newest registration first."""
-        async with self.core.engine.connect() as conn:
-            rows = (await conn.execute(select(*Worker.__table__.c).order_by(Worker.registered_at.desc()))).all()
-        async with self.core.redis.pipeline(transaction=False) as pipe:
-            for row in rows:
-                pipe.hgetall(self.keys.worker(str(row.id)))
-                pipe.scard(self.keys.worker_tasks(str(row.id)))
-            live = await pipe.execute()
-        views = [worker_view(row, live[2 * i], live[2 * i + 1]) for i, row in enumerate(rows)]
+        """Every worker with live status and its GPUs' tasks, newest registration first."""
+        views = await self._views()
         return [v for v in views
                 if (group is None or group in v["groups"]) and (status is None or v["status"] == status)]
 
@@ -451,10 +551,39 @@ class WorkerService:
 
     async def get(self, worker_id: uuid.UUID) -> dict[str, Any]:
         """One worker."""
-        for view in await self.overview():
-            if view["id"] == worker_id:
-                return view
-        raise WorkerNotFound(str(worker_id))
+        views = await self._views(worker_id)
+        if not views:
+            raise WorkerNotFound(str(worker_id))
+        return views[0]
+
+    async def task_gpus(self, task: dict[str, Any]) -> list[dict[str, Any]]:
+        """The GPUs a running task holds, as its worker's view shows them (readings, busy, idle)."""
+        if task["status"] != TaskStatus.RUNNING or not task["gpus"] or task["worker_id"] is None:
+            return []
+        views = await self._views(task["worker_id"])
+        held = {int(i) for i in task["gpus"]}
+        return [g for g in views[0]["gpus"] if g["index"] in held] if views else []
+
+    async def _views(self, worker_id: uuid.UUID | None = None) -> list[dict[str, Any]]:
+        """Workers as `worker_view` shows them (every one, or one), newest registration first."""
+        workers = select(*Worker.__table__.c).order_by(Worker.registered_at.desc())
+        on_gpus = select(Task.id, Task.name, Task.attempts, Task.worker_id, Task.gpus, Task.gpu, Task.gpu_memory_gb,
+                         Task.started_at).where(Task.status == TaskStatus.RUNNING.value, Task.gpu > 0)
+        if worker_id is not None:
+            workers, on_gpus = workers.where(Worker.id == worker_id), on_gpus.where(Task.worker_id == worker_id)
+        async with self.core.engine.connect() as conn:
+            rows = (await conn.execute(workers)).all()
+            running = (await conn.execute(on_gpus)).all() if rows else []
+        by_worker: dict[uuid.UUID, list[Any]] = {}
+        for task in running:
+            by_worker.setdefault(task.worker_id, []).append(task)
+        async with self.core.redis.pipeline(transaction=False) as pipe:
+            for row in rows:
+                pipe.hgetall(self.keys.worker(str(row.id)))
+                pipe.scard(self.keys.worker_tasks(str(row.id)))
+            live = await pipe.execute()
+        return [worker_view(row, live[2 * i], live[2 * i + 1], holds(by_worker.get(row.id, [])), self.core.settings)
+                for i, row in enumerate(rows)]
 
     async def send(self, worker_ids: Sequence[uuid.UUID], spec: WorkerCommandSpec, actor: str) -> int:
         """Store a command for workers; drain / resume also change their status at once."""
@@ -508,14 +637,11 @@ class WorkerService:
         return len(done)
 
     async def stats(self) -> dict[str, Any]:
-        """Cluster totals: cores, memory and GPUs, used vs free, workers by status."""
+        """Cluster totals: cores, memory and GPUs (allocated, busy, idle), used vs free, workers by status."""
         workers = await self.overview()
         online = [w for w in workers if w["status"] != WorkerStatus.OFFLINE]
         used_cpu = sum(float(w["metrics"].get("used_cpu", 0)) for w in online)
         used_mem = sum(float(w["metrics"].get("used_memory_gb", 0)) for w in online)
-        gpus = sum(len(w["gpus"]) for w in online)
-        busy_gpus = sum(1 for w in online for g in w["metrics"].get("gpus", [])
-                        if g.get("utilization", 0) > GPU_BUSY_UTILIZATION)
         by_status: dict[str, int] = {}
         for w in workers:
             by_status[w["status"]] = by_status.get(w["status"], 0) + 1
@@ -523,5 +649,5 @@ class WorkerService:
         memory = sum(w["memory_gb"] for w in online)
         return {"workers": len(workers), "by_status": by_status, "cpu_cores": cores, "used_cpu": used_cpu,
                 "free_cpu": max(0.0, cores - used_cpu), "memory_gb": memory, "used_memory_gb": used_mem,
-                "free_memory_gb": max(0.0, memory - used_mem), "gpus": gpus, "busy_gpus": busy_gpus,
+                "free_memory_gb": max(0.0, memory - used_mem), **gpu_totals(workers),
                 "slots": sum(w["slots"] for w in online), "running": sum(w["running"] for w in online)}

@@ -27,6 +27,7 @@ from nodeagent.api import CoordinatorApi, Refused, Unreachable, WorkerUnknown
 from nodeagent.commands import plugin_env, task_env
 from nodeagent.files import AttemptFiles
 from nodeagent.gpu import GpuProbe
+from nodeagent.identity import load_identity, save_identity
 from nodeagent.inventory import Host, work_dir_problem
 from nodeagent.keeper import Keeper
 from nodeagent.reporter import Reporter
@@ -159,7 +160,7 @@ class Agent:
         while True:
             sent_at = time.monotonic()
             try:
-                answer = await self.api.register(self.host.registration())
+                answer = await self.api.register({**self.host.registration(), **self._identity()})
             except Unreachable as exc:
                 log.warning("cannot reach the coordinator at %s (%s); retrying in %.0fs", self.api.url, exc, delay)
             except Refused as exc:
@@ -169,6 +170,7 @@ class Agent:
                 self.interval = self.config.heartbeat_interval or float(answer.get("heartbeat_interval") or 10.0)
                 self.timeout = float(answer.get("heartbeat_timeout") or 30.0)
                 self._heard(sent_at)
+                save_identity(self.config.work_dir, self.host.hostname, str(answer["id"]), str(answer["token"]))
                 log.info("registered as worker %s at %s (groups %s, %d slots, %d GPUs)", self.api.worker_id,
                          self.api.url, ",".join(self.host.groups), self.host.slots, len(self.host.gpus))
                 return True
@@ -177,6 +179,12 @@ class Agent:
             elif await self._wait(self.stopping, delay):
                 return False
             delay = min(delay * 2, 30.0)
+
+    def _identity(self) -> dict[str, str]:
+        """The identity to take back: the one this process had (registering again), else the one kept on disk."""
+        if self.api.worker_id and self.api.worker_token:
+            return {"worker_id": self.api.worker_id, "worker_token": self.api.worker_token}
+        return load_identity(self.config.work_dir, self.host.hostname)
 
     async def reregister(self) -> None:
         """The coordinator forgot this worker: register again (once, however many jobs noticed).

@@ -53,8 +53,9 @@ def test_queues_pane(snap_compare: Any, api_server: BackgroundServer, fixed: Fix
 
 
 def test_workers_pane(snap_compare: Any, api_server: BackgroundServer, fixed: FixedState) -> None:
-    """Workers: six hosts (demo-cpu-03 offline and last, demo-gpu-02 draining), a row per GPU under each GPU
-    host with utilisation bars, memory and temperature, slots used/total, heartbeat ages 1s to 2h."""
+    """Workers: six hosts (demo-cpu-03 offline and last, dimmed, its readings without bars; demo-gpu-02
+    draining), a row per GPU under each GPU host with utilisation bars, memory and temperature, slots used/total,
+    heartbeat ages 1s to 2h; the task column starts at the right edge (see test_console_gpu_snapshots)."""
     assert snap_compare(fixed_console(api_server, fixed), terminal_size=SIZE, run_before=pane("2"))
 
 

@@ -39,12 +39,14 @@ class FixedState:
     hostile_task: uuid.UUID
     """A task whose name holds markup and a terminal escape (must show as plain text)."""
     tasks: int
+    idle_gpu_task: uuid.UUID
+    """A running docking task whose GPU has sat idle for 7 minutes (flagged)."""
 
 
 GPU_HOSTS: list[tuple[str, str, float, list[tuple[float, float, float]], str]] = [
     # hostname, GPU model, GPU memory, per GPU (utilisation %, memory used GB, temperature °C), status
     ("demo-gpu-01", "NVIDIA A100-SXM4-80GB", 80.0, [(97, 61, 71), (93, 58, 69), (88, 47, 66), (3, 0.5, 35)], "online"),
-    ("demo-gpu-02", "NVIDIA A100-PCIE-40GB", 40.0, [(91, 31, 68), (0, 0.4, 34)], "draining"),
+    ("demo-gpu-02", "NVIDIA A100-PCIE-40GB", 40.0, [(2, 31, 41), (0, 0.4, 34)], "draining"),
     ("demo-gpu-03", "NVIDIA H100 80GB HBM3", 80.0, [(99, 72, 76), (98, 70, 75), (62, 24, 58), (61, 23, 57)], "online"),
 ]
 CPU_HOSTS: list[tuple[str, int, float, float, float, str, float]] = [
@@ -174,8 +176,10 @@ def _admet_batch(w: _Writer, hosts: dict[str, uuid.UUID]) -> None:
             w.task("admet", "qikprop", title, "pending", created, params=params, batch=batch)
 
 
-def _docking_batch(w: _Writer, hosts: dict[str, uuid.UUID]) -> None:
+def _docking_batch(w: _Writer, hosts: dict[str, uuid.UUID]) -> uuid.UUID:
+    """The docking batch; returns its task whose GPU sits idle."""
     batch = fixed_id("batch", "docking")
+    idle = None
     w.batches.append({"id": batch, "name": "docking EGFR (1M17)", "total": 28, "created_at": w.at(1530)})
     placements = [("demo-gpu-01", 0), ("demo-gpu-01", 1), ("demo-gpu-01", 2), ("demo-gpu-03", 0),
                   ("demo-gpu-03", 1), ("demo-gpu-02", 0)]
@@ -196,10 +200,15 @@ def _docking_batch(w: _Writer, hosts: dict[str, uuid.UUID]) -> None:
                    **common)
         elif i < 20:
             host, gpu = placements[i - 14]
-            w.task("docking", "vina", title, "running", created, worker=hosts[host], gpus=[gpu],
-                   started_ago=20 + (i - 14) * 7, progress=round(0.15 * (i - 13), 2), **common)
+            stuck = host == "demo-gpu-02"  # its GPU has sat idle for 7 minutes: flagged
+            tid = w.task("docking", "vina", title, "running", created, worker=hosts[host], gpus=[gpu],
+                         started_ago=450 if stuck else 20 + (i - 14) * 7, progress=round(0.15 * (i - 13), 2),
+                         **common)
+            idle = tid if stuck else idle
         else:
             w.task("docking", "vina", title, "pending", created, **common)
+    assert idle is not None
+    return idle
 
 
 def _inference_batch(w: _Writer, hosts: dict[str, uuid.UUID]) -> None:
@@ -255,7 +264,7 @@ async def write_fixed_state(engine: AsyncEngine, anchor: datetime) -> FixedState
     w = _Writer(anchor)
     hosts = _workers(w)
     _admet_batch(w, hosts)
-    _docking_batch(w, hosts)
+    idle = _docking_batch(w, hosts)
     _inference_batch(w, hosts)
     ids = _singles(w, hosts)
     async with engine.begin() as conn:
@@ -265,4 +274,4 @@ async def write_fixed_state(engine: AsyncEngine, anchor: datetime) -> FixedState
             await conn.execute(insert(Task), [task])
         await conn.execute(insert(Attempt), w.attempts)
         await conn.execute(insert(TaskLog), w.logs)
-    return FixedState(anchor, ids["running"], ids["failed"], ids["hostile"], len(w.tasks))
+    return FixedState(anchor, ids["running"], ids["failed"], ids["hostile"], len(w.tasks), idle)

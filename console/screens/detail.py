@@ -18,7 +18,7 @@ from textual.widgets import Footer, RichLog, Static
 from console import keys
 from console.actions import Target, TaskActionKeys, run_task_action, task_label
 from console.screens.live import LiveScreen
-from console.text import MISSING, age, file_size, plain, seconds_since, short_id
+from console.text import MISSING, age, file_size, gigabytes, plain, seconds_since, short_id
 from coordinator.client import ApiError
 from coordinator.states import DROPPED_STREAM
 
@@ -81,6 +81,8 @@ class TaskDetailScreen(TaskActionKeys, LiveScreen):
             self._events = (await client.timeline(self.task_id)).get("events") or []
             self._events_seen = changed
         worker = str(task.get("worker_id") or "")
+        if worker and task.get("worker_hostname"):
+            self._hosts[worker] = str(task["worker_hostname"])
         if worker and worker not in self._hosts:
             try:
                 info = await client.request("GET", f"/api/v1/workers/{worker}")
@@ -176,8 +178,19 @@ class TaskDetailScreen(TaskActionKeys, LiveScreen):
             rows.append(("progress", f"{float(t['progress']) * 100:.0f}%"))
         for key, value in rows:
             grid.add_row(key, Text(value))
+        for gpu in t.get("gpu_use") or []:
+            grid.add_row(f"GPU {gpu.get('index')}", self._gpu_line(gpu))
         params = Text(plain(_json(t.get("input_params") or {}), one_line=False))
         return Group(grid, Text("\nparameters", style="bold"), params)
+
+    def _gpu_line(self, gpu: dict[str, Any]) -> Text:
+        """One GPU the task holds: its reading now, and IDLE with how long when it is flagged."""
+        name = plain(str(gpu.get("name") or "GPU").removeprefix("NVIDIA "), 24)
+        line = Text(f"{name} · {float(gpu.get('utilization') or 0):.0f}% ·"
+                    f" {gigabytes(gpu.get('memory_used_gb'))}/{gigabytes(gpu.get('memory_total_gb'))}")
+        if gpu.get("idle"):
+            line.append(f"  IDLE for {age(gpu.get('idle_s'))}", self.console.palette.style("meter-mid", bold=True))
+        return line
 
     def _attempts(self, t: dict[str, Any], now: Any) -> RenderableType:
         history = t.get("attempt_history") or []

@@ -33,6 +33,8 @@ SLOW_AFTER_S = 3.0
 """A poll still unanswered after this long puts up the "coordinator slow" banner."""
 RETRY_WHEN_DOWN_S = 2.0
 """Poll interval while the coordinator does not answer."""
+GPU_TOTALS = ("gpus", "allocated_gpus", "busy_gpus", "idle_gpus")
+"""The counts `coordinator.gpus.gpu_totals` gives (in /workers/stats and the dashboard's workers)."""
 MIN_DELAY_S = 0.01
 """Shortest timer (Textual's timers need a positive interval)."""
 
@@ -42,10 +44,11 @@ class LiveScreen(Screen[None]):
 
     @dataclass
     class Polled(Message):
-        """One poll's outcome: the data, or the error that stopped it."""
+        """One poll's outcome: the data, or the error that stopped it; the GPU totals for the top bar."""
 
         data: Any
         error: str | None
+        gpus: dict[str, int] | None = None
 
     def __init__(self, name: str | None = None, id: str | None = None) -> None:
         super().__init__(name=name, id=id)
@@ -70,6 +73,14 @@ class LiveScreen(Screen[None]):
     def apply(self, data: Any) -> None:
         """Show fetched data (runs on the UI thread; must not do I/O)."""
         raise NotImplementedError
+
+    async def fetch_gpus(self) -> dict[str, int] | None:
+        """The cluster's GPU totals for the top bar (`coordinator.gpus.gpu_totals`), asked for alongside `fetch`;
+        None: nothing to show, or the screen shows them from its own data."""
+        return None
+
+    def show_gpus(self, totals: dict[str, int]) -> None:
+        """Show the GPU totals (screens with a top bar)."""
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         """Hide destructive keys in read-only mode."""
@@ -116,14 +127,15 @@ class LiveScreen(Screen[None]):
         await waiter
 
     async def _poll(self) -> None:
+        gpus = None
         try:
-            data, error = await self.fetch(), None
+            (data, gpus), error = await asyncio.gather(self.fetch(), self.fetch_gpus()), None
         except ApiError as exc:
             data, error = None, str(exc)
         except Exception as exc:  # a bug in one pane must not take the console down
             log.exception("poll of %s failed", type(self).__name__)
             data, error = None, f"{type(exc).__name__}: {exc}"
-        self.post_message(self.Polled(data, error))
+        self.post_message(self.Polled(data, error, gpus))
 
     def on_live_screen_polled(self, message: LiveScreen.Polled) -> None:
         message.stop()
@@ -133,6 +145,8 @@ class LiveScreen(Screen[None]):
         if message.error is None:
             self.last_data = message.data
             self._apply_safely(message.data)
+            if message.gpus is not None:
+                self.show_gpus(message.gpus)
         self.console.report_poll(message.error)
         self.refreshes += 1
         waiters, self._waiters = self._waiters, []
@@ -191,6 +205,8 @@ class PaneScreen(LiveScreen):
 
     MODE = ""
     """The app mode this pane is (queues, workers, tasks, batches)."""
+    GPUS_FROM_DATA = False
+    """Whether the pane's own data has the GPU totals (it calls `show_gpus` in `apply`)."""
     AUTO_FOCUS = "KeyedTable"
 
     def compose(self) -> ComposeResult:
@@ -206,6 +222,16 @@ class PaneScreen(LiveScreen):
     def on_screen_resume(self) -> None:
         self.query_one(Tabs).active = f"tab-{self.MODE}"
         super().on_screen_resume()
+
+    async def fetch_gpus(self) -> dict[str, int] | None:
+        """The GPU totals of `/workers/stats`, unless the pane shows them from what it fetches anyway."""
+        if self.GPUS_FROM_DATA:
+            return None
+        stats = await self.console.client.worker_stats()
+        return {key: int(stats.get(key) or 0) for key in GPU_TOTALS}
+
+    def show_gpus(self, totals: dict[str, int]) -> None:
+        self.query_one(TopBar).show_gpus(totals, self.console.palette)
 
     def on_tabs_tab_activated(self, event: Tabs.TabActivated) -> None:
         event.stop()

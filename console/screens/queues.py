@@ -13,7 +13,7 @@ from textual.widgets import Static
 from console import keys
 from console.query import STATUSES, TaskQuery
 from console.screens.detail import TaskDetailScreen
-from console.screens.live import PaneScreen
+from console.screens.live import GPU_TOTALS, PaneScreen
 from console.text import gigabytes
 from console.widgets.failure_table import FailureTable
 from console.widgets.queue_table import QueueTable
@@ -37,6 +37,7 @@ class QueuesScreen(PaneScreen):
     """Per-service queues with the totals an operator checks first."""
 
     MODE = "queues"
+    GPUS_FROM_DATA = True
     BINDINGS: ClassVar[list[BindingType]] = [*keys.QUEUES]
 
     def compose_pane(self) -> ComposeResult:
@@ -66,6 +67,7 @@ class QueuesScreen(PaneScreen):
         line.append(f"total {_n((data.get('tasks') or {}).get('total'))}")
         line.append(_retention(data.get("retention")), palette.style("muted"))
         w = data.get("workers") or {}
+        self.show_gpus({key: int(w.get(key) or 0) for key in GPU_TOTALS})
         counts = w.get("by_status") or {}
         line.append("\nWorkers  ", style="bold")
         for status in ("online", "draining", "offline"):
@@ -73,9 +75,9 @@ class QueuesScreen(PaneScreen):
                 line.append(f"{status} ")
                 line.append(_n(counts.get(status)), palette.status(status))
                 line.append(" · ")
+        gpus = f"GPUs {_n(w.get('allocated_gpus'))}/{_n(w.get('gpus'))} allocated, {_n(w.get('busy_gpus'))} busy"
         line.append(f"CPU {float(w.get('used_cpu') or 0):.0f}/{float(w.get('cpu_cores') or 0):.0f}"
-                    f" · mem {gigabytes(w.get('used_memory_gb'))}/{gigabytes(w.get('memory_gb'))}"
-                    f" · GPUs {_n(w.get('busy_gpus'))}/{_n(w.get('gpus'))} busy"
+                    f" · mem {gigabytes(w.get('used_memory_gb'))}/{gigabytes(w.get('memory_gb'))} · {gpus}"
                     f" · slots {_n(w.get('running'))}/{_n(w.get('slots'))}")
         self.query_one("#summary", Static).update(line)
         queues = data.get("queues") or []

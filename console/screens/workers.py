@@ -1,4 +1,5 @@
-"""The Workers pane: every host with CPU, memory and per-GPU telemetry; `d` drains or resumes one."""
+"""The Workers pane: every host with CPU, memory and per-GPU telemetry; `d` drains or resumes one, `x` removes an
+offline one."""
 
 from __future__ import annotations
 
@@ -15,15 +16,17 @@ from console.actions import plural
 from console.query import TaskQuery
 from console.screens.confirm import ConfirmModal
 from console.screens.live import PaneScreen
-from console.text import gigabytes, plain
-from console.widgets.worker_table import WorkerTable, cpu_fraction, gpu_usage
+from console.text import age, gigabytes, plain, seconds_since
+from console.widgets.worker_table import WorkerTable, cpu_fraction
 from coordinator.client import ApiError
+from coordinator.gpus import gpu_totals
 
 
 class WorkersScreen(PaneScreen):
     """Hosts, their GPUs and their heartbeats."""
 
     MODE = "workers"
+    GPUS_FROM_DATA = True
     BINDINGS: ClassVar[list[BindingType]] = [*keys.WORKERS]
 
     def compose_pane(self) -> ComposeResult:
@@ -48,12 +51,15 @@ class WorkersScreen(PaneScreen):
         used = sum(cpu_fraction(w) * float(w.get("cpu_cores") or 0) for w in live)
         mem = sum(float(w.get("memory_gb") or 0) for w in live)
         mem_used = sum(float((w.get("metrics") or {}).get("used_memory_gb") or 0) for w in live)
-        gpus = [g for w in live for g in gpu_usage(w)]
-        busy = sum(1 for g in gpus if float(g.get("utilization") or 0) > 5)
+        gpus = gpu_totals(data)
+        self.show_gpus(gpus)
         running = sum(int(w.get("running") or 0) for w in live)
         slots = sum(int(w.get("slots") or 0) for w in live)
         summary.append(f" · CPU {used:.0f}/{cores:.0f} · mem {gigabytes(mem_used)}/{gigabytes(mem)}"
-                       f" · GPUs {busy}/{len(gpus)} busy · slots {running}/{slots}")
+                       f" · GPUs {gpus['allocated_gpus']}/{gpus['gpus']} allocated, {gpus['busy_gpus']} busy")
+        if gpus["idle_gpus"]:
+            summary.append(f", {gpus['idle_gpus']} idle", palette.style("meter-mid", bold=True))
+        summary.append(f" · slots {running}/{slots}")
         if not data:
             summary.append("\n\nNo workers yet: start one with `aidd-agent --url URL`, or run aidd --local-agent.",
                            palette.style("muted"))
@@ -67,6 +73,33 @@ class WorkersScreen(PaneScreen):
         worker = self.query_one(WorkerTable).worker_at_cursor()
         if worker:
             self.console.show_tasks(TaskQuery(worker_id=str(worker["id"]), worker_name=str(worker["hostname"])))
+
+    def action_remove_worker(self) -> None:
+        worker = self.query_one(WorkerTable).worker_at_cursor()
+        if worker is None:
+            self.notify("No worker under the cursor.", severity="warning")
+            return
+        self._remove(worker)
+
+    @work(group="action", exit_on_error=False)
+    async def _remove(self, worker: dict[str, Any]) -> None:
+        host = plain(worker.get("hostname"), 60)
+        if worker.get("status") != "offline":
+            self.notify(f"{host} is {worker.get('status')}: only an offline worker can be removed.",
+                        severity="warning", markup=False)
+            return
+        seen = age(seconds_since(worker.get("last_heartbeat_at"), self.console.options.now()))
+        body = (f"Remove {host} from the workers? It was last seen {seen} ago. Its tasks keep their history; "
+                "if its agent comes back, it registers again.")
+        if not await self.app.push_screen_wait(ConfirmModal("Remove worker", body, f"Remove {host}")):
+            return
+        try:
+            await self.console.client.remove_worker(str(worker["id"]))
+        except ApiError as exc:
+            self.notify(f"Remove failed: {exc}", severity="error", markup=False)
+            return
+        self.notify(f"{host}: removed", markup=False)
+        self.refresh_now()
 
     def action_drain(self) -> None:
         worker = self.query_one(WorkerTable).worker_at_cursor()

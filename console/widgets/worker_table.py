@@ -1,8 +1,10 @@
-"""Workers: one row per host (status, slots, CPU and memory bars, heartbeat, history) and one per GPU."""
+"""Workers: one row per host (status, slots, CPU and memory bars, heartbeat, history) and one per GPU, naming the
+task on it and flagging it when it sits idle. An offline host's last readings are dimmed, never shown as live."""
 
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, ClassVar
@@ -14,13 +16,17 @@ from textual.widgets import DataTable
 
 from console import keys
 from console.palette import Palette
-from console.text import MISSING, age, cell, gigabytes, plain, seconds_since, sparkline
+from console.text import MISSING, age, cell, gigabytes, plain, seconds_since, short_id, sparkline
 from console.widgets.keyed_table import KeyedTable, Row
 
 METER = 5
 HISTORY = 12
+TASK = 36
+"""Width of the column naming the task on each GPU."""
 STALE_HEARTBEAT_S = 30.0
 """Heartbeat ages beyond this are shown in the alarm colour (the coordinator's default timeout)."""
+TASK_COLUMN = 9
+"""Position of the task column in a row (a host row puts an offline host's last-seen age there)."""
 FRESH_HEARTBEAT_S = 10.0
 FRESH = "<10s"
 """Ages under the usual heartbeat interval are all just fresh: showing every second of them would rewrite
@@ -62,6 +68,35 @@ def sort_key(worker: dict[str, Any]) -> tuple[int, str]:
     return (worker.get("status") == "offline", str(worker.get("hostname")))
 
 
+def gpu_signature(worker: dict[str, Any]) -> tuple[Any, ...]:
+    """What of a worker's GPUs the rows show besides its heartbeat: the tasks on them and their idle flags."""
+    return tuple((g.get("idle"), tuple(t.get("task_id") for t in g.get("tasks") or ()))
+                 for g in worker.get("gpus") or ())
+
+
+def task_label(task: dict[str, Any]) -> str:
+    """`6a87c9be #2 dock EGFR`: a task on a GPU by short id, attempt and name."""
+    return f"{short_id(task.get('task_id'))} #{task.get('attempt')} {plain(task.get('name'))}"
+
+
+def _task_cell(gpu: dict[str, Any], palette: Palette) -> Text:
+    """The task(s) holding a GPU; `IDLE 12m` first, in the warning colour, when it sits idle."""
+    tasks = gpu.get("tasks") or []
+    if not tasks:
+        return cell("")
+    shown = task_label(tasks[0]) + (f" +{len(tasks) - 1}" if len(tasks) > 1 else "")
+    if gpu.get("idle"):
+        return cell(f"IDLE {age(gpu.get('idle_s'))} {shown}", palette.style("meter-mid", bold=True), TASK)
+    return cell(shown, "", TASK)
+
+
+def _stale_meter(palette: Palette) -> Callable[[float, int, str], Text]:
+    """A reading of an offline host: its label alone, dimmed (no bar, so it never reads as live)."""
+    def dimmed(fraction: float, width: int, label: str = "") -> Text:
+        return cell(" " * (width + 1) + label, palette.style("muted"))
+    return dimmed
+
+
 class WorkerTable(KeyedTable):
     """Hosts and their GPUs; keeps a short utilisation history per host, one sample per heartbeat."""
 
@@ -77,12 +112,13 @@ class WorkerTable(KeyedTable):
         super().__init__([("host", "Host / GPU", 20), ("status", "Status", 8), ("slots", "Slots", 5),
                           ("hb", "Beat", 5), ("cpu", "CPU", METER + 5), ("mem", "Memory", METER + 11),
                           ("gpu", "GPU util", METER + 5), ("gmem", "GPU mem", 9), ("temp", "Temp", 5),
-                          ("hist", "Util history", HISTORY), ("groups", "Groups", 16)], id="worker-table")
+                          ("task", "Task on GPU", TASK), ("hist", "Util history", HISTORY),
+                          ("groups", "Groups", 16)], id="worker-table")
         self.by_id: dict[str, dict[str, Any]] = {}
         self._history: dict[str, deque[float]] = {}
         self._sampled: dict[str, Any] = {}
         self._built: dict[str, tuple[Any, tuple[Text, ...], list[Row]]] = {}
-        self._beats: dict[tuple[str, bool, int], Text] = {}
+        self._beats: dict[tuple[str, str, int], Text] = {}
 
     def worker_at_cursor(self) -> dict[str, Any] | None:
         """The worker of the row under the cursor (a GPU row counts as its host)."""
@@ -103,17 +139,19 @@ class WorkerTable(KeyedTable):
         for w in sorted(workers, key=sort_key):
             wid = str(w["id"])
             signature = (w.get("last_heartbeat_at"), w.get("status"), w.get("problem"), w.get("running"),
-                         w.get("slots"), id(palette))
+                         w.get("slots"), id(palette), gpu_signature(w))
             cached = self._built.get(wid)
             if cached is None or cached[0] != signature:
                 self._sample(wid, w)
-                gpu_rows: list[Row] = [(f"g:{wid}:{g.get('index')}", self._gpu_cells(g, palette))
+                offline = w.get("status") == "offline"
+                gpu_rows: list[Row] = [(f"g:{wid}:{g.get('index')}", self._gpu_cells(g, palette, offline))
                                        for g in gpu_usage(w)]
                 cached = (signature, self._host_cells(w, palette), gpu_rows)
                 self._built[wid] = cached
             _, host, gpu_lines = cached
             beat = self._beat_cell(w, palette, now)
-            rows.append((f"w:{wid}", (*host[:3], beat, *host[4:])))
+            seen = self._last_seen_cell(w, palette, now) if w.get("status") == "offline" else host[TASK_COLUMN]
+            rows.append((f"w:{wid}", (*host[:3], beat, *host[4:TASK_COLUMN], seen, *host[TASK_COLUMN + 1:])))
             rows.extend(gpu_lines)
         for gone in set(self._built) - set(self.by_id):
             del self._built[gone]
@@ -122,15 +160,23 @@ class WorkerTable(KeyedTable):
         self.sync(rows)
 
     def _beat_cell(self, w: dict[str, Any], palette: Palette, now: datetime) -> Text:
-        """The heartbeat age (one shared cell object per distinct text, so equal ages compare at once)."""
+        """The heartbeat age."""
         beat = seconds_since(w.get("last_heartbeat_at"), now)
         stale = (beat is None or beat > STALE_HEARTBEAT_S) and w.get("status") != "offline"
         shown = FRESH if beat is not None and beat < FRESH_HEARTBEAT_S else age(beat)
-        key = (shown, stale, id(palette))
+        return self._shared(shown, "meter-high" if stale else "", palette)
+
+    def _last_seen_cell(self, w: dict[str, Any], palette: Palette, now: datetime) -> Text:
+        """`last seen 3m ago`, for an offline host."""
+        return self._shared(f"last seen {age(seconds_since(w.get('last_heartbeat_at'), now))} ago", "muted", palette)
+
+    def _shared(self, text: str, style: str, palette: Palette) -> Text:
+        """One shared cell object per distinct text and style, so that equal ages compare at once in the diff."""
+        key = (text, style, id(palette))
         if key not in self._beats:
             if len(self._beats) > 512:
                 self._beats.clear()
-            self._beats[key] = cell(key[0], palette.style("meter-high") if stale else "")
+            self._beats[key] = cell(text, palette.style(style) if style else "")
         return self._beats[key]
 
     def _sample(self, wid: str, worker: dict[str, Any]) -> None:
@@ -141,52 +187,59 @@ class WorkerTable(KeyedTable):
         self._history.setdefault(wid, deque(maxlen=HISTORY)).append(utilisation(worker))
 
     def _host_cells(self, w: dict[str, Any], palette: Palette) -> tuple[Text, ...]:
-        """The host row's cells; the heartbeat age (4th) is a placeholder, see `_beat_cell`."""
+        """The host row's cells; the heartbeat age (4th) and an offline host's last-seen age (the task column)
+        are placeholders, see `show`. An offline host's readings are its last ones: dimmed, without meters."""
         metrics = w.get("metrics") or {}
+        offline = w.get("status") == "offline"
         status = "problem" if w.get("problem") else str(w.get("status") or "?")  # it takes no tasks: say so
         cpu = cpu_fraction(w)
         mem_total = _f(w.get("memory_gb"))
         mem_used = _f(metrics.get("used_memory_gb"))
+        reading = _stale_meter(palette) if offline else palette.meter
         gpus = gpu_usage(w)
         if gpus:
             util = sum(_f(g.get("utilization")) for g in gpus) / len(gpus) / 100
             g_used = sum(_f(g.get("memory_used_gb")) for g in gpus)
             g_total = sum(_f(g.get("memory_total_gb") or g.get("memory_gb")) for g in gpus)
             temps = [_f(g.get("temperature")) for g in gpus if g.get("temperature") is not None]
-            gpu_cells = (palette.meter(util, METER, f"{util * 100:3.0f}%"),
-                         cell(f"{gigabytes(g_used)}/{gigabytes(g_total)}"),
-                         cell(f"{max(temps):.0f}°C" if temps else MISSING))
+            dim = palette.style("muted") if offline else ""
+            gpu_cells = (reading(util, METER, f"{util * 100:3.0f}%"),
+                         cell(f"{gigabytes(g_used)}/{gigabytes(g_total)}", dim),
+                         cell(f"{max(temps):.0f}°C" if temps else MISSING, dim))
         else:
             gpu_cells = (cell("no GPU", palette.style("muted")), cell(""), cell(""))
         slots = int(w.get("slots") or 0)
         running = int(w.get("running") or 0)
         return (
-            cell(w.get("hostname"), "bold", 20),
+            cell(w.get("hostname"), palette.style("muted") if offline else "bold", 20),
             cell(status, palette.status("failed" if w.get("problem") else status)),
-            cell(f"{running}/{slots}", palette.level(running / slots) if slots else ""),
+            cell(f"{running}/{slots}", palette.level(running / slots) if slots and not offline else ""),
             cell(""),
-            palette.meter(cpu, METER, f"{cpu * 100:3.0f}%"),
-            palette.meter(mem_used / mem_total if mem_total else 0, METER,
-                          f"{gigabytes(mem_used)}/{gigabytes(mem_total)}"),
+            reading(cpu, METER, f"{cpu * 100:3.0f}%"),
+            reading(mem_used / mem_total if mem_total else 0, METER, f"{gigabytes(mem_used)}/{gigabytes(mem_total)}"),
             *gpu_cells,
+            cell(""),
             cell(sparkline(list(self._history.get(str(w["id"]), [])), HISTORY, top=100.0),
-                 palette.style("spark")),
+                 palette.style("muted" if offline else "spark")),
             cell(",".join(plain(g) for g in w.get("groups") or []), limit=16),
         )
 
-    def _gpu_cells(self, g: dict[str, Any], palette: Palette) -> tuple[Text, ...]:
+    def _gpu_cells(self, g: dict[str, Any], palette: Palette, offline: bool) -> tuple[Text, ...]:
         util = _f(g.get("utilization")) / 100
         total = _f(g.get("memory_total_gb") or g.get("memory_gb"))
         used = _f(g.get("memory_used_gb"))
         temp = g.get("temperature")
         name = plain(str(g.get("name") or "GPU").removeprefix("NVIDIA "), 14)
+        dim = palette.style("muted")
+        mem_style = palette.level(used / total) if total else ""
+        temp_style = palette.level((_f(temp) - 40) / 45) if temp is not None else ""
         return (
-            cell(f"  └ {g.get('index')} {name}", palette.style("muted"), 20),
+            cell(f"  └ {g.get('index')} {name}", dim, 20),
             cell(""), cell(""), cell(""), cell(""), cell(""),
-            palette.meter(util, METER, f"{util * 100:3.0f}%"),
-            cell(f"{gigabytes(used)}/{gigabytes(total)}", palette.level(used / total) if total else ""),
-            cell(f"{_f(temp):.0f}°C" if temp is not None else MISSING,
-                 palette.level((_f(temp) - 40) / 45) if temp is not None else ""),
+            (_stale_meter(palette) if offline else palette.meter)(util, METER, f"{util * 100:3.0f}%"),
+            cell(f"{gigabytes(used)}/{gigabytes(total)}", dim if offline else mem_style),
+            cell(f"{_f(temp):.0f}°C" if temp is not None else MISSING, dim if offline else temp_style),
+            _task_cell(g, palette),
             cell(""), cell(""),
         )
 

@@ -99,9 +99,11 @@ async def task_stats(request: Request, ctx: Ctx) -> Any:
     return await ctx.coordinator.stats.task_counts()
 
 
-@api.route("GET", "/api/v1/tasks/{task_id}", Access.READ, "One task with its attempts")
+@api.route("GET", "/api/v1/tasks/{task_id}", Access.READ, "One task with its attempts (running: its GPUs, gpu_use)")
 async def get_task(request: Request, ctx: Ctx) -> Any:
-    return await ctx.coordinator.tasks.get(request.path_params["task_id"])
+    task = await ctx.coordinator.tasks.get(request.path_params["task_id"])
+    task["gpu_use"] = await ctx.coordinator.workers.task_gpus(task)
+    return task
 
 
 @api.route("GET", "/api/v1/tasks/{task_id}/timeline", Access.READ, "What happened to the task, oldest first: "

@@ -76,6 +76,12 @@ async def deregister(request: Request, ctx: Ctx) -> Any:
     return await ctx.coordinator.workers.deregister(request.path_params["worker_id"])
 
 
+@api.route("POST", "/api/v1/workers/{worker_id}/remove", Access.OPERATOR,
+           "Delete an offline worker from the record (409 unless offline); its tasks keep its id")
+async def remove_worker(request: Request, ctx: Ctx) -> Any:
+    return await ctx.coordinator.workers.remove(request.path_params["worker_id"], ctx.caller.name)
+
+
 @api.route("GET", "/api/v1/workers", Access.READ, "List workers (filters: group, status)", query=(GROUP, STATUS))
 async def list_workers(request: Request, ctx: Ctx) -> Any:
     return {"items": await ctx.coordinator.workers.overview(group=GROUP.read(request), status=STATUS.read(request))}

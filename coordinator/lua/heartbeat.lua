@@ -4,11 +4,13 @@
 -- ARGV[2] worker id
 -- ARGV[3] now, seconds since the epoch
 -- ARGV[4] telemetry (JSON)
+-- ARGV[5...] fields of the worker hash to set to now (the GPUs busy now, see coordinator.gpus.busy_field)
 -- Returns {status (nil if none), 1 if its routing facts are there else 0, commands flag (nil if none), task ids...}
 local prefix, worker, now = ARGV[1], ARGV[2], ARGV[3]
 local key = prefix .. ':workers:' .. worker
 local live = redis.call('HMGET', key, 'status', 'route', 'cmds')
 redis.call('HSET', key, 'hb', now, 'metrics', ARGV[4])
+for i = 5, #ARGV do redis.call('HSET', key, ARGV[i], now) end
 redis.call('ZADD', prefix .. ':workers:heartbeats', now, worker)
 local reply = {live[1], live[2] and 1 or 0, live[3]}
 for _, id in ipairs(redis.call('SMEMBERS', key .. ':tasks')) do reply[#reply + 1] = id end

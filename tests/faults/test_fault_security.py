@@ -74,6 +74,7 @@ ROUTES: dict[tuple[str, str], str] = {
     ("POST", "/api/v1/workers/{worker_id}/commands"): "operator",
     ("GET", "/api/v1/workers/{worker_id}/commands"): "worker or read",
     ("DELETE", "/api/v1/workers/{worker_id}/commands"): "worker",
+    ("POST", "/api/v1/workers/{worker_id}/remove"): "operator",
     ("POST", "/api/v1/workers/broadcast"): "operator",
     ("GET", "/api/v1/health"): "public",
     ("GET", "/api/v1/stats/dashboard"): "read",
