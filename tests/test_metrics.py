@@ -52,6 +52,7 @@ CLUSTER_GAUGES = {
     "aidd_gpus": set(),
     "aidd_gpus_allocated": set(),
     "aidd_gpus_busy": set(),
+    "aidd_gpus_idle": set(),
     "aidd_gpu_utilization_ratio": {"hostname", "gpu"},
     "aidd_gpu_memory_used_bytes": {"hostname", "gpu"},
     "aidd_gpu_memory_total_bytes": {"hostname", "gpu"},
@@ -141,6 +142,7 @@ def test_values(cluster: HttpAgent, client: httpx.Client) -> None:
     assert value(families, "aidd_slots") == 4 and value(families, "aidd_slots_used") == 1
     assert value(families, "aidd_gpus") == 2
     assert value(families, "aidd_gpus_allocated") == 1 and value(families, "aidd_gpus_busy") == 1
+    assert value(families, "aidd_gpus_idle") == 0  # allocated, busy: not idle (tests/test_gpu_accounting.py)
     assert value(families, "aidd_gpu_utilization_ratio", hostname="gpu-host-1", gpu="0") == 0.5
     assert value(families, "aidd_gpu_memory_used_bytes", hostname="gpu-host-1", gpu="0") == 10 * GIB
     assert value(families, "aidd_gpu_memory_total_bytes", hostname="gpu-host-1", gpu="1") == 141 * GIB
