@@ -20,7 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from coordinator.core import Core, utcnow
 from coordinator.errors import BatchNotFound, InvalidInput, QueueFull, TaskNotFound
-from coordinator.models import Attempt, Batch, Task, TaskLog
+from coordinator.models import Attempt, Batch, Task, TaskLog, Worker
 from coordinator.queue import QueuedTask
 from coordinator.schemas import BulkAction, TaskFilter, TaskSpec
 from coordinator.states import TaskStatus
@@ -34,7 +34,14 @@ def task_view(row: Any) -> dict[str, Any]:
     data = dict(row._mapping)
     data["resources"] = {k: data.pop(k) for k in ("cpu", "memory_gb", "gpu", "gpu_memory_gb")}
     data["pending_reason"] = pending_reason(row)
+    data.setdefault("worker_hostname", None)
     return data
+
+
+def with_worker_hostname() -> Any:
+    """A select of a task's columns and the hostname of its worker (the one running it, or that ran it last)."""
+    return (select(*Task.__table__.c, Worker.hostname.label("worker_hostname")).select_from(Task)
+            .outerjoin(Worker, Worker.id == Task.worker_id))
 
 
 def pending_reason(row: Any) -> str | None:
@@ -88,7 +95,10 @@ def filter_clause(flt: TaskFilter) -> ColumnElement[bool]:
         check_text(flt.search, "search")  # PostgreSQL refuses NUL bytes: a 422, not a database error
         escaped = flt.search.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
         like = f"%{escaped}%"
-        conds.append(or_(Task.name.ilike(like), Task.task_type.ilike(like), cast(Task.id, String).ilike(like)))
+        hosts = select(Worker.id).where(Worker.hostname.ilike(like)).scalar_subquery()
+        conds.append(or_(Task.name.ilike(like), Task.task_type.ilike(like), cast(Task.id, String).ilike(like),
+                         Task.status.ilike(like), Task.service.ilike(like), Task.group.ilike(like),
+                         cast(Task.input_params, String).ilike(like), Task.worker_id.in_(hosts)))
     return and_(True, *conds)
 
 
@@ -206,7 +216,7 @@ class TaskService:
     async def get(self, task_id: uuid.UUID) -> dict[str, Any]:
         """One task with its attempts."""
         async with self.core.engine.connect() as conn:
-            row = (await conn.execute(select(*Task.__table__.c).where(Task.id == task_id))).first()
+            row = (await conn.execute(with_worker_hostname().where(Task.id == task_id))).first()
             if row is None:
                 raise TaskNotFound(str(task_id))
             attempts = (await conn.execute(select(*Attempt.__table__.c).where(Attempt.task_id == task_id)
@@ -226,7 +236,7 @@ class TaskService:
         where = filter_clause(flt)
         async with self.core.engine.connect() as conn:
             total = (await conn.execute(select(func.count()).select_from(Task).where(where))).scalar_one()
-            rows = (await conn.execute(select(*Task.__table__.c).where(where).order_by(*order_by)
+            rows = (await conn.execute(with_worker_hostname().where(where).order_by(*order_by)
                                        .limit(page_size).offset((page - 1) * page_size))).all()
         return {"items": [task_view(r) for r in rows], "total": total, "page": page, "page_size": page_size}
 

@@ -28,7 +28,8 @@ FILTER = (ListQuery("status", "statuses, comma-separated", enum=[s.value for s i
           ListQuery("service", "services, comma-separated", item={"type": "string", "pattern": NAME_PATTERN}),
           ListQuery("group", "groups, comma-separated", item={"type": "string", "pattern": NAME_PATTERN}),
           UuidQuery("batch_id"), UuidQuery("worker_id"),
-          Query("q", "text matched against name, task type and id", max_length=200))
+          Query("q", "text matched against name, task type, id, status, service, group, parameters and worker "
+                "hostname", max_length=200))
 PAGE = IntQuery("page", default=1, low=1, high=1_000_000)
 PAGE_SIZE = IntQuery("page_size", default=20, low=1, high=1000)
 SORT = Query("sort", "column, `-` first for descending", enum=sorted(f"{d}{c}" for c in SORTABLE for d in ("", "-")))
