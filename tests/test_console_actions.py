@@ -461,6 +461,7 @@ async def test_mouse_switches_panes_and_sorts_by_a_header_click(api_server: Back
         await until(pilot, lambda: screen.view.sort == "priority" and [
             table.get_cell(str(r.key.value), "priority").plain for r in table.ordered_rows] == ["3", "2", "1"],
             what="rows sorted by priority")
+        assert [c.label.plain for c in table.ordered_columns if c.key == "priority"] == ["Pri ▼"]  # the sort arrow
         await pilot.click(TaskTable, offset=(x, 2))  # the second row (header, then rows)
         await pilot.click(TaskTable, offset=(x, 2))  # clicking the highlighted row opens it
         await until(pilot, lambda: type(app.screen).__name__ == "TaskDetailScreen", what="the detail")

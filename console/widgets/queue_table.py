@@ -13,7 +13,7 @@ from textual.widgets import DataTable
 from console import keys
 from console.palette import Palette
 from console.text import age, cell, number, sparkline
-from console.widgets.keyed_table import KeyedTable, Row
+from console.widgets.keyed_table import Column, KeyedTable, Row
 
 SPARK_WIDTH = 24
 """Minutes of throughput history shown (the coordinator keeps 30)."""
@@ -31,10 +31,11 @@ class QueueTable(KeyedTable):
         service: str
 
     def __init__(self) -> None:
-        super().__init__([("service", "Service", 12), ("pending", "Pending", 7), ("running", "Running", 7),
-                          ("succeeded", "Done 1h", 7), ("failed", "Failed 1h", 9), ("oldest", "Oldest wait", 11),
-                          ("spark", f"Done per minute, {SPARK_WIDTH} min", SPARK_WIDTH), ("rate", "/min", 5)],
-                         id="queue-table")
+        super().__init__([Column("service", "Service", 12, grow=True), Column("pending", "Pending", 7),
+                          Column("running", "Running", 7), Column("succeeded", "Done 1h", 7),
+                          Column("failed", "Failed 1h", 9), Column("oldest", "Oldest wait", 11),
+                          Column("spark", f"Done per minute, {SPARK_WIDTH} min", SPARK_WIDTH, drop=1),
+                          Column("rate", "/min", 5, drop=2)], id="queue-table")
 
     def show(self, queues: list[dict[str, Any]], palette: Palette) -> None:
         """Replace the rows with these queue figures."""
@@ -45,7 +46,7 @@ class QueueTable(KeyedTable):
             rate = sum(recent) / len(recent) if recent else 0.0
             failed = int(q.get("failed_1h") or 0)
             rows.append((str(q["service"]), (
-                cell(q["service"], "bold", 12),
+                cell(q["service"], "bold", 100),
                 number(q.get("pending"), palette.status("pending") if q.get("pending") else ""),
                 number(q.get("running"), palette.status("running") if q.get("running") else ""),
                 number(q.get("succeeded_1h"), palette.status("succeeded")),
