@@ -45,7 +45,7 @@ class BatchTable(KeyedTable):
         batch_id: str
 
     def __init__(self) -> None:
-        super().__init__([Column("id", "ID", 8), Column("name", "Batch", 22, grow=True),
+        super().__init__([Column("id", "ID", 8), Column("name", "Batch", 22, grow=1),
                           Column("progress", "Progress", BAR_WIDTH, drop=1), Column("pct", "Done", 4),
                           Column("eta", "ETA", 5, drop=4), Column("rate", "/min", 5, drop=5),
                           Column("succeeded", "OK", 6), Column("failed", "Fail", 5),

@@ -31,7 +31,7 @@ class FailureTable(KeyedTable):
     def __init__(self) -> None:
         super().__init__([Column("ago", "Ended", 5), Column("id", "ID", 8), Column("status", "Status", 9, drop=1),
                           Column("service", "Service", 10, drop=2), Column("name", "Name", 24),
-                          Column("error", "Error", 20, grow=True)], id="failure-table")
+                          Column("error", "Error", 20, grow=1)], id="failure-table")
 
     def show(self, tasks: list[dict[str, Any]], palette: Palette, now: datetime) -> None:
         """Replace the rows with these failed tasks."""

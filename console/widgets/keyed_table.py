@@ -1,8 +1,8 @@
 """A DataTable that is updated by keyed diffs, fits its columns to the terminal and filters its rows by text.
 
 Diffs: changed cells updated, new rows added, vanished rows dropped, never a clear-and-rebuild on refresh.
-Width: each column says when it may be dropped (`drop`: the highest goes first) and one may `grow` into the
-width left over, so the same table reads at 80 columns and uses 200. The table is rebuilt only when the
+Width: each column says when it may be dropped (`drop`: the highest goes first) and which ones `grow` into
+the width left over, so the same table reads at 80 columns and uses 200. The table is rebuilt only when the
 set of columns or their widths change (a resize, a new sort arrow), never on a refresh.
 """
 
@@ -32,8 +32,8 @@ class Column(NamedTuple):
     width: int
     drop: int = 0
     """0: always shown; otherwise dropped when the table is too narrow, the highest first."""
-    grow: bool = False
-    """Widened into the space the shown columns leave (one column per table)."""
+    grow: int = 0
+    """This column's share of the width the shown columns leave (0: none)."""
 
 
 PADDING = 2
@@ -44,14 +44,19 @@ SCROLLBAR = 2
 
 def fit(columns: Sequence[Column], width: int) -> list[tuple[int, int]]:
     """(column index, width) of the columns shown in `width` cells: drop the highest `drop` first until the
-    rest fits, then widen the `grow` column into what is left."""
+    rest fits, then share out what is left among the growing columns, by their `grow`."""
     shown = list(range(len(columns)))
     for index in sorted((i for i, c in enumerate(columns) if c.drop), key=lambda i: -columns[i].drop):
         if sum(columns[i].width + PADDING for i in shown) <= width:
             break
         shown.remove(index)
     spare = max(0, width - sum(columns[i].width + PADDING for i in shown))
-    return [(i, columns[i].width + (spare if columns[i].grow else 0)) for i in shown]
+    shares = sum(columns[i].grow for i in shown)
+    widths = {i: columns[i].width + (spare * columns[i].grow // shares if shares else 0) for i in shown}
+    growing = [i for i in shown if columns[i].grow]
+    if growing:  # what the division left goes to the last growing column
+        widths[growing[-1]] += spare - sum(widths[i] - columns[i].width for i in growing)
+    return [(i, widths[i]) for i in shown]
 
 
 class KeyedTable(DataTable[Text]):

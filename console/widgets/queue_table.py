@@ -31,7 +31,7 @@ class QueueTable(KeyedTable):
         service: str
 
     def __init__(self) -> None:
-        super().__init__([Column("service", "Service", 12, grow=True), Column("pending", "Pending", 7),
+        super().__init__([Column("service", "Service", 12, grow=1), Column("pending", "Pending", 7),
                           Column("running", "Running", 7), Column("succeeded", "Done 1h", 7),
                           Column("failed", "Failed 1h", 9), Column("oldest", "Oldest wait", 11),
                           Column("spark", f"Done per minute, {SPARK_WIDTH} min", SPARK_WIDTH, drop=1),

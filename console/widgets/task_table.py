@@ -22,13 +22,14 @@ SORT_COLUMNS = {"status": "status", "service": "service", "name": "name", "prior
 """Table columns whose header click sorts the list (column key → API sort field)."""
 COLUMNS = [
     Column("id", "  ID", 10), Column("status", "Status", 9), Column("service", "Service", 9, drop=5),
-    Column("type", "Type", 8, drop=9), Column("name", "Name", 25), Column("priority", "Pri", 4, drop=6),
+    Column("type", "Type", 8, drop=9), Column("name", "Name", 22, grow=1), Column("priority", "Pri", 4, drop=6),
     Column("group", "Group", 7, drop=8), Column("worker", "Worker", 12, drop=4), Column("gpus", "GPU", 4, drop=7),
     Column("tries", "Try", 4, drop=10), Column("age", "Age", 5, drop=3),
-    Column("note", "Progress / error / why pending", 20, grow=True),
+    Column("note", "Why / progress / error", 22, grow=2),
 ]
 """Left to right; on a narrow terminal the tries go first, then type, group, GPUs, priority, service, worker
-and age (80 columns keep id, status, name, age and the note); a wide one gives the note the rest."""
+and age (80 columns keep id, status, name, age and the note); a wide one shares the rest between the name
+and the note (why a pending task waits, a running one's progress, a failed one's error)."""
 
 
 def sort_labels(sort: str, descending: bool) -> dict[str, str]:

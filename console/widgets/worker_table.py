@@ -79,7 +79,7 @@ class WorkerTable(KeyedTable):
                           Column("mem", "Memory", METER + 11, drop=6), Column("gpu", "GPU util", METER + 5),
                           Column("gmem", "GPU mem", 9, drop=5), Column("temp", "Temp", 5, drop=7),
                           Column("hist", "Util history", HISTORY, drop=8),
-                          Column("groups", "Groups", 16, drop=9, grow=True)], id="worker-table")
+                          Column("groups", "Groups", 16, drop=9, grow=1)], id="worker-table")
         self.by_id: dict[str, dict[str, Any]] = {}
         self._history: dict[str, deque[float]] = {}
         self._sampled: dict[str, Any] = {}
