@@ -27,8 +27,6 @@ if TYPE_CHECKING:
 PANES = (("queues", "Queues", keys.QUEUES), ("workers", "Workers", keys.WORKERS), ("tasks", "Tasks", keys.TASKS),
          ("batches", "Batches", keys.BATCHES))
 """The panes (modes), their titles and their keys."""
-HIDDEN = frozenset({"clear_selection", "back", "page", "filter_tasks"})
-"""Actions that are no command of their own (esc, paging)."""
 ID_PREFIX = re.compile(r"^[0-9a-fA-F][0-9a-fA-F-]{3,35}$")
 """What "go to task" takes: at least four hex digits of a task id."""
 
@@ -39,9 +37,9 @@ def action_commands(app: AiddConsole, screen: Screen[object]) -> Iterator[System
     own = [b for b in getattr(type(screen), "BINDINGS", []) if isinstance(b, Binding)]
     for binding in own:
         action = binding.action.split("(")[0]
-        if action in HIDDEN or action in seen or screen.check_action(action, ()) is False:
+        if binding.action in seen or screen.check_action(action, ()) is False:
             continue
-        seen.add(action)
+        seen.add(binding.action)
         yield SystemCommand(binding.description,
                             f"{binding.tooltip} ({keys.key_label(binding.key)})",
                             lambda a=binding.action: screen.run_action(a))  # type: ignore[misc]
@@ -51,7 +49,7 @@ def action_commands(app: AiddConsole, screen: Screen[object]) -> Iterator[System
             continue
         for binding in bindings:
             action = binding.action.split("(")[0]
-            if action in HIDDEN or (app.options.read_only and action in keys.DESTRUCTIVE):
+            if app.options.read_only and action in keys.DESTRUCTIVE:
                 continue
             yield SystemCommand(f"{title}: {binding.description}",
                                 f"{binding.tooltip} (on the {title} pane: {keys.key_label(binding.key)})",

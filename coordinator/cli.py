@@ -178,6 +178,7 @@ async def _run_client(args: argparse.Namespace) -> int:
                 text = f"submitted {result['id']} ({result['status']})"
             else:
                 inputs = read_batch_file(args.file, args.param_name)
+                body.pop("name", None)  # --name names the batch; its tasks are named after their inputs
                 result = await submit_in_chunks(client, body, inputs, name=args.name or args.file.name,
                                                 progress=None if args.json else _print_progress)
                 text = f"submitted {result['count']} tasks as batch {result['batch_id']}"

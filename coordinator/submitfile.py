@@ -16,7 +16,7 @@ CHUNK = 1000
 """Tasks per request (the coordinator's default max_batch_tasks)."""
 
 Progress = Callable[[int, int], None]
-NAME_KEYS = ("name", "title", "id", "compound", "smiles")
+NAME_KEYS = ("name", "title", "id", "compound", "ligand", "smiles")
 """Columns of a CSV or keys of a JSON input that name it, in order of preference."""
 NAME_LIMIT = 200
 
@@ -65,15 +65,17 @@ async def submit_in_chunks(client: CoordinatorClient, template: dict[str, Any], 
                            name: str = "", progress: Progress | None = None) -> dict[str, Any]:
     """Submit one task per input (its input_params merged over the template's) as one batch called `name`.
 
-    Each task is named after its input (see input_name), whatever name the template has. Each chunk is
-    all-or-nothing; if a later chunk is refused, the error says how many went in.
+    Each task is named after its input (see input_name), after the template's name if it has one
+    (`Vina EGFR · imatinib`). Each chunk is all-or-nothing; if a later chunk is refused, the error says how
+    many went in.
     """
     base_params = template.get("input_params", {})
     defaults = {k: v for k, v in template.items() if k not in ("input_params", "name")}
+    prefix = f"{template['name']} · " if template.get("name") else ""
     batch_id: str | None = None
     done = 0
     for start in range(0, len(inputs), CHUNK):
-        tasks = [{"name": input_name(params), "input_params": {**base_params, **params}}
+        tasks = [{"name": (prefix + input_name(params))[:500], "input_params": {**base_params, **params}}
                  for params in inputs[start:start + CHUNK]]
         try:
             answer = await client.submit_batch(tasks, name=name, batch_id=batch_id, defaults=defaults)

@@ -38,10 +38,18 @@ def task_view(row: Any) -> dict[str, Any]:
     return data
 
 
-def with_worker_hostname() -> Any:
-    """A select of a task's columns and the hostname of its worker (the one running it, or that ran it last)."""
-    return (select(*Task.__table__.c, Worker.hostname.label("worker_hostname")).select_from(Task)
-            .outerjoin(Worker, Worker.id == Task.worker_id))
+async def views_with_hostnames(conn: AsyncConnection, rows: Sequence[Any]) -> list[dict[str, Any]]:
+    """The views of task rows, each with its worker's hostname (the worker running it, or that ran it last):
+    one lookup by primary key for the whole page."""
+    ids = {r.worker_id for r in rows if r.worker_id is not None}
+    names: dict[Any, str] = {}
+    if ids:
+        names = {i: h for i, h in (await conn.execute(select(Worker.id, Worker.hostname)
+                                                      .where(Worker.id.in_(ids)))).all()}
+    views = [task_view(r) for r in rows]
+    for view in views:
+        view["worker_hostname"] = names.get(view["worker_id"])
+    return views
 
 
 def pending_reason(row: Any) -> str | None:
@@ -216,12 +224,12 @@ class TaskService:
     async def get(self, task_id: uuid.UUID) -> dict[str, Any]:
         """One task with its attempts."""
         async with self.core.engine.connect() as conn:
-            row = (await conn.execute(with_worker_hostname().where(Task.id == task_id))).first()
+            row = (await conn.execute(select(*Task.__table__.c).where(Task.id == task_id))).first()
             if row is None:
                 raise TaskNotFound(str(task_id))
             attempts = (await conn.execute(select(*Attempt.__table__.c).where(Attempt.task_id == task_id)
                                            .order_by(Attempt.number))).all()
-        view = task_view(row)
+            [view] = await views_with_hostnames(conn, [row])
         view["attempt_history"] = [dict(a._mapping) for a in attempts]
         return view
 
@@ -236,9 +244,10 @@ class TaskService:
         where = filter_clause(flt)
         async with self.core.engine.connect() as conn:
             total = (await conn.execute(select(func.count()).select_from(Task).where(where))).scalar_one()
-            rows = (await conn.execute(with_worker_hostname().where(where).order_by(*order_by)
+            rows = (await conn.execute(select(*Task.__table__.c).where(where).order_by(*order_by)
                                        .limit(page_size).offset((page - 1) * page_size))).all()
-        return {"items": [task_view(r) for r in rows], "total": total, "page": page, "page_size": page_size}
+            items = await views_with_hostnames(conn, rows)
+        return {"items": items, "total": total, "page": page, "page_size": page_size}
 
     async def logs(self, task_id: uuid.UUID, after: int = 0, limit: int = 1000,
                    attempt_id: uuid.UUID | None = None) -> dict[str, Any]:

@@ -9,7 +9,7 @@ from typing import Any
 import httpx
 import pytest
 from textual.app import Notify
-from textual.command import CommandPalette
+from textual.command import CommandList, CommandPalette
 from textual.message import Message
 from textual.pilot import Pilot
 
@@ -41,12 +41,19 @@ async def pane(pilot: Pilot[Any], key: str, table: type[KeyedTable]) -> KeyedTab
     return found
 
 
-async def palette(pilot: Pilot[Any], text: str) -> None:
-    """Open the palette with `:`, type `text` and take the first entry."""
+async def palette(pilot: Pilot[Any], text: str, expected: str) -> None:
+    """Open the palette with `:`, type `text`, wait until the first entry holds `expected` and take it."""
     await pilot.press("colon")
-    await until(pilot, lambda: isinstance(pilot.app.screen, CommandPalette), what="the palette")
+    found = await until(pilot, lambda: pilot.app.screen if isinstance(pilot.app.screen, CommandPalette) else None,
+                        what="the palette")
     await pilot.press(*text)
-    await pilot.pause(0.5)
+
+    def first() -> str:
+        options = found.query_one(CommandList).options
+        return str(options[0].prompt) if options else ""
+    await until(pilot, lambda: expected.lower() in first().lower(), what=f"{expected!r} first in the palette")
+    await pilot.pause(0.3)  # the list settles (a later search may still reorder it)
+    await until(pilot, lambda: expected.lower() in first().lower(), what=f"{expected!r} first in the palette")
     await pilot.press("enter")
 
 
@@ -80,17 +87,17 @@ async def test_the_palette_finds_drain_cancel_and_retry_by_name(api_server: Back
         await pane(pilot, "3", TaskTable)
         names = [c.title.lower() for c in app.get_system_commands(app.screen)]
         assert all(any(word in n for n in names) for word in ("cancel", "retry", "requeue", "drain", "sort"))
-        await palette(pilot, "cancel")
+        await palette(pilot, "cancel", "Cancel")
         modal = await until(pilot, lambda: app.screen if isinstance(app.screen, ConfirmModal) else None,
                             what="the cancel confirmation")
         assert task["id"][:8] in modal._body and "Cancel" in modal._title
         await pilot.press("escape")
-        await palette(pilot, "drain")
+        await palette(pilot, "drain", "Workers: Drain")
         modal = await until(pilot, lambda: app.screen if isinstance(app.screen, ConfirmModal) else None,
                             what="the drain confirmation")
         assert app.current_mode == "workers" and "Drain gpu-07" in modal._body
         await pilot.press("escape")
-        await palette(pilot, "retry failed")
+        await palette(pilot, "retry failed", "Batches: Retry failed")
         await until(pilot, lambda: app.current_mode == "batches", what="the Batches pane")
 
 
@@ -107,12 +114,12 @@ async def test_colon_and_the_start_of_a_task_id_opens_it(api_server: BackgroundS
     app = console(api_server)
     async with app.run_test(size=SIZE, message_hook=hook) as pilot:
         await refreshed(pilot)
-        await palette(pilot, "abcd0002")
+        await palette(pilot, "abcd0002", "Go to task abcd0002")
         detail = await until(pilot, lambda: app.screen if isinstance(app.screen, TaskDetailScreen) else None,
                              what="the task's detail")
         assert detail.task_id == str(shared[1])
         await pilot.press("escape")
-        await palette(pilot, "abcd")
+        await palette(pilot, "abcd", "Go to task abcd")
         await until(pilot, lambda: any("several ids" in t for t in toasts), what="the candidates")
         said = next(t for t in toasts if "several ids" in t)
         assert all(str(i) in said for i in shared) and not isinstance(app.screen, TaskDetailScreen)

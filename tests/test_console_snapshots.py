@@ -1,4 +1,5 @@
-"""Snapshots of every console screen and dialog at 120x40 (and each pane at 80x24 and 200x50), on a real API over the fixed demo picture.
+"""Snapshots of every console screen and dialog at 120x40 (and each pane at 80x24 and 200x50), on a real
+API over the fixed demo picture.
 
 The data is written with fixed ids and times relative to an anchor, and the console's clock is fixed at
 that anchor, so the pictures are the same on every run. Regenerate with `pytest --snapshot-update` and

@@ -213,7 +213,7 @@ class SubmitModal(ModalScreen[str | None]):
             progress = self.query_one("#progress", ProgressBar)
             progress.display = True
             progress.update(total=len(inputs), progress=0)
-            batch_name = body["name"] or Path(file).name
+            batch_name = body.pop("name") or Path(file).name  # its tasks are named after their inputs
             result = await submit_in_chunks(client, body, inputs, name=batch_name,
                                             progress=lambda done, total: progress.update(progress=done))
             self.dismiss(f"Submitted {result['count']} tasks as batch {short_id(result['batch_id'])} "
