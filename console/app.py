@@ -18,6 +18,7 @@ from textual.screen import Screen
 from textual.timer import Timer
 
 from console import keys
+from console.commands import GoToTask, action_commands
 from console.options import ConsoleOptions
 from console.palette import Palette
 from console.preferences import load_theme, save_theme
@@ -50,6 +51,7 @@ class AiddConsole(App[QuitChoice]):
     MODES = {"queues": QueuesScreen, "workers": WorkersScreen, "tasks": TasksScreen, "batches": BatchesScreen}
     DEFAULT_MODE = "queues"
     BINDINGS: ClassVar[list[BindingType]] = [*keys.APP]
+    COMMANDS = App.COMMANDS | {GoToTask}
     NOTIFICATION_TIMEOUT = 6
 
     problem: reactive[str] = reactive("")
@@ -167,20 +169,24 @@ class AiddConsole(App[QuitChoice]):
         self.notify(f"Theme: {name}", timeout=2)
 
     def action_filter_tasks(self) -> None:
-        self.switch_mode("tasks")
-        self.call_after_refresh(lambda: self.screen.run_action("filter"))
+        self.run_on_pane("tasks", "filter")
+
+    def run_on_pane(self, mode: str, action: str) -> None:
+        """Switch to a pane and run one of its actions there (from the command palette)."""
+        self.switch_mode(mode)
+        self.call_after_refresh(lambda: self.screen.run_action(action))
 
     def action_refresh(self) -> None:
         if isinstance(self.screen, LiveScreen):
             self.screen.refresh_now()
 
     def get_system_commands(self, screen: Screen) -> Iterable[SystemCommand]:
-        """The command palette (`:` or ctrl+p): panes, actions and themes by name."""
+        """The command palette (`:` or ctrl+p): panes, every action and themes by name."""
         for mode, title in (("queues", "Queues"), ("workers", "Workers"), ("tasks", "Tasks"),
                             ("batches", "Batches")):
             yield SystemCommand(f"{title} pane", f"Show the {title.lower()} pane",
                                 lambda m=mode: self.switch_mode(m))  # type: ignore[misc]
-        yield SystemCommand("Filter tasks", "Open the Tasks pane's filter", self.action_filter_tasks)
+        yield from action_commands(self, screen)
         if not self.options.read_only:
             yield SystemCommand("New task or batch", "Submit a task, or a batch from a file", self.action_new)
         yield SystemCommand("Refresh now", "Poll the coordinator now", self.action_refresh)

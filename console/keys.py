@@ -15,7 +15,8 @@ APP: list[Binding] = [
     Binding("question_mark", "help", "Help", tooltip="Show every key"),
     Binding("ctrl+p", "command_palette", "Palette", show=False, priority=True,
             tooltip="Command palette: every action by name"),
-    Binding("colon", "command_palette", "Palette", show=False, tooltip="Command palette (like ctrl+p)"),
+    Binding("colon", "command_palette", "Palette", show=False,
+            tooltip="Command palette (like ctrl+p); type a task id or its start to go to that task"),
     Binding("1", "switch_mode('queues')", "Queues", show=False, tooltip="Queues pane"),
     Binding("2", "switch_mode('workers')", "Workers", show=False, tooltip="Workers pane"),
     Binding("3", "switch_mode('tasks')", "Tasks", show=False, tooltip="Tasks pane"),
@@ -26,8 +27,25 @@ APP: list[Binding] = [
             "or stop everything"),
 ]
 
+TABLE: list[Binding] = [
+    Binding("j", "cursor_down", "Down", tooltip="Cursor down (also the down arrow)"),
+    Binding("k", "cursor_up", "Up", tooltip="Cursor up (also the up arrow)"),
+    Binding("g", "scroll_top", "First", tooltip="First row"),
+    Binding("home", "scroll_top", "First", tooltip="First row"),
+    Binding("G", "scroll_bottom", "Last", tooltip="Last row"),
+    Binding("end", "scroll_bottom", "Last", tooltip="Last row"),
+]
+"""Moving in every table (also arrows, page up / page down)."""
+
+FILTER_ROWS = Binding("slash", "filter_rows", "Filter", tooltip="Show only the rows holding a text (any column)")
+"""`/` on the panes whose rows are all on screen (the Tasks pane filters on the server instead)."""
+
+GO_TO_TASK = "Go to task"
+"""The palette's command for `:` followed by a task id or the start of one."""
+
 TASKS: list[Binding] = [
-    Binding("slash", "filter", "Filter", tooltip="Filter tasks by status, service, group, text"),
+    Binding("slash", "filter", "Filter", tooltip="Filter tasks by status, service, group, and text in any column "
+            "or parameter (e.g. a SMILES)"),
     Binding("enter", "detail", "Detail", tooltip="Task detail: parameters, attempts, result, live log"),
     Binding("l", "logs", "Logs", tooltip="Task detail with the log maximised"),
     Binding("space", "toggle_select", "Select", tooltip="Select or unselect the task (bulk actions)"),
@@ -43,17 +61,20 @@ TASKS: list[Binding] = [
 ]
 
 WORKERS: list[Binding] = [
+    FILTER_ROWS,
     Binding("d", "drain", "Drain/resume", tooltip="Drain the worker (no new tasks) or resume it"),
     Binding("x", "remove_worker", "Remove", tooltip="Remove an offline worker from the view (asks first)"),
     Binding("enter", "worker_tasks", "Its tasks", tooltip="The tasks of the worker under the cursor"),
 ]
 
 BATCHES: list[Binding] = [
+    FILTER_ROWS,
     Binding("r", "retry_failed", "Retry failed", tooltip="Retry the failed and timed-out tasks of the batch"),
     Binding("enter", "batch_tasks", "Its tasks", tooltip="The tasks of the batch under the cursor"),
 ]
 
 QUEUES: list[Binding] = [
+    FILTER_ROWS,
     Binding("enter", "service_tasks", "Its tasks", tooltip="The tasks of the service under the cursor"),
 ]
 
@@ -75,7 +96,8 @@ MODAL: list[Binding] = [
 ]
 
 SECTIONS: list[tuple[str, list[Binding]]] = [
-    ("Everywhere", APP), ("Tasks pane", TASKS), ("Workers pane", WORKERS), ("Batches pane", BATCHES),
+    ("Everywhere", APP), ("Every table", TABLE), ("Tasks pane", TASKS), ("Workers pane", WORKERS),
+    ("Batches pane", BATCHES),
     ("Queues pane", QUEUES), ("Recent failures (Queues pane)", FAILURES), ("Task detail", DETAIL),
 ]
 

@@ -12,6 +12,7 @@ import asyncio
 import json
 import logging
 import os
+import re
 import signal
 import sys
 import uuid
@@ -53,8 +54,10 @@ def _filter_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--status", action="append", default=[], help="pending, running, succeeded, failed, ...")
     parser.add_argument("--service", action="append", default=[])
     parser.add_argument("--group", action="append", default=[])
-    parser.add_argument("--batch", dest="batch_id", help="batch id")
-    parser.add_argument("-q", "--search", dest="q", default="", help="text in the name, type or id")
+    parser.add_argument("--batch", dest="batch_id", help="batch id (or a unique prefix)")
+    parser.add_argument("--worker", dest="worker_id", help="worker id (or a unique prefix): the tasks it ran last")
+    parser.add_argument("-q", "--search", dest="q", default="",
+                        help="text in the name, type, id, status, service, group, worker or parameters")
     parser.add_argument("--reason", action="append", default=[], choices=[c.value for c in ReasonCode],
                         help="pending tasks waiting for this reason (repeatable)")
 
@@ -88,7 +91,7 @@ def build_parser() -> argparse.ArgumentParser:
     submit = sub.add_parser("submit", help="submit one task, or a batch from a file (--file)")
     submit.add_argument("service")
     submit.add_argument("task_type")
-    submit.add_argument("--name", default="")
+    submit.add_argument("--name", default="", help="the task's name; with --file, the batch's (default: the file's)")
     submit.add_argument("--params", default="{}", help="input_params as a JSON object")
     submit.add_argument("--priority", type=int)
     submit.add_argument("--group")
@@ -136,7 +139,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     wait = sub.add_parser("wait", help="wait for tasks (ids, or --batch) to finish; exit 0 only if all succeeded")
     wait.add_argument("ids", nargs="*", help="task ids (each asked for every second: for many, use --batch)")
-    wait.add_argument("--batch", dest="batch_id", help="every task of this batch")
+    wait.add_argument("--batch", dest="batch_id", help="every task of this batch (its id or a unique prefix)")
     wait.add_argument("--timeout", type=float, help="give up after this many seconds (exit 124)")
     _client_options(wait)
 
@@ -185,6 +188,9 @@ def _submit_body(args: argparse.Namespace) -> dict[str, Any]:
 
 async def _run_client(args: argparse.Namespace) -> int:
     async with CoordinatorClient(args.url, args.api_key) as client:
+        for option in ("batch_id", "worker_id"):
+            if getattr(args, option, None):
+                setattr(args, option, await _full_id(client, option, getattr(args, option)))
         if args.command == "submit":
             body = _submit_body(args)
             if args.file is None:
@@ -192,13 +198,14 @@ async def _run_client(args: argparse.Namespace) -> int:
                 text = f"submitted {result['id']} ({result['status']})"
             else:
                 inputs = read_batch_file(args.file, args.param_name)
-                result = await submit_in_chunks(client, body, inputs, name=args.file.name,
+                body.pop("name", None)  # --name names the batch; its tasks are named after their inputs
+                result = await submit_in_chunks(client, body, inputs, name=args.name or args.file.name,
                                                 progress=_print_progress if _live(args) else None)
                 text = f"submitted {result['count']} tasks as batch {result['batch_id']}"
         elif args.command == "tasks":
             result = await client.list_tasks(page=args.page, page_size=args.page_size, status=args.status,
                                              service=args.service, group=args.group, batch_id=args.batch_id,
-                                             q=args.q, pending_reason=args.reason)
+                                             worker_id=args.worker_id, q=args.q, pending_reason=args.reason)
             rows = [{**t, "reason": (t.get("pending_reason") or {}).get("code", "")} for t in result["items"]]
             text = render_table(rows, ["id", "status", "reason", "service", "task_type", "name", "priority",
                                        "group", "attempts", "created_at"])
@@ -226,23 +233,30 @@ async def _run_client(args: argparse.Namespace) -> int:
             return await _wait(client, args)
         else:
             flt = {"status": args.status, "service": args.service, "group": args.group, "batch_id": args.batch_id,
-                   "search": args.q, "pending_reason": args.reason}
+                   "worker_id": args.worker_id, "search": args.q, "pending_reason": args.reason}
             flt = {k: v for k, v in flt.items() if v}
             if not args.ids and not flt and not args.all:
                 raise ConfigError(f"{args.command}: give task ids, a filter (--status, --service, ...) or --all")
-            ids = [await _full_task_id(client, i) for i in args.ids]
+            ids = [await _full_id(client, "task_id", i) for i in args.ids]
             result = await client.act(args.command, ids=ids or None, filter=None if ids else flt, all=args.all)
             text = f"{args.command}: {result['changed']} changed, {result['skipped']} skipped"
     print(json.dumps(result, indent=2, default=str) if args.json else text)
     return 0
 
 
-async def _full_task_id(client: CoordinatorClient, given: str) -> str:
-    """A task id as given, or the one task id a prefix stands for (the coordinator resolves it)."""
+ID_ROUTES = {"task_id": "/api/v1/tasks/{}", "batch_id": "/api/v1/batches/{}", "worker_id": "/api/v1/workers/{}"}
+"""Where the coordinator resolves an id prefix of each kind (404 for none, 409 naming candidates for several)."""
+
+
+async def _full_id(client: CoordinatorClient, kind: str, given: str) -> str:
+    """A task, batch or worker id as given, or the one id a prefix stands for (the coordinator resolves it)."""
     try:
         return str(uuid.UUID(given))
     except ValueError:
-        return str((await client.get_task(given))["id"])
+        pass
+    if not re.fullmatch(r"[0-9a-fA-F][0-9a-fA-F-]{0,35}", given):
+        raise ConfigError(f"{kind.replace('_id', '')} {given!r}: not an id, nor the start of one")
+    return str((await client.request("GET", ID_ROUTES[kind].format(given)))["id"])
 
 
 async def _wait(client: CoordinatorClient, args: argparse.Namespace) -> int:

@@ -141,7 +141,7 @@ class StoresMismatch(ConfigError):
 
 
 class AmbiguousId(AiddError):
-    """An id prefix that more than one task or worker starts with."""
+    """An id prefix that more than one task, batch or worker starts with."""
 
     status_code = 409
 

@@ -201,7 +201,7 @@ def decide(shape: Shape, snap: Snapshot) -> PendingReason:
                              f"no worker is big enough: none has {_needs_phrase(shape, asked)} together")
     online = [w for w in fitting if w.status == WorkerStatus.ONLINE]
     if any(not w.short_of(shape, free=True) and not w.problem for w in online):
-        return PendingReason(ReasonCode.READY, "a fitting worker has room: it starts at that worker's next lease")
+        return PendingReason(ReasonCode.READY, "starts at the next lease of a worker with room")
     troubled = [w.problem for w in online if w.problem]
     if troubled and len(troubled) == len(fitting):
         n = len(troubled)

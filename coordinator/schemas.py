@@ -108,7 +108,8 @@ class TaskFilter(Strict):
     batch_id: uuid.UUID | None = None
     worker_id: uuid.UUID | None = None
     search: Annotated[str, Field(max_length=200)] = ""
-    """Matched case-insensitively against the name, the task type and the id."""
+    """Matched case-insensitively against the name, task type, id, status, service, group, parameters (as JSON)
+    and the worker's hostname: what the console's Tasks table shows."""
     pending_reason: list[ReasonCode] = []
     """Pending tasks waiting for one of these reasons (see `coordinator.pending`)."""
 

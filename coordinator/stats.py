@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import uuid
 from typing import Any
 
 from sqlalchemy import text
 
 from coordinator.core import Core
+from coordinator.errors import BatchNotFound
 from coordinator.gpus import gpu_totals
 from coordinator.metrics import ClusterSnapshot, gpu_readings
 from coordinator.pending import PendingReasons
@@ -47,16 +49,20 @@ FROM generate_series(date_trunc('day', now()) - make_interval(days => :days - 1)
 ORDER BY day
 """)
 
-BATCHES = text("""
+BATCH_PROGRESS = """
 SELECT b.id, b.name, b.total, b.created_at,
        count(t.id) FILTER (WHERE t.status = 'succeeded') AS succeeded,
-       count(t.id) FILTER (WHERE t.status IN ('failed', 'timeout', 'cancelled')) AS failed,
+       count(t.id) FILTER (WHERE t.status IN ('failed', 'timeout')) AS failed,
+       count(t.id) FILTER (WHERE t.status = 'cancelled') AS cancelled,
        count(t.id) FILTER (WHERE t.status = 'running') AS running,
        count(t.id) FILTER (WHERE t.status = 'pending') AS pending,
        count(t.id) FILTER (WHERE t.finished_at > now() - interval '5 minutes') AS done_5m
 FROM batches b LEFT JOIN tasks t ON t.batch_id = b.id
-GROUP BY b.id ORDER BY b.created_at DESC LIMIT :limit
-""")
+"""
+"""A batch's progress. `failed` counts what retrying the batch's failures runs again (failed and timed out);
+cancelled tasks are counted apart, since the operator stopped them on purpose."""
+BATCHES = text(BATCH_PROGRESS + "GROUP BY b.id ORDER BY b.created_at DESC LIMIT :limit")
+ONE_BATCH = text(BATCH_PROGRESS + "WHERE b.id = :id GROUP BY b.id")
 
 ACTIVE = text("""
 SELECT service, status, count(*) AS n, extract(epoch FROM min(created_at)) AS oldest
@@ -110,6 +116,13 @@ class StatsService:
     async def batches(self, limit: int = 50) -> list[dict[str, Any]]:
         """Recent batches with their progress and recent rate."""
         return await self._rows(BATCHES, limit=limit)
+
+    async def batch(self, batch_id: uuid.UUID) -> dict[str, Any]:
+        """One batch with its progress."""
+        rows = await self._rows(ONE_BATCH, id=batch_id)
+        if not rows:
+            raise BatchNotFound(str(batch_id))
+        return rows[0]
 
     async def audit(self, limit: int = 100) -> list[dict[str, Any]]:
         """The newest operator actions."""

@@ -16,6 +16,22 @@ CHUNK = 1000
 """Tasks per request (the coordinator's default max_batch_tasks)."""
 
 Progress = Callable[[int, int], None]
+NAME_KEYS = ("name", "title", "id", "compound", "ligand", "smiles")
+"""Columns of a CSV or keys of a JSON input that name it, in order of preference."""
+NAME_LIMIT = 200
+
+
+def input_name(params: dict[str, Any]) -> str:
+    """What a batch task is called: its input (`CCO`), so that a failed one can be found by its compound.
+
+    One value: that value; several: the first of NAME_KEYS present, else the first value.
+    """
+    if not params:
+        return ""
+    key = next((k for k in NAME_KEYS if k in params), next(iter(params)))
+    value = params[key]
+    text = value if isinstance(value, str) else json.dumps(value, separators=(",", ":"))
+    return text if len(text) <= NAME_LIMIT else text[: NAME_LIMIT - 1] + "…"
 
 
 def parse_batch(text: str, param_name: str, suffix: str = "") -> list[dict[str, Any]]:
@@ -47,16 +63,20 @@ def read_batch_file(path: Path, param_name: str) -> list[dict[str, Any]]:
 
 async def submit_in_chunks(client: CoordinatorClient, template: dict[str, Any], inputs: list[dict[str, Any]],
                            name: str = "", progress: Progress | None = None) -> dict[str, Any]:
-    """Submit one task per input (its input_params merged over the template's) as one batch.
+    """Submit one task per input (its input_params merged over the template's) as one batch called `name`.
 
-    Each chunk is all-or-nothing; if a later chunk is refused, the error says how many went in.
+    Each task is named after its input (see input_name), after the template's name if it has one
+    (`Vina EGFR · imatinib`). Each chunk is all-or-nothing; if a later chunk is refused, the error says how
+    many went in.
     """
     base_params = template.get("input_params", {})
-    defaults = {k: v for k, v in template.items() if k != "input_params"}
+    defaults = {k: v for k, v in template.items() if k not in ("input_params", "name")}
+    prefix = f"{template['name']} · " if template.get("name") else ""
     batch_id: str | None = None
     done = 0
     for start in range(0, len(inputs), CHUNK):
-        tasks = [{"input_params": {**base_params, **params}} for params in inputs[start:start + CHUNK]]
+        tasks = [{"name": (prefix + input_name(params))[:500], "input_params": {**base_params, **params}}
+                 for params in inputs[start:start + CHUNK]]
         try:
             answer = await client.submit_batch(tasks, name=name, batch_id=batch_id, defaults=defaults)
         except Exception as exc:

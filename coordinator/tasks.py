@@ -90,7 +90,10 @@ def filter_clause(flt: TaskFilter, waiting: ColumnElement[bool] | None = None) -
         check_text(flt.search, "search")  # PostgreSQL refuses NUL bytes: a 422, not a database error
         escaped = flt.search.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
         like = f"%{escaped}%"
-        conds.append(or_(Task.name.ilike(like), Task.task_type.ilike(like), cast(Task.id, String).ilike(like)))
+        hosts = select(Worker.id).where(Worker.hostname.ilike(like)).scalar_subquery()
+        conds.append(or_(Task.name.ilike(like), Task.task_type.ilike(like), cast(Task.id, String).ilike(like),
+                         Task.status.ilike(like), Task.service.ilike(like), Task.group.ilike(like),
+                         cast(Task.input_params, String).ilike(like), Task.worker_id.in_(hosts)))
     return and_(True, *conds)
 
 

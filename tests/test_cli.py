@@ -25,6 +25,7 @@ from console.background import find_coordinator, start_coordinator, stop_all
 from console.localagent import LocalAgent
 from coordinator.cli import main as cli_main
 from coordinator.server import BackgroundServer
+from tests.consolekit import task_body
 from tests.helpers import HttpAgent
 
 Captured = pytest.CaptureFixture[str]
@@ -326,3 +327,45 @@ def test_commands_for_scripts_import_none_of_the_servers_libraries(api_server: B
         assert probe["exit"] == exit_code, (argv, done.stderr)
         assert "httpx" in probe["loaded"] or "--help" in argv, argv  # the probe sees what the command imported
         assert not SERVER_LIBRARIES & set(probe["loaded"]), (argv, SERVER_LIBRARIES & set(probe["loaded"]))
+
+
+def test_a_batch_keeps_its_name_and_its_tasks_are_named_after_their_inputs(
+        api_server: BackgroundServer, client: httpx.Client, capsys: Captured, tmp_path: Path) -> None:
+    """`--name` names the batch (not the file); each task is called after its compound, so a failed one is found
+    by it; the batch id's start is enough for `aidd tasks --batch`, `wait --batch` and the bulk actions."""
+    (tmp_path / "kinase.smi").write_text("CCO\nc1ccccc1\n")
+    code, out, err = run(capsys, api_server, "submit", "admet", "qikprop", "--file", str(tmp_path / "kinase.smi"),
+                         "--name", "EGFR screen")
+    assert code == 0, err
+    batch_id = out.split()[-1]
+    [batch] = [b for b in client.get("/api/v1/batches").json()["items"] if b["id"] == batch_id]
+    assert batch["name"] == "EGFR screen"
+    code, out, err = run(capsys, api_server, "tasks", "--batch", batch_id[:6], "--json")
+    assert code == 0, err
+    assert sorted(t["name"] for t in json.loads(out)["items"]) == ["CCO", "c1ccccc1"]
+    code, out, err = run(capsys, api_server, "cancel", "--batch", batch_id[:6])
+    assert (code, out.strip()) == (0, "cancel: 2 changed, 0 skipped"), err
+    code, out, err = run(capsys, api_server, "wait", "--batch", batch_id[:6], "--json")
+    assert code == 1 and json.loads(out)["counts"] == {"cancelled": 2}, err
+
+
+def test_an_ambiguous_batch_or_worker_prefix_lists_the_candidates(api_server: BackgroundServer,
+                                                                  client: httpx.Client, capsys: Captured) -> None:
+    """Seventeen batches: two of them start with the same hex digit, and that digit alone names neither."""
+    by_digit: dict[str, list[str]] = {}
+    for i in range(17):
+        reply = client.post("/api/v1/tasks", json={"name": f"b{i}", "tasks": [task_body()]})
+        reply.raise_for_status()
+        batch_id = reply.json()["batch_id"]
+        by_digit.setdefault(batch_id[0], []).append(batch_id)
+    digit, shared = next((d, ids) for d, ids in by_digit.items() if len(ids) > 1)
+    code, _, err = run(capsys, api_server, "tasks", "--batch", digit)
+    assert code == 1 and err.count("\n") == 1 and "several ids" in err
+    assert all(i in err for i in sorted(shared)[:5]), err
+    code, _, err = run(capsys, api_server, "retry", "--batch", "zz")
+    assert code == 2 and "not an id" in err and err.count("\n") == 1
+    agent = HttpAgent.register(client, hostname="gpu-07")
+    [leased] = agent.lease()
+    code, out, err = run(capsys, api_server, "tasks", "--worker", agent.id[:8], "--json")
+    assert code == 0 and [t["id"] for t in json.loads(out)["items"]] == [leased["task_id"]], err
+    assert json.loads(out)["items"][0]["worker_hostname"] == "gpu-07"

@@ -296,6 +296,23 @@ async def test_submit_batch_from_file_sends_it_in_chunks(api_server: BackgroundS
     rows = record(api_server, "SELECT count(*) AS n, count(DISTINCT batch_id) AS batches FROM tasks")
     assert rows == [{"n": 2500, "batches": 1}]
     assert record(api_server, "SELECT name, total FROM batches") == [{"name": "ligands.smi", "total": 2500}]
+    assert record(api_server, "SELECT name FROM tasks WHERE input_params->>'smiles' = 'CO0'") == [{"name": "CO0"}]
+
+
+async def test_the_submit_dialogs_name_names_the_batch(api_server: BackgroundServer, tmp_path: Path) -> None:
+    (tmp_path / "hits.smi").write_text("CCO\nCCN\n")
+    toasts = Toasts()
+    app = console(api_server)
+    async with app.run_test(size=SIZE, message_hook=toasts) as pilot:
+        await refreshed(pilot)
+        await pilot.press("n")
+        modal = await until(pilot, lambda: app.screen if isinstance(app.screen, SubmitModal) else None)
+        modal.query_one("#file").value = str(tmp_path / "hits.smi")
+        modal.query_one("#name").value = "hERG follow-up"
+        await pilot.press("ctrl+s")
+        await until(pilot, lambda: toasts.saying("Submitted 2 tasks as batch"), timeout=30)
+    assert record(api_server, "SELECT name FROM batches") == [{"name": "hERG follow-up"}]
+    assert record(api_server, "SELECT name FROM tasks ORDER BY name") == [{"name": "CCN"}, {"name": "CCO"}]
 
 
 async def test_read_only_hides_and_ignores_destructive_keys(api_server: BackgroundServer,
@@ -461,6 +478,7 @@ async def test_mouse_switches_panes_and_sorts_by_a_header_click(api_server: Back
         await until(pilot, lambda: screen.view.sort == "priority" and [
             table.get_cell(str(r.key.value), "priority").plain for r in table.ordered_rows] == ["3", "2", "1"],
             what="rows sorted by priority")
+        assert [c.label.plain for c in table.ordered_columns if c.key == "priority"] == ["Pri ▼"]  # the sort arrow
         await pilot.click(TaskTable, offset=(x, 2))  # the second row (header, then rows)
         await pilot.click(TaskTable, offset=(x, 2))  # clicking the highlighted row opens it
         await until(pilot, lambda: type(app.screen).__name__ == "TaskDetailScreen", what="the detail")

@@ -37,10 +37,11 @@ from console.screens.live import LiveScreen
 from console.startup import EmbeddedStart, start_api
 from console.text import age, plain, sparkline
 from console.widgets.banners import StartingBanner
-from console.widgets.keyed_table import KeyedTable
+from console.widgets.keyed_table import Column, KeyedTable, fit
 from coordinator.client import DEFAULT_URL, CoordinatorClient
 from coordinator.config import Settings
 from coordinator.server import BackgroundServer
+from coordinator.submitfile import input_name
 from tests.consolekit import refreshed, until
 from themes import SEMANTIC, THEMES
 
@@ -124,6 +125,21 @@ async def test_keyed_table_diffs_rows_and_keeps_the_cursor_on_its_key() -> None:
         await pilot.pause()
         assert [str(r.key.value) for r in table.ordered_rows] == ["d", "b"]
         assert table.cursor_key == "b"
+
+
+def test_columns_drop_in_their_order_and_the_growing_ones_share_the_rest() -> None:
+    columns = [Column("id", "ID", 8), Column("name", "Name", 10, grow=1), Column("try", "Try", 3, drop=2),
+               Column("age", "Age", 4, drop=1), Column("note", "Note", 10, grow=2)]
+    assert fit(columns, 54) == [(0, 8), (1, 13), (2, 3), (3, 4), (4, 16)]  # 45 needed: 9 spare, 1/3 and 2/3
+    assert fit(columns, 40) == [(0, 8), (1, 10), (3, 4), (4, 10)]  # Try goes first
+    assert fit(columns, 20) == [(0, 8), (1, 10), (4, 10)]  # never the undroppable ones, even when too narrow
+
+
+def test_batch_tasks_are_named_after_their_inputs() -> None:
+    assert input_name({"smiles": "CCO"}) == "CCO"
+    assert input_name({"smiles": "c1ccccc1", "compound": "benzene", "pose": 2}) == "benzene"
+    assert input_name({"seed": 7, "samples": 512}) == "7"
+    assert input_name({"smiles": "C" * 300}) == "C" * 199 + "…"
 
 
 # -- themes and keys ---------------------------------------------------------------------------------

@@ -1,4 +1,5 @@
-"""Snapshots of every console screen and dialog at 120x40, on a real API over the fixed demo picture.
+"""Snapshots of every console screen and dialog at 120x40 (and each pane at 80x24 and 200x50), on a real
+API over the fixed demo picture.
 
 The data is written with fixed ids and times relative to an anchor, and the console's clock is fixed at
 that anchor, so the pictures are the same on every run. Regenerate with `pytest --snapshot-update` and
@@ -60,15 +61,28 @@ def test_workers_pane(snap_compare: Any, api_server: BackgroundServer, fixed: Fi
 
 
 def test_tasks_pane(snap_compare: Any, api_server: BackgroundServer, fixed: FixedState) -> None:
-    """Tasks: the first 100 of 166 newest first, coloured statuses, and the task whose name holds markup
-    and a terminal escape shown literally as `[bold red]not markup[/] escaped name`."""
+    """Tasks: the first 100 of 166 newest first (`Age ▲` in the header: the sort arrow), coloured statuses,
+    the worker and GPU indices of running and finished tasks, and the task whose name holds markup and a
+    terminal escape shown literally as `[bold red]not markup[/] escaped name` (cut with `…`)."""
     assert snap_compare(fixed_console(api_server, fixed), terminal_size=SIZE, run_before=pane("3"))
 
 
 def test_batches_pane(snap_compare: Any, api_server: BackgroundServer, fixed: FixedState) -> None:
-    """Batches: three batches newest first, each with a segmented progress bar (succeeded, failed, running,
-    pending), counts, rate per minute and ETA."""
+    """Batches: three batches newest first, each with its short id, a segmented progress bar (succeeded,
+    failed, cancelled, running, pending), counts (Fail: failed and timed out, what r retries), rate per
+    minute and ETA."""
     assert snap_compare(fixed_console(api_server, fixed), terminal_size=SIZE, run_before=pane("4"))
+
+
+@pytest.mark.parametrize("size", [(80, 24), (200, 50)], ids=["80x24", "200x50"])
+@pytest.mark.parametrize("key", ["1", "2", "3", "4"], ids=["queues", "workers", "tasks", "batches"])
+def test_pane_fits_the_terminal(snap_compare: Any, api_server: BackgroundServer, fixed: FixedState, key: str,
+                                size: tuple[int, int]) -> None:
+    """Each pane at 80x24 and at 200x50. At 80 columns the columns of least use are gone (Tasks: id, status,
+    name, age and the note; Workers: host, status, slots, beat, CPU, GPU; Batches: id, name, bar, done, OK,
+    Fail) and what is cut ends in `…`; at 200 every column is there and the widest text column (the task
+    note, the batch name, the worker's groups, the failure's error) takes the rest of the width."""
+    assert snap_compare(fixed_console(api_server, fixed), terminal_size=size, run_before=pane(key))
 
 
 def test_task_detail(snap_compare: Any, api_server: BackgroundServer, fixed: FixedState) -> None:

@@ -75,7 +75,7 @@ def test_too_big_together(client: httpx.Client) -> None:
 def test_ready_then_busy_then_draining_then_priority(client: httpx.Client) -> None:
     agent = HttpAgent.register(client, groups=["busy"], cpu_cores=4, slots=1)
     first = submit(client, group="busy")
-    assert reason_of(client, first, "ready")["message"].startswith("a fitting worker has room")
+    assert reason_of(client, first, "ready")["message"].startswith("starts at the next lease")
     [leased] = agent.lease()
     assert leased["task_id"] == first
     low = submit(client, group="busy", priority=1)
@@ -154,9 +154,10 @@ async def test_the_queues_pane_says_why_tasks_wait(api_server: BackgroundServer,
 
     for _ in range(3):
         submit(client, service="docking", group="nobody")
+    submit(client, service="docking", group="elsewhere")
     app = console(api_server)
     async with app.run_test(size=(200, 40)) as pilot:
         await refreshed(pilot)
         table = app.screen.query_one(QueueTable)
         await until(pilot, lambda: table.get_cell("docking", "waiting").plain
-                    == "3 waiting: no online worker in group `nobody`", what="the reason in the Queues pane")
+                    == "3 of 4: no online worker in group `nobody` (+1 more)", what="the reason in the Queues pane")

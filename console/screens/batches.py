@@ -42,9 +42,9 @@ class BatchesScreen(PaneScreen):
         active = sum(1 for b in data if int(b.get("pending") or 0) + int(b.get("running") or 0))
         summary = Text(f"{plural(len(data), 'batch').replace('batchs', 'batches')} · {active} in progress")
         summary.append("   bar: ")
-        for status in ("succeeded", "failed", "running"):
+        for status in ("succeeded", "failed", "cancelled", "running"):
             summary.append("█", palette.status(status))
-            summary.append(f" {status}  " if status != "failed" else " failed/cancelled  ")
+            summary.append(f" {status}  " if status != "failed" else " failed/timeout (r retries them)  ")
         summary.append("░", palette.style("meter-track"))
         summary.append(" pending")
         if not data:

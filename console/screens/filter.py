@@ -80,3 +80,30 @@ class FilterModal(ModalScreen[TaskQuery | None]):
 
     def action_cancel(self) -> None:
         self.dismiss(None)
+
+
+class RowFilterModal(ModalScreen[str | None]):
+    """The `/` of the panes that show every row at once: a text to look for in any column (empty: all rows)."""
+
+    BINDINGS = [Binding("escape", "cancel", "Close")]
+
+    def __init__(self, text: str, what: str) -> None:
+        super().__init__()
+        self._text = text
+        self._what = what
+
+    def compose(self) -> ComposeResult:
+        with Vertical(id="dialog", classes="dialog filter"):
+            yield Static(Text(f"Filter {self._what}"), classes="dialog-title")
+            yield Label("Text in any column (empty: show every row; enter applies, esc leaves it as it was)")
+            yield Input(self._text, placeholder="e.g. gpu or offline", id="text", compact=True)
+
+    def on_mount(self) -> None:
+        self.query_one("#text", Input).focus()
+
+    def on_input_submitted(self, event: Input.Submitted) -> None:
+        event.stop()
+        self.dismiss(event.value.strip())
+
+    def action_cancel(self) -> None:
+        self.dismiss(None)

@@ -20,7 +20,9 @@ from textual.timer import Timer
 from textual.widgets import Footer, Static, Tabs
 
 from console.keys import DESTRUCTIVE
+from console.screens.filter import RowFilterModal
 from console.widgets.banners import DemoBanner, ProblemBanner, StartingBanner
+from console.widgets.keyed_table import KeyedTable
 from console.widgets.top_bar import TopBar
 from coordinator.client import ApiError
 
@@ -213,11 +215,32 @@ class PaneScreen(LiveScreen):
         yield TopBar(self.MODE)
         yield from self.compose_banners()
         yield from self.compose_pane()
+        row_filter = Static(id="row-filter", classes="summary")
+        row_filter.display = False
+        yield row_filter
         yield Footer(compact=True)
 
     def compose_pane(self) -> ComposeResult:
         """The pane's own widgets."""
         yield from ()
+
+    def action_filter_rows(self) -> None:
+        """`/`: show only the rows of the focused table (else the pane's first) that hold a text."""
+        focused = self.focused
+        table = focused if isinstance(focused, KeyedTable) else self.query(KeyedTable).first()
+
+        def chosen(text: str | None) -> None:
+            if text is not None:
+                table.set_filter(text)
+                self.show_filter(table)
+        self.app.push_screen(RowFilterModal(table.filter_text, f"{self.MODE} rows"), chosen)
+
+    def show_filter(self, table: KeyedTable) -> None:
+        """Say under the tables which rows the filter keeps (nothing when there is none)."""
+        line = self.query_one("#row-filter", Static)
+        line.display = bool(table.filter_text)
+        line.update(Text(f'Filter (/): rows holding "{table.filter_text}" · / then enter on an empty text shows '
+                         "every row", style=self.console.palette.style("selected")))
 
     def on_screen_resume(self) -> None:
         self.query_one(Tabs).active = f"tab-{self.MODE}"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import re
+from collections import Counter
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
@@ -29,14 +30,27 @@ NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
 
 FIELDS: list[tuple[str, str, str]] = [
     ("service", "Service", "admet"), ("task_type", "Type", "qikprop"), ("name", "Name", ""),
-    ("priority", "Priority (3 = high)", "2"), ("group", "Group", "default"),
+    ("priority", "Priority (3 = high)", "2"), ("group", "Group", "default"),  # then one a worker serves
     ("cpu", "CPU", "1"), ("memory_gb", "Memory GB", "0"), ("gpu", "GPUs", "0"),
     ("gpu_memory_gb", "GPU mem GB", "0"),
     ("file", "Batch file (optional; one input per line)", ""),
     ("param_name", "Param per line", "smiles"),
 ]
 
-PLACEHOLDERS = {"name": "e.g. hERG check, series B", "file": "e.g. ~/ligands.smi (empty: one task)"}
+DEFAULT_GROUP = "default"
+
+
+def served_group(workers: list[dict[str, Any]]) -> str | None:
+    """The group to offer: `default` if an online worker serves it, else the one most online workers serve
+    (None: no worker is online, nothing to go by)."""
+    counts = Counter(str(g) for w in workers if w.get("status") == "online" for g in w.get("groups") or [])
+    if not counts or DEFAULT_GROUP in counts:
+        return DEFAULT_GROUP if counts else None
+    return max(sorted(counts), key=lambda g: counts[g])
+
+
+PLACEHOLDERS = {"name": "e.g. hERG check, series B (with a file: the batch's name)",
+                "file": "e.g. ~/ligands.smi (empty: one task)"}
 
 
 class FormError(ValueError):
@@ -95,6 +109,20 @@ class SubmitModal(ModalScreen[str | None]):
 
     def on_mount(self) -> None:
         self.query_one("#service", Input).focus()
+        self._offer_served_group()
+
+    @work(group="submit-group", exit_on_error=False)
+    async def _offer_served_group(self) -> None:
+        """Put in the Group field one that an online worker serves (a task for a group nobody serves waits
+        forever), unless the operator has typed one meanwhile."""
+        try:
+            workers = await self.console.client.workers(status="online")
+        except ApiError:
+            return
+        group = served_group(workers)
+        field = self.query_one("#group", Input)
+        if group is not None and field.value == DEFAULT_GROUP:
+            field.value = group
 
     def _value(self, key: str) -> str:
         return self.query_one(f"#{key}", Input).value.strip()
@@ -185,10 +213,11 @@ class SubmitModal(ModalScreen[str | None]):
             progress = self.query_one("#progress", ProgressBar)
             progress.display = True
             progress.update(total=len(inputs), progress=0)
-            result = await submit_in_chunks(client, body, inputs, name=Path(file).name,
+            batch_name = body.pop("name") or Path(file).name  # its tasks are named after their inputs
+            result = await submit_in_chunks(client, body, inputs, name=batch_name,
                                             progress=lambda done, total: progress.update(progress=done))
             self.dismiss(f"Submitted {result['count']} tasks as batch {short_id(result['batch_id'])} "
-                         f"({plain(Path(file).name, 40)})")
+                         f"({plain(batch_name, 40)})")
         except (ApiError, ConfigError) as exc:
             field = f" [{exc.field}]" if isinstance(exc, ApiError) and exc.field else ""
             self.show_error(f"Not submitted{field}: {plain(str(exc), 300)}")

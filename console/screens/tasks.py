@@ -17,7 +17,7 @@ from console.query import SORTS, TaskQuery
 from console.screens.detail import TaskDetailScreen
 from console.screens.filter import FilterModal
 from console.screens.live import PaneScreen
-from console.widgets.task_table import TaskTable
+from console.widgets.task_table import TaskTable, sort_labels
 
 PAGE_SIZE = 100
 """Rows fetched per page: the store may hold 100 000 tasks; the console never loads more than this."""
@@ -87,8 +87,10 @@ class TasksScreen(TaskActionKeys, PaneScreen):
             self.view = View(view.query, view.sort, view.descending, last_page)
             self.refresh_now()
             return
-        self.query_one(TaskTable).show(page.get("items") or [], set(self.selected), self.all_matching,
-                                       self.console.palette, self.console.options.now())
+        table = self.query_one(TaskTable)
+        table.set_labels(sort_labels(view.sort, view.descending))
+        table.show(page.get("items") or [], set(self.selected), self.all_matching, self.console.palette,
+                   self.console.options.now())
         self._show_summary(len(page.get("items") or []), last_page)
 
     def _show_summary(self, shown: int, last_page: int) -> None:

@@ -14,7 +14,7 @@ from textual.widgets import DataTable
 from console import keys
 from console.palette import Palette
 from console.text import MISSING, age, cell, number, seconds_since, short_id
-from console.widgets.keyed_table import KeyedTable, Row
+from console.widgets.keyed_table import Column, KeyedTable, Row
 
 BAR_WIDTH = 20
 
@@ -45,9 +45,12 @@ class BatchTable(KeyedTable):
         batch_id: str
 
     def __init__(self) -> None:
-        super().__init__([("name", "Batch", 28), ("progress", "Progress", BAR_WIDTH), ("pct", "Done", 4),
-                          ("eta", "ETA", 5), ("rate", "/min", 5), ("succeeded", "OK", 6), ("failed", "Fail", 5),
-                          ("running", "Run", 5), ("pending", "Pend", 6), ("created", "Age", 5)],
+        super().__init__([Column("id", "ID", 8), Column("name", "Batch", 22, grow=1),
+                          Column("progress", "Progress", BAR_WIDTH, drop=1), Column("pct", "Done", 4),
+                          Column("eta", "ETA", 5, drop=4), Column("rate", "/min", 5, drop=5),
+                          Column("succeeded", "OK", 6), Column("failed", "Fail", 5),
+                          Column("cancelled", "Canc", 5, drop=6), Column("running", "Run", 5, drop=2),
+                          Column("pending", "Pend", 6, drop=3), Column("created", "Age", 5, drop=7)],
                          id="batch-table")
         self.by_id: dict[str, dict[str, Any]] = {}
 
@@ -58,18 +61,22 @@ class BatchTable(KeyedTable):
         for b in batches:
             total = int(b.get("total") or 0)
             ok, failed = int(b.get("succeeded") or 0), int(b.get("failed") or 0)
+            cancelled = int(b.get("cancelled") or 0)
             running, pending = int(b.get("running") or 0), int(b.get("pending") or 0)
-            done = ok + failed
+            done = ok + failed + cancelled
             eta = batch_eta(b)
             left = pending + running
             rows.append((str(b["id"]), (
-                cell(b.get("name") or f"batch {short_id(b['id'])}", "bold", 28),
-                palette.segments([(ok, "succeeded"), (failed, "failed"), (running, "running")], total, BAR_WIDTH),
+                cell(short_id(b["id"]), palette.style("muted")),
+                cell(b.get("name") or f"batch {short_id(b['id'])}", "bold", 200),
+                palette.segments([(ok, "succeeded"), (failed, "failed"), (cancelled, "cancelled"),
+                                  (running, "running")], total, BAR_WIDTH),
                 Text(f"{done * 100 // total if total else 100}%", justify="right"),
                 Text("done" if left == 0 else age(eta) if eta is not None else MISSING, justify="right"),
                 Text(f"{batch_rate(b):.1f}", justify="right"),
                 number(ok, palette.status("succeeded")),
                 number(failed, palette.status("failed") if failed else ""),
+                number(cancelled, palette.status("cancelled") if cancelled else ""),
                 number(running, palette.status("running") if running else ""),
                 number(pending, palette.status("pending") if pending else ""),
                 Text(age(seconds_since(b.get("created_at"), now)), justify="right"),

@@ -14,7 +14,7 @@ from textual.widgets import DataTable
 from console import keys
 from console.palette import Palette
 from console.text import age, cell, plain, seconds_since, short_id
-from console.widgets.keyed_table import KeyedTable, Row
+from console.widgets.keyed_table import Column, KeyedTable, Row
 
 
 class FailureTable(KeyedTable):
@@ -29,8 +29,9 @@ class FailureTable(KeyedTable):
         task_id: str
 
     def __init__(self) -> None:
-        super().__init__([("ago", "Ended", 5), ("id", "ID", 8), ("status", "Status", 9), ("service", "Service", 10),
-                          ("name", "Name", 34), ("error", "Error", 90)], id="failure-table")
+        super().__init__([Column("ago", "Ended", 5), Column("id", "ID", 8), Column("status", "Status", 9, drop=1),
+                          Column("service", "Service", 10, drop=2), Column("name", "Name", 24),
+                          Column("error", "Error", 20, grow=1)], id="failure-table")
 
     def show(self, tasks: list[dict[str, Any]], palette: Palette, now: datetime) -> None:
         """Replace the rows with these failed tasks."""
@@ -42,8 +43,8 @@ class FailureTable(KeyedTable):
                 cell(short_id(t["id"]), palette.style("muted")),
                 cell(status, palette.status(status)),
                 cell(t.get("service"), limit=14),
-                cell(t.get("name"), limit=34),
-                cell(plain(t.get("error") or t.get("end_reason") or "", 90), palette.status("failed")),
+                cell(t.get("name"), limit=200),
+                cell(plain(t.get("error") or t.get("end_reason") or "", 300), palette.status("failed")),
             )))
         self.sync(rows)
 

@@ -14,7 +14,7 @@ from textual.widgets import DataTable
 from console import keys
 from console.palette import Palette
 from console.text import age, cell, number, sparkline
-from console.widgets.keyed_table import KeyedTable, Row
+from console.widgets.keyed_table import Column, KeyedTable, Row
 
 SPARK_WIDTH = 24
 """Minutes of throughput history shown (the coordinator keeps 30)."""
@@ -24,15 +24,18 @@ STUCK = frozenset({"no_group", "no_service", "no_labels", "too_big"})
 """Pending reasons no amount of waiting cures: an operator has to start, relabel or resize a worker."""
 
 
-def waiting_cell(reasons: list[dict[str, Any]], palette: Palette) -> Text:
-    """The commonest reason a queue's tasks wait (`32 waiting: no online worker in group `default``), and how many
-    other reasons there are; in the warning colour when only an operator can cure it."""
+def waiting_cell(reasons: list[dict[str, Any]], pending: int, palette: Palette) -> Text:
+    """The commonest reason a queue's tasks wait (`no online worker in group `default``; `20 of 32: …` when not
+    all of its pending tasks wait for it), and how many other reasons there are; in the warning colour when only
+    an operator can cure it. The count is left out when it is the Pending column's: the cell is short of room."""
     if not reasons:
         return Text("")
     top = reasons[0]
+    count = int(top.get("count") or 0)
+    share = f"{count:,} of {pending:,}: ".replace(",", " ") if count != pending else ""
     more = f" (+{len(reasons) - 1} more)" if len(reasons) > 1 else ""
     style = palette.style("warning") if top.get("code") in STUCK else palette.style("muted")
-    return cell(f"{int(top.get('count') or 0):,} waiting: {top.get('message')}{more}".replace(",", " "), style)
+    return cell(f"{share}{top.get('message')}{more}", style)
 
 
 class QueueTable(KeyedTable):
@@ -47,10 +50,11 @@ class QueueTable(KeyedTable):
         service: str
 
     def __init__(self) -> None:
-        super().__init__([("service", "Service", 12), ("pending", "Pending", 7), ("running", "Running", 7),
-                          ("succeeded", "Done 1h", 7), ("failed", "Failed 1h", 9), ("oldest", "Oldest wait", 11),
-                          ("spark", f"Done per minute, {SPARK_WIDTH} min", SPARK_WIDTH), ("rate", "/min", 5),
-                          ("waiting", "Why waiting", 60)],
+        super().__init__([Column("service", "Service", 12), Column("pending", "Pending", 7),
+                          Column("running", "Running", 7), Column("succeeded", "Done 1h", 7, drop=2),
+                          Column("failed", "Failed 1h", 9), Column("oldest", "Oldest wait", 11),
+                          Column("spark", f"Done per minute, {SPARK_WIDTH} min", SPARK_WIDTH, drop=3),
+                          Column("rate", "/min", 5, drop=4), Column("waiting", "Why waiting", 16, grow=1)],
                          id="queue-table")
 
     def show(self, queues: list[dict[str, Any]], palette: Palette) -> None:
@@ -62,7 +66,7 @@ class QueueTable(KeyedTable):
             rate = sum(recent) / len(recent) if recent else 0.0
             failed = int(q.get("failed_1h") or 0)
             rows.append((str(q["service"]), (
-                cell(q["service"], "bold", 12),
+                cell(q["service"], "bold", 100),
                 number(q.get("pending"), palette.status("pending") if q.get("pending") else ""),
                 number(q.get("running"), palette.status("running") if q.get("running") else ""),
                 number(q.get("succeeded_1h"), palette.status("succeeded")),
@@ -70,7 +74,7 @@ class QueueTable(KeyedTable):
                 Text(age(q.get("oldest_pending_s")), justify="right"),
                 Text(sparkline(series, SPARK_WIDTH).rjust(SPARK_WIDTH, " "), style=palette.style("spark")),
                 Text(f"{rate:.1f}", justify="right"),
-                waiting_cell(q.get("waiting") or [], palette),
+                waiting_cell(q.get("waiting") or [], int(q.get("pending") or 0), palette),
             )))
         self.sync(rows)
 

@@ -1,4 +1,5 @@
-"""One page of tasks: selection mark, id, status, service, type, name, priority, group, tries, age, note."""
+"""One page of tasks: selection mark, id, status, service, type, name, priority, group, worker, GPUs, tries, age,
+and a note (progress, error, or why it waits)."""
 
 from __future__ import annotations
 
@@ -14,11 +15,31 @@ from textual.widgets import DataTable
 from console import keys
 from console.palette import Palette
 from console.text import age, cell, plain, seconds_since, short_id
-from console.widgets.keyed_table import KeyedTable, Row
+from console.widgets.keyed_table import Column, KeyedTable, Row
 
 SORT_COLUMNS = {"status": "status", "service": "service", "name": "name", "priority": "priority",
                 "age": "created_at"}
 """Table columns whose header click sorts the list (column key → API sort field)."""
+COLUMNS = [
+    Column("id", "  ID", 10), Column("status", "Status", 9), Column("service", "Service", 9, drop=5),
+    Column("type", "Type", 8, drop=9), Column("name", "Name", 22, grow=1), Column("priority", "Pri", 4, drop=6),
+    Column("group", "Group", 7, drop=8), Column("worker", "Worker", 12, drop=4), Column("gpus", "GPU", 4, drop=7),
+    Column("tries", "Try", 4, drop=10), Column("age", "Age", 5, drop=3),
+    Column("note", "Why / progress / error", 22, grow=2),
+]
+"""Left to right; on a narrow terminal the tries go first, then type, group, GPUs, priority, service, worker
+and age (80 columns keep id, status, name, age and the note); a wide one shares the rest between the name
+and the note (why a pending task waits, a running one's progress, a failed one's error)."""
+
+
+def sort_labels(sort: str, descending: bool) -> dict[str, str]:
+    """Column headers with the sort arrow on the sorted column (`Age ▲` when newest first: ages ascend)."""
+    labels = {c.key: c.label for c in COLUMNS if c.key in SORT_COLUMNS}
+    for key, field in SORT_COLUMNS.items():
+        if field == sort:
+            ascending = not descending if key != "age" else descending
+            labels[key] = f"{labels[key]} {'▲' if ascending else '▼'}"
+    return labels
 
 
 def note(task: dict[str, Any]) -> str:
@@ -27,7 +48,9 @@ def note(task: dict[str, Any]) -> str:
     if status == "running" and task.get("progress") is not None:
         return f"{float(task['progress']) * 100:.0f}%"
     if task.get("error"):
-        return plain(task["error"], 60)
+        return plain(task["error"], 200)
+    if status == "pending" and task.get("pending_reason"):
+        return plain(task["pending_reason"].get("message"), 200)
     if status == "pending" and task.get("retry_count"):
         return f"retry {task['retry_count']} waiting"
     reason = task.get("end_reason")
@@ -52,9 +75,7 @@ class TaskTable(KeyedTable):
         sort: str
 
     def __init__(self) -> None:
-        super().__init__([("id", "  ID", 10), ("status", "Status", 9), ("service", "Service", 9),
-                          ("type", "Type", 8), ("name", "Name", 25), ("priority", "Pri", 3), ("group", "Group", 7),
-                          ("tries", "Try", 4), ("age", "Age", 5), ("note", "Progress / error", 60)], id="task-table")
+        super().__init__(COLUMNS, id="task-table")
         self.by_id: dict[str, dict[str, Any]] = {}
 
     def task_at_cursor(self) -> dict[str, Any] | None:
@@ -81,9 +102,11 @@ class TaskTable(KeyedTable):
                 cell(status, palette.status(status)),
                 cell(t.get("service"), limit=9),
                 cell(t.get("task_type"), limit=8),
-                cell(t.get("name"), limit=25),
+                cell(t.get("name"), limit=200),
                 Text(str(t.get("priority", "")), justify="right"),
                 cell(t.get("group"), limit=7),
+                cell(t.get("worker_hostname") or "", limit=12),
+                cell(",".join(str(g) for g in t.get("gpus") or [])),
                 cell(tries),
                 Text(age(seconds_since(t.get("created_at"), now)), justify="right"),
                 cell(note(t), palette.status("failed") if t.get("error") and status != "succeeded" else ""),

@@ -17,7 +17,7 @@ from textual.widgets import DataTable
 from console import keys
 from console.palette import Palette
 from console.text import MISSING, age, cell, gigabytes, plain, seconds_since, short_id, sparkline
-from console.widgets.keyed_table import KeyedTable, Row
+from console.widgets.keyed_table import Column, KeyedTable, Row
 
 METER = 5
 HISTORY = 12
@@ -109,11 +109,12 @@ class WorkerTable(KeyedTable):
         worker_id: str
 
     def __init__(self) -> None:
-        super().__init__([("host", "Host / GPU", 20), ("status", "Status", 8), ("slots", "Slots", 5),
-                          ("hb", "Beat", 5), ("cpu", "CPU", METER + 5), ("mem", "Memory", METER + 11),
-                          ("gpu", "GPU util", METER + 5), ("gmem", "GPU mem", 9), ("temp", "Temp", 5),
-                          ("task", "Task on GPU", TASK), ("hist", "Util history", HISTORY),
-                          ("groups", "Groups", 16)], id="worker-table")
+        super().__init__([Column("host", "Host / GPU", 20), Column("status", "Status", 8), Column("slots", "Slots", 5),
+                          Column("hb", "Beat", 5), Column("cpu", "CPU", METER + 5),
+                          Column("mem", "Memory", METER + 11, drop=6), Column("gpu", "GPU util", METER + 5),
+                          Column("gmem", "GPU mem", 9, drop=5), Column("temp", "Temp", 5, drop=7),
+                          Column("task", "Task on GPU", TASK, drop=4), Column("hist", "Util history", HISTORY, drop=8),
+                          Column("groups", "Groups", 16, drop=9, grow=1)], id="worker-table")
         self.by_id: dict[str, dict[str, Any]] = {}
         self._history: dict[str, deque[float]] = {}
         self._sampled: dict[str, Any] = {}
@@ -221,7 +222,7 @@ class WorkerTable(KeyedTable):
             cell(""),
             cell(sparkline(list(self._history.get(str(w["id"]), [])), HISTORY, top=100.0),
                  palette.style("muted" if offline else "spark")),
-            cell(",".join(plain(g) for g in w.get("groups") or []), limit=16),
+            cell(",".join(plain(g) for g in w.get("groups") or []), limit=200),
         )
 
     def _gpu_cells(self, g: dict[str, Any], palette: Palette, offline: bool) -> tuple[Text, ...]:
@@ -242,6 +243,10 @@ class WorkerTable(KeyedTable):
             _task_cell(g, palette),
             cell(""), cell(""),
         )
+
+    def row_group(self, key: str) -> str:
+        """A GPU row goes with its host (`w:ID` and `g:ID:index` share the worker id)."""
+        return key.split(":")[1]
 
     def on_data_table_row_selected(self, event: DataTable.RowSelected) -> None:
         event.stop()

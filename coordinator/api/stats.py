@@ -51,6 +51,11 @@ async def batches(request: Request, ctx: Ctx) -> Any:
     return {"items": await ctx.coordinator.stats.batches(BATCH_LIMIT.value(request))}
 
 
+@api.route("GET", "/api/v1/batches/{batch_id}", Access.READ, "One batch with progress (the id or a unique prefix)")
+async def batch(request: Request, ctx: Ctx) -> Any:
+    return await ctx.coordinator.stats.batch(request.path_params["batch_id"])
+
+
 @api.route("GET", "/api/v1/audit", Access.READ, "Operator actions, newest first (?limit=100)", query=(AUDIT_LIMIT,))
 async def audit(request: Request, ctx: Ctx) -> Any:
     return {"items": await ctx.coordinator.stats.audit(AUDIT_LIMIT.value(request))}

@@ -28,7 +28,8 @@ FILTER = (ListQuery("status", "statuses, comma-separated", enum=[s.value for s i
           ListQuery("service", "services, comma-separated", item={"type": "string", "pattern": NAME_PATTERN}),
           ListQuery("group", "groups, comma-separated", item={"type": "string", "pattern": NAME_PATTERN}),
           UuidQuery("batch_id"), UuidQuery("worker_id"),
-          Query("q", "text matched against name, task type and id", max_length=200),
+          Query("q", "text matched against name, task type, id, status, service, group, parameters and worker "
+                "hostname", max_length=200),
           ListQuery("pending_reason", "pending tasks waiting for these reasons, comma-separated",
                     enum=[c.value for c in ReasonCode]))
 PAGE = IntQuery("page", default=1, low=1, high=1_000_000)
