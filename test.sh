@@ -4,6 +4,6 @@ set -euo pipefail
 root="$(cd "$(dirname "$0")" && pwd)"
 source "$root/scripts/venv.sh"
 cd "$root"
-.venv/bin/ruff check coordinator nodeagent console themes tests bench scripts
+.venv/bin/ruff check coordinator nodeagent console themes toolkit tests bench scripts
 .venv/bin/mypy
 exec .venv/bin/pytest "$@"

@@ -1,6 +1,6 @@
-"""Task and worker ids given as unique prefixes (`6a87c9be`), as git and docker take them: resolved in one place.
+"""Task, worker and batch ids given as unique prefixes (`6a87c9be`), as git and docker take them: resolved in one place.
 
-A route's `{task_id}` or `{worker_id}` may be a full UUID or the start of one; a prefix is looked up as a
+A route's `{task_id}`, `{worker_id}` or `{batch_id}` may be a full UUID or the start of one; a prefix is looked up as a
 range of the primary key (so it costs an index probe, whatever the table's size): one match is that id,
 none is a 404, several a 409 that lists them. Agents' own routes take full ids only.
 """
@@ -13,13 +13,14 @@ import uuid
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from coordinator.errors import AmbiguousId, TaskNotFound, WorkerNotFound
-from coordinator.models import Task, Worker
+from coordinator.errors import AmbiguousId, BatchNotFound, TaskNotFound, WorkerNotFound
+from coordinator.models import Batch, Task, Worker
 
 PREFIX = re.compile(r"^[0-9a-fA-F]{1,32}$")
 SHOWN = 5
 """Candidates an ambiguous prefix names."""
-TABLES = {"task_id": (Task.id, TaskNotFound), "worker_id": (Worker.id, WorkerNotFound)}
+TABLES = {"task_id": (Task.id, TaskNotFound), "worker_id": (Worker.id, WorkerNotFound),
+          "batch_id": (Batch.id, BatchNotFound)}
 
 
 def is_prefix(name: str, value: str) -> bool:
@@ -31,7 +32,7 @@ async def resolve(engine: AsyncEngine, name: str, value: str) -> uuid.UUID:
     """The one id that starts with `value` (dashes ignored).
 
     Raises:
-        TaskNotFound / WorkerNotFound: no id starts so.
+        TaskNotFound / WorkerNotFound / BatchNotFound: no id starts so.
         AmbiguousId: several do (some of them are named).
     """
     column, missing = TABLES[name]

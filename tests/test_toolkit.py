@@ -13,8 +13,8 @@ pytest.importorskip("vina")
 pytest.importorskip("meeko")
 pytest.importorskip("dockstring")
 
-from nodeagent.plugins import PermanentError, TaskContext, discover  # noqa: E402
-from toolkit import docking  # noqa: E402
+from nodeagent.plugins import PermanentError, TaskContext, discover
+from toolkit import docking
 
 ASPIRIN, CAFFEINE = "CC(=O)Oc1ccccc1C(=O)O", "Cn1cnc2c1c(=O)n(C)c(=O)n2C"
 REGISTRY = discover()
@@ -45,7 +45,7 @@ def test_rdkit_props_known_values_and_an_invalid_row(tmp_path: Path) -> None:
 def test_a_task_with_no_usable_molecule_fails_permanently_naming_them(tmp_path: Path) -> None:
     with pytest.raises(PermanentError, match="no molecule could be used: x1: invalid SMILES: 'C1CC'; "):
         run("rdkit-props", {"smiles": ["C1CC", "nonsense"], "names": ["x1", "x2"]}, tmp_path)
-    with pytest.raises(PermanentError, match="input_params.names: give one name per SMILES"):
+    with pytest.raises(PermanentError, match=r"input_params\.names: give one name per SMILES"):
         run("rdkit-props", {"smiles": [ASPIRIN], "names": ["a", "b"]}, tmp_path)
 
 

@@ -36,8 +36,8 @@ class QuietADMETModel(ADMETModel):
             with torch.inference_mode():
                 trainer = pl.Trainer(logger=False, enable_checkpointing=False, enable_progress_bar=False,
                                      enable_model_summary=False, accelerator=self.device, devices=1)
-                preds = torch.stack([torch.cat(trainer.predict(model=model, dataloaders=data_loader), dim=0).cpu()
-                                     for model in models]).mean(dim=0).numpy()
+                batches: list[Any] = [trainer.predict(model=model, dataloaders=data_loader) for model in models]
+                preds = torch.stack([torch.cat(b, dim=0).cpu() for b in batches]).mean(dim=0).numpy()
             for i, task in enumerate(tasks):
                 task_to_preds[task] = preds[:, i]
         return task_to_preds
@@ -92,7 +92,7 @@ def rows(inputs: list[Molecule], context: TaskContext) -> list[dict[str, Any]]:
         found[i]["error"] = f"invalid SMILES: {inputs[i].smiles!r}"
     if valid:
         with contextlib.redirect_stderr(io.StringIO()), contextlib.redirect_stdout(io.StringIO()):
-            table = admet.predict([inputs[i].smiles for i in valid])
+            table: Any = admet.predict([inputs[i].smiles for i in valid])  # a DataFrame, given a list
         columns = list(table.columns)
         for position, i in enumerate(valid):
             values = table.iloc[position]

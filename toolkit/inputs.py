@@ -11,6 +11,8 @@ from typing import Any
 
 ROWS = "rows"
 """Result key of the per-molecule rows: a list of objects, one per input molecule, in input order."""
+COLUMNS = "columns"
+"""Result key of the rows' keys in the order a table shows them (stored JSON objects keep no key order)."""
 
 
 @dataclass(frozen=True)

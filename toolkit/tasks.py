@@ -12,7 +12,7 @@ from types import ModuleType
 from typing import Any
 
 from nodeagent.plugins import PermanentError, TaskContext, task_type
-from toolkit.inputs import ROWS, molecules
+from toolkit.inputs import COLUMNS, ROWS, molecules
 
 INSTALL = "pip install torch==2.13.0 'aidd[chem]'"
 
@@ -33,13 +33,18 @@ def _inputs(params: dict[str, Any]) -> list[Any]:
 
 
 def _outcome(rows: list[dict[str, Any]]) -> dict[str, Any]:
-    """The task's result; when no molecule could be used the task fails permanently, naming each and why."""
+    """The task's result: its rows, and their columns in order (PostgreSQL's JSON keeps no key order).
+
+    Raises:
+        PermanentError: no molecule could be used; the message names each (the first ten) and why.
+    """
     failed = [r for r in rows if "error" in r]
     if rows and len(failed) == len(rows):
         reasons = "; ".join(f"{r['name'] or r['smiles']}: {r['error']}" for r in failed[:10])
         more = f" (and {len(failed) - 10} more)" if len(failed) > 10 else ""
         raise PermanentError(f"no molecule could be used: {reasons}{more}")
-    return {ROWS: rows, "molecules": len(rows), "errors": len(failed)}
+    columns = list(dict.fromkeys(key for row in rows for key in row))
+    return {ROWS: rows, COLUMNS: columns, "molecules": len(rows), "errors": len(failed)}
 
 
 @task_type("rdkit-props")
