@@ -26,6 +26,7 @@ from console.background import (
     stop_all,
 )
 from console.demo.cluster import DemoCluster
+from console.demo.screen import REAL_SCREEN, RealScreen
 from console.factory import make_app
 from console.localagent import NOT_AVAILABLE, LocalAgent, agent_available
 from console.options import QuitMode
@@ -87,6 +88,7 @@ class Flags:
     local_agent: bool = False
     demo: bool = False
     read_only: bool = False
+    real_screen: bool = False
 
 
 @dataclass
@@ -102,7 +104,7 @@ class Target:
 
 def run_console(settings: Settings, attach_url: str | None = None, api_key: str | None = None,
                 local_agent: bool = False, demo: bool = False, read_only: bool = False,
-                config: Path | None = None) -> int:
+                config: Path | None = None, real_screen: bool = False) -> int:
     """Run the console until the operator quits, then do what they chose; returns the exit code.
 
     Without `attach_url` the console attaches to the state directory's background coordinator if one runs, else
@@ -110,7 +112,7 @@ def run_console(settings: Settings, attach_url: str | None = None, api_key: str 
     """
     log_path = settings.state_dir / "console.log"
     _log_to_file(log_path)
-    flags = Flags(local_agent, demo, read_only)
+    flags = Flags(local_agent, demo, read_only, real_screen)
     if attach_url:
         return _run(settings, Target(attach_url, api_key, f"attached · {attach_url}", "attached"), flags)[1]
     background = find_coordinator(settings.state_dir)
@@ -158,6 +160,9 @@ def _run(settings: Settings, target: Target, flags: Flags) -> tuple[QuitChoice |
             notices.append(NOT_AVAILABLE)
     cluster = (DemoCluster(target.url, target.api_key, settings.agent_token, settings.state_dir).start()
                if flags.demo else None)
+    screen = RealScreen(target.url, target.api_key).start() if flags.real_screen else None
+    if screen is not None:
+        notices.append(REAL_SCREEN)
     client = CoordinatorClient(target.url, target.api_key, timeout=CLIENT_TIMEOUT_S)
     app = make_app(client, where=where, read_only=flags.read_only, demo=flags.demo, state_dir=settings.state_dir,
                    notices=notices, local_agent=agent, quit_mode=target.quit_mode, freeze_gc=True)
@@ -166,6 +171,8 @@ def _run(settings: Settings, target: Target, flags: Flags) -> tuple[QuitChoice |
     finally:
         if cluster is not None:
             cluster.stop()
+        if screen is not None:
+            screen.stop()
     if choice is QuitChoice.STOP and agent is not None:
         agent.stop()
     return choice, app.return_code or 0

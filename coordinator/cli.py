@@ -71,7 +71,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--attach", metavar="URL", help="console on a remote coordinator")
     parser.add_argument("--api-key", default=os.environ.get("AIDD_API_KEY"), help="API key for --attach")
     parser.add_argument("--local-agent", action="store_true", help="also run an agent on this machine")
-    parser.add_argument("--demo", action="store_true", help="seed a demo drug-design workload")
+    parser.add_argument("--demo", nargs="?", const="cluster", choices=("cluster", "real"),
+                        help="seed a demo: a simulated cluster (the default), or `real`: a real screen of approved "
+                             "drugs on a local agent with the chem task pack")
     parser.add_argument("--read-only", action="store_true", help="console without destructive keys")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
@@ -286,8 +288,15 @@ def _run_program(args: argparse.Namespace, argv: Sequence[str]) -> int:
         return 0
     from console.launch import run_console
 
-    return run_console(settings, attach_url=args.attach, api_key=args.api_key, local_agent=args.local_agent,
-                       demo=args.demo, read_only=args.read_only, config=args.config)
+    if args.demo == "real":
+        from console.demo.screen import missing_packages
+
+        if missing := missing_packages():
+            raise ConfigError(f"--demo real: the chem task pack is not installed (no {', '.join(missing)}): "
+                              "pip install torch==2.13.0 'aidd[chem]'")
+    return run_console(settings, attach_url=args.attach, api_key=args.api_key,
+                       local_agent=args.local_agent or args.demo == "real", demo=args.demo == "cluster",
+                       real_screen=args.demo == "real", read_only=args.read_only, config=args.config)
 
 
 def _stop(args: argparse.Namespace) -> int:
