@@ -11,7 +11,8 @@ own environment and working directory (the scratch dir, emptied after each task,
 one for the attempt). Progress lines and the outcome go back on the reply pipe; the end
 of each task's output is marked by a sentinel line on stdout and stderr. Whatever a task leaves
 running is killed when it returns (this process is a child subreaper, so orphans come back to it);
-a task that leaves threads behind, exits the interpreter or cannot load the plugins retires the host.
+a task that leaves threads behind, exits the interpreter, cannot load the plugins or asks for it
+(`TaskContext.retire_host`) retires the host.
 """
 
 from __future__ import annotations

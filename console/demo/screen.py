@@ -24,7 +24,7 @@ from coordinator.taskcommands import EXIT_TIMED_OUT, batch_counter, wait_for
 
 log = logging.getLogger(__name__)
 
-DRUGS = 300
+DRUGS = 500
 """Approved drugs screened (the reference set has about 2 800)."""
 CHUNK = 25
 """Molecules per rdkit-props / admet-ai task."""
