@@ -41,3 +41,5 @@ class ConsoleOptions:
     """Once up, move the long-lived objects out of the garbage collector's way (`gc.freeze`): full collections
     then no longer rescan them every few refreshes (500 workers: p90 of a Workers refresh about halves).
     Off for tests, which build many apps in one process."""
+    export_dir: Path | None = None
+    """Where `e` in the Batches pane writes a batch's results table; None: the current directory."""

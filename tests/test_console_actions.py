@@ -256,6 +256,29 @@ async def test_batch_retry_key_retries_only_its_failed_tasks(api_server: Backgro
                         other["id"]: "failed"}
 
 
+async def test_batch_export_key_writes_the_results_table_and_says_where(api_server: BackgroundServer,
+                                                                        client: httpx.Client, tmp_path: Path) -> None:
+    molecules = {"smiles": ["CCO", "C1CC"], "names": ["ethanol", "broken"]}
+    batch = client.post("/api/v1/tasks", json={"name": "screen", "tasks": [task_body(input_params=molecules)]}).json()
+    agent = FakeAgent(client)
+    (leased,) = agent.lease(1)
+    rows = [{"name": "ethanol", "smiles": "CCO", "qed": 0.41}, {"name": "broken", "smiles": "C1CC", "error": "bad"}]
+    agent.succeed(leased, {"rows": rows, "columns": ["name", "smiles", "qed", "error"]})
+    toasts = Toasts()
+    app = console(api_server, export_dir=tmp_path)
+    async with app.run_test(size=SIZE, message_hook=toasts) as pilot:
+        await refreshed(pilot)
+        await pilot.press("4")
+        await refreshed(pilot)
+        await pilot.press("e")
+        path = tmp_path / f"results-{batch['batch_id'][:8]}.csv"
+        await until(pilot, lambda: toasts.saying(f"Wrote the results of batch screen to {path}"), what="the toast")
+    lines = path.read_text().splitlines()
+    assert lines[0] == "name,smiles,task_id,attempt,status,error,qed"
+    assert lines[1:] == [f"ethanol,CCO,{leased['task_id']},1,succeeded,,0.41",
+                         f"broken,C1CC,{leased['task_id']},1,succeeded,bad,"]
+
+
 async def test_submit_form_creates_the_task_and_refuses_bad_json(api_server: BackgroundServer) -> None:
     toasts = Toasts()
     app = console(api_server)

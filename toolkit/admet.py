@@ -84,6 +84,7 @@ def _number(value: Any) -> float | None:
 def rows(inputs: list[Molecule], context: TaskContext) -> list[dict[str, Any]]:
     """A row per input molecule: ADMET-AI's columns, or `error` for an unreadable SMILES."""
     where = device(context)
+    torch.set_num_threads(max(1, int(float((context.task.get("resources") or {}).get("cpu") or 1))))  # its slot
     admet = model()
     admet.device = where
     found: list[dict[str, Any]] = [{"name": m.name, "smiles": m.smiles} for m in inputs]
