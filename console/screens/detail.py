@@ -47,8 +47,9 @@ def molecule_table(result: dict[str, Any], batch_id: str | None, muted: Any, fai
     """A per-molecule result (the chem pack's `rows`) as a table: a row per molecule with its name, SMILES, error
     and the first result columns; a line says what is left out."""
     rows = [r for r in result[ROWS] if isinstance(r, dict)]
-    declared = result.get(COLUMNS) if isinstance(result.get(COLUMNS), list) else list(dict.fromkeys(
-        k for r in rows for k in r))
+    declared = result.get(COLUMNS)
+    if not isinstance(declared, list):
+        declared = list(dict.fromkeys(k for r in rows for k in r))
     others = [str(c) for c in declared if c not in ("name", "smiles", "error", "canonical_smiles")]
     table = Table(box=None, padding=(0, 1), show_edge=False, header_style="bold")
     for column in ("name", "smiles", *others[:SHOWN_COLUMNS], "error"):
