@@ -187,15 +187,15 @@ def main() -> None:
             if args.only in (None, "admet"):
                 work = chunks(drugs(args.molecules), args.chunk, {})
                 resources = {"cpu": 1, "gpu": 1} if args.gpu else {"cpu": 1}
-                aidd_run = ours.run("admet-ai", "admet", work, resources, [])
                 pool_s = pool("admet-ai", work, args.cores)
+                aidd_run = ours.run("admet-ai", "admet", work, resources, [])
                 single_s = None if args.no_single else single("admet-ai", work)
                 results.append(report("admet-ai", args.molecules, single_s, pool_s, aidd_run, args.cores))
             if args.only in (None, "vina"):
                 params = {"target": "ABL1", "exhaustiveness": args.exhaustiveness, "num_poses": 3, "seed": 1}
                 work = chunks(drugs(args.dockings, max_mw=350), 1, params)
-                aidd_run = ours.run("vina", "docking", work, {"cpu": 1}, ["*.sdf"])
                 pool_s = pool("vina", work, args.cores)
+                aidd_run = ours.run("vina", "docking", work, {"cpu": 1}, ["*.sdf"])
                 single_s = None if args.no_single else single("vina", work)
                 results.append(report("vina", args.dockings, single_s, pool_s, aidd_run, args.cores))
         finally:
