@@ -35,15 +35,27 @@ from bench.harness import free_port, python, python_env, spawn, wait_for
 Chunk = dict[str, Any]
 
 
+DOCKABLE = {"C", "N", "O", "S", "P", "F", "Cl", "Br", "I", "H"}
+"""Elements Vina and Meeko type (a drug with arsenic or platinum is an error row, not a docking)."""
+
+
+def _dockable(smiles: str) -> bool:
+    from rdkit import Chem
+
+    mol = Chem.MolFromSmiles(smiles)
+    return mol is not None and all(a.GetSymbol() in DOCKABLE for a in mol.GetAtoms())
+
+
 def drugs(count: int, max_mw: float | None = None) -> list[dict[str, str]]:
-    """Approved drugs from ADMET-AI's DrugBank reference set (cycled when `count` is larger), optionally lighter
-    than `max_mw` (docking time grows with a ligand's size and flexibility)."""
+    """Approved drugs from ADMET-AI's DrugBank reference set (cycled when `count` is larger); with `max_mw`, the
+    dockable ones lighter than that (docking time grows with a ligand's size and flexibility)."""
     spec = importlib.util.find_spec("admet_ai")
     if spec is None or not spec.submodule_search_locations:
         raise SystemExit("bench.real_work needs the chem extra: pip install torch==2.13.0 'aidd[chem]'")
     path = Path(next(iter(spec.submodule_search_locations))) / "resources" / "data" / "drugbank_approved.csv"
     with path.open(newline="") as file:
-        rows = [r for r in csv.DictReader(file) if max_mw is None or float(r["molecular_weight"]) <= max_mw]
+        rows = [r for r in csv.DictReader(file)
+                if max_mw is None or (float(r["molecular_weight"]) <= max_mw and _dockable(r["smiles"]))]
     return [{"smiles": rows[i % len(rows)]["smiles"], "name": f"{rows[i % len(rows)]['name']}#{i}"}
             for i in range(count)]
 
@@ -137,7 +149,9 @@ class Aidd:
                 counts = {s: http.get("/api/v1/tasks", params={"batch_id": batch_id, "status": s, "page_size": 1})
                           .json()["total"] for s in ("succeeded", "failed", "timeout")}
                 if counts["failed"] or counts["timeout"]:
-                    raise SystemExit(f"{task_type}: tasks failed: {counts}\n{self.agent.tail()}")
+                    failed = http.get("/api/v1/tasks", params={"batch_id": batch_id, "status": "failed,timeout"})
+                    errors = [t["error"] for t in failed.json()["items"]]
+                    raise SystemExit(f"{task_type}: tasks failed: {counts}: {errors}")
                 return counts["succeeded"] == len(work)
             wait_for(done, 3600, f"the {task_type} batch", interval=0.1, children=[self.agent, self.server])
             wall = time.perf_counter() - start
