@@ -18,8 +18,6 @@ from coordinator.client import CoordinatorClient
 from coordinator.server import BackgroundServer
 from tests.agent_helpers import AgentProcess
 
-pytestmark = pytest.mark.slow
-
 
 def test_the_approved_drugs_and_the_choice_of_the_best() -> None:
     if missing_packages():
@@ -34,6 +32,7 @@ def test_the_approved_drugs_and_the_choice_of_the_best() -> None:
     assert [r["name"] for r in best(rows, 3)] == ["b", "d"]
 
 
+@pytest.mark.slow
 def test_the_real_screen_runs_on_a_real_agent(api_server: BackgroundServer, client: httpx.Client,
                                               tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     if missing_packages():
@@ -57,3 +56,12 @@ def test_the_real_screen_runs_on_a_real_agent(api_server: BackgroundServer, clie
     assert [r["target"] for r in docked] == ["ABL1"] and all(float(r["best_affinity"]) < 0 for r in docked)
     task = client.get(f"/api/v1/tasks/{docked[0]['task_id']}/files").json()
     assert [f["name"] for f in task["attempts"][0]["outputs"]] == [docked[0]["pose_file"]]
+
+
+def test_without_the_extra_the_real_demo_is_one_line_saying_what_to_install(
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setattr("console.demo.screen.NEEDS", ("rdkit", "no_such_package_here"))
+    assert cli_main(["--demo", "real", "--state-dir", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert err == ("aidd: --demo real: the chem task pack is not installed (no no_such_package_here): "
+                   "pip install torch==2.13.0 'aidd[chem]'\n")
