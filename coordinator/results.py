@@ -40,8 +40,8 @@ ROW_KEYS = text("""
 SELECT DISTINCT key FROM tasks t,
   jsonb_array_elements(CASE WHEN jsonb_typeof(t.result->'rows') = 'array' THEN t.result->'rows' ELSE '[]' END) r,
   jsonb_object_keys(CASE WHEN jsonb_typeof(r) = 'object' THEN r ELSE '{}' END) key
-WHERE t.batch_id = :batch""")
-"""Every key of every row (for rows of tasks that declared no columns)."""
+WHERE t.batch_id = :batch AND jsonb_typeof(t.result->'columns') IS DISTINCT FROM 'array'""")
+"""Every key of the rows of tasks that declared no columns (the pack's tasks declare theirs: nothing to scan)."""
 PLAIN_RESULTS = text("""
 SELECT EXISTS (SELECT 1 FROM tasks WHERE batch_id = :batch AND result IS NOT NULL
                AND jsonb_typeof(result->'rows') IS DISTINCT FROM 'array')""")

@@ -74,13 +74,17 @@ def test_chunks_and_the_table_of_a_batch(api_server: BackgroundServer, client: h
 
 def test_a_task_without_rows_is_one_row_and_bad_requests_are_one_line(api_server: BackgroundServer,
                                                                        client: httpx.Client, capsys: Captured) -> None:
-    reply = client.post("/api/v1/tasks", json={"tasks": [{"service": "misc", "task_type": "noop"}], "name": "x"})
+    reply = client.post("/api/v1/tasks", json={"tasks": [{"service": "misc", "task_type": "noop"}] * 2, "name": "x"})
     batch_id = reply.json()["batch_id"]
     agent = HttpAgent.register(client)
-    (leased,) = agent.lease()
-    agent.report(leased, "succeeded", result={"ok": True})
-    lines = client.get(f"/api/v1/batches/{batch_id}/results").text.splitlines()
-    assert [json.loads(line)["result"] for line in lines] == [{"ok": True}]
+    plain, undeclared = agent.lease(max_tasks=2)
+    agent.report(plain, "succeeded", result={"ok": True})
+    agent.report(undeclared, "succeeded", result={"rows": [{"smiles": "CCO", "logp": -0.1}]})  # no "columns"
+    lines = [json.loads(line) for line in client.get(f"/api/v1/batches/{batch_id}/results").text.splitlines()]
+    assert list(lines[0]) == ["name", "smiles", "task_id", "attempt", "status", "error", "logp", "result"]
+    by_task = {line["task_id"]: line for line in lines}
+    assert by_task[plain["task_id"]]["result"] == {"ok": True}
+    assert (by_task[undeclared["task_id"]]["smiles"], by_task[undeclared["task_id"]]["logp"]) == ("CCO", -0.1)
     assert client.get(f"/api/v1/batches/{batch_id}/results", params={"format": "xls"}).status_code == 422
     assert client.get("/api/v1/batches/8d2a3c52-1b1e-4a83-9d52-4e1c1e7a1b2f/results").status_code == 404
 
