@@ -20,7 +20,8 @@ def make_app(client: CoordinatorClient, *, where: str = "", read_only: bool = Fa
              now: Clock = utcnow, refresh_s: float = 1.0, animation_level: AnimationLevel = "full",
              state_dir: Path | None = None, theme: str | None = None, notices: Sequence[str] = (),
              local_agent: LocalAgent | None = None, quit_mode: QuitMode = "attached",
-             freeze_gc: bool = False, startup: EmbeddedStart | None = None) -> AiddConsole:
+             freeze_gc: bool = False, startup: EmbeddedStart | None = None,
+             export_dir: Path | None = None) -> AiddConsole:
     """The console over `client` (embedded or attached: the same interface).
 
     Args:
@@ -40,9 +41,10 @@ def make_app(client: CoordinatorClient, *, where: str = "", read_only: bool = Fa
         freeze_gc: once up, freeze the garbage collector's long-lived objects (the `aidd` command does).
         startup: the embedded coordinator coming up; the console replaces `client` with its client once it
             answers, and polls nothing before.
+        export_dir: where batch results are exported (`e` in the Batches pane); None: the current directory.
     """
     options = ConsoleOptions(where=where, read_only=read_only, demo=demo, now=now, refresh_s=refresh_s,
                              animation_level=animation_level, state_dir=state_dir, theme=theme,
                              notices=list(notices), quit_mode=quit_mode, freeze_gc=freeze_gc,
-                             startup=startup)
+                             startup=startup, export_dir=export_dir)
     return AiddConsole(client, options, local_agent=local_agent)

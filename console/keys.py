@@ -71,6 +71,7 @@ BATCHES: list[Binding] = [
     FILTER_ROWS,
     Binding("r", "retry_failed", "Retry failed", tooltip="Retry the failed and timed-out tasks of the batch"),
     Binding("enter", "batch_tasks", "Its tasks", tooltip="The tasks of the batch under the cursor"),
+    Binding("e", "export", "Export", tooltip="Write the batch's results table (a row per molecule) to a CSV file"),
 ]
 
 QUEUES: list[Binding] = [

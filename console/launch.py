@@ -37,6 +37,7 @@ from coordinator.runtime import check_exposure
 
 if TYPE_CHECKING:
     from console.demo.cluster import DemoCluster
+    from console.demo.screen import RealScreen
 
 log = logging.getLogger(__name__)
 
@@ -81,6 +82,7 @@ class Flags:
     local_agent: bool = False
     demo: bool = False
     read_only: bool = False
+    real_screen: bool = False
 
 
 @dataclass
@@ -96,7 +98,7 @@ class Target:
 
 def run_console(settings: Settings, attach_url: str | None = None, api_key: str | None = None,
                 local_agent: bool = False, demo: bool = False, read_only: bool = False,
-                config: Path | None = None) -> int:
+                config: Path | None = None, real_screen: bool = False) -> int:
     """Run the console until the operator quits, then do what they chose; returns the exit code.
 
     Without `attach_url` the console attaches to the state directory's background coordinator if one runs, else
@@ -104,7 +106,7 @@ def run_console(settings: Settings, attach_url: str | None = None, api_key: str 
     """
     log_path = settings.state_dir / "console.log"
     _log_to_file(log_path)
-    flags = Flags(local_agent, demo, read_only)
+    flags = Flags(local_agent, demo, read_only, real_screen)
     if attach_url:
         return _run(settings, Target(attach_url, api_key, f"attached · {attach_url}", "attached"), Companions(flags))[1]
     background = find_coordinator(settings.state_dir)
@@ -135,7 +137,8 @@ def run_console(settings: Settings, attach_url: str | None = None, api_key: str 
 
 
 class Companions:
-    """What runs beside the console for its coordinator, as the flags ask: the local agent and the demo cluster.
+    """What runs beside the console for its coordinator, as the flags ask: the local agent, the demo cluster and
+    the real screen's submitter.
 
     Started once the coordinator's URL is known: at once when attached, when the API answers when embedded.
     """
@@ -144,6 +147,7 @@ class Companions:
         self.flags = flags
         self.agent: LocalAgent | None = None
         self.cluster: DemoCluster | None = None
+        self.screen: RealScreen | None = None
         self.where = ""
         """What the top bar adds (` · local agent`)."""
 
@@ -161,12 +165,20 @@ class Companions:
             from console.demo.cluster import DemoCluster
 
             self.cluster = DemoCluster(url, api_key, settings.agent_token, settings.state_dir).start()
+        if self.flags.real_screen:
+            from console.demo.screen import REAL_SCREEN, RealScreen
+
+            self.screen = RealScreen(url, api_key).start()
+            notices.append(REAL_SCREEN)
         return notices
 
     def stop(self, choice: QuitChoice | None) -> None:
-        """Stop the demo cluster; the local agent too on "stop everything" (else it runs on: see `_run`)."""
+        """Stop the demo cluster and the real screen's submitter; the local agent too on "stop everything" (else
+        it runs on: see `_run`)."""
         if self.cluster is not None:
             self.cluster.stop()
+        if self.screen is not None:
+            self.screen.stop()
         if choice is QuitChoice.STOP and self.agent is not None:
             self.agent.stop()
 

@@ -47,3 +47,5 @@ class ConsoleOptions:
     startup: EmbeddedStart | None = None
     """The embedded coordinator still coming up: the console draws at once, says how far the start got and
     connects to the coordinator once it answers (None: the client's coordinator is up already)."""
+    export_dir: Path | None = None
+    """Where `e` in the Batches pane writes a batch's results table; None: the current directory."""

@@ -24,8 +24,9 @@ from urllib.parse import urlsplit
 from coordinator.client import DEFAULT_URL, ApiError, CoordinatorClient
 from coordinator.dbcli import add_db_parser
 from coordinator.errors import ConfigError, EmbeddedError
+from coordinator.resultsfile import FORMATS, write_results
 from coordinator.states import ReasonCode
-from coordinator.submitfile import read_batch_file, submit_in_chunks
+from coordinator.submitfile import chunked, read_batch_file, submit_in_chunks
 from coordinator.tables import render_table
 from coordinator.taskcommands import (
     EXIT_TIMED_OUT,
@@ -81,7 +82,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--attach", metavar="URL", help="console on a remote coordinator")
     parser.add_argument("--api-key", default=os.environ.get("AIDD_API_KEY"), help="API key for --attach")
     parser.add_argument("--local-agent", action="store_true", help="also run an agent on this machine")
-    parser.add_argument("--demo", action="store_true", help="seed a demo drug-design workload")
+    parser.add_argument("--demo", nargs="?", const="cluster", choices=("cluster", "real"),
+                        help="seed a demo: a simulated cluster (the default), or `real`: a real screen of approved "
+                             "drugs on a local agent with the chem task pack")
     parser.add_argument("--read-only", action="store_true", help="console without destructive keys")
     parser.add_argument("--log-level", choices=LOG_LEVELS, help="least severe record logged (default info)")
     parser.add_argument("--log-format", choices=LOG_FORMATS,
@@ -104,6 +107,10 @@ def build_parser() -> argparse.ArgumentParser:
     submit.add_argument("--timeout", type=int, dest="timeout_s")
     submit.add_argument("--file", type=Path, help="batch: one input per line (e.g. SMILES), or a JSON list")
     submit.add_argument("--param-name", default="smiles", help="input_params key of each line of --file")
+    submit.add_argument("--chunk", type=int, metavar="N", help="with --file: N inputs per task, as lists "
+                        "(input_params.smiles and .names: a campaign whose results gather with `aidd results`)")
+    submit.add_argument("--outputs", action="append", default=[], metavar="GLOB",
+                        help="files the task writes to keep in the object store (e.g. '*.sdf')")
     _client_options(submit)
 
     tasks = sub.add_parser("tasks", help="list tasks")
@@ -150,6 +157,14 @@ def build_parser() -> argparse.ArgumentParser:
     files.add_argument("--inputs", action="store_true", help="download the inputs instead of the outputs")
     _client_options(files)
 
+    results = sub.add_parser("results", help="a batch's results as one table: a row per molecule of every task")
+    results.add_argument("--batch", dest="batch_id", required=True, help="batch id (or a unique prefix)")
+    results.add_argument("--format", dest="fmt", choices=FORMATS, default="csv", help="default %(default)s")
+    results.add_argument("-o", "--output", type=Path, metavar="FILE", help="write to FILE (default stdout)")
+    results.add_argument("--url", default=os.environ.get("AIDD_URL", DEFAULT_URL),
+                         help="coordinator URL (default $AIDD_URL or %(default)s)")
+    results.add_argument("--api-key", default=os.environ.get("AIDD_API_KEY"), help="API key (default $AIDD_API_KEY)")
+
     stop = sub.add_parser("stop", help="stop what runs in the background for a state directory: the background "
                                        "coordinator and the local agent")
     stop.add_argument("--config", type=Path, default=argparse.SUPPRESS, help="config file (as for aidd)")
@@ -182,7 +197,8 @@ def _submit_body(args: argparse.Namespace) -> dict[str, Any]:
                                     "gpu_memory_gb": args.gpu_memory_gb}.items() if v is not None}
     body = {"service": args.service, "task_type": args.task_type, "name": args.name, "input_params": params,
             "priority": args.priority, "group": args.group, "labels": args.label or None,
-            "resources": resources or None, "max_retries": args.max_retries, "timeout_s": args.timeout_s}
+            "resources": resources or None, "max_retries": args.max_retries, "timeout_s": args.timeout_s,
+            "outputs": args.outputs or None}
     return {k: v for k, v in body.items() if v is not None}
 
 
@@ -193,12 +209,16 @@ async def _run_client(args: argparse.Namespace) -> int:
                 setattr(args, option, await _full_id(client, option, getattr(args, option)))
         if args.command == "submit":
             body = _submit_body(args)
+            if args.chunk is not None and (args.file is None or args.chunk < 1):
+                raise ConfigError("--chunk: give a number of inputs per task (1 or more) with --file")
             if args.file is None:
                 result: Any = await client.submit(body)
                 text = f"submitted {result['id']} ({result['status']})"
             else:
                 inputs = read_batch_file(args.file, args.param_name)
                 body.pop("name", None)  # --name names the batch; its tasks are named after their inputs
+                if args.chunk is not None:
+                    inputs = chunked(inputs, args.chunk, args.param_name)
                 result = await submit_in_chunks(client, body, inputs, name=args.name or args.file.name,
                                                 progress=_print_progress if _live(args) else None)
                 text = f"submitted {result['count']} tasks as batch {result['batch_id']}"
@@ -231,6 +251,8 @@ async def _run_client(args: argparse.Namespace) -> int:
             return await print_logs(client, args.task_id, args.follow, raw=args.raw)
         elif args.command == "wait":
             return await _wait(client, args)
+        elif args.command == "results":
+            return await _results(client, args)
         else:
             flt = {"status": args.status, "service": args.service, "group": args.group, "batch_id": args.batch_id,
                    "worker_id": args.worker_id, "search": args.q, "pending_reason": args.reason}
@@ -241,6 +263,22 @@ async def _run_client(args: argparse.Namespace) -> int:
             result = await client.act(args.command, ids=ids or None, filter=None if ids else flt, all=args.all)
             text = f"{args.command}: {result['changed']} changed, {result['skipped']} skipped"
     print(json.dumps(result, indent=2, default=str) if args.json else text)
+    return 0
+
+
+async def _results(client: CoordinatorClient, args: argparse.Namespace) -> int:
+    if args.output is None and args.fmt == "parquet" and sys.stdout.isatty():
+        raise ConfigError("--format parquet: give --output FILE or redirect stdout to a file")
+    if args.output is None:
+        await write_results(client, args.batch_id, args.fmt, sys.stdout.buffer)
+        sys.stdout.flush()
+        return 0
+    try:
+        with args.output.open("wb") as out:
+            await write_results(client, args.batch_id, args.fmt, out)
+    except OSError as exc:
+        raise ConfigError(f"--output: cannot write {args.output}: {exc.strerror or exc}") from None
+    print(f"wrote {args.output}", file=sys.stderr)
     return 0
 
 
@@ -294,8 +332,15 @@ def _run_program(args: argparse.Namespace, argv: Sequence[str]) -> int:
         return 0
     from console.launch import run_console
 
-    return run_console(settings, attach_url=args.attach, api_key=args.api_key, local_agent=args.local_agent,
-                       demo=args.demo, read_only=args.read_only, config=args.config)
+    if args.demo == "real":
+        from console.demo.screen import missing_packages
+
+        if missing := missing_packages():
+            raise ConfigError(f"--demo real: the chem task pack is not installed (no {', '.join(missing)}): "
+                              "pip install torch==2.13.0 'aidd[chem]'")
+    return run_console(settings, attach_url=args.attach, api_key=args.api_key,
+                       local_agent=args.local_agent or args.demo == "real", demo=args.demo == "cluster",
+                       real_screen=args.demo == "real", read_only=args.read_only, config=args.config)
 
 
 def _configure_logging(level: str, log_format: str) -> None:

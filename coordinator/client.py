@@ -7,7 +7,7 @@ module: `aidd --help` and the CLI's parser need only DEFAULT_URL and ApiError.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -22,6 +22,15 @@ class ApiError(Exception):
     def __init__(self, message: str, status: int | None = None, field: str | None = None) -> None:
         super().__init__(message)
         self.status, self.field = status, field
+
+
+def _error(response: httpx.Response) -> ApiError:
+    """The one-line error of an error answer."""
+    try:
+        body = response.json()
+        return ApiError(body.get("error", response.text), response.status_code, body.get("field"))
+    except ValueError:
+        return ApiError(f"HTTP {response.status_code}: {response.text[:200]}", response.status_code)
 
 
 def _ids(ids: Sequence[uuid.UUID | str]) -> list[str]:
@@ -58,12 +67,20 @@ class CoordinatorClient:
         except httpx.HTTPError as exc:
             raise ApiError(f"cannot reach the coordinator at {self.url}: {type(exc).__name__}: {exc}") from None
         if response.status_code >= 400:
-            try:
-                body = response.json()
-                raise ApiError(body.get("error", response.text), response.status_code, body.get("field"))
-            except ValueError:
-                raise ApiError(f"HTTP {response.status_code}: {response.text[:200]}", response.status_code) from None
+            raise _error(response)
         return response.json() if response.content else None
+
+    async def stream(self, path: str, params: dict[str, Any]) -> AsyncIterator[bytes]:
+        """The body of a GET answer as it arrives (an error answer raises ApiError)."""
+        try:
+            async with self.http.stream("GET", path, params=params, timeout=httpx.Timeout(30.0, read=None)) as response:
+                if response.status_code >= 400:
+                    await response.aread()
+                    raise _error(response)
+                async for chunk in response.aiter_bytes():
+                    yield chunk
+        except httpx.HTTPError as exc:
+            raise ApiError(f"cannot reach the coordinator at {self.url}: {type(exc).__name__}: {exc}") from None
 
     # tasks
     async def submit(self, task: dict[str, Any]) -> dict[str, Any]:
@@ -141,6 +158,10 @@ class CoordinatorClient:
     async def batches(self, limit: int = 50) -> list[dict[str, Any]]:
         """Recent batches with progress."""
         return (await self.request("GET", "/api/v1/batches", params={"limit": limit}))["items"]  # type: ignore[no-any-return]
+
+    def results(self, batch_id: uuid.UUID | str, fmt: str = "jsonl") -> AsyncIterator[bytes]:
+        """The batch's results table (jsonl or csv), streamed as it is read from the store."""
+        return self.stream(f"/api/v1/batches/{batch_id}/results", {"format": fmt})
 
     async def dashboard(self) -> dict[str, Any]:
         """Everything the dashboard shows."""

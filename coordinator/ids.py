@@ -32,7 +32,7 @@ async def resolve(engine: AsyncEngine, name: str, value: str) -> uuid.UUID:
     """The one id that starts with `value` (dashes ignored).
 
     Raises:
-        TaskNotFound / WorkerNotFound: no id starts so.
+        TaskNotFound / WorkerNotFound / BatchNotFound: no id starts so.
         AmbiguousId: several do (some of them are named).
     """
     column, missing = TABLES[name]

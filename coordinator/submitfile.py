@@ -15,6 +15,9 @@ from coordinator.errors import ConfigError
 CHUNK = 1000
 """Tasks per request (the coordinator's default max_batch_tasks)."""
 
+SMILES_SUFFIXES = (".smi", ".smiles")
+"""Files read as SMILES files: a SMILES and an optional name (after a space or tab) per line."""
+
 Progress = Callable[[int, int], None]
 NAME_KEYS = ("name", "title", "id", "compound", "ligand", "smiles")
 """Columns of a CSV or keys of a JSON input that name it, in order of preference."""
@@ -35,8 +38,9 @@ def input_name(params: dict[str, Any]) -> str:
 
 
 def parse_batch(text: str, param_name: str, suffix: str = "") -> list[dict[str, Any]]:
-    """Inputs of a batch: a JSON list (of input_params objects, or of values), a CSV with a header row,
-    or one value per line (blank lines and lines starting with # skipped)."""
+    """Inputs of a batch: a JSON list (of input_params objects, or of values), a CSV with a header row, a SMILES
+    file (`.smi`: a SMILES and an optional name per line), or one value per line (blank lines and lines starting
+    with # skipped)."""
     stripped = text.lstrip()
     if stripped.startswith("["):
         try:
@@ -46,7 +50,27 @@ def parse_batch(text: str, param_name: str, suffix: str = "") -> list[dict[str, 
         return [i if isinstance(i, dict) else {param_name: i} for i in items]
     if suffix.lower() == ".csv":
         return [dict(row) for row in csv.DictReader(io.StringIO(text))]
-    return [{param_name: line.strip()} for line in text.splitlines() if line.strip() and not line.startswith("#")]
+    lines = [line.strip() for line in text.splitlines() if line.strip() and not line.startswith("#")]
+    if suffix.lower() in SMILES_SUFFIXES:  # "SMILES name": the name is the rest of the line, if any
+        fields = [line.split(None, 1) for line in lines]
+        return [{param_name: f[0], **({"name": f[1].strip()} if len(f) > 1 else {})} for f in fields]
+    return [{param_name: line} for line in lines]
+
+
+def chunked(inputs: list[dict[str, Any]], size: int, param_name: str) -> list[dict[str, Any]]:
+    """Inputs grouped `size` to a task: {param_name: [values], "names": [names]}, a name being the input's
+    `name` (or `id`) from the file, else its place in the file (1, 2, ...), so every row of the results table
+    says which compound it is.
+
+    Raises:
+        ConfigError: an input without `param_name`.
+    """
+    for place, params in enumerate(inputs, 1):
+        if param_name not in params:
+            raise ConfigError(f"--chunk: input {place} has no {param_name!r} (see --param-name)")
+    names = [str(p.get("name") or p.get("id") or place) for place, p in enumerate(inputs, 1)]
+    return [{param_name: [p[param_name] for p in inputs[start:start + size]], "names": names[start:start + size]}
+            for start in range(0, len(inputs), size)]
 
 
 def read_batch_file(path: Path, param_name: str) -> list[dict[str, Any]]:

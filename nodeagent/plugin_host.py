@@ -11,7 +11,8 @@ own environment and working directory (the scratch dir, emptied after each task,
 one for the attempt). Progress lines and the outcome go back on the reply pipe; the end
 of each task's output is marked by a sentinel line on stdout and stderr. Whatever a task leaves
 running is killed when it returns (this process is a child subreaper, so orphans come back to it);
-a task that leaves threads behind, exits the interpreter or cannot load the plugins retires the host.
+a task that leaves threads behind, exits the interpreter, cannot load the plugins or asks for it
+(`TaskContext.retire_host`) retires the host.
 """
 
 from __future__ import annotations
@@ -52,7 +53,8 @@ def _load() -> dict[str, TaskFunction] | str:
 
 def execute(task: dict[str, Any], registry: dict[str, TaskFunction] | str,
             control_fd: int | None) -> dict[str, Any]:
-    """Run the task's plugin here; returns {"code": 0, "result"} or {"code", "error", "permanent"}."""
+    """Run the task's plugin here; returns {"code": 0, "result"} or {"code", "error", "permanent"}, with
+    "retire": True when the plugin asked for its host to end (`TaskContext.retire_host`)."""
     if isinstance(registry, str):
         return {"code": EXIT_ERROR, "error": registry, "permanent": False}
     function = registry.get(task.get("task_type", ""))
@@ -63,6 +65,13 @@ def execute(task: dict[str, Any], registry: dict[str, TaskFunction] | str,
     context = TaskContext(task_id=task.get("task_id", ""), attempt_id=task.get("attempt_id", ""),
                           attempt=int(task.get("attempt") or 1), work_dir=Path.cwd(), gpus=list(task.get("gpus") or []),
                           timeout_s=task.get("timeout_s"), task=task, control_fd=control_fd)
+    outcome = _call(function, task, context)
+    if context.retiring:
+        outcome["retire"] = True
+    return outcome
+
+
+def _call(function: TaskFunction, task: dict[str, Any], context: TaskContext) -> dict[str, Any]:
     try:
         result = function(dict(task.get("input_params") or {}), context)
     except PermanentError as exc:
@@ -195,7 +204,7 @@ def serve(request_fd: int, reply_fd: int, scratch: str) -> int:
             end_leftovers()
             if request["cwd"] == scratch and not _emptied(scratch):
                 retire = True  # something in it could not be removed: the next task must not see it
-            retire = retire or threading.active_count() > threads
+            retire = retire or bool(outcome.pop("retire", False)) or threading.active_count() > threads
             with contextlib.suppress(ValueError, OSError):
                 sys.stdout.flush()
                 sys.stderr.flush()

@@ -57,6 +57,8 @@ class TaskContext:
     task: dict[str, Any] = field(default_factory=dict)
     """The whole lease (name, service, resources, input_files, outputs, ...)."""
     control_fd: int | None = None
+    retiring: bool = False
+    """Set by `retire_host`: the warm plugin host stops after this task."""
 
     def progress(self, fraction: float, message: str | None = None) -> None:
         """Report progress (0..1) and an optional message; shown live in the console."""
@@ -67,6 +69,11 @@ class TaskContext:
             os.write(self.control_fd, line.encode())
         except OSError:
             pass  # the agent went away; the task carries on
+
+    def retire_host(self) -> None:
+        """Ask for this process to end after the task (a plugin that holds state it cannot reset, e.g. CUDA
+        initialised for other GPUs); the next task gets a fresh plugin host."""
+        self.retiring = True
 
     def log(self, message: str) -> None:
         """A log line (plain `print` works too: stdout and stderr are streamed)."""

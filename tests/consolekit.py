@@ -93,9 +93,15 @@ class FakeAgent:
 
     def fail(self, leased: dict[str, Any], error: str = "boom") -> None:
         """Report the attempt failed."""
-        event = {"task_id": leased["task_id"], "attempt_id": leased["attempt_id"], "event": "failed",
-                 "error": error, "exit_code": 1}
-        self.http.post(f"/api/v1/workers/{self.id}/reports", json={"events": [event]},
+        self._report(leased, "failed", error=error, exit_code=1)
+
+    def succeed(self, leased: dict[str, Any], result: Any) -> None:
+        """Report the attempt succeeded with `result`."""
+        self._report(leased, "succeeded", result=result)
+
+    def _report(self, leased: dict[str, Any], event: str, **fields: Any) -> None:
+        body = {"task_id": leased["task_id"], "attempt_id": leased["attempt_id"], "event": event, **fields}
+        self.http.post(f"/api/v1/workers/{self.id}/reports", json={"events": [body]},
                        headers=self.headers).raise_for_status()
 
     def heartbeat(self, current: list[str]) -> dict[str, Any]:

@@ -256,6 +256,29 @@ async def test_batch_retry_key_retries_only_its_failed_tasks(api_server: Backgro
                         other["id"]: "failed"}
 
 
+async def test_batch_export_key_writes_the_results_table_and_says_where(api_server: BackgroundServer,
+                                                                        client: httpx.Client, tmp_path: Path) -> None:
+    molecules = {"smiles": ["CCO", "C1CC"], "names": ["ethanol", "broken"]}
+    batch = client.post("/api/v1/tasks", json={"name": "screen", "tasks": [task_body(input_params=molecules)]}).json()
+    agent = FakeAgent(client)
+    (leased,) = agent.lease(1)
+    rows = [{"name": "ethanol", "smiles": "CCO", "qed": 0.41}, {"name": "broken", "smiles": "C1CC", "error": "bad"}]
+    agent.succeed(leased, {"rows": rows, "columns": ["name", "smiles", "qed", "error"]})
+    toasts = Toasts()
+    app = console(api_server, export_dir=tmp_path)
+    async with app.run_test(size=SIZE, message_hook=toasts) as pilot:
+        await refreshed(pilot)
+        await pilot.press("4")
+        await refreshed(pilot)
+        await pilot.press("e")
+        path = tmp_path / f"results-{batch['batch_id'][:8]}.csv"
+        await until(pilot, lambda: toasts.saying(f"Wrote the results of batch screen to {path}"), what="the toast")
+    lines = path.read_text().splitlines()
+    assert lines[0] == "name,smiles,task_id,attempt,status,error,qed"
+    assert lines[1:] == [f"ethanol,CCO,{leased['task_id']},1,succeeded,,0.41",
+                         f"broken,C1CC,{leased['task_id']},1,succeeded,bad,"]
+
+
 async def test_submit_form_creates_the_task_and_refuses_bad_json(api_server: BackgroundServer) -> None:
     toasts = Toasts()
     app = console(api_server)
@@ -459,6 +482,37 @@ async def test_the_detail_lists_input_and_output_files_with_their_sizes(api_serv
 
         await until(pilot, lambda: "poses.sdf" in shown(), what="the files section")
         assert "ligands.smi" in shown() and "2.0 KiB" in shown() and "5 B" in shown() and "out #1" in shown()
+
+
+async def test_the_detail_shows_a_molecule_result_as_a_table(api_server: BackgroundServer,
+                                                             client: httpx.Client) -> None:
+    task = client.post("/api/v1/tasks", json=task_body(name="props")).json()
+    agent = FakeAgent(client)
+    (leased,) = agent.lease()
+    columns = ["name", "smiles", "canonical_smiles", "mw", "qed", "hbd", "hba", "rings", "tpsa", "brenk_alerts",
+               "error"]
+    rows = [{"name": "aspirin", "smiles": "CC(=O)Oc1ccccc1C(=O)O", "mw": 180.159, "qed": 0.55012, "hbd": 1, "hba": 3,
+             "rings": 1, "tpsa": 63.6, "brenk_alerts": ["phenol_ester"]},
+            {"name": "broken", "smiles": "C1CC", "error": "invalid SMILES: 'C1CC'"}]
+    agent.succeed(leased, {"rows": rows, "columns": columns, "molecules": 2, "errors": 1})
+    app = console(api_server)
+    async with app.run_test(size=SIZE) as pilot:
+        await open_tasks(pilot)
+        await pilot.press("enter")
+        detail = await refreshed(pilot)
+        assert detail.task_id == task["id"]  # type: ignore[attr-defined]
+        outcome = detail.query_one("#outcome")
+
+        def shown() -> list[str]:
+            capture = Console(width=160, record=True, file=io.StringIO())
+            capture.print(outcome.content)  # type: ignore[attr-defined]
+            return [" ".join(line.split()) for line in capture.export_text().splitlines()]
+
+        await until(pilot, lambda: "aspirin" in "".join(shown()), what="the molecule table")
+    assert "name smiles mw qed hbd hba rings tpsa error" in shown()
+    assert "aspirin CC(=O)Oc1ccccc1C(=O)O 180.2 0.5501 1 3 1 63.6" in shown()
+    assert "broken C1CC invalid SMILES: 'C1CC'" in shown()
+    assert "2 molecules, 1 with an error; 1 more columns" in shown()
 
 
 async def test_mouse_switches_panes_and_sorts_by_a_header_click(api_server: BackgroundServer,

@@ -61,6 +61,12 @@ def exits(params, context):
 def threads(params, context):
     threading.Thread(target=time.sleep, args=(30,), daemon=True).start()
     return {"pid": os.getpid()}
+
+@task_type("retires")
+def retires(params, context):
+    if params.get("retire"):
+        context.retire_host()
+    return {"pid": os.getpid()}
 """
 
 
@@ -170,3 +176,14 @@ async def test_exiting_the_interpreter_or_leaving_threads_retires_the_host(pool:
     await run(pool, sink, tmp_path, 3, "threads").run()
     first, second = (sink.final(f"t{n}")["result"]["pid"] for n in (2, 3))
     assert first != second  # the host the thread was left in did not run another task
+
+
+@pytest.mark.anyio
+async def test_a_plugin_may_retire_its_host(pool: PluginPool, tmp_path: Path) -> None:
+    """`context.retire_host()` (e.g. CUDA initialised for other GPUs): its result counts, its host runs no more."""
+    sink = Sink()
+    for n, retire in enumerate((False, False, True, False)):
+        await run(pool, sink, tmp_path, n, "retires", retire=retire).run()
+    pids = [sink.final(f"t{n}")["result"]["pid"] for n in range(4)]
+    assert sink.final("t2")["event"] == "succeeded"
+    assert pids[0] == pids[1] == pids[2] != pids[3]

@@ -1,7 +1,10 @@
-"""The Batches pane: each batch's progress, throughput and ETA; `r` retries its failed tasks."""
+"""The Batches pane: each batch's progress, throughput and ETA; `r` retries its failed tasks, `e` exports its
+results table."""
 
 from __future__ import annotations
 
+import asyncio
+from pathlib import Path
 from typing import Any, ClassVar
 
 from rich.text import Text
@@ -94,3 +97,28 @@ class BatchesScreen(PaneScreen):
             return
         self.notify(f"Retried {plural(result.get('changed', 0))} of batch {name}", markup=False)
         self.refresh_now()
+
+    def action_export(self) -> None:
+        batch = self._cursor_batch()
+        if batch is None:
+            self.notify("No batch under the cursor.", severity="warning")
+            return
+        self._export(batch)
+
+    @work(group="export", exclusive=True, exit_on_error=False)
+    async def _export(self, batch: dict[str, Any]) -> None:
+        """Stream the batch's results into `results-<batch>.csv` (the writes on a thread: the UI does no I/O)."""
+        folder = self.console.options.export_dir or Path.cwd()
+        path = folder / f"results-{short_id(batch['id'])}.csv"
+        try:
+            out = await asyncio.to_thread(path.open, "wb")
+            try:
+                async for chunk in self.console.client.results(str(batch["id"]), "csv"):
+                    await asyncio.to_thread(out.write, chunk)
+            finally:
+                await asyncio.to_thread(out.close)
+        except (ApiError, OSError) as exc:
+            self.notify(f"Export failed: {exc}", severity="error", markup=False)
+            return
+        self.notify(f"Wrote the results of batch {plain(batch.get('name') or short_id(batch['id']), 60)} to {path}",
+                    markup=False)

@@ -21,6 +21,7 @@ from console.screens.live import LiveScreen
 from console.text import MISSING, age, file_size, gigabytes, plain, seconds_since, short_id
 from coordinator.client import ApiError
 from coordinator.states import DROPPED_STREAM
+from toolkit.inputs import COLUMNS, ROWS
 
 LOG_BATCH = 1000
 LOG_KEEP = 5000
@@ -29,6 +30,45 @@ PRIORITY_NAMES = {3: "high", 2: "medium", 1: "low"}
 
 def _json(value: Any) -> str:
     return json.dumps(value, indent=2, sort_keys=True, ensure_ascii=False, default=str)
+
+
+SHOWN_MOLECULES = 50
+SHOWN_COLUMNS = 6
+"""Result columns shown beside each molecule's name, SMILES and error (`aidd results` exports them all)."""
+
+
+def _cell(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    if isinstance(value, list):
+        return ", ".join(plain(v, 30) for v in value)
+    return plain(value, 30) if value is not None else ""
+
+
+def molecule_table(result: dict[str, Any], batch_id: str | None, muted: Any, failed: Any) -> RenderableType:
+    """A per-molecule result (the chem pack's `rows`) as a table: a row per molecule with its name, SMILES, error
+    and the first result columns; a line says what is left out."""
+    rows = [r for r in result[ROWS] if isinstance(r, dict)]
+    declared = result.get(COLUMNS)
+    if not isinstance(declared, list):
+        declared = list(dict.fromkeys(k for r in rows for k in r))
+    others = [str(c) for c in declared if c not in ("name", "smiles", "error", "canonical_smiles")]
+    table = Table(box=None, padding=(0, 1), show_edge=False, header_style="bold")
+    for column in ("name", "smiles", *others[:SHOWN_COLUMNS], "error"):
+        table.add_column(column, no_wrap=True, max_width=24 if column == "smiles" else None)
+    for row in rows[:SHOWN_MOLECULES]:
+        table.add_row(Text(_cell(row.get("name"))), Text(plain(row.get("smiles"), 24)),
+                      *(Text(_cell(row.get(c))) for c in others[:SHOWN_COLUMNS]),
+                      Text(_cell(row.get("error")), style=failed))
+    errors = sum(1 for r in rows if r.get("error"))
+    note = f"{len(rows)} molecules, {errors} with an error"
+    if len(rows) > SHOWN_MOLECULES:
+        note += f"; the first {SHOWN_MOLECULES} shown"
+    if len(others) > SHOWN_COLUMNS:
+        note += f"; {len(others) - SHOWN_COLUMNS} more columns"
+    if batch_id:
+        note += f" · `aidd results --batch {short_id(batch_id)}` exports the table"
+    return Group(table, Text(note, style=muted))
 
 
 class TaskDetailScreen(TaskActionKeys, LiveScreen):
@@ -217,8 +257,13 @@ class TaskDetailScreen(TaskActionKeys, LiveScreen):
         if t.get("error"):
             return Group(Text("\nerror", style="bold"),
                          Text(plain(t["error"], 4000, one_line=False), style=palette.status("failed")))
-        if t.get("result") is not None:
-            return Group(Text("\nresult", style="bold"), Text(plain(_json(t["result"]), 4000, one_line=False)))
+        result = t.get("result")
+        if isinstance(result, dict) and isinstance(result.get(ROWS), list):
+            return Group(Text("\nresult", style="bold"), molecule_table(result, t.get("batch_id"),
+                                                                       palette.style("muted"),
+                                                                       palette.status("failed")))
+        if result is not None:
+            return Group(Text("\nresult", style="bold"), Text(plain(_json(result), 4000, one_line=False)))
         return Text("")
 
     def _timeline(self, now: Any) -> RenderableType:

@@ -1,4 +1,4 @@
-"""Dashboards, health, audit and Prometheus metrics."""
+"""Dashboards, health, batches and their results, audit and Prometheus metrics."""
 
 from __future__ import annotations
 
@@ -6,11 +6,12 @@ from typing import Any
 
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from starlette.requests import Request
-from starlette.responses import Response
+from starlette.responses import Response, StreamingResponse
 
+from coordinator import results
 from coordinator.api.auth import Access
 from coordinator.api.http import JSONResponse
-from coordinator.api.params import IntQuery
+from coordinator.api.params import IntQuery, Query
 from coordinator.api.routing import Api, Ctx
 
 api = Api()
@@ -18,6 +19,7 @@ api = Api()
 DAYS = IntQuery("days", default=7, low=1, high=366)
 BATCH_LIMIT = IntQuery("limit", default=50, low=1, high=1000)
 AUDIT_LIMIT = IntQuery("limit", default=100, low=1, high=10_000)
+RESULTS_FORMAT = Query("format", "jsonl (default) or csv", enum=sorted(results.FORMATS))
 
 
 @api.route("GET", "/api/v1/health", Access.PUBLIC, "Whether Redis and PostgreSQL answer (503 when not)")
@@ -54,6 +56,17 @@ async def batches(request: Request, ctx: Ctx) -> Any:
 @api.route("GET", "/api/v1/batches/{batch_id}", Access.READ, "One batch with progress (the id or a unique prefix)")
 async def batch(request: Request, ctx: Ctx) -> Any:
     return await ctx.coordinator.stats.batch(request.path_params["batch_id"])
+
+
+@api.route("GET", "/api/v1/batches/{batch_id}/results", Access.READ, "The batch's results as one table, streamed: a "
+           "row per molecule of every task (failures with their error); format jsonl (default) or csv",
+           query=(RESULTS_FORMAT,))
+async def batch_results(request: Request, ctx: Ctx) -> Any:
+    batch_id, fmt = request.path_params["batch_id"], RESULTS_FORMAT.read(request) or "jsonl"
+    engine = ctx.coordinator.core.engine
+    names = await results.columns(engine, batch_id)
+    return StreamingResponse(results.encoded(engine, batch_id, names, fmt), media_type=results.FORMATS[fmt],
+                             headers={"Content-Disposition": f'attachment; filename="batch-{batch_id}.{fmt}"'})
 
 
 @api.route("GET", "/api/v1/audit", Access.READ, "Operator actions, newest first (?limit=100)", query=(AUDIT_LIMIT,))
