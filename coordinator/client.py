@@ -72,6 +72,8 @@ class CoordinatorClient:
 
     async def stream(self, path: str, params: dict[str, Any]) -> AsyncIterator[bytes]:
         """The body of a GET answer as it arrives (an error answer raises ApiError)."""
+        import httpx
+
         try:
             async with self.http.stream("GET", path, params=params, timeout=httpx.Timeout(30.0, read=None)) as response:
                 if response.status_code >= 400:

@@ -60,7 +60,7 @@ def test_the_real_screen_runs_on_a_real_agent(api_server: BackgroundServer, clie
 
 def test_without_the_extra_the_real_demo_is_one_line_saying_what_to_install(
         monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    monkeypatch.setattr("console.demo.screen.NEEDS", ("rdkit", "no_such_package_here"))
+    monkeypatch.setattr("console.demo.screen.NEEDS", ("json", "no_such_package_here"))  # json: always there
     assert cli_main(["--demo", "real", "--state-dir", str(tmp_path)]) == 2
     err = capsys.readouterr().err
     assert err == ("aidd: --demo real: the chem task pack is not installed (no no_such_package_here): "
