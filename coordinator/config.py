@@ -59,6 +59,9 @@ class Settings(BaseModel):
     """Registration token node agents present to enroll (required when api_keys are set)."""
     allowed_hosts: list[str] = []
     """Extra Host header values accepted besides loopback names and the bind address."""
+    cors_origins: list[str] = []
+    """Browser origins (`https://dash.example.org`) allowed to call the API cross-site, for web dashboards:
+    CORS headers for them, and their mutating calls are not refused. Env form: comma-separated (default none)."""
     heartbeat_interval: float = Field(default=10.0, gt=0)
     """Seconds between agent heartbeats (default 10)."""
     heartbeat_timeout: float = Field(default=30.0, gt=0)
@@ -152,7 +155,7 @@ class Settings(BaseModel):
             return [_parse_key(i, item.strip()) for i, item in enumerate(value.split(","), 1) if item.strip()]
         return value
 
-    @field_validator("service_limits", "allowed_hosts", "embedded", mode="before")
+    @field_validator("service_limits", "allowed_hosts", "cors_origins", "embedded", mode="before")
     @classmethod
     def _parse_env_forms(cls, value: Any, info: Any) -> Any:
         if not isinstance(value, str):

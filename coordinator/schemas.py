@@ -120,8 +120,9 @@ class BulkAction(Strict):
     """A bulk cancel / retry / requeue: by ids, or by filter (an empty filter needs `all: true`)."""
 
     model_config = ConfigDict(json_schema_extra={"oneOf": [
-        {"required": ["ids"], "properties": {"ids": {"type": "array"}}},
-        {"required": ["filter"], "properties": {"filter": {"type": "object"}}}]})
+        {"type": "object", "required": ["ids"],
+         "properties": {"ids": {"type": "array", "items": {"type": "string", "format": "uuid"}}}},
+        {"type": "object", "required": ["filter"]}]})
 
     ids: list[uuid.UUID] | None = Field(default=None, max_length=100_000)
     filter: TaskFilter | None = None

@@ -115,7 +115,8 @@ class WorkerService:
             await conn.execute(insert(Worker).values(id=worker_id, **values))
         self._tokens[worker_id] = token_hash
         await self._publish_live(worker_id, values)
-        return {"id": str(worker_id), "token": token, "heartbeat_interval": self.core.settings.heartbeat_interval,
+        return {"id": str(worker_id), "worker_id": str(worker_id), "token": token,
+                "heartbeat_interval": self.core.settings.heartbeat_interval,
                 "heartbeat_timeout": self.core.settings.heartbeat_timeout}
 
     async def _publish_live(self, worker_id: uuid.UUID, values: dict[str, Any]) -> None:

@@ -14,6 +14,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from coordinator.api import files, stats, tasks, workers
+from coordinator.api.conventions import EXCEPTION_HANDLERS, OPENAPI_PATH, SlashInsensitive, cors, docs_routes
 from coordinator.api.guard import HostOriginGuard
 from coordinator.api.http import JSONResponse
 from coordinator.api.openapi import openapi_document
@@ -63,7 +64,9 @@ def create_app(settings: Settings, coordinator: Coordinator | None = None, timer
 
     api_routes = [*tasks.api.routes(service, settings), *workers.api.routes(service, settings),
                   *stats.api.routes(service, settings), *files.api.routes(service, settings)]
-    app = Starlette(routes=[*api_routes, Route("/api/v1/openapi.json", openapi, methods=["GET"])],
-                    middleware=[Middleware(HostOriginGuard, settings=settings)], lifespan=lifespan)
+    routes = [*api_routes, Route(OPENAPI_PATH, openapi, methods=["GET"]), *docs_routes()]
+    middleware = [Middleware(SlashInsensitive), *cors(settings), Middleware(HostOriginGuard, settings=settings)]
+    app = Starlette(routes=routes, middleware=middleware, exception_handlers=EXCEPTION_HANDLERS, lifespan=lifespan)
+    app.router.redirect_slashes = False
     app.state.coordinator = service
     return app

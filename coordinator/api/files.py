@@ -13,6 +13,7 @@ import orjson
 from starlette.requests import Request
 from starlette.responses import StreamingResponse
 
+from coordinator.api.answers import BINARY, AttemptFiles, StoredFile, TaskFiles
 from coordinator.api.auth import Access
 from coordinator.api.http import HttpError, parse
 from coordinator.api.params import Query
@@ -24,7 +25,7 @@ from coordinator.schemas import TaskSpec
 from coordinator.storage import LocalStore, ObjectNotFound
 from coordinator.storage.names import check_name
 
-api = Api()
+api = Api("files")
 
 EXPIRES = Query("expires", "when the link expires (unix seconds), as signed")
 SIGNATURE = Query("signature", "HMAC-SHA256 of the key and expiry")
@@ -70,13 +71,14 @@ async def submit_with_files(request: Request, ctx: Ctx, check: Callable[[Ctx, li
 
 
 @api.route("GET", "/api/v1/tasks/{task_id}/files", Access.READ,
-           "A task's inputs and each attempt's outputs, with sizes and presigned download URLs")
+           "A task's inputs and each attempt's outputs, with sizes and presigned download URLs", returns=TaskFiles)
 async def task_files(request: Request, ctx: Ctx) -> Any:
     return await ctx.coordinator.files.task_files(request.path_params["task_id"], str(request.base_url))
 
 
 @api.route("GET", "/api/v1/workers/{worker_id}/attempts/{attempt_id}/files", Access.WORKER,
-           "For the worker's running attempt: input download URLs, output globs and the upload URL")
+           "For the worker's running attempt: input download URLs, output globs and the upload URL",
+           returns=AttemptFiles)
 async def attempt_files(request: Request, ctx: Ctx) -> Any:
     return await ctx.coordinator.files.attempt_files(request.path_params["worker_id"],
                                                      request.path_params["attempt_id"], str(request.base_url))
@@ -84,7 +86,7 @@ async def attempt_files(request: Request, ctx: Ctx) -> Any:
 
 @api.route("PUT", "/api/v1/workers/{worker_id}/attempts/{attempt_id}/outputs/{path:path}", Access.WORKER,
            "Upload one output file of the worker's running attempt (raw body, at most max_file_bytes)", status=201,
-           content=RAW_FILE)
+           content=RAW_FILE, returns=StoredFile)
 async def put_output(request: Request, ctx: Ctx) -> Any:
     files = ctx.coordinator.files
     worker_id, attempt_id = request.path_params["worker_id"], request.path_params["attempt_id"]
@@ -99,7 +101,7 @@ async def put_output(request: Request, ctx: Ctx) -> Any:
 
 @api.route("GET", "/api/v1/files/{key:path}", Access.PUBLIC,
            "Download a file of the local store (the URL carries its own expiry and signature)",
-           query=(EXPIRES, SIGNATURE))
+           query=(EXPIRES, SIGNATURE), returns=BINARY)
 async def download(request: Request, ctx: Ctx) -> Any:
     store, key = ctx.coordinator.files.store, request.path_params["key"]
     if not isinstance(store, LocalStore):

@@ -6,6 +6,7 @@ from typing import Any
 
 from starlette.requests import Request
 
+from coordinator.api.answers import BatchSubmitted, BulkOutcome, LogPage, TaskCounts, TaskPage, TaskView
 from coordinator.api.auth import Access
 from coordinator.api.files import is_multipart, submit_with_files
 from coordinator.api.http import HttpError, parse, read_json
@@ -16,7 +17,7 @@ from coordinator.schemas import NAME_PATTERN, BatchSpec, BulkAction, TaskFilter,
 from coordinator.states import Action, TaskStatus
 from coordinator.tasks import SORTABLE
 
-api = Api()
+api = Api("tasks")
 
 UPLOAD_FORM = {"multipart/form-data": {
     "type": "object", "required": ["task"],
@@ -39,8 +40,8 @@ LOG_ATTEMPT = UuidQuery("attempt_id", "only the lines of this attempt")
 
 
 @api.route("POST", "/api/v1/tasks", Access.SUBMIT, "Submit one task, or a batch ({\"tasks\": [...]} or a list); "
-           "multipart/form-data: a `task` JSON field plus files", body=TaskSpec, status=201,
-           also=(BatchSpec, TaskList), content=UPLOAD_FORM)
+           "a multipart/form-data body is taken as at /api/v1/tasks/upload", body=TaskSpec, status=201,
+           also=(BatchSpec, TaskList), returns=(TaskView, BatchSubmitted))
 async def submit(request: Request, ctx: Ctx) -> Any:
     if is_multipart(request):
         return await submit_with_files(request, ctx, _check_shell)
@@ -68,6 +69,15 @@ async def submit(request: Request, ctx: Ctx) -> Any:
     return stored.views[0] if stored.views else await ctx.coordinator.tasks.get(stored.ids[0])
 
 
+@api.route("POST", "/api/v1/tasks/upload", Access.SUBMIT, "Submit one task with files: a `task` form field "
+           "holding the task as JSON, and file parts stored as its inputs", status=201, content=UPLOAD_FORM,
+           returns=TaskView)
+async def submit_files(request: Request, ctx: Ctx) -> Any:
+    if not is_multipart(request):
+        raise HttpError(415, "send multipart/form-data: a `task` field (JSON) and file parts")
+    return await submit_with_files(request, ctx, _check_shell)
+
+
 def _check_shell(ctx: Ctx, specs: list[TaskSpec]) -> None:
     if ctx.settings.shell_requires_operator and ctx.caller.role != "operator" and any(
             s.task_type == "shell" for s in specs):
@@ -83,25 +93,26 @@ def task_filter(request: Request) -> TaskFilter:
 
 
 @api.route("GET", "/api/v1/tasks", Access.READ, "List tasks: filters status, service, group, batch_id, q; "
-                                                "page, page_size, sort", query=(*FILTER, PAGE, PAGE_SIZE, SORT))
+                                                "page, page_size, sort", query=(*FILTER, PAGE, PAGE_SIZE, SORT),
+           returns=TaskPage)
 async def list_tasks(request: Request, ctx: Ctx) -> Any:
     return await ctx.coordinator.tasks.page(task_filter(request), page=PAGE.value(request),
                                             page_size=PAGE_SIZE.value(request),
                                             sort=SORT.read(request) or "-created_at")
 
 
-@api.route("GET", "/api/v1/tasks/stats", Access.READ, "Tasks by status, overall and per service")
+@api.route("GET", "/api/v1/tasks/stats", Access.READ, "Tasks by status, overall and per service", returns=TaskCounts)
 async def task_stats(request: Request, ctx: Ctx) -> Any:
     return await ctx.coordinator.stats.task_counts()
 
 
-@api.route("GET", "/api/v1/tasks/{task_id}", Access.READ, "One task with its attempts")
+@api.route("GET", "/api/v1/tasks/{task_id}", Access.READ, "One task with its attempts", returns=TaskView)
 async def get_task(request: Request, ctx: Ctx) -> Any:
     return await ctx.coordinator.tasks.get(request.path_params["task_id"])
 
 
 @api.route("GET", "/api/v1/tasks/{task_id}/logs", Access.READ, "Log lines after line id `after`",
-           query=(AFTER, LOG_LIMIT, LOG_ATTEMPT))
+           query=(AFTER, LOG_LIMIT, LOG_ATTEMPT), returns=LogPage)
 async def task_logs(request: Request, ctx: Ctx) -> Any:
     return await ctx.coordinator.tasks.logs(request.path_params["task_id"], after=AFTER.value(request),
                                             limit=LOG_LIMIT.value(request), attempt_id=LOG_ATTEMPT.value(request))
@@ -115,18 +126,20 @@ async def _single(request: Request, ctx: Ctx, action: Action) -> Any:
 
 
 @api.route("DELETE", "/api/v1/tasks/{task_id}", Access.OPERATOR, "Cancel a task (a running one is killed)",
-           query=(ATTEMPT,))
+           query=(ATTEMPT,), returns=TaskView)
 async def cancel(request: Request, ctx: Ctx) -> Any:
     return await _single(request, ctx, Action.CANCEL)
 
 
-@api.route("POST", "/api/v1/tasks/{task_id}/retry", Access.OPERATOR, "Run a finished task again", query=(ATTEMPT,))
+@api.route("POST", "/api/v1/tasks/{task_id}/retry", Access.OPERATOR, "Run a finished task again", query=(ATTEMPT,),
+           returns=TaskView)
 async def retry(request: Request, ctx: Ctx) -> Any:
     return await _single(request, ctx, Action.RETRY)
 
 
 @api.route("POST", "/api/v1/tasks/{task_id}/requeue", Access.OPERATOR, "Put a running or pending task back "
-                                                                        "in its queue now", query=(ATTEMPT,))
+                                                                        "in its queue now", query=(ATTEMPT,),
+           returns=TaskView)
 async def requeue(request: Request, ctx: Ctx) -> Any:
     return await _single(request, ctx, Action.REQUEUE)
 
@@ -137,16 +150,19 @@ async def _bulk(request: Request, ctx: Ctx, action: Action) -> Any:
     return (await ctx.coordinator.lifecycle.act(action, ids, ctx.caller.name)).view()
 
 
-@api.route("POST", "/api/v1/tasks/bulk/cancel", Access.OPERATOR, "Cancel tasks by ids or filter", body=BulkAction)
+@api.route("POST", "/api/v1/tasks/bulk/cancel", Access.OPERATOR, "Cancel tasks by ids or filter", body=BulkAction,
+           returns=BulkOutcome)
 async def bulk_cancel(request: Request, ctx: Ctx) -> Any:
     return await _bulk(request, ctx, Action.CANCEL)
 
 
-@api.route("POST", "/api/v1/tasks/bulk/retry", Access.OPERATOR, "Retry tasks by ids or filter", body=BulkAction)
+@api.route("POST", "/api/v1/tasks/bulk/retry", Access.OPERATOR, "Retry tasks by ids or filter", body=BulkAction,
+           returns=BulkOutcome)
 async def bulk_retry(request: Request, ctx: Ctx) -> Any:
     return await _bulk(request, ctx, Action.RETRY)
 
 
-@api.route("POST", "/api/v1/tasks/bulk/requeue", Access.OPERATOR, "Requeue tasks by ids or filter", body=BulkAction)
+@api.route("POST", "/api/v1/tasks/bulk/requeue", Access.OPERATOR, "Requeue tasks by ids or filter", body=BulkAction,
+           returns=BulkOutcome)
 async def bulk_requeue(request: Request, ctx: Ctx) -> Any:
     return await _bulk(request, ctx, Action.REQUEUE)
