@@ -31,6 +31,15 @@ class WorkerNotFound(AiddError):
         self.worker_id = worker_id
 
 
+class ServiceNotFound(AiddError):
+    """No service has this name or number."""
+
+    status_code = 404
+
+    def __init__(self, name: str) -> None:
+        super().__init__(f"service {name} not found")
+
+
 class BatchNotFound(AiddError):
     """No batch has this id."""
 

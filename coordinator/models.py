@@ -1,4 +1,5 @@
-"""The durable record in PostgreSQL (SQLAlchemy 2): tasks, attempts, workers, logs, commands, batches, audit."""
+"""The durable record in PostgreSQL (SQLAlchemy 2): tasks, attempts, workers, logs, commands, batches, audit,
+the service registry."""
 
 from __future__ import annotations
 
@@ -184,3 +185,19 @@ class AuditRecord(Base):
     target: Mapped[str] = mapped_column(Text, default="")
     count: Mapped[int] = mapped_column(Integer, default=0)
     detail: Mapped[dict[str, Any]] = mapped_column(default=dict)
+
+
+class Service(Base):
+    """A service's runtime settings, changed by operators while it runs: a paused service's tasks wait; at most
+    `max_running` of its tasks run at once (NULL: the configured `service_limits`, else no limit). `number` is
+    a stable integer id, the `model_id` of LLM-scheduler clients."""
+
+    __tablename__ = "services"
+    name: Mapped[str] = mapped_column(String(100), primary_key=True)
+    number: Mapped[int] = mapped_column(Integer, Identity(always=False), unique=True)
+    paused: Mapped[bool] = mapped_column(Boolean, server_default=false())
+    max_running: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    description: Mapped[str] = mapped_column(String(500), default="")
+    updated_at: Mapped[datetime] = _now()
+
+    __table_args__ = (CheckConstraint("max_running IS NULL OR max_running >= 0", name="ck_services_max_running"),)

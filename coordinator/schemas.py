@@ -269,3 +269,23 @@ class CommandAck(Strict):
 
     ids: list[Annotated[int, Field(ge=1, le=2**63 - 1)]] = Field(min_length=1, max_length=1000)
     """Command ids (PostgreSQL bigints)."""
+
+
+class ServiceChange(Strict):
+    """What an operator changes about a service; fields left out stay as they are."""
+
+    paused: bool | None = None
+    """True: its pending tasks wait (none is claimed) until resumed."""
+    max_running: int | None = Field(default=None, ge=0, le=1_000_000)
+    """Most of its tasks running at once; null: the configured `service_limits` (else no limit)."""
+    description: Text | None = None
+
+    @model_validator(mode="after")
+    def _something(self) -> ServiceChange:
+        if not self.model_fields_set:
+            raise ValueError("give paused, max_running or description")
+        if self.paused is None and "paused" in self.model_fields_set:
+            raise ValueError("paused: must be true or false")
+        if self.description is None and "description" in self.model_fields_set:
+            raise ValueError("description: must be text")
+        return self

@@ -20,6 +20,7 @@ from coordinator.loops import Timers
 from coordinator.peers import Peers, database_identity
 from coordinator.queue import QueueIndex
 from coordinator.reconcile import rebuild_index
+from coordinator.services import ServiceRegistry
 from coordinator.stats import StatsService
 from coordinator.storage import open_store
 from coordinator.tasks import TaskService
@@ -44,6 +45,7 @@ class Coordinator:
     waker: Waker
     files: FileService
     peers: Peers
+    services: ServiceRegistry
 
     @classmethod
     def build(cls, settings: Settings) -> Coordinator:
@@ -62,7 +64,8 @@ class Coordinator:
         store = open_store(settings)
         files = FileService(core, store)
         return cls(core, TaskService(core), lifecycle, workers, StatsService(core),
-                   Timers(core, lifecycle, workers, files), waker, files, Peers(redis, settings, store))
+                   Timers(core, lifecycle, workers, files), waker, files, Peers(redis, settings, store),
+                   ServiceRegistry(core))
 
     async def start(self, timers: bool = True) -> None:
         """Migrate the schema, enter the Redis prefix, rebuild the index from PostgreSQL, start listening and timing.

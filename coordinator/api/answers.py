@@ -233,6 +233,28 @@ class StoredFile(Open):
     attempt: int
 
 
+class ServiceView(Open):
+    """A service as the scheduler treats it: `limit` is what applies (the operator's `max_running`, else the
+    configured one; null: none); `at_limit`: its pending tasks wait for a running one to end."""
+
+    name: str
+    paused: bool
+    limit: int | None
+    running: int
+    pending: int
+    at_limit: bool
+    max_running: int | None = None
+    configured_limit: int | None = None
+    number: int | None = None
+    description: str = ""
+
+
+class ServiceList(Open):
+    """Services, by name."""
+
+    items: list[ServiceView]
+
+
 TEXT = {"text/plain": {"schema": {"type": "string"}}}
 """Prometheus exposition text."""
 BINARY = {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}}

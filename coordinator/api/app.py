@@ -13,7 +13,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from coordinator.api import files, stats, tasks, workers
+from coordinator.api import files, services, stats, tasks, workers
 from coordinator.api.conventions import EXCEPTION_HANDLERS, OPENAPI_PATH, SlashInsensitive, cors, docs_routes
 from coordinator.api.guard import HostOriginGuard
 from coordinator.api.http import JSONResponse
@@ -22,8 +22,8 @@ from coordinator.api.routing import Endpoint
 from coordinator.config import Settings
 from coordinator.service import Coordinator
 
-ENDPOINTS: list[Endpoint] = [*tasks.api.endpoints, *workers.api.endpoints, *stats.api.endpoints,
-                             *files.api.endpoints]
+APIS = (tasks.api, workers.api, services.api, stats.api, files.api)
+ENDPOINTS: list[Endpoint] = [e for api in APIS for e in api.endpoints]
 
 
 def package_version() -> str:
@@ -62,8 +62,7 @@ def create_app(settings: Settings, coordinator: Coordinator | None = None, timer
             if owned:
                 await service.stop()
 
-    api_routes = [*tasks.api.routes(service, settings), *workers.api.routes(service, settings),
-                  *stats.api.routes(service, settings), *files.api.routes(service, settings)]
+    api_routes = [route for api in APIS for route in api.routes(service, settings)]
     routes = [*api_routes, Route(OPENAPI_PATH, openapi, methods=["GET"]), *docs_routes()]
     middleware = [Middleware(SlashInsensitive), *cors(settings), Middleware(HostOriginGuard, settings=settings)]
     app = Starlette(routes=routes, middleware=middleware, exception_handlers=EXCEPTION_HANDLERS, lifespan=lifespan)

@@ -13,8 +13,11 @@ from coordinator.api.routing import Endpoint
 ERROR = {"type": "object", "required": ["error"],
          "properties": {"error": {"type": "string"}, "field": {"type": "string"}}}
 """The one error shape of every 4xx and 5xx answer."""
-TAGS = {"tasks": "Submit, list, follow and act on tasks", "workers": "Agents enroll and work; operators command",
-        "files": "Task inputs and outputs", "stats": "Dashboards, health, audit and metrics"}
+TAGS = {"tasks": "Submit, list, follow and act on tasks",
+        "workers": "Agents enroll and work; operators command",
+        "services": "Pause, resume and limit services",
+        "files": "Task inputs and outputs",
+        "stats": "Dashboards, health, audit and metrics"}
 """Each module's Api tag, in the order the docs list them."""
 
 
