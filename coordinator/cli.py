@@ -108,8 +108,8 @@ def build_parser() -> argparse.ArgumentParser:
     pause = services.add_mutually_exclusive_group()
     pause.add_argument("--pause", action="store_true", help="its pending tasks wait; running ones go on")
     pause.add_argument("--resume", action="store_true")
-    services.add_argument("--limit", type=_limit, default=argparse.SUPPRESS, help="most of its tasks running at once (`none`: the configured "
-                                                       "service_limits, else no limit)")
+    services.add_argument("--limit", type=_limit, default=argparse.SUPPRESS,
+                          help="most of its tasks running at once (`none`: the configured service_limits, if any)")
     services.add_argument("--description")
     _client_options(services)
 

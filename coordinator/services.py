@@ -107,7 +107,8 @@ class ServiceRegistry:
     async def name_of(self, number: int) -> str:
         """The service with this stable number (an LLM-scheduler `model_id`)."""
         async with self.core.engine.connect() as conn:
-            name = (await conn.execute(select(Service.name).where(Service.number == number))).scalar_one_or_none()
+            found = await conn.execute(select(Service.name).where(Service.number == number))
+            name = found.scalar_one_or_none()
         if name is None:
             raise ServiceNotFound(str(number))
         return name
@@ -117,8 +118,9 @@ class ServiceRegistry:
         raising a limit, wakes waiting workers."""
         values = change.model_dump(exclude_unset=True)
         async with self.core.engine.begin() as conn:
-            await conn.execute(insert(Service).values(**{"name": name, "description": "", **values}).on_conflict_do_update(
-                index_elements=[Service.name], set_={**values, "updated_at": utcnow()}))
+            row = insert(Service).values(**{"name": name, "description": "", **values})
+            await conn.execute(row.on_conflict_do_update(index_elements=[Service.name],
+                                                         set_={**values, "updated_at": utcnow()}))
             await write_audit(conn, actor, "service.change", name, 1, values)
         await self.publish()
         await self.core.wake_leases()

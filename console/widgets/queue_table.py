@@ -19,6 +19,15 @@ SPARK_WIDTH = 24
 """Minutes of throughput history shown (the coordinator keeps 30)."""
 
 
+def _state(service: dict[str, Any], palette: Palette) -> Text:
+    """`paused`, `≤ 4` (its running limit), or nothing."""
+    if service.get("paused"):
+        return Text("paused", style=palette.status("draining"))
+    limit = service.get("limit")
+    return Text("" if limit is None else f"≤ {limit}", style=palette.status("pending") if service.get("at_limit")
+                else "")
+
+
 class QueueTable(KeyedTable):
     """One row per service; enter opens the service's tasks."""
 
@@ -31,13 +40,15 @@ class QueueTable(KeyedTable):
         service: str
 
     def __init__(self) -> None:
-        super().__init__([("service", "Service", 12), ("pending", "Pending", 7), ("running", "Running", 7),
+        super().__init__([("service", "Service", 12), ("state", "State", 8), ("pending", "Pending", 7),
+                          ("running", "Running", 7),
                           ("succeeded", "Done 1h", 7), ("failed", "Failed 1h", 9), ("oldest", "Oldest wait", 11),
                           ("spark", f"Done per minute, {SPARK_WIDTH} min", SPARK_WIDTH), ("rate", "/min", 5)],
                          id="queue-table")
 
-    def show(self, queues: list[dict[str, Any]], palette: Palette) -> None:
-        """Replace the rows with these queue figures."""
+    def show(self, queues: list[dict[str, Any]], services: dict[str, dict[str, Any]], palette: Palette) -> None:
+        """Replace the rows with these queue figures; `services` (the registry) says which are paused or
+        limited."""
         rows: list[Row] = []
         for q in queues:
             series = [float(v) for v in q.get("throughput_per_min") or []]
@@ -46,6 +57,7 @@ class QueueTable(KeyedTable):
             failed = int(q.get("failed_1h") or 0)
             rows.append((str(q["service"]), (
                 cell(q["service"], "bold", 12),
+                _state(services.get(str(q["service"])) or {}, palette),
                 number(q.get("pending"), palette.status("pending") if q.get("pending") else ""),
                 number(q.get("running"), palette.status("running") if q.get("running") else ""),
                 number(q.get("succeeded_1h"), palette.status("succeeded")),
