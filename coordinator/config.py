@@ -30,6 +30,8 @@ class ApiKey(BaseModel):
     name: str = Field(min_length=1, max_length=100)
     key: str = Field(min_length=8)
     role: Role = "operator"
+    profile: Literal["aidd", "aiflow", "llm"] = "aidd"
+    """Whose status words this key's answers use (coordinator/compat.py): an older system's clients unchanged."""
 
 
 class Settings(BaseModel):

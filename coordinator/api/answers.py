@@ -255,6 +255,18 @@ class ServiceList(Open):
     items: list[ServiceView]
 
 
+class ModelView(Open):
+    """A service as the LLM scheduler showed a model: `id` its stable number, `max_workers` its running limit."""
+
+    id: int
+    name: str
+    status: str
+    max_workers: int | None
+    description: str = ""
+    running: int = 0
+    pending: int = 0
+
+
 TEXT = {"text/plain": {"schema": {"type": "string"}}}
 """Prometheus exposition text."""
 BINARY = {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}}

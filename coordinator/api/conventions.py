@@ -26,7 +26,8 @@ SWAGGER_PAGE = f"""<!doctype html>
 <html><head><meta charset="utf-8"><title>AIDD coordinator API</title>
 <link rel="stylesheet" href="/docs/static/swagger-ui.css"></head>
 <body><div id="ui"></div><script src="/docs/static/swagger-ui-bundle.js"></script>
-<script>SwaggerUIBundle({{url: "{OPENAPI_PATH}", dom_id: "#ui", deepLinking: true}});</script></body></html>
+<script>SwaggerUIBundle({{url: "{OPENAPI_PATH}", dom_id: "#ui", deepLinking: true, validatorUrl: null}});</script>
+</body></html>
 """
 REDOC_PAGE = f"""<!doctype html>
 <html><head><meta charset="utf-8"><title>AIDD coordinator API</title></head>

@@ -17,7 +17,8 @@ TAGS = {"tasks": "Submit, list, follow and act on tasks",
         "workers": "Agents enroll and work; operators command",
         "services": "Pause, resume and limit services",
         "files": "Task inputs and outputs",
-        "stats": "Dashboards, health, audit and metrics"}
+        "stats": "Dashboards, health, audit and metrics",
+        "llm-scheduler": "The LLM scheduler's model registry and health, served as it was"}
 """Each module's Api tag, in the order the docs list them."""
 
 

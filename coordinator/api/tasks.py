@@ -10,8 +10,10 @@ from coordinator.api.answers import BatchSubmitted, BulkOutcome, LogPage, TaskCo
 from coordinator.api.auth import Access
 from coordinator.api.files import is_multipart, submit_with_files
 from coordinator.api.http import HttpError, parse, read_json
+from coordinator.api.llm import model_task_spec
 from coordinator.api.params import IntQuery, ListQuery, Query, UuidQuery
 from coordinator.api.routing import Api, Ctx
+from coordinator.compat import present
 from coordinator.errors import Forbidden
 from coordinator.schemas import NAME_PATTERN, BatchSpec, BulkAction, TaskFilter, TaskList, TaskSpec
 from coordinator.states import Action, TaskStatus
@@ -62,11 +64,12 @@ async def submit(request: Request, ctx: Ctx) -> Any:
         return {"batch_id": stored.batch_id, "count": len(stored.ids), "ids": stored.ids}
     if request.state.body_size > ctx.settings.max_body_bytes:
         raise HttpError(413, f"request body is over the limit of {ctx.settings.max_body_bytes} bytes")
-    spec = parse(TaskSpec, data)
+    spec = await model_task_spec(ctx, data) if isinstance(data, dict) and "model_id" in data else parse(TaskSpec, data)
     _check_shell(ctx, [spec])
     await ctx.coordinator.files.check_spec(spec)
     stored = await ctx.coordinator.tasks.submit([spec], ctx.caller.name)
-    return stored.views[0] if stored.views else await ctx.coordinator.tasks.get(stored.ids[0])
+    return present(ctx.caller.profile,
+                   stored.views[0] if stored.views else await ctx.coordinator.tasks.get(stored.ids[0]))
 
 
 @api.route("POST", "/api/v1/tasks/upload", Access.SUBMIT, "Submit one task with files: a `task` form field "
@@ -96,9 +99,10 @@ def task_filter(request: Request) -> TaskFilter:
                                                 "page, page_size, sort", query=(*FILTER, PAGE, PAGE_SIZE, SORT),
            returns=TaskPage)
 async def list_tasks(request: Request, ctx: Ctx) -> Any:
-    return await ctx.coordinator.tasks.page(task_filter(request), page=PAGE.value(request),
+    page = await ctx.coordinator.tasks.page(task_filter(request), page=PAGE.value(request),
                                             page_size=PAGE_SIZE.value(request),
                                             sort=SORT.read(request) or "-created_at")
+    return {**page, "items": [present(ctx.caller.profile, t) for t in page["items"]]}
 
 
 @api.route("GET", "/api/v1/tasks/stats", Access.READ, "Tasks by status, overall and per service", returns=TaskCounts)
@@ -108,7 +112,7 @@ async def task_stats(request: Request, ctx: Ctx) -> Any:
 
 @api.route("GET", "/api/v1/tasks/{task_id}", Access.READ, "One task with its attempts", returns=TaskView)
 async def get_task(request: Request, ctx: Ctx) -> Any:
-    return await ctx.coordinator.tasks.get(request.path_params["task_id"])
+    return present(ctx.caller.profile, await ctx.coordinator.tasks.get(request.path_params["task_id"]))
 
 
 @api.route("GET", "/api/v1/tasks/{task_id}/logs", Access.READ, "Log lines after line id `after`",
@@ -122,7 +126,7 @@ async def _single(request: Request, ctx: Ctx, action: Action) -> Any:
     task_id = request.path_params["task_id"]
     await ctx.coordinator.lifecycle.act(action, [task_id], ctx.caller.name, single=True,
                                         attempt_id=ATTEMPT.value(request))
-    return await ctx.coordinator.tasks.get(task_id)
+    return present(ctx.caller.profile, await ctx.coordinator.tasks.get(task_id))
 
 
 @api.route("DELETE", "/api/v1/tasks/{task_id}", Access.OPERATOR, "Cancel a task (a running one is killed)",
