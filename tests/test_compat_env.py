@@ -38,7 +38,8 @@ def test_aiflow_names(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     with caplog.at_level(logging.WARNING, logger="coordinator.config"):
         settings = load(tmp_path, env)
     assert (settings.task_timeout, settings.max_retries) == (90, 1)
-    assert [(k.name, k.role, k.profile) for k in settings.api_keys] == [("ops", "operator", "aidd"), ("aiflow1", "submit", "aiflow"), ("aiflow2", "submit", "aiflow")]
+    keys = [(k.name, k.role, k.profile) for k in settings.api_keys]
+    assert keys == [("ops", "operator", "aidd"), ("aiflow1", "submit", "aiflow"), ("aiflow2", "submit", "aiflow")]
     assert caplog.messages == ["MINIO_BUCKET_INPUTS is set but ignored: inputs and outputs share one bucket here: "
                                "set MINIO_BUCKET"]
     with pytest.raises(ConfigError, match="TASK_TIMEOUT"):
@@ -51,5 +52,5 @@ def test_the_agent_reads_master_url() -> None:
     assert config_from(args, {"MASTER_URL": "http://master:8000"})[0].urls == ["http://master:8000"]
     both = {"MASTER_URL": "http://master:8000", "AIDD_URL": "http://aidd:8333"}
     assert config_from(args, both)[0].urls == ["http://aidd:8333"]
-    with pytest.raises(UsageError, match="^MASTER_URL: must start with http"):
+    with pytest.raises(UsageError, match=r"^MASTER_URL: must start with http"):
         config_from(args, {"MASTER_URL": "master:8000"})
