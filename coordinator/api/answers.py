@@ -267,6 +267,15 @@ class ModelView(Open):
     pending: int = 0
 
 
+class Submitted(Open):
+    """The AIFlow gateway's answer to a submission."""
+
+    task_id: uuid.UUID
+    status: str
+    created_at: datetime
+    message: str
+
+
 TEXT = {"text/plain": {"schema": {"type": "string"}}}
 """Prometheus exposition text."""
 BINARY = {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}}

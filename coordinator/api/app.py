@@ -13,7 +13,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from coordinator.api import files, llm, services, stats, tasks, workers
+from coordinator.api import aiflow, files, llm, services, stats, tasks, workers
 from coordinator.api.conventions import EXCEPTION_HANDLERS, OPENAPI_PATH, SlashInsensitive, cors, docs_routes
 from coordinator.api.guard import HostOriginGuard
 from coordinator.api.http import JSONResponse
@@ -22,7 +22,7 @@ from coordinator.api.routing import Endpoint
 from coordinator.config import Settings
 from coordinator.service import Coordinator
 
-APIS = (tasks.api, workers.api, services.api, stats.api, files.api, llm.api)
+APIS = (tasks.api, workers.api, services.api, stats.api, files.api, llm.api, aiflow.api)
 ENDPOINTS: list[Endpoint] = [e for api in APIS for e in api.endpoints]
 
 

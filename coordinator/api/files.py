@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 from urllib.parse import quote
 
@@ -37,24 +37,33 @@ def is_multipart(request: Request) -> bool:
     return request.headers.get("content-type", "").lower().startswith("multipart/form-data")
 
 
-async def submit_with_files(request: Request, ctx: Ctx, check: Callable[[Ctx, list[TaskSpec]], None]) -> Any:
-    """`POST /api/v1/tasks` as multipart/form-data: a `task` field (the task as JSON) and file parts.
+def task_field(fields: dict[str, bytes]) -> TaskSpec:
+    """The task of our own multipart form: its `task` field, holding one task as JSON."""
+    if "task" not in fields:
+        raise HttpError(422, "task: missing (a form field holding the task as JSON)", field="task")
+    try:
+        data = orjson.loads(fields["task"])
+    except orjson.JSONDecodeError as exc:
+        raise HttpError(400, f"task: malformed JSON: {exc}", field="task") from None
+    if not isinstance(data, dict):
+        raise HttpError(422, "task: must be one task (a JSON object); submit batches as JSON", field="task")
+    return parse(TaskSpec, data, prefix="task")
+
+
+async def submit_with_files(request: Request, ctx: Ctx, check: Callable[[Ctx, list[TaskSpec]], None],
+                            text_fields: Sequence[str] = ("task",),
+                            to_spec: Callable[[dict[str, bytes]], TaskSpec] = task_field) -> uuid.UUID:
+    """A multipart/form-data submission: text fields that `to_spec` makes a task of, and file parts.
 
     Files are streamed to temporary files, then stored under `tasks/{id}/inputs/NAME`; only then is the task
     created (with those keys appended to its input_files). Any failure leaves neither task nor files.
+    Returns the new task's id.
     """
     settings, files = ctx.settings, ctx.coordinator.files
-    received = await receive_form(request, {"task": settings.max_body_bytes}, settings.max_file_bytes)
+    received = await receive_form(request, dict.fromkeys(text_fields, settings.max_body_bytes),
+                                  settings.max_file_bytes)
     try:
-        if "task" not in received.fields:
-            raise HttpError(422, "task: missing (a form field holding the task as JSON)", field="task")
-        try:
-            data = orjson.loads(received.fields["task"])
-        except orjson.JSONDecodeError as exc:
-            raise HttpError(400, f"task: malformed JSON: {exc}", field="task") from None
-        if not isinstance(data, dict):
-            raise HttpError(422, "task: must be one task (a JSON object); submit batches as JSON", field="task")
-        spec = parse(TaskSpec, data, prefix="task")
+        spec = to_spec(received.fields)
         check(ctx, [spec])
         await files.check_spec(spec, "task.", [f.name for f in received.files])
         task_id = uuid.uuid4()
@@ -67,7 +76,7 @@ async def submit_with_files(request: Request, ctx: Ctx, check: Callable[[Ctx, li
             raise
     finally:
         received.close()
-    return await ctx.coordinator.tasks.get(task_id)
+    return task_id
 
 
 @api.route("GET", "/api/v1/tasks/{task_id}/files", Access.READ,

@@ -46,7 +46,7 @@ LOG_ATTEMPT = UuidQuery("attempt_id", "only the lines of this attempt")
            also=(BatchSpec, TaskList), returns=(TaskView, BatchSubmitted))
 async def submit(request: Request, ctx: Ctx) -> Any:
     if is_multipart(request):
-        return await submit_with_files(request, ctx, _check_shell)
+        return await ctx.coordinator.tasks.get(await submit_with_files(request, ctx, check_shell))
     data = await read_json(request, ctx.settings.max_batch_bytes)
     if isinstance(data, list):
         data = {"tasks": data}
@@ -56,7 +56,7 @@ async def submit(request: Request, ctx: Ctx) -> Any:
             raise HttpError(413, f"batch of {len(batch.tasks)} tasks is over the limit of "
                                  f"{ctx.settings.max_batch_tasks}; send it in several requests with batch_id")
         specs = [parse(TaskSpec, {**batch.defaults, **t}, prefix=f"tasks[{i}]") for i, t in enumerate(batch.tasks)]
-        _check_shell(ctx, specs)
+        check_shell(ctx, specs)
         for i, spec in enumerate(specs):
             await ctx.coordinator.files.check_spec(spec, f"tasks[{i}].")
         stored = await ctx.coordinator.tasks.submit(specs, ctx.caller.name, batch_name=batch.name,
@@ -65,7 +65,7 @@ async def submit(request: Request, ctx: Ctx) -> Any:
     if request.state.body_size > ctx.settings.max_body_bytes:
         raise HttpError(413, f"request body is over the limit of {ctx.settings.max_body_bytes} bytes")
     spec = await model_task_spec(ctx, data) if isinstance(data, dict) and "model_id" in data else parse(TaskSpec, data)
-    _check_shell(ctx, [spec])
+    check_shell(ctx, [spec])
     await ctx.coordinator.files.check_spec(spec)
     stored = await ctx.coordinator.tasks.submit([spec], ctx.caller.name)
     return present(ctx.caller.profile,
@@ -78,10 +78,10 @@ async def submit(request: Request, ctx: Ctx) -> Any:
 async def submit_files(request: Request, ctx: Ctx) -> Any:
     if not is_multipart(request):
         raise HttpError(415, "send multipart/form-data: a `task` field (JSON) and file parts")
-    return await submit_with_files(request, ctx, _check_shell)
+    return await ctx.coordinator.tasks.get(await submit_with_files(request, ctx, check_shell))
 
 
-def _check_shell(ctx: Ctx, specs: list[TaskSpec]) -> None:
+def check_shell(ctx: Ctx, specs: list[TaskSpec]) -> None:
     if ctx.settings.shell_requires_operator and ctx.caller.role != "operator" and any(
             s.task_type == "shell" for s in specs):
         raise Forbidden("shell tasks need an operator key on this coordinator")
