@@ -78,9 +78,12 @@ class Settings(BaseModel):
     retry_max_delay: float = Field(default=3600.0, ge=0)
     """Cap of the retry backoff in seconds (default 3600)."""
     task_timeout: int = Field(default=300, gt=0)
-    """Default `timeout_s` of a task (default 300)."""
+    """Default `timeout_s` of a task (default 300; also TASK_TIMEOUT)."""
+    task_max_wait: int | None = Field(default=None, gt=0)
+    """Default `max_wait_s` of a task: still pending this long after submission, it ends as timeout (default
+    none: tasks wait as long as it takes; also TASK_MAX_WAIT_TIME)."""
     max_retries: int = Field(default=3, ge=0)
-    """Default `max_retries` of a task (default 3)."""
+    """Default `max_retries` of a task (default 3; also TASK_MAX_RETRIES)."""
     max_worker_losses: int = Field(default=3, ge=1)
     """Attempts a task may lose to dead workers before it is failed (default 3)."""
     exclusive_tasks: bool = False
@@ -227,7 +230,7 @@ def _db_env_url(env: Mapping[str, str]) -> str | None:
     return f"postgresql://{auth}@{env['DB_HOST']}:{env.get('DB_PORT', '5432')}/{env.get('DB_NAME', 'aidd')}"
 
 
-COMPAT_ENV = {"TASK_TIMEOUT": "task_timeout", "TASK_MAX_RETRIES": "max_retries"}
+COMPAT_ENV = {"TASK_TIMEOUT": "task_timeout", "TASK_MAX_RETRIES": "max_retries", "TASK_MAX_WAIT_TIME": "task_max_wait"}
 """The AIFlow gateway's names for settings that mean the same here."""
 IGNORED_ENV = {"MINIO_BUCKET_INPUTS": "inputs and outputs share one bucket here: set MINIO_BUCKET",
                "MINIO_BUCKET_OUTPUTS": "inputs and outputs share one bucket here: set MINIO_BUCKET"}

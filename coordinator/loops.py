@@ -122,6 +122,7 @@ class Timers:
             if now - self.leader_since >= (settings.takeover_grace or settings.heartbeat_timeout):
                 await self.reap_dead_workers()
             await self.lifecycle.time_out()
+            await self.lifecycle.expire_waiting()
             await self.lifecycle.release_overdue()
         flushed = not await self.core.redis.exists(self.core.keys.index_built)  # a FLUSHALL: rebuild now
         if flushed or now - self._last_reconcile >= settings.reconcile_interval:

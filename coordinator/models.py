@@ -67,6 +67,8 @@ class Task(Base):
     gpu_memory_gb: Mapped[float] = mapped_column(Float, default=0.0)
     max_retries: Mapped[int] = mapped_column(Integer, default=3)
     timeout_s: Mapped[int] = mapped_column(Integer, default=300)
+    max_wait_s: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    """Pending longer than this after submission, the task ends as timeout (no worker took it in time)."""
     retry_on: Mapped[list[Any]] = mapped_column(default=list)
     input_files: Mapped[list[Any]] = mapped_column(default=list)
     outputs: Mapped[list[Any]] = mapped_column(default=list)

@@ -63,6 +63,8 @@ class TaskSpec(Strict):
     resources: Resources = Field(default_factory=Resources)
     max_retries: int | None = Field(default=None, ge=0, le=100)
     timeout_s: int | None = Field(default=None, gt=0, le=30 * 86400)
+    max_wait_s: int | None = Field(default=None, gt=0, le=30 * 86400)
+    """Still pending this long after submission, the task ends as timeout (default: `task_max_wait`, none)."""
     retry_on: list[EndReason] = Field(default_factory=lambda: list(DEFAULT_RETRY_ON))
     input_files: list[Text] = Field(default_factory=list)
     outputs: list[Text] = Field(default_factory=list)

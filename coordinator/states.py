@@ -29,7 +29,8 @@ FINISHED = frozenset({TaskStatus.SUCCEEDED, TaskStatus.FAILED, TaskStatus.CANCEL
 
 TRANSITIONS: dict[TaskStatus, frozenset[TaskStatus]] = {
     # leased; cancelled; requeued again while it waits out a backoff (back to the head of its queue)
-    TaskStatus.PENDING: frozenset({TaskStatus.RUNNING, TaskStatus.CANCELLED, TaskStatus.PENDING}),
+    TaskStatus.PENDING: frozenset({TaskStatus.RUNNING, TaskStatus.CANCELLED, TaskStatus.PENDING,
+                                   TaskStatus.TIMEOUT}),  # timeout: waited past its max_wait_s
     # its attempt succeeded, failed, timed out or was cancelled; or it goes back to the queue (a retry, a
     # requeue, a lost worker, a hand-back)
     TaskStatus.RUNNING: frozenset({TaskStatus.SUCCEEDED, TaskStatus.FAILED, TaskStatus.TIMEOUT, TaskStatus.CANCELLED,

@@ -1,4 +1,5 @@
-"""service registry: per-service pause and running limit, changed at run time; a stable integer per service
+"""service registry: per-service pause and running limit, changed at run time; a stable integer per service;
+tasks' pending expiry (max_wait_s)
 
 Revision ID: 0003
 Revises: 0002
@@ -27,7 +28,9 @@ def upgrade() -> None:
         sa.Column("updated_at", sa.DateTime(timezone=True), server_default=sa.func.now(), nullable=False),
         sa.CheckConstraint("max_running IS NULL OR max_running >= 0", name="ck_services_max_running"),
     )
+    op.add_column("tasks", sa.Column("max_wait_s", sa.Integer(), nullable=True))
 
 
 def downgrade() -> None:
+    op.drop_column("tasks", "max_wait_s")
     op.drop_table("services")
