@@ -204,6 +204,12 @@ class Heartbeat(BaseModel):
     """What keeps the host from taking tasks (e.g. its work dir is full); it leases nothing meanwhile."""
 
 
+class NodeHeartbeat(Heartbeat):
+    """The Workers API's heartbeat: the node's own name in the body (`computer_001`), no id in the path."""
+
+    worker_id: Name
+
+
 class LeaseRequest(Strict):
     """An agent's ask for work, stating what it has free now."""
 

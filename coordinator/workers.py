@@ -17,6 +17,7 @@ from typing import Any
 import orjson
 from redis.exceptions import RedisError
 from sqlalchemy import bindparam, delete, func, insert, select, text, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.exc import SQLAlchemyError
 
 from coordinator.beats import Beats
@@ -98,10 +99,11 @@ class WorkerService:
             self._tokens[worker_id] = expected
         return secrets.compare_digest(expected, hash_token(token))
 
-    async def register(self, spec: WorkerRegistration) -> dict[str, Any]:
-        """Enroll a host; returns its id and its own token (shown once)."""
+    async def register(self, spec: WorkerRegistration, worker_id: uuid.UUID | None = None) -> dict[str, Any]:
+        """Enroll a host; returns its id and its own token (shown once). A named node (`worker_id` given, see
+        `ids.node_id`) that enrolled before is enrolled again under the same id, with a new token."""
         token = secrets.token_urlsafe(32)
-        worker_id = uuid.uuid4()
+        worker_id = worker_id or uuid.uuid4()
         token_hash = hash_token(token)
         values: dict[str, Any] = {
             "hostname": spec.hostname, "token_hash": token_hash, "services": spec.all_services(),
@@ -112,7 +114,8 @@ class WorkerService:
         }
         check_text(values, "body")
         async with self.core.engine.begin() as conn:
-            await conn.execute(insert(Worker).values(id=worker_id, **values))
+            await conn.execute(pg_insert(Worker).values(id=worker_id, **values).on_conflict_do_update(
+                index_elements=[Worker.id], set_=values))
         self._tokens[worker_id] = token_hash
         await self._publish_live(worker_id, values)
         return {"id": str(worker_id), "worker_id": str(worker_id), "token": token,
@@ -451,6 +454,14 @@ class WorkerService:
             rows = (await conn.execute(select(*WorkerCommand.__table__.c).where(cond)
                                        .order_by(WorkerCommand.id))).all()
         return [dict(r._mapping) for r in rows]
+
+    async def clear_commands(self, worker_id: uuid.UUID, actor: str) -> int:
+        """Drop every command the worker has not acknowledged (an operator clearing a node's queue); audited."""
+        pending = [c["id"] for c in await self.commands(worker_id)]
+        cleared = await self.ack(worker_id, pending) if pending else 0
+        async with self.core.engine.begin() as conn:
+            await write_audit(conn, actor, "worker.clear-commands", str(worker_id), cleared)
+        return cleared
 
     async def ack(self, worker_id: uuid.UUID, command_ids: Sequence[int]) -> int:
         """Mark commands carried out; they stop coming with heartbeats. An acknowledged cancel-task means its

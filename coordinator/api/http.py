@@ -64,8 +64,13 @@ def validation_error(exc: ValidationError, prefix: str = "") -> HttpError:
 
 async def read_json(request: Request, limit: int) -> Any:
     """The parsed body; 413 past `limit` bytes (checked while streaming), 400 when it is not JSON."""
+    return load_json(await read_body(request, limit))
+
+
+def load_json(raw: bytes) -> Any:
+    """Parsed JSON, or a 400."""
     try:
-        return orjson.loads(await read_body(request, limit))
+        return orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
         raise HttpError(400, f"malformed JSON: {exc}") from None
 

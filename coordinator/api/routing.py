@@ -104,6 +104,9 @@ def _wrap(endpoint: Endpoint, coordinator: Coordinator, settings: Settings,
                     try:
                         request.path_params[name] = uuid.UUID(value)
                     except ValueError:
+                        if ids.is_node_name(name, value):  # a named node: its id follows from its name
+                            request.path_params[name] = ids.node_id(value)
+                            continue
                         if endpoint.access == Access.WORKER or not ids.is_prefix(name, value):  # agents: full ids
                             raise HttpError(422, f"{name}: not a UUID: {value!r}", field=name) from None
                         prefixes[name] = value

@@ -19,13 +19,16 @@ from coordinator.api.answers import (
     WorkerView,
 )
 from coordinator.api.auth import Access
-from coordinator.api.http import JSONResponse, body, parse
+from coordinator.api.http import JSONResponse, body, load_json, parse, read_body
 from coordinator.api.params import FlagQuery, ListQuery, Query
 from coordinator.api.routing import Api, Ctx
+from coordinator.errors import WorkerNotFound
+from coordinator.ids import node_id
 from coordinator.schemas import (
     CommandAck,
     Heartbeat,
     LeaseRequest,
+    NodeHeartbeat,
     ReportBatch,
     WorkerCommandSpec,
     WorkerRegistration,
@@ -61,6 +64,20 @@ async def register(request: Request, ctx: Ctx) -> Any:
 async def heartbeat(request: Request, ctx: Ctx) -> Any:
     beat = await body(request, Heartbeat, ctx.settings.max_body_bytes)
     return await ctx.coordinator.workers.heartbeat(request.path_params["worker_id"], beat)
+
+
+@api.route("POST", "/api/v1/workers/heartbeat", Access.AGENT, "A named node's heartbeat (the Workers API's): "
+           "its name in the body; a name not seen before is enrolled with defaults", body=NodeHeartbeat,
+           returns=HeartbeatAnswer)
+async def node_heartbeat(request: Request, ctx: Ctx) -> Any:
+    beat = await body(request, NodeHeartbeat, ctx.settings.max_body_bytes)
+    workers, worker_id = ctx.coordinator.workers, node_id(beat.worker_id)
+    try:
+        answer = await workers.heartbeat(worker_id, beat)
+    except WorkerNotFound:
+        await workers.register(WorkerRegistration(hostname=beat.worker_id), worker_id)
+        answer = await workers.heartbeat(worker_id, beat)
+    return {**answer, "worker_id": beat.worker_id, "id": worker_id}
 
 
 @api.route("POST", "/api/v1/workers/{worker_id}/lease", Access.WORKER,
@@ -122,14 +139,17 @@ async def list_commands(request: Request, ctx: Ctx) -> Any:
     return {"items": await ctx.coordinator.workers.commands(request.path_params["worker_id"], not ALL.on(request))}
 
 
-@api.route("DELETE", "/api/v1/workers/{worker_id}/commands", Access.WORKER,
-           "Acknowledge commands carried out (body {\"ids\": [...]} or ?ids=1,2)", body=CommandAck, query=(ACK_IDS,),
-           body_required=False, returns=Acked)
+@api.route("DELETE", "/api/v1/workers/{worker_id}/commands", Access.WORKER_OR_OPERATOR,
+           "Acknowledge commands carried out (body {\"ids\": [...]} or ?ids=1,2); with neither, drop every "
+           "command not yet acknowledged (an operator clearing the node's queue)", body=CommandAck,
+           query=(ACK_IDS,), body_required=False, returns=Acked)
 async def ack_commands(request: Request, ctx: Ctx) -> Any:
-    ids = ACK_IDS.values(request)
-    ack = (parse(CommandAck, {"ids": ids}) if ids  # each must be an integer: 422 naming ids[i]
-           else await body(request, CommandAck, ctx.settings.max_body_bytes))
-    return {"acked": await ctx.coordinator.workers.ack(request.path_params["worker_id"], ack.ids)}
+    ids, worker_id = ACK_IDS.values(request), request.path_params["worker_id"]
+    raw = await read_body(request, ctx.settings.max_body_bytes) if not ids else b""
+    if not ids and not raw.strip():
+        return {"acked": await ctx.coordinator.workers.clear_commands(worker_id, ctx.caller.name)}
+    ack = parse(CommandAck, {"ids": ids} if ids else load_json(raw))  # each an integer: 422 naming ids[i]
+    return {"acked": await ctx.coordinator.workers.ack(worker_id, ack.ids)}
 
 
 @api.route("POST", "/api/v1/workers/broadcast", Access.OPERATOR,
