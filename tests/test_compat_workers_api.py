@@ -3,10 +3,15 @@ body, appear in the list, and take commands by name; operators clear a node's co
 
 from __future__ import annotations
 
+import time
+
 import httpx
+import pytest
+from redis import Redis as SyncRedis
 
 from coordinator.config import Settings
-from tests.helpers import serving
+from coordinator.service import Coordinator
+from tests.helpers import Agent, serving, started
 
 
 def test_named_nodes_heartbeat_and_commands(client: httpx.Client) -> None:
@@ -45,3 +50,25 @@ def test_named_heartbeats_need_the_enrollment_token(settings: Settings, clean_db
         cleared = http.delete("/api/v1/workers/computer_001/commands",
                               headers={"Authorization": "Bearer op-key-123456"})
         assert cleared.json() == {"acked": 0}
+
+
+@pytest.mark.anyio
+async def test_a_node_beating_every_30_s_does_not_flap(settings: Settings, clean_db: None,
+                                                       redis: SyncRedis) -> None:
+    """Against a 30 s heartbeat_timeout, a node that beats every 30 s (the Workers API's interval) stays online
+    between beats; silent for 2.5 of its gaps it is offline. A worker never seen beating twice keeps the timeout."""
+    async with started(settings, heartbeat_timeout=30) as coordinator:
+        await beat_every_30_s(coordinator)
+
+
+async def beat_every_30_s(coordinator: Coordinator) -> None:
+    node = str((await Agent.register(coordinator)).id)
+    quiet = str((await Agent.register(coordinator)).id)
+    now = time.time()
+    for at in (now - 65, now - 34):  # a beat every 31 s, the last one 34 s ago
+        await coordinator.core.index.heartbeat(node, at, b"{}")
+    await coordinator.core.redis.zadd(coordinator.core.keys.heartbeats, {quiet: now - 34})
+    assert await coordinator.timers.reap_dead_workers() == 1
+    assert [w["status"] for w in await coordinator.workers.overview() if str(w["id"]) == node] == ["online"]
+    await coordinator.core.redis.zadd(coordinator.core.keys.heartbeats, {node: now - 80})
+    assert await coordinator.timers.reap_dead_workers() == 1
