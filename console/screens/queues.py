@@ -36,8 +36,11 @@ class QueuesScreen(PaneScreen):
 
     MODE = "queues"
     BINDINGS: ClassVar[list[BindingType]] = [*keys.QUEUES]
-    services: dict[str, dict[str, Any]] = {}
-    """The service registry as last polled: name -> paused, limit, running."""
+
+    def __init__(self, name: str | None = None, id: str | None = None) -> None:
+        super().__init__(name=name, id=id)
+        self.services: dict[str, dict[str, Any]] = {}
+        """The service registry as last polled: name -> paused, limit, running."""
 
     def compose_pane(self) -> ComposeResult:
         yield Static(id="summary", classes="summary")
