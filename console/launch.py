@@ -53,6 +53,7 @@ def _log_to_file(path: Path) -> None:
         logger.addHandler(handler)
         logger.propagate = name == ""
     logging.getLogger().setLevel(logging.INFO)
+    logging.getLogger("aidd.access").setLevel(logging.WARNING)  # the console's own polls, several a second
 
 
 def _port_free(host: str, port: int) -> bool:

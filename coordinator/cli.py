@@ -17,9 +17,11 @@ from urllib.parse import urlsplit
 
 from coordinator.client import DEFAULT_URL, ApiError, CoordinatorClient
 from coordinator.config import ConfigError, load_settings
+from coordinator.dbcli import add_db_parser, run_db
 from coordinator.embedded import EmbeddedError
 from coordinator.filedownload import files_command
 from coordinator.runtime import check_exposure, stores
+from coordinator.states import ReasonCode
 from coordinator.submitfile import read_batch_file, submit_in_chunks
 from coordinator.tables import render_table
 from coordinator.taskcommands import (
@@ -32,8 +34,10 @@ from coordinator.taskcommands import (
     summary,
     wait_for,
 )
+from nodeagent.logsetup import LOG_FORMATS, LOG_LEVELS, configure_logging
 
 EXIT_USAGE = 2
+TEXT_LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
 
 def _client_options(parser: argparse.ArgumentParser) -> None:
@@ -49,6 +53,8 @@ def _filter_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--group", action="append", default=[])
     parser.add_argument("--batch", dest="batch_id", help="batch id")
     parser.add_argument("-q", "--search", dest="q", default="", help="text in the name, type or id")
+    parser.add_argument("--reason", action="append", default=[], choices=[c.value for c in ReasonCode],
+                        help="pending tasks waiting for this reason (repeatable)")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -72,6 +78,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--local-agent", action="store_true", help="also run an agent on this machine")
     parser.add_argument("--demo", action="store_true", help="seed a demo drug-design workload")
     parser.add_argument("--read-only", action="store_true", help="console without destructive keys")
+    parser.add_argument("--log-level", choices=LOG_LEVELS, help="least severe record logged (default info)")
+    parser.add_argument("--log-format", choices=LOG_FORMATS,
+                        help="--serve's log: text lines or one JSON object a line (default text)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     submit = sub.add_parser("submit", help="submit one task, or a batch from a file (--file)")
@@ -120,7 +129,8 @@ def build_parser() -> argparse.ArgumentParser:
         act.add_argument("--all", action="store_true", help="with no filter: really every task")
         _client_options(act)
 
-    show = sub.add_parser("show", help="one task in full: fields, parameters, result or error, attempts")
+    show = sub.add_parser("show", help="one task in full: why it waits, fields, parameters, result or error, "
+                                       "attempts, timeline")
     show.add_argument("task_id")
     _client_options(show)
 
@@ -148,6 +158,7 @@ def build_parser() -> argparse.ArgumentParser:
     stop.add_argument("--config", type=Path, default=argparse.SUPPRESS, help="config file (as for aidd)")
     stop.add_argument("--state-dir", type=Path, default=argparse.SUPPRESS, help="the state directory (as for aidd)")
 
+    add_db_parser(sub)
     sub.add_parser("agent", help="run the node agent (same as aidd-agent)", add_help=False)
     return parser
 
@@ -216,9 +227,10 @@ async def _run_client(args: argparse.Namespace) -> int:
         elif args.command == "tasks":
             result = await client.list_tasks(page=args.page, page_size=args.page_size, status=args.status,
                                              service=args.service, group=args.group, batch_id=args.batch_id,
-                                             q=args.q)
-            text = render_table(result["items"], ["id", "status", "service", "task_type", "name", "priority",
-                                                  "group", "attempts", "created_at"])
+                                             q=args.q, pending_reason=args.reason)
+            rows = [{**t, "reason": (t.get("pending_reason") or {}).get("code", "")} for t in result["items"]]
+            text = render_table(rows, ["id", "status", "reason", "service", "task_type", "name", "priority",
+                                       "group", "attempts", "created_at"])
             text += f"\n{len(result['items'])} of {result['total']} tasks (page {result['page']})"
         elif args.command == "workers":
             result = await client.workers(group=args.group, status=args.status)
@@ -230,14 +242,15 @@ async def _run_client(args: argparse.Namespace) -> int:
             result, text = await _services(client, args)
         elif args.command == "show":
             result = await client.get_task(args.task_id)
-            text = describe(result)
+            result["timeline"] = (await client.timeline(result["id"]))["events"]
+            text = describe(result, result["timeline"])
         elif args.command == "logs":
             return await print_logs(client, args.task_id, args.follow, raw=args.raw)
         elif args.command == "wait":
             return await _wait(client, args)
         else:
             flt = {"status": args.status, "service": args.service, "group": args.group, "batch_id": args.batch_id,
-                   "search": args.q}
+                   "search": args.q, "pending_reason": args.reason}
             flt = {k: v for k, v in flt.items() if v}
             if not args.ids and not flt and not args.all:
                 raise ConfigError(f"{args.command}: give task ids, a filter (--status, --service, ...) or --all")
@@ -276,11 +289,9 @@ async def _wait(client: CoordinatorClient, args: argparse.Namespace) -> int:
 def _run_program(args: argparse.Namespace, argv: Sequence[str]) -> int:
     if args.attach:
         check_url(args.attach, argv, "--attach", "--attach")
-    logging.basicConfig(level=logging.INFO, stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    for noisy in ("alembic", "httpx"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
-    settings = load_settings(args.config, state_dir=args.state_dir, host=args.host, port=args.port)
+    settings = load_settings(args.config, state_dir=args.state_dir, host=args.host, port=args.port,
+                             log_level=args.log_level, log_format=args.log_format)
+    _configure_logging(settings.log_level, settings.log_format)
     if args.serve:
         from coordinator.server import serve_forever
 
@@ -292,6 +303,14 @@ def _run_program(args: argparse.Namespace, argv: Sequence[str]) -> int:
 
     return run_console(settings, attach_url=args.attach, api_key=args.api_key, local_agent=args.local_agent,
                        demo=args.demo, read_only=args.read_only, config=args.config)
+
+
+def _configure_logging(level: str, log_format: str) -> None:
+    """One format for every record on stderr (ours, uvicorn's, alembic's); the chatty libraries only above info."""
+    configure_logging(level, log_format, TEXT_LOG_FORMAT)
+    quiet = max(logging.WARNING, logging.getLogger().level)
+    logging.getLogger("alembic").setLevel(quiet)
+    logging.getLogger("urllib3").setLevel(max(logging.ERROR, quiet))  # the MinIO client's retries: we report outages
 
 
 def _stop(args: argparse.Namespace) -> int:
@@ -350,6 +369,9 @@ def _main(argv: list[str]) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "stop":
         return _guarded(lambda: _stop(args))
+    if args.command == "db":
+        configure_logging(args.log_level or "info", args.log_format or "text", "%(message)s")
+        return _guarded(lambda: run_db(args))
     if args.command:
         return _guarded(lambda: _client_command(args, argv))
     return _guarded(lambda: _run_program(args, argv))

@@ -82,6 +82,10 @@ class CoordinatorClient:
         """One task with its attempt history."""
         return await self.request("GET", f"/api/v1/tasks/{task_id}")  # type: ignore[no-any-return]
 
+    async def timeline(self, task_id: uuid.UUID | str) -> dict[str, Any]:
+        """What happened to a task, oldest first: {task_id, status, events: [{at, kind, text, ...}]}."""
+        return await self.request("GET", f"/api/v1/tasks/{task_id}/timeline")  # type: ignore[no-any-return]
+
     async def logs(self, task_id: uuid.UUID | str, after: int = 0, limit: int = 1000) -> dict[str, Any]:
         """Log lines after line id `after`: {lines, next}."""
         return await self.request("GET", f"/api/v1/tasks/{task_id}/logs",  # type: ignore[no-any-return]

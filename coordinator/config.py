@@ -150,6 +150,21 @@ class Settings(BaseModel):
     """How long presigned download URLs stay valid, in seconds (default 86400 = 24 h; at most 7 days)."""
     file_retention_days: float = Field(default=30, ge=0)
     """Files of tasks finished longer ago than this many days are deleted (hourly); 0 keeps them forever."""
+    task_retention_days: float = Field(default=90, ge=0)
+    """Finished tasks (succeeded, failed, timed out, cancelled) older than this many days are deleted with their
+    attempts, log lines and files, by the leader in small batches (default 90); 0 keeps them forever."""
+    migrate_on_start: bool = True
+    """Bring the PostgreSQL schema to the newest revision at every start (default true). False: migrate as a
+    deployment step (`aidd db upgrade`); a coordinator then refuses, with one line, a schema that is not the newest.
+    An embedded PostgreSQL is always migrated at start (nothing else reaches it)."""
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    """Least severe log record `aidd --serve` writes (default info; also `--log-level`)."""
+    log_format: Literal["text", "json"] = "text"
+    """`aidd --serve` logs text lines, or one JSON object a line for log collectors (default text; also
+    `--log-format`). uvicorn's records take the same format."""
+    access_log: bool = True
+    """One record per HTTP request on logger `aidd.access`: method, path, status, duration and the request id that
+    the response carries in `X-Request-ID` (default true)."""
 
     @field_validator("state_dir")
     @classmethod
@@ -178,6 +193,11 @@ class Settings(BaseModel):
         """Where the value of `key` came from, as the operator wrote it: `REDIS_URL`, `AIDD_REDIS_URL`,
         `redis_url in aidd.yml`; the key itself when it was set in code or by a flag."""
         return self._origins.get(key, key)
+
+    @property
+    def migrates_at_start(self) -> bool:
+        """Whether the coordinator brings the schema up to date itself (see `migrate_on_start`)."""
+        return self.migrate_on_start or "postgres" in self.embedded
 
     @property
     def is_loopback(self) -> bool:
@@ -317,7 +337,7 @@ def load_settings(path: Path | None = None, env: Mapping[str, str] | None = None
     except ValidationError as exc:
         error = exc.errors()[0]
         key = str(error["loc"][0]) if error["loc"] else "config"
-        shown = ENV_PREFIX + key.upper() if key in from_env and key not in overrides else key
+        shown = ENV_PREFIX + key.upper() if key in from_env and key not in flags else key
         where = ".".join(str(p) for p in error["loc"][1:])
         detail = f"{error['msg']}" + (f" (at {where})" if where else "")
         if error["type"] == "extra_forbidden":

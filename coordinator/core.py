@@ -6,7 +6,7 @@ import logging
 import time
 import uuid
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -16,6 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from coordinator.config import Settings
 from coordinator.keys import Keys
+from coordinator.metrics import Metrics
 from coordinator.models import AuditRecord, Task, WorkerCommand
 from coordinator.queue import QueuedTask, QueueIndex, RunningTask
 from coordinator.states import TaskStatus
@@ -52,6 +53,8 @@ class Core:
     redis: Redis
     keys: Keys
     index: QueueIndex
+    metrics: Metrics = field(default_factory=Metrics)
+    """This process's Prometheus metrics: every part counts what it does here."""
 
     async def wake_leases(self) -> None:
         """Tell long-polling leases (in every coordinator process) that work may be there."""

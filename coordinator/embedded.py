@@ -36,6 +36,7 @@ import psycopg
 import redis
 
 from coordinator.children import die_with_parent
+from coordinator.preflight import NO_HANDSHAKE
 
 log = logging.getLogger(__name__)
 
@@ -335,7 +336,7 @@ def _redis_on(redis_dir: Path) -> tuple[_Server, str]:
             "--pidfile", str(redis_dir / "redis.pid"), "--daemonize", "no"]
 
     def ping() -> None:
-        with redis.Redis.from_url(url, socket_connect_timeout=1, socket_timeout=2) as client:
+        with redis.Redis.from_url(url, socket_connect_timeout=1, socket_timeout=2, **NO_HANDSHAKE) as client:
             client.ping()
 
     return _Server("Redis", args, redis_dir / "redis.log", None, ping), url

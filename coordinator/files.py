@@ -276,11 +276,7 @@ class FileService:
         if not ids:
             return 0
         cutoff = utcnow() - timedelta(days=days)
-        unfinished = [TaskStatus.PENDING.value, TaskStatus.RUNNING.value]
-        async with self.core.engine.connect() as conn:
-            referenced = (await conn.execute(select(func.jsonb_array_elements_text(Task.input_files)).where(
-                Task.status.in_(unfinished), func.jsonb_array_length(Task.input_files) > 0).distinct())).scalars()
-            keep = {parsed.task_id for parsed in map(parse_key, referenced) if parsed is not None}
+        keep = await self._referenced()
         expired = 0
         for start in range(0, len(ids), EXPIRY_CHUNK):
             async with self.core.engine.begin() as conn:
@@ -292,6 +288,25 @@ class FileService:
                         await self._run(self.store.delete_prefix, task_prefix(task_id))
                         expired += 1
         return expired
+
+    async def _referenced(self) -> set[uuid.UUID]:
+        """The tasks whose files an unfinished task names in its input_files (they must stay)."""
+        unfinished = [TaskStatus.PENDING.value, TaskStatus.RUNNING.value]
+        async with self.core.engine.connect() as conn:
+            referenced = (await conn.execute(select(func.jsonb_array_elements_text(Task.input_files)).where(
+                Task.status.in_(unfinished), func.jsonb_array_length(Task.input_files) > 0).distinct())).scalars()
+            return {parsed.task_id for parsed in map(parse_key, referenced) if parsed is not None}
+
+    async def delete_task_files(self, task_ids: Sequence[uuid.UUID]) -> int:
+        """Delete every file of these tasks (their records are going: see `retention`), except files an
+        unfinished task still names as inputs. Returns how many tasks' files went."""
+        if not task_ids:
+            return 0
+        keep = await self._referenced()
+        gone = [task_id for task_id in task_ids if task_id not in keep]
+        for task_id in gone:
+            await self._run(self.store.delete_prefix, task_prefix(task_id))
+        return len(gone)
 
 
 def _absolute(view: dict[str, Any], base_url: str) -> dict[str, Any]:

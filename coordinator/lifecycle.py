@@ -53,7 +53,7 @@ WITH leased AS (
     WHERE t.id = v.id AND t.status IN ({_states(TaskStatus.RUNNING)}) AND t.stopping_attempt_id IS NULL
     RETURNING t.id, t.attempt_id, t.attempts, t.service, t.task_type, t.name, t.input_params, t.timeout_s,
         t.gpus, t.input_files, t.outputs, t.cpu, t.memory_gb, t.gpu, t.gpu_memory_gb, t.priority, t."group",
-        t.exclusive
+        t.exclusive, extract(epoch FROM t.started_at - t.created_at) AS waited_s
 ), made AS (
     INSERT INTO attempts (id, task_id, number, worker_id, gpus)
     SELECT attempt_id, id, attempts, :worker, gpus FROM leased
@@ -69,17 +69,24 @@ WITH done AS (
     FROM unnest(CAST(:ids AS uuid[]), CAST(:attempts AS uuid[]), CAST(:results AS text[])) AS v(id, attempt_id, result)
     WHERE t.id = v.id AND t.attempt_id = v.attempt_id AND t.status IN ({_states(TaskStatus.SUCCEEDED)})
         AND t.worker_id = :worker
-    RETURNING t.id, t.attempt_id
+    RETURNING t.id, t.attempt_id, t.service, extract(epoch FROM now() - t.started_at) AS ran_s
 ), ended AS (
     UPDATE attempts AS a SET ended_at = now(), end_reason = 'succeeded', exit_code = 0,
         started_at = CASE WHEN a.id = ANY(CAST(:started AS uuid[])) THEN COALESCE(a.started_at, now())
                           ELSE a.started_at END
     FROM done WHERE a.id = done.attempt_id
 )
-SELECT id, attempt_id FROM done
+SELECT id, attempt_id, service, ran_s FROM done
 """)
 """Record successes of the worker's current attempts and close those attempts, in one statement; `started`
 names attempts whose `started` event came in the same report (short tasks: one write instead of two)."""
+
+RECORD_ACTION = text("""
+INSERT INTO task_events (task_id, kind, actor, detail)
+SELECT v.id, :kind, :actor, jsonb_build_object('from', v.status, 'attempt_id', NULLIF(v.attempt_id, ''))
+FROM unnest(CAST(:ids AS uuid[]), CAST(:from AS text[]), CAST(:attempts AS text[])) AS v(id, status, attempt_id)
+""")
+"""An operator action, one event per task changed (the task's timeline), in the action's own transaction."""
 
 DECIDED_FIELDS = ("status", "retry_count", "worker_losses", "available_at", "error", "end_reason", "finished_at",
                   "stopping_attempt_id")
@@ -124,6 +131,11 @@ class Lifecycle:
                 "worker": worker_id, "ids": [uuid.UUID(c.task_id) for c in claims],
                 "attempts": [uuid.UUID(c.attempt_id) for c in claims],
                 "gpus": [orjson.dumps(c.gpus).decode() for c in claims]})).all()
+        metrics = self.core.metrics
+        for row in rows:
+            metrics.leased.labels(row.service).inc()
+            if row.attempts == 1:  # later attempts waited out a backoff or an operator, not the queue
+                metrics.queue_wait.labels(row.service).observe(max(0.0, float(row.waited_s)))
         confirmed = {str(r.id) for r in rows}
         await self.core.resync(c.task_id for c in claims if c.task_id not in confirmed)
         order = {c.task_id: i for i, c in enumerate(claims)}
@@ -140,6 +152,10 @@ class Lifecycle:
             rows = (await conn.execute(SUCCEED, {
                 "worker": worker_id, "ids": [e.task_id for e in events], "attempts": [e.attempt_id for e in events],
                 "results": [orjson.dumps(e.result).decode() for e in events], "started": list(started)})).all()
+        metrics = self.core.metrics
+        for row in rows:
+            metrics.finished.labels(row.service, TaskStatus.SUCCEEDED.value).inc()
+            metrics.run_time.labels(row.service, EndReason.SUCCEEDED.value).observe(max(0.0, float(row.ran_s)))
         await self.core.index.finish(TaskStatus.SUCCEEDED, [str(r.id) for r in rows])
         return {r.attempt_id for r in rows}
 
@@ -174,16 +190,30 @@ class Lifecycle:
                        for r in rows]
             await conn.execute(update(Attempt).where(Attempt.id == bindparam("a_id")).values(
                 ended_at=now, end_reason=bindparam("a_reason"), error=bindparam("a_error"),
-                exit_code=bindparam("a_exit")), [
-                {"a_id": e.attempt_id, "a_reason": e.reason.value, "a_error": e.error, "a_exit": e.exit_code}
-                for e in (by_attempt[r.attempt_id] for r in rows)])
+                exit_code=bindparam("a_exit"), retry_at=bindparam("a_retry")), [
+                {"a_id": e.attempt_id, "a_reason": e.reason.value, "a_error": e.error, "a_exit": e.exit_code,
+                 "a_retry": t.available_at} for e, t in ((by_attempt[t.attempt_id], t) for t in decided)])
             await conn.execute(update(Task).where(Task.id == bindparam("t_id")).values(
                 {**{name: bindparam(f"t_{name}") for name in DECIDED_FIELDS}, "updated_at": now}),
                 [{"t_id": t.id, **{f"t_{name}": getattr(t, name) for name in DECIDED_FIELDS}} for t in decided])
             if stopping:
                 await self._kill(conn, rows)
+        self._count_ends(decided, by_attempt, now)
         await self._index(decided)
         return {r.attempt_id for r in rows}
+
+    def _count_ends(self, decided: Sequence[Any], by_attempt: dict[uuid.UUID, AttemptEnd], now: datetime) -> None:
+        """Count committed ends: the attempt's run time, and the task finished or retried."""
+        metrics = self.core.metrics
+        for task in decided:
+            reason = by_attempt[task.attempt_id].reason
+            if task.started_at is not None:
+                ran = (now - task.started_at).total_seconds()
+                metrics.run_time.labels(task.service, reason.value).observe(max(0.0, ran))
+            if task.status != TaskStatus.PENDING:
+                metrics.finished.labels(task.service, task.status).inc()
+            elif reason != EndReason.REQUEUED:
+                metrics.retried.labels(task.service, reason.value).inc()
 
     def _decide(self, task: Any, end: AttemptEnd, now: datetime, stopping: bool) -> dict[str, Any]:
         """A task's next state after an attempt that did not succeed: retry (now or after backoff) or finish."""
@@ -296,8 +326,8 @@ class Lifecycle:
         if attempt_id is not None:
             cond = and_(cond, Task.attempt_id == attempt_id)
         async with self.core.engine.begin() as conn:
-            rows = (await conn.execute(select(Task.id, Task.status, Task.worker_id, Task.attempt_id).where(cond)
-                                       .with_for_update())).all()
+            rows = (await conn.execute(select(Task.id, Task.status, Task.worker_id, Task.attempt_id, Task.service,
+                                              Task.started_at).where(cond).with_for_update())).all()
             if single and not rows:
                 await self._refuse(conn, ids[0], action, attempt_id)
             if rows:
@@ -306,9 +336,28 @@ class Lifecycle:
             target = str(ids[0]) if total == 1 else f"{total} tasks"
             await write_audit(conn, actor, f"task.{action.value}", target, len(rows),
                               {"skipped": len(ids) - len(rows)})
+            if rows:  # each task's timeline says who did it: one statement for the whole chunk
+                await conn.execute(RECORD_ACTION, {"ids": [r.id for r in rows], "kind": action.value, "actor": actor,
+                                                   "from": [r.status for r in rows],
+                                                   "attempts": [str(r.attempt_id or "") for r in rows]})
+        self._count_action(action, rows)
         changed = [r.id for r in rows]
         await self.core.resync(changed)
         return changed
+
+    def _count_action(self, action: Action, rows: Sequence[Any]) -> None:
+        """Count a committed operator action: cancels finish tasks, retries retry them, and the running attempts
+        a cancel or requeue ended count their run time."""
+        metrics, now = self.core.metrics, utcnow()
+        reason = EndReason.CANCELLED if action == Action.CANCEL else EndReason.REQUEUED
+        for row in rows:
+            if action == Action.CANCEL:
+                metrics.finished.labels(row.service, TaskStatus.CANCELLED.value).inc()
+            elif action == Action.RETRY:
+                metrics.retried.labels(row.service, "operator").inc()
+            if row.status == TaskStatus.RUNNING and action != Action.RETRY and row.started_at is not None:
+                metrics.run_time.labels(row.service, reason.value).observe(
+                    max(0.0, (now - row.started_at).total_seconds()))
 
     @staticmethod
     async def _refuse(conn: AsyncConnection, task_id: uuid.UUID, action: Action, attempt_id: uuid.UUID | None) -> None:

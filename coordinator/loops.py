@@ -21,9 +21,12 @@ from sqlalchemy import text
 from coordinator.core import Core
 from coordinator.files import FileService
 from coordinator.lifecycle import Lifecycle
+from coordinator.metrics import SNAPSHOT_PERIOD
 from coordinator.queue import as_str
 from coordinator.reconcile import repair_drift
+from coordinator.retention import RETENTION_PERIOD, Retention
 from coordinator.states import EndReason
+from coordinator.stats import read_cluster
 from coordinator.workers import WorkerService
 
 log = logging.getLogger(__name__)
@@ -55,6 +58,8 @@ class Timers:
                  files: FileService | None = None) -> None:
         self.core, self.lifecycle, self.workers, self.files = core, lifecycle, workers, files
         self._last_file_expiry = -FILE_EXPIRY_PERIOD
+        self._last_snapshot = self._last_retention = -math.inf
+        self.retention = Retention(core, files)
         self.instance = uuid.uuid4().hex
         self.leader_since: float | None = None
         self._renew = core.redis.register_script(RENEW)
@@ -77,10 +82,12 @@ class Timers:
         if self._task is not None:
             self._task.cancel()
             await asyncio.wait({self._task}, timeout=STOP_WAIT_S)
+        await self.retention.stop()
         await self._resign()
 
     async def _resign(self) -> None:
-        """Give the leader lease up if this process holds it."""
+        """Give the leader lease up if this process holds it; the cluster gauges go quiet here either way."""
+        self._follow()
         if self.leader_since is not None:
             self.leader_since = None
             await self.core.redis.eval(RESIGN, 1, self.core.keys.leader, self.instance)
@@ -110,7 +117,9 @@ class Timers:
 
     async def tick(self) -> None:
         """One round: promote due retries; as leader, check PostgreSQL answers, and every check interval reap
-        dead workers and time out tasks, every reconcile interval repair drift, and hourly expire old files."""
+        dead workers and time out tasks, every reconcile interval repair drift, hourly expire old files, every
+        RETENTION_PERIOD delete finished tasks past the window, and every SNAPSHOT_PERIOD read the cluster's
+        state for the metrics."""
         if await self.core.index.promote_due():
             await self.core.wake_leases()
         if not await self._lead():
@@ -134,6 +143,17 @@ class Timers:
         if self.files is not None and now - self._last_file_expiry >= FILE_EXPIRY_PERIOD:
             self._last_file_expiry = now
             self.files.expire_in_background()
+        if now - self._last_retention >= RETENTION_PERIOD:
+            self._last_retention = now
+            self.retention.start(leading=lambda: self.leader_since is not None and not self._stopping)
+        if now - self._last_snapshot >= SNAPSHOT_PERIOD:
+            self._last_snapshot = now
+            self.core.metrics.publish(await read_cluster(self.core, self.workers))
+
+    def _follow(self) -> None:
+        """This process no longer leads: the cluster gauges go quiet here (the next leader exports them)."""
+        self.core.metrics.publish(None)
+        self._last_snapshot = -math.inf
 
     async def _lead(self) -> bool:
         if time.monotonic() < self._sit_out_until:
@@ -141,6 +161,8 @@ class Timers:
         lease_ms = int(self.core.settings.leader_lease * 1000)
         state = int(await self._renew(keys=[self.core.keys.leader], args=[self.instance, lease_ms]))
         if state == 0:
+            if self.leader_since is not None:
+                self._follow()
             self.leader_since = None
         elif state == 2 or self.leader_since is None:
             self.leader_since = time.monotonic()
@@ -164,5 +186,6 @@ class Timers:
                if now - last >= max(timeout, SILENT_GAPS * float(gap or 0))]
         if ids:
             lost = await self.workers.mark_offline(ids, EndReason.WORKER_LOST)
+            self.core.metrics.workers_lost.inc(len(ids))
             log.warning("%d worker(s) stopped heartbeating; %d task(s) back to the queue", len(ids), lost)
         return len(ids)

@@ -1,5 +1,5 @@
 """The durable record in PostgreSQL (SQLAlchemy 2): tasks, attempts, workers, logs, commands, batches, audit,
-the service registry."""
+task events, the service registry."""
 
 from __future__ import annotations
 
@@ -127,6 +127,10 @@ class Attempt(Base):
     end_reason: Mapped[str | None] = mapped_column(String(20), nullable=True)
     exit_code: Mapped[int | None] = mapped_column(Integer, nullable=True)
     error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    retry_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    """When the retry this attempt's end decided is due (None: no backoff followed it)."""
+    log_dropped: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
+    """Log lines of this attempt dropped by the per-attempt cap (a marker line stands where they were)."""
 
 
 class Worker(Base):
@@ -162,6 +166,21 @@ class TaskLog(Base):
     line: Mapped[str] = mapped_column(Text)
 
     __table_args__ = (Index("ix_task_logs_task", "task_id", "id"), Index("ix_task_logs_attempt", "attempt_id", "id"))
+
+
+class TaskAction(Base):
+    """Something done to one task that its own columns and attempts do not keep: an operator's cancel, retry or
+    requeue (who and when), written in the same transaction as the change; the task's timeline reads it."""
+
+    __tablename__ = "task_events"
+    id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
+    task_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("tasks.id", ondelete="CASCADE"))
+    at: Mapped[datetime] = _now()
+    kind: Mapped[str] = mapped_column(String(30))
+    actor: Mapped[str] = mapped_column(String(100))
+    detail: Mapped[dict[str, Any]] = mapped_column(default=dict)
+
+    __table_args__ = (Index("ix_task_events_task", "task_id", "id"),)
 
 
 class WorkerCommand(Base):

@@ -8,15 +8,21 @@ import logging
 from collections.abc import Iterator
 
 from redis.asyncio import Redis
-from redis.exceptions import RedisError
-from sqlalchemy.exc import SQLAlchemyError
 
 from coordinator.config import ConfigError, Part, Settings
-from coordinator.db import create_engine
+from coordinator.db import check_schema, create_engine
 from coordinator.embedded import EmbeddedError, start_embedded
-from coordinator.errors import StoresMismatch
 from coordinator.peers import Peers, database_identity
-from coordinator.storage import StorageUnavailable, open_store
+from coordinator.preflight import (
+    CONNECT_TIMEOUT_S,
+    NO_HANDSHAKE,
+    check_urls,
+    postgres_address,
+    reach_postgres,
+    reach_redis,
+    reach_store,
+)
+from coordinator.storage import open_store
 
 log = logging.getLogger(__name__)
 
@@ -35,13 +41,15 @@ def check_exposure(settings: Settings) -> None:
 def stores(settings: Settings) -> Iterator[Settings]:
     """Settings with Redis and PostgreSQL URLs: as configured, or from embedded servers started (and stopped) here.
 
-    A half-external setup is refused before anything is reached (`embedded_parts`), and shared stores that
-    serve another database or file store before anything is served (`check_shared_stores`).
+    URLs of another kind and a half-external setup are refused before anything is reached (`check_urls`,
+    `embedded_parts`); stores that cannot be used, and shared stores that serve another database or file store,
+    before anything is served (`check_shared_stores`).
     Must run on the main thread: the embedded servers die with the thread that started them. While it runs,
     a dead embedded server is restarted; if one cannot be, the process gets SIGTERM and, once the caller has
     stopped, this raises EmbeddedError saying why (a non-zero exit, for a service manager to restart aidd).
     """
-    parts = embedded_parts(settings)  # before connecting to anything
+    check_urls(settings)  # before connecting to anything
+    parts = embedded_parts(settings)
     if not parts:
         check_shared_stores(settings)
         yield settings
@@ -54,7 +62,7 @@ def stores(settings: Settings) -> Iterator[Settings]:
         ready = settings.model_copy(update={"redis_url": settings.redis_url or servers.redis_url,
                                             "database_url": settings.database_url or servers.database_url,
                                             "embedded": sorted(parts)})
-        if "redis" not in parts:
+        if parts != {"redis", "postgres"} or settings.minio_endpoint:  # something external to check
             check_shared_stores(ready)
         yield ready
     finally:
@@ -90,28 +98,31 @@ def embedded_parts(settings: Settings) -> set[Part]:
 
 
 def check_shared_stores(settings: Settings) -> None:
-    """Refuse, before anything is served, a Redis prefix whose index belongs to another database or whose live
-    coordinators use another file store. `Coordinator.start` checks again as it enters the prefix; this early,
-    read-only pass makes the refusal one line and exit 2, not a traceback from the server's start-up. An outage
-    here is left for that start to report.
+    """Before anything is served: each store answers and accepts us, the schema is current when the coordinator
+    does not migrate it itself, and a shared Redis prefix serves neither another database nor, among its live
+    coordinators, another file store. `Coordinator.start` checks the prefix again as it enters it; this early,
+    read-only pass makes every refusal one line and exit 2, not a traceback from the server's start-up.
 
     Raises:
+        StoreUnreachable: a store that cannot be reached or refuses the credentials (the setting and address named).
+        SchemaOutOfDate: `migrate_on_start` is off and the schema is not the newest.
         StoresMismatch: what the refusal says.
     """
     asyncio.run(_check_shared_stores(settings))
 
 
 async def _check_shared_stores(settings: Settings) -> None:
-    redis = Redis.from_url(settings.redis_url or "", socket_connect_timeout=10, socket_timeout=10)
+    redis = Redis.from_url(settings.redis_url or "", socket_connect_timeout=CONNECT_TIMEOUT_S,
+                           socket_timeout=CONNECT_TIMEOUT_S, **NO_HANDSHAKE)
+    engine = create_engine(settings.database_url or "", pool_size=1)
+    store = open_store(settings)
     try:
-        engine = create_engine(settings.database_url or "")
-        try:
-            await Peers(redis, settings, open_store(settings)).check(await database_identity(engine))
-        finally:
-            await engine.dispose()
-    except StoresMismatch:
-        raise
-    except (RedisError, OSError, SQLAlchemyError, StorageUnavailable) as exc:
-        log.debug("shared stores not checked before start: %s", exc)
+        await reach_redis(settings, redis)
+        await reach_postgres(settings, engine)
+        if not settings.migrates_at_start:
+            await check_schema(engine, settings.origin("database_url"), postgres_address(settings.database_url or ""))
+        await reach_store(settings, store)
+        await Peers(redis, settings, store).check(await database_identity(engine))
     finally:
+        await engine.dispose()
         await redis.aclose()

@@ -9,7 +9,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, RootModel, field_validator, model_validator
 
 from coordinator.keys import PRIORITY_MAX, PRIORITY_MIN
-from coordinator.states import RETRYABLE, EndReason, TaskStatus
+from coordinator.states import RETRYABLE, EndReason, ReasonCode, TaskStatus
 
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$"
 Name = Annotated[str, Field(pattern=NAME_PATTERN)]
@@ -111,6 +111,8 @@ class TaskFilter(Strict):
     worker_id: uuid.UUID | None = None
     search: Annotated[str, Field(max_length=200)] = ""
     """Matched case-insensitively against the name, the task type and the id."""
+    pending_reason: list[ReasonCode] = []
+    """Pending tasks waiting for one of these reasons (see `coordinator.pending`)."""
 
     @property
     def empty(self) -> bool:
@@ -231,6 +233,15 @@ class LeaseRequest(Strict):
             if any(v < 0 or math.isinf(v) for v in gpu.values()):
                 raise ValueError("free and memory_gb must be finite and not negative")
         return value
+
+
+DROPPED_STREAM = "dropped"
+"""The stream of the marker line standing where the per-attempt log cap dropped lines (never sent by agents)."""
+
+
+def dropped_note(count: int) -> str:
+    """The marker's text: `… 660 000 lines dropped …` (the thousands spaced, as SI writes them)."""
+    return f"… {count:,} line{'' if count == 1 else 's'} dropped …".replace(",", " ")
 
 
 class LogLine(Strict):

@@ -18,9 +18,10 @@ T = TypeVar("T")
 
 
 def uvicorn_config(settings: Settings, app: Any, log_level: str = "info") -> uvicorn.Config:
-    """uvicorn settings shared by every way of running the API."""
+    """uvicorn settings shared by every way of running the API. uvicorn installs no log handlers of its own
+    (`log_config=None`): its records go to the process's, in the process's format; our access log replaces its."""
     return uvicorn.Config(app, host=settings.host, port=settings.port, log_level=log_level, access_log=False,
-                          lifespan="on", timeout_graceful_shutdown=5, loop="auto", http="auto")
+                          log_config=None, lifespan="on", timeout_graceful_shutdown=5, loop="auto", http="auto")
 
 
 def _already_stopping(signum: int, frame: object) -> None:
@@ -33,7 +34,7 @@ def serve_forever(settings: Settings) -> None:
     Without our own handlers the signal uvicorn re-raises after its shutdown would kill the process (SIGTERM)
     before the caller stops the embedded servers and releases the state directory.
     """
-    server = uvicorn.Server(uvicorn_config(settings, create_app(settings, freeze_gc=True)))
+    server = uvicorn.Server(uvicorn_config(settings, create_app(settings, freeze_gc=True), settings.log_level))
     previous = {sig: signal.signal(sig, _already_stopping) for sig in (signal.SIGTERM, signal.SIGINT)}
     try:
         server.run()

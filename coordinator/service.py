@@ -11,13 +11,23 @@ from sqlalchemy import text
 
 from coordinator.config import Settings
 from coordinator.core import Core
-from coordinator.db import create_engine, migrate
+from coordinator.db import (
+    SchemaOutOfDate,
+    check_schema,
+    create_engine,
+    head_revision,
+    migrate,
+    schema_is_current,
+    schema_revision,
+)
 from coordinator.errors import StoresMismatch, Unavailable
 from coordinator.files import FileService
 from coordinator.keys import Keys
 from coordinator.lifecycle import Lifecycle
 from coordinator.loops import Timers
 from coordinator.peers import Peers, database_identity
+from coordinator.pending import PendingReasons
+from coordinator.preflight import NO_HANDSHAKE, postgres_address
 from coordinator.queue import QueueIndex
 from coordinator.reconcile import rebuild_index
 from coordinator.services import ServiceRegistry
@@ -55,7 +65,7 @@ class Coordinator:
         # A blocking pool: under a burst, requests wait for a connection instead of failing with 503.
         redis = Redis(connection_pool=BlockingConnectionPool.from_url(
             settings.redis_url, max_connections=REDIS_CONNECTIONS, timeout=10, socket_timeout=10,
-            health_check_interval=30))
+            health_check_interval=30, **NO_HANDSHAKE))
         keys = Keys(settings.key_prefix)
         core = Core(settings, create_engine(settings.database_url), redis, keys, QueueIndex(redis, keys))
         waker = Waker(redis, keys.wakeup)
@@ -63,7 +73,8 @@ class Coordinator:
         workers = WorkerService(core, lifecycle, waker)
         store = open_store(settings)
         files = FileService(core, store)
-        return cls(core, TaskService(core), lifecycle, workers, StatsService(core),
+        reasons = PendingReasons(core, workers.capacities)
+        return cls(core, TaskService(core, reasons), lifecycle, workers, StatsService(core, reasons),
                    Timers(core, lifecycle, workers, files), waker, files, Peers(redis, settings, store),
                    ServiceRegistry(core))
 
@@ -71,6 +82,7 @@ class Coordinator:
         """Migrate the schema, enter the Redis prefix, rebuild the index from PostgreSQL, start listening and timing.
 
         Raises:
+            SchemaOutOfDate: `migrate_on_start` is off and the schema is not the newest revision.
             StoresMismatch: the prefix's index belongs to another database, or a live coordinator on it uses
                 another file store (`peers.py`); checked before the index is touched.
             Unavailable: Redis or PostgreSQL cannot be reached.
@@ -78,9 +90,14 @@ class Coordinator:
         try:
             await self.core.redis.ping()
             database = await database_identity(self.core.engine)
-            await migrate(self.core.engine)
+            settings = self.core.settings
+            if settings.migrates_at_start:
+                await migrate(self.core.engine)
+            else:
+                await check_schema(self.core.engine, settings.origin("database_url"),
+                                   postgres_address(settings.database_url or ""))
             await self.peers.join(database)
-        except StoresMismatch:
+        except (StoresMismatch, SchemaOutOfDate):
             raise
         except Exception as exc:
             raise Unavailable(f"cannot reach Redis/PostgreSQL: {type(exc).__name__}: {exc}") from exc
@@ -100,8 +117,8 @@ class Coordinator:
         await self.core.redis.aclose()
         await self.core.engine.dispose()
 
-    async def health(self) -> dict[str, Any]:
-        """Whether Redis and PostgreSQL answer (no secrets, no URLs)."""
+    async def _store_checks(self) -> dict[str, str]:
+        """`ok` or `error: <type>` for Redis and PostgreSQL (no secrets, no URLs)."""
         checks: dict[str, str] = {}
         try:
             await self.core.redis.ping()
@@ -114,6 +131,27 @@ class Coordinator:
             checks["postgres"] = "ok"
         except Exception as exc:
             checks["postgres"] = f"error: {type(exc).__name__}"
+        return checks
+
+    async def health(self) -> dict[str, Any]:
+        """Whether Redis and PostgreSQL answer (no secrets, no URLs)."""
+        checks = await self._store_checks()
         healthy = all(v == "ok" for v in checks.values())
         return {"status": "ok" if healthy else "degraded", **checks,
                 "leader": self.timers.leader_since is not None}
+
+    async def readiness(self) -> dict[str, str]:
+        """What `/readyz` checks: both stores answer, the schema is not behind this code's revision, and some
+        coordinator (this one or another) holds the leader lease, so dead workers and timeouts are being handled."""
+        checks = await self._store_checks()
+        if checks["postgres"] == "ok":
+            current = await schema_revision(self.core.engine)
+            behind = f"at {current or 'none'}, needs {head_revision()}"
+            checks["schema"] = "ok" if schema_is_current(current) else behind
+        if checks["redis"] == "ok":
+            try:
+                leading = await self.core.redis.exists(self.core.keys.leader)
+                checks["leader"] = "ok" if leading else "none yet"
+            except Exception as exc:
+                checks["leader"] = f"error: {type(exc).__name__}"
+        return checks

@@ -84,3 +84,26 @@ ALLOWED_FROM: dict[Action, frozenset[TaskStatus]] = {
 }
 """The states each operator action may start from (read off `TRANSITIONS`): cancel leads to `cancelled`, retry
 and requeue to `pending`."""
+
+
+class ReasonCode(StrEnum):
+    """Why a pending task is not running, as a word for filters and scripts (`?pending_reason=busy`)."""
+
+    STOPPING = "stopping"
+    """An attempt the coordinator ended may still run on its worker: the task waits until it is gone."""
+    BACKOFF = "backoff"
+    """Waiting out the retry backoff after a failed attempt."""
+    NO_GROUP = "no_group"
+    """No online worker in the task's group."""
+    NO_SERVICE = "no_service"
+    """Online workers in the group, none of which serves the task's service."""
+    NO_LABELS = "no_labels"
+    """No online worker of the group and service has the labels the task requires."""
+    TOO_BIG = "too_big"
+    """No online worker has the cores, memory, GPUs or GPU memory the task asks for, even when idle."""
+    BUSY = "busy"
+    """Workers fit the task but all are busy or draining."""
+    PRIORITY = "priority"
+    """Like busy, and tasks of higher priority are ahead of it (decided per task)."""
+    READY = "ready"
+    """A fitting worker has room: the task starts at that worker's next lease."""

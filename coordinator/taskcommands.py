@@ -10,6 +10,7 @@ from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import Any, TextIO
 
 from coordinator.client import ApiError, CoordinatorClient
+from coordinator.schemas import DROPPED_STREAM
 from coordinator.states import FINISHED, TaskStatus
 from coordinator.tables import render_table
 from coordinator.textcheck import printable
@@ -26,10 +27,13 @@ FIELDS = ("id", "name", "service", "task_type", "status", "pending_reason", "pri
 ATTEMPT_COLUMNS = ["number", "worker_id", "gpus", "started_at", "ended_at", "end_reason", "exit_code"]
 
 
-def describe(task: dict[str, Any]) -> str:
-    """A task as `aidd show` prints it: its fields, parameters, result or error, then its attempts."""
-    width = len("input_params")
-    lines = [f"{name:<{width}}  {_plain(task[name])}" for name in FIELDS if task.get(name) not in (None, "", [])]
+def describe(task: dict[str, Any], events: Sequence[dict[str, Any]] = ()) -> str:
+    """A task as `aidd show` prints it: its fields (why it waits, when pending), parameters, result or error, its
+    attempts, then its timeline."""
+    width = max(len(name) for name in (*FIELDS, "input_params"))
+    reason = task.get("pending_reason") or {}
+    shown = {**task, "pending_reason": f"{reason['code']}: {reason['message']}" if reason else None}
+    lines = [f"{name:<{width}}  {_plain(shown[name])}" for name in FIELDS if shown.get(name) not in (None, "", [])]
     lines.append(f"{'input_params':<{width}}  {json.dumps(task.get('input_params'), default=str)}")
     if task.get("result") is not None:
         lines.append(f"{'result':<{width}}  {json.dumps(task['result'], default=str)}")
@@ -37,6 +41,8 @@ def describe(task: dict[str, Any]) -> str:
         lines += [f"{'error':<{width}}", printable(task["error"], one_line=False)]
     if task.get("attempt_history"):
         lines += ["", render_table(task["attempt_history"], ATTEMPT_COLUMNS)]
+    if events:
+        lines += ["", "timeline", render_table(events, ["at", "kind", "text"], max_width=160)]
     return "\n".join(lines)
 
 
@@ -48,16 +54,17 @@ def _plain(value: Any) -> str:
 
 async def print_logs(client: CoordinatorClient, task_id: str, follow: bool, out: TextIO | None = None,
                      err: TextIO | None = None, raw: bool = False) -> int:
-    """Print the task's log, every attempt (its stdout lines to `out`, its stderr lines to `err`: this process's
-    own by default); with `follow`, go on printing new lines until the task has finished. Lines are made
-    printable (a task's escape sequences never reach the terminal) unless `raw`."""
+    """Print the task's log, every attempt (its stdout lines to `out`, its stderr lines and the notes of lines
+    the log cap dropped to `err`: this process's own by default); with `follow`, go on printing new lines until
+    the task has finished. Lines are made printable (a task's escape sequences never reach the terminal) unless
+    `raw`."""
     out, err = out or sys.stdout, err or sys.stderr
     after = 0
     while True:
         page = await client.logs(task_id, after=after, limit=LOG_PAGE)
         for line in page["lines"]:
             text = line["line"] if raw else printable(line["line"])
-            (err if line["stream"] == "stderr" else out).write(text + "\n")
+            (err if line["stream"] in ("stderr", DROPPED_STREAM) else out).write(text + "\n")  # a cap's note too
         out.flush()
         err.flush()
         after = page["next"]

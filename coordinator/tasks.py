@@ -18,9 +18,11 @@ from redis.exceptions import RedisError
 from sqlalchemy import ColumnElement, String, and_, cast, func, insert, or_, select, text, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from coordinator import timeline
 from coordinator.core import Core, utcnow
 from coordinator.errors import BatchNotFound, InvalidInput, QueueFull, TaskNotFound
-from coordinator.models import Attempt, Batch, Task, TaskLog
+from coordinator.models import Attempt, Batch, Task, TaskAction, TaskLog, Worker
+from coordinator.pending import PendingReason, PendingReasons
 from coordinator.queue import QueuedTask
 from coordinator.schemas import BulkAction, TaskFilter, TaskSpec
 from coordinator.states import TaskStatus
@@ -29,24 +31,12 @@ from coordinator.textcheck import check_text
 log = logging.getLogger(__name__)
 
 
-def task_view(row: Any) -> dict[str, Any]:
-    """A task as the API and the console show it."""
+def task_view(row: Any, reason: PendingReason | None = None) -> dict[str, Any]:
+    """A task as the API and the console show it; `pending_reason` is `{code, message}` for a pending task."""
     data = dict(row._mapping)
     data["resources"] = {k: data.pop(k) for k in ("cpu", "memory_gb", "gpu", "gpu_memory_gb")}
-    data["pending_reason"] = pending_reason(row)
+    data["pending_reason"] = reason.view() if reason is not None else None
     return data
-
-
-def pending_reason(row: Any) -> str | None:
-    """Why a pending task is not running yet, when its own record says (an old attempt still stopping, a retry
-    backoff); None for other tasks."""
-    if row.status != TaskStatus.PENDING:
-        return None
-    if row.stopping_attempt_id is not None:
-        return "waiting for the old attempt to stop"
-    if row.available_at is not None and row.available_at > utcnow():
-        return f"retry backoff until {row.available_at.isoformat(timespec='seconds')}"
-    return None
 
 
 COPY_COLUMNS = ("id", "service", "task_type", "name", "input_params", "priority", "group", "labels", "cpu",
@@ -71,9 +61,9 @@ class Submitted:
     """The tasks as `TaskService.get` shows them, for small submissions (answered without reading them back)."""
 
 
-def filter_clause(flt: TaskFilter) -> ColumnElement[bool]:
-    """SQL condition of a task filter."""
-    conds: list[ColumnElement[bool]] = []
+def filter_clause(flt: TaskFilter, waiting: ColumnElement[bool] | None = None) -> ColumnElement[bool]:
+    """SQL condition of a task filter; `waiting` is the condition for its pending reasons (`PendingReasons`)."""
+    conds: list[ColumnElement[bool]] = [] if waiting is None else [waiting]
     if flt.status:
         conds.append(Task.status.in_([s.value for s in flt.status]))
     if flt.service:
@@ -98,9 +88,10 @@ SORTABLE = {"created_at", "priority", "status", "service", "name", "started_at",
 class TaskService:
     """Client-facing task operations: submission and reading."""
 
-    def __init__(self, core: Core) -> None:
+    def __init__(self, core: Core, reasons: PendingReasons) -> None:
         self.core = core
         self.settings = core.settings
+        self.reasons = reasons
 
     # -- submission -------------------------------------------------------------------------------
 
@@ -136,14 +127,15 @@ class TaskService:
                     raise BatchNotFound(str(batch_id))
                 for row in rows:
                     row["batch_id"] = batch_id
-            views: list[dict[str, Any]] = []
+            stored: Sequence[Any] = []
             if len(rows) < COPY_FROM:  # a few: one INSERT that returns them, so the answer needs no read
                 stored = (await conn.execute(insert(Task).returning(*Task.__table__.c, sort_by_parameter_order=True),
                                              rows)).all()
                 seqs = [r.seq for r in stored]
-                views = [{**task_view(r), "attempt_history": []} for r in stored]
             else:
                 seqs = await self._copy_in(conn, rows)
+        for row in rows:
+            self.core.metrics.submitted.labels(row["service"]).inc()
         try:
             await self.core.index.put_pending([
                 QueuedTask(id=str(r["id"]), service=r["service"], group=r["group"], priority=r["priority"], seq=seq,
@@ -155,6 +147,7 @@ class TaskService:
             # again. Redis is only the index; the leader's reconciler queues them from PostgreSQL.
             log.warning("%d task(s) stored but not queued (%s: %s); the reconciler will queue them", len(rows),
                         type(exc).__name__, exc)
+        views = [{**v, "attempt_history": []} for v in await self._views(stored)]
         return Submitted([r["id"] for r in rows], batch_id, views)
 
     @staticmethod
@@ -212,9 +205,25 @@ class TaskService:
                 raise TaskNotFound(str(task_id))
             attempts = (await conn.execute(select(*Attempt.__table__.c).where(Attempt.task_id == task_id)
                                            .order_by(Attempt.number))).all()
-        view = task_view(row)
+        view = (await self._views([row]))[0]
         view["attempt_history"] = [dict(a._mapping) for a in attempts]
         return view
+
+    async def timeline(self, task_id: uuid.UUID) -> dict[str, Any]:
+        """What happened to a task, oldest first: submitted, each attempt's lease, start, end and retry, operator
+        actions, and (while it waits) why it waits (see `coordinator.timeline`)."""
+        async with self.core.engine.connect() as conn:
+            row = (await conn.execute(select(*Task.__table__.c).where(Task.id == task_id))).first()
+            if row is None:
+                raise TaskNotFound(str(task_id))
+            attempts = (await conn.execute(select(*Attempt.__table__.c, Worker.hostname)
+                                           .outerjoin(Worker, Worker.id == Attempt.worker_id)
+                                           .where(Attempt.task_id == task_id).order_by(Attempt.number))).all()
+            actions = (await conn.execute(select(*TaskAction.__table__.c).where(TaskAction.task_id == task_id)
+                                          .order_by(TaskAction.id))).all()
+        [reason] = await self.reasons.for_tasks([row])
+        return {"task_id": task_id, "status": row.status,
+                "events": timeline.build(row, attempts, actions, reason, utcnow())}
 
     async def page(self, flt: TaskFilter, page: int = 1, page_size: int = 50,
                    sort: str = "-created_at") -> dict[str, Any]:
@@ -224,12 +233,22 @@ class TaskService:
             raise InvalidInput("sort", f"must be one of {sorted(SORTABLE)} (prefix - for descending)")
         order = getattr(Task, column)
         order_by = [order.desc() if sort.startswith("-") else order.asc(), Task.seq.desc()]
-        where = filter_clause(flt)
+        where = await self._where(flt)
         async with self.core.engine.connect() as conn:
             total = (await conn.execute(select(func.count()).select_from(Task).where(where))).scalar_one()
             rows = (await conn.execute(select(*Task.__table__.c).where(where).order_by(*order_by)
                                        .limit(page_size).offset((page - 1) * page_size))).all()
-        return {"items": [task_view(r) for r in rows], "total": total, "page": page, "page_size": page_size}
+        return {"items": await self._views(rows), "total": total, "page": page, "page_size": page_size}
+
+    async def _views(self, rows: Sequence[Any]) -> list[dict[str, Any]]:
+        """Task rows as the API shows them, each pending one with its reason."""
+        reasons = await self.reasons.for_tasks(rows)
+        return [task_view(row, reason) for row, reason in zip(rows, reasons, strict=True)]
+
+    async def _where(self, flt: TaskFilter) -> ColumnElement[bool]:
+        """SQL condition of a filter, its pending reasons included."""
+        waiting = await self.reasons.condition(flt.pending_reason) if flt.pending_reason else None
+        return filter_clause(flt, waiting)
 
     async def logs(self, task_id: uuid.UUID, after: int = 0, limit: int = 1000,
                    attempt_id: uuid.UUID | None = None) -> dict[str, Any]:
@@ -251,5 +270,6 @@ class TaskService:
         if selector.ids is not None:
             return list(dict.fromkeys(selector.ids))
         assert selector.filter is not None
+        where = await self._where(selector.filter)
         async with self.core.engine.connect() as conn:
-            return list((await conn.execute(select(Task.id).where(filter_clause(selector.filter)))).scalars())
+            return list((await conn.execute(select(Task.id).where(where))).scalars())

@@ -16,7 +16,7 @@ from typing import Any
 
 import orjson
 from redis.exceptions import RedisError
-from sqlalchemy import bindparam, delete, func, insert, select, text, update
+from sqlalchemy import bindparam, func, insert, select, text, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.exc import SQLAlchemyError
 
@@ -24,9 +24,18 @@ from coordinator.beats import Beats
 from coordinator.core import Core, send_commands, utcnow, write_audit
 from coordinator.errors import WorkerNotFound
 from coordinator.lifecycle import AttemptEnd, Lifecycle
+from coordinator.metrics import GPU_BUSY_UTILIZATION
 from coordinator.models import Attempt, Task, TaskLog, Worker, WorkerCommand
 from coordinator.queue import ClaimRequest, GpuFree, as_str
-from coordinator.schemas import Heartbeat, LeaseRequest, TaskEvent, WorkerCommandSpec, WorkerRegistration
+from coordinator.schemas import (
+    DROPPED_STREAM,
+    Heartbeat,
+    LeaseRequest,
+    TaskEvent,
+    WorkerCommandSpec,
+    WorkerRegistration,
+    dropped_note,
+)
 from coordinator.states import EndReason, TaskStatus, WorkerStatus
 from coordinator.textcheck import check_text, clean_line
 from coordinator.wakeup import Waker
@@ -42,6 +51,19 @@ SELECT max(id) FROM (
 ) AS tail WHERE n > :lines OR bytes > :bytes
 """)
 """The newest log line of an attempt that falls outside its kept tail (it and every older line go)."""
+LOG_DROP = text(f"""
+WITH gone AS (
+    DELETE FROM task_logs WHERE attempt_id = :attempt AND id < :cutoff RETURNING stream
+), cut AS (
+    SELECT stream FROM task_logs WHERE id = :cutoff
+UNION ALL
+    SELECT stream FROM gone
+)
+UPDATE attempts SET log_dropped = log_dropped + (SELECT count(*) FROM cut WHERE stream <> '{DROPPED_STREAM}')
+WHERE id = :attempt RETURNING log_dropped
+""")
+"""Delete an attempt's lines older than the cutoff line and count them, and the cutoff line, as dropped (an earlier
+marker is not counted again); returns the attempt's total."""
 
 
 def hash_token(token: str) -> str:
@@ -331,6 +353,9 @@ class WorkerService:
             await self.core.redis.publish(self.keys.wakeup, f"w:{worker_id}".encode())  # see `lease`
         results = [e.attempt_id in accepted for e in events]
         if not all(results):  # late reports of attempts no longer current: the fence at work, worth a counter
+            for event, ok in zip(events, results, strict=True):
+                if not ok:
+                    self.core.metrics.refused.labels(event.event).inc()
             with contextlib.suppress(RedisError):
                 await self.core.redis.hincrby(self.keys.counters, "refused", results.count(False))
         return results
@@ -363,7 +388,9 @@ class WorkerService:
 
     async def _trim_logs(self, attempts: set[uuid.UUID]) -> None:
         """Keep only the tail of each attempt's log: its last log_max_lines_per_attempt lines, and no more than
-        log_max_bytes_per_attempt bytes of them (a flood of long lines is bounded too)."""
+        log_max_bytes_per_attempt bytes of them (a flood of long lines is bounded too). The newest line that goes
+        becomes a marker saying how many went (`… 660 000 lines dropped …`), so the log reads true where it
+        was cut; the count adds up on the attempt across trims."""
         settings = self.core.settings
         async with self.core.engine.begin() as conn:
             for attempt in attempts:
@@ -371,7 +398,9 @@ class WorkerService:
                     "attempt": attempt, "lines": settings.log_max_lines_per_attempt,
                     "bytes": settings.log_max_bytes_per_attempt})).scalar()
                 if cutoff is not None:
-                    await conn.execute(delete(TaskLog).where(TaskLog.attempt_id == attempt, TaskLog.id <= cutoff))
+                    dropped = (await conn.execute(LOG_DROP, {"attempt": attempt, "cutoff": cutoff})).scalar_one()
+                    await conn.execute(update(TaskLog).where(TaskLog.id == cutoff).values(
+                        stream=DROPPED_STREAM, line=dropped_note(dropped)))
 
     # -- leaving ----------------------------------------------------------------------------------
 
@@ -409,6 +438,21 @@ class WorkerService:
         views = [worker_view(row, live[2 * i], live[2 * i + 1]) for i, row in enumerate(rows)]
         return [v for v in views
                 if (group is None or group in v["groups"]) and (status is None or v["status"] == status)]
+
+    async def capacities(self) -> list[dict[str, Any]]:
+        """Every worker's live status and what it can run (services, groups, labels, cores, memory, GPUs, slots,
+        and the problem that stops it, as its last stored heartbeat said): what `overview` shows, without the
+        telemetry, for deciding why tasks wait (`pending`)."""
+        columns = (Worker.id, Worker.status, Worker.services, Worker.groups, Worker.labels, Worker.cpu_cores,
+                   Worker.memory_gb, Worker.gpus, Worker.slots, Worker.metrics["problem"].astext.label("problem"))
+        async with self.core.engine.connect() as conn:
+            rows = (await conn.execute(select(*columns))).all()
+        async with self.core.redis.pipeline(transaction=False) as pipe:
+            for row in rows:
+                pipe.hget(self.keys.worker(str(row.id)), "status")
+            live = await pipe.execute()
+        return [{**row._mapping, "status": as_str(status) if status is not None else row.status}
+                for row, status in zip(rows, live, strict=True)]
 
     async def get(self, worker_id: uuid.UUID) -> dict[str, Any]:
         """One worker."""
@@ -483,7 +527,8 @@ class WorkerService:
         used_cpu = sum(float(w["metrics"].get("used_cpu", 0)) for w in online)
         used_mem = sum(float(w["metrics"].get("used_memory_gb", 0)) for w in online)
         gpus = sum(len(w["gpus"]) for w in online)
-        busy_gpus = sum(1 for w in online for g in w["metrics"].get("gpus", []) if g.get("utilization", 0) > 5)
+        busy_gpus = sum(1 for w in online for g in w["metrics"].get("gpus", [])
+                        if g.get("utilization", 0) > GPU_BUSY_UTILIZATION)
         by_status: dict[str, int] = {}
         for w in workers:
             by_status[w["status"]] = by_status.get(w["status"], 0) + 1

@@ -10,7 +10,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import importlib.util
-import logging
 import os
 import sys
 import tempfile
@@ -22,6 +21,7 @@ from nodeagent import __version__
 from nodeagent.agent import Agent, AgentConfig, AgentError
 from nodeagent.gpu import GpuProbe, probe_from_env
 from nodeagent.inventory import NAME, Host, describe_host, serve_groups
+from nodeagent.logsetup import LOG_FORMATS, LOG_LEVELS, configure_logging
 from nodeagent.plugins import discover, modules_from
 
 EXIT_USAGE = 2
@@ -71,8 +71,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--fresh-plugin-process", action="store_true",
                    help="run each plugin task in a new interpreter, not a warm plugin host "
                         "($AIDD_FRESH_PLUGIN_PROCESS=1)")
-    p.add_argument("--log-level", default=os.environ.get("AIDD_LOG_LEVEL", "info"),
-                   choices=["debug", "info", "warning", "error"], help="($AIDD_LOG_LEVEL, default info)")
+    p.add_argument("--log-level", default=os.environ.get("AIDD_LOG_LEVEL", "info").lower(), choices=LOG_LEVELS,
+                   help="($AIDD_LOG_LEVEL, default info)")
+    p.add_argument("--log-format", default=os.environ.get("AIDD_LOG_FORMAT", "text").lower(), choices=LOG_FORMATS,
+                   help="text lines, or one JSON object a line for log collectors ($AIDD_LOG_FORMAT, default text)")
     p.add_argument("--list-task-types", action="store_true", help="print the task types this agent runs and exit")
     p.add_argument("--version", action="version", version=f"aidd-agent {__version__}")
     return p
@@ -168,9 +170,7 @@ def _runner() -> Callable[[Coroutine[Any, Any, int]], int]:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of `aidd-agent` (and `aidd agent`)."""
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=args.log_level.upper(), stream=sys.stderr,
-                        format="%(asctime)s aidd-agent %(levelname)s %(message)s")
-    logging.getLogger("httpx").setLevel(logging.WARNING)
+    configure_logging(args.log_level, args.log_format, "%(asctime)s aidd-agent %(levelname)s %(message)s")
     try:
         if args.list_task_types:
             modules = modules_from(args.plugin_module or [os.environ.get("AIDD_PLUGIN_MODULES", "")])

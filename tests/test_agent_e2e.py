@@ -219,10 +219,52 @@ def test_agents_get_only_the_tasks_that_fit_them(live: BackgroundServer, tmp_pat
         assert f"cuda=[{','.join(map(str, done['gpus']))}]" in api.logs(task_id)
     time.sleep(1.0)
     assert api.task(wrong_label)["status"] == "pending" and api.task(no_gpus)["status"] == "pending"
+    assert api.task(wrong_label)["pending_reason"] == {
+        "code": "no_labels", "message": "no worker in group `gpu` serving `admet` has the label `h100`"}
+    assert api.task(no_gpus)["pending_reason"] == {"code": "too_big",
+                                                   "message": "no worker is big enough: none has 1 GPU"}
     gpu_worker = api.worker("gpu-node")
     assert gpu_worker is not None
     assert [g["name"] for g in gpu_worker["gpus"]] == ["A100", "A100"] and "gpu" in gpu_worker["labels"]
     assert len(gpu_worker["metrics"]["gpus"]) == 2
+
+
+def test_a_gpu_task_waits_for_the_busy_gpu_and_says_so(live: BackgroundServer, tmp_path: Path,
+                                                      agents: list[AgentProcess], api: Api) -> None:
+    """One fake GPU held by a long task: the next one-GPU task waits with `busy`, a two-GPU task with `too_big`,
+    and once the GPU is free the waiting one runs."""
+    fake = json.dumps([{"name": "A100", "memory_gb": 80}])
+    start_agent(live, tmp_path, agents, api, "one-gpu", "--group", "gpu1", "--slots", "4",
+                env={"AIDD_FAKE_GPUS": fake})
+    holder = api.submit(group="gpu1", resources={"gpu": 1}, input_params={"argv": ["sleep", "4"]})
+    api.wait_status(holder, "running")
+    waiting = api.submit(group="gpu1", resources={"gpu": 1}, input_params={"argv": ["true"]})
+    two = api.submit(group="gpu1", resources={"gpu": 2}, input_params={"argv": ["true"]})
+    assert wait_for(lambda: (r := api.task(waiting)["pending_reason"]) and r["code"] == "busy" and r, 10,
+                    "the busy reason")["message"] == "the 1 fitting worker is busy"
+    assert api.task(two)["pending_reason"]["code"] == "too_big"
+    assert api.wait_status(waiting, "succeeded", timeout=30)["attempts"] == 1
+
+
+def test_a_flooding_task_log_says_how_many_lines_the_cap_dropped(settings: Settings, clean_db: None,
+                                                                 redis: SyncRedis, tmp_path: Path) -> None:
+    """A real agent streams 5 000 lines into a cap of 100: the stored log is a note with the count, then the
+    last 100 lines."""
+    server = BackgroundServer(settings.model_copy(update={**FAST, "log_max_lines_per_attempt": 100}),
+                              timers=True).start()
+    agent = AgentProcess(server.url, tmp_path, "flooder")
+    try:
+        with httpx.Client(base_url=server.url, timeout=30) as http:
+            api = Api(http)
+            task_id = api.submit(input_params={"argv": [sys.executable, "-c",
+                                                        "for i in range(5000): print(f'line {i}')"]})
+            api.wait_status(task_id, "succeeded", timeout=30)
+            lines = api.logs(task_id)
+    finally:
+        agent.stop()
+        server.stop()
+    assert lines[0] == "… 4 900 lines dropped …"
+    assert lines[1:] == [f"line {i}" for i in range(4900, 5000)]
 
 
 def test_drain_stops_new_leases_until_resume(live: BackgroundServer, tmp_path: Path, agents: list[AgentProcess],

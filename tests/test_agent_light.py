@@ -15,6 +15,7 @@ PROBE = """
 import json, sys
 import nodeagent, nodeagent.cli, nodeagent.agent, nodeagent.runner, nodeagent.gpu, nodeagent.telemetry
 import nodeagent.reporter, nodeagent.plugins, nodeagent.plugin_host, nodeagent.builtin, nodeagent.inventory
+import nodeagent.logsetup
 print(json.dumps(sorted({name.split(".")[0] for name in sys.modules})))
 """
 

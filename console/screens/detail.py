@@ -1,4 +1,5 @@
-"""Task detail: parameters, attempts, worker, result or error, and a live tail of the log."""
+"""Task detail: why it waits, parameters, attempts, worker, result or error, its timeline, and a live tail of the
+log."""
 
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ from console.actions import Target, TaskActionKeys, run_task_action, task_label
 from console.screens.live import LiveScreen
 from console.text import MISSING, age, file_size, plain, seconds_since, short_id
 from coordinator.client import ApiError
+from coordinator.schemas import DROPPED_STREAM
 
 LOG_BATCH = 1000
 LOG_KEEP = 5000
@@ -44,6 +46,8 @@ class TaskDetailScreen(TaskActionKeys, LiveScreen):
         self._log_maximised = log_maximised
         self._files: dict[str, Any] | None = None
         self._files_seen: tuple[Any, ...] = ()
+        self._events: list[dict[str, Any]] = []
+        self._events_seen: tuple[Any, ...] = ()
 
     def compose(self) -> ComposeResult:
         yield Static(id="title", classes="summary")
@@ -53,6 +57,7 @@ class TaskDetailScreen(TaskActionKeys, LiveScreen):
                 yield Static(id="card")
                 yield Static(id="attempts")
                 yield Static(id="outcome")
+                yield Static(id="timeline")
                 yield Static(id="files")
             yield RichLog(id="log", max_lines=LOG_KEEP, wrap=False, markup=False, highlight=False,
                           auto_scroll=True)
@@ -71,6 +76,10 @@ class TaskDetailScreen(TaskActionKeys, LiveScreen):
         if (task.get("input_files") or task.get("outputs")) and seen != self._files_seen:
             self._files = await client.task_files(self.task_id)  # files change only as attempts end
             self._files_seen = seen
+        changed = (task.get("updated_at"), task.get("status"), task.get("attempts"), task.get("pending_reason"))
+        if changed != self._events_seen:  # the timeline moves only when the task does
+            self._events = (await client.timeline(self.task_id)).get("events") or []
+            self._events_seen = changed
         worker = str(task.get("worker_id") or "")
         if worker and worker not in self._hosts:
             try:
@@ -108,7 +117,9 @@ class TaskDetailScreen(TaskActionKeys, LiveScreen):
                 self._attempt = attempt
                 number = self._attempt_number(attempt)
                 log.write(Text(f"── attempt {number} ({short_id(attempt)}) ──", style=palette.style("muted")))
-            style = palette.status("failed") if line.get("stream") == "stderr" else ""
+            stream = line.get("stream")
+            style = palette.status("failed") if stream == "stderr" else palette.style("warning") \
+                if stream == DROPPED_STREAM else ""
             log.write(Text(plain(line.get("line")), style=style))
 
     def _attempt_number(self, attempt_id: str) -> str:
@@ -131,6 +142,7 @@ class TaskDetailScreen(TaskActionKeys, LiveScreen):
         self.query_one("#card", Static).update(self._card(t, now))
         self.query_one("#attempts", Static).update(self._attempts(t, now))
         self.query_one("#outcome", Static).update(self._outcome(t))
+        self.query_one("#timeline", Static).update(self._timeline(now))
         files = self.query_one("#files", Static)
         files.display = bool(self._files)
         files.update(self._files_view())
@@ -157,7 +169,7 @@ class TaskDetailScreen(TaskActionKeys, LiveScreen):
             ("finished", f"{age(seconds_since(t.get('finished_at'), now))} ago" if t.get("finished_at") else MISSING),
         ]
         if t.get("pending_reason"):
-            rows.insert(0, ("waiting", plain(t["pending_reason"])))
+            rows.insert(0, ("waiting", plain(t["pending_reason"].get("message"))))
         if t.get("batch_id"):
             rows.append(("batch", short_id(t["batch_id"])))
         if t.get("progress") is not None and t.get("status") == "running":
@@ -195,6 +207,20 @@ class TaskDetailScreen(TaskActionKeys, LiveScreen):
         if t.get("result") is not None:
             return Group(Text("\nresult", style="bold"), Text(plain(_json(t["result"]), 4000, one_line=False)))
         return Text("")
+
+    def _timeline(self, now: Any) -> RenderableType:
+        """What happened to the task, oldest first (times ago), as `aidd show` prints it."""
+        if not self._events:
+            return Text("")
+        table = Table(box=None, padding=(0, 1), show_edge=False, title="timeline (times ago)", title_justify="left",
+                      title_style="bold")
+        table.add_column("ago", no_wrap=True, justify="right")
+        table.add_column("what")
+        muted = self.console.palette.style("muted")
+        for event in self._events:
+            when = "now" if event.get("kind") == "waiting" else age(seconds_since(event.get("at"), now))
+            table.add_row(Text(when, style=muted), Text(plain(event.get("text"), 300)))
+        return Group(Text(""), table)
 
     def _files_view(self) -> RenderableType:
         """Inputs and each attempt's outputs with their sizes (`aidd files ID` downloads them)."""

@@ -31,6 +31,14 @@ def _n(value: Any) -> str:
     return f"{int(value or 0):,}".replace(",", " ")
 
 
+def _retention(window: dict[str, Any] | None) -> str:
+    """How long finished tasks are kept (the coordinator's task_retention_days), or nothing from an older one."""
+    if not window or "task_days" not in window:
+        return ""
+    days = float(window["task_days"])
+    return " · kept forever" if days <= 0 else f" · kept {days:g} days"
+
+
 class QueuesScreen(PaneScreen):
     """Per-service queues with the totals an operator checks first."""
 
@@ -68,6 +76,7 @@ class QueuesScreen(PaneScreen):
             line.append(_n(by_status.get(status)), palette.status(status))
             line.append(" · ")
         line.append(f"total {_n((data.get('tasks') or {}).get('total'))}")
+        line.append(_retention(data.get("retention")), palette.style("muted"))
         w = data.get("workers") or {}
         counts = w.get("by_status") or {}
         line.append("\nWorkers  ", style="bold")

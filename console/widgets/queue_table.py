@@ -1,4 +1,5 @@
-"""Per-service queue figures: pending, running, last hour's outcomes, oldest wait, throughput sparkline."""
+"""Per-service queue figures: pending, running, last hour's outcomes, oldest wait, throughput sparkline, and why
+its tasks wait."""
 
 from __future__ import annotations
 
@@ -28,6 +29,21 @@ def _state(service: dict[str, Any], palette: Palette) -> Text:
                 else "")
 
 
+STUCK = frozenset({"no_group", "no_service", "no_labels", "too_big"})
+"""Pending reasons no amount of waiting cures: an operator has to start, relabel or resize a worker."""
+
+
+def waiting_cell(reasons: list[dict[str, Any]], palette: Palette) -> Text:
+    """The commonest reason a queue's tasks wait (`32 waiting: no online worker in group `default``), and how many
+    other reasons there are; in the warning colour when only an operator can cure it."""
+    if not reasons:
+        return Text("")
+    top = reasons[0]
+    more = f" (+{len(reasons) - 1} more)" if len(reasons) > 1 else ""
+    style = palette.style("warning") if top.get("code") in STUCK else palette.style("muted")
+    return cell(f"{int(top.get('count') or 0):,} waiting: {top.get('message')}{more}".replace(",", " "), style)
+
+
 class QueueTable(KeyedTable):
     """One row per service; enter opens the service's tasks."""
 
@@ -43,7 +59,8 @@ class QueueTable(KeyedTable):
         super().__init__([("service", "Service", 12), ("state", "State", 8), ("pending", "Pending", 7),
                           ("running", "Running", 7),
                           ("succeeded", "Done 1h", 7), ("failed", "Failed 1h", 9), ("oldest", "Oldest wait", 11),
-                          ("spark", f"Done per minute, {SPARK_WIDTH} min", SPARK_WIDTH), ("rate", "/min", 5)],
+                          ("spark", f"Done per minute, {SPARK_WIDTH} min", SPARK_WIDTH), ("rate", "/min", 5),
+                          ("waiting", "Why waiting", 60)],
                          id="queue-table")
 
     def show(self, queues: list[dict[str, Any]], services: dict[str, dict[str, Any]], palette: Palette) -> None:
@@ -65,6 +82,7 @@ class QueueTable(KeyedTable):
                 Text(age(q.get("oldest_pending_s")), justify="right"),
                 Text(sparkline(series, SPARK_WIDTH).rjust(SPARK_WIDTH, " "), style=palette.style("spark")),
                 Text(f"{rate:.1f}", justify="right"),
+                waiting_cell(q.get("waiting") or [], palette),
             )))
         self.sync(rows)
 

@@ -56,6 +56,14 @@ class TaskView(Open):
     attempt_history: list[dict[str, Any]] | None = None
 
 
+class Timeline(Open):
+    """What happened to a task, oldest first."""
+
+    task_id: uuid.UUID
+    status: str
+    events: list[dict[str, Any]]
+
+
 class TaskPage(Open):
     """One page of a task list; `total` counts every match."""
 
@@ -198,6 +206,13 @@ class Health(Open):
     redis: str
     postgres: str
     leader: bool
+
+
+class Probe(Open):
+    """A liveness or readiness answer: `ok` (or `not ready`, naming each check), and the version."""
+
+    status: str
+    version: str
 
 
 class Dashboard(Open):

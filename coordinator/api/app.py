@@ -13,16 +13,18 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from coordinator.api import aiflow, files, llm, services, stats, tasks, workers
+from coordinator.api import aiflow, files, llm, probes, services, stats, tasks, workers
+from coordinator.api.access import AccessLog
 from coordinator.api.conventions import EXCEPTION_HANDLERS, OPENAPI_PATH, SlashInsensitive, cors, docs_routes
 from coordinator.api.guard import HostOriginGuard
 from coordinator.api.http import JSONResponse
 from coordinator.api.openapi import openapi_document
 from coordinator.api.routing import Endpoint
+from coordinator.api.timing import RequestTimer
 from coordinator.config import Settings
 from coordinator.service import Coordinator
 
-APIS = (tasks.api, workers.api, services.api, stats.api, files.api, llm.api, aiflow.api)
+APIS = (tasks.api, workers.api, services.api, stats.api, files.api, probes.api, llm.api, aiflow.api)
 ENDPOINTS: list[Endpoint] = [e for api in APIS for e in api.endpoints]
 
 
@@ -43,6 +45,7 @@ def create_app(settings: Settings, coordinator: Coordinator | None = None, timer
     create; before, each paused the event loop for ~100 ms.
     """
     service = coordinator or Coordinator.build(settings)
+    service.core.metrics.set_version(package_version())
     owned = coordinator is None
     document = openapi_document(ENDPOINTS, package_version())
 
@@ -64,8 +67,11 @@ def create_app(settings: Settings, coordinator: Coordinator | None = None, timer
 
     api_routes = [route for api in APIS for route in api.routes(service, settings)]
     routes = [*api_routes, Route(OPENAPI_PATH, openapi, methods=["GET"]), *docs_routes()]
-    middleware = [Middleware(SlashInsensitive), *cors(settings), Middleware(HostOriginGuard, settings=settings)]
+    middleware = [Middleware(RequestTimer, metrics=service.core.metrics),
+                  Middleware(AccessLog, enabled=settings.access_log), Middleware(SlashInsensitive),
+                  *cors(settings), Middleware(HostOriginGuard, settings=settings)]
     app = Starlette(routes=routes, middleware=middleware, exception_handlers=EXCEPTION_HANDLERS, lifespan=lifespan)
     app.router.redirect_slashes = False
     app.state.coordinator = service
+    app.state.version = package_version()
     return app

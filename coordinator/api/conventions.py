@@ -52,7 +52,8 @@ class SlashInsensitive:
 async def http_exception(request: Request, exc: Exception) -> Response:
     """Starlette's own errors (no such route 404, wrong method 405) in the API's one error shape."""
     assert isinstance(exc, HTTPException)
-    response = error_response(HttpError(exc.status_code, _HTTP_DETAIL.get(exc.status_code, exc.detail)))
+    detail = _HTTP_DETAIL.get(exc.status_code, exc.detail)
+    response = error_response(HttpError(exc.status_code, f"{request.method} {request.url.path}: {detail}"))
     response.headers.update(exc.headers or {})
     if exc.status_code == 405:  # Starlette names the first route's method only: each method is a route here
         allowed = {m for r in request.app.router.routes if r.matches(request.scope)[0] == Match.PARTIAL
@@ -61,7 +62,7 @@ async def http_exception(request: Request, exc: Exception) -> Response:
     return response
 
 
-_HTTP_DETAIL = {404: "no such route (see /api/v1/openapi.json or /docs)", 405: "method not allowed on this route"}
+_HTTP_DETAIL = {404: "no such route", 405: "method not allowed"}
 
 
 async def server_error(request: Request, exc: Exception) -> Response:

@@ -7,6 +7,7 @@ from urllib.parse import urlsplit
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from coordinator.api.http import HttpError, error_response
+from coordinator.api.probes import PROBE_PATHS
 from coordinator.config import Settings
 
 LOOPBACK_NAMES = frozenset({"localhost", "127.0.0.1", "::1"})
@@ -19,7 +20,7 @@ def _hostname(value: str) -> str:
 
 class HostOriginGuard:
     """ASGI middleware: Host must be one this coordinator answers to; a mutating call's Origin must match it or be
-    one of `cors_origins`."""
+    one of `cors_origins`. The probes are answered for any Host: orchestrators call them by address."""
 
     def __init__(self, app: ASGIApp, settings: Settings) -> None:
         self.app = app
@@ -30,7 +31,7 @@ class HostOriginGuard:
         self.cors_origins = {o.rstrip("/").lower() for o in settings.cors_origins}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http":
+        if scope["type"] == "http" and scope["path"] not in PROBE_PATHS:
             headers = {k.decode().lower(): v.decode("latin-1") for k, v in scope["headers"]}
             host = _hostname(headers.get("host", ""))
             problem = None

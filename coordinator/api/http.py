@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from contextvars import ContextVar
 from typing import Any, TypeVar
 
 import orjson
@@ -13,6 +14,8 @@ from starlette.responses import Response
 from coordinator.errors import AiddError
 
 M = TypeVar("M", bound=BaseModel)
+REQUEST_ID: ContextVar[str | None] = ContextVar("request_id", default=None)
+"""The id of the request being answered (set by `access.AccessLog`), written in error bodies."""
 
 
 class HttpError(AiddError):
@@ -43,11 +46,14 @@ class JSONResponse(Response):
 
 
 def error_response(exc: AiddError) -> JSONResponse:
-    """The one error shape: {"error": "...", "field": "..."} with the error's status code."""
+    """The one error shape: {"error": "...", "field": "...", "request_id": "..."} with the error's status code."""
     body: dict[str, Any] = {"error": str(exc)}
     field = getattr(exc, "field", None)
     if field:
         body["field"] = field
+    request_id = REQUEST_ID.get()
+    if request_id:
+        body["request_id"] = request_id
     retry_after = getattr(exc, "retry_after", None)
     headers = {"Retry-After": str(retry_after)} if retry_after is not None else None
     return JSONResponse(body, status_code=exc.status_code, headers=headers)

@@ -18,6 +18,7 @@ TAGS = {"tasks": "Submit, list, follow and act on tasks",
         "services": "Pause, resume and limit services",
         "files": "Task inputs and outputs",
         "stats": "Dashboards, health, audit and metrics",
+        "probes": "Liveness and readiness for service managers and orchestrators",
         "llm-scheduler": "The LLM scheduler's model registry and health, served as it was",
         "aiflow": "The AIFlow gateway's submissions and health, served as they were"}
 """Each module's Api tag, in the order the docs list them."""

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Gauge, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from starlette.requests import Request
 from starlette.responses import Response
@@ -28,12 +27,13 @@ async def health(request: Request, ctx: Ctx) -> Any:
     return JSONResponse(report, status_code=200 if report["status"] == "ok" else 503)
 
 
-@api.route("GET", "/api/v1/stats/dashboard", Access.READ, "Tasks by status, queues, cluster totals, counters",
-           returns=Dashboard)
+@api.route("GET", "/api/v1/stats/dashboard", Access.READ,
+           "Tasks by status, queues, cluster totals, counters, the retention window", returns=Dashboard)
 async def dashboard(request: Request, ctx: Ctx) -> Any:
     c = ctx.coordinator
+    retention = {"task_days": ctx.settings.task_retention_days, "file_days": ctx.settings.file_retention_days}
     return {"tasks": await c.stats.task_counts(), "queues": await c.stats.queues(),
-            "workers": await c.workers.stats(), "counters": await c.stats.counters()}
+            "workers": await c.workers.stats(), "counters": await c.stats.counters(), "retention": retention}
 
 
 @api.route("GET", "/api/v1/stats/queues", Access.READ, "Per service: pending, running, last hour, oldest wait",
@@ -59,31 +59,7 @@ async def audit(request: Request, ctx: Ctx) -> Any:
     return {"items": await ctx.coordinator.stats.audit(AUDIT_LIMIT.value(request))}
 
 
-@api.route("GET", "/metrics", Access.READ, "Prometheus text: queues, tasks by state, workers, GPUs", returns=TEXT)
+@api.route("GET", "/metrics", Access.READ, "Prometheus text: this coordinator's counters and latencies; the "
+           "cluster's gauges on the leader (see README, Metrics)", returns=TEXT)
 async def metrics(request: Request, ctx: Ctx) -> Any:
-    c = ctx.coordinator
-    registry = CollectorRegistry()
-    pending = Gauge("aidd_pending_tasks", "Pending tasks", ["service"], registry=registry)
-    running = Gauge("aidd_running_tasks", "Running tasks", ["service"], registry=registry)
-    oldest = Gauge("aidd_oldest_pending_seconds", "Age of the oldest pending task", ["service"], registry=registry)
-    for q in await c.stats.queues():
-        pending.labels(q["service"]).set(q["pending"])
-        running.labels(q["service"]).set(q["running"])
-        oldest.labels(q["service"]).set(q["oldest_pending_s"] or 0)
-    by_state = Gauge("aidd_tasks", "Tasks by state", ["status"], registry=registry)
-    for status, n in (await c.stats.task_counts())["by_status"].items():
-        by_state.labels(status).set(n)
-    workers = Gauge("aidd_workers", "Workers by status", ["status"], registry=registry)
-    gpu_util = Gauge("aidd_gpu_utilization_percent", "GPU utilisation", ["worker", "hostname", "gpu"],
-                     registry=registry)
-    gpu_mem = Gauge("aidd_gpu_memory_used_gb", "GPU memory used", ["worker", "hostname", "gpu"], registry=registry)
-    counts: dict[str, int] = {}
-    for w in await c.workers.overview():
-        counts[w["status"]] = counts.get(w["status"], 0) + 1
-        for g in w["metrics"].get("gpus", []):
-            labels = (str(w["id"]), w["hostname"], str(g.get("index")))
-            gpu_util.labels(*labels).set(g.get("utilization", 0))
-            gpu_mem.labels(*labels).set(g.get("memory_used_gb", 0))
-    for status, n in counts.items():
-        workers.labels(status).set(n)
-    return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
+    return Response(ctx.coordinator.core.metrics.exposition(), media_type=CONTENT_TYPE_LATEST)

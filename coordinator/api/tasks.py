@@ -6,7 +6,7 @@ from typing import Any
 
 from starlette.requests import Request
 
-from coordinator.api.answers import BatchSubmitted, BulkOutcome, LogPage, TaskCounts, TaskPage, TaskView
+from coordinator.api.answers import BatchSubmitted, BulkOutcome, LogPage, TaskCounts, TaskPage, TaskView, Timeline
 from coordinator.api.auth import Access
 from coordinator.api.files import is_multipart, submit_with_files
 from coordinator.api.http import HttpError, parse, read_json
@@ -16,7 +16,7 @@ from coordinator.api.routing import Api, Ctx
 from coordinator.compat import present
 from coordinator.errors import Forbidden
 from coordinator.schemas import NAME_PATTERN, BatchSpec, BulkAction, TaskFilter, TaskList, TaskSpec
-from coordinator.states import Action, TaskStatus
+from coordinator.states import Action, ReasonCode, TaskStatus
 from coordinator.tasks import SORTABLE
 
 api = Api("tasks")
@@ -31,7 +31,9 @@ FILTER = (ListQuery("status", "statuses, comma-separated", enum=[s.value for s i
           ListQuery("service", "services, comma-separated", item={"type": "string", "pattern": NAME_PATTERN}),
           ListQuery("group", "groups, comma-separated", item={"type": "string", "pattern": NAME_PATTERN}),
           UuidQuery("batch_id"), UuidQuery("worker_id"),
-          Query("q", "text matched against name, task type and id", max_length=200))
+          Query("q", "text matched against name, task type and id", max_length=200),
+          ListQuery("pending_reason", "pending tasks waiting for these reasons, comma-separated",
+                    enum=[c.value for c in ReasonCode]))
 PAGE = IntQuery("page", default=1, low=1, high=1_000_000)
 PAGE_SIZE = IntQuery("page_size", default=20, low=1, high=1000)
 SORT = Query("sort", "column, `-` first for descending", enum=sorted(f"{d}{c}" for c in SORTABLE for d in ("", "-")))
@@ -89,13 +91,15 @@ def check_shell(ctx: Ctx, specs: list[TaskSpec]) -> None:
 
 def task_filter(request: Request) -> TaskFilter:
     """The filter given as query parameters (status, service, group: comma-separated; batch_id; q)."""
-    status, service, group, batch_id, worker_id, search = FILTER
+    status, service, group, batch_id, worker_id, search, reason = FILTER
     return parse(TaskFilter, {"status": status.values(request), "service": service.values(request),
                               "group": group.values(request), "batch_id": batch_id.read(request),
-                              "worker_id": worker_id.read(request), "search": search.read(request) or ""})
+                              "worker_id": worker_id.read(request), "search": search.read(request) or "",
+                              "pending_reason": reason.values(request)})
 
 
-@api.route("GET", "/api/v1/tasks", Access.READ, "List tasks: filters status, service, group, batch_id, q; "
+@api.route("GET", "/api/v1/tasks", Access.READ, "List tasks: filters status, service, group, batch_id, q, "
+                                                "pending_reason; "
                                                 "page, page_size, sort", query=(*FILTER, PAGE, PAGE_SIZE, SORT),
            returns=TaskPage)
 async def list_tasks(request: Request, ctx: Ctx) -> Any:
@@ -113,6 +117,13 @@ async def task_stats(request: Request, ctx: Ctx) -> Any:
 @api.route("GET", "/api/v1/tasks/{task_id}", Access.READ, "One task with its attempts", returns=TaskView)
 async def get_task(request: Request, ctx: Ctx) -> Any:
     return present(ctx.caller.profile, await ctx.coordinator.tasks.get(request.path_params["task_id"]))
+
+
+@api.route("GET", "/api/v1/tasks/{task_id}/timeline", Access.READ, "What happened to the task, oldest first: "
+           "submitted, leases, starts, ends, retries, operator actions, why it waits",
+           returns=Timeline)
+async def task_timeline(request: Request, ctx: Ctx) -> Any:
+    return await ctx.coordinator.tasks.timeline(request.path_params["task_id"])
 
 
 @api.route("GET", "/api/v1/tasks/{task_id}/logs", Access.READ, "Log lines after line id `after`",

@@ -4,6 +4,7 @@ failed through no fault of its own, or an API answer that broke (timers: heartbe
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import signal
 import sys
@@ -150,7 +151,7 @@ def test_operator_restart_waits_for_the_old_attempt(cluster: Callable[..., Clust
         old, new = [ex for ex in runs if ex.task == task_id]
         assert new.start > old.last, "the new attempt started while the old one still ran"
     assert restarted >= 2.0  # the old processes died only at the end of the 2 s kill grace; nothing started before
-    assert waiting["status"] == "pending" and waiting["pending_reason"] == "waiting for the old attempt to stop"
+    assert waiting["status"] == "pending" and waiting["pending_reason"]["code"] == "stopping"
 
 
 def test_timed_out_task_that_ignores_sigterm_does_not_overlap_its_retry(cluster: Callable[..., Cluster],
@@ -315,12 +316,16 @@ def test_flooding_task_keeps_to_its_own_log(cluster: Callable[..., Cluster], rec
     with psycopg.connect(system.conninfo) as conn:
         row = conn.execute("SELECT coalesce(sum(octet_length(line)), 0) FROM task_logs WHERE task_id = %s",
                            (flooding,)).fetchone()
+        first = conn.execute("SELECT stream, line FROM task_logs WHERE task_id = %s ORDER BY id LIMIT 1",
+                             (flooding,)).fetchone()
     stored = int(row[0]) if row else 0
     figures = system.figures("a neighbour floods its log", None, None, records=False,
-                             note=f"{len(whole)} of 12 small logs whole; flood kept {stored / 1e6:.1f} MB of 60")
+                             note=f"{len(whole)} of 12 small logs whole; flood kept {stored / 1e6:.1f} MB of 60; "
+                                  f"its log begins: {first[1] if first else None}")
     record(figures)
     assert len(whole) == 12
     assert stored <= 2_000_000 + 10_000
+    assert first is not None and first[0] == "dropped" and re.fullmatch(r"… [\d ]+ lines dropped …", first[1])
 
 
 # -- 12: nothing a task started outlives it ----------------------------------------------------------------------

@@ -190,7 +190,8 @@ def test_no_route_answers_5xx(target: Target, endpoint: Endpoint) -> None:
         started = time.monotonic()
         response = case.call(base_url=target.url, session=session, timeout=30)
         seen[response.status_code] += 1
-        assert response.status_code < 500, (
+        not_ready = endpoint.path == "/readyz" and response.status_code == 503  # the probe's answer: no timers
+        assert response.status_code < 500 or not_ready, (
             f"{label} answered {response.status_code} after {time.monotonic() - started:.2f}s: "
             f"{response.text[:500]}\nreproduce: {case.as_curl_command()}")
         if response.status_code >= 400 and response.headers.get("content-type", [""])[0] == "application/json":

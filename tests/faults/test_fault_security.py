@@ -56,6 +56,7 @@ ROUTES: dict[tuple[str, str], str] = {
     ("GET", "/api/v1/tasks/stats"): "read",
     ("GET", "/api/v1/tasks/{task_id}"): "read",
     ("GET", "/api/v1/tasks/{task_id}/logs"): "read",
+    ("GET", "/api/v1/tasks/{task_id}/timeline"): "read",
     ("DELETE", "/api/v1/tasks/{task_id}"): "operator",
     ("POST", "/api/v1/tasks/{task_id}/retry"): "operator",
     ("POST", "/api/v1/tasks/{task_id}/requeue"): "operator",

@@ -1,0 +1,71 @@
+"""A task's timeline (k9s `describe` events): what happened to it, in order, read from what is already kept.
+
+Submission, leases, starts and ends come from the task and its attempts (no extra write for them); an attempt's
+retry due time is kept on the attempt by the same update that ends it; operator actions are the `task_events`
+rows their transactions write. The current pending reason closes the timeline of a waiting task.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+from coordinator.pending import PendingReason
+from coordinator.states import FINISHED, EndReason
+
+ACTION_WORDS = {"cancel": "cancelled", "retry": "retried", "requeue": "requeued"}
+
+
+def _event(at: datetime | None, kind: str, text: str, **fields: Any) -> dict[str, Any] | None:
+    return None if at is None else {"at": at, "kind": kind, "text": text, **fields}
+
+
+def _first_line(text: str | None, limit: int = 200) -> str:
+    line = (text or "").strip().splitlines()[0] if (text or "").strip() else ""
+    return line if len(line) <= limit else line[:limit - 1] + "…"
+
+
+def attempt_events(a: Any) -> list[dict[str, Any] | None]:
+    """Lease, start, end (with its reason) and the retry it led to, of one attempt row (with `hostname`)."""
+    host = a.hostname or (str(a.worker_id) if a.worker_id else "?")
+    gpus = f" GPUs {','.join(map(str, a.gpus))}" if a.gpus else ""
+    common = {"attempt": a.number, "worker_id": a.worker_id}
+    ended = None
+    if a.ended_at is not None:
+        why = a.end_reason or "ended"
+        detail = [f"exit {a.exit_code}"] if a.exit_code not in (None, 0) else []
+        if a.error and a.end_reason != EndReason.SUCCEEDED:
+            detail.append(_first_line(a.error))
+        ended = _event(a.ended_at, "ended", f"attempt {a.number} {why}" + (f": {'; '.join(detail)}" if detail else ""),
+                       reason=a.end_reason, **common)
+    retry = _event(a.ended_at if a.retry_at else None, "retry",
+                   f"retry due at {a.retry_at.isoformat(timespec='seconds')}" if a.retry_at else "",
+                   due_at=a.retry_at, **common)
+    return [_event(a.leased_at, "leased", f"attempt {a.number} leased by {host}{gpus}", **common),
+            _event(a.started_at, "started", f"attempt {a.number} started on {host}", **common),
+            ended, retry]
+
+
+def build(task: Any, attempts: Sequence[Any], actions: Sequence[Any], reason: PendingReason | None,
+          now: datetime) -> list[dict[str, Any]]:
+    """The task's events, oldest first (ties keep the order they happen in: a lease before its start)."""
+    by = f" by {task.submitted_by}" if task.submitted_by else ""
+    events: list[dict[str, Any] | None] = [
+        _event(task.created_at, "submitted", f"submitted{by} (priority {task.priority}, group {task.group})",
+               actor=task.submitted_by or None)]
+    for a in attempts:
+        events += attempt_events(a)
+    for act in actions:
+        word = ACTION_WORDS.get(act.kind, act.kind)
+        was = (act.detail or {}).get("from")
+        events.append(_event(act.at, "operator", f"{word} by {act.actor or 'someone'}"
+                             + (f" (was {was})" if was else ""), actor=act.actor, action=act.kind))
+    if task.status in FINISHED and task.finished_at is not None:
+        events.append(_event(task.finished_at, "finished", f"{task.status}"
+                             + (f" ({task.end_reason})" if task.end_reason and task.end_reason != task.status else ""),
+                             status=task.status))
+    if reason is not None:
+        events.append(_event(now, "waiting", f"waiting: {reason.message}", code=reason.code.value))
+    ordered = [e for e in events if e is not None]
+    return sorted(ordered, key=lambda e: e["at"])  # stable: equal times keep their order
