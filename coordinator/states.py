@@ -89,6 +89,10 @@ and requeue to `pending`."""
 class ReasonCode(StrEnum):
     """Why a pending task is not running, as a word for filters and scripts (`?pending_reason=busy`)."""
 
+    PAUSED = "paused"
+    """Its service is paused in the service registry (`aidd services NAME --resume`)."""
+    SERVICE_LIMIT = "service_limit"
+    """Its service runs as many tasks as its limit allows."""
     STOPPING = "stopping"
     """An attempt the coordinator ended may still run on its worker: the task waits until it is gone."""
     BACKOFF = "backoff"

@@ -13,7 +13,7 @@ from coordinator.reconcile import rebuild_index
 from coordinator.schemas import ServiceChange
 from coordinator.server import BackgroundServer
 from coordinator.service import Coordinator
-from tests.helpers import Agent, HttpAgent, started, submit, submit_one, task_body
+from tests.helpers import Agent, HttpAgent, started, submit, submit_one, task_body, wait_for
 
 pytestmark = pytest.mark.anyio
 
@@ -105,3 +105,26 @@ def test_aidd_services_command(api_server: BackgroundServer, client: httpx.Clien
     assert usage.value.code == 2 and "not a count" in capsys.readouterr().err
     code, _, err = aidd("services", "--pause")
     assert code == 2 and "name the service" in err
+
+
+def reason_of(client: httpx.Client, task_id: str, code: str) -> dict[str, str]:
+    """The task's pending reason once the snapshot it is decided from (at most a second old) says `code`."""
+    def changed() -> dict[str, str] | None:
+        reason = client.get(f"/api/v1/tasks/{task_id}").json()["pending_reason"]
+        return reason if reason and reason["code"] == code else None
+    return wait_for(changed, 5, f"the reason {code}")
+
+
+def test_pending_reasons_name_a_paused_or_full_service(client: httpx.Client) -> None:
+    """A paused service's tasks say so before anything about workers; a service at its limit says its count."""
+    task = client.post("/api/v1/tasks", json=task_body(service="docking")).json()
+    client.post("/api/v1/services/docking/pause")
+    assert reason_of(client, task["id"], "paused") == {"code": "paused", "message": "service `docking` is paused"}
+    client.put("/api/v1/services/docking", json={"paused": False, "max_running": 1})
+    agent = HttpAgent.register(client)
+    assert len(agent.lease(max_tasks=1)) == 1
+    second = client.post("/api/v1/tasks", json=task_body(service="docking")).json()
+    limited = reason_of(client, second["id"], "service_limit")
+    assert limited["message"] == "service `docking` runs 1 task, its limit"
+    listed = client.get("/api/v1/tasks", params={"pending_reason": "service_limit"}).json()
+    assert [t["id"] for t in listed["items"]] == [second["id"]]
