@@ -8,7 +8,8 @@ from __future__ import annotations
 
 from textual.binding import Binding
 
-DESTRUCTIVE = frozenset({"cancel", "retry", "requeue", "drain", "new", "retry_failed", "remove_worker"})
+DESTRUCTIVE = frozenset({"cancel", "retry", "requeue", "drain", "new", "retry_failed", "remove_worker",
+                         "pause_service", "service_limit"})
 """Actions hidden by `--read-only` (they change tasks or workers)."""
 
 APP: list[Binding] = [
@@ -77,6 +78,9 @@ BATCHES: list[Binding] = [
 QUEUES: list[Binding] = [
     FILTER_ROWS,
     Binding("enter", "service_tasks", "Its tasks", tooltip="The tasks of the service under the cursor"),
+    Binding("p", "pause_service", "Pause/resume", tooltip="Pause the service under the cursor (its pending tasks "
+            "wait, running ones go on) or resume it"),
+    Binding("m", "service_limit", "Limit", tooltip="Set how many of the service's tasks may run at once"),
 ]
 
 FAILURES: list[Binding] = [

@@ -126,6 +126,16 @@ def build_parser() -> argparse.ArgumentParser:
     workers.add_argument("--status")
     _client_options(workers)
 
+    services = sub.add_parser("services", help="list services; pause, resume or limit one")
+    services.add_argument("name", nargs="?", help="the service to change (none: list every service)")
+    pause = services.add_mutually_exclusive_group()
+    pause.add_argument("--pause", action="store_true", help="its pending tasks wait; running ones go on")
+    pause.add_argument("--resume", action="store_true")
+    services.add_argument("--limit", type=_limit, default=argparse.SUPPRESS,
+                          help="most of its tasks running at once (`none`: the configured service_limits, if any)")
+    services.add_argument("--description")
+    _client_options(services)
+
     for action in ("cancel", "retry", "requeue"):
         act = sub.add_parser(action, help=f"{action} tasks by id, or every task matching --filter options")
         act.add_argument("ids", nargs="*")
@@ -178,6 +188,34 @@ def build_parser() -> argparse.ArgumentParser:
 def _live(args: argparse.Namespace) -> bool:
     """Whether to show progress (a bar, a live count): on a terminal only, never in a pipe or a log, nor with --json."""
     return sys.stderr.isatty() and not args.json
+
+
+def _limit(value: str) -> int | None:
+    """A --limit value: a count of at least 0, or `none`."""
+    if value.lower() == "none":
+        return None
+    if not value.isdigit():
+        raise argparse.ArgumentTypeError(f"not a count or `none`: {value!r}")
+    return int(value)
+
+
+async def _services(client: CoordinatorClient, args: argparse.Namespace) -> tuple[Any, str]:
+    """`aidd services [NAME --pause/--resume/--limit/--description]`: the change made, or the list."""
+    change: dict[str, Any] = {"description": args.description} if args.description is not None else {}
+    if args.pause or args.resume:
+        change["paused"] = args.pause
+    if "limit" in vars(args):
+        change["max_running"] = args.limit
+    if args.name and change:
+        result: Any = await client.change_service(args.name, **change)
+        limit = "no limit" if result["limit"] is None else f"limit {result['limit']}"
+        return result, f"{result['name']}: {'paused' if result['paused'] else 'active'}, {limit}"
+    if change:
+        raise ConfigError("services: name the service to change")
+    result = await client.services()
+    if args.name:
+        result = [s for s in result if s["name"] == args.name]
+    return result, render_table(result, ["name", "paused", "limit", "running", "pending", "description"])
 
 
 def _print_progress(done: int, total: int) -> None:
@@ -243,6 +281,8 @@ async def _run_client(args: argparse.Namespace) -> int:
             from coordinator.filedownload import files_command
 
             result, text = await files_command(client, args)
+        elif args.command == "services":
+            result, text = await _services(client, args)
         elif args.command == "show":
             result = await client.get_task(args.task_id)
             result["timeline"] = (await client.timeline(result["id"]))["events"]

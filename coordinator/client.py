@@ -152,6 +152,16 @@ class CoordinatorClient:
         """Delete an offline worker (or the one a unique id prefix names) from the record."""
         return await self.request("POST", f"/api/v1/workers/{worker_id}/remove")  # type: ignore[no-any-return]
 
+    # services
+    async def services(self) -> list[dict[str, Any]]:
+        """Every service with its pause, running limit and counts."""
+        return (await self.request("GET", "/api/v1/services"))["items"]  # type: ignore[no-any-return]
+
+    async def change_service(self, name: str, **change: Any) -> dict[str, Any]:
+        """Pause or resume a service (`paused`), set its `max_running` (None: the configured limit) or
+        `description`."""
+        return await self.request("PUT", f"/api/v1/services/{name}", json=change)  # type: ignore[no-any-return]
+
     # stats
     async def queues(self) -> list[dict[str, Any]]:
         """Per-service queue figures."""

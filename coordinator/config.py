@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import quote
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator
@@ -15,6 +17,7 @@ from coordinator.errors import ConfigError
 Role = Literal["operator", "read", "submit"]
 Part = Literal["redis", "postgres"]
 """A store that can run embedded: the redis-server or the PostgreSQL of the state directory."""
+log = logging.getLogger(__name__)
 ENV_PREFIX = "AIDD_"
 SECRET_KEYS = frozenset({"api_keys", "agent_token", "redis_url", "database_url", "minio_secret_key"})
 MINIO_ENV = ("endpoint", "public_endpoint", "access_key", "secret_key", "bucket", "secure", "region")
@@ -28,6 +31,8 @@ class ApiKey(BaseModel):
     name: str = Field(min_length=1, max_length=100)
     key: str = Field(min_length=8)
     role: Role = "operator"
+    profile: Literal["aidd", "aiflow", "llm"] = "aidd"
+    """Whose status words this key's answers use (coordinator/compat.py): an older system's clients unchanged."""
 
 
 class Settings(BaseModel):
@@ -57,6 +62,9 @@ class Settings(BaseModel):
     """Registration token node agents present to enroll (required when api_keys are set)."""
     allowed_hosts: list[str] = []
     """Extra Host header values accepted besides loopback names and the bind address."""
+    cors_origins: list[str] = []
+    """Browser origins (`https://dash.example.org`) allowed to call the API cross-site, for web dashboards:
+    CORS headers for them, and their mutating calls are not refused. Env form: comma-separated (default none)."""
     heartbeat_interval: float = Field(default=10.0, gt=0)
     """Seconds between agent heartbeats (default 10)."""
     heartbeat_timeout: float = Field(default=30.0, gt=0)
@@ -76,9 +84,12 @@ class Settings(BaseModel):
     retry_max_delay: float = Field(default=3600.0, ge=0)
     """Cap of the retry backoff in seconds (default 3600)."""
     task_timeout: int = Field(default=300, gt=0)
-    """Default `timeout_s` of a task (default 300)."""
+    """Default `timeout_s` of a task (default 300; also TASK_TIMEOUT)."""
+    task_max_wait: int | None = Field(default=None, gt=0)
+    """Default `max_wait_s` of a task: still pending this long after submission, it ends as timeout (default
+    none: tasks wait as long as it takes; also TASK_MAX_WAIT_TIME)."""
     max_retries: int = Field(default=3, ge=0)
-    """Default `max_retries` of a task (default 3)."""
+    """Default `max_retries` of a task (default 3; also TASK_MAX_RETRIES)."""
     max_worker_losses: int = Field(default=3, ge=1)
     """Attempts a task may lose to dead workers before it is failed (default 3)."""
     exclusive_tasks: bool = False
@@ -169,11 +180,9 @@ class Settings(BaseModel):
     @field_validator("api_keys", mode="before")
     @classmethod
     def _parse_keys(cls, value: Any) -> Any:
-        if isinstance(value, str):
-            return [_parse_key(i, item.strip()) for i, item in enumerate(value.split(","), 1) if item.strip()]
-        return value
+        return _parse_keys(value) if isinstance(value, str) else value
 
-    @field_validator("service_limits", "allowed_hosts", "embedded", mode="before")
+    @field_validator("service_limits", "allowed_hosts", "cors_origins", "embedded", mode="before")
     @classmethod
     def _parse_env_forms(cls, value: Any, info: Any) -> Any:
         if not isinstance(value, str):
@@ -202,6 +211,11 @@ class Settings(BaseModel):
         return self.host in ("127.0.0.1", "localhost", "::1") or self.host.startswith("127.")
 
 
+def _parse_keys(value: str) -> list[dict[str, str]]:
+    """The env form of api_keys: comma-separated `key`, `role:key` or `name:role:key`."""
+    return [_parse_key(i, item.strip()) for i, item in enumerate(value.split(","), 1) if item.strip()]
+
+
 def _parse_key(index: int, item: str) -> dict[str, str]:
     parts = item.split(":")
     if len(parts) == 1:
@@ -222,11 +236,45 @@ def _postgres_env_url(env: Mapping[str, str]) -> str | None:
     return f"postgresql://{auth}@{host}:{env.get('POSTGRES_PORT', '5432')}/{env.get('POSTGRES_DB', 'aidd')}"
 
 
+def _redis_env_url(env: Mapping[str, str]) -> str | None:
+    """Build a URL from REDIS_HOST / REDIS_PORT / REDIS_PASSWORD / REDIS_DB (the AIDD platform's and the LLM
+    scheduler's names), when REDIS_HOST is set: a set host means an external Redis, not the embedded one."""
+    if not env.get("REDIS_HOST"):
+        return None
+    password = env.get("REDIS_PASSWORD")
+    auth = f":{quote(password, safe='')}@" if password else ""
+    return f"redis://{auth}{env['REDIS_HOST']}:{env.get('REDIS_PORT', '6379')}/{env.get('REDIS_DB', '0')}"
+
+
+def _db_env_url(env: Mapping[str, str]) -> str | None:
+    """Build a URL from the LLM scheduler's DB_HOST / DB_PORT / DB_USER / DB_PASSWORD / DB_NAME, when DB_HOST
+    is set."""
+    if not env.get("DB_HOST"):
+        return None
+    user, password = env.get("DB_USER", "postgres"), env.get("DB_PASSWORD")
+    auth = f"{user}:{quote(password, safe='')}" if password else user
+    return f"postgresql://{auth}@{env['DB_HOST']}:{env.get('DB_PORT', '5432')}/{env.get('DB_NAME', 'aidd')}"
+
+
+COMPAT_ENV = {"TASK_TIMEOUT": "task_timeout", "TASK_MAX_RETRIES": "max_retries", "TASK_MAX_WAIT_TIME": "task_max_wait"}
+"""The AIFlow gateway's names for settings that mean the same here."""
+IGNORED_ENV = {"MINIO_BUCKET_INPUTS": "inputs and outputs share one bucket here: set MINIO_BUCKET",
+               "MINIO_BUCKET_OUTPUTS": "inputs and outputs share one bucket here: set MINIO_BUCKET"}
+"""Older systems' variables with no meaning here, and what to use instead (each set one is warned about)."""
+
+
+def _first_url(env: Mapping[str, str], *candidates: tuple[str, str | None]) -> tuple[str, str | None]:
+    """The first (variable, URL) that has a URL, else (the first variable, None)."""
+    return next(((name, url) for name, url in candidates if url), (candidates[0][0], None))
+
+
 def _environment_overrides(env: Mapping[str, str]) -> tuple[dict[str, Any], dict[str, str]]:
     """The settings the environment gives, and the variable each came from."""
-    database_variable = "DATABASE_URL" if env.get("DATABASE_URL") else "POSTGRES_*"
-    conventional = {"redis_url": ("REDIS_URL", env.get("REDIS_URL")),
-                    "database_url": (database_variable, env.get("DATABASE_URL") or _postgres_env_url(env))}
+    conventional = {
+        "redis_url": _first_url(env, ("REDIS_URL", env.get("REDIS_URL")), ("REDIS_HOST", _redis_env_url(env))),
+        "database_url": _first_url(env, ("DATABASE_URL", env.get("DATABASE_URL")),
+                                   ("POSTGRES_*", _postgres_env_url(env)), ("DB_HOST", _db_env_url(env))),
+        **{key: (name, env.get(name)) for name, key in COMPAT_ENV.items()}}
     conventional.update({f"minio_{name}": (f"MINIO_{name.upper()}", env.get(f"MINIO_{name.upper()}"))
                          for name in MINIO_ENV})
     overrides = {key: value for key, (_, value) in conventional.items() if value}
@@ -236,6 +284,21 @@ def _environment_overrides(env: Mapping[str, str]) -> tuple[dict[str, Any], dict
         if value is not None:
             overrides[name], origins[name] = value, ENV_PREFIX + name.upper()
     return overrides, origins
+
+
+def _with_gateway_keys(keys: Any, env: Mapping[str, str]) -> Any:
+    """The client keys plus AIFlow's (API_GATEWAY_API_KEYS, comma-separated): they submit and read, and see its
+    status words (profile `aiflow`)."""
+    gateway = [{"name": f"aiflow{i}", "role": "submit", "key": key.strip(), "profile": "aiflow"}
+               for i, key in enumerate(env.get("API_GATEWAY_API_KEYS", "").split(","), 1) if key.strip()]
+    if not gateway:
+        return keys
+    return [*(_parse_keys(keys) if isinstance(keys, str) else keys or []), *gateway]
+
+
+def ignored_environment(env: Mapping[str, str]) -> list[str]:
+    """One line for each older system's variable that is set here but means nothing (started commands log them)."""
+    return [f"{name} is set but ignored: {why}" for name, why in IGNORED_ENV.items() if env.get(name)]
 
 
 def default_config_path(env: Mapping[str, str]) -> Path | None:
@@ -271,6 +334,9 @@ def load_settings(path: Path | None = None, env: Mapping[str, str] | None = None
     origins.update(env_origins)
     flags = {k: v for k, v in overrides.items() if v is not None}
     values.update(flags)
+    if env.get("API_GATEWAY_API_KEYS"):
+        values["api_keys"] = _with_gateway_keys(values.get("api_keys"), env)
+        origins.setdefault("api_keys", "API_GATEWAY_API_KEYS")
     origins = {key: origin for key, origin in origins.items() if key not in flags}
     try:
         settings = Settings(**values)
@@ -286,4 +352,6 @@ def load_settings(path: Path | None = None, env: Mapping[str, str] | None = None
             detail += f", got {error.get('input')!r}"
         raise ConfigError(f"{shown}: {detail}") from None
     settings._origins = origins
+    for line in ignored_environment(env):
+        log.warning("%s", line)
     return settings

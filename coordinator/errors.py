@@ -50,6 +50,15 @@ class WorkerNotOffline(AiddError):
         self.worker_id, self.status = worker_id, status
 
 
+class ServiceNotFound(AiddError):
+    """No service has this name or number."""
+
+    status_code = 404
+
+    def __init__(self, name: str) -> None:
+        super().__init__(f"service {name} not found")
+
+
 class BatchNotFound(AiddError):
     """No batch has this id."""
 

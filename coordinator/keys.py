@@ -79,6 +79,11 @@ class Keys:
         return f"{self.prefix}:config:service_limits"
 
     @property
+    def paused_services(self) -> str:
+        """Set: services whose tasks wait (the service registry's pause)."""
+        return f"{self.prefix}:config:paused_services"
+
+    @property
     def counters(self) -> str:
         """Hash: event counters (submitted, leased, succeeded, failed, ...) since the index was built."""
         return f"{self.prefix}:stats:counters"
@@ -139,6 +144,7 @@ KEY_TABLE: list[tuple[str, str, str]] = [
     ("{p}:queue:running:{service}", "set", "running tasks of one service (concurrency limits)"),
     ("{p}:stats:counters", "hash", "event counters"),
     ("{p}:config:service_limits", "hash", "per-service running limit"),
+    ("{p}:config:paused_services", "set", "paused services: their tasks wait"),
     ("{p}:workers:{id}", "hash", "worker status, last heartbeat, readings, when each GPU was last busy"),
     ("{p}:workers:{id}:tasks", "set", "tasks running on a worker"),
     ("{p}:workers:heartbeats", "sorted set", "worker -> last heartbeat time"),

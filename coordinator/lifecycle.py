@@ -248,6 +248,20 @@ class Lifecycle:
         ends = [AttemptEnd(r.id, r.attempt_id, EndReason.TIMEOUT, f"timed out after {r.timeout_s}s") for r in late]
         return len(await self.end(ends, stopping=True))
 
+    async def expire_waiting(self) -> int:
+        """Pending tasks still waiting `max_wait_s` after submission end as timeout: no worker took them in time
+        (the leader's timer). Returns how many."""
+        deadline = Task.created_at + func.make_interval(0, 0, 0, 0, 0, 0, Task.max_wait_s)
+        async with self.core.engine.begin() as conn:
+            rows = (await conn.execute(update(Task).where(
+                Task.status == TaskStatus.PENDING.value, Task.max_wait_s.is_not(None), deadline < text("now()"))
+                .values(status=TaskStatus.TIMEOUT.value, end_reason=EndReason.TIMEOUT.value, finished_at=utcnow(),
+                        updated_at=utcnow(), error=func.concat("still pending after max_wait_s (", Task.max_wait_s,
+                                                               " s): no worker took it in time"))
+                .returning(*Task.__table__.c))).all()
+        await self._index(rows)
+        return len(rows)
+
     async def lose_workers(self, worker_ids: Sequence[uuid.UUID], reason: EndReason) -> int:
         """End the running attempts of workers that went offline (lost, or stopped); tasks waiting for an old
         attempt on them wait no more (a lost host's processes are its keeper's to stop). Returns the attempts

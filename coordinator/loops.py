@@ -14,6 +14,7 @@ import logging
 import math
 import time
 import uuid
+from typing import cast
 
 from sqlalchemy import text
 
@@ -44,6 +45,8 @@ RESIGN = "if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('DEL', KEYS[1
 """Give the leader lease up. KEYS[1] the leader key; ARGV[1] this process's id (only its own lease goes)."""
 STOP_WAIT_S = 10.0
 """Longest `stop` waits for a tick under way to end."""
+SILENT_GAPS = 2.5
+"""A worker that beats less often than heartbeat_timeout is dead after this many of its own gaps of silence."""
 FILE_EXPIRY_PERIOD = 3600.0
 """Seconds between runs of the file retention job (leader only; see FileService.expire_finished)."""
 
@@ -131,6 +134,7 @@ class Timers:
             if now - self.leader_since >= (settings.takeover_grace or settings.heartbeat_timeout):
                 await self.reap_dead_workers()
             await self.lifecycle.time_out()
+            await self.lifecycle.expire_waiting()
             await self.lifecycle.release_overdue()
             await self.workers.expire_offline()
         flushed = not await self.core.redis.exists(self.core.keys.index_built)  # a FLUSHALL: rebuild now
@@ -167,10 +171,20 @@ class Timers:
         return state != 0
 
     async def reap_dead_workers(self) -> int:
-        """Workers silent for heartbeat_timeout go offline; their tasks are requeued (counted as lost)."""
-        cutoff = time.time() - self.core.settings.heartbeat_timeout
-        dead = await self.core.redis.zrangebyscore(self.core.keys.heartbeats, "-inf", cutoff)
-        ids = [uuid.UUID(as_str(d)) for d in dead if isinstance(d, bytes | str)]
+        """Workers silent for heartbeat_timeout go offline; their tasks are requeued (counted as lost). One that
+        beats less often than that (a Workers API node every 30 s against a 30 s timeout) is given SILENT_GAPS of
+        its own gaps between beats instead, so it does not flap offline between two beats."""
+        now = time.time()
+        timeout = self.core.settings.heartbeat_timeout
+        found = await self.core.redis.zrangebyscore(self.core.keys.heartbeats, "-inf", now - timeout,
+                                                    withscores=True)
+        silent = [(as_str(worker), float(last)) for worker, last in cast(list[tuple[bytes, float]], found)]
+        async with self.core.redis.pipeline(transaction=False) as pipe:
+            for worker, _last in silent:
+                pipe.hget(self.core.keys.worker(worker), "gap")
+            gaps = await pipe.execute()
+        ids = [uuid.UUID(worker) for (worker, last), gap in zip(silent, gaps, strict=True)
+               if now - last >= max(timeout, SILENT_GAPS * float(gap or 0))]
         if ids:
             lost = await self.workers.mark_offline(ids, EndReason.WORKER_LOST)
             self.core.metrics.workers_lost.inc(len(ids))

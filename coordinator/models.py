@@ -1,5 +1,5 @@
 """The durable record in PostgreSQL (SQLAlchemy 2): tasks, attempts, workers, logs, commands, batches, audit,
-task events."""
+task events, the service registry."""
 
 from __future__ import annotations
 
@@ -67,6 +67,8 @@ class Task(Base):
     gpu_memory_gb: Mapped[float] = mapped_column(Float, default=0.0)
     max_retries: Mapped[int] = mapped_column(Integer, default=3)
     timeout_s: Mapped[int] = mapped_column(Integer, default=300)
+    max_wait_s: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    """Pending longer than this after submission, the task ends as timeout (no worker took it in time)."""
     retry_on: Mapped[list[Any]] = mapped_column(default=list)
     input_files: Mapped[list[Any]] = mapped_column(default=list)
     outputs: Mapped[list[Any]] = mapped_column(default=list)
@@ -204,3 +206,19 @@ class AuditRecord(Base):
     target: Mapped[str] = mapped_column(Text, default="")
     count: Mapped[int] = mapped_column(Integer, default=0)
     detail: Mapped[dict[str, Any]] = mapped_column(default=dict)
+
+
+class Service(Base):
+    """A service's runtime settings, changed by operators while it runs: a paused service's tasks wait; at most
+    `max_running` of its tasks run at once (NULL: the configured `service_limits`, else no limit). `number` is
+    a stable integer id, the `model_id` of LLM-scheduler clients."""
+
+    __tablename__ = "services"
+    name: Mapped[str] = mapped_column(String(100), primary_key=True)
+    number: Mapped[int] = mapped_column(Integer, Identity(always=False), unique=True)
+    paused: Mapped[bool] = mapped_column(Boolean, server_default=false())
+    max_running: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    description: Mapped[str] = mapped_column(String(500), default="")
+    updated_at: Mapped[datetime] = _now()
+
+    __table_args__ = (CheckConstraint("max_running IS NULL OR max_running >= 0", name="ck_services_max_running"),)

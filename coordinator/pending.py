@@ -26,6 +26,7 @@ from coordinator.core import Core, utcnow
 from coordinator.keys import SEQ_SPAN
 from coordinator.models import Task
 from coordinator.queue import as_str, queue_needs
+from coordinator.services import ServiceRegistry, ServiceState
 from coordinator.states import ReasonCode, TaskStatus, WorkerStatus
 
 log = logging.getLogger(__name__)
@@ -33,7 +34,8 @@ SNAPSHOT_TTL_S = 1.0
 """How long one snapshot of the workers and queues answers for every task (a task list of 100 000 computes once)."""
 
 
-SHAPE_CODES = frozenset({ReasonCode.NO_GROUP, ReasonCode.NO_SERVICE, ReasonCode.NO_LABELS, ReasonCode.TOO_BIG,
+SHAPE_CODES = frozenset({ReasonCode.PAUSED, ReasonCode.SERVICE_LIMIT, ReasonCode.NO_GROUP, ReasonCode.NO_SERVICE,
+                         ReasonCode.NO_LABELS, ReasonCode.TOO_BIG,
                          ReasonCode.BUSY, ReasonCode.READY})
 """The codes decided per queue shape (the rest come from the task's own row or its place in the queue)."""
 
@@ -153,6 +155,8 @@ class Snapshot:
     workers: list[WorkerRoom]
     offline_groups: dict[str, int]
     """Offline workers per group (said when no online one is left)."""
+    services: dict[str, ServiceState] = field(default_factory=dict)
+    """The service registry's rules: which services are paused, limited, and how many of their tasks run."""
     decided: dict[Shape, PendingReason] = field(default_factory=dict)
 
 
@@ -172,9 +176,15 @@ def _needs_phrase(shape: Shape, lacking: Iterable[str]) -> str:
 
 
 def decide(shape: Shape, snap: Snapshot) -> PendingReason:
-    """Why tasks of `shape` wait, given the workers of `snap`: the first of no worker in the group, none serving
+    """Why tasks of `shape` wait, given the workers of `snap`: the first of its service paused or at its running
+    limit, no worker in the group, none serving
     the service, none with the labels, none big enough, all fitting ones busy or draining; or one has room."""
-    # The service registry's reasons (the service at its concurrency limit, its queue paused) go first, here.
+    rule = snap.services.get(shape.service)
+    if rule is not None and rule.paused:
+        return PendingReason(ReasonCode.PAUSED, f"service `{shape.service}` is paused")
+    if rule is not None and rule.at_limit:
+        return PendingReason(ReasonCode.SERVICE_LIMIT, f"service `{shape.service}` runs {rule.running} "
+                             f"task{'' if rule.running == 1 else 's'}, its limit")
     in_group = [w for w in snap.workers if shape.group in w.groups]
     if not in_group:
         offline = snap.offline_groups.get(shape.group, 0)
@@ -274,7 +284,8 @@ class PendingReasons:
                 if at is not None:
                     room.gpu_free[at] -= min(task.gpu, 1.0)
                     room.gpu_memory_free[at] -= task.gpu_memory_gb
-        return Snapshot(time.monotonic(), list(workers.values()), offline)
+        services = {s.name: s for s in await ServiceRegistry(self.core).states()}
+        return Snapshot(time.monotonic(), list(workers.values()), offline, services=services)
 
     async def queues(self) -> dict[str, tuple[Shape, int]]:
         """Every queue that holds tasks: key -> its shape and size. Read afresh each time (the index's registry, a

@@ -211,12 +211,14 @@ class QueueIndex:
         """Move tasks whose backoff has passed into their queues."""
         return int(await self._promote(args=[self.keys.prefix, now_ms(), limit]))
 
-    async def set_service_limits(self, limits: dict[str, int]) -> None:
-        """Replace the per-service running limits."""
+    async def set_service_rules(self, limits: dict[str, int], paused: set[str]) -> None:
+        """Replace the per-service running limits and the paused services (claims read both)."""
         async with self.redis.pipeline(transaction=True) as pipe:
-            pipe.delete(self.keys.service_limits)
+            pipe.delete(self.keys.service_limits, self.keys.paused_services)
             if limits:
                 pipe.hset(self.keys.service_limits, mapping=limits)  # type: ignore[arg-type]
+            if paused:
+                pipe.sadd(self.keys.paused_services, *sorted(paused))
             await pipe.execute()
 
     async def queue_keys(self) -> dict[str, tuple[str, str]]:

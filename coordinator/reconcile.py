@@ -11,6 +11,7 @@ from sqlalchemy import String, cast, select
 from coordinator.core import Core, queued
 from coordinator.models import Task, Worker
 from coordinator.queue import RunningTask
+from coordinator.services import ServiceRegistry
 from coordinator.states import TaskStatus, WorkerStatus
 
 log = logging.getLogger(__name__)
@@ -48,7 +49,7 @@ async def rebuild_index(core: Core) -> dict[str, int]:
             pipe.zadd(core.keys.heartbeats, {str(w.id): now}, nx=True)
         pipe.set(core.keys.index_built, now)
         await pipe.execute()
-    await core.index.set_service_limits(core.settings.service_limits)
+    await ServiceRegistry(core).publish()
     await core.wake_leases()
     counts = {"pending": len(pending), "running": len(running), "workers": len(workers)}
     log.info("index rebuilt from PostgreSQL: %s", counts)

@@ -84,12 +84,12 @@ def embedded_parts(settings: Settings) -> set[Part]:
                           "drop one")
     if missing == {"postgres"} and not settings.embedded:
         raise ConfigError(f"{settings.origin('redis_url')} is set but no database is: set DATABASE_URL (or "
-                          "AIDD_DATABASE_URL / POSTGRES_* / database_url) too, or AIDD_EMBEDDED=postgres to run an "
-                          "embedded PostgreSQL beside that Redis")
+                          "AIDD_DATABASE_URL / POSTGRES_* / DB_HOST / database_url) too, or AIDD_EMBEDDED=postgres "
+                          "to run an embedded PostgreSQL beside that Redis")
     if missing == {"redis"} and not settings.embedded:
         raise ConfigError(f"{settings.origin('database_url')} is set but no Redis is: set REDIS_URL (or "
-                          "AIDD_REDIS_URL / redis_url) too, or AIDD_EMBEDDED=redis to run an embedded Redis beside "
-                          "that database")
+                          "AIDD_REDIS_URL / REDIS_HOST / redis_url) too, or AIDD_EMBEDDED=redis to run an embedded "
+                          "Redis beside that database")
     return missing
 
 

@@ -63,6 +63,8 @@ class TaskSpec(Strict):
     resources: Resources = Field(default_factory=Resources)
     max_retries: int | None = Field(default=None, ge=0, le=100)
     timeout_s: int | None = Field(default=None, gt=0, le=30 * 86400)
+    max_wait_s: int | None = Field(default=None, gt=0, le=30 * 86400)
+    """Still pending this long after submission, the task ends as timeout (default: `task_max_wait`, none)."""
     retry_on: list[EndReason] = Field(default_factory=lambda: list(DEFAULT_RETRY_ON))
     input_files: list[Text] = Field(default_factory=list)
     outputs: list[Text] = Field(default_factory=list)
@@ -123,8 +125,9 @@ class BulkAction(Strict):
     """A bulk cancel / retry / requeue: by ids, or by filter (an empty filter needs `all: true`)."""
 
     model_config = ConfigDict(json_schema_extra={"oneOf": [
-        {"required": ["ids"], "properties": {"ids": {"type": "array"}}},
-        {"required": ["filter"], "properties": {"filter": {"type": "object"}}}]})
+        {"type": "object", "required": ["ids"],
+         "properties": {"ids": {"type": "array", "items": {"type": "string", "format": "uuid"}}}},
+        {"type": "object", "required": ["filter"]}]})
 
     ids: list[uuid.UUID] | None = Field(default=None, max_length=100_000)
     filter: TaskFilter | None = None
@@ -207,6 +210,12 @@ class Heartbeat(BaseModel):
     """What keeps the host from taking tasks (e.g. its work dir is full); it leases nothing meanwhile."""
 
 
+class NodeHeartbeat(Heartbeat):
+    """The Workers API's heartbeat: the node's own name in the body (`computer_001`), no id in the path."""
+
+    worker_id: Name
+
+
 class LeaseRequest(Strict):
     """An agent's ask for work, stating what it has free now."""
 
@@ -279,3 +288,23 @@ class CommandAck(Strict):
 
     ids: list[Annotated[int, Field(ge=1, le=2**63 - 1)]] = Field(min_length=1, max_length=1000)
     """Command ids (PostgreSQL bigints)."""
+
+
+class ServiceChange(Strict):
+    """What an operator changes about a service; fields left out stay as they are."""
+
+    paused: bool | None = None
+    """True: its pending tasks wait (none is claimed) until resumed."""
+    max_running: int | None = Field(default=None, ge=0, le=1_000_000)
+    """Most of its tasks running at once; null: the configured `service_limits` (else no limit)."""
+    description: Text | None = None
+
+    @model_validator(mode="after")
+    def _something(self) -> ServiceChange:
+        if not self.model_fields_set:
+            raise ValueError("give paused, max_running or description")
+        if self.paused is None and "paused" in self.model_fields_set:
+            raise ValueError("paused: must be true or false")
+        if self.description is None and "description" in self.model_fields_set:
+            raise ValueError("description: must be text")
+        return self

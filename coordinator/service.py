@@ -30,6 +30,7 @@ from coordinator.pending import PendingReasons
 from coordinator.preflight import NO_HANDSHAKE, postgres_address
 from coordinator.queue import QueueIndex
 from coordinator.reconcile import rebuild_index
+from coordinator.services import ServiceRegistry
 from coordinator.stats import StatsService
 from coordinator.storage import open_store
 from coordinator.tasks import TaskService
@@ -54,6 +55,7 @@ class Coordinator:
     waker: Waker
     files: FileService
     peers: Peers
+    services: ServiceRegistry
 
     @classmethod
     def build(cls, settings: Settings) -> Coordinator:
@@ -73,7 +75,8 @@ class Coordinator:
         files = FileService(core, store)
         reasons = PendingReasons(core, workers.capacities)
         return cls(core, TaskService(core, reasons), lifecycle, workers, StatsService(core, reasons),
-                   Timers(core, lifecycle, workers, files), waker, files, Peers(redis, settings, store))
+                   Timers(core, lifecycle, workers, files), waker, files, Peers(redis, settings, store),
+                   ServiceRegistry(core))
 
     async def start(self, timers: bool = True) -> None:
         """Migrate the schema, enter the Redis prefix, rebuild the index from PostgreSQL, start listening and timing.

@@ -29,7 +29,8 @@ FINISHED = frozenset({TaskStatus.SUCCEEDED, TaskStatus.FAILED, TaskStatus.CANCEL
 
 TRANSITIONS: dict[TaskStatus, frozenset[TaskStatus]] = {
     # leased; cancelled; requeued again while it waits out a backoff (back to the head of its queue)
-    TaskStatus.PENDING: frozenset({TaskStatus.RUNNING, TaskStatus.CANCELLED, TaskStatus.PENDING}),
+    TaskStatus.PENDING: frozenset({TaskStatus.RUNNING, TaskStatus.CANCELLED, TaskStatus.PENDING,
+                                   TaskStatus.TIMEOUT}),  # timeout: waited past its max_wait_s
     # its attempt succeeded, failed, timed out or was cancelled; or it goes back to the queue (a retry, a
     # requeue, a lost worker, a hand-back)
     TaskStatus.RUNNING: frozenset({TaskStatus.SUCCEEDED, TaskStatus.FAILED, TaskStatus.TIMEOUT, TaskStatus.CANCELLED,
@@ -88,6 +89,10 @@ and requeue to `pending`."""
 class ReasonCode(StrEnum):
     """Why a pending task is not running, as a word for filters and scripts (`?pending_reason=busy`)."""
 
+    PAUSED = "paused"
+    """Its service is paused in the service registry (`aidd services NAME --resume`)."""
+    SERVICE_LIMIT = "service_limit"
+    """Its service runs as many tasks as its limit allows."""
     STOPPING = "stopping"
     """An attempt the coordinator ended may still run on its worker: the task waits until it is gone."""
     BACKOFF = "backoff"

@@ -54,7 +54,7 @@ async def _hostnames(conn: AsyncConnection, worker_ids: Sequence[uuid.UUID | Non
 COPY_COLUMNS = ("id", "service", "task_type", "name", "input_params", "priority", "group", "labels", "cpu",
                 "memory_gb", "gpu", "gpu_memory_gb", "max_retries", "timeout_s", "retry_on", "input_files", "outputs",
                 "submitted_by", "exclusive", "status", "attempts", "retry_count", "worker_losses", "gpus", "batch_id",
-                "seq")
+                "max_wait_s", "seq")
 """The columns a submission writes (the rest are NULL or their server default, now())."""
 COPY_JSON = tuple(i for i, c in enumerate(COPY_COLUMNS) if c in ("input_params", "labels", "retry_on", "input_files",
                                                                   "outputs", "gpus"))
@@ -192,6 +192,7 @@ class TaskService:
             "gpu": resources.gpu, "gpu_memory_gb": resources.gpu_memory_gb,
             "max_retries": self.settings.max_retries if spec.max_retries is None else spec.max_retries,
             "timeout_s": spec.timeout_s or self.settings.task_timeout,
+            "max_wait_s": spec.max_wait_s or self.settings.task_max_wait,
             "retry_on": [r.value for r in spec.retry_on], "input_files": spec.input_files,
             "outputs": spec.outputs, "submitted_by": actor, "status": TaskStatus.PENDING.value,
             "exclusive": self.settings.exclusive_tasks if spec.exclusive is None else spec.exclusive,

@@ -17,6 +17,7 @@ from typing import Any
 import orjson
 from redis.exceptions import RedisError
 from sqlalchemy import bindparam, delete, func, insert, select, text, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.exc import SQLAlchemyError
 
 from coordinator.beats import Beats
@@ -131,11 +132,12 @@ class WorkerService:
             self._tokens[worker_id] = cached
         return secrets.compare_digest(cached[0], hash_token(token))
 
-    async def register(self, spec: WorkerRegistration) -> dict[str, Any]:
+    async def register(self, spec: WorkerRegistration, worker_id: uuid.UUID | None = None) -> dict[str, Any]:
         """Enroll a host; returns its id and its own token (shown once).
 
         A host is one host: an agent that comes back under the same hostname takes back the identity it had
-        (see `_take_back`), so the record, the console and the metrics keep one row per host.
+        (see `_take_back`), so the record, the console and the metrics keep one row per host. A named node
+        (`worker_id` given, see `ids.node_id`) that enrolled before is enrolled again under the same id.
         """
         token = secrets.token_urlsafe(32)
         token_hash = hash_token(token)
@@ -147,14 +149,20 @@ class WorkerService:
             "agent_version": spec.agent_version, "last_heartbeat_at": utcnow(),
         }
         check_text(values, "body")
-        worker_id = await self._take_back(spec, values)
+        if worker_id is not None:  # a named node: its id is its name's
+            async with self.core.engine.begin() as conn:
+                await conn.execute(pg_insert(Worker).values(id=worker_id, **values).on_conflict_do_update(
+                    index_elements=[Worker.id], set_=values))
+        else:
+            worker_id = await self._take_back(spec, values)
         if worker_id is None:
             worker_id = uuid.uuid4()
             async with self.core.engine.begin() as conn:
                 await conn.execute(insert(Worker).values(id=worker_id, **values))
         self._tokens[worker_id] = (token_hash, time.monotonic())
         await self._publish_live(worker_id, values, fresh=True)
-        return {"id": str(worker_id), "token": token, "heartbeat_interval": self.core.settings.heartbeat_interval,
+        return {"id": str(worker_id), "worker_id": str(worker_id), "token": token,
+                "heartbeat_interval": self.core.settings.heartbeat_interval,
                 "heartbeat_timeout": self.core.settings.heartbeat_timeout}
 
     async def _take_back(self, spec: WorkerRegistration, values: dict[str, Any]) -> uuid.UUID | None:
@@ -622,6 +630,14 @@ class WorkerService:
             rows = (await conn.execute(select(*WorkerCommand.__table__.c).where(cond)
                                        .order_by(WorkerCommand.id))).all()
         return [dict(r._mapping) for r in rows]
+
+    async def clear_commands(self, worker_id: uuid.UUID, actor: str) -> int:
+        """Drop every command the worker has not acknowledged (an operator clearing a node's queue); audited."""
+        pending = [c["id"] for c in await self.commands(worker_id)]
+        cleared = await self.ack(worker_id, pending) if pending else 0
+        async with self.core.engine.begin() as conn:
+            await write_audit(conn, actor, "worker.clear-commands", str(worker_id), cleared)
+        return cleared
 
     async def ack(self, worker_id: uuid.UUID, command_ids: Sequence[int]) -> int:
         """Mark commands carried out; they stop coming with heartbeats. An acknowledged cancel-task means its

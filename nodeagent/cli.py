@@ -46,7 +46,7 @@ def build_parser() -> argparse.ArgumentParser:
     add = p.add_argument
     add("--url", metavar="URL", action="append", default=[],
         help="coordinator URL, repeatable or comma-separated: several coordinators sharing their stores, tried in "
-             "turn ($AIDD_URL, default http://127.0.0.1:8333)")
+             "turn ($AIDD_URL, or $MASTER_URL; default http://127.0.0.1:8333)")
     add("--token", metavar="TOKEN", help="registration token ($AIDD_AGENT_TOKEN)")
     add("--group", metavar="G", action="append", default=[],
         help="group to serve, repeatable ($WORKER_GROUP, comma-separated; default: the detected one + default)")
@@ -119,11 +119,12 @@ def config_from(args: argparse.Namespace, env: Mapping[str, str]) -> tuple[Agent
     Raises:
         UsageError: a bad value; the message names the flag or the variable.
     """
-    raw_urls = args.url or [env.get("AIDD_URL") or "http://127.0.0.1:8333"]
+    variable = "AIDD_URL" if env.get("AIDD_URL") or not env.get("MASTER_URL") else "MASTER_URL"  # Workers API's
+    raw_urls = args.url or [env.get(variable) or "http://127.0.0.1:8333"]
     urls = [u.strip() for raw in raw_urls for u in raw.split(",") if u.strip()]
     for url in urls or [""]:
         if not url.startswith(("http://", "https://")):
-            where = "--url" if args.url else "AIDD_URL"
+            where = "--url" if args.url else variable
             raise UsageError(f"{where}: must start with http:// or https://, got {url!r}")
     modules = modules_from(args.plugin_module or [env.get("AIDD_PLUGIN_MODULES", "")])
     for module in modules:

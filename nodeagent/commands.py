@@ -2,13 +2,15 @@
 
 Kept apart from the process handling in `runner` so the rules about what a task may ask for are in one
 small place: `argv` runs as given, `command` is split like a shell would (`shlex`) but runs without
-one unless `shell: true`, `env` adds string variables, `cwd` is relative to the task's working dir.
+one unless `shell: true`, leading `NAME=value` words and `env` add string variables, `cwd` is relative to the
+task's working dir.
 """
 
 from __future__ import annotations
 
 import functools
 import os
+import re
 import shlex
 import sys
 from collections.abc import Mapping, Sequence
@@ -52,6 +54,21 @@ def shell_argv(params: Mapping[str, Any]) -> list[str]:
         except ValueError as exc:
             raise BadTask(f"input_params.command: {exc}") from None
     raise BadTask("a shell task needs input_params.argv (a list) or input_params.command (a string)")
+
+
+ASSIGNMENT = re.compile(r"^([A-Za-z_][A-Za-z0-9_]*)=(.*)$", re.S)
+
+
+def leading_assignments(argv: list[str]) -> tuple[dict[str, str], list[str]]:
+    """`GOOS=linux go build` as a shell reads it: the leading NAME=value words set variables for the command
+    (worker-group clients write commands so); a command of assignments only is refused."""
+    env: dict[str, str] = {}
+    for i, word in enumerate(argv):
+        match = ASSIGNMENT.match(word)
+        if match is None:
+            return env, argv[i:]
+        env[match.group(1)] = match.group(2)
+    raise BadTask("the command sets variables but runs nothing")
 
 
 def task_env(params: Mapping[str, Any], base: Mapping[str, str]) -> dict[str, str]:
@@ -112,4 +129,7 @@ def build_command(task: Mapping[str, Any], work_dir: Path, plugin_modules: Seque
     cwd = params.get("cwd")
     if cwd is not None and not isinstance(cwd, str):
         raise BadTask("input_params.cwd must be a string")
-    return Command(shell_argv(params), env, work_dir / cwd if cwd else work_dir, plugin=False)
+    argv, assignments = shell_argv(params), dict[str, str]()
+    if params.get("argv") is None:  # a command string reads as a shell would read it; an argv runs as given
+        assignments, argv = leading_assignments(argv)
+    return Command(argv, {**env, **assignments}, work_dir / cwd if cwd else work_dir, plugin=False)

@@ -30,6 +30,8 @@ ENTRY_POINT_GROUP = "aidd.task_types"
 BUILTIN_MODULE = "nodeagent.builtin"
 TaskFunction = Callable[[dict[str, Any], "TaskContext"], Any]
 REGISTRY: dict[str, TaskFunction] = {}
+InferenceFunction = Callable[[dict[str, Any], Any, dict[str, Any]], Any]
+"""An AIFlow plugin: (model_spec, payload, inference_params) -> result."""
 
 
 class PermanentError(Exception):
@@ -40,6 +42,19 @@ def task_type(name: str) -> Callable[[TaskFunction], TaskFunction]:
     """Register the decorated function as the runner of tasks with this `task_type`."""
     def register(function: TaskFunction) -> TaskFunction:
         REGISTRY[name] = function
+        return function
+    return register
+
+
+def register_inference_function(name: str) -> Callable[[InferenceFunction], InferenceFunction]:
+    """AIFlow's plugin decorator: `@register_inference_function("name") def f(model_spec, payload,
+    inference_params)` runs the gateway's tasks of that `task_type` (their input_params hold the three parts);
+    its return value is the task's result. Only the import line of such a plugin changes."""
+    def register(function: InferenceFunction) -> InferenceFunction:
+        def run(params: dict[str, Any], context: TaskContext) -> Any:
+            return function(params.get("model_spec") or {}, params.get("payload"),
+                            params.get("inference_params") or {})
+        REGISTRY[name] = run
         return function
     return register
 

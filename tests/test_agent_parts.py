@@ -161,6 +161,20 @@ def test_shell_commands() -> None:
             shell_argv(bad)
 
 
+def test_leading_assignments_set_variables(tmp_path: Path) -> None:
+    """`GOOS=linux go build -o app .` (worker-group clients' commands) runs `go` with GOOS set, as a shell
+    would; an explicit argv runs as given; a command of assignments only is a permanent failure."""
+    task = {"task_id": "t", "attempt_id": "a", "task_type": "shell",
+            "input_params": {"command": "GOOS=linux CGO_ENABLED=0 go build -o app .", "env": {"GOOS": "darwin"}}}
+    command = build_command(task, tmp_path, [], gpu_host=False, base_env={"PATH": "/bin"})
+    assert command.argv == ["go", "build", "-o", "app", "."]
+    assert (command.env["GOOS"], command.env["CGO_ENABLED"]) == ("linux", "0")
+    as_given = {**task, "input_params": {"argv": ["A=1", "true"]}}
+    assert build_command(as_given, tmp_path, [], gpu_host=False).argv == ["A=1", "true"]
+    with pytest.raises(BadTask, match="runs nothing"):
+        build_command({**task, "input_params": {"command": "A=1 B=2"}}, tmp_path, [], gpu_host=False)
+
+
 def test_task_environment(tmp_path: Path) -> None:
     task = {"task_id": "t", "attempt_id": "a", "attempt": 2, "task_type": "shell", "gpus": [1, 3],
             "input_params": {"argv": ["true"], "env": {"MODE": "fast", "N": 4}, "cwd": "sub"}}

@@ -21,9 +21,11 @@ from textual.widgets import Static
 from console.screens.confirm import ConfirmModal
 from console.screens.filter import FilterModal
 from console.screens.help import HelpModal
+from console.screens.limit import ServiceLimitModal
 from console.screens.quit import QuitChoice, QuitModal
 from console.screens.submit import SubmitModal
 from console.screens.tasks import TasksScreen
+from console.widgets.queue_table import QueueTable
 from console.widgets.task_table import TaskTable
 from console.widgets.worker_table import WorkerTable
 from coordinator.client import CoordinatorClient
@@ -230,6 +232,36 @@ async def test_d_drains_and_resumes_a_worker(api_server: BackgroundServer, clien
         await until(pilot, lambda: toasts.saying("gpu-node-7: resumed"), what="the resume toast")
     assert record(api_server, "SELECT status FROM workers")[0]["status"] == "online"
     assert [c["command"] for c in agent.heartbeat([])["commands"]] == ["drain", "resume"]
+
+
+async def test_p_pauses_and_m_limits_a_service_in_the_registry(api_server: BackgroundServer,
+                                                                client: httpx.Client) -> None:
+    """On the Queues pane `p` pauses the service under the cursor (after a confirmation), which the table shows;
+    `m` sets its running limit in a dialog that refuses a non-number; `p` again resumes it."""
+    client.post("/api/v1/tasks", json=task_body(service="docking"))
+    toasts = Toasts()
+    app = console(api_server)
+    async with app.run_test(size=SIZE, message_hook=toasts) as pilot:
+        await refreshed(pilot)
+        table = app.screen.query_one(QueueTable)
+        assert table.cursor_key == "docking"
+        await pilot.press("p")
+        await until(pilot, lambda: isinstance(app.screen, ConfirmModal), what="the confirmation")
+        await pilot.press("y")
+        await until(pilot, lambda: toasts.saying("docking: paused"), what="the pause toast")
+        assert record(api_server, "SELECT paused FROM services WHERE name = 'docking'")[0]["paused"] is True
+        await until(pilot, lambda: "paused" in str(table.get_row("docking")[1]), what="the paused state")
+        await pilot.press("m")
+        await until(pilot, lambda: isinstance(app.screen, ServiceLimitModal), what="the limit dialog")
+        await pilot.press("x", "enter")
+        assert isinstance(app.screen, ServiceLimitModal)
+        await pilot.press("backspace", "3", "enter")
+        await until(pilot, lambda: toasts.saying("docking: at most 3 running"), what="the limit toast")
+        await pilot.press("p")
+        await until(pilot, lambda: isinstance(app.screen, ConfirmModal), what="the confirmation")
+        await pilot.press("y")
+        await until(pilot, lambda: toasts.saying("docking: resumed"), what="the resume toast")
+    assert record(api_server, "SELECT paused, max_running FROM services") == [{"paused": False, "max_running": 3}]
 
 
 async def test_batch_retry_key_retries_only_its_failed_tasks(api_server: BackgroundServer,

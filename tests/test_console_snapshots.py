@@ -47,9 +47,10 @@ def fixed_console(server: BackgroundServer, state: FixedState, **options: Any) -
 
 
 def test_queues_pane(snap_compare: Any, api_server: BackgroundServer, fixed: FixedState) -> None:
-    """Queues: admet, docking and inference rows with pending / running / last hour's figures, oldest wait
-    (39m, 25m, 5m) and a per-minute throughput sparkline; above, the totals by status and the cluster totals;
-    below, the latest failures with their errors."""
+    """Queues: admet, docking and inference rows with their state (docking `≤ 8`, inference `paused`),
+    pending / running / last hour's figures, oldest wait (39m, 25m, 5m) and a per-minute throughput
+    sparkline; above, the totals by status and the cluster totals; below, the latest failures with their
+    errors."""
     assert snap_compare(fixed_console(api_server, fixed), terminal_size=SIZE, run_before=pane(None))
 
 

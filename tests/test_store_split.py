@@ -106,7 +106,8 @@ def test_serve_with_only_a_redis_url_exits_2_and_writes_nothing(servers: tuple[s
     assert done.returncode == 2, done.stderr
     assert done.stderr.strip().splitlines() == [
         "aidd: REDIS_URL is set but no database is: set DATABASE_URL (or AIDD_DATABASE_URL / POSTGRES_* / "
-        "database_url) too, or AIDD_EMBEDDED=postgres to run an embedded PostgreSQL beside that Redis"], done.stderr
+        "DB_HOST / database_url) too, or AIDD_EMBEDDED=postgres to run an embedded PostgreSQL beside that "
+        "Redis"], done.stderr
     assert not (tmp_path / "state" / "postgres").exists()
 
 

@@ -17,9 +17,13 @@ from sqlalchemy import insert
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from console.demo.workload import FAILURES, MOLECULES
-from coordinator.models import Attempt, Batch, Task, TaskLog, Worker
+from coordinator.models import Attempt, Batch, Service, Task, TaskLog, Worker
 from coordinator.workers import hash_token
 
+SERVICES = [{"name": "docking", "paused": False, "max_running": 8, "description": "AutoDock Vina"},
+            {"name": "inference", "paused": True, "max_running": None,
+             "description": "REINVENT; paused for a model update"}]
+"""The service registry of the picture: docking limited to 8 running, inference paused."""
 NAMESPACE = uuid.UUID("6f1d6f8e-2b1e-4c1a-9a57-0d7f3e4a8b21")
 
 
@@ -260,7 +264,8 @@ def _singles(w: _Writer, hosts: dict[str, uuid.UUID]) -> dict[str, uuid.UUID]:
 
 
 async def write_fixed_state(engine: AsyncEngine, anchor: datetime) -> FixedState:
-    """Write the workers, batches, tasks, attempts and logs of the fixed picture (into an empty record)."""
+    """Write the workers, batches, tasks, attempts, logs and service registry of the fixed picture (into an empty
+    record)."""
     w = _Writer(anchor)
     hosts = _workers(w)
     _admet_batch(w, hosts)
@@ -274,4 +279,5 @@ async def write_fixed_state(engine: AsyncEngine, anchor: datetime) -> FixedState
             await conn.execute(insert(Task), [task])
         await conn.execute(insert(Attempt), w.attempts)
         await conn.execute(insert(TaskLog), w.logs)
+        await conn.execute(insert(Service), SERVICES)
     return FixedState(anchor, ids["running"], ids["failed"], ids["hostile"], len(w.tasks), idle)

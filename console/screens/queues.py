@@ -1,4 +1,5 @@
-"""The Queues pane: the overview: tasks by status, cluster totals, and one row per service queue."""
+"""The Queues pane: the overview: tasks by status, cluster totals, and one row per service queue; `p` pauses or
+resumes a service, `m` sets its running limit."""
 
 from __future__ import annotations
 
@@ -6,17 +7,22 @@ import asyncio
 from typing import Any, ClassVar
 
 from rich.text import Text
+from textual import work
 from textual.app import ComposeResult
 from textual.binding import BindingType
 from textual.widgets import Static
 
 from console import keys
+from console.actions import plural
 from console.query import STATUSES, TaskQuery
+from console.screens.confirm import ConfirmModal
 from console.screens.detail import TaskDetailScreen
+from console.screens.limit import ServiceLimitModal
 from console.screens.live import GPU_TOTALS, PaneScreen
-from console.text import gigabytes
+from console.text import gigabytes, plain
 from console.widgets.failure_table import FailureTable
 from console.widgets.queue_table import QueueTable
+from coordinator.client import ApiError
 
 FAILURES_SHOWN = 12
 
@@ -40,21 +46,27 @@ class QueuesScreen(PaneScreen):
     GPUS_FROM_DATA = True
     BINDINGS: ClassVar[list[BindingType]] = [*keys.QUEUES]
 
+    def __init__(self, name: str | None = None, id: str | None = None) -> None:
+        super().__init__(name=name, id=id)
+        self.services: dict[str, dict[str, Any]] = {}
+        """The service registry as last polled: name -> paused, limit, running."""
+
     def compose_pane(self) -> ComposeResult:
         yield Static(id="summary", classes="summary")
         yield QueueTable()
         yield Static(Text("Recent failures (enter: detail)", style="bold"), classes="summary section")
         yield FailureTable()
 
-    async def fetch(self) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    async def fetch(self) -> tuple[dict[str, Any], list[dict[str, Any]], list[dict[str, Any]]]:
         client = self.console.client
-        dashboard, failures = await asyncio.gather(
+        dashboard, failures, services = await asyncio.gather(
             client.dashboard(), client.list_tasks(page=1, page_size=FAILURES_SHOWN, sort="-finished_at",
-                                                  status=["failed", "timeout"]))
-        return dashboard, failures.get("items") or []
+                                                  status=["failed", "timeout"]), client.services())
+        return dashboard, failures.get("items") or [], services
 
-    def apply(self, fetched: tuple[dict[str, Any], list[dict[str, Any]]]) -> None:
-        data, failures = fetched
+    def apply(self, fetched: tuple[dict[str, Any], list[dict[str, Any]], list[dict[str, Any]]]) -> None:
+        data, failures, services = fetched
+        self.services = {str(s["name"]): s for s in services}
         palette = self.console.palette
         self.query_one(FailureTable).show(failures, palette, self.console.options.now())
         by_status = (data.get("tasks") or {}).get("by_status") or {}
@@ -81,7 +93,7 @@ class QueuesScreen(PaneScreen):
                     f" · slots {_n(w.get('running'))}/{_n(w.get('slots'))}")
         self.query_one("#summary", Static).update(line)
         queues = data.get("queues") or []
-        self.query_one(QueueTable).show(queues, palette)
+        self.query_one(QueueTable).show(queues, self.services, palette)
         if not queues:
             self.query_one("#summary", Static).update(line + Text(
                 "\n\nNo queues yet: submit a task with n, or start with --demo.", style=palette.style("muted")))
@@ -96,3 +108,52 @@ class QueuesScreen(PaneScreen):
         key = self.query_one(QueueTable).cursor_key
         if key:
             self.console.show_tasks(TaskQuery(service=(key,)))
+
+    def _service_at_cursor(self) -> dict[str, Any] | None:
+        name = self.query_one(QueueTable).cursor_key
+        if not name:
+            self.notify("No service under the cursor.", severity="warning")
+            return None
+        return self.services.get(name, {"name": name, "paused": False, "limit": None, "max_running": None})
+
+    def action_pause_service(self) -> None:
+        service = self._service_at_cursor()
+        if service is not None:
+            self._pause_or_resume(service)
+
+    def action_service_limit(self) -> None:
+        service = self._service_at_cursor()
+        if service is not None:
+            self._set_limit(service)
+
+    @work(group="action", exit_on_error=False)
+    async def _pause_or_resume(self, service: dict[str, Any]) -> None:
+        name, paused = plain(service["name"], 60), bool(service.get("paused"))
+        verb = "Resume" if paused else "Pause"
+        pending = int(service.get("pending") or 0)
+        body = (f"Resume {name}? Its {plural(pending)} pending start as workers take them." if paused else
+                f"Pause {name}? Its {plural(pending)} pending wait (running ones go on) until resumed with p.")
+        if not await self.app.push_screen_wait(ConfirmModal(f"{verb} service", body, f"{verb} {name}")):
+            return
+        try:
+            await self.console.client.change_service(service["name"], paused=not paused)
+        except ApiError as exc:
+            self.notify(f"{verb} failed: {exc}", severity="error", markup=False)
+            return
+        self.notify(f"{name}: {'resumed' if paused else 'paused'}", markup=False)
+        self.refresh_now()
+
+    @work(group="action", exit_on_error=False)
+    async def _set_limit(self, service: dict[str, Any]) -> None:
+        name = plain(service["name"], 60)
+        chosen = await self.app.push_screen_wait(ServiceLimitModal(name, service.get("max_running")))
+        if chosen is None:
+            return
+        try:
+            result = await self.console.client.change_service(service["name"], max_running=chosen[0])
+        except ApiError as exc:
+            self.notify(f"Setting the limit failed: {exc}", severity="error", markup=False)
+            return
+        limit = result.get("limit")
+        self.notify(f"{name}: {'no limit' if limit is None else f'at most {limit} running'}", markup=False)
+        self.refresh_now()

@@ -20,6 +20,15 @@ SPARK_WIDTH = 24
 """Minutes of throughput history shown (the coordinator keeps 30)."""
 
 
+def _state(service: dict[str, Any], palette: Palette) -> Text:
+    """`paused`, `≤ 4` (its running limit), or nothing."""
+    if service.get("paused"):
+        return Text("paused", style=palette.status("draining"))
+    limit = service.get("limit")
+    return Text("" if limit is None else f"≤ {limit}", style=palette.status("pending") if service.get("at_limit")
+                else "")
+
+
 STUCK = frozenset({"no_group", "no_service", "no_labels", "too_big"})
 """Pending reasons no amount of waiting cures: an operator has to start, relabel or resize a worker."""
 
@@ -50,15 +59,17 @@ class QueueTable(KeyedTable):
         service: str
 
     def __init__(self) -> None:
-        super().__init__([Column("service", "Service", 12), Column("pending", "Pending", 7),
+        super().__init__([Column("service", "Service", 12), Column("state", "State", 8, drop=1),
+                          Column("pending", "Pending", 7),
                           Column("running", "Running", 7), Column("succeeded", "Done 1h", 7, drop=2),
                           Column("failed", "Failed 1h", 9), Column("oldest", "Oldest wait", 11),
                           Column("spark", f"Done per minute, {SPARK_WIDTH} min", SPARK_WIDTH, drop=3),
                           Column("rate", "/min", 5, drop=4), Column("waiting", "Why waiting", 16, grow=1)],
                          id="queue-table")
 
-    def show(self, queues: list[dict[str, Any]], palette: Palette) -> None:
-        """Replace the rows with these queue figures."""
+    def show(self, queues: list[dict[str, Any]], services: dict[str, dict[str, Any]], palette: Palette) -> None:
+        """Replace the rows with these queue figures; `services` (the registry) says which are paused or
+        limited."""
         rows: list[Row] = []
         for q in queues:
             series = [float(v) for v in q.get("throughput_per_min") or []]
@@ -67,6 +78,7 @@ class QueueTable(KeyedTable):
             failed = int(q.get("failed_1h") or 0)
             rows.append((str(q["service"]), (
                 cell(q["service"], "bold", 100),
+                _state(services.get(str(q["service"])) or {}, palette),
                 number(q.get("pending"), palette.status("pending") if q.get("pending") else ""),
                 number(q.get("running"), palette.status("running") if q.get("running") else ""),
                 number(q.get("succeeded_1h"), palette.status("succeeded")),

@@ -13,18 +13,19 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from coordinator.api import files, probes, stats, tasks, workers
+from coordinator.api import aiflow, files, llm, probes, services, stats, tasks, workers
 from coordinator.api.access import AccessLog
+from coordinator.api.conventions import EXCEPTION_HANDLERS, OPENAPI_PATH, SlashInsensitive, cors, docs_routes
 from coordinator.api.guard import HostOriginGuard
-from coordinator.api.http import HttpError, JSONResponse, error_response
+from coordinator.api.http import JSONResponse
 from coordinator.api.openapi import openapi_document
 from coordinator.api.routing import Endpoint
 from coordinator.api.timing import RequestTimer
 from coordinator.config import Settings
 from coordinator.service import Coordinator
 
-ENDPOINTS: list[Endpoint] = [*tasks.api.endpoints, *workers.api.endpoints, *stats.api.endpoints,
-                             *files.api.endpoints, *probes.api.endpoints]
+APIS = (tasks.api, workers.api, services.api, stats.api, files.api, probes.api, llm.api, aiflow.api)
+ENDPOINTS: list[Endpoint] = [e for api in APIS for e in api.endpoints]
 
 
 def package_version() -> str:
@@ -48,12 +49,6 @@ def create_app(settings: Settings, coordinator: Coordinator | None = None, timer
     owned = coordinator is None
     document = openapi_document(ENDPOINTS, package_version())
 
-    async def not_found(request: Request, exc: Exception) -> Response:
-        """Starlette's own 404 / 405 in the API's error shape (with the request id), not plain text."""
-        status = getattr(exc, "status_code", 404)
-        return error_response(HttpError(status, f"{request.method} {request.url.path}: "
-                                                f"{'no such route' if status == 404 else 'method not allowed'}"))
-
     async def openapi(request: Request) -> Response:
         return JSONResponse(document)
 
@@ -70,14 +65,13 @@ def create_app(settings: Settings, coordinator: Coordinator | None = None, timer
             if owned:
                 await service.stop()
 
-    api_routes = [*tasks.api.routes(service, settings), *workers.api.routes(service, settings),
-                  *stats.api.routes(service, settings), *files.api.routes(service, settings),
-                  *probes.api.routes(service, settings)]
-    app = Starlette(routes=[*api_routes, Route("/api/v1/openapi.json", openapi, methods=["GET"])],
-                    middleware=[Middleware(RequestTimer, metrics=service.core.metrics),
-                                Middleware(AccessLog, enabled=settings.access_log),
-                                Middleware(HostOriginGuard, settings=settings)],
-                    exception_handlers={404: not_found, 405: not_found}, lifespan=lifespan)
+    api_routes = [route for api in APIS for route in api.routes(service, settings)]
+    routes = [*api_routes, Route(OPENAPI_PATH, openapi, methods=["GET"]), *docs_routes()]
+    middleware = [Middleware(RequestTimer, metrics=service.core.metrics),
+                  Middleware(AccessLog, enabled=settings.access_log), Middleware(SlashInsensitive),
+                  *cors(settings), Middleware(HostOriginGuard, settings=settings)]
+    app = Starlette(routes=routes, middleware=middleware, exception_handlers=EXCEPTION_HANDLERS, lifespan=lifespan)
+    app.router.redirect_slashes = False
     app.state.coordinator = service
     app.state.version = package_version()
     return app

@@ -9,6 +9,7 @@ from enum import StrEnum
 
 from starlette.requests import Request
 
+from coordinator.compat import Profile
 from coordinator.config import Settings
 from coordinator.errors import Forbidden, Unauthorized
 from coordinator.workers import WorkerService
@@ -38,6 +39,8 @@ class Caller:
     name: str
     role: str
     worker_id: uuid.UUID | None = None
+    profile: Profile = Profile.AIDD
+    """Whose status words the caller's answers use (its key's profile)."""
 
 
 def bearer(request: Request) -> str | None:
@@ -62,7 +65,7 @@ class Authenticator:
             return None
         for key in self.settings.api_keys:
             if secrets.compare_digest(key.key.encode(), token.encode()):
-                return Caller(key.name, key.role)
+                return Caller(key.name, key.role, profile=Profile(key.profile))
         return None
 
     async def check(self, request: Request, access: Access) -> Caller:

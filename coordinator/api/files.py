@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 from urllib.parse import quote
 
@@ -13,6 +13,7 @@ import orjson
 from starlette.requests import Request
 from starlette.responses import StreamingResponse
 
+from coordinator.api.answers import BINARY, AttemptFiles, StoredFile, TaskFiles
 from coordinator.api.auth import Access
 from coordinator.api.http import HttpError, parse
 from coordinator.api.params import Query
@@ -24,7 +25,7 @@ from coordinator.schemas import TaskSpec
 from coordinator.storage import LocalStore, ObjectNotFound
 from coordinator.storage.names import check_name
 
-api = Api()
+api = Api("files")
 
 EXPIRES = Query("expires", "when the link expires (unix seconds), as signed")
 SIGNATURE = Query("signature", "HMAC-SHA256 of the key and expiry")
@@ -36,24 +37,33 @@ def is_multipart(request: Request) -> bool:
     return request.headers.get("content-type", "").lower().startswith("multipart/form-data")
 
 
-async def submit_with_files(request: Request, ctx: Ctx, check: Callable[[Ctx, list[TaskSpec]], None]) -> Any:
-    """`POST /api/v1/tasks` as multipart/form-data: a `task` field (the task as JSON) and file parts.
+def task_field(fields: dict[str, bytes]) -> TaskSpec:
+    """The task of our own multipart form: its `task` field, holding one task as JSON."""
+    if "task" not in fields:
+        raise HttpError(422, "task: missing (a form field holding the task as JSON)", field="task")
+    try:
+        data = orjson.loads(fields["task"])
+    except orjson.JSONDecodeError as exc:
+        raise HttpError(400, f"task: malformed JSON: {exc}", field="task") from None
+    if not isinstance(data, dict):
+        raise HttpError(422, "task: must be one task (a JSON object); submit batches as JSON", field="task")
+    return parse(TaskSpec, data, prefix="task")
+
+
+async def submit_with_files(request: Request, ctx: Ctx, check: Callable[[Ctx, list[TaskSpec]], None],
+                            text_fields: Sequence[str] = ("task",),
+                            to_spec: Callable[[dict[str, bytes]], TaskSpec] = task_field) -> uuid.UUID:
+    """A multipart/form-data submission: text fields that `to_spec` makes a task of, and file parts.
 
     Files are streamed to temporary files, then stored under `tasks/{id}/inputs/NAME`; only then is the task
     created (with those keys appended to its input_files). Any failure leaves neither task nor files.
+    Returns the new task's id.
     """
     settings, files = ctx.settings, ctx.coordinator.files
-    received = await receive_form(request, {"task": settings.max_body_bytes}, settings.max_file_bytes)
+    received = await receive_form(request, dict.fromkeys(text_fields, settings.max_body_bytes),
+                                  settings.max_file_bytes)
     try:
-        if "task" not in received.fields:
-            raise HttpError(422, "task: missing (a form field holding the task as JSON)", field="task")
-        try:
-            data = orjson.loads(received.fields["task"])
-        except orjson.JSONDecodeError as exc:
-            raise HttpError(400, f"task: malformed JSON: {exc}", field="task") from None
-        if not isinstance(data, dict):
-            raise HttpError(422, "task: must be one task (a JSON object); submit batches as JSON", field="task")
-        spec = parse(TaskSpec, data, prefix="task")
+        spec = to_spec(received.fields)
         check(ctx, [spec])
         await files.check_spec(spec, "task.", [f.name for f in received.files])
         task_id = uuid.uuid4()
@@ -66,17 +76,18 @@ async def submit_with_files(request: Request, ctx: Ctx, check: Callable[[Ctx, li
             raise
     finally:
         received.close()
-    return await ctx.coordinator.tasks.get(task_id)
+    return task_id
 
 
 @api.route("GET", "/api/v1/tasks/{task_id}/files", Access.READ,
-           "A task's inputs and each attempt's outputs, with sizes and presigned download URLs")
+           "A task's inputs and each attempt's outputs, with sizes and presigned download URLs", returns=TaskFiles)
 async def task_files(request: Request, ctx: Ctx) -> Any:
     return await ctx.coordinator.files.task_files(request.path_params["task_id"], str(request.base_url))
 
 
 @api.route("GET", "/api/v1/workers/{worker_id}/attempts/{attempt_id}/files", Access.WORKER,
-           "For the worker's running attempt: input download URLs, output globs and the upload URL")
+           "For the worker's running attempt: input download URLs, output globs and the upload URL",
+           returns=AttemptFiles)
 async def attempt_files(request: Request, ctx: Ctx) -> Any:
     return await ctx.coordinator.files.attempt_files(request.path_params["worker_id"],
                                                      request.path_params["attempt_id"], str(request.base_url))
@@ -84,7 +95,7 @@ async def attempt_files(request: Request, ctx: Ctx) -> Any:
 
 @api.route("PUT", "/api/v1/workers/{worker_id}/attempts/{attempt_id}/outputs/{path:path}", Access.WORKER,
            "Upload one output file of the worker's running attempt (raw body, at most max_file_bytes)", status=201,
-           content=RAW_FILE)
+           content=RAW_FILE, returns=StoredFile)
 async def put_output(request: Request, ctx: Ctx) -> Any:
     files = ctx.coordinator.files
     worker_id, attempt_id = request.path_params["worker_id"], request.path_params["attempt_id"]
@@ -99,7 +110,7 @@ async def put_output(request: Request, ctx: Ctx) -> Any:
 
 @api.route("GET", "/api/v1/files/{key:path}", Access.PUBLIC,
            "Download a file of the local store (the URL carries its own expiry and signature)",
-           query=(EXPIRES, SIGNATURE))
+           query=(EXPIRES, SIGNATURE), returns=BINARY)
 async def download(request: Request, ctx: Ctx) -> Any:
     store, key = ctx.coordinator.files.store, request.path_params["key"]
     if not isinstance(store, LocalStore):

@@ -19,8 +19,8 @@ def _hostname(value: str) -> str:
 
 
 class HostOriginGuard:
-    """ASGI middleware: Host must be one this coordinator answers to; a mutating call's Origin must match it.
-    The probes are answered for any Host: orchestrators call them by address."""
+    """ASGI middleware: Host must be one this coordinator answers to; a mutating call's Origin must match it or be
+    one of `cors_origins`. The probes are answered for any Host: orchestrators call them by address."""
 
     def __init__(self, app: ASGIApp, settings: Settings) -> None:
         self.app = app
@@ -28,6 +28,7 @@ class HostOriginGuard:
         if settings.is_loopback:
             self.allowed |= LOOPBACK_NAMES | {settings.host}
         self.check_host = settings.is_loopback or bool(settings.allowed_hosts)
+        self.cors_origins = {o.rstrip("/").lower() for o in settings.cors_origins}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and scope["path"] not in PROBE_PATHS:
@@ -38,7 +39,7 @@ class HostOriginGuard:
                 problem = HttpError(421, f"host {host!r} is not served here (allowed_hosts)")
             elif scope["method"] in MUTATING and "origin" in headers:
                 origin = urlsplit(headers["origin"]).hostname or headers["origin"]
-                if origin.lower() != host:
+                if origin.lower() != host and headers["origin"].rstrip("/").lower() not in self.cors_origins:
                     problem = HttpError(403, "cross-origin request refused")
             if problem is not None:
                 await error_response(problem)(scope, receive, send)

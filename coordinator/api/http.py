@@ -70,6 +70,19 @@ def validation_error(exc: ValidationError, prefix: str = "") -> HttpError:
 
 async def read_json(request: Request, limit: int) -> Any:
     """The parsed body; 413 past `limit` bytes (checked while streaming), 400 when it is not JSON."""
+    return load_json(await read_body(request, limit))
+
+
+def load_json(raw: bytes) -> Any:
+    """Parsed JSON, or a 400."""
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise HttpError(400, f"malformed JSON: {exc}") from None
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    """The raw body; 413 past `limit` bytes (checked while streaming)."""
     declared = request.headers.get("content-length")
     if declared and declared.isdigit() and int(declared) > limit:
         raise HttpError(413, f"request body of {declared} bytes is over the limit of {limit} bytes")
@@ -80,10 +93,7 @@ async def read_json(request: Request, limit: int) -> Any:
             raise HttpError(413, f"request body is over the limit of {limit} bytes")
         chunks.append(chunk)
     request.state.body_size = size
-    try:
-        return orjson.loads(b"".join(chunks))
-    except orjson.JSONDecodeError as exc:
-        raise HttpError(400, f"malformed JSON: {exc}") from None
+    return b"".join(chunks)
 
 
 def parse(model: type[M], data: Any, prefix: str = "") -> M:

@@ -13,6 +13,15 @@ from coordinator.api.routing import Endpoint
 ERROR = {"type": "object", "required": ["error"],
          "properties": {"error": {"type": "string"}, "field": {"type": "string"}}}
 """The one error shape of every 4xx and 5xx answer."""
+TAGS = {"tasks": "Submit, list, follow and act on tasks",
+        "workers": "Agents enroll and work; operators command",
+        "services": "Pause, resume and limit services",
+        "files": "Task inputs and outputs",
+        "stats": "Dashboards, health, audit and metrics",
+        "probes": "Liveness and readiness for service managers and orchestrators",
+        "llm-scheduler": "The LLM scheduler's model registry and health, served as it was",
+        "aiflow": "The AIFlow gateway's submissions and health, served as they were"}
+"""Each module's Api tag, in the order the docs list them."""
 
 
 def _model_schema(model: type[BaseModel], schemas: dict[str, Any]) -> dict[str, Any]:
@@ -37,14 +46,25 @@ def _request_body(e: Endpoint, schemas: dict[str, Any]) -> dict[str, Any] | None
     return {"required": e.body_required, "content": content}
 
 
+def _answer(e: Endpoint, schemas: dict[str, Any]) -> dict[str, Any]:
+    """The response object of the route's success status."""
+    if e.returns is None:
+        raise ValueError(f"{e.method} {e.path}: no answer schema (returns=...)")
+    if isinstance(e.returns, dict):
+        return {"description": "OK", "content": e.returns}
+    forms = [_model_schema(m, schemas) for m in (e.returns if isinstance(e.returns, tuple) else (e.returns,))]
+    schema = forms[0] if len(forms) == 1 else {"oneOf": forms}
+    return {"description": "OK", "content": {"application/json": {"schema": schema}}}
+
+
 def openapi_document(endpoints: list[Endpoint], version: str) -> dict[str, Any]:
     """Paths, parameters, request bodies and security of every endpoint."""
     paths: dict[str, dict[str, Any]] = {}
     schemas: dict[str, Any] = {"Error": ERROR}
     error = {"content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}
     for e in endpoints:
-        op: dict[str, Any] = {"summary": e.summary, "operationId": e.handler.__name__,
-                              "responses": {str(e.status): {"description": "OK"},
+        op: dict[str, Any] = {"summary": e.summary, "operationId": e.handler.__name__, "tags": [e.tag],
+                              "responses": {str(e.status): _answer(e, schemas),
                                             "4XX": {"description": "bad request, refused, not found or in conflict",
                                                     **error},
                                             "503": {"description": "Redis or PostgreSQL unavailable; retry", **error}}}
@@ -66,5 +86,7 @@ def openapi_document(endpoints: list[Endpoint], version: str) -> dict[str, Any]:
             op["security"] = [{"bearer": []}]
             op["description"] = f"Access: {e.access.value}"
         paths.setdefault(path, {})[e.method.lower()] = op
-    return {"openapi": "3.1.0", "info": {"title": "AIDD coordinator", "version": version}, "paths": paths,
+    tags = [{"name": name, "description": description} for name, description in TAGS.items()]
+    return {"openapi": "3.1.0", "info": {"title": "AIDD coordinator", "version": version}, "tags": tags,
+            "paths": paths,
             "components": {"schemas": schemas, "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}}}}

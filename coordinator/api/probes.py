@@ -10,22 +10,24 @@ from typing import Any
 
 from starlette.requests import Request
 
+from coordinator.api.answers import Probe
 from coordinator.api.auth import Access
 from coordinator.api.http import JSONResponse
 from coordinator.api.routing import Api, Ctx
 
-api = Api()
+api = Api("probes")
 PROBE_PATHS = frozenset({"/livez", "/readyz"})
 """Answered for any Host header (see `guard.HostOriginGuard`): they carry no data but the version."""
 
 
-@api.route("GET", "/livez", Access.PUBLIC, "The process and its event loop answer (200), with the version")
+@api.route("GET", "/livez", Access.PUBLIC, "The process and its event loop answer (200), with the version",
+           returns=Probe)
 async def livez(request: Request, ctx: Ctx) -> Any:
     return {"status": "ok", "version": request.app.state.version}
 
 
 @api.route("GET", "/readyz", Access.PUBLIC, "Redis and PostgreSQL answer, the schema is current, a leader runs the "
-           "timers: 200, else 503 naming what is not ready; with the version")
+           "timers: 200, else 503 naming what is not ready; with the version", returns=Probe)
 async def readyz(request: Request, ctx: Ctx) -> Any:
     checks = await ctx.coordinator.readiness()
     ready = all(value == "ok" for value in checks.values())

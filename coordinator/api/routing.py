@@ -37,6 +37,7 @@ class Ctx:
 
 
 Handler = Callable[[Request, Ctx], Awaitable[Any]]
+Returns = type[BaseModel] | tuple[type[BaseModel], ...] | dict[str, Any] | None
 
 
 @dataclass(frozen=True)
@@ -59,23 +60,28 @@ class Endpoint:
     body_required: bool = True
     answers: dict[int, dict[str, Any]] | None = None
     """Schemas of answers that differ from the usual ones (a report's per-event outcomes, 200 or 409)."""
+    returns: Returns = None
+    """The success answer: a JSON model (api/answers.py), several (one of them), or media type -> schema."""
+    tag: str = ""
+    """The group the route is listed under in the OpenAPI document (its module's Api tag)."""
 
 
 class Api:
     """Collects endpoints (`@api.route(...)`) and turns them into Starlette routes."""
 
-    def __init__(self) -> None:
+    def __init__(self, tag: str) -> None:
+        self.tag = tag
         self.endpoints: list[Endpoint] = []
 
     def route(self, method: str, path: str, access: Access, summary: str, body: type[BaseModel] | None = None,
               status: int = 200, query: tuple[Query, ...] = (), also: tuple[type[BaseModel], ...] = (),
               content: dict[str, dict[str, Any]] | None = None,
-              body_required: bool = True,
-              answers: dict[int, dict[str, Any]] | None = None) -> Callable[[Handler], Handler]:
+              body_required: bool = True, answers: dict[int, dict[str, Any]] | None = None,
+              returns: Returns = None) -> Callable[[Handler], Handler]:
         """Register a handler under this route (see Endpoint for what each argument describes)."""
         def register(handler: Handler) -> Handler:
             self.endpoints.append(Endpoint(method, path, access, handler, summary, body, status, query, also,
-                                           content, body_required, answers))
+                                           content, body_required, answers, returns, self.tag))
             return handler
         return register
 
@@ -98,6 +104,9 @@ def _wrap(endpoint: Endpoint, coordinator: Coordinator, settings: Settings,
                     try:
                         request.path_params[name] = uuid.UUID(value)
                     except ValueError:
+                        if ids.is_node_name(name, value):  # a named node: its id follows from its name
+                            request.path_params[name] = ids.node_id(value)
+                            continue
                         if endpoint.access == Access.WORKER or not ids.is_prefix(name, value):  # agents: full ids
                             raise HttpError(422, f"{name}: not a UUID: {value!r}", field=name) from None
                         prefixes[name] = value

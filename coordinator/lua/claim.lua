@@ -64,6 +64,13 @@ local function pick_gpus(gpu, gmem)
   return indices
 end
 
+-- A paused service's queues are skipped whole: its tasks wait, in order, until it is resumed.
+local paused = {}
+local function is_paused(svc)
+  if paused[svc] == nil then paused[svc] = redis.call('SISMEMBER', prefix .. ':config:paused_services', svc) == 1 end
+  return paused[svc]
+end
+
 -- Only the registries of the worker's own groups are read, and they hold only queues with tasks in them, so a
 -- claim costs what the worker could take, not what other groups or old resource shapes left behind.
 local window = 64 + req.max
@@ -72,7 +79,7 @@ for grp in pairs(groups) do
   local queues = redis.call('HGETALL', prefix .. ':queues:' .. grp)
   for i = 1, #queues, 2 do
     local svc, needs = string.match(queues[i + 1], '^([^\t]*)\t(.*)$')
-    if (any_service or services[svc]) and can_serve(needs) then
+    if (any_service or services[svc]) and not is_paused(svc) and can_serve(needs) then
       local members = redis.call('ZRANGE', queues[i], 0, window - 1, 'WITHSCORES')
       for j = 1, #members, 2 do
         candidates[#candidates + 1] = {members[j], tonumber(members[j + 1]), queues[i], grp}

@@ -6,9 +6,13 @@
 -- ARGV[4] telemetry (JSON)
 -- ARGV[5...] fields of the worker hash to set to now (the GPUs busy now, see coordinator.gpus.busy_field)
 -- Returns {status (nil if none), 1 if its routing facts are there else 0, commands flag (nil if none), task ids...}
+-- The gap since the previous beat (under 10 minutes) is kept as `gap`: the reaper waits a few of them.
 local prefix, worker, now = ARGV[1], ARGV[2], ARGV[3]
 local key = prefix .. ':workers:' .. worker
-local live = redis.call('HMGET', key, 'status', 'route', 'cmds')
+local live = redis.call('HMGET', key, 'status', 'route', 'cmds', 'hb')
+if live[4] and tonumber(now) - tonumber(live[4]) < 600 then
+  redis.call('HSET', key, 'gap', tonumber(now) - tonumber(live[4]))
+end
 redis.call('HSET', key, 'hb', now, 'metrics', ARGV[4])
 for i = 5, #ARGV do redis.call('HSET', key, ARGV[i], now) end
 redis.call('ZADD', prefix .. ':workers:heartbeats', now, worker)
