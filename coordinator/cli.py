@@ -357,6 +357,12 @@ async def _wait(client: CoordinatorClient, args: argparse.Namespace) -> int:
 def _run_program(args: argparse.Namespace, argv: Sequence[str]) -> int:
     if args.attach:
         check_url(args.attach, argv, "--attach", "--attach")
+    if args.demo == "real":  # before anything starts (or configures the log)
+        from console.demo.screen import missing_packages
+
+        if missing := missing_packages():
+            raise ConfigError(f"--demo real: the chem task pack is not installed (no {', '.join(missing)}): "
+                              "pip install torch==2.13.0 'aidd[chem]'")
     from coordinator.config import load_settings
 
     settings = load_settings(args.config, state_dir=args.state_dir, host=args.host, port=args.port,
@@ -372,12 +378,6 @@ def _run_program(args: argparse.Namespace, argv: Sequence[str]) -> int:
         return 0
     from console.launch import run_console
 
-    if args.demo == "real":
-        from console.demo.screen import missing_packages
-
-        if missing := missing_packages():
-            raise ConfigError(f"--demo real: the chem task pack is not installed (no {', '.join(missing)}): "
-                              "pip install torch==2.13.0 'aidd[chem]'")
     return run_console(settings, attach_url=args.attach, api_key=args.api_key,
                        local_agent=args.local_agent or args.demo == "real", demo=args.demo == "cluster",
                        real_screen=args.demo == "real", read_only=args.read_only, config=args.config)

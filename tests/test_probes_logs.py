@@ -33,7 +33,7 @@ def test_probes_say_the_version_and_what_is_not_ready(client: httpx.Client) -> N
     ready = client.get("/readyz")
     assert ready.status_code == 503
     assert ready.json() == {"status": "not ready", "version": package_version(), "redis": "ok", "postgres": "ok",
-                            "schema": "ok", "leader": "none yet"}
+                            "schema": "ok", "leader": "none yet", "error": "not ready: leader none yet"}
     assert client.get("/api/v1/health").json()["status"] == "ok"  # the old route stays
 
 

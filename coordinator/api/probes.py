@@ -32,4 +32,6 @@ async def readyz(request: Request, ctx: Ctx) -> Any:
     checks = await ctx.coordinator.readiness()
     ready = all(value == "ok" for value in checks.values())
     body = {"status": "ok" if ready else "not ready", "version": request.app.state.version, **checks}
+    if not ready:  # the one error shape, as every other refusal: `error` says what is not ready
+        body["error"] = "not ready: " + ", ".join(f"{name} {value}" for name, value in checks.items() if value != "ok")
     return JSONResponse(body, status_code=200 if ready else 503)

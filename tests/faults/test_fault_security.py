@@ -73,7 +73,7 @@ ROUTES: dict[tuple[str, str], str] = {
     ("GET", "/api/v1/workers/{worker_id}"): "read",
     ("POST", "/api/v1/workers/{worker_id}/commands"): "operator",
     ("GET", "/api/v1/workers/{worker_id}/commands"): "worker or read",
-    ("DELETE", "/api/v1/workers/{worker_id}/commands"): "worker",
+    ("DELETE", "/api/v1/workers/{worker_id}/commands"): "worker or operator",
     ("POST", "/api/v1/workers/{worker_id}/remove"): "operator",
     ("POST", "/api/v1/workers/broadcast"): "operator",
     ("GET", "/api/v1/health"): "public",
@@ -87,6 +87,25 @@ ROUTES: dict[tuple[str, str], str] = {
     ("GET", "/api/v1/workers/{worker_id}/attempts/{attempt_id}/files"): "worker",
     ("PUT", "/api/v1/workers/{worker_id}/attempts/{attempt_id}/outputs/{path:path}"): "worker",
     ("GET", "/api/v1/files/{key:path}"): "public",
+    ("POST", "/api/v1/tasks/upload"): "submit",
+    ("POST", "/api/v1/workers/heartbeat"): "enroll",
+    ("GET", "/api/v1/services"): "read",
+    ("GET", "/api/v1/services/{service}"): "read",
+    ("PUT", "/api/v1/services/{service}"): "operator",
+    ("POST", "/api/v1/services/{service}/pause"): "operator",
+    ("POST", "/api/v1/services/{service}/resume"): "operator",
+    ("GET", "/api/v1/batches/{batch_id}"): "read",
+    ("GET", "/api/v1/batches/{batch_id}/results"): "read",
+    ("GET", "/livez"): "public",
+    ("GET", "/readyz"): "public",
+    ("POST", "/api/v1/models"): "operator",
+    ("GET", "/api/v1/models"): "read",
+    ("GET", "/api/v1/models/{model}"): "read",
+    ("PUT", "/api/v1/models/{model}/status"): "operator",
+    ("GET", "/api/v1/system/health"): "public",
+    ("POST", "/api/v1/tasks_json"): "submit",
+    ("POST", "/api/v1/tasks_form"): "submit",
+    ("GET", "/health"): "public",
 }
 """Every route with who may call it, as the README documents it (not read from the code)."""
 
@@ -180,7 +199,8 @@ def call(world: World, method: str, path: str, credential: str) -> int:
     own = world.enroll("leaving") if (method, path) == ("DELETE", "/api/v1/workers/{worker_id}") else world.worker_a
     filled = (path.replace("{task_id}", world.task_id).replace("{worker_id}", own["id"])
               .replace("{attempt_id}", world.attempt["attempt_id"]).replace("{path:path}", "out.txt")
-              .replace("{key:path}", world.file_key))
+              .replace("{key:path}", world.file_key).replace("{service}", "security-probe")
+              .replace("{model}", "security-probe").replace("{batch_id}", world.task_id))  # no such batch: 404
     if path == "/api/v1/files/{key:path}":
         filled += f"?{world.file_query}"
     bodies: dict[str, Any] = {

@@ -197,7 +197,8 @@ class Lifecycle(RuleBasedStateMachine):
             self.tasks[task_id] = ModelTask(task_id, max_retries, retry_on)
 
     def add_agent(self) -> None:
-        agent = self.world.run(Agent.register(self.coordinator, hostname=f"sm-{len(self.agents)}",
+        # a host name of its own: a new example's agent must not take back an earlier example's worker (and its drain)
+        agent = self.world.run(Agent.register(self.coordinator, hostname=f"sm-{uuid.uuid4().hex[:8]}",
                                               groups=[self.group], cpu_cores=16))
         self.agents.append(ModelAgent(agent))
 
