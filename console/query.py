@@ -20,22 +20,25 @@ class TaskQuery:
     service: tuple[str, ...] = ()
     group: tuple[str, ...] = ()
     text: str = ""
-    """Case-insensitive text in the name, the task type or the id."""
+    """Case-insensitive text in any column the Tasks table shows, or in the parameters (`TaskFilter.search`)."""
     batch_id: str | None = None
     batch_name: str = ""
     worker_id: str | None = None
     worker_name: str = ""
+    reason: tuple[str, ...] = ()
+    """Pending tasks waiting for one of these reason codes (`no_group`, `busy`, ...; see `ReasonCode`)."""
 
     @property
     def empty(self) -> bool:
         """Whether the query matches every task."""
-        return not (self.status or self.service or self.group or self.text or self.batch_id or self.worker_id)
+        return not (self.status or self.service or self.group or self.text or self.batch_id or self.worker_id
+                    or self.reason)
 
     def list_params(self) -> dict[str, Any]:
         """Keyword arguments of `CoordinatorClient.list_tasks`."""
         params: dict[str, Any] = {"status": list(self.status), "service": list(self.service),
                                   "group": list(self.group), "q": self.text, "batch_id": self.batch_id,
-                                  "worker_id": self.worker_id}
+                                  "worker_id": self.worker_id, "pending_reason": list(self.reason)}
         return {k: v for k, v in params.items() if v}
 
     def action_filter(self, allowed: frozenset[str] | None = None) -> dict[str, Any]:
@@ -44,7 +47,8 @@ class TaskQuery:
         if allowed is not None:
             statuses = [s for s in statuses if s in allowed]
         flt: dict[str, Any] = {"status": statuses, "service": list(self.service), "group": list(self.group),
-                               "search": self.text, "batch_id": self.batch_id, "worker_id": self.worker_id}
+                               "search": self.text, "batch_id": self.batch_id, "worker_id": self.worker_id,
+                               "pending_reason": list(self.reason)}
         return {k: v for k, v in flt.items() if v}
 
     def narrowed(self, allowed: frozenset[str]) -> TaskQuery:
@@ -65,6 +69,8 @@ class TaskQuery:
             parts.append("batch " + plain(self.batch_name or short_id(self.batch_id), 40))
         if self.worker_id:
             parts.append("worker " + plain(self.worker_name or short_id(self.worker_id), 40))
+        if self.reason:
+            parts.append("waiting: " + ",".join(self.reason))
         if self.text:
             parts.append(f'"{plain(self.text, 40)}"')
         return " · ".join(parts) if parts else "all tasks"

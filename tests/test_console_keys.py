@@ -172,6 +172,26 @@ async def test_slash_filters_tasks_by_a_smiles_and_a_status_and_workers_by_any_c
         await until(pilot, lambda: workers.row_count == 2, what="every worker again")
 
 
+async def test_slash_filters_tasks_by_why_they_wait(api_server: BackgroundServer, client: httpx.Client) -> None:
+    """The filter's reason codes are the API's: only the tasks waiting for that reason stay; an unknown code is
+    named in a notice and left out."""
+    FakeAgent(client, hostname="cpu-01")  # serves group `default`
+    stranded = client.post("/api/v1/tasks", json=task_body(name="stranded", group="nobody")).json()
+    client.post("/api/v1/tasks", json=task_body(name="served")).raise_for_status()
+    app = console(api_server)
+    async with app.run_test(size=SIZE) as pilot:
+        table = await pane(pilot, "3", TaskTable)
+        await until(pilot, lambda: table.row_count == 2, what="both tasks")
+        await pilot.press("slash")
+        modal = await until(pilot, lambda: app.screen if isinstance(app.screen, FilterModal) else None)
+        modal.query_one("#reason").value = "no_group, sleepy"  # type: ignore[attr-defined]
+        await pilot.press("enter")
+        await until(pilot, lambda: app.screen.view.query.reason == ("no_group",)  # type: ignore[attr-defined]
+                    and not app.screen.polling and table.row_count == 1, what="only the stranded task")  # type: ignore[attr-defined]
+        assert table.cursor_key == stranded["id"]
+        assert any("not a reason code: sleepy" in n.message for n in app._notifications)
+
+
 async def test_the_submit_dialog_offers_a_group_an_online_worker_serves(api_server: BackgroundServer,
                                                                          client: httpx.Client) -> None:
     FakeAgent(client, hostname="gpu-01", groups=["gpu"])

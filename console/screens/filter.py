@@ -1,4 +1,4 @@
-"""The `/` dialog: filter tasks by status, service, group and free text."""
+"""The `/` dialog: filter tasks by status, service, group, why they wait and free text."""
 
 from __future__ import annotations
 
@@ -12,6 +12,9 @@ from textual.screen import ModalScreen
 from textual.widgets import Button, Checkbox, Input, Label, Static
 
 from console.query import STATUSES, TaskQuery
+from coordinator.states import ReasonCode
+
+REASONS = tuple(code.value for code in ReasonCode)
 
 
 def _names(value: str) -> tuple[str, ...]:
@@ -32,7 +35,7 @@ class FilterModal(ModalScreen[TaskQuery | None]):
         with Vertical(id="dialog", classes="dialog filter"):
             yield Static(Text("Filter tasks"), classes="dialog-title")
             with Vertical(classes="form-row"):
-                yield Label("Text in the name, type or id")
+                yield Label("Text in any column or the parameters (a SMILES, a hostname)")
                 yield Input(q.text, placeholder="e.g. EGFR or 3f2a9c", id="text", compact=True)
             with Horizontal(classes="form-row"):
                 with Vertical(classes="field"):
@@ -41,6 +44,10 @@ class FilterModal(ModalScreen[TaskQuery | None]):
                 with Vertical(classes="field"):
                     yield Label("Group")
                     yield Input(",".join(q.group), placeholder="gpu", id="group", compact=True)
+            with Vertical(classes="form-row"):
+                yield Label("Waiting because (reason codes, as the Queues pane and `aidd tasks` name them)")
+                yield Input(",".join(q.reason), placeholder="no_group, too_big, busy, paused", id="reason",
+                            compact=True)
             yield Label("Status (space ticks; none ticked = any status)")
             with Grid(id="statuses"):
                 for status in STATUSES:
@@ -59,8 +66,12 @@ class FilterModal(ModalScreen[TaskQuery | None]):
 
     def _collected(self) -> TaskQuery:
         statuses = tuple(s for s in STATUSES if self.query_one(f"#status-{s}", Checkbox).value)
+        reasons = _names(self.query_one("#reason", Input).value)
+        if unknown := [r for r in reasons if r not in REASONS]:
+            self.notify(f"not a reason code: {', '.join(unknown)} (one of {', '.join(REASONS)})", severity="warning")
         return TaskQuery(status=statuses, service=_names(self.query_one("#service", Input).value),
                          group=_names(self.query_one("#group", Input).value),
+                         reason=tuple(r for r in reasons if r in REASONS),
                          text=self.query_one("#text", Input).value.strip(), batch_id=self._query.batch_id,
                          batch_name=self._query.batch_name, worker_id=self._query.worker_id,
                          worker_name=self._query.worker_name)
