@@ -21,7 +21,7 @@ from console.widgets.keyed_table import Column, KeyedTable, Row
 
 METER = 5
 HISTORY = 12
-TASK = 36
+TASK = 24
 """Width of the column naming the task on each GPU."""
 STALE_HEARTBEAT_S = 30.0
 """Heartbeat ages beyond this are shown in the alarm colour (the coordinator's default timeout)."""
@@ -86,8 +86,8 @@ def _task_cell(gpu: dict[str, Any], palette: Palette) -> Text:
         return cell("")
     shown = task_label(tasks[0]) + (f" +{len(tasks) - 1}" if len(tasks) > 1 else "")
     if gpu.get("idle"):
-        return cell(f"IDLE {age(gpu.get('idle_s'))} {shown}", palette.style("meter-mid", bold=True), TASK)
-    return cell(shown, "", TASK)
+        return cell(f"IDLE {age(gpu.get('idle_s'))} {shown}", palette.style("meter-mid", bold=True), 80)
+    return cell(shown, "", 80)
 
 
 def _stale_meter(palette: Palette) -> Callable[[float, int, str], Text]:
@@ -110,10 +110,11 @@ class WorkerTable(KeyedTable):
 
     def __init__(self) -> None:
         super().__init__([Column("host", "Host / GPU", 20), Column("status", "Status", 8), Column("slots", "Slots", 5),
-                          Column("hb", "Beat", 5), Column("cpu", "CPU", METER + 5),
+                          Column("hb", "Beat", 5, drop=3), Column("cpu", "CPU", METER + 5, drop=4),
                           Column("mem", "Memory", METER + 11, drop=6), Column("gpu", "GPU util", METER + 5),
                           Column("gmem", "GPU mem", 9, drop=5), Column("temp", "Temp", 5, drop=7),
-                          Column("task", "Task on GPU", TASK, drop=4), Column("hist", "Util history", HISTORY, drop=8),
+                          Column("task", "Task on GPU", TASK, drop=2, grow=2),
+                          Column("hist", "Util history", HISTORY, drop=8),
                           Column("groups", "Groups", 16, drop=9, grow=1)], id="worker-table")
         self.by_id: dict[str, dict[str, Any]] = {}
         self._history: dict[str, deque[float]] = {}
