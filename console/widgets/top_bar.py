@@ -7,6 +7,7 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, cast
 
 from rich.text import Text
+from textual import events
 from textual.app import ComposeResult
 from textual.containers import Horizontal
 from textual.widgets import Static, Tab, Tabs
@@ -19,6 +20,10 @@ if TYPE_CHECKING:
 PANES: tuple[tuple[str, str], ...] = (("queues", "Queues"), ("workers", "Workers"), ("tasks", "Tasks"),
                                       ("batches", "Batches"))
 """(mode, title) of the main panes, in key order 1-4."""
+
+
+NARROW = 100
+"""Columns under which the top bar leaves out the GPU totals."""
 
 
 class TopBar(Horizontal):
@@ -48,6 +53,11 @@ class TopBar(Horizontal):
     def on_mount(self) -> None:
         self.watch(self.app, "where", self._show_where)
         self.watch(self.app, "starting", self._show_where)
+
+    def on_resize(self, event: events.Resize) -> None:
+        """Below NARROW columns the GPU totals give way to the address (and how the start goes): the tabs and
+        both do not fit, and the Queues and Workers panes' summary lines say the totals too."""
+        self.query_one("#gpus", Static).display = event.size.width >= NARROW
 
     def _show_where(self, _changed: str) -> None:
         """The app's `where`, and how far the embedded coordinator's start got while it starts."""
