@@ -7,6 +7,7 @@ COPY coordinator /src/coordinator
 COPY nodeagent /src/nodeagent
 COPY console /src/console
 COPY themes /src/themes
+COPY toolkit /src/toolkit
 RUN pip install --no-cache-dir /src && rm -rf /src \
  && useradd --create-home --uid 10001 aidd && mkdir -p /var/lib/aidd && chown aidd /var/lib/aidd
 ENV AIDD_HOST=0.0.0.0 \

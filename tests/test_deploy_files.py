@@ -52,6 +52,17 @@ def test_images_run_the_two_commands() -> None:
     assert "NVIDIA_DRIVER_CAPABILITIES=compute,utility" in agent_image
 
 
+def test_the_coordinator_image_copies_every_package_it_installs() -> None:
+    """`pip install /src` in the image builds the whole product: a package pyproject.toml includes but the image
+    does not copy installs nothing, and the coordinator fails at import (scripts/check_images.py runs it; this says
+    which line is missing in a second)."""
+    import tomllib
+
+    packages = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"]["find"]
+    copied = set(re.findall(r"^COPY (\S+) /src/\S+$", (DEPLOY / "coordinator.Dockerfile").read_text(), re.M))
+    assert {pattern.rstrip("*") for pattern in packages["include"]} <= copied
+
+
 def test_compose_wires_two_coordinators_an_agent_and_a_migration() -> None:
     """Redis, PostgreSQL and MinIO; the schema migrated once before two coordinators that do not migrate; agents
     that know both; a GPU agent only in the `gpu` profile."""
