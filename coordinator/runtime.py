@@ -40,9 +40,10 @@ def stores(settings: Settings, progress: Callable[[str], None] = lambda _stage: 
     a dead embedded server is restarted; if one cannot be, the process gets SIGTERM and, once the caller has
     stopped, this raises EmbeddedError saying why (a non-zero exit, for a service manager to restart aidd).
     """
-    from coordinator.preflight import check_urls
+    if settings.redis_url or settings.database_url:  # (not imported for the embedded default: it imports SQLAlchemy)
+        from coordinator.preflight import check_urls
 
-    check_urls(settings)  # before connecting to anything
+        check_urls(settings)  # before connecting to anything
     parts = embedded_parts(settings)
     if not parts:
         check_shared_stores(settings)
@@ -111,10 +112,10 @@ async def _check_shared_stores(settings: Settings) -> None:
     from redis.asyncio import Redis
 
     from coordinator.db import check_schema, create_engine
+    from coordinator.handshake import NO_HANDSHAKE
     from coordinator.peers import Peers, database_identity
     from coordinator.preflight import (
         CONNECT_TIMEOUT_S,
-        NO_HANDSHAKE,
         postgres_address,
         reach_postgres,
         reach_redis,

@@ -22,12 +22,13 @@ from coordinator.db import (
 )
 from coordinator.errors import StoresMismatch, Unavailable
 from coordinator.files import FileService
+from coordinator.handshake import NO_HANDSHAKE
 from coordinator.keys import Keys
 from coordinator.lifecycle import Lifecycle
 from coordinator.loops import Timers
 from coordinator.peers import Peers, database_identity
 from coordinator.pending import PendingReasons
-from coordinator.preflight import NO_HANDSHAKE, postgres_address
+from coordinator.preflight import postgres_address
 from coordinator.queue import QueueIndex
 from coordinator.reconcile import rebuild_index
 from coordinator.services import ServiceRegistry

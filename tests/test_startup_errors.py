@@ -22,7 +22,7 @@ from redis import Redis as SyncRedis
 from sqlalchemy.engine import make_url
 
 from coordinator.config import Settings
-from coordinator.preflight import NO_HANDSHAKE
+from coordinator.handshake import NO_HANDSHAKE
 from coordinator.runtime import check_shared_stores
 from coordinator.server import BackgroundServer
 
