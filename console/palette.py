@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping
 
 from rich.style import Style
 from rich.text import Text
 from textual.color import Color, ColorParseError
 
-from console.text import bar
+from console.text import CELLS_KEPT, bar
 
 
 class Palette:
@@ -40,14 +41,10 @@ class Palette:
         return self.style("meter-low" if fraction < 0.6 else "meter-mid" if fraction < 0.85 else "meter-high")
 
     def meter(self, fraction: float, width: int, label: str = "") -> Text:
-        """A coloured bar with a label after it, e.g. `████░░ 67%`."""
+        """A coloured bar with a label after it, e.g. `████░░ 67%`; equal meters are one shared object (see
+        `console.text.cell`)."""
         filled, empty = bar(fraction, width)
-        text = Text(no_wrap=True)
-        text.append(filled, self.level(fraction))
-        text.append(empty, self.style("meter-track"))
-        if label:
-            text.append(" " + label)
-        return text
+        return _meter(filled, empty, self.level(fraction), self.style("meter-track"), label)
 
     def segments(self, parts: list[tuple[int, str]], total: int, width: int) -> Text:
         """A bar split into coloured parts (count, status), e.g. a batch's succeeded / failed / running."""
@@ -62,3 +59,13 @@ class Palette:
             used += cells
         text.append("░" * (width - used), self.style("meter-track"))
         return text
+
+
+@functools.lru_cache(maxsize=CELLS_KEPT)
+def _meter(filled: str, empty: str, level: Style, track: Style, label: str) -> Text:
+    text = Text(no_wrap=True)
+    text.append(filled, level)
+    text.append(empty, track)
+    if label:
+        text.append(" " + label)
+    return text

@@ -7,6 +7,7 @@ terminal escape sequences and control characters are removed, and the result is 
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any
@@ -21,6 +22,8 @@ Clock = Callable[[], datetime]
 SPARK_CHARS = "▁▂▃▄▅▆▇█"
 MISSING = "\u2013"
 """Shown for an unknown value (an en dash)."""
+CELLS_KEPT = 16_384
+"""Distinct cells kept for sharing (`cell`): a few screens of a 500-host table's distinct texts."""
 
 
 def utcnow() -> datetime:
@@ -37,9 +40,18 @@ def plain(value: Any, limit: int | None = None, one_line: bool = True) -> str:
 
 
 def cell(value: Any, style: Style | str = "", limit: int | None = None, justify: str = "left") -> Text:
-    """A table cell: plain text (never markup), with an optional style."""
-    return Text(plain(value, limit), style=style, no_wrap=True, overflow="ellipsis",
-                justify=justify)  # type: ignore[arg-type]
+    """A table cell: plain text (never markup), with an optional style.
+
+    Equal cells are one shared object, so never change a cell in place: a refresh that rebuilds a row (every
+    heartbeat rebuilds a worker's) gets its unchanged cells back identical, and the table's diff passes them
+    over without comparing their text.
+    """
+    return _cell(plain(value, limit), style, justify)
+
+
+@functools.lru_cache(maxsize=CELLS_KEPT)
+def _cell(text: str, style: Style | str, justify: str) -> Text:
+    return Text(text, style=style, no_wrap=True, overflow="ellipsis", justify=justify)  # type: ignore[arg-type]
 
 
 def number(value: Any, style: Style | str = "") -> Text:

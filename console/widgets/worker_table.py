@@ -120,7 +120,6 @@ class WorkerTable(KeyedTable):
         self._history: dict[str, deque[float]] = {}
         self._sampled: dict[str, Any] = {}
         self._built: dict[str, tuple[Any, tuple[Text, ...], list[Row]]] = {}
-        self._beats: dict[tuple[str, str, int], Text] = {}
 
     def worker_at_cursor(self) -> dict[str, Any] | None:
         """The worker of the row under the cursor (a GPU row counts as its host)."""
@@ -166,20 +165,11 @@ class WorkerTable(KeyedTable):
         beat = seconds_since(w.get("last_heartbeat_at"), now)
         stale = (beat is None or beat > STALE_HEARTBEAT_S) and w.get("status") != "offline"
         shown = FRESH if beat is not None and beat < FRESH_HEARTBEAT_S else age(beat)
-        return self._shared(shown, "meter-high" if stale else "", palette)
+        return cell(shown, palette.style("meter-high") if stale else "")
 
     def _last_seen_cell(self, w: dict[str, Any], palette: Palette, now: datetime) -> Text:
         """`last seen 3m ago`, for an offline host."""
-        return self._shared(f"last seen {age(seconds_since(w.get('last_heartbeat_at'), now))} ago", "muted", palette)
-
-    def _shared(self, text: str, style: str, palette: Palette) -> Text:
-        """One shared cell object per distinct text and style, so that equal ages compare at once in the diff."""
-        key = (text, style, id(palette))
-        if key not in self._beats:
-            if len(self._beats) > 512:
-                self._beats.clear()
-            self._beats[key] = cell(text, palette.style(style) if style else "")
-        return self._beats[key]
+        return cell(f"last seen {age(seconds_since(w.get('last_heartbeat_at'), now))} ago", palette.style("muted"))
 
     def _sample(self, wid: str, worker: dict[str, Any]) -> None:
         beat = worker.get("last_heartbeat_at")
