@@ -1,9 +1,10 @@
-"""One vocabulary: the packages import each other only one way, and the API validates the wire's bodies."""
+"""One vocabulary: the packages import each other only one way, and the Lua scripts spell no Redis key."""
 
 from __future__ import annotations
 
 import ast
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -12,6 +13,7 @@ import pytest
 
 from aiddwire import GpuUsage, Heartbeat, Report
 from coordinator import schemas
+from coordinator.keys import lua_prelude
 
 ROOT = Path(__file__).resolve().parent.parent
 FIRST_PARTY = {"aiddwire", "coordinator", "nodeagent", "console", "themes", "toolkit", "tests", "bench", "scripts"}
@@ -62,6 +64,17 @@ def test_the_coordinator_loads_neither_agent_nor_console() -> None:
     loaded = set(json.loads(subprocess.run([sys.executable, "-c", COORDINATOR_PROBE], capture_output=True, text=True,
                                            cwd=ROOT, check=True, timeout=120).stdout))
     assert "coordinator" in loaded and not loaded & {"nodeagent", "console", "textual"}
+
+
+def test_no_lua_script_spells_a_key() -> None:
+    """Every key a script touches comes from the prelude written from `Keys`: no script reads the prefix or quotes
+    a piece of a key itself."""
+    for script in sorted((ROOT / "coordinator" / "lua").glob("*.lua")):
+        code = re.sub(r"--.*", "", script.read_text())
+        assert "ARGV[1]" not in code, f"{script.name} reads the prefix"
+        literals = re.findall(r"'([^']*)'", code)
+        assert not [text for text in literals if ":" in text or "aidd" in text], script.name
+    assert lua_prelude().count("ARGV[1]") == 1
 
 
 @pytest.mark.parametrize(("body", "model"), [(GpuUsage, schemas.GpuUsage), (Heartbeat, schemas.Heartbeat),
