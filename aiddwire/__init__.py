@@ -50,8 +50,9 @@ class EndReason(StrEnum):
     REQUEUED = "requeued"
 
 
-FailureReason = Literal[EndReason.ERROR, EndReason.PERMANENT, EndReason.TIMEOUT]
-"""The reasons an agent may give with a `failed` event (the others are the coordinator's)."""
+FailureReason = Literal["error", "permanent", "timeout"]
+"""The `EndReason`s an agent may give with a `failed` event (the others are the coordinator's); spelled as the
+values, so the API's 422 names them as they are sent (a test holds them to `EndReason`)."""
 
 
 class StopReason(StrEnum):

@@ -266,7 +266,7 @@ class TaskEvent(Strict):
     result: Any = None
     exit_code: int | None = Field(default=None, ge=-(2**31), le=2**31 - 1)
     error: Annotated[str, Field(max_length=20_000)] | None = None
-    reason: FailureReason = EndReason.ERROR
+    reason: FailureReason = "error"
     """Why a failed attempt failed: a non-zero exit (error), bad input (permanent), or its timeout."""
 
 

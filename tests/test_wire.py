@@ -8,10 +8,11 @@ import re
 import subprocess
 import sys
 from pathlib import Path
+from typing import get_args
 
 import pytest
 
-from aiddwire import GpuUsage, Heartbeat, Report
+from aiddwire import EndReason, FailureReason, GpuUsage, Heartbeat, Report
 from coordinator import schemas
 from coordinator.keys import lua_prelude
 
@@ -82,3 +83,9 @@ def test_no_lua_script_spells_a_key() -> None:
 def test_the_api_validates_every_field_of_the_wire_bodies(body: type, model: type[schemas.BaseModel]) -> None:
     """The API's models take each field the wire types name (they add limits, and old agents' fields)."""
     assert set(body.__annotations__) <= set(model.model_fields)
+
+
+def test_a_failed_report_gives_an_end_reason() -> None:
+    """The reasons a `failed` report may give are end reasons (spelled out for the API's messages)."""
+    assert {EndReason(reason) for reason in get_args(FailureReason)} == {EndReason.ERROR, EndReason.PERMANENT,
+                                                                          EndReason.TIMEOUT}
