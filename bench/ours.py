@@ -18,12 +18,15 @@ import orjson
 import redis
 
 from bench.harness import Child, CpuMeter, DrainClock, free_port, latency_summary, python, python_env, spawn, wait_for
+from coordinator.keys import Keys
 
 KEEPS = ("every state change durable in PostgreSQL before it is acknowledged: the task row (status, attempt, "
          "worker, timestamps, result), one attempt row per run, worker records; Redis holds only the rebuildable "
          "queue index")
 
 
+KEYS = Keys()
+"""The keys of the coordinator measured here (the default prefix)."""
 CHUNK = 1000
 NOOP = {"service": "bench", "task_type": "noop", "resources": {"cpu": 0}}
 """The drain's task: a no-op reserves no CPU, so the agent's slots (not its cores) bound how many run at once."""
@@ -75,7 +78,7 @@ class Ours:
             self.server.stop()
 
     def finished(self, client: redis.Redis) -> int:
-        raw = client.hget("aidd:stats:counters", "succeeded")
+        raw = client.hget(KEYS.counters, "succeeded")
         return int(raw) if raw else 0
 
     def agent(self, slots: int, name: str) -> Child:
@@ -124,7 +127,7 @@ class Ours:
                     r = http.post("/api/v1/tasks", json={**NOOP, "task_type": "stamp", "input_params": {"i": i}})
                     r.raise_for_status()
                     task_id = r.json()["id"]
-                    wait_for(lambda task_id=task_id: _latest_completed(client) == task_id, 60 if i == 0 else 10,  # type: ignore[misc]
+                    wait_for(lambda task_id=task_id: _finished(client, task_id), 60 if i == 0 else 10,  # type: ignore[misc]
                              "a latency task to finish", interval=0.0005, children=[agent, *self._servers()])
                     task = http.get(f"/api/v1/tasks/{task_id}").json()
                     if i >= warmup:
@@ -136,6 +139,6 @@ class Ours:
         return {"start": latency_summary(starts), "finish": latency_summary(ends)}
 
 
-def _latest_completed(client: redis.Redis) -> str | None:
-    raw = client.lindex("aidd:queue:completed", 0)
-    return raw.decode() if isinstance(raw, bytes) else raw
+def _finished(client: redis.Redis, task_id: str) -> bool:
+    """Whether the task has left the index (its hash goes when it finishes, in the script that counts it)."""
+    return not client.exists(KEYS.task(task_id))

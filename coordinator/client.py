@@ -13,6 +13,8 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     import httpx
 
+    from aiddwire import CommandKind
+
 DEFAULT_URL = "http://127.0.0.1:8333"
 
 
@@ -143,7 +145,8 @@ class CoordinatorClient:
         """Cluster totals."""
         return await self.request("GET", "/api/v1/workers/stats")  # type: ignore[no-any-return]
 
-    async def command(self, worker_id: uuid.UUID | str, command: str, args: dict[str, Any] | None = None) -> int:
+    async def command(self, worker_id: uuid.UUID | str, command: CommandKind,
+                      args: dict[str, Any] | None = None) -> int:
         """Send drain / resume / cancel-task / shutdown to one worker."""
         body = {"command": command, "args": args or {}}
         return (await self.request("POST", f"/api/v1/workers/{worker_id}/commands", json=body))["sent"]  # type: ignore[no-any-return]

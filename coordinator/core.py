@@ -14,6 +14,7 @@ from redis.asyncio import Redis
 from sqlalchemy import insert, select
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from aiddwire import CommandKind
 from coordinator.config import Settings
 from coordinator.keys import Keys
 from coordinator.metrics import Metrics
@@ -123,7 +124,8 @@ async def write_audit(conn: AsyncConnection, actor: str, action: str, target: st
                                                   count=count, detail=detail or {}))
 
 
-async def send_commands(conn: AsyncConnection, commands: Sequence[tuple[uuid.UUID, str, dict[str, Any]]],
+async def send_commands(conn: AsyncConnection,
+                        commands: Sequence[tuple[uuid.UUID, CommandKind, dict[str, Any]]],
                         core: Core | None = None) -> None:
     """Store commands for workers; heartbeats deliver them until the agent acknowledges.
 

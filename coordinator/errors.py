@@ -1,4 +1,4 @@
-"""Domain errors; each carries its context and maps to one HTTP status (see `api/errors.py`).
+"""Domain errors; each carries its context and its HTTP status (`status_code`; `api/http.py` writes the answer).
 
 Imports nothing: the light CLI commands catch these without loading the server's libraries.
 """

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from aiddwire import gpu_share
 from coordinator.config import Settings
 
 
@@ -29,11 +30,6 @@ class GpuHold:
     """When the newest of its tasks started (seconds since the epoch)."""
 
 
-def share_of(asked: float, gpu_count: int) -> float:
-    """The share of each of its GPUs a task holds: whole GPUs for one or more, else the fraction it asked."""
-    return 1.0 if asked >= 1 or gpu_count > 1 else asked
-
-
 def holds(running: Iterable[Any]) -> dict[int, GpuHold]:
     """Per GPU index, what the running tasks of one worker hold.
 
@@ -45,7 +41,7 @@ def holds(running: Iterable[Any]) -> dict[int, GpuHold]:
         indices = [int(i) for i in row.gpus or []]
         for index in indices:
             hold = held.setdefault(index, GpuHold())
-            hold.share = min(1.0, hold.share + share_of(row.gpu, len(indices)))
+            hold.share = min(1.0, hold.share + gpu_share(row.gpu, len(indices)))
             hold.memory_gb += row.gpu_memory_gb
             started: datetime | None = getattr(row, "started_at", None)
             if started is not None:

@@ -1,10 +1,13 @@
-"""Every Redis key the coordinator uses, built from one prefix (the README's key table is checked against this).
+"""Every Redis key the coordinator uses, built from one prefix: Python calls `Keys`, the Lua scripts get the same
+keys from a prelude written from it (`lua_prelude`), and the README's key table is checked against it (`key_table`).
 
 Redis is an index: everything here can be rebuilt from PostgreSQL (see `reconcile.py`).
 """
 
 from __future__ import annotations
 
+import inspect
+import re
 from dataclasses import dataclass
 
 PRIORITY_MIN, PRIORITY_MAX = -10_000, 10_000
@@ -45,6 +48,12 @@ class Keys:
         return f"{self.prefix}:queues:{group}"
 
     @property
+    def old_queues(self) -> str:
+        """Hash: the one queue registry of versions before the per-group ones (`queues`); the drift check deletes
+        it (`drop_empty_queues.lua`)."""
+        return f"{self.prefix}:queues"
+
+    @property
     def queue_groups(self) -> str:
         """Set: the groups whose registry (`queues`) holds a queue, for what reads every group (pending counts)."""
         return f"{self.prefix}:queue:groups"
@@ -58,16 +67,6 @@ class Keys:
     def running(self) -> str:
         """Set: running task ids."""
         return f"{self.prefix}:queue:running"
-
-    @property
-    def completed(self) -> str:
-        """List: the most recent finished task ids (newest first, last 1000)."""
-        return f"{self.prefix}:queue:completed"
-
-    @property
-    def failed(self) -> str:
-        """List: the most recent failed / timed-out task ids (newest first, last 1000)."""
-        return f"{self.prefix}:queue:failed"
 
     def running_of(self, service: str) -> str:
         """Set: running task ids of one service (per-service concurrency limits)."""
@@ -129,29 +128,96 @@ class Keys:
         return f"{self.prefix}:coordinators"
 
 
-KEY_TABLE: list[tuple[str, str, str]] = [
-    ("{p}:tasks:{id}", "hash", "hot copy of a task"),
-    ("{p}:queue:pending", "sorted set", "all pending tasks that can run now; score = -priority*1e11 + seq"),
-    ("{p}:queue:service:{service}:{group}[:{needs}]", "sorted set",
-     "pending tasks of one service and group; tasks needing labels or other resources than one CPU queue apart "
-     "(needs = a100+*cpu=4+*mem=16+*gpu=1)"),
-    ("{p}:queues:{group}", "hash", "service queues of one group that hold tasks: queue key -> service and needs"),
-    ("{p}:queue:groups", "set", "groups with a queue that holds tasks"),
-    ("{p}:queue:delayed", "sorted set", "tasks in retry backoff; score = due time (ms)"),
-    ("{p}:queue:running", "set", "running tasks"),
-    ("{p}:queue:completed", "list", "recent finished tasks (last 1000)"),
-    ("{p}:queue:failed", "list", "recent failed / timed-out tasks (last 1000)"),
-    ("{p}:queue:running:{service}", "set", "running tasks of one service (concurrency limits)"),
-    ("{p}:stats:counters", "hash", "event counters"),
-    ("{p}:config:service_limits", "hash", "per-service running limit"),
-    ("{p}:config:paused_services", "set", "paused services: their tasks wait"),
-    ("{p}:workers:{id}", "hash", "worker status, last heartbeat, readings, when each GPU was last busy"),
-    ("{p}:workers:{id}:tasks", "set", "tasks running on a worker"),
-    ("{p}:workers:heartbeats", "sorted set", "worker -> last heartbeat time"),
-    ("{p}:events:wakeup", "pub/sub channel", "wakes long-polling leases on submission"),
-    ("{p}:leader", "string (PX)", "the coordinator that runs the timers"),
-    ("{p}:meta:index_built", "string", "when the index was rebuilt from PostgreSQL"),
-    ("{p}:meta:database", "string", "the PostgreSQL database the index belongs to (system identifier/name)"),
-    ("{p}:coordinators", "hash", "running coordinators -> host, pid, file store, last seen"),
-]
-"""The README's key table; `tests/test_docs.py` checks the README against it."""
+KEY_TABLE: dict[str, tuple[str, str]] = {
+    "task": ("hash", "hot copy of a task"),
+    "pending": ("sorted set", "all pending tasks that can run now; score = -priority*1e11 + seq"),
+    "service_queue": ("sorted set", "pending tasks of one service and group; tasks needing labels or other resources "
+                      "than one CPU queue apart (needs = a100+*cpu=4+*mem=16+*gpu=1)"),
+    "queues": ("hash", "service queues of one group that hold tasks: queue key -> service and needs"),
+    "old_queues": ("hash", "the queue registry of versions before the per-group ones (the drift check deletes it)"),
+    "queue_groups": ("set", "groups with a queue that holds tasks"),
+    "delayed": ("sorted set", "tasks in retry backoff; score = due time (ms)"),
+    "running": ("set", "running tasks"),
+    "running_of": ("set", "running tasks of one service (concurrency limits)"),
+    "service_limits": ("hash", "per-service running limit"),
+    "paused_services": ("set", "paused services: their tasks wait"),
+    "counters": ("hash", "event counters"),
+    "worker": ("hash", "worker status, last heartbeat, readings, when each GPU was last busy"),
+    "worker_tasks": ("set", "tasks running on a worker"),
+    "heartbeats": ("sorted set", "worker -> last heartbeat time"),
+    "wakeup": ("pub/sub channel", "wakes long-polling leases on submission"),
+    "leader": ("string (PX)", "the coordinator that runs the timers"),
+    "index_built": ("string", "when the index was rebuilt from PostgreSQL"),
+    "database": ("string", "the PostgreSQL database the index belongs to (system identifier/name)"),
+    "coordinators": ("hash", "running coordinators -> host, pid, file store, last seen"),
+}
+"""The README's key table: each builder of `Keys`, its type and meaning (`key_table` adds the key itself)."""
+
+_MARK = "\x00"
+
+
+@dataclass(frozen=True)
+class KeyShape:
+    """A builder's key with its arguments as named holes: `base`, then `optional` when its optional argument is
+    given (`prefix` and each argument spelled `\x00name\x00`)."""
+
+    name: str
+    params: tuple[str, ...]
+    base: str
+    optional: str | None = None
+    """What the last argument adds when not empty (`service_queue`'s `:{needs}`)."""
+
+
+def key_shapes() -> list[KeyShape]:
+    """Every builder of `Keys`, called with marked arguments so its spelling can be written out elsewhere."""
+    marked = Keys(prefix=f"{_MARK}prefix{_MARK}")
+    shapes = []
+    for name, member in vars(Keys).items():
+        if isinstance(member, property):
+            shapes.append(KeyShape(name, (), getattr(marked, name)))
+        elif inspect.isfunction(member) and not name.startswith("_"):
+            params = [p for p in inspect.signature(member).parameters.values() if p.name != "self"]
+            holes = [f"{_MARK}{p.name}{_MARK}" for p in params]
+            required = [h for h, p in zip(holes, params, strict=True) if p.default is inspect.Parameter.empty]
+            base = getattr(marked, name)(*required)
+            whole = getattr(marked, name)(*holes)
+            shapes.append(KeyShape(name, tuple(p.name for p in params), base,
+                                   whole.removeprefix(base) if whole != base else None))
+    return shapes
+
+
+def key_table(prefix: str = "aidd") -> list[tuple[str, str, str]]:
+    """The README's key table: (key with `{argument}` holes, type, meaning) per builder, in `Keys`' order."""
+    rows = []
+    for shape in key_shapes():
+        spelled = shape.base + (f"[{shape.optional}]" if shape.optional else "")
+        key = re.sub(f"{_MARK}(\\w+){_MARK}", lambda m: prefix if m[1] == "prefix" else f"{{{m[1]}}}", spelled)
+        rows.append((key, *KEY_TABLE[shape.name]))
+    return rows
+
+
+def _lua_concat(template: str) -> str:
+    """A marked key as a Lua expression: literal parts quoted, holes as the variables of the same name."""
+    parts = re.split(f"{_MARK}(\\w+){_MARK}", template)
+    if any("'" in text or "\\" in text for text in parts[::2]):
+        raise ValueError(f"a key literal Lua cannot quote as is: {template!r}")
+    terms = [f"'{part}'" if i % 2 == 0 else part for i, part in enumerate(parts) if part]
+    return " .. ".join(terms)
+
+
+def lua_prelude() -> str:
+    """Lua put before every script (`queue.py`): table `K` with each key of `Keys` for the prefix in ARGV[1]
+    (`K.pending`, `K.task(task_id)`), so the scripts spell no key themselves and cannot drift from Python."""
+    lines = ["-- Generated by coordinator.keys.lua_prelude from the key builder: every key a script uses.",
+             "local prefix = ARGV[1]", "local K = {}"]
+    for shape in key_shapes():
+        if not shape.params:
+            lines.append(f"K.{shape.name} = {_lua_concat(shape.base)}")
+            continue
+        body = f"return {_lua_concat(shape.base)}"
+        if shape.optional is not None:
+            last = shape.params[-1]
+            body = (f"local key = {_lua_concat(shape.base)}; if {last} ~= nil and {last} ~= '' then "
+                    f"key = key .. {_lua_concat(shape.optional)} end; return key")
+        lines.append(f"function K.{shape.name}({', '.join(shape.params)}) {body} end")
+    return "\n".join(lines) + "\n"

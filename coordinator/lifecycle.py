@@ -25,12 +25,13 @@ import orjson
 from sqlalchemy import and_, bindparam, func, or_, select, text, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from aiddwire import CommandKind, EndReason
 from coordinator.core import Core, queued, send_commands, utcnow, write_audit
 from coordinator.errors import IllegalTransition, StaleAttempt, TaskNotFound
 from coordinator.models import Attempt, Task
 from coordinator.queue import Claim
 from coordinator.schemas import TaskEvent
-from coordinator.states import ALLOWED_FROM, Action, EndReason, TaskStatus, sources
+from coordinator.states import ALLOWED_FROM, Action, TaskStatus, sources
 from coordinator.textcheck import check_text
 
 log = logging.getLogger(__name__)
@@ -400,7 +401,8 @@ class Lifecycle:
 
     async def _kill(self, conn: AsyncConnection, rows: Sequence[Any]) -> None:
         """Tell the workers of these attempts to kill them (a command, delivered until acknowledged)."""
-        await send_commands(conn, [(r.worker_id, "cancel-task", {"task_id": str(r.id), "attempt_id": str(r.attempt_id)})
+        await send_commands(conn, [(r.worker_id, CommandKind.CANCEL_TASK,
+                                    {"task_id": str(r.id), "attempt_id": str(r.attempt_id)})
                                    for r in rows if r.worker_id], self.core)
 
     # -- the index follows ----------------------------------------------------------------------------

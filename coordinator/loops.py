@@ -18,6 +18,7 @@ from typing import cast
 
 from sqlalchemy import text
 
+from aiddwire import EndReason
 from coordinator.core import Core
 from coordinator.files import FileService
 from coordinator.lifecycle import Lifecycle
@@ -25,7 +26,6 @@ from coordinator.metrics import SNAPSHOT_PERIOD
 from coordinator.queue import as_str
 from coordinator.reconcile import repair_drift
 from coordinator.retention import RETENTION_PERIOD, Retention
-from coordinator.states import EndReason
 from coordinator.stats import read_cluster
 from coordinator.workers import WorkerService
 

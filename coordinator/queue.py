@@ -17,14 +17,15 @@ import orjson
 from redis.asyncio import Redis
 
 from coordinator.errors import TooManyQueues
-from coordinator.keys import Keys, queue_score
+from coordinator.keys import Keys, lua_prelude, queue_score
 from coordinator.schemas import TaskSpec
 
 LUA_DIR = Path(__file__).parent / "lua"
 
 
 def _script_source(name: str) -> str:
-    return (LUA_DIR / "common.lua").read_text() + "\n" + (LUA_DIR / f"{name}.lua").read_text()
+    """A script as Redis runs it: the key prelude written from `Keys`, the shared helpers, then the script."""
+    return lua_prelude() + (LUA_DIR / "common.lua").read_text() + "\n" + (LUA_DIR / f"{name}.lua").read_text()
 
 
 def as_str(value: bytes | str) -> str:

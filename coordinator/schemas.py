@@ -8,8 +8,9 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, RootModel, field_validator, model_validator
 
+from aiddwire import CommandKind, EndReason, EventKind, FailureReason
 from coordinator.keys import PRIORITY_MAX, PRIORITY_MIN
-from coordinator.states import RETRYABLE, EndReason, ReasonCode, TaskStatus
+from coordinator.states import RETRYABLE, ReasonCode, TaskStatus
 
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$"
 Name = Annotated[str, Field(pattern=NAME_PATTERN)]
@@ -181,7 +182,7 @@ class WorkerRegistration(BaseModel):
 
 
 class GpuUsage(BaseModel):
-    """One GPU's telemetry in a heartbeat."""
+    """One GPU's telemetry in a heartbeat (`aiddwire.GpuUsage`, with the API's limits)."""
 
     model_config = ConfigDict(extra="ignore")
     index: int = Field(ge=0, le=1023)
@@ -193,7 +194,8 @@ class GpuUsage(BaseModel):
 
 
 class Heartbeat(BaseModel):
-    """Telemetry an agent sends every heartbeat_interval; the older flat form is accepted as is."""
+    """Telemetry an agent sends every heartbeat_interval (`aiddwire.Heartbeat`); the older flat form is accepted as
+    is."""
 
     model_config = ConfigDict(extra="ignore")
     used_cpu: NonNegative = 0.0
@@ -253,18 +255,18 @@ class LogLine(Strict):
 
 
 class TaskEvent(Strict):
-    """One report from an agent about one attempt; `attempt_id` is the fencing token."""
+    """One report from an agent about one attempt (`aiddwire.Report`); `attempt_id` is the fencing token."""
 
     task_id: uuid.UUID
     attempt_id: uuid.UUID
-    event: Literal["started", "progress", "log", "succeeded", "failed", "handback"]
+    event: EventKind
     progress: float | None = Field(default=None, ge=0, le=1)
     message: Annotated[str, Field(max_length=2000)] | None = None
     lines: list[LogLine] = Field(default=[], max_length=10_000)
     result: Any = None
     exit_code: int | None = Field(default=None, ge=-(2**31), le=2**31 - 1)
     error: Annotated[str, Field(max_length=20_000)] | None = None
-    reason: Literal["error", "permanent", "timeout"] = "error"
+    reason: FailureReason = "error"
     """Why a failed attempt failed: a non-zero exit (error), bad input (permanent), or its timeout."""
 
 
@@ -277,7 +279,7 @@ class ReportBatch(Strict):
 class WorkerCommandSpec(Strict):
     """A command for one worker or all of them."""
 
-    command: Literal["drain", "resume", "cancel-task", "shutdown"]
+    command: CommandKind
     args: dict[str, Any] = {}
     group: Name | None = None
     """Broadcast only: limit to the workers of this group."""

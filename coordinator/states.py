@@ -1,4 +1,4 @@
-"""Task and worker states, the allowed transitions between task states, and the reasons an attempt ends.
+"""Task and worker states, the allowed transitions between task states, and which reasons an attempt ends for retry.
 
 `TRANSITIONS` is the one table of which task state may follow which; `coordinator.lifecycle` makes every
 change through it, and PostgreSQL holds the states themselves (a CHECK constraint on `tasks.status`).
@@ -7,6 +7,8 @@ change through it, and PostgreSQL holds the states themselves (a CHECK constrain
 from __future__ import annotations
 
 from enum import StrEnum
+
+from aiddwire import EndReason
 
 
 class TaskStatus(StrEnum):
@@ -51,18 +53,6 @@ class WorkerStatus(StrEnum):
     ONLINE = "online"
     DRAINING = "draining"
     OFFLINE = "offline"
-
-
-class EndReason(StrEnum):
-    """Why an attempt ended; retries are decided on this."""
-
-    SUCCEEDED = "succeeded"
-    ERROR = "error"  # non-zero exit or an exception in a plugin
-    PERMANENT = "permanent"  # the task said retrying cannot help (bad input)
-    TIMEOUT = "timeout"
-    WORKER_LOST = "worker_lost"
-    CANCELLED = "cancelled"
-    REQUEUED = "requeued"
 
 
 RETRYABLE = frozenset({EndReason.ERROR, EndReason.TIMEOUT, EndReason.WORKER_LOST})

@@ -11,8 +11,9 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
+from aiddwire import EndReason
 from coordinator.pending import PendingReason
-from coordinator.states import FINISHED, EndReason
+from coordinator.states import FINISHED
 
 ACTION_WORDS = {"cancel": "cancelled", "retry": "retried", "requeue": "requeued"}
 

@@ -20,6 +20,7 @@ from sqlalchemy import bindparam, delete, func, insert, select, text, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.exc import SQLAlchemyError
 
+from aiddwire import FINAL_EVENTS, CommandKind, EndReason, EventKind, LeasedTask
 from coordinator.beats import Beats
 from coordinator.config import Settings
 from coordinator.core import Core, send_commands, utcnow, write_audit
@@ -36,7 +37,7 @@ from coordinator.schemas import (
     WorkerRegistration,
     dropped_note,
 )
-from coordinator.states import DROPPED_STREAM, EndReason, TaskStatus, WorkerStatus
+from coordinator.states import DROPPED_STREAM, TaskStatus, WorkerStatus
 from coordinator.textcheck import check_text, clean_line
 from coordinator.wakeup import Waker
 
@@ -302,14 +303,15 @@ class WorkerService:
         resume command was a drain (an operator's drain outlives the worker's absence), else online."""
         async with self.core.engine.connect() as conn:
             last = (await conn.execute(select(WorkerCommand.command).where(
-                WorkerCommand.worker_id == worker_id, WorkerCommand.command.in_(["drain", "resume"]))
+                WorkerCommand.worker_id == worker_id,
+                WorkerCommand.command.in_([CommandKind.DRAIN, CommandKind.RESUME]))
                 .order_by(WorkerCommand.id.desc()).limit(1))).scalar()
-        return WorkerStatus.DRAINING if last == "drain" else WorkerStatus.ONLINE
+        return WorkerStatus.DRAINING if last == CommandKind.DRAIN else WorkerStatus.ONLINE
 
     # -- leasing ----------------------------------------------------------------------------------
 
     async def lease(self, worker_id: uuid.UUID, ask: LeaseRequest,
-                    gone: Callable[[], Awaitable[bool]] | None = None) -> list[dict[str, Any]]:
+                    gone: Callable[[], Awaitable[bool]] | None = None) -> list[LeasedTask]:
         """Hand out up to `max_tasks` fitting tasks, waiting up to `wait_s` for some to arrive.
 
         `gone` says whether the asking agent has hung up (it died while it waited): then nothing is claimed, and
@@ -332,14 +334,14 @@ class WorkerService:
                 # asks again with that (a 2-core host leasing 1-CPU tasks would otherwise wait out the poll).
                 return []
 
-    async def _undelivered(self, worker_id: uuid.UUID, leased: Sequence[dict[str, Any]]) -> None:
+    async def _undelivered(self, worker_id: uuid.UUID, leased: Sequence[LeasedTask]) -> None:
         """Tasks leased to an agent that hung up before the answer: requeued at once, no retry or loss counted."""
         ends = [AttemptEnd(uuid.UUID(t["task_id"]), uuid.UUID(t["attempt_id"]), EndReason.REQUEUED,
                            "lease not delivered: its agent had gone") for t in leased]
         requeued = await self.lifecycle.end(ends, worker_id=worker_id)
         log.warning("worker %s hung up while leasing; %d task(s) back to the queue", worker_id, len(requeued))
 
-    async def _lease_once(self, worker_id: uuid.UUID, route: dict[str, Any], ask: LeaseRequest) -> list[dict[str, Any]]:
+    async def _lease_once(self, worker_id: uuid.UUID, route: dict[str, Any], ask: LeaseRequest) -> list[LeasedTask]:
         gpus = ([GpuFree(int(g["index"]), float(g.get("free", 1.0)), float(g.get("memory_gb", math.inf)))
                  for g in ask.gpus] if ask.gpus is not None else await self._unheld_gpus(worker_id, route["gpus"]))
         request = ClaimRequest(worker=str(worker_id), groups=route["groups"], services=route["services"],
@@ -385,29 +387,29 @@ class WorkerService:
     async def report(self, worker_id: uuid.UUID, events: Sequence[TaskEvent]) -> list[bool]:
         """Apply agents' events; each is accepted only for the worker's own current attempt (the fence)."""
         accepted: set[uuid.UUID] = set()
-        by_kind: dict[str, list[TaskEvent]] = {}
+        by_kind: dict[EventKind, list[TaskEvent]] = {}
         for event in events:
             by_kind.setdefault(event.event, []).append(event)
-        succeeding = {e.attempt_id for e in by_kind.get("succeeded", [])}
+        succeeding = {e.attempt_id for e in by_kind.get(EventKind.SUCCEEDED, [])}
         # A `started` with its success in the same report is written with the success (and fenced by it).
-        folded = {e.attempt_id for e in by_kind.get("started", []) if e.attempt_id in succeeding}
-        others = [e for e in events if e.event in ("progress", "log")
-                  or (e.event == "started" and e.attempt_id not in folded)]
+        folded = {e.attempt_id for e in by_kind.get(EventKind.STARTED, []) if e.attempt_id in succeeding}
+        others = [e for e in events if e.event in (EventKind.PROGRESS, EventKind.LOG)
+                  or (e.event == EventKind.STARTED and e.attempt_id not in folded)]
         current = await self._current_attempts(worker_id, others) if others else set()
         simple = [e for e in others if e.attempt_id in current]
         if simple:
             await self._record_progress(worker_id, simple)
             accepted.update(e.attempt_id for e in simple)
-        if by_kind.get("succeeded"):
-            accepted |= await self.lifecycle.succeed(worker_id, by_kind["succeeded"], folded)
+        if by_kind.get(EventKind.SUCCEEDED):
+            accepted |= await self.lifecycle.succeed(worker_id, by_kind[EventKind.SUCCEEDED], folded)
         ends = [AttemptEnd(e.task_id, e.attempt_id, EndReason(e.reason),
                            clean_line(e.error or "", 20_000) or None, e.exit_code)
-                for e in by_kind.get("failed", [])]
+                for e in by_kind.get(EventKind.FAILED, [])]
         ends += [AttemptEnd(e.task_id, e.attempt_id, EndReason.REQUEUED,
                             clean_line(e.error or "", 2000) or "handed back by its worker")
-                 for e in by_kind.get("handback", [])]
+                 for e in by_kind.get(EventKind.HANDBACK, [])]
         accepted |= await self.lifecycle.end(ends, worker_id=worker_id)
-        if any(e.attempt_id in accepted for e in events if e.event in ("succeeded", "failed", "handback")):
+        if any(e.attempt_id in accepted for e in events if e.event in FINAL_EVENTS):
             await self.core.redis.publish(self.keys.wakeup, f"w:{worker_id}".encode())  # see `lease`
         results = [e.attempt_id in accepted for e in events]
         if not all(results):  # late reports of attempts no longer current: the fence at work, worth a counter
@@ -432,7 +434,7 @@ class WorkerService:
                   "line": clean_line(ln.line, settings.log_line_max_bytes)}
                  for e in events for ln in e.lines]
         async with self.core.engine.begin() as conn:
-            started = [e.attempt_id for e in events if e.event == "started"]
+            started = [e.attempt_id for e in events if e.event == EventKind.STARTED]
             if started:
                 await conn.execute(update(Attempt).where(Attempt.id.in_(started)).values(started_at=utcnow()))
             progress = [e for e in events if e.progress is not None]
@@ -596,7 +598,8 @@ class WorkerService:
     async def send(self, worker_ids: Sequence[uuid.UUID], spec: WorkerCommandSpec, actor: str) -> int:
         """Store a command for workers; drain / resume also change their status at once."""
         check_text(spec.args, "args")  # stored as JSONB: no NUL bytes or lone surrogates for PostgreSQL
-        new_status = {"drain": WorkerStatus.DRAINING, "resume": WorkerStatus.ONLINE}.get(spec.command)
+        new_status = {CommandKind.DRAIN: WorkerStatus.DRAINING,
+                      CommandKind.RESUME: WorkerStatus.ONLINE}.get(spec.command)
         async with self.core.engine.begin() as conn:
             known = list((await conn.execute(select(Worker.id).where(Worker.id.in_(worker_ids)))).scalars())
             if not known and len(worker_ids) == 1:
@@ -648,7 +651,7 @@ class WorkerService:
                 WorkerCommand.worker_id == worker_id, WorkerCommand.id.in_(command_ids),
                 WorkerCommand.acked_at.is_(None)).values(acked_at=utcnow())
                 .returning(WorkerCommand.command, WorkerCommand.args))).all()
-        stopped = _as_uuids({str(r.args.get("attempt_id")) for r in done if r.command == "cancel-task"})
+        stopped = _as_uuids({str(r.args.get("attempt_id")) for r in done if r.command == CommandKind.CANCEL_TASK})
         await self.lifecycle.release(stopped)
         return len(done)
 

@@ -6,6 +6,7 @@
 # the GPUs from it. Without it the agent runs and reports no GPUs.
 FROM python:3.12-slim
 COPY nodeagent /src/nodeagent
+COPY aiddwire /src/aiddwire
 RUN pip install --no-cache-dir /src/nodeagent && rm -rf /src \
  && useradd --create-home --uid 10001 aidd && mkdir -p /var/lib/aidd-agent/work \
  && chown -R aidd /var/lib/aidd-agent

@@ -3,6 +3,7 @@
 # It needs an external Redis (>= 6.2), PostgreSQL and, with several coordinators, MinIO/S3 (see compose.yaml).
 FROM python:3.12-slim
 COPY pyproject.toml README.md /src/
+COPY aiddwire /src/aiddwire
 COPY coordinator /src/coordinator
 COPY nodeagent /src/nodeagent
 COPY console /src/console

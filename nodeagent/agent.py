@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from aiddwire import CommandKind, EndReason, EventKind, StopReason
 from nodeagent.api import CoordinatorApi, Refused, Unreachable, WorkerUnknown
 from nodeagent.commands import plugin_env, task_env
 from nodeagent.files import AttemptFiles
@@ -198,7 +199,7 @@ class Agent:
                 log.warning("the coordinator no longer knows worker %s; stopping its %d task(s), registering again",
                             forgotten, len(self.runs))
                 for run in list(self.runs.values()):
-                    run.stop("stale")
+                    run.stop(StopReason.STALE)
                 try:
                     await self.register()
                 except AgentError as exc:
@@ -213,7 +214,7 @@ class Agent:
             self._changed.clear()
             await self._wait(self._changed, min(0.2, deadline - time.monotonic()))
         for run in list(self.runs.values()):
-            run.stop("handback")
+            run.stop(StopReason.HANDBACK)
         deadline = time.monotonic() + self.config.kill_grace + 5
         while self.runs and time.monotonic() < deadline:
             self._changed.clear()
@@ -309,13 +310,13 @@ class Agent:
             log.warning("no coordinator answered for %.1fs: %d task(s) go on for up to %.0fs, their results kept "
                         "for when one answers", silent, len(self.runs) - len(exclusive), self.config.disconnect_grace)
             for run in exclusive:
-                run.stop("fence")
+                run.stop(StopReason.FENCE)
         if silent >= self.config.disconnect_grace and not self._given_up:
             self._given_up = True
             log.error("no coordinator answered for %.0fs (the disconnect grace): stopping %d task(s); they are "
                       "handed back once a coordinator answers", silent, len(self.runs))
             for run in list(self.runs.values()):
-                run.stop("fence")
+                run.stop(StopReason.FENCE)
 
     def _check_health(self) -> str | None:
         """Whether this host can run tasks now (its work dir writable, with room); logs when that changes."""
@@ -338,24 +339,24 @@ class Agent:
         for run in list(self.runs.values()):
             if run.task_id in stale:
                 log.warning("task %s is no longer this worker's: killing it", run.task_id)
-                run.stop("stale")
+                run.stop(StopReason.STALE)
         self._changed.set()
 
     def _command(self, command_id: int, name: str, args: dict[str, Any]) -> None:
         """Carry out one command; a cancel-task is acknowledged once its attempt's process is gone (the
         coordinator holds the task's next attempt back until then), the others at once."""
         log.info("command: %s %s", name, args or "")
-        if name == "drain":
+        if name == CommandKind.DRAIN:
             self.draining = True
-        elif name == "resume":
+        elif name == CommandKind.RESUME:
             self.draining = False
-        elif name == "shutdown":
+        elif name == CommandKind.SHUTDOWN:
             self.request_stop("shutdown command")
-        elif name == "cancel-task":
+        elif name == CommandKind.CANCEL_TASK:
             doomed = [run for run in self.runs.values() if run.task_id == args.get("task_id")
                       and args.get("attempt_id") in (None, run.attempt_id)]
             for run in doomed:
-                run.stop("cancel")
+                run.stop(StopReason.CANCEL)
                 self._kills[run.attempt_id] = command_id
             if doomed:
                 return
@@ -381,7 +382,7 @@ class Agent:
         run = self.runs.get(attempt_id)
         if run is not None:
             log.warning("attempt %s of task %s is no longer current: killing it", attempt_id, run.task_id)
-            run.stop("stale")
+            run.stop(StopReason.STALE)
 
     # -- leasing and running ----------------------------------------------------------------------
 
@@ -437,7 +438,7 @@ class Agent:
                       plugins=self.plugins, environ=self.environ, health=self._check_health,
                       strays=self.config.adopt_orphans)
         if self.stopping.is_set():
-            self.reporter.event({"task_id": run.task_id, "attempt_id": run.attempt_id, "event": "handback"})
+            self.reporter.event({"task_id": run.task_id, "attempt_id": run.attempt_id, "event": EventKind.HANDBACK})
             return
         log.info("running task %s (%s/%s, attempt %s, gpus %s%s)", run.task_id, task.get("service"),
                  task.get("task_type"), task.get("attempt"), run.gpus or "-", ", exclusive" if run.exclusive else "")
@@ -451,13 +452,13 @@ class Agent:
             await run.run()
         except OSError as exc:  # the host's trouble, not the task's: hand it back, take no more until it clears
             log.error("task %s: agent problem: %s", run.task_id, exc)
-            self.reporter.event({"task_id": run.task_id, "attempt_id": run.attempt_id, "event": "handback",
+            self.reporter.event({"task_id": run.task_id, "attempt_id": run.attempt_id, "event": EventKind.HANDBACK,
                                  "error": f"agent problem: {exc}"})
             self.problem = self._check_health() or f"{type(exc).__name__}: {exc}"
         except Exception as exc:  # a bug in the agent must not lose the attempt silently; it is failed (not handed
             log.exception("task %s: agent error", run.task_id)  # back), so one that hits every time ends
-            self.reporter.event({"task_id": run.task_id, "attempt_id": run.attempt_id, "event": "failed",
-                                 "reason": "error", "error": f"agent error: {type(exc).__name__}: {exc}"})
+            self.reporter.event({"task_id": run.task_id, "attempt_id": run.attempt_id, "event": EventKind.FAILED,
+                                 "reason": EndReason.ERROR, "error": f"agent error: {type(exc).__name__}: {exc}"})
         finally:
             self.runs.pop(run.attempt_id, None)
             self._ended += 1

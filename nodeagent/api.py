@@ -18,6 +18,7 @@ from typing import Any
 
 import httpx
 
+from aiddwire import Heartbeat
 from nodeagent import __version__
 
 
@@ -119,7 +120,7 @@ class CoordinatorApi:
         self.worker_id, self.worker_token = str(answer["id"]), str(answer["token"])
         return dict(answer)
 
-    async def heartbeat(self, body: dict[str, Any], timeout: float) -> dict[str, Any]:
+    async def heartbeat(self, body: Heartbeat, timeout: float) -> dict[str, Any]:
         """Telemetry; the answer has `status`, `commands` and `stale_tasks`."""
         _, answer = await self._call("POST", self._worker("/heartbeat"), body, timeout, self.worker_token)
         return dict(answer)

@@ -14,6 +14,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass
 from typing import Any, Protocol
 
+from aiddwire import GpuUsage
+
 log = logging.getLogger(__name__)
 GIB = 1024**3
 
@@ -26,21 +28,6 @@ class GpuInfo:
     name: str
     uuid: str
     memory_gb: float
-
-    def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-
-@dataclass(frozen=True)
-class GpuUsage:
-    """One GPU's telemetry now; temperature and power are None where the device does not say."""
-
-    index: int
-    utilization: float
-    memory_used_gb: float
-    memory_total_gb: float
-    temperature: float | None = None
-    power_w: float | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -111,11 +98,11 @@ class NvmlProbe:
             memory = self._query("nvmlDeviceGetMemoryInfo", handle)
             temperature = self._query("nvmlDeviceGetTemperature", handle, 0)  # NVML_TEMPERATURE_GPU
             milliwatts = self._query("nvmlDeviceGetPowerUsage", handle)
-            usage.append(GpuUsage(i, float(rates.gpu) if rates else 0.0,
-                                  round(memory.used / GIB, 3) if memory else 0.0,
-                                  round(memory.total / GIB, 3) if memory else 0.0,
-                                  float(temperature) if temperature is not None else None,
-                                  milliwatts / 1000.0 if milliwatts is not None else None))
+            usage.append(GpuUsage(index=i, utilization=float(rates.gpu) if rates else 0.0,
+                                  memory_used_gb=round(memory.used / GIB, 3) if memory else 0.0,
+                                  memory_total_gb=round(memory.total / GIB, 3) if memory else 0.0,
+                                  temperature=float(temperature) if temperature is not None else None,
+                                  power_w=milliwatts / 1000.0 if milliwatts is not None else None))
         return usage
 
     def processes(self) -> list[GpuProcess]:
@@ -166,8 +153,9 @@ class FakeGpus:
             busy = i in self.busy
             util = float(g.get("utilization", self.busy_utilization if busy else 0.0))
             used = float(g.get("memory_used_gb", total * 0.6 if busy else 0.0))
-            usage.append(GpuUsage(i, util, used, total, g.get("temperature", 65.0 if busy else 35.0),
-                                  g.get("power_w", 250.0 if busy else 60.0)))
+            usage.append(GpuUsage(index=i, utilization=util, memory_used_gb=used, memory_total_gb=total,
+                                  temperature=g.get("temperature", 65.0 if busy else 35.0),
+                                  power_w=g.get("power_w", 250.0 if busy else 60.0)))
         return usage
 
     def processes(self) -> list[GpuProcess]:

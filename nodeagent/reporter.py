@@ -16,11 +16,11 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from aiddwire import FINAL_EVENTS, EndReason, EventKind
 from nodeagent.api import Refused, Unreachable, WorkerUnknown
 
 log = logging.getLogger(__name__)
 Send = Callable[[list[dict[str, Any]]], Awaitable[list[dict[str, Any]]]]
-FINAL = frozenset({"succeeded", "failed", "handback"})
 
 
 class Reporter:
@@ -48,14 +48,15 @@ class Reporter:
 
     def holding(self) -> set[str]:
         """Tasks whose final event waits to be sent or is on its way: to the coordinator they still run here."""
-        return {e["task_id"] for e in (*self._sending, *self._events) if e["event"] in FINAL}
+        return {e["task_id"] for e in (*self._sending, *self._events) if e["event"] in FINAL_EVENTS}
 
     def event(self, event: dict[str, Any]) -> None:
         """Queue a non-log event (started, progress, succeeded, failed, handback); sent promptly."""
         attempt = event["attempt_id"]
         self._open_logs.pop(attempt, None)
-        if event["event"] == "progress":  # only the latest unsent progress of an attempt matters
-            self._events = [e for e in self._events if not (e["attempt_id"] == attempt and e["event"] == "progress")]
+        if event["event"] == EventKind.PROGRESS:  # only the latest unsent progress of an attempt matters
+            self._events = [e for e in self._events
+                            if not (e["attempt_id"] == attempt and e["event"] == EventKind.PROGRESS)]
         self._events.append(event)
         self._urgent = True
         self._kick()
@@ -64,7 +65,7 @@ class Reporter:
         """Queue one output line."""
         batch = self._open_logs.get(attempt_id)
         if batch is None or len(batch["lines"]) >= self.lines_per_event:
-            batch = {"task_id": task_id, "attempt_id": attempt_id, "event": "log", "lines": [], "dropped": 0}
+            batch = {"task_id": task_id, "attempt_id": attempt_id, "event": EventKind.LOG, "lines": [], "dropped": 0}
             self._open_logs[attempt_id] = batch
             self._events.append(batch)
         batch["lines"].append({"stream": stream, "line": line})
@@ -83,14 +84,14 @@ class Reporter:
         oldest waiting lines of the attempt that holds the most."""
         held: dict[str, int] = {}
         for event in self._events:
-            if event["event"] == "log":
+            if event["event"] == EventKind.LOG:
                 held[event["attempt_id"]] = held.get(event["attempt_id"], 0) + len(event["lines"])
         biggest = max(held, key=held.__getitem__)
         excess = min(held[biggest], self._lines - self.max_lines + self.max_lines // 10)
         for event in self._events:
             if excess <= 0:
                 break
-            if event["event"] == "log" and event["attempt_id"] == biggest and event["lines"]:
+            if event["event"] == EventKind.LOG and event["attempt_id"] == biggest and event["lines"]:
                 cut = min(excess, len(event["lines"]))
                 del event["lines"][:cut]
                 event["dropped"] += cut
@@ -158,7 +159,7 @@ class Reporter:
 
     def _recount(self) -> None:
         self._lines = sum(len(e.get("lines", ())) for e in self._events)
-        self._urgent = any(e["event"] != "log" for e in self._events)
+        self._urgent = any(e["event"] != EventKind.LOG for e in self._events)
         self._first_line_at = time.monotonic() if self._lines else None
 
     def _put_back(self, batch: list[dict[str, Any]]) -> None:
@@ -179,8 +180,8 @@ class Reporter:
                 return
             event = batch[0]
             log.error("coordinator refused a %s report for task %s: %s", event["event"], event["task_id"], exc)
-            if event["event"] == "succeeded":  # the outcome must not be lost: report it as a failure instead
-                await self._deliver([{**event, "event": "failed", "result": None, "reason": "permanent",
+            if event["event"] == EventKind.SUCCEEDED:  # the outcome must not be lost: report it as a failure instead
+                await self._deliver([{**event, "event": EventKind.FAILED, "result": None, "reason": EndReason.PERMANENT,
                                       "error": f"the coordinator refused the result: {exc}"}])
             return
         for result in results:

@@ -29,6 +29,7 @@ from typing import Any, Protocol
 
 import psutil
 
+from aiddwire import HANDED_BACK, UNREPORTED, EndReason, EventKind, StopReason
 from nodeagent.commands import ERROR_FILE, RESULT_FILE, TASK_FILE, BadTask, Command, build_command
 from nodeagent.files import AttemptFiles, AttemptGone, FileProblem
 from nodeagent.keeper import Keeper
@@ -82,13 +83,13 @@ class TaskRun:
         """Says what is wrong with the agent itself now, if anything (then a failure is not the task's)."""
         self.strays = strays
         """Whether the agent adopts orphans (a subreaper), so a task's strays can be found among its children."""
-        self.stop_reason: str | None = None
+        self.stop_reason: StopReason | None = None
         self.pid: int | None = None
         self._stop = asyncio.Event()
         self._tail: deque[str] = deque(maxlen=TAIL_LINES)
 
-    def stop(self, reason: str) -> None:
-        """Kill the attempt: `cancel` / `stale` (no report), `handback` / `fence` (handed back), `timeout`."""
+    def stop(self, reason: StopReason) -> None:
+        """Kill the attempt; the reason decides what is reported (see `StopReason`)."""
         if self.stop_reason is None:
             self.stop_reason = reason
         self._stop.set()
@@ -103,12 +104,12 @@ class TaskRun:
         except psutil.Error:
             return []
 
-    def _emit(self, event: str, **fields: Any) -> None:
+    def _emit(self, event: EventKind, **fields: Any) -> None:
         self.sink.event({"task_id": self.task_id, "attempt_id": self.attempt_id, "event": event, **fields})
 
     async def run(self) -> None:
         """Start, stream, wait (up to the timeout or a stop), clean up, and report the outcome."""
-        self._emit("started")
+        self._emit(EventKind.STARTED)
         host: PluginHost | None = None
         scratch = False
         try:
@@ -122,7 +123,7 @@ class TaskRun:
             try:
                 command = build_command(self.task, self.work_dir, self.plugin_modules, self.gpu_host, self.environ)
             except BadTask as exc:
-                self._emit("failed", error=str(exc), reason="permanent")
+                self._emit(EventKind.FAILED, error=str(exc), reason=EndReason.PERMANENT)
                 return
             if not scratch:
                 self.work_dir.mkdir(parents=True, exist_ok=True)
@@ -131,7 +132,8 @@ class TaskRun:
             given, host = host, None
             await self._run(command, given)
         except FileProblem as exc:
-            self._emit("failed", error=str(exc), reason="permanent" if exc.permanent else "error")
+            self._emit(EventKind.FAILED, error=str(exc),
+                       reason=EndReason.PERMANENT if exc.permanent else EndReason.ERROR)
         except AttemptGone:
             log.warning("task %s: attempt %s is no longer current", self.task_id, self.attempt_id)
         finally:
@@ -165,8 +167,8 @@ class TaskRun:
         except OSError as exc:
             os.close(read_fd)
             where = f" ({exc.filename})" if exc.filename and exc.filename != command.argv[0] else ""
-            self._emit("failed", error=f"cannot start {command.argv[0]!r}: {exc.strerror or exc}{where}",
-                       reason="error")
+            self._emit(EventKind.FAILED, error=f"cannot start {command.argv[0]!r}: {exc.strerror or exc}{where}",
+                       reason=EndReason.ERROR)
             return
         finally:
             os.close(write_fd)
@@ -183,7 +185,7 @@ class TaskRun:
             stopped.cancel()
             killed = not exited.done()
             if killed:
-                self.stop(self.stop_reason or "timeout")
+                self.stop(self.stop_reason or StopReason.TIMEOUT)
                 await self._terminate(proc.pid, exited)
         except asyncio.CancelledError:  # the agent is going down hard: so does the task
             self._end_group(proc.pid)
@@ -208,7 +210,7 @@ class TaskRun:
             stopped.cancel()
             killed = not job.done()
             if killed:
-                self.stop(self.stop_reason or "timeout")
+                self.stop(self.stop_reason or StopReason.TIMEOUT)
                 plugins.discard(host)
                 await self._terminate(host.pid, host.exited)
         except asyncio.CancelledError:  # the agent is going down hard: so does the task
@@ -229,9 +231,9 @@ class TaskRun:
         reason = self.stop_reason if killed else None
         self._report(command, returncode, reason, await self._store_outputs(reason), outcome)
 
-    async def _store_outputs(self, reason: str | None) -> FileProblem | None:
+    async def _store_outputs(self, reason: StopReason | None) -> FileProblem | None:
         """Upload the outputs, whatever the exit, before the final report (accepted only while it is current)."""
-        if self.files is None or reason in ("cancel", "stale", "handback", "fence"):
+        if self.files is None or reason in UNREPORTED | HANDED_BACK:
             return None
         try:
             await self.files.store_outputs(self.work_dir, self.task.get("outputs") or [],
@@ -297,46 +299,49 @@ class TaskRun:
         """A progress line of the task: {"progress": 0..1, "message": "..."} (anything else is ignored)."""
         with contextlib.suppress(ValueError, TypeError, AttributeError, KeyError):
             message = update.get("message")
-            self._emit("progress", progress=max(0.0, min(1.0, float(update["progress"]))),
+            self._emit(EventKind.PROGRESS, progress=max(0.0, min(1.0, float(update["progress"]))),
                        message=str(message)[:2000] if message is not None else None)
 
-    def _report(self, command: Command, returncode: int | None, reason: str | None,
+    def _report(self, command: Command, returncode: int | None, reason: StopReason | None,
                 problem: FileProblem | None = None, outcome: dict[str, Any] | None = None) -> None:
         """The final event: by why it was killed, else by its exit code (a late stop after a normal exit is moot)."""
         killed_by_keeper = self.keeper is not None and self.keeper.killed_since(self.started_at, self.exclusive)
         if reason is None and returncode == -signal.SIGKILL and killed_by_keeper:
             log.error("task %s: killed by the agent's task keeper (this agent was frozen or cut off past its "
                       "deadline): handed back", self.task_id)
-            reason = "fence"  # not the task's doing
-        if reason in ("cancel", "stale"):
+            reason = StopReason.FENCE  # not the task's doing
+        if reason in UNREPORTED:
             return
-        if reason in ("handback", "fence"):
-            self._emit("handback", message=f"handed back ({reason})")
+        if reason in HANDED_BACK:
+            self._emit(EventKind.HANDBACK, message=f"handed back ({reason})")
             return
         problem_now = self.health() if self.health is not None and returncode != 0 and reason is None else None
         if problem_now is not None:  # it may well have failed of the agent's own trouble (a full disk)
-            self._emit("handback", error=f"agent problem: {problem_now}")
+            self._emit(EventKind.HANDBACK, error=f"agent problem: {problem_now}")
             return
         tail = "\n".join(self._tail)
         if problem is not None:
             tail = f"{tail}\n[aidd-agent] outputs not stored: {problem}".lstrip("\n")
             if returncode == 0 and reason is None:
-                self._emit("failed", exit_code=0, reason="permanent" if problem.permanent else "error",
+                self._emit(EventKind.FAILED, exit_code=0,
+                           reason=EndReason.PERMANENT if problem.permanent else EndReason.ERROR,
                            error=f"outputs not stored: {problem}")
                 return
-        if reason == "timeout":
-            self._emit("failed", reason="timeout", exit_code=returncode,
+        if reason == StopReason.TIMEOUT:
+            self._emit(EventKind.FAILED, reason=EndReason.TIMEOUT, exit_code=returncode,
                        error=_with_tail(f"timed out after {self.timeout_s:g}s", tail))
         elif returncode == 0:
-            self._emit("succeeded", exit_code=0, result=outcome["result"] if outcome is not None else self._result())
+            self._emit(EventKind.SUCCEEDED, exit_code=0,
+                       result=outcome["result"] if outcome is not None else self._result())
         elif outcome is not None or (command.plugin and (self.work_dir / ERROR_FILE).exists()):
             failure = outcome if outcome is not None else json.loads((self.work_dir / ERROR_FILE).read_text())
-            self._emit("failed", exit_code=returncode, reason="permanent" if failure.get("permanent") else "error",
+            self._emit(EventKind.FAILED, exit_code=returncode,
+                       reason=EndReason.PERMANENT if failure.get("permanent") else EndReason.ERROR,
                        error=_with_tail(str(failure.get("error")), tail))
         else:
             code = returncode or 0
             what = f"killed by signal {_signal_name(-code)}" if code < 0 else f"exit code {returncode}"
-            self._emit("failed", exit_code=returncode, reason="error", error=_with_tail(what, tail))
+            self._emit(EventKind.FAILED, exit_code=returncode, reason=EndReason.ERROR, error=_with_tail(what, tail))
 
     def _result(self) -> Any:
         """The JSON the task wrote to AIDD_RESULT_FILE, else {"exit_code": 0}."""

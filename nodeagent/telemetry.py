@@ -8,11 +8,12 @@ capped by what the host has available.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Any, Protocol
+from typing import Protocol
 
 import psutil
 
-from nodeagent.gpu import GpuProbe, GpuUsage
+from aiddwire import GpuFree, GpuUsage, Heartbeat, LeaseAsk, TaskUse, gpu_share
+from nodeagent.gpu import GpuProbe
 from nodeagent.inventory import GIB, Host
 
 
@@ -35,54 +36,52 @@ class Telemetry:
         self.probe, self.host = probe, host
         psutil.cpu_percent(interval=None)  # the first reading only starts the measurement
 
-    def heartbeat(self, runs: Iterable[RunView]) -> dict[str, Any]:
+    def heartbeat(self, runs: Iterable[RunView]) -> Heartbeat:
         """Used CPU and memory, per-GPU use, and each task's own GPU memory and utilisation."""
         runs = list(runs)
         percent = psutil.cpu_percent(interval=None)
         memory = psutil.virtual_memory()
         self.probe.set_busy(g for run in runs for g in run.gpus)
-        usage = {u.index: u for u in self.probe.usage()} if self.host.gpus else {}
+        usage = {u["index"]: u for u in self.probe.usage()} if self.host.gpus else {}
         return {"used_cpu": round(percent / 100 * self.host.cpu_cores, 2), "cpu_percent": percent,
                 "used_memory_gb": round((memory.total - memory.available) / GIB, 2),
-                "gpus": [u.as_dict() for u in usage.values()],
+                "gpus": list(usage.values()),
                 "current_tasks": sorted({run.task_id for run in runs}),
                 "tasks": self._task_detail(runs, usage)}
 
-    def _task_detail(self, runs: list[RunView], usage: dict[int, GpuUsage]) -> list[dict[str, Any]]:
+    def _task_detail(self, runs: list[RunView], usage: dict[int, GpuUsage]) -> list[TaskUse]:
         processes = self.probe.processes() if usage and runs else []
-        detail = []
+        detail: list[TaskUse] = []
         for run in runs:
-            entry: dict[str, Any] = {"task_id": run.task_id, "attempt_id": run.attempt_id, "pid": run.pid,
-                                     "gpus": run.gpus}
+            entry: TaskUse = {"task_id": run.task_id, "attempt_id": run.attempt_id, "pid": run.pid, "gpus": run.gpus}
             if usage:
                 tree = set(run.pids()) if processes else set()
                 mine = [p for p in processes if p.pid in tree]
                 held = sorted(set(run.gpus) | {p.index for p in mine})
-                utils = [usage[i].utilization for i in held if i in usage]
+                utils = [usage[i]["utilization"] for i in held if i in usage]
                 entry["gpu_memory_gb"] = round(sum(p.memory_gb for p in mine), 3)
                 entry["gpu_utilization"] = round(sum(utils) / len(utils), 1) if utils else None
             detail.append(entry)
         return detail
 
-    def free(self, runs: Iterable[RunView]) -> dict[str, Any]:
+    def free(self, runs: Iterable[RunView]) -> LeaseAsk:
         """CPU, memory and per-GPU share and memory not yet promised to a running task."""
         runs = list(runs)
         cpu = self.host.cpu_cores - sum(float(r.resources.get("cpu", 1.0)) for r in runs)
         promised = sum(float(r.resources.get("memory_gb", 0.0)) for r in runs)
         memory = min(self.host.memory_gb - promised, psutil.virtual_memory().available / GIB)
-        measured = {u.index: u for u in self.probe.usage()} if self.host.gpus else {}
-        gpus = []
+        measured = {u["index"]: u for u in self.probe.usage()} if self.host.gpus else {}
+        gpus: list[GpuFree] = []
         for gpu in self.host.gpus:
             share, gpu_memory = 0.0, 0.0
             for run in runs:
                 if gpu.index in run.gpus:
-                    asked = float(run.resources.get("gpu", 1.0))
-                    share += 1.0 if asked >= 1 or len(run.gpus) > 1 else asked
+                    share += gpu_share(float(run.resources.get("gpu", 1.0)), len(run.gpus))
                     gpu_memory += float(run.resources.get("gpu_memory_gb", 0.0))
             free_memory = gpu.memory_gb - gpu_memory
-            if gpu.index in measured and measured[gpu.index].memory_total_gb:
+            if gpu.index in measured and measured[gpu.index]["memory_total_gb"]:
                 now = measured[gpu.index]
-                free_memory = min(free_memory, now.memory_total_gb - now.memory_used_gb)
+                free_memory = min(free_memory, now["memory_total_gb"] - now["memory_used_gb"])
             gpus.append({"index": gpu.index, "free": round(max(0.0, 1.0 - share), 4),
                          "memory_gb": round(max(0.0, free_memory), 3)})
         return {"cpu": round(max(0.0, cpu), 3), "memory_gb": round(max(0.0, memory), 3), "gpus": gpus}

@@ -433,12 +433,12 @@ def real_gpus() -> list[GpuInfo]:
 def test_real_nvml_probe_reads_every_gpu(real_gpus: list[GpuInfo]) -> None:
     probe = NvmlProbe()
     usage = probe.usage()
-    assert [u.index for u in usage] == [g.index for g in real_gpus]
+    assert [u["index"] for u in usage] == [g.index for g in real_gpus]
     for gpu, now in zip(real_gpus, usage, strict=True):
         assert gpu.name not in ("", "GPU") and gpu.uuid.startswith("GPU-") and gpu.memory_gb > 1
-        assert now.memory_total_gb == pytest.approx(gpu.memory_gb, abs=0.01)
-        assert 0 <= now.utilization <= 100 and 0 <= now.memory_used_gb <= now.memory_total_gb
-        assert now.temperature is not None and 0 < now.temperature < 120
+        assert now["memory_total_gb"] == pytest.approx(gpu.memory_gb, abs=0.01)
+        assert 0 <= now["utilization"] <= 100 and 0 <= now["memory_used_gb"] <= now["memory_total_gb"]
+        assert now["temperature"] is not None and 0 < now["temperature"] < 120
     assert all(p.index in {g.index for g in real_gpus} for p in probe.processes())
 
 

@@ -32,15 +32,16 @@ NOT_FOR_AGENTS = {"redis", "sqlalchemy", "starlette", "textual", "pgserver", "re
 
 @pytest.fixture(scope="module")
 def agent_venv(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A fresh venv with `pip install ./nodeagent`, built from a copy of the folder (so it needs nothing else of
-    the repository, and the build leaves nothing in the work tree)."""
+    """A fresh venv with `pip install ./nodeagent`, built from a copy of the folder and of `aiddwire` beside it (so
+    it needs nothing else of the repository, and the build leaves nothing in the work tree)."""
     base = tmp_path_factory.mktemp("agent-install")
-    source = base / "src" / "nodeagent"
-    shutil.copytree(ROOT / "nodeagent", source, ignore=shutil.ignore_patterns("__pycache__", "build", "*.egg-info"))
+    for folder in ("nodeagent", "aiddwire"):  # as the agent image copies them
+        shutil.copytree(ROOT / folder, base / "src" / folder,
+                        ignore=shutil.ignore_patterns("__pycache__", "build", "*.egg-info"))
     env_dir = base / "venv"
     venv.EnvBuilder(with_pip=True).create(env_dir)
     subprocess.run([env_dir / "bin" / "python", "-m", "pip", "install", "--quiet", "--disable-pip-version-check",
-                    str(source)], check=True, capture_output=True, timeout=600)
+                    str(base / "src" / "nodeagent")], check=True, capture_output=True, timeout=600)
     return env_dir
 
 

@@ -54,10 +54,10 @@ def test_fake_gpus_inventory_usage_and_registration() -> None:
                                               '"utilization": 12.5}]'})
     assert isinstance(probe, FakeGpus)
     assert [(g.index, g.name, g.memory_gb) for g in probe.inventory()] == [(0, "A100", 80.0), (1, "T4", 16.0)]
-    assert [u.utilization for u in probe.usage()] == [0.0, 12.5]
+    assert [u["utilization"] for u in probe.usage()] == [0.0, 12.5]
     probe.set_busy([0])
     busy = probe.usage()[0]
-    assert busy.utilization > 50 and busy.memory_used_gb > 0 and busy.temperature is not None
+    assert busy["utilization"] > 50 and busy["memory_used_gb"] > 0 and busy["temperature"] is not None
     host = describe_host(probe.inventory(), ["gpu"], ["a100"], [], None, hostname="h")
     body = host.registration()
     assert body["gpus"][1] == {"index": 1, "name": "T4", "uuid": "GPU-fake-0001", "memory_gb": 16.0}

@@ -6,6 +6,7 @@ one test runs a real agent on the real NVML path where a GPU is there.
 
 from __future__ import annotations
 
+import math
 import signal
 import time
 from collections.abc import Iterator
@@ -42,7 +43,7 @@ def gpu_client(settings: Settings, clean_db: None, redis: SyncRedis) -> Iterator
 
 def beat(agent: HttpAgent, gpus: FakeGpus, *tasks: str) -> None:
     """One heartbeat with the fake GPUs' readings now."""
-    reply = agent.post("heartbeat", {"gpus": [u.as_dict() for u in gpus.usage()], "current_tasks": list(tasks)})
+    reply = agent.post("heartbeat", {"gpus": gpus.usage(), "current_tasks": list(tasks)})
     assert reply.status_code == 200, reply.text
 
 
@@ -177,3 +178,48 @@ def test_a_real_gpu_allocated_but_unused_is_flagged_idle(real_gpus: list[GpuInfo
     finally:
         agent.stop(signal.SIGTERM)
         server.stop()
+
+
+SHARE_CASES = [  # (what each task asks, the free share of each GPU, how many of 8 such tasks one claim takes)
+    (0.25, [1.0], 4),
+    (0.3, [1.0], 3),
+    (0.5, [1.0, 0.5], 3),
+    (0.5, [0.4], 0),
+    (0.75, [1.0, 1.0], 2),
+    (1.0, [1.0, 0.5, 1.0], 2),
+    (1.0, [0.99], 0),
+    (2.0, [1.0, 1.0, 1.0, 0.9], 1),
+]
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize(("asked", "free", "taken"), SHARE_CASES)
+async def test_the_claim_script_hands_out_gpu_shares_as_python_counts_them(
+        settings: Settings, redis: SyncRedis, asked: float, free: list[float], taken: int) -> None:
+    """`claim.lua`'s `pick_gpus` (Lua, so it cannot import the rule) agrees with `aiddwire.gpu_share`: what it hands
+    out, counted by Python, fits each GPU's free share, and what is left takes no further task of that size."""
+    from redis.asyncio import Redis
+
+    from aiddwire import gpu_share
+    from coordinator.keys import Keys
+    from coordinator.queue import ClaimRequest, GpuFree, QueuedTask, QueueIndex
+
+    client, keys = Redis.from_url(settings.redis_url or ""), Keys(settings.key_prefix)
+    try:
+        index = QueueIndex(client, keys)
+        await client.hset(keys.worker("w"), "status", "online")
+        await index.put_pending([QueuedTask(f"t{i}", "svc", "default", 0, i, gpu=asked) for i in range(8)])
+        claims = await index.claim(ClaimRequest(worker="w", groups=["default"], max_tasks=8,
+                                                gpus=[GpuFree(i, f) for i, f in enumerate(free)]),
+                                   [f"a{i}" for i in range(8)])
+    finally:
+        await client.aclose()
+    assert len(claims) == taken
+    left = list(free)
+    for claim in claims:
+        for gpu in claim.gpus:
+            left[gpu] -= gpu_share(asked, len(claim.gpus))
+    assert all(share >= -1e-9 for share in left), left
+    whole = math.ceil(asked) if asked >= 1 else 1
+    share = gpu_share(asked, whole)
+    assert sum(1 for s in left if s + 1e-9 >= share) < whole, f"Python counts room for another: {left}"

@@ -19,6 +19,7 @@ from typing import Any
 
 import httpx
 
+from aiddwire import CommandKind, EndReason, EventKind, gpu_share
 from console.demo import workload
 from coordinator.client import ApiError, CoordinatorClient
 from coordinator.submitfile import submit_in_chunks
@@ -134,10 +135,10 @@ class DemoWorker:
     def _gpu_load(self) -> list[float]:
         load = [0.0] * len(self.spec.gpus)
         for sim in self.running.values():
-            share = float(sim.resources.get("gpu") or 0)
-            for index in sim.lease.get("gpus") or []:
+            held = sim.lease.get("gpus") or []
+            for index in held:
                 if 0 <= int(index) < len(load):
-                    load[int(index)] += min(1.0, share) if share < 1 else 1.0
+                    load[int(index)] += gpu_share(float(sim.resources.get("gpu") or 0), len(held))
         return load
 
     async def _lease(self) -> None:
@@ -159,7 +160,7 @@ class DemoWorker:
             low, high = DURATION_S.get(str(lease.get("service")), (3.0, 8.0))
             sim = SimTask(lease, now, self.rng.uniform(low, high))
             self.running[sim.task_id] = sim
-            events.append({"task_id": sim.task_id, "attempt_id": lease["attempt_id"], "event": "started"})
+            events.append({"task_id": sim.task_id, "attempt_id": lease["attempt_id"], "event": EventKind.STARTED})
         if events:
             await self._post("/reports", {"events": events})
 
@@ -172,16 +173,16 @@ class DemoWorker:
             fraction = min(1.0, (now - sim.started) / sim.duration)
             base = {"task_id": sim.task_id, "attempt_id": sim.lease["attempt_id"]}
             if sim.fail and fraction >= 0.4:
-                error, reason = workload.FAILURES.get(sim.fail, ("simulated failure", "error"))
-                events.append({**base, "event": "log", "lines": [{"stream": "stderr", "line": error}]})
-                events.append({**base, "event": "failed", "error": error, "reason": reason, "exit_code": 1})
+                error, reason = workload.FAILURES.get(sim.fail, ("simulated failure", EndReason.ERROR))
+                events.append({**base, "event": EventKind.LOG, "lines": [{"stream": "stderr", "line": error}]})
+                events.append({**base, "event": EventKind.FAILED, "error": error, "reason": reason, "exit_code": 1})
                 finished.append(sim.task_id)
             elif fraction >= 1.0:
-                events.append({**base, "event": "log", "lines": [{"stream": "stdout", "line": "done"}]})
-                events.append({**base, "event": "succeeded", "result": self._result(sim)})
+                events.append({**base, "event": EventKind.LOG, "lines": [{"stream": "stdout", "line": "done"}]})
+                events.append({**base, "event": EventKind.SUCCEEDED, "result": self._result(sim)})
                 finished.append(sim.task_id)
             else:
-                events.append({**base, "event": "progress", "progress": round(fraction, 2),
+                events.append({**base, "event": EventKind.PROGRESS, "progress": round(fraction, 2),
                                "lines": [{"stream": "stdout", "line": self._log_line(sim, fraction)}]})
         for task_id in finished:
             self.running.pop(task_id, None)
@@ -243,7 +244,7 @@ class DemoWorker:
         acked = []
         for command in answer.get("commands") or []:
             acked.append(command["id"])
-            if command.get("command") == "cancel-task":
+            if command.get("command") == CommandKind.CANCEL_TASK:
                 self.running.pop(str((command.get("args") or {}).get("task_id")), None)
         if acked:
             await self.http.delete(f"/api/v1/workers/{self.worker_id}/commands",

@@ -9,6 +9,8 @@ from __future__ import annotations
 import random
 from typing import Any
 
+from aiddwire import EndReason
+
 MOLECULES: list[tuple[str, str]] = [
     ("aspirin", "CC(=O)OC1=CC=CC=C1C(=O)O"),
     ("caffeine", "CN1C=NC2=C1C(=O)N(C(=O)N2C)C"),
@@ -40,10 +42,11 @@ MOLECULES: list[tuple[str, str]] = [
 TARGETS = [("EGFR", "1M17"), ("ABL1", "2HYY"), ("BRAF", "3OG7"), ("CDK2", "1HCK"), ("HSP90", "2VCI")]
 """(target, PDB id) for docking runs."""
 
-FAILURES: dict[str, tuple[str, str]] = {
-    "valence": ("Explicit valence for atom # 3 N, 4, is greater than permitted (RDKit sanitisation)", "permanent"),
-    "receptor": ("vina: cannot read receptor 'rec_8FJX.pdbqt': No such file or directory", "error"),
-    "oom": ("CUDA out of memory. Tried to allocate 2.50 GiB (GPU 0; 39.39 GiB total capacity)", "error"),
+FAILURES: dict[str, tuple[str, EndReason]] = {
+    "valence": ("Explicit valence for atom # 3 N, 4, is greater than permitted (RDKit sanitisation)",
+                EndReason.PERMANENT),
+    "receptor": ("vina: cannot read receptor 'rec_8FJX.pdbqt': No such file or directory", EndReason.ERROR),
+    "oom": ("CUDA out of memory. Tried to allocate 2.50 GiB (GPU 0; 39.39 GiB total capacity)", EndReason.ERROR),
 }
 """Errors the demo's simulated workers report for tasks whose parameters ask to fail (`"fail": key`)."""
 

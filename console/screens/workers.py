@@ -11,6 +11,7 @@ from textual.app import ComposeResult
 from textual.binding import BindingType
 from textual.widgets import Static
 
+from aiddwire import CommandKind
 from console import keys
 from console.actions import plural
 from console.query import TaskQuery
@@ -115,9 +116,9 @@ class WorkersScreen(PaneScreen):
         if status == "offline":
             self.notify(f"{host} is offline: there is nothing to drain.", severity="warning", markup=False)
             return
-        command = "resume" if status == "draining" else "drain"
+        command = CommandKind.RESUME if status == "draining" else CommandKind.DRAIN
         running = int(worker.get("running") or 0)
-        if command == "drain":
+        if command == CommandKind.DRAIN:
             body = (f"Drain {host}? It takes no new tasks; its {plural(running)} running "
                     f"{'goes' if running == 1 else 'go'} on to the end. Press d again later to resume it.")
         else:

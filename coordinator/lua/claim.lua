@@ -1,14 +1,13 @@
 -- Claim up to `max` pending tasks that fit one worker, atomically: two coordinators or two agents
 -- never take the same task. Highest priority first, then oldest, across every queue the worker serves.
--- KEYS: none (derived from ARGV[1])
--- ARGV[1] key prefix
+-- KEYS: none (every key comes from K, the prelude: see common.lua)
+-- ARGV[1] key prefix (the prelude's K reads it)
 -- ARGV[2] now, ms
 -- ARGV[3] JSON {worker, services[] (empty: any), groups[], labels[], max, cpu, memory_gb (< 0: not checked),
 --         gpus: [{index, free (fraction 0..1), memory_gb}], attempts: [one new attempt id per claimable task]}
 -- Returns JSON [{id, attempt, gpus: [index...]}] of the claimed tasks (an empty object when none).
-local prefix = ARGV[1]
 local req = cjson.decode(ARGV[3])
-if redis.call('HGET', prefix .. ':workers:' .. req.worker, 'status') ~= 'online' then return '[]' end
+if redis.call('HGET', K.worker(req.worker), 'status') ~= 'online' then return '[]' end
 
 local function set_of(list)
   local s = {}
@@ -67,7 +66,7 @@ end
 -- A paused service's queues are skipped whole: its tasks wait, in order, until it is resumed.
 local paused = {}
 local function is_paused(svc)
-  if paused[svc] == nil then paused[svc] = redis.call('SISMEMBER', prefix .. ':config:paused_services', svc) == 1 end
+  if paused[svc] == nil then paused[svc] = redis.call('SISMEMBER', K.paused_services, svc) == 1 end
   return paused[svc]
 end
 
@@ -76,7 +75,7 @@ end
 local window = 64 + req.max
 local candidates = {}
 for grp in pairs(groups) do
-  local queues = redis.call('HGETALL', prefix .. ':queues:' .. grp)
+  local queues = redis.call('HGETALL', K.queues(grp))
   for i = 1, #queues, 2 do
     local svc, needs = string.match(queues[i + 1], '^([^\t]*)\t(.*)$')
     if (any_service or services[svc]) and not is_paused(svc) and can_serve(needs) then
@@ -93,10 +92,10 @@ local claimed, limits = {}, {}
 local free_cpu, free_mem = tonumber(req.cpu), tonumber(req.memory_gb)
 for _, c in ipairs(candidates) do
   if #claimed >= req.max then break end
-  local id, tkey = c[1], prefix .. ':tasks:' .. c[1]
+  local id, tkey = c[1], K.task(c[1])
   local f = redis.call('HMGET', tkey, 'service', 'labels', 'cpu', 'memory_gb', 'gpu', 'gpu_memory_gb')
   if not f[1] then
-    dequeue(prefix, c[3], c[4], id)  -- a queue entry without its hash: drop it
+    dequeue(c[3], c[4], id)  -- a queue entry without its hash: drop it
   else
     local svc, cpu, mem, gpu, gmem = f[1], tonumber(f[3]), tonumber(f[4]), tonumber(f[5]), tonumber(f[6])
     local fits = cpu <= free_cpu + 1e-9 and (free_mem < 0 or mem <= free_mem + 1e-9)
@@ -104,8 +103,8 @@ for _, c in ipairs(candidates) do
       if not labels[label] then fits = false end
     end
     if fits then
-      if limits[svc] == nil then limits[svc] = tonumber(redis.call('HGET', prefix .. ':config:service_limits', svc) or '-1') end
-      if limits[svc] >= 0 and redis.call('SCARD', prefix .. ':queue:running:' .. svc) >= limits[svc] then fits = false end
+      if limits[svc] == nil then limits[svc] = tonumber(redis.call('HGET', K.service_limits, svc) or '-1') end
+      if limits[svc] >= 0 and redis.call('SCARD', K.running_of(svc)) >= limits[svc] then fits = false end
     end
     local gpus = {}
     if fits and (gpu > 0 or gmem > 0) then
@@ -114,10 +113,10 @@ for _, c in ipairs(candidates) do
     end
     if fits then
       local attempt = req.attempts[#claimed + 1]
-      dequeue(prefix, c[3], c[4], id)
-      redis.call('SADD', prefix .. ':queue:running', id)
-      redis.call('SADD', prefix .. ':queue:running:' .. svc, id)
-      redis.call('SADD', prefix .. ':workers:' .. req.worker .. ':tasks', id)
+      dequeue(c[3], c[4], id)
+      redis.call('SADD', K.running, id)
+      redis.call('SADD', K.running_of(svc), id)
+      redis.call('SADD', K.worker_tasks(req.worker), id)
       redis.call('HSET', tkey, 'status', 'running', 'worker', req.worker, 'attempt', attempt,
         'gpus', table.concat(gpus, ','), 'leased_at', ARGV[2])
       free_cpu = free_cpu - cpu
@@ -126,5 +125,5 @@ for _, c in ipairs(candidates) do
     end
   end
 end
-if #claimed > 0 then redis.call('HINCRBY', prefix .. ':stats:counters', 'leased', #claimed) end
+if #claimed > 0 then redis.call('HINCRBY', K.counters, 'leased', #claimed) end
 return cjson.encode(claimed)
