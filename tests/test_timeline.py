@@ -1,17 +1,24 @@
 """A task's timeline: submitted by whom, each attempt's lease (worker), start and end with its reason, the retry it
-led to, operator actions with who and when, and why it waits now; over the real API, in `aidd show` too."""
+led to, operator actions with who and when, why it waited over time (its queue shape's reasons as the leader recorded
+them, a row per change) and why it waits now; over the real API, in `aidd show` too."""
 
 from __future__ import annotations
 
+import time
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
 import httpx
 import pytest
+from sqlalchemy import select
 
 from coordinator.cli import main as cli_main
+from coordinator.models import PendingReasonChange
+from coordinator.pending import SNAPSHOT_TTL_S
+from coordinator.reasonhistory import SETTLE_S
 from coordinator.server import BackgroundServer
-from tests.helpers import HttpAgent, task_body
+from tests.helpers import HttpAgent, task_body, wait_for
 
 
 def timeline(client: httpx.Client, task_id: str) -> list[dict[str, Any]]:
@@ -57,3 +64,84 @@ def test_a_waiting_task_ends_its_timeline_with_why(client: httpx.Client) -> None
     assert [e["kind"] for e in events] == ["submitted", "waiting"]
     assert events[-1]["text"] == "waiting: no online worker in group `nobody`" and events[-1]["code"] == "no_group"
     assert client.get("/api/v1/tasks/00000000-0000-0000-0000-000000000000/timeline").status_code == 404
+
+
+def tick(server: BackgroundServer) -> None:
+    """One round of the timers (this coordinator leads: it is the only one)."""
+    server.call(server.coordinator.timers.tick)
+
+
+def reason_codes(client: httpx.Client, task_id: str) -> list[str]:
+    return [e["code"] for e in timeline(client, task_id) if e["kind"] == "reason"]
+
+
+def recorded(server: BackgroundServer, client: httpx.Client, task_id: str, code: str,
+             agents: Sequence[HttpAgent] = ()) -> None:
+    """Drive the timers until the task's timeline has its shape's reason `code` (a new reason is written once it
+    has held for SETTLE_S, from a snapshot of the workers at most SNAPSHOT_TTL_S old); the agents beat meanwhile."""
+    def probe() -> bool:
+        for agent in agents:
+            assert agent.post("heartbeat", {}).status_code == 200
+        tick(server)
+        return code in reason_codes(client, task_id)
+    wait_for(probe, timeout=20, what=f"reason {code} in the timeline", interval=0.3)
+
+
+def reason_rows(server: BackgroundServer) -> list[tuple[str | None, str]]:
+    async def read() -> list[tuple[str | None, str]]:
+        async with server.coordinator.core.engine.connect() as conn:
+            t = PendingReasonChange
+            rows = (await conn.execute(select(t.code, t.message).order_by(t.id))).all()
+        return [(r.code, r.message) for r in rows]
+    return server.call(read)
+
+
+def test_the_timeline_says_why_the_task_waited_over_time(api_server: BackgroundServer, client: httpx.Client,
+                                                          capsys: pytest.CaptureFixture[str]) -> None:
+    task_id = client.post("/api/v1/tasks", json=task_body(group="grow", resources={"cpu": 8})).json()["id"]
+    recorded(api_server, client, task_id, "no_group")
+    small = HttpAgent.register(client, hostname="small-01", groups=["grow"], cpu_cores=2)
+    recorded(api_server, client, task_id, "too_big", [small])
+    roomy = HttpAgent.register(client, hostname="roomy-01", groups=["grow"], cpu_cores=16)
+    recorded(api_server, client, task_id, "ready", [small, roomy])
+    [leased] = roomy.lease()
+    assert leased["task_id"] == task_id
+
+    events = timeline(client, task_id)
+    assert [(e["kind"], e.get("code")) for e in events] == [
+        ("submitted", None), ("reason", "no_group"), ("reason", "too_big"), ("reason", "ready"), ("leased", None)]
+    assert [e["text"] for e in events[1:]] == [
+        "waiting: no online worker in group `grow`", "waiting: no worker is big enough: none has 8 cores",
+        "waiting: starts at the next lease of a worker with room", "attempt 1 leased by roomy-01"]
+    times = [datetime.fromisoformat(e["at"]) for e in events]
+    assert times == sorted(times) and times[1] < times[2] < times[3]
+    tick(api_server)  # the task has gone: its shape's reason is no business of its timeline any more
+    assert timeline(client, task_id) == events
+
+    assert cli_main(["show", task_id, "--url", api_server.url]) == 0
+    out = capsys.readouterr().out
+    assert out.index("no online worker in group `grow`") < out.index("none has 8 cores") < out.index("roomy-01")
+
+
+def test_reasons_are_written_on_a_change_that_holds_not_per_tick(api_server: BackgroundServer,
+                                                                 client: httpx.Client) -> None:
+    task_id = client.post("/api/v1/tasks", json=task_body(group="steady")).json()["id"]
+    for _ in range(3):  # each tick past the snapshot's age decides the shape afresh
+        tick(api_server)
+        time.sleep(SNAPSHOT_TTL_S + 0.1)
+    assert reason_rows(api_server) == [("no_group", "no online worker in group `steady`")]
+
+    agent = HttpAgent.register(client, groups=["steady"], cpu_cores=4)  # ready for a moment only
+    tick(api_server)
+    assert client.delete(f"/api/v1/workers/{agent.id}", headers=agent.headers).status_code == 200
+    time.sleep(SNAPSHOT_TTL_S + 0.1)
+    tick(api_server)
+    time.sleep(SETTLE_S)
+    tick(api_server)
+    assert len(reason_rows(api_server)) == 1, "a reason that did not hold for SETTLE_S is not written"
+
+    api_server.coordinator.timers.history.reset()  # a new leader term starts from the table: no second row
+    tick(api_server)
+    assert len(reason_rows(api_server)) == 1
+    recorded(api_server, client, task_id, "ready", [HttpAgent.register(client, groups=["steady"], cpu_cores=4)])
+    assert [code for code, _ in reason_rows(api_server)] == ["no_group", "ready"]
