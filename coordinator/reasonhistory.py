@@ -74,13 +74,15 @@ class ReasonHistory:
         mono, now = time.monotonic(), utcnow()
         if self._watched is None:
             self._watched = await self._open_shapes(mono)
-        snap = await self.reasons.snapshot()
         for shape, _size in (await self.reasons.queues()).values():
             key = shape_key(shape)
             if key in self._watched:
                 self._watched[key].queued_at = mono
             else:
                 self._watched[key] = Watched(shape, None, mono)
+        if not self._watched:
+            return 0  # nothing has waited for an hour: no snapshot of the workers to take
+        snap = await self.reasons.snapshot()
         rows: list[dict[str, Any]] = []
         for key, w in list(self._watched.items()):
             if mono - w.queued_at > self.forget_s:

@@ -145,3 +145,20 @@ def test_reasons_are_written_on_a_change_that_holds_not_per_tick(api_server: Bac
     assert len(reason_rows(api_server)) == 1
     recorded(api_server, client, task_id, "ready", [HttpAgent.register(client, groups=["steady"], cpu_cores=4)])
     assert [code for code, _ in reason_rows(api_server)] == ["no_group", "ready"]
+
+
+def test_a_shape_left_without_tasks_is_closed_so_no_stale_reason_is_shown(api_server: BackgroundServer,
+                                                                         client: httpx.Client) -> None:
+    history = api_server.coordinator.timers.history
+    history.forget_s = 0.0  # closed at the first look without queued tasks (FORGET_S, an hour, in service)
+    first = client.post("/api/v1/tasks", json=task_body(group="lapse")).json()["id"]
+    recorded(api_server, client, first, "no_group")
+    assert client.delete(f"/api/v1/tasks/{first}").status_code == 200
+    tick(api_server)
+    assert reason_rows(api_server)[-1] == (None, "")
+    agent = HttpAgent.register(client, groups=["lapse"], cpu_cores=4)  # no look at the shape meanwhile
+    second = client.post("/api/v1/tasks", json=task_body(group="lapse")).json()["id"]
+    assert reason_codes(client, second) == [], "the closed shape's old `no_group` is not shown"
+    time.sleep(SNAPSHOT_TTL_S + 0.1)  # the next look sees the worker (a new shape's first reason is written at once)
+    recorded(api_server, client, second, "ready", [agent])
+    assert reason_codes(client, second) == ["ready"]
