@@ -6,7 +6,8 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import UTC, datetime
+from types import SimpleNamespace
 from typing import Any
 
 import httpx
@@ -18,6 +19,7 @@ from coordinator.models import PendingReasonChange
 from coordinator.pending import SNAPSHOT_TTL_S
 from coordinator.reasonhistory import SETTLE_S
 from coordinator.server import BackgroundServer
+from coordinator.timeline import waits
 from tests.helpers import HttpAgent, task_body, wait_for
 
 
@@ -162,3 +164,16 @@ def test_a_shape_left_without_tasks_is_closed_so_no_stale_reason_is_shown(api_se
     time.sleep(SNAPSHOT_TTL_S + 0.1)  # the next look sees the worker (a new shape's first reason is written at once)
     recorded(api_server, client, second, "ready", [agent])
     assert reason_codes(client, second) == ["ready"]
+
+
+def test_the_spans_a_task_waited_skip_a_backoff_cut_short() -> None:
+    """Waits run from submission, a retry coming due or an operator's requeue to the next lease or the end; a
+    backoff a requeue cut short (the next lease before the retry's due time) is no wait."""
+    t = [datetime(2026, 12, 2, 12, minute, tzinfo=UTC) for minute in range(10)]
+    task = SimpleNamespace(created_at=t[0], status="cancelled", finished_at=t[7])
+    attempts = [SimpleNamespace(leased_at=t[1], ended_at=t[2], retry_at=t[6]),
+                SimpleNamespace(leased_at=t[4], ended_at=t[7], retry_at=None)]
+    requeue = SimpleNamespace(kind="requeue", at=t[3])
+    assert waits(task, attempts, [requeue], t[9]) == [(t[0], t[1]), (t[3], t[4])]
+    task.status, task.finished_at, attempts[1].ended_at = "pending", None, t[5]  # lost: waits again till now
+    assert waits(task, attempts, [requeue], t[9]) == [(t[0], t[1]), (t[3], t[4]), (t[5], t[9])]
