@@ -4,6 +4,8 @@ them, a row per change) and why it waits now; over the real API, in `aidd show` 
 
 from __future__ import annotations
 
+import asyncio
+import io
 import time
 from collections.abc import Sequence
 from datetime import UTC, datetime
@@ -12,14 +14,18 @@ from typing import Any
 
 import httpx
 import pytest
+from rich.console import Console
 from sqlalchemy import select
+from textual.widgets import Static
 
+from console.screens.detail import TaskDetailScreen
 from coordinator.cli import main as cli_main
 from coordinator.models import PendingReasonChange
 from coordinator.pending import SNAPSHOT_TTL_S
 from coordinator.reasonhistory import SETTLE_S
 from coordinator.server import BackgroundServer
 from coordinator.timeline import waits
+from tests.consolekit import console, refreshed
 from tests.helpers import HttpAgent, task_body, wait_for
 
 
@@ -177,3 +183,30 @@ def test_the_spans_a_task_waited_skip_a_backoff_cut_short() -> None:
     assert waits(task, attempts, [requeue], t[9]) == [(t[0], t[1]), (t[3], t[4])]
     task.status, task.finished_at, attempts[1].ended_at = "pending", None, t[5]  # lost: waits again till now
     assert waits(task, attempts, [requeue], t[9]) == [(t[0], t[1]), (t[3], t[4]), (t[5], t[9])]
+
+
+@pytest.mark.anyio
+async def test_the_console_detail_catches_up_with_a_reason_recorded_after_the_change(
+        api_server: BackgroundServer, client: httpx.Client) -> None:
+    """The detail view reads the timeline when the task changes, and for a few refreshes after: the leader writes
+    a new reason once it has held, seconds after the task's `pending_reason` changed."""
+    task_id = client.post("/api/v1/tasks", json=task_body(group="watch", resources={"cpu": 8})).json()["id"]
+    recorded(api_server, client, task_id, "no_group")
+    app = console(api_server)
+    async with app.run_test(size=(160, 50)) as pilot:
+        await refreshed(pilot)
+        app.push_screen(TaskDetailScreen(task_id))
+        await refreshed(pilot)
+        small = HttpAgent.register(client, hostname="small-01", groups=["watch"], cpu_cores=2)
+
+        async def since_when() -> bool:
+            assert small.post("heartbeat", {}).status_code == 200
+            tick(api_server)
+            await asyncio.sleep(0.3)
+            capture = Console(width=160, record=True, file=io.StringIO())
+            capture.print(app.screen.query_one("#timeline", Static).content)
+            shown = capture.export_text()
+            return shown.count("none has 8 cores") == 2  # since when (recorded), and now
+        deadline = time.monotonic() + 20
+        while not await since_when():
+            assert time.monotonic() < deadline, "the recorded `too_big` never reached the detail's timeline"
