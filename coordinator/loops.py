@@ -24,6 +24,7 @@ from coordinator.files import FileService
 from coordinator.lifecycle import Lifecycle
 from coordinator.metrics import SNAPSHOT_PERIOD
 from coordinator.queue import as_str
+from coordinator.reasonhistory import ReasonHistory
 from coordinator.reconcile import repair_drift
 from coordinator.retention import RETENTION_PERIOD, Retention
 from coordinator.stats import read_cluster
@@ -54,9 +55,9 @@ FILE_EXPIRY_PERIOD = 3600.0
 class Timers:
     """The periodic work of one coordinator process."""
 
-    def __init__(self, core: Core, lifecycle: Lifecycle, workers: WorkerService,
+    def __init__(self, core: Core, lifecycle: Lifecycle, workers: WorkerService, history: ReasonHistory,
                  files: FileService | None = None) -> None:
-        self.core, self.lifecycle, self.workers, self.files = core, lifecycle, workers, files
+        self.core, self.lifecycle, self.workers, self.history, self.files = core, lifecycle, workers, history, files
         self._last_file_expiry = -FILE_EXPIRY_PERIOD
         self._last_snapshot = self._last_retention = -math.inf
         self.retention = Retention(core, files)
@@ -118,8 +119,9 @@ class Timers:
     async def tick(self) -> None:
         """One round: promote due retries; as leader, check PostgreSQL answers, and every check interval reap
         dead workers, time out tasks and delete long-offline workers (a batch), every reconcile interval repair
-        drift, hourly expire old files, every RETENTION_PERIOD delete finished tasks past the window, and every
-        SNAPSHOT_PERIOD read the cluster's state for the metrics."""
+        drift, hourly expire old files, every RETENTION_PERIOD delete finished tasks past the window, every
+        SNAPSHOT_PERIOD read the cluster's state for the metrics, and record the queue shapes' pending reasons that
+        changed (from the reasons' own snapshot, at most a second old)."""
         if await self.core.index.promote_due():
             await self.core.wake_leases()
         if not await self._lead():
@@ -150,10 +152,13 @@ class Timers:
         if now - self._last_snapshot >= SNAPSHOT_PERIOD:
             self._last_snapshot = now
             self.core.metrics.publish(await read_cluster(self.core, self.workers))
+        await self.history.record()
 
     def _follow(self) -> None:
-        """This process no longer leads: the cluster gauges go quiet here (the next leader exports them)."""
+        """This process no longer leads: the cluster gauges go quiet here (the next leader exports them), and the
+        reasons' record is the next leader's."""
         self.core.metrics.publish(None)
+        self.history.reset()
         self._last_snapshot = -math.inf
 
     async def _lead(self) -> bool:
@@ -167,6 +172,7 @@ class Timers:
             self.leader_since = None
         elif state == 2 or self.leader_since is None:
             self.leader_since = time.monotonic()
+            self.history.reset()  # another leader may have recorded since this one last led
             log.info("this coordinator (%s) now runs the timers", self.instance[:8])
         return state != 0
 

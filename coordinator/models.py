@@ -1,5 +1,5 @@
 """The durable record in PostgreSQL (SQLAlchemy 2): tasks, attempts, workers, logs, commands, batches, audit,
-task events, the service registry."""
+task events, the service registry, the pending reasons of queue shapes over time."""
 
 from __future__ import annotations
 
@@ -222,3 +222,18 @@ class Service(Base):
     updated_at: Mapped[datetime] = _now()
 
     __table_args__ = (CheckConstraint("max_running IS NULL OR max_running >= 0", name="ck_services_max_running"),)
+
+
+class PendingReasonChange(Base):
+    """When the reason tasks of one queue shape wait changed (`pending.Shape`; the code is NULL once the shape has
+    had no queued task for a while and is no longer watched). The leader writes a row per change, not per task or
+    tick; a task's timeline reads its shape's rows while it waited."""
+
+    __tablename__ = "pending_reason_changes"
+    id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
+    shape_key: Mapped[str] = mapped_column(Text)
+    code: Mapped[str | None] = mapped_column(String(20), nullable=True)
+    message: Mapped[str] = mapped_column(Text, default="")
+    at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+    __table_args__ = (Index("ix_pending_reason_changes_shape", "shape_key", "at"),)

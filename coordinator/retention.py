@@ -1,4 +1,5 @@
-"""Retention: finished tasks older than `task_retention_days` go, with their attempts, logs, files and empty batches.
+"""Retention: finished tasks older than `task_retention_days` go, with their attempts, logs, files and empty batches,
+and the pending reasons of queue shapes recorded as long ago.
 
 The leader's timers start a run every `RETENTION_PERIOD`; a run deletes `RETENTION_BATCH` tasks per transaction,
 oldest first, skipping rows another transaction holds, and pauses between batches, so submissions and leases
@@ -41,6 +42,12 @@ RETURNING t.id, (t.input_files <> '[]'::jsonb OR t.outputs <> '[]'::jsonb) AS ha
 DELETE_EMPTY_BATCHES = text("""
 DELETE FROM batches AS b WHERE b.created_at < :cutoff AND NOT EXISTS (SELECT 1 FROM tasks t WHERE t.batch_id = b.id)
 """)
+DELETE_OLD_REASONS = text("""
+DELETE FROM pending_reason_changes AS p WHERE p.at < :cutoff AND (p.code IS NULL OR EXISTS (
+    SELECT 1 FROM pending_reason_changes n WHERE n.shape_key = p.shape_key AND n.at > p.at))
+""")
+"""Delete the pending reasons of queue shapes recorded before the cutoff, except each watched shape's last (the
+reason in force now)."""
 
 
 class Retention:
@@ -80,7 +87,8 @@ class Retention:
         return deleted
 
     async def run(self, leading: Callable[[], bool] = lambda: True) -> int:
-        """Delete, batch by batch, every finished task past the window; returns how many went."""
+        """Delete, batch by batch, every finished task past the window, then the empty batches and old pending
+        reasons; returns how many tasks went."""
         if self.days <= 0:
             return 0
         cutoff = utcnow() - timedelta(days=self.days)
@@ -96,4 +104,5 @@ class Retention:
             await asyncio.sleep(RETENTION_PAUSE)
         async with self.core.engine.begin() as conn:
             await conn.execute(DELETE_EMPTY_BATCHES, {"cutoff": cutoff})
+            await conn.execute(DELETE_OLD_REASONS, {"cutoff": cutoff})
         return deleted

@@ -30,6 +30,7 @@ from coordinator.peers import Peers, database_identity
 from coordinator.pending import PendingReasons
 from coordinator.preflight import postgres_address
 from coordinator.queue import QueueIndex
+from coordinator.reasonhistory import ReasonHistory
 from coordinator.reconcile import rebuild_index
 from coordinator.services import ServiceRegistry
 from coordinator.stats import StatsService
@@ -75,9 +76,9 @@ class Coordinator:
         store = open_store(settings)
         files = FileService(core, store)
         reasons = PendingReasons(core, workers.capacities)
-        return cls(core, TaskService(core, reasons), lifecycle, workers, StatsService(core, reasons),
-                   Timers(core, lifecycle, workers, files), waker, files, Peers(redis, settings, store),
-                   ServiceRegistry(core))
+        timers = Timers(core, lifecycle, workers, ReasonHistory(reasons), files)
+        return cls(core, TaskService(core, reasons), lifecycle, workers, StatsService(core, reasons), timers, waker,
+                   files, Peers(redis, settings, store), ServiceRegistry(core))
 
     async def start(self, timers: bool = True) -> None:
         """Migrate the schema, enter the Redis prefix, rebuild the index from PostgreSQL, start listening and timing.

@@ -18,11 +18,11 @@ from redis.exceptions import RedisError
 from sqlalchemy import ColumnElement, String, and_, cast, func, insert, or_, select, text, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from coordinator import timeline
+from coordinator import reasonhistory, timeline
 from coordinator.core import Core, utcnow
 from coordinator.errors import BatchNotFound, InvalidInput, QueueFull, TaskNotFound
 from coordinator.models import Attempt, Batch, Task, TaskAction, TaskLog, Worker
-from coordinator.pending import PendingReason, PendingReasons
+from coordinator.pending import PendingReason, PendingReasons, Shape
 from coordinator.queue import QueuedTask
 from coordinator.schemas import BulkAction, TaskFilter, TaskSpec
 from coordinator.states import TaskStatus
@@ -226,7 +226,7 @@ class TaskService:
 
     async def timeline(self, task_id: uuid.UUID) -> dict[str, Any]:
         """What happened to a task, oldest first: submitted, each attempt's lease, start, end and retry, operator
-        actions, and (while it waits) why it waits (see `coordinator.timeline`)."""
+        actions, why it waited while it did, and (while it waits) why it waits now (see `coordinator.timeline`)."""
         async with self.core.engine.connect() as conn:
             row = (await conn.execute(select(*Task.__table__.c).where(Task.id == task_id))).first()
             if row is None:
@@ -236,9 +236,12 @@ class TaskService:
                                            .where(Attempt.task_id == task_id).order_by(Attempt.number))).all()
             actions = (await conn.execute(select(*TaskAction.__table__.c).where(TaskAction.task_id == task_id)
                                           .order_by(TaskAction.id))).all()
+            now = utcnow()
+            spans = timeline.waits(row, attempts, actions, now)
+            changes = await reasonhistory.changes(conn, Shape.of_task(row), spans[0][0], spans[-1][1]) if spans else []
         [reason] = await self.reasons.for_tasks([row])
         return {"task_id": task_id, "status": row.status,
-                "events": timeline.build(row, attempts, actions, reason, utcnow())}
+                "events": timeline.build(row, attempts, actions, reason, now, spans, changes)}
 
     async def page(self, flt: TaskFilter, page: int = 1, page_size: int = 50,
                    sort: str = "-created_at") -> dict[str, Any]:

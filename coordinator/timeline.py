@@ -2,7 +2,9 @@
 
 Submission, leases, starts and ends come from the task and its attempts (no extra write for them); an attempt's
 retry due time is kept on the attempt by the same update that ends it; operator actions are the `task_events`
-rows their transactions write. The current pending reason closes the timeline of a waiting task.
+rows their transactions write. While it waited, the reasons of its queue shape as the leader recorded them
+(`coordinator.reasonhistory`: a row per change of a shape, never per task); the current pending reason closes the
+timeline of a waiting task.
 """
 
 from __future__ import annotations
@@ -13,9 +15,11 @@ from typing import Any
 
 from aiddwire import EndReason
 from coordinator.pending import PendingReason
-from coordinator.states import FINISHED
+from coordinator.states import FINISHED, TaskStatus
 
 ACTION_WORDS = {"cancel": "cancelled", "retry": "retried", "requeue": "requeued"}
+BACK_TO_QUEUE = ("retry", "requeue")
+"""Operator actions that put a task back in its queue."""
 
 
 def _event(at: datetime | None, kind: str, text: str, **fields: Any) -> dict[str, Any] | None:
@@ -48,9 +52,46 @@ def attempt_events(a: Any) -> list[dict[str, Any] | None]:
             ended, retry]
 
 
+def waits(task: Any, attempts: Sequence[Any], actions: Sequence[Any], now: datetime) -> list[tuple[datetime, datetime]]:
+    """When the task waited in its queue, oldest first: from its submission, each retry coming due (or an attempt's
+    end without a backoff) and each operator retry or requeue, to the next lease, its end, or now."""
+    starts = [task.created_at, *(act.at for act in actions if act.kind in BACK_TO_QUEUE)]
+    for i, a in enumerate(attempts):
+        start = a.retry_at or a.ended_at
+        leased_next = attempts[i + 1].leased_at if i + 1 < len(attempts) else None
+        if start is not None and (leased_next is None or leased_next >= start):
+            starts.append(start)  # not a backoff an operator's requeue cut short
+    ends = [a.leased_at for a in attempts if a.leased_at is not None]
+    if task.status in FINISHED and task.finished_at is not None:
+        ends.append(task.finished_at)
+    spans: list[tuple[datetime, datetime]] = []
+    for start in sorted(s for s in starts if s is not None):
+        end = min((e for e in ends if e >= start), default=now if task.status == TaskStatus.PENDING else start)
+        if spans and start <= spans[-1][1]:
+            spans[-1] = (spans[-1][0], max(spans[-1][1], end))
+        elif end > start:
+            spans.append((start, end))
+    return spans
+
+
+def reason_events(spans: Sequence[tuple[datetime, datetime]], changes: Sequence[Any]) -> list[dict[str, Any] | None]:
+    """Why the task waited during each span: its shape's reason in force when the span began (at that time), then
+    each change within it. `changes` are rows (code, message, at), oldest first; a row without a code (the shape was
+    not watched) says nothing."""
+    events: list[dict[str, Any] | None] = []
+    for start, end in spans:
+        in_force = [c for c in changes if c.at <= start][-1:]
+        for at, c in [*((start, c) for c in in_force), *((c.at, c) for c in changes if start < c.at < end)]:
+            if c.code:
+                events.append(_event(at, "reason", f"waiting: {c.message}", code=c.code))
+    return events
+
+
 def build(task: Any, attempts: Sequence[Any], actions: Sequence[Any], reason: PendingReason | None,
-          now: datetime) -> list[dict[str, Any]]:
-    """The task's events, oldest first (ties keep the order they happen in: a lease before its start)."""
+          now: datetime, spans: Sequence[tuple[datetime, datetime]] = (),
+          changes: Sequence[Any] = ()) -> list[dict[str, Any]]:
+    """The task's events, oldest first (ties keep the order they happen in: a lease before its start); `changes`
+    are its shape's reason rows (`reasonhistory.changes`) over the `spans` it waited (`waits`)."""
     by = f" by {task.submitted_by}" if task.submitted_by else ""
     events: list[dict[str, Any] | None] = [
         _event(task.created_at, "submitted", f"submitted{by} (priority {task.priority}, group {task.group})",
@@ -66,6 +107,7 @@ def build(task: Any, attempts: Sequence[Any], actions: Sequence[Any], reason: Pe
         events.append(_event(task.finished_at, "finished", f"{task.status}"
                              + (f" ({task.end_reason})" if task.end_reason and task.end_reason != task.status else ""),
                              status=task.status))
+    events += reason_events(spans, changes)
     if reason is not None:
         events.append(_event(now, "waiting", f"waiting: {reason.message}", code=reason.code.value))
     ordered = [e for e in events if e is not None]

@@ -1,5 +1,5 @@
 """Retention of finished tasks on real PostgreSQL: old finished tasks go with their attempts, logs, files and
-empty batches; recent and unfinished ones stay, whatever their age."""
+empty batches; recent and unfinished ones stay, whatever their age; old pending reasons of queue shapes go."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from sqlalchemy import func, insert, select, update
 
 from coordinator import retention
 from coordinator.core import utcnow
-from coordinator.models import Attempt, Batch, Task, TaskLog
+from coordinator.models import Attempt, Batch, PendingReasonChange, Task, TaskLog
 from coordinator.retention import Retention
 from coordinator.schemas import TaskSpec
 from coordinator.service import Coordinator
@@ -96,6 +96,23 @@ async def test_empty_old_batches_go_with_their_tasks(coordinator: Coordinator) -
     async with coordinator.core.engine.connect() as conn:
         batches = set((await conn.execute(select(Batch.id))).scalars())
     assert batches == {kept}
+
+
+async def test_old_pending_reasons_go_but_each_shapes_last(coordinator: Coordinator) -> None:
+    """Reasons recorded before the window go, except the latest of a watched shape (still in force); a shape no
+    longer watched (its last row has no code) goes whole."""
+    long_ago, recent = utcnow() - timedelta(days=100), utcnow() - timedelta(days=1)
+    rows = [("a", "no_group", long_ago - timedelta(hours=1)), ("a", "too_big", long_ago),
+            ("b", "no_group", long_ago - timedelta(hours=1)), ("b", "busy", long_ago), ("b", "ready", recent),
+            ("c", "busy", long_ago - timedelta(hours=1)), ("c", None, long_ago)]
+    async with coordinator.core.engine.begin() as conn:
+        await conn.execute(insert(PendingReasonChange), [{"shape_key": key, "code": code, "message": "", "at": at}
+                                                         for key, code, at in rows])
+    await coordinator.timers.retention.run()
+    async with coordinator.core.engine.connect() as conn:
+        left = (await conn.execute(select(PendingReasonChange.shape_key, PendingReasonChange.code)
+                                   .order_by(PendingReasonChange.id))).all()
+    assert [tuple(r) for r in left] == [("a", "too_big"), ("b", "ready")]
 
 
 async def test_zero_keeps_everything(coordinator: Coordinator) -> None:

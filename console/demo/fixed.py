@@ -17,7 +17,9 @@ from sqlalchemy import insert
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from console.demo.workload import FAILURES, MOLECULES
-from coordinator.models import Attempt, Batch, Service, Task, TaskLog, Worker
+from coordinator.models import Attempt, Batch, PendingReasonChange, Service, Task, TaskLog, Worker
+from coordinator.pending import Shape
+from coordinator.reasonhistory import shape_key
 from coordinator.workers import hash_token
 
 SERVICES = [{"name": "docking", "paused": False, "max_running": 8, "description": "AutoDock Vina"},
@@ -71,6 +73,7 @@ class _Writer:
         self.tasks: list[dict[str, Any]] = []
         self.attempts: list[dict[str, Any]] = []
         self.logs: list[dict[str, Any]] = []
+        self.reasons: list[dict[str, Any]] = []
         self.n = 0
 
     def at(self, seconds_ago: float) -> datetime:
@@ -121,6 +124,11 @@ class _Writer:
                 "exit_code": (0 if status == "succeeded" else 1 if status == "failed" else None) if last else 1,
                 "error": error})
         return tid
+
+    def reason(self, shape: Shape, code: str, message: str, seconds_ago: float) -> None:
+        """The leader's record that the shape's pending reason became `code` then."""
+        self.reasons.append({"shape_key": shape_key(shape), "code": code, "message": message,
+                             "at": self.at(seconds_ago)})
 
     def log(self, task: uuid.UUID, lines: list[tuple[str, str]]) -> None:
         attempt = next(t["attempt_id"] for t in self.tasks if t["id"] == task)
@@ -237,6 +245,11 @@ def _singles(w: _Writer, hosts: dict[str, uuid.UUID]) -> dict[str, uuid.UUID]:
         "admet", "qikprop", "urgent: hERG liability check, lead series B", "running", 190, priority=3,
         params={"smiles": MOLECULES[4][1], "model": "herg-v3", "conformers": 32}, worker=hosts["demo-cpu-01"],
         started_ago=124, progress=0.62)
+    admet = Shape("admet", "default", memory_gb=1.0)  # it waited for a CPU worker, leased at 124 s ago
+    busy = "all 2 fitting workers are busy"
+    w.reason(admet, "busy", busy, 250)
+    w.reason(admet, "ready", "starts at the next lease of a worker with room", 126.5)
+    w.reason(admet, "busy", busy, 122.5)
     w.log(ids["running"], [
         ("stdout", "QikProp 7.2 (herg-v3) starting on demo-cpu-01"),
         ("stdout", "input: 1 molecule, 32 conformers"),
@@ -264,8 +277,8 @@ def _singles(w: _Writer, hosts: dict[str, uuid.UUID]) -> dict[str, uuid.UUID]:
 
 
 async def write_fixed_state(engine: AsyncEngine, anchor: datetime) -> FixedState:
-    """Write the workers, batches, tasks, attempts, logs and service registry of the fixed picture (into an empty
-    record)."""
+    """Write the workers, batches, tasks, attempts, logs, service registry and past pending reasons of the fixed
+    picture (into an empty record)."""
     w = _Writer(anchor)
     hosts = _workers(w)
     _admet_batch(w, hosts)
@@ -280,4 +293,5 @@ async def write_fixed_state(engine: AsyncEngine, anchor: datetime) -> FixedState
         await conn.execute(insert(Attempt), w.attempts)
         await conn.execute(insert(TaskLog), w.logs)
         await conn.execute(insert(Service), SERVICES)
+        await conn.execute(insert(PendingReasonChange), w.reasons)
     return FixedState(anchor, ids["running"], ids["failed"], ids["hostile"], len(w.tasks), idle)

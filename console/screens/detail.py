@@ -4,6 +4,7 @@ log."""
 from __future__ import annotations
 
 import json
+import time
 from typing import Any, ClassVar
 
 from rich.console import Group, RenderableType
@@ -26,6 +27,10 @@ from toolkit.inputs import COLUMNS, ROWS
 LOG_BATCH = 1000
 LOG_KEEP = 5000
 PRIORITY_NAMES = {3: "high", 2: "medium", 1: "low"}
+TIMELINE_CATCH_UP_S = 10.0
+"""How long after the task changed its timeline is read again at each refresh: a new pending reason joins the
+timeline once it has held for the leader's 2 s (`coordinator.reasonhistory.SETTLE_S`) and a tick (with room for
+a loaded machine)."""
 
 
 def _json(value: Any) -> str:
@@ -88,6 +93,7 @@ class TaskDetailScreen(TaskActionKeys, LiveScreen):
         self._files_seen: tuple[Any, ...] = ()
         self._events: list[dict[str, Any]] = []
         self._events_seen: tuple[Any, ...] = ()
+        self._events_changed = -TIMELINE_CATCH_UP_S
 
     def compose(self) -> ComposeResult:
         yield Static(id="title", classes="summary")
@@ -117,9 +123,10 @@ class TaskDetailScreen(TaskActionKeys, LiveScreen):
             self._files = await client.task_files(self.task_id)  # files change only as attempts end
             self._files_seen = seen
         changed = (task.get("updated_at"), task.get("status"), task.get("attempts"), task.get("pending_reason"))
-        if changed != self._events_seen:  # the timeline moves only when the task does
+        if changed != self._events_seen:  # the timeline moves only when the task does, or just after
+            self._events_seen, self._events_changed = changed, time.monotonic()
+        if time.monotonic() - self._events_changed <= TIMELINE_CATCH_UP_S:
             self._events = (await client.timeline(self.task_id)).get("events") or []
-            self._events_seen = changed
         worker = str(task.get("worker_id") or "")
         if worker and task.get("worker_hostname"):
             self._hosts[worker] = str(task["worker_hostname"])
