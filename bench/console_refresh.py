@@ -198,9 +198,9 @@ async def probe(url: str, rounds: int) -> dict[str, Any]:
         for _ in range(rounds):
             cpu0 = time.process_time()
             await bare.dashboard()
-            await bare.list_tasks(page=1, page_size=12, sort="-finished_at", status=["failed", "timeout"])
+            await bare.tasks(page=1, page_size=12, sort="-finished_at", status=["failed", "timeout"])
             await bare.workers()
-            await bare.list_tasks(page=1, page_size=100, sort="-created_at")
+            await bare.tasks(page=1, page_size=100, sort="-created_at")
             await bare.batches(limit=200)
             reference.append((time.process_time() - cpu0) * 1000)
     return {"totals": totals, "walls": walls, "per_pane": per_pane, "rss_mb": rss / 2**20,

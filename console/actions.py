@@ -7,13 +7,14 @@ confirmation is awaited with `push_screen_wait`, the API calls are async).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Literal
 
 from console.query import TaskQuery
 from console.screens.confirm import ConfirmModal
 from console.text import plain, short_id
 from coordinator.client import ApiError
 from coordinator.states import ALLOWED_FROM, Action
+from coordinator.views import TaskView
 
 if TYPE_CHECKING:
     from console.app import AiddConsole
@@ -49,20 +50,15 @@ WORDING: dict[str, Wording] = {
                        "not running, or already queued"),
 }
 
-SINGLE_ROUTES = {"cancel": ("DELETE", "/api/v1/tasks/{id}"), "retry": ("POST", "/api/v1/tasks/{id}/retry"),
-                 "requeue": ("POST", "/api/v1/tasks/{id}/requeue")}
-"""One task's own routes: they take the attempt the operator saw, so an action never hits a newer attempt."""
-
-
 def allowed_statuses(action: str) -> frozenset[str]:
     """The task statuses `action` can change (from the coordinator's transition table)."""
     return frozenset(s.value for s in ALLOWED_FROM[Action(action)])
 
 
-def task_label(task: dict[str, Any]) -> str:
+def task_label(task: TaskView) -> str:
     """A task named for a dialog: `3f2a9c1e "ADMET prediction"`."""
-    name = plain(task.get("name"), 40)
-    return short_id(task["id"]) + (f' "{name}"' if name else "")
+    name = plain(task.name, 40)
+    return short_id(task.id) + (f' "{name}"' if name else "")
 
 
 def plural(count: int, noun: str = "task") -> str:
@@ -131,8 +127,7 @@ async def run_task_action(app: AiddConsole, action: str, target: Target) -> bool
 
 
 async def _count(app: AiddConsole, query: TaskQuery, statuses: frozenset[str]) -> int:
-    page = await app.client.list_tasks(page=1, page_size=1, **query.narrowed(statuses).list_params())
-    return int(page["total"])
+    return (await app.client.tasks(page=1, page_size=1, **query.narrowed(statuses).list_params())).total
 
 
 async def _plan(app: AiddConsole, action: str, target: Target) -> tuple[str, str] | None:
@@ -189,9 +184,7 @@ async def _send(app: AiddConsole, action: str, target: Target) -> tuple[int, int
     if target.query is not None:
         result = await app.client.act(action, filter=target.query.action_filter(allowed_statuses(action)))
     elif len(target.ids) == 1:
-        method, path = SINGLE_ROUTES[action]
-        params = {"attempt_id": target.attempt_id} if target.attempt_id else {}
-        await app.client.request(method, path.format(id=target.ids[0]), params=params)
+        await app.client.act_on(action, target.ids[0], target.attempt_id)
         return 1, 0
     else:
         result = await app.client.act(action, ids=list(target.ids))

@@ -78,8 +78,8 @@ class GoToTask(Provider):
 async def _open_task(app: AiddConsole, given: str) -> None:
     """Ask the coordinator for the one task that starts with `given` and open it, or say why not."""
     try:
-        task = await app.client.get_task(given)
+        task = await app.client.task(given)
     except ApiError as exc:
         app.notify(f"{keys.GO_TO_TASK} {plain(given, 40)}: {exc}", severity="warning", markup=False)
         return
-    await app.push_screen(TaskDetailScreen(str(task["id"])))
+    await app.push_screen(TaskDetailScreen(task.id))

@@ -212,7 +212,7 @@ async def _services(client: CoordinatorClient, args: argparse.Namespace) -> tupl
         return result, f"{result['name']}: {'paused' if result['paused'] else 'active'}, {limit}"
     if change:
         raise ConfigError("services: name the service to change")
-    result = await client.services()
+    result = await client.list_services()
     if args.name:
         result = [s for s in result if s["name"] == args.name]
     return result, render_table(result, ["name", "paused", "limit", "running", "pending", "description"])
@@ -274,7 +274,7 @@ async def _run_client(args: argparse.Namespace) -> int:
             result = [await client.remove_worker(worker_id) for worker_id in args.ids]
             text = "\n".join(f"removed worker {r['id']}" for r in result)
         elif args.command == "workers":
-            result = await client.workers(group=args.group, status=args.status)
+            result = await client.list_workers(group=args.group, status=args.status)
             text = render_table(result, ["id", "hostname", "status", "groups", "running", "slots", "heartbeat_age_s",
                                           "problem"])
         elif args.command == "files":

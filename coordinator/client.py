@@ -10,6 +10,17 @@ import uuid
 from collections.abc import AsyncIterator, Sequence
 from typing import TYPE_CHECKING, Any
 
+from coordinator.views import (
+    BatchView,
+    ClusterTotals,
+    Dashboard,
+    ServiceView,
+    TaskCounts,
+    TaskPage,
+    TaskView,
+    WorkerView,
+)
+
 if TYPE_CHECKING:
     import httpx
 
@@ -39,8 +50,19 @@ def _ids(ids: Sequence[uuid.UUID | str]) -> list[str]:
     return [str(i) for i in ids]
 
 
+SINGLE_ACTIONS = {"cancel": ("DELETE", "/api/v1/tasks/{}"), "retry": ("POST", "/api/v1/tasks/{}/retry"),
+                  "requeue": ("POST", "/api/v1/tasks/{}/requeue")}
+"""One task's own action routes: they take the attempt the caller saw, so an action never hits a newer attempt."""
+
+
 class CoordinatorClient:
-    """One method per client endpoint; every error becomes an ApiError."""
+    """One method per client endpoint; every error becomes an ApiError.
+
+    Methods named for what they return (`tasks`, `task`, `workers`, `worker`, `batches`, `services`,
+    `task_stats`, `worker_stats`, `dashboard`) give typed views (`coordinator.views`), which the console reads;
+    `list_tasks`, `get_task`, `list_workers` and `list_services` give the answer's JSON as it came, which the
+    CLI prints whole.
+    """
 
     def __init__(self, url: str = DEFAULT_URL, api_key: str | None = None, timeout: float = 30.0,
                  transport: httpx.AsyncBaseTransport | None = None) -> None:
@@ -108,9 +130,17 @@ class CoordinatorClient:
                 params[key] = ",".join(value) if isinstance(value, list | tuple) else str(value)
         return await self.request("GET", "/api/v1/tasks", params=params)  # type: ignore[no-any-return]
 
+    async def tasks(self, page: int = 1, page_size: int = 50, sort: str = "-created_at", **filters: Any) -> TaskPage:
+        """A page of tasks as views (the filters of `list_tasks`)."""
+        return TaskPage.from_json(await self.list_tasks(page, page_size, sort, **filters))
+
     async def get_task(self, task_id: uuid.UUID | str) -> dict[str, Any]:
         """One task with its attempt history."""
         return await self.request("GET", f"/api/v1/tasks/{task_id}")  # type: ignore[no-any-return]
+
+    async def task(self, task_id: uuid.UUID | str) -> TaskView:
+        """One task with its attempt history (and, while it runs, the GPUs it holds), as a view."""
+        return TaskView.from_json(await self.get_task(task_id))
 
     async def timeline(self, task_id: uuid.UUID | str) -> dict[str, Any]:
         """What happened to a task, oldest first: {task_id, status, events: [{at, kind, text, ...}]}."""
@@ -127,23 +157,38 @@ class CoordinatorClient:
         body: dict[str, Any] = {"ids": _ids(ids)} if ids is not None else {"filter": filter or {}, "all": all}
         return await self.request("POST", f"/api/v1/tasks/bulk/{action}", json=body)  # type: ignore[no-any-return]
 
+    async def act_on(self, action: str, task_id: uuid.UUID | str, attempt_id: str | None = None) -> TaskView:
+        """Cancel / retry / requeue one task; with `attempt_id`, only while that attempt is its current one (409
+        otherwise). Returns the task as changed."""
+        method, path = SINGLE_ACTIONS[action]
+        params = {"attempt_id": attempt_id} if attempt_id else {}
+        return TaskView.from_json(await self.request(method, path.format(task_id), params=params))
+
     async def task_files(self, task_id: uuid.UUID | str) -> dict[str, Any]:
         """A task's inputs and each attempt's outputs: {inputs, attempts: [{number, outputs}]}, with URLs."""
         return await self.request("GET", f"/api/v1/tasks/{task_id}/files")  # type: ignore[no-any-return]
 
-    async def task_stats(self) -> dict[str, Any]:
-        """Tasks by status overall and per service."""
-        return await self.request("GET", "/api/v1/tasks/stats")  # type: ignore[no-any-return]
+    async def task_stats(self) -> TaskCounts:
+        """Tasks by status."""
+        return TaskCounts.from_json(await self.request("GET", "/api/v1/tasks/stats"))
 
     # workers
-    async def workers(self, group: str | None = None, status: str | None = None) -> list[dict[str, Any]]:
-        """Every worker with its live state."""
+    async def list_workers(self, group: str | None = None, status: str | None = None) -> list[dict[str, Any]]:
+        """Every worker with its live state (optionally only those of a group, or in a status)."""
         params = {k: v for k, v in {"group": group, "status": status}.items() if v}
         return (await self.request("GET", "/api/v1/workers", params=params))["items"]  # type: ignore[no-any-return]
 
-    async def worker_stats(self) -> dict[str, Any]:
-        """Cluster totals."""
-        return await self.request("GET", "/api/v1/workers/stats")  # type: ignore[no-any-return]
+    async def workers(self, group: str | None = None, status: str | None = None) -> list[WorkerView]:
+        """Every worker (filtered as `list_workers`), as views."""
+        return [WorkerView.from_json(w) for w in await self.list_workers(group, status)]
+
+    async def worker(self, worker_id: uuid.UUID | str) -> WorkerView:
+        """One worker (or the one a unique id prefix names), fetched alone."""
+        return WorkerView.from_json(await self.request("GET", f"/api/v1/workers/{worker_id}"))
+
+    async def worker_stats(self) -> ClusterTotals:
+        """Cluster totals: workers by status; cores, memory, GPUs and slots, used and in all."""
+        return ClusterTotals.from_json(await self.request("GET", "/api/v1/workers/stats"))
 
     async def command(self, worker_id: uuid.UUID | str, command: CommandKind,
                       args: dict[str, Any] | None = None) -> int:
@@ -156,9 +201,13 @@ class CoordinatorClient:
         return await self.request("POST", f"/api/v1/workers/{worker_id}/remove")  # type: ignore[no-any-return]
 
     # services
-    async def services(self) -> list[dict[str, Any]]:
+    async def list_services(self) -> list[dict[str, Any]]:
         """Every service with its pause, running limit and counts."""
         return (await self.request("GET", "/api/v1/services"))["items"]  # type: ignore[no-any-return]
+
+    async def services(self) -> list[ServiceView]:
+        """Every service (as `list_services`), as views."""
+        return [ServiceView.from_json(s) for s in await self.list_services()]
 
     async def change_service(self, name: str, **change: Any) -> dict[str, Any]:
         """Pause or resume a service (`paused`), set its `max_running` (None: the configured limit) or
@@ -170,17 +219,18 @@ class CoordinatorClient:
         """Per-service queue figures."""
         return (await self.request("GET", "/api/v1/stats/queues"))["items"]  # type: ignore[no-any-return]
 
-    async def batches(self, limit: int = 50) -> list[dict[str, Any]]:
-        """Recent batches with progress."""
-        return (await self.request("GET", "/api/v1/batches", params={"limit": limit}))["items"]  # type: ignore[no-any-return]
+    async def batches(self, limit: int = 50) -> list[BatchView]:
+        """Recent batches with progress, newest first."""
+        answer = await self.request("GET", "/api/v1/batches", params={"limit": limit})
+        return [BatchView.from_json(b) for b in answer["items"]]
 
     def results(self, batch_id: uuid.UUID | str, fmt: str = "jsonl") -> AsyncIterator[bytes]:
         """The batch's results table (jsonl or csv), streamed as it is read from the store."""
         return self.stream(f"/api/v1/batches/{batch_id}/results", {"format": fmt})
 
-    async def dashboard(self) -> dict[str, Any]:
-        """Everything the dashboard shows."""
-        return await self.request("GET", "/api/v1/stats/dashboard")  # type: ignore[no-any-return]
+    async def dashboard(self) -> Dashboard:
+        """Everything the Queues pane shows: tasks by status, per-service queues, cluster totals, retention."""
+        return Dashboard.from_json(await self.request("GET", "/api/v1/stats/dashboard"))
 
     async def health(self) -> dict[str, Any]:
         """Whether the coordinator's stores answer."""

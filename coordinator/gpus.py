@@ -99,6 +99,17 @@ def gpu_views(registered: Sequence[Mapping[str, Any]], readings: Sequence[Mappin
 
 def gpu_totals(workers: Iterable[Mapping[str, Any]]) -> dict[str, int]:
     """GPUs of the workers that are not offline: how many, allocated, busy, and allocated but idle."""
-    gpus = [g for w in workers if w.get("status") != "offline" for g in w.get("gpus") or []]
-    return {"gpus": len(gpus), "allocated_gpus": sum(1 for g in gpus if g.get("allocated")),
-            "busy_gpus": sum(1 for g in gpus if g.get("busy")), "idle_gpus": sum(1 for g in gpus if g.get("idle"))}
+    return count_gpus((bool(g.get("allocated")), bool(g.get("busy")), bool(g.get("idle")))
+                      for w in workers if w.get("status") != "offline" for g in w.get("gpus") or [])
+
+
+def count_gpus(flags: Iterable[tuple[bool, bool, bool]]) -> dict[str, int]:
+    """The GPU totals of `gpu_totals` from each GPU's (allocated, busy, idle) flags (the console counts its
+    typed views with it)."""
+    totals = {"gpus": 0, "allocated_gpus": 0, "busy_gpus": 0, "idle_gpus": 0}
+    for allocated, busy, idle in flags:
+        totals["gpus"] += 1
+        totals["allocated_gpus"] += allocated
+        totals["busy_gpus"] += busy
+        totals["idle_gpus"] += idle
+    return totals

@@ -27,14 +27,14 @@ async def test_x_removes_an_offline_worker_after_asking(api_server: BackgroundSe
         await pilot.press("2")
         await refreshed(pilot)
         table = app.screen.query_one(WorkerTable)
-        assert table.worker_at_cursor()["hostname"] == "alive-node"  # type: ignore[index]
+        assert table.worker_at_cursor().hostname == "alive-node"  # type: ignore[union-attr]
         await pilot.press("x")
         await until(pilot, lambda: toasts.saying("alive-node is online: only an offline worker can be removed"),
                     what="the refusal")
         assert not isinstance(app.screen, ConfirmModal)
 
         await pilot.press("down")  # the offline host comes last
-        assert table.worker_at_cursor()["hostname"] == "retired-node"  # type: ignore[index]
+        assert table.worker_at_cursor().hostname == "retired-node"  # type: ignore[union-attr]
         task_column = next(i for i, c in enumerate(table.ordered_columns) if c.key.value == "task")
         assert str(table.get_cell_at(Coordinate(table.cursor_row, task_column))).startswith("last seen ")
         await pilot.press("x")

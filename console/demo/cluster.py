@@ -326,7 +326,7 @@ class DemoCluster:
 
     async def _seed(self, client: CoordinatorClient) -> None:
         try:
-            if any(str(b.get("name", "")).startswith(workload.DEMO_PREFIX) for b in await client.batches(200)):
+            if any(b.name.startswith(workload.DEMO_PREFIX) for b in await client.batches(200)):
                 return
             batches = [workload.admet_batch(300, self.rng), workload.docking_batch("EGFR", "1M17", 56),
                        workload.docking_batch("ABL1", "2HYY", 28), workload.inference_batch(24)]
@@ -349,7 +349,7 @@ class DemoCluster:
         while True:
             await asyncio.sleep(TRICKLE_EVERY_S)
             try:
-                counts = (await client.task_stats()).get("by_status", {})
+                counts = (await client.task_stats()).by_status
                 if int(counts.get("pending", 0)) < TRICKLE_MAX_PENDING:
                     for task in workload.trickle(self.rng):
                         await client.submit(task)

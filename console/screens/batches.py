@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import ClassVar
 
 from rich.text import Text
 from textual import work
@@ -21,6 +21,7 @@ from console.screens.live import PaneScreen
 from console.text import plain, short_id
 from console.widgets.batch_table import BatchTable
 from coordinator.client import ApiError
+from coordinator.views import BatchView
 
 RETRYABLE_END = ["failed", "timeout"]
 
@@ -35,14 +36,14 @@ class BatchesScreen(PaneScreen):
         yield Static(id="summary", classes="summary")
         yield BatchTable()
 
-    async def fetch(self) -> list[dict[str, Any]]:
-        return await self.console.client.batches(limit=200)  # type: ignore[no-any-return]
+    async def fetch(self) -> list[BatchView]:
+        return await self.console.client.batches(limit=200)
 
-    def apply(self, data: list[dict[str, Any]]) -> None:
+    def apply(self, data: list[BatchView]) -> None:
         palette = self.console.palette
         table = self.query_one(BatchTable)
         table.show(data, palette, self.console.options.now())
-        active = sum(1 for b in data if int(b.get("pending") or 0) + int(b.get("running") or 0))
+        active = sum(1 for b in data if b.pending + b.running)
         summary = Text(f"{plural(len(data), 'batch').replace('batchs', 'batches')} · {active} in progress")
         summary.append("   bar: ")
         for status in ("succeeded", "failed", "cancelled", "running"):
@@ -55,19 +56,19 @@ class BatchesScreen(PaneScreen):
                            palette.style("muted"))
         self.query_one("#summary", Static).update(summary)
 
-    def _cursor_batch(self) -> dict[str, Any] | None:
+    def _cursor_batch(self) -> BatchView | None:
         table = self.query_one(BatchTable)
         key = table.cursor_key
         return table.by_id.get(key) if key else None
 
     def on_batch_table_batch_chosen(self, message: BatchTable.BatchChosen) -> None:
-        batch = self.query_one(BatchTable).by_id.get(message.batch_id, {})
-        self.console.show_tasks(TaskQuery(batch_id=message.batch_id, batch_name=str(batch.get("name") or "")))
+        batch = self.query_one(BatchTable).by_id.get(message.batch_id)
+        self.console.show_tasks(TaskQuery(batch_id=message.batch_id, batch_name=batch.name if batch else ""))
 
     def action_batch_tasks(self) -> None:
         batch = self._cursor_batch()
         if batch:
-            self.console.show_tasks(TaskQuery(batch_id=str(batch["id"]), batch_name=str(batch.get("name") or "")))
+            self.console.show_tasks(TaskQuery(batch_id=batch.id, batch_name=batch.name))
 
     def action_retry_failed(self) -> None:
         batch = self._cursor_batch()
@@ -77,12 +78,11 @@ class BatchesScreen(PaneScreen):
         self._retry_failed(batch)
 
     @work(group="action", exit_on_error=False)
-    async def _retry_failed(self, batch: dict[str, Any]) -> None:
+    async def _retry_failed(self, batch: BatchView) -> None:
         client = self.console.client
-        name = plain(batch.get("name") or f"batch {short_id(batch['id'])}", 60)
+        name = plain(batch.name or f"batch {short_id(batch.id)}", 60)
         try:
-            count = (await client.list_tasks(page=1, page_size=1, batch_id=str(batch["id"]),
-                                             status=RETRYABLE_END))["total"]
+            count = (await client.tasks(page=1, page_size=1, batch_id=batch.id, status=RETRYABLE_END)).total
             if not count:
                 self.notify(f"Batch {name} has no failed or timed-out tasks to retry.", markup=False)
                 return
@@ -91,7 +91,7 @@ class BatchesScreen(PaneScreen):
             if not await self.app.push_screen_wait(ConfirmModal("Retry failed tasks", body,
                                                                 f"Retry {plural(count)}")):
                 return
-            result = await client.act("retry", filter={"batch_id": str(batch["id"]), "status": RETRYABLE_END})
+            result = await client.act("retry", filter={"batch_id": batch.id, "status": RETRYABLE_END})
         except ApiError as exc:
             self.notify(f"Retry failed: {exc}", severity="error", markup=False)
             return
@@ -106,19 +106,19 @@ class BatchesScreen(PaneScreen):
         self._export(batch)
 
     @work(group="export", exclusive=True, exit_on_error=False)
-    async def _export(self, batch: dict[str, Any]) -> None:
+    async def _export(self, batch: BatchView) -> None:
         """Stream the batch's results into `results-<batch>.csv` (the writes on a thread: the UI does no I/O)."""
         folder = self.console.options.export_dir or Path.cwd()
-        path = folder / f"results-{short_id(batch['id'])}.csv"
+        path = folder / f"results-{short_id(batch.id)}.csv"
         try:
             out = await asyncio.to_thread(path.open, "wb")
             try:
-                async for chunk in self.console.client.results(str(batch["id"]), "csv"):
+                async for chunk in self.console.client.results(batch.id, "csv"):
                     await asyncio.to_thread(out.write, chunk)
             finally:
                 await asyncio.to_thread(out.close)
         except (ApiError, OSError) as exc:
             self.notify(f"Export failed: {exc}", severity="error", markup=False)
             return
-        self.notify(f"Wrote the results of batch {plain(batch.get('name') or short_id(batch['id']), 60)} to {path}",
+        self.notify(f"Wrote the results of batch {plain(batch.name or short_id(batch.id), 60)} to {path}",
                     markup=False)

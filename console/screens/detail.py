@@ -22,6 +22,7 @@ from console.screens.live import LiveScreen
 from console.text import MISSING, age, file_size, gigabytes, plain, seconds_since, short_id
 from coordinator.client import ApiError
 from coordinator.states import DROPPED_STREAM
+from coordinator.views import GpuView, TaskView
 from toolkit.inputs import COLUMNS, ROWS
 
 LOG_BATCH = 1000
@@ -84,7 +85,7 @@ class TaskDetailScreen(TaskActionKeys, LiveScreen):
     def __init__(self, task_id: str, log_maximised: bool = False) -> None:
         super().__init__()
         self.task_id = task_id
-        self.record: dict[str, Any] | None = None
+        self.record: TaskView | None = None
         self._next_line = 0
         self._attempt: str | None = None
         self._hosts: dict[str, str] = {}
@@ -114,31 +115,30 @@ class TaskDetailScreen(TaskActionKeys, LiveScreen):
         self.set_class(self._log_maximised, "-log-only")
         self.query_one("#log", RichLog).border_title = "Log (following)"
 
-    async def fetch(self) -> tuple[dict[str, Any], dict[str, Any]]:
+    async def fetch(self) -> tuple[TaskView, dict[str, Any]]:
         client = self.console.client
-        task = await client.get_task(self.task_id)
+        task = await client.task(self.task_id)
         logs = await client.logs(self.task_id, after=self._next_line, limit=LOG_BATCH)
-        seen = (task.get("status"), task.get("attempts"))
-        if (task.get("input_files") or task.get("outputs")) and seen != self._files_seen:
+        seen = (task.status, task.attempts)
+        if (task.input_files or task.outputs) and seen != self._files_seen:
             self._files = await client.task_files(self.task_id)  # files change only as attempts end
             self._files_seen = seen
-        changed = (task.get("updated_at"), task.get("status"), task.get("attempts"), task.get("pending_reason"))
+        changed = (task.updated_at, task.status, task.attempts, task.pending_reason)
         if changed != self._events_seen:  # the timeline moves only when the task does, or just after
             self._events_seen, self._events_changed = changed, time.monotonic()
         if time.monotonic() - self._events_changed <= TIMELINE_CATCH_UP_S:
             self._events = (await client.timeline(self.task_id)).get("events") or []
-        worker = str(task.get("worker_id") or "")
-        if worker and task.get("worker_hostname"):
-            self._hosts[worker] = str(task["worker_hostname"])
+        worker = task.worker_id
+        if worker and task.worker_hostname:
+            self._hosts[worker] = task.worker_hostname
         if worker and worker not in self._hosts:
             try:
-                info = await client.request("GET", f"/api/v1/workers/{worker}")
-                self._hosts[worker] = str(info.get("hostname") or short_id(worker))
+                self._hosts[worker] = (await client.worker(worker)).hostname or short_id(worker)
             except ApiError:
                 self._hosts[worker] = short_id(worker)
         return task, logs
 
-    def apply(self, data: tuple[dict[str, Any], dict[str, Any]]) -> None:
+    def apply(self, data: tuple[TaskView, dict[str, Any]]) -> None:
         task, logs = data
         self.record = task
         self._show_task(task)
@@ -172,21 +172,21 @@ class TaskDetailScreen(TaskActionKeys, LiveScreen):
             log.write(Text(plain(line.get("line")), style=style))
 
     def _attempt_number(self, attempt_id: str) -> str:
-        for a in (self.record or {}).get("attempt_history") or []:
-            if str(a.get("id")) == attempt_id:
-                return str(a.get("number"))
+        for a in self.record.attempt_history if self.record else ():
+            if a.id == attempt_id:
+                return str(a.number)
         return "?"
 
-    def _show_task(self, t: dict[str, Any]) -> None:
+    def _show_task(self, t: TaskView) -> None:
         palette = self.console.palette
         now = self.console.options.now()
-        status = str(t.get("status"))
+        status = t.status
         title = Text()
         title.append("Task ", "bold")
-        title.append(str(t.get("id")), palette.style("muted"))
+        title.append(t.id, palette.style("muted"))
         title.append("  ")
         title.append(status, palette.status(status))
-        title.append("  " + plain(t.get("name") or "(no name)", 80), "bold")
+        title.append("  " + plain(t.name or "(no name)", 80), "bold")
         self.query_one("#title", Static).update(title)
         self.query_one("#card", Static).update(self._card(t, now))
         self.query_one("#attempts", Static).update(self._attempts(t, now))
@@ -196,77 +196,75 @@ class TaskDetailScreen(TaskActionKeys, LiveScreen):
         files.display = bool(self._files)
         files.update(self._files_view())
 
-    def _card(self, t: dict[str, Any], now: Any) -> RenderableType:
+    def _card(self, t: TaskView, now: Any) -> RenderableType:
         grid = Table.grid(padding=(0, 1))
         grid.add_column(style="bold", no_wrap=True)
         grid.add_column()
-        res = t.get("resources") or {}
-        worker = str(t.get("worker_id") or "")
+        res = t.resources
+        worker = t.worker_id
         rows = [
-            ("service", f"{plain(t.get('service'))} / {plain(t.get('task_type'))}"),
-            ("priority", f"{t.get('priority')} ({PRIORITY_NAMES.get(t.get('priority', 2), 'custom')})"),
-            ("group", plain(t.get("group")) + (f"  labels {','.join(plain(x) for x in t['labels'])}"
-                                               if t.get("labels") else "")),
-            ("resources", f"cpu {res.get('cpu')} · mem {res.get('memory_gb')}G · gpu {res.get('gpu')}"
-                          + (f" · gpu mem {res.get('gpu_memory_gb')}G" if res.get("gpu_memory_gb") else "")),
-            ("attempts", f"{t.get('attempts')} (retries used {t.get('retry_count')}/{t.get('max_retries')},"
-                         f" timeout {t.get('timeout_s')}s)"),
+            ("service", f"{plain(t.service)} / {plain(t.task_type)}"),
+            ("priority", f"{t.priority} ({PRIORITY_NAMES.get(t.priority, 'custom')})"),
+            ("group", plain(t.group) + (f"  labels {','.join(plain(x) for x in t.labels)}" if t.labels else "")),
+            ("resources", f"cpu {res.cpu} · mem {res.memory_gb}G · gpu {res.gpu}"
+                          + (f" · gpu mem {res.gpu_memory_gb}G" if res.gpu_memory_gb else "")),
+            ("attempts", f"{t.attempts} (retries used {t.retry_count}/{t.max_retries}, timeout {t.timeout_s}s)"),
             ("worker", (self._hosts.get(worker, short_id(worker)) if worker else MISSING)
-             + (f"  GPUs {t['gpus']}" if t.get("gpus") else "")),
-            ("created", f"{age(seconds_since(t.get('created_at'), now))} ago"),
-            ("started", f"{age(seconds_since(t.get('started_at'), now))} ago" if t.get("started_at") else MISSING),
-            ("finished", f"{age(seconds_since(t.get('finished_at'), now))} ago" if t.get("finished_at") else MISSING),
+             + (f"  GPUs {list(t.gpus)}" if t.gpus else "")),
+            ("created", f"{age(seconds_since(t.created_at, now))} ago"),
+            ("started", f"{age(seconds_since(t.started_at, now))} ago" if t.started_at else MISSING),
+            ("finished", f"{age(seconds_since(t.finished_at, now))} ago" if t.finished_at else MISSING),
         ]
-        if t.get("pending_reason"):
-            rows.insert(0, ("waiting", plain(t["pending_reason"].get("message"))))
-        if t.get("batch_id"):
-            rows.append(("batch", short_id(t["batch_id"])))
-        if t.get("progress") is not None and t.get("status") == "running":
-            rows.append(("progress", f"{float(t['progress']) * 100:.0f}%"))
+        if t.pending_reason:
+            rows.insert(0, ("waiting", plain(t.pending_reason.message)))
+        if t.batch_id:
+            rows.append(("batch", short_id(t.batch_id)))
+        if t.progress is not None and t.status == "running":
+            rows.append(("progress", f"{float(t.progress) * 100:.0f}%"))
         for key, value in rows:
             grid.add_row(key, Text(value))
-        for gpu in t.get("gpu_use") or []:
-            grid.add_row(f"GPU {gpu.get('index')}", self._gpu_line(gpu))
-        params = Text(plain(_json(t.get("input_params") or {}), one_line=False))
+        for gpu in t.gpu_use:
+            grid.add_row(f"GPU {gpu.index}", self._gpu_line(gpu))
+        params = Text(plain(_json(t.input_params), one_line=False))
         return Group(grid, Text("\nparameters", style="bold"), params)
 
-    def _gpu_line(self, gpu: dict[str, Any]) -> Text:
+    def _gpu_line(self, gpu: GpuView) -> Text:
         """One GPU the task holds: its reading now, and IDLE with how long when it is flagged."""
-        name = plain(str(gpu.get("name") or "GPU").removeprefix("NVIDIA "), 24)
-        line = Text(f"{name} · {float(gpu.get('utilization') or 0):.0f}% ·"
-                    f" {gigabytes(gpu.get('memory_used_gb'))}/{gigabytes(gpu.get('memory_total_gb'))}")
-        if gpu.get("idle"):
-            line.append(f"  IDLE for {age(gpu.get('idle_s'))}", self.console.palette.style("meter-mid", bold=True))
+        name = plain((gpu.name or "GPU").removeprefix("NVIDIA "), 24)
+        memory = f"{gigabytes(gpu.memory_used_gb)}/{gigabytes(gpu.memory_total_gb)}"
+        line = Text(f"{name} · {gpu.utilization:.0f}% · {memory}")
+        if gpu.idle:
+            line.append(f"  IDLE for {age(gpu.idle_s)}", self.console.palette.style("meter-mid", bold=True))
         return line
 
-    def _attempts(self, t: dict[str, Any], now: Any) -> RenderableType:
-        history = t.get("attempt_history") or []
+    def _attempts(self, t: TaskView, now: Any) -> RenderableType:
+        history = t.attempt_history
         if not history:
             return Text("\nno attempts yet", style=self.console.palette.style("muted"))
         table = Table(box=None, padding=(0, 1), show_edge=False, title="attempts (times ago)", title_justify="left",
                       title_style="bold")
-        exits = any(a.get("exit_code") is not None for a in history)
+        exits = any(a.exit_code is not None for a in history)
         for column in ("#", "worker", "start", "end", "reason", *(("exit",) if exits else ())):
             table.add_column(column, no_wrap=True)
         for a in history:
-            worker = str(a.get("worker_id") or "")
-            ended = age(seconds_since(a.get("ended_at"), now)) if a.get("ended_at") else "now"
-            row: list[str | Text] = [str(a.get("number")), Text(plain(self._hosts.get(worker, short_id(worker)), 14)),
-                   age(seconds_since(a.get("started_at") or a.get("leased_at"), now)), ended,
-                   Text(plain(a.get("end_reason") or ("running" if ended == "now" else ""), 12))]
+            worker = a.worker_id or ""
+            ended = age(seconds_since(a.ended_at, now)) if a.ended_at else "now"
+            row: list[str | Text] = [str(a.number), Text(plain(self._hosts.get(worker, short_id(worker)), 14)),
+                                     age(seconds_since(a.started_at or a.leased_at, now)), ended,
+                                     Text(plain(a.end_reason or ("running" if ended == "now" else ""), 12))]
             if exits:
-                row.append(str(a.get("exit_code") if a.get("exit_code") is not None else ""))
+                row.append(str(a.exit_code) if a.exit_code is not None else "")
             table.add_row(*row)
         return Group(Text(""), table)
 
-    def _outcome(self, t: dict[str, Any]) -> RenderableType:
+    def _outcome(self, t: TaskView) -> RenderableType:
         palette = self.console.palette
-        if t.get("error"):
+        if t.error:
             return Group(Text("\nerror", style="bold"),
-                         Text(plain(t["error"], 4000, one_line=False), style=palette.status("failed")))
-        result = t.get("result")
+                         Text(plain(t.error, 4000, one_line=False), style=palette.status("failed")))
+        result = t.result
         if isinstance(result, dict) and isinstance(result.get(ROWS), list):
-            return Group(Text("\nresult", style="bold"), molecule_table(result, t.get("batch_id"),
+            return Group(Text("\nresult", style="bold"), molecule_table(result, t.batch_id,
                                                                        palette.style("muted"),
                                                                        palette.status("failed")))
         if result is not None:
@@ -324,8 +322,6 @@ class TaskDetailScreen(TaskActionKeys, LiveScreen):
         if self.record is None:
             return
         label = f"task {task_label(self.record)}"
-        attempt = self.record.get("attempt_id")
-        await run_task_action(self.console, action, Target(label, ids=(self.task_id,),
-                                                           statuses=(str(self.record.get("status")),),
-                                                           attempt_id=str(attempt) if attempt else None))
+        await run_task_action(self.console, action, Target(label, ids=(self.task_id,), statuses=(self.record.status,),
+                                                           attempt_id=self.record.attempt_id))
         self.refresh_now()

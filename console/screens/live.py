@@ -35,8 +35,6 @@ SLOW_AFTER_S = 3.0
 """A poll still unanswered after this long puts up the "coordinator slow" banner."""
 RETRY_WHEN_DOWN_S = 2.0
 """Poll interval while the coordinator does not answer."""
-GPU_TOTALS = ("gpus", "allocated_gpus", "busy_gpus", "idle_gpus")
-"""The counts `coordinator.gpus.gpu_totals` gives (in /workers/stats and the dashboard's workers)."""
 MIN_DELAY_S = 0.01
 """Shortest timer (Textual's timers need a positive interval)."""
 
@@ -250,8 +248,7 @@ class PaneScreen(LiveScreen):
         """The GPU totals of `/workers/stats`, unless the pane shows them from what it fetches anyway."""
         if self.GPUS_FROM_DATA:
             return None
-        stats = await self.console.client.worker_stats()
-        return {key: int(stats.get(key) or 0) for key in GPU_TOTALS}
+        return (await self.console.client.worker_stats()).gpu_counts
 
     def show_gpus(self, totals: dict[str, int]) -> None:
         self.query_one(TopBar).show_gpus(totals, self.console.palette)

@@ -4,7 +4,7 @@ resumes a service, `m` sets its running limit."""
 from __future__ import annotations
 
 import asyncio
-from typing import Any, ClassVar
+from typing import ClassVar
 
 from rich.text import Text
 from textual import work
@@ -18,24 +18,25 @@ from console.query import STATUSES, TaskQuery
 from console.screens.confirm import ConfirmModal
 from console.screens.detail import TaskDetailScreen
 from console.screens.limit import ServiceLimitModal
-from console.screens.live import GPU_TOTALS, PaneScreen
+from console.screens.live import PaneScreen
 from console.text import gigabytes, plain
 from console.widgets.failure_table import FailureTable
 from console.widgets.queue_table import QueueTable
 from coordinator.client import ApiError
+from coordinator.views import Dashboard, Retention, ServiceView, TaskView
 
 FAILURES_SHOWN = 12
 
 
-def _n(value: Any) -> str:
+def _n(value: int | None) -> str:
     return f"{int(value or 0):,}".replace(",", " ")
 
 
-def _retention(window: dict[str, Any] | None) -> str:
+def _retention(window: Retention | None) -> str:
     """How long finished tasks are kept (the coordinator's task_retention_days), or nothing from an older one."""
-    if not window or "task_days" not in window:
+    if window is None or window.task_days is None:
         return ""
-    days = float(window["task_days"])
+    days = float(window.task_days)
     return " · kept forever" if days <= 0 else f" · kept {days:g} days"
 
 
@@ -48,7 +49,7 @@ class QueuesScreen(PaneScreen):
 
     def __init__(self, name: str | None = None, id: str | None = None) -> None:
         super().__init__(name=name, id=id)
-        self.services: dict[str, dict[str, Any]] = {}
+        self.services: dict[str, ServiceView] = {}
         """The service registry as last polled: name -> paused, limit, running."""
 
     def compose_pane(self) -> ComposeResult:
@@ -57,42 +58,41 @@ class QueuesScreen(PaneScreen):
         yield Static(Text("Recent failures (enter: detail)", style="bold"), classes="summary section")
         yield FailureTable()
 
-    async def fetch(self) -> tuple[dict[str, Any], list[dict[str, Any]], list[dict[str, Any]]]:
+    async def fetch(self) -> tuple[Dashboard, tuple[TaskView, ...], list[ServiceView]]:
         client = self.console.client
         dashboard, failures, services = await asyncio.gather(
-            client.dashboard(), client.list_tasks(page=1, page_size=FAILURES_SHOWN, sort="-finished_at",
-                                                  status=["failed", "timeout"]), client.services())
-        return dashboard, failures.get("items") or [], services
+            client.dashboard(), client.tasks(page=1, page_size=FAILURES_SHOWN, sort="-finished_at",
+                                             status=["failed", "timeout"]), client.services())
+        return dashboard, failures.items, services
 
-    def apply(self, fetched: tuple[dict[str, Any], list[dict[str, Any]], list[dict[str, Any]]]) -> None:
+    def apply(self, fetched: tuple[Dashboard, tuple[TaskView, ...], list[ServiceView]]) -> None:
         data, failures, services = fetched
-        self.services = {str(s["name"]): s for s in services}
+        self.services = {s.name: s for s in services}
         palette = self.console.palette
         self.query_one(FailureTable).show(failures, palette, self.console.options.now())
-        by_status = (data.get("tasks") or {}).get("by_status") or {}
+        by_status = data.tasks.by_status
         line = Text("Tasks    ", style="bold")
         shown = [s for s in STATUSES if by_status.get(s) or s in ("pending", "running", "failed")]
         for status in shown:
             line.append(f"{status} ")
             line.append(_n(by_status.get(status)), palette.status(status))
             line.append(" · ")
-        line.append(f"total {_n((data.get('tasks') or {}).get('total'))}")
-        line.append(_retention(data.get("retention")), palette.style("muted"))
-        w = data.get("workers") or {}
-        self.show_gpus({key: int(w.get(key) or 0) for key in GPU_TOTALS})
-        counts = w.get("by_status") or {}
+        line.append(f"total {_n(data.tasks.total)}")
+        line.append(_retention(data.retention), palette.style("muted"))
+        w = data.workers
+        self.show_gpus(w.gpu_counts)
+        counts = w.by_status
         line.append("\nWorkers  ", style="bold")
         for status in ("online", "draining", "offline"):
             if counts.get(status) or status == "online":
                 line.append(f"{status} ")
                 line.append(_n(counts.get(status)), palette.status(status))
                 line.append(" · ")
-        gpus = f"GPUs {_n(w.get('allocated_gpus'))}/{_n(w.get('gpus'))} allocated, {_n(w.get('busy_gpus'))} busy"
-        line.append(f"CPU {float(w.get('used_cpu') or 0):.0f}/{float(w.get('cpu_cores') or 0):.0f}"
-                    f" · mem {gigabytes(w.get('used_memory_gb'))}/{gigabytes(w.get('memory_gb'))} · {gpus}"
-                    f" · slots {_n(w.get('running'))}/{_n(w.get('slots'))}")
+        gpus = f"GPUs {_n(w.allocated_gpus)}/{_n(w.gpus)} allocated, {_n(w.busy_gpus)} busy"
+        line.append(f"CPU {w.used_cpu:.0f}/{w.cpu_cores:.0f} · mem {gigabytes(w.used_memory_gb)}/"
+                    f"{gigabytes(w.memory_gb)} · {gpus} · slots {_n(w.running)}/{_n(w.slots)}")
         self.query_one("#summary", Static).update(line)
-        queues = data.get("queues") or []
+        queues = data.queues
         self.query_one(QueueTable).show(queues, self.services, palette)
         if not queues:
             self.query_one("#summary", Static).update(line + Text(
@@ -109,12 +109,12 @@ class QueuesScreen(PaneScreen):
         if key:
             self.console.show_tasks(TaskQuery(service=(key,)))
 
-    def _service_at_cursor(self) -> dict[str, Any] | None:
+    def _service_at_cursor(self) -> ServiceView | None:
         name = self.query_one(QueueTable).cursor_key
         if not name:
             self.notify("No service under the cursor.", severity="warning")
             return None
-        return self.services.get(name, {"name": name, "paused": False, "limit": None, "max_running": None})
+        return self.services.get(name, ServiceView(name))
 
     def action_pause_service(self) -> None:
         service = self._service_at_cursor()
@@ -127,16 +127,16 @@ class QueuesScreen(PaneScreen):
             self._set_limit(service)
 
     @work(group="action", exit_on_error=False)
-    async def _pause_or_resume(self, service: dict[str, Any]) -> None:
-        name, paused = plain(service["name"], 60), bool(service.get("paused"))
+    async def _pause_or_resume(self, service: ServiceView) -> None:
+        name, paused = plain(service.name, 60), service.paused
         verb = "Resume" if paused else "Pause"
-        pending = int(service.get("pending") or 0)
+        pending = service.pending
         body = (f"Resume {name}? Its {plural(pending)} pending start as workers take them." if paused else
                 f"Pause {name}? Its {plural(pending)} pending wait (running ones go on) until resumed with p.")
         if not await self.app.push_screen_wait(ConfirmModal(f"{verb} service", body, f"{verb} {name}")):
             return
         try:
-            await self.console.client.change_service(service["name"], paused=not paused)
+            await self.console.client.change_service(service.name, paused=not paused)
         except ApiError as exc:
             self.notify(f"{verb} failed: {exc}", severity="error", markup=False)
             return
@@ -144,16 +144,16 @@ class QueuesScreen(PaneScreen):
         self.refresh_now()
 
     @work(group="action", exit_on_error=False)
-    async def _set_limit(self, service: dict[str, Any]) -> None:
-        name = plain(service["name"], 60)
-        chosen = await self.app.push_screen_wait(ServiceLimitModal(name, service.get("max_running")))
+    async def _set_limit(self, service: ServiceView) -> None:
+        name = plain(service.name, 60)
+        chosen = await self.app.push_screen_wait(ServiceLimitModal(name, service.max_running))
         if chosen is None:
             return
         try:
-            result = await self.console.client.change_service(service["name"], max_running=chosen[0])
+            result = await self.console.client.change_service(service.name, max_running=chosen[0])
         except ApiError as exc:
             self.notify(f"Setting the limit failed: {exc}", severity="error", markup=False)
             return
-        limit = result.get("limit")
+        limit = ServiceView.from_json(result).limit
         self.notify(f"{name}: {'no limit' if limit is None else f'at most {limit} running'}", markup=False)
         self.refresh_now()

@@ -101,7 +101,7 @@ async def running_tasks(client: CoordinatorClient) -> int | None:
         stats = await asyncio.wait_for(client.task_stats(), COUNT_TIMEOUT_S)
     except (ApiError, TimeoutError):
         return None
-    return int(stats["by_status"].get("running", 0))
+    return stats.by_status.get("running", 0)
 
 
 def ask_to_quit(app: AiddConsole) -> None:

@@ -21,6 +21,7 @@ from console.text import plain, short_id
 from coordinator.client import ApiError
 from coordinator.errors import ConfigError
 from coordinator.submitfile import read_batch_file, submit_in_chunks
+from coordinator.views import WorkerView
 
 if TYPE_CHECKING:
     from console.app import AiddConsole
@@ -40,10 +41,10 @@ FIELDS: list[tuple[str, str, str]] = [
 DEFAULT_GROUP = "default"
 
 
-def served_group(workers: list[dict[str, Any]]) -> str | None:
+def served_group(workers: list[WorkerView]) -> str | None:
     """The group to offer: `default` if an online worker serves it, else the one most online workers serve
     (None: no worker is online, nothing to go by)."""
-    counts = Counter(str(g) for w in workers if w.get("status") == "online" for g in w.get("groups") or [])
+    counts = Counter(str(g) for w in workers if w.status == "online" for g in w.groups)
     if not counts or DEFAULT_GROUP in counts:
         return DEFAULT_GROUP if counts else None
     return max(sorted(counts), key=lambda g: counts[g])

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import ClassVar
 
 from rich.text import Text
 from textual import work
@@ -18,6 +18,7 @@ from console.screens.detail import TaskDetailScreen
 from console.screens.filter import FilterModal
 from console.screens.live import PaneScreen
 from console.widgets.task_table import TaskTable, sort_labels
+from coordinator.views import TaskPage
 
 PAGE_SIZE = 100
 """Rows fetched per page: the store may hold 100 000 tasks; the console never loads more than this."""
@@ -71,17 +72,17 @@ class TasksScreen(TaskActionKeys, PaneScreen):
 
     # -- polling ------------------------------------------------------------------------------------
 
-    async def fetch(self) -> tuple[View, dict[str, Any]]:
+    async def fetch(self) -> tuple[View, TaskPage]:
         view = self.view
-        page = await self.console.client.list_tasks(page=view.page, page_size=PAGE_SIZE, sort=view.sort_param,
-                                                    **view.query.list_params())
+        page = await self.console.client.tasks(page=view.page, page_size=PAGE_SIZE, sort=view.sort_param,
+                                               **view.query.list_params())
         return view, page
 
-    def apply(self, data: tuple[View, dict[str, Any]]) -> None:
+    def apply(self, data: tuple[View, TaskPage]) -> None:
         view, page = data
         if view != self.view:
             return  # the operator changed the view meanwhile; its own poll is on its way
-        self.total = int(page.get("total") or 0)
+        self.total = page.total
         last_page = max(1, -(-self.total // PAGE_SIZE))
         if view.page > last_page:
             self.view = View(view.query, view.sort, view.descending, last_page)
@@ -89,9 +90,9 @@ class TasksScreen(TaskActionKeys, PaneScreen):
             return
         table = self.query_one(TaskTable)
         table.set_labels(sort_labels(view.sort, view.descending))
-        table.show(page.get("items") or [], set(self.selected), self.all_matching, self.console.palette,
+        table.show(page.items, set(self.selected), self.all_matching, self.console.palette,
                    self.console.options.now())
-        self._show_summary(len(page.get("items") or []), last_page)
+        self._show_summary(len(page.items), last_page)
 
     def _show_summary(self, shown: int, last_page: int) -> None:
         view = self.view
@@ -168,11 +169,10 @@ class TasksScreen(TaskActionKeys, PaneScreen):
             return
         if self.all_matching:
             self.all_matching = False
-        tid = str(task["id"])
-        if tid in self.selected:
-            del self.selected[tid]
+        if task.id in self.selected:
+            del self.selected[task.id]
         else:
-            self.selected[tid] = (str(task.get("status")), task_label(task))
+            self.selected[task.id] = (task.status, task_label(task))
         table.action_cursor_down()
         self._redraw()
 
@@ -195,12 +195,12 @@ class TasksScreen(TaskActionKeys, PaneScreen):
     def action_detail(self) -> None:
         task = self.query_one(TaskTable).task_at_cursor()
         if task:
-            self.app.push_screen(TaskDetailScreen(str(task["id"])))
+            self.app.push_screen(TaskDetailScreen(task.id))
 
     def action_logs(self) -> None:
         task = self.query_one(TaskTable).task_at_cursor()
         if task:
-            self.app.push_screen(TaskDetailScreen(str(task["id"]), log_maximised=True))
+            self.app.push_screen(TaskDetailScreen(task.id, log_maximised=True))
 
     def target(self) -> Target | None:
         """What an action applies to now: every match (`a`), the selection, or the task under the cursor."""
@@ -213,8 +213,7 @@ class TasksScreen(TaskActionKeys, PaneScreen):
         task = self.query_one(TaskTable).task_at_cursor()
         if task is None:
             return None
-        return Target(f"task {task_label(task)}", ids=(str(task["id"]),), statuses=(str(task.get("status")),),
-                      attempt_id=str(task["attempt_id"]) if task.get("attempt_id") else None)
+        return Target(f"task {task_label(task)}", ids=(task.id,), statuses=(task.status,), attempt_id=task.attempt_id)
 
     @work(group="action", exit_on_error=False)
     async def act(self, action: str) -> None:

@@ -3,7 +3,7 @@ offline one."""
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import ClassVar
 
 from rich.text import Text
 from textual import work
@@ -18,9 +18,10 @@ from console.query import TaskQuery
 from console.screens.confirm import ConfirmModal
 from console.screens.live import PaneScreen
 from console.text import age, gigabytes, plain, seconds_since
-from console.widgets.worker_table import WorkerTable, cpu_fraction
+from console.widgets.worker_table import WorkerTable
 from coordinator.client import ApiError
-from coordinator.gpus import gpu_totals
+from coordinator.gpus import count_gpus
+from coordinator.views import WorkerView
 
 
 class WorkersScreen(PaneScreen):
@@ -34,28 +35,28 @@ class WorkersScreen(PaneScreen):
         yield Static(id="summary", classes="summary")
         yield WorkerTable()
 
-    async def fetch(self) -> list[dict[str, Any]]:
-        return await self.console.client.workers()  # type: ignore[no-any-return]
+    async def fetch(self) -> list[WorkerView]:
+        return await self.console.client.workers()
 
-    def apply(self, data: list[dict[str, Any]]) -> None:
+    def apply(self, data: list[WorkerView]) -> None:
         palette = self.console.palette
         self.query_one(WorkerTable).show(data, palette, self.console.options.now())
-        live = [w for w in data if w.get("status") != "offline"]
-        counts = {s: sum(1 for w in data if w.get("status") == s) for s in ("online", "draining", "offline")}
+        live = [w for w in data if not w.offline]
+        counts = {s: sum(1 for w in data if w.status == s) for s in ("online", "draining", "offline")}
         summary = Text()
         for i, (status, count) in enumerate(counts.items()):
             if i:
                 summary.append(" · ")
             summary.append(str(count), palette.status(status))
             summary.append(f" {status}")
-        cores = sum(float(w.get("cpu_cores") or 0) for w in live)
-        used = sum(cpu_fraction(w) * float(w.get("cpu_cores") or 0) for w in live)
-        mem = sum(float(w.get("memory_gb") or 0) for w in live)
-        mem_used = sum(float((w.get("metrics") or {}).get("used_memory_gb") or 0) for w in live)
-        gpus = gpu_totals(data)
+        cores = sum(w.cpu_cores for w in live)
+        used = sum(w.cpu_fraction * w.cpu_cores for w in live)
+        mem = sum(w.memory_gb for w in live)
+        mem_used = sum(w.used_memory_gb for w in live)
+        gpus = count_gpus((g.allocated, g.busy, g.idle) for w in live for g in w.gpus)
         self.show_gpus(gpus)
-        running = sum(int(w.get("running") or 0) for w in live)
-        slots = sum(int(w.get("slots") or 0) for w in live)
+        running = sum(w.running for w in live)
+        slots = sum(w.slots for w in live)
         summary.append(f" · CPU {used:.0f}/{cores:.0f} · mem {gigabytes(mem_used)}/{gigabytes(mem)}"
                        f" · GPUs {gpus['allocated_gpus']}/{gpus['gpus']} allocated, {gpus['busy_gpus']} busy")
         if gpus["idle_gpus"]:
@@ -67,13 +68,13 @@ class WorkersScreen(PaneScreen):
         self.query_one("#summary", Static).update(summary)
 
     def on_worker_table_worker_chosen(self, message: WorkerTable.WorkerChosen) -> None:
-        worker = self.query_one(WorkerTable).by_id.get(message.worker_id, {})
-        self.console.show_tasks(TaskQuery(worker_id=message.worker_id, worker_name=str(worker.get("hostname", ""))))
+        worker = self.query_one(WorkerTable).by_id.get(message.worker_id)
+        self.console.show_tasks(TaskQuery(worker_id=message.worker_id, worker_name=worker.hostname if worker else ""))
 
     def action_worker_tasks(self) -> None:
         worker = self.query_one(WorkerTable).worker_at_cursor()
         if worker:
-            self.console.show_tasks(TaskQuery(worker_id=str(worker["id"]), worker_name=str(worker["hostname"])))
+            self.console.show_tasks(TaskQuery(worker_id=worker.id, worker_name=worker.hostname))
 
     def action_remove_worker(self) -> None:
         worker = self.query_one(WorkerTable).worker_at_cursor()
@@ -83,19 +84,19 @@ class WorkersScreen(PaneScreen):
         self._remove(worker)
 
     @work(group="action", exit_on_error=False)
-    async def _remove(self, worker: dict[str, Any]) -> None:
-        host = plain(worker.get("hostname"), 60)
-        if worker.get("status") != "offline":
-            self.notify(f"{host} is {worker.get('status')}: only an offline worker can be removed.",
+    async def _remove(self, worker: WorkerView) -> None:
+        host = plain(worker.hostname, 60)
+        if not worker.offline:
+            self.notify(f"{host} is {worker.status}: only an offline worker can be removed.",
                         severity="warning", markup=False)
             return
-        seen = age(seconds_since(worker.get("last_heartbeat_at"), self.console.options.now()))
+        seen = age(seconds_since(worker.last_heartbeat_at, self.console.options.now()))
         body = (f"Remove {host} from the workers? It was last seen {seen} ago. Its tasks keep their history; "
                 "if its agent comes back, it registers again.")
         if not await self.app.push_screen_wait(ConfirmModal("Remove worker", body, f"Remove {host}")):
             return
         try:
-            await self.console.client.remove_worker(str(worker["id"]))
+            await self.console.client.remove_worker(worker.id)
         except ApiError as exc:
             self.notify(f"Remove failed: {exc}", severity="error", markup=False)
             return
@@ -110,14 +111,14 @@ class WorkersScreen(PaneScreen):
         self._drain_or_resume(worker)
 
     @work(group="action", exit_on_error=False)
-    async def _drain_or_resume(self, worker: dict[str, Any]) -> None:
-        host = plain(worker.get("hostname"), 60)
-        status = worker.get("status")
-        if status == "offline":
+    async def _drain_or_resume(self, worker: WorkerView) -> None:
+        host = plain(worker.hostname, 60)
+        status = worker.status
+        if worker.offline:
             self.notify(f"{host} is offline: there is nothing to drain.", severity="warning", markup=False)
             return
         command = CommandKind.RESUME if status == "draining" else CommandKind.DRAIN
-        running = int(worker.get("running") or 0)
+        running = worker.running
         if command == CommandKind.DRAIN:
             body = (f"Drain {host}? It takes no new tasks; its {plural(running)} running "
                     f"{'goes' if running == 1 else 'go'} on to the end. Press d again later to resume it.")
@@ -127,7 +128,7 @@ class WorkersScreen(PaneScreen):
                                                             f"{command.title()} {host}")):
             return
         try:
-            await self.console.client.command(str(worker["id"]), command)
+            await self.console.client.command(worker.id, command)
         except ApiError as exc:
             self.notify(f"{command.title()} failed: {exc}", severity="error", markup=False)
             return

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, ClassVar
+from typing import ClassVar
 
 from rich.text import Text
 from textual.binding import BindingType
@@ -15,18 +15,19 @@ from console import keys
 from console.palette import Palette
 from console.text import MISSING, age, cell, number, seconds_since, short_id
 from console.widgets.keyed_table import Column, KeyedTable, Row
+from coordinator.views import BatchView
 
 BAR_WIDTH = 20
 
 
-def batch_rate(batch: dict[str, Any]) -> float:
+def batch_rate(batch: BatchView) -> float:
     """Tasks finished per minute over the last five minutes."""
-    return float(batch.get("done_5m") or 0) / 5.0
+    return batch.done_5m / 5.0
 
 
-def batch_eta(batch: dict[str, Any]) -> float | None:
+def batch_eta(batch: BatchView) -> float | None:
     """Seconds until the batch is done at the current rate (None: done, or no progress to extrapolate)."""
-    left = int(batch.get("pending") or 0) + int(batch.get("running") or 0)
+    left = batch.pending + batch.running
     rate = batch_rate(batch)
     if left == 0 or rate <= 0:
         return None
@@ -52,23 +53,21 @@ class BatchTable(KeyedTable):
                           Column("cancelled", "Canc", 5, drop=6), Column("running", "Run", 5, drop=2),
                           Column("pending", "Pend", 6, drop=3), Column("created", "Age", 5, drop=7)],
                          id="batch-table")
-        self.by_id: dict[str, dict[str, Any]] = {}
+        self.by_id: dict[str, BatchView] = {}
 
-    def show(self, batches: list[dict[str, Any]], palette: Palette, now: datetime) -> None:
+    def show(self, batches: list[BatchView], palette: Palette, now: datetime) -> None:
         """Replace the rows with these batches."""
-        self.by_id = {str(b["id"]): b for b in batches}
+        self.by_id = {b.id: b for b in batches}
         rows: list[Row] = []
         for b in batches:
-            total = int(b.get("total") or 0)
-            ok, failed = int(b.get("succeeded") or 0), int(b.get("failed") or 0)
-            cancelled = int(b.get("cancelled") or 0)
-            running, pending = int(b.get("running") or 0), int(b.get("pending") or 0)
+            total, ok, failed, cancelled = b.total, b.succeeded, b.failed, b.cancelled
+            running, pending = b.running, b.pending
             done = ok + failed + cancelled
             eta = batch_eta(b)
             left = pending + running
-            rows.append((str(b["id"]), (
-                cell(short_id(b["id"]), palette.style("muted")),
-                cell(b.get("name") or f"batch {short_id(b['id'])}", "bold", 200),
+            rows.append((b.id, (
+                cell(short_id(b.id), palette.style("muted")),
+                cell(b.name or f"batch {short_id(b.id)}", "bold", 200),
                 palette.segments([(ok, "succeeded"), (failed, "failed"), (cancelled, "cancelled"),
                                   (running, "running")], total, BAR_WIDTH),
                 Text(f"{done * 100 // total if total else 100}%", justify="right"),
@@ -79,7 +78,7 @@ class BatchTable(KeyedTable):
                 number(cancelled, palette.status("cancelled") if cancelled else ""),
                 number(running, palette.status("running") if running else ""),
                 number(pending, palette.status("pending") if pending else ""),
-                Text(age(seconds_since(b.get("created_at"), now)), justify="right"),
+                Text(age(seconds_since(b.created_at, now)), justify="right"),
             )))
         self.sync(rows)
 

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, ClassVar
+from typing import ClassVar
 
 from rich.text import Text
 from textual.binding import BindingType
@@ -15,6 +16,7 @@ from console import keys
 from console.palette import Palette
 from console.text import age, cell, plain, seconds_since, short_id
 from console.widgets.keyed_table import Column, KeyedTable, Row
+from coordinator.views import TaskView
 
 
 class FailureTable(KeyedTable):
@@ -33,18 +35,17 @@ class FailureTable(KeyedTable):
                           Column("service", "Service", 10, drop=2), Column("name", "Name", 24),
                           Column("error", "Error", 20, grow=1)], id="failure-table")
 
-    def show(self, tasks: list[dict[str, Any]], palette: Palette, now: datetime) -> None:
+    def show(self, tasks: Sequence[TaskView], palette: Palette, now: datetime) -> None:
         """Replace the rows with these failed tasks."""
         rows: list[Row] = []
         for t in tasks:
-            status = str(t.get("status"))
-            rows.append((str(t["id"]), (
-                Text(age(seconds_since(t.get("finished_at"), now)), justify="right"),
-                cell(short_id(t["id"]), palette.style("muted")),
-                cell(status, palette.status(status)),
-                cell(t.get("service"), limit=14),
-                cell(t.get("name"), limit=200),
-                cell(plain(t.get("error") or t.get("end_reason") or "", 300), palette.status("failed")),
+            rows.append((t.id, (
+                Text(age(seconds_since(t.finished_at, now)), justify="right"),
+                cell(short_id(t.id), palette.style("muted")),
+                cell(t.status, palette.status(t.status)),
+                cell(t.service, limit=14),
+                cell(t.name, limit=200),
+                cell(plain(t.error or t.end_reason or "", 300), palette.status("failed")),
             )))
         self.sync(rows)
 

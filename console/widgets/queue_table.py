@@ -3,8 +3,9 @@ its tasks wait."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import ClassVar
 
 from rich.text import Text
 from textual.binding import BindingType
@@ -15,36 +16,38 @@ from console import keys
 from console.palette import Palette
 from console.text import age, cell, number, sparkline
 from console.widgets.keyed_table import Column, KeyedTable, Row
+from coordinator.views import QueueStats, ServiceView, WaitingCount
 
 SPARK_WIDTH = 24
 """Minutes of throughput history shown (the coordinator keeps 30)."""
 
 
-def _state(service: dict[str, Any], palette: Palette) -> Text:
+def _state(service: ServiceView | None, palette: Palette) -> Text:
     """`paused`, `≤ 4` (its running limit), or nothing."""
-    if service.get("paused"):
+    if service is None:
+        return Text("")
+    if service.paused:
         return Text("paused", style=palette.status("draining"))
-    limit = service.get("limit")
-    return Text("" if limit is None else f"≤ {limit}", style=palette.status("pending") if service.get("at_limit")
-                else "")
+    limit = service.limit
+    return Text("" if limit is None else f"≤ {limit}", style=palette.status("pending") if service.at_limit else "")
 
 
 STUCK = frozenset({"no_group", "no_service", "no_labels", "too_big"})
 """Pending reasons no amount of waiting cures: an operator has to start, relabel or resize a worker."""
 
 
-def waiting_cell(reasons: list[dict[str, Any]], pending: int, palette: Palette) -> Text:
+def waiting_cell(reasons: Sequence[WaitingCount], pending: int, palette: Palette) -> Text:
     """The commonest reason a queue's tasks wait (`no online worker in group `default``; `20 of 32: …` when not
     all of its pending tasks wait for it), and how many other reasons there are; in the warning colour when only
     an operator can cure it. The count is left out when it is the Pending column's: the cell is short of room."""
     if not reasons:
         return Text("")
     top = reasons[0]
-    count = int(top.get("count") or 0)
+    count = top.count
     share = f"{count:,} of {pending:,}: ".replace(",", " ") if count != pending else ""
     more = f" (+{len(reasons) - 1} more)" if len(reasons) > 1 else ""
-    style = palette.style("warning") if top.get("code") in STUCK else palette.style("muted")
-    return cell(f"{share}{top.get('message')}{more}", style)
+    style = palette.style("warning") if top.code in STUCK else palette.style("muted")
+    return cell(f"{share}{top.message}{more}", style)
 
 
 class QueueTable(KeyedTable):
@@ -67,26 +70,26 @@ class QueueTable(KeyedTable):
                           Column("rate", "/min", 5, drop=4), Column("waiting", "Why waiting", 16, grow=1)],
                          id="queue-table")
 
-    def show(self, queues: list[dict[str, Any]], services: dict[str, dict[str, Any]], palette: Palette) -> None:
+    def show(self, queues: Sequence[QueueStats], services: dict[str, ServiceView], palette: Palette) -> None:
         """Replace the rows with these queue figures; `services` (the registry) says which are paused or
         limited."""
         rows: list[Row] = []
         for q in queues:
-            series = [float(v) for v in q.get("throughput_per_min") or []]
+            series = [float(v) for v in q.throughput_per_min]
             recent = series[-5:]
             rate = sum(recent) / len(recent) if recent else 0.0
-            failed = int(q.get("failed_1h") or 0)
-            rows.append((str(q["service"]), (
-                cell(q["service"], "bold", 100),
-                _state(services.get(str(q["service"])) or {}, palette),
-                number(q.get("pending"), palette.status("pending") if q.get("pending") else ""),
-                number(q.get("running"), palette.status("running") if q.get("running") else ""),
-                number(q.get("succeeded_1h"), palette.status("succeeded")),
+            failed = q.failed_1h
+            rows.append((q.service, (
+                cell(q.service, "bold", 100),
+                _state(services.get(q.service), palette),
+                number(q.pending, palette.status("pending") if q.pending else ""),
+                number(q.running, palette.status("running") if q.running else ""),
+                number(q.succeeded_1h, palette.status("succeeded")),
                 number(failed, palette.status("failed") if failed else ""),
-                Text(age(q.get("oldest_pending_s")), justify="right"),
+                Text(age(q.oldest_pending_s), justify="right"),
                 Text(sparkline(series, SPARK_WIDTH).rjust(SPARK_WIDTH, " "), style=palette.style("spark")),
                 Text(f"{rate:.1f}", justify="right"),
-                waiting_cell(q.get("waiting") or [], int(q.get("pending") or 0), palette),
+                waiting_cell(q.waiting, q.pending, palette),
             )))
         self.sync(rows)
 

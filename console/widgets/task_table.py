@@ -3,9 +3,10 @@ and a note (progress, error, or why it waits)."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, ClassVar
+from typing import ClassVar
 
 from rich.text import Text
 from textual.binding import BindingType
@@ -16,6 +17,7 @@ from console import keys
 from console.palette import Palette
 from console.text import age, cell, plain, seconds_since, short_id
 from console.widgets.keyed_table import Column, KeyedTable, Row
+from coordinator.views import TaskView
 
 SORT_COLUMNS = {"status": "status", "service": "service", "name": "name", "priority": "priority",
                 "age": "created_at"}
@@ -42,18 +44,18 @@ def sort_labels(sort: str, descending: bool) -> dict[str, str]:
     return labels
 
 
-def note(task: dict[str, Any]) -> str:
+def note(task: TaskView) -> str:
     """The most useful short fact: progress while running, the error when it failed, else the end reason."""
-    status = task.get("status")
-    if status == "running" and task.get("progress") is not None:
-        return f"{float(task['progress']) * 100:.0f}%"
-    if task.get("error"):
-        return plain(task["error"], 200)
-    if status == "pending" and task.get("pending_reason"):
-        return plain(task["pending_reason"].get("message"), 200)
-    if status == "pending" and task.get("retry_count"):
-        return f"retry {task['retry_count']} waiting"
-    reason = task.get("end_reason")
+    status = task.status
+    if status == "running" and task.progress is not None:
+        return f"{float(task.progress) * 100:.0f}%"
+    if task.error:
+        return plain(task.error, 200)
+    if status == "pending" and task.pending_reason:
+        return plain(task.pending_reason.message, 200)
+    if status == "pending" and task.retry_count:
+        return f"retry {task.retry_count} waiting"
+    reason = task.end_reason
     return "" if reason in (None, "succeeded", status) else plain(reason)
 
 
@@ -76,40 +78,40 @@ class TaskTable(KeyedTable):
 
     def __init__(self) -> None:
         super().__init__(COLUMNS, id="task-table")
-        self.by_id: dict[str, dict[str, Any]] = {}
+        self.by_id: dict[str, TaskView] = {}
 
-    def task_at_cursor(self) -> dict[str, Any] | None:
+    def task_at_cursor(self) -> TaskView | None:
         """The task under the cursor, if any."""
         key = self.cursor_key
         return self.by_id.get(key) if key else None
 
-    def show(self, tasks: list[dict[str, Any]], selected: set[str], all_selected: bool, palette: Palette,
+    def show(self, tasks: Sequence[TaskView], selected: set[str], all_selected: bool, palette: Palette,
              now: datetime) -> None:
         """Replace the rows with this page of tasks."""
-        self.by_id = {str(t["id"]): t for t in tasks}
+        self.by_id = {t.id: t for t in tasks}
         mark_style = palette.style("selected", bold=True)
         rows: list[Row] = []
         for t in tasks:
-            tid = str(t["id"])
-            status = str(t.get("status"))
+            tid = t.id
+            status = t.status
             marked = all_selected or tid in selected
-            tries = f"{t.get('attempts', 0)}/{int(t.get('max_retries') or 0) + 1}"
+            tries = f"{t.attempts}/{t.max_retries + 1}"
             ident = Text(no_wrap=True)
             ident.append("● " if marked else "  ", mark_style)
             ident.append(short_id(tid), palette.style("muted"))
             rows.append((tid, (
                 ident,
                 cell(status, palette.status(status)),
-                cell(t.get("service"), limit=9),
-                cell(t.get("task_type"), limit=8),
-                cell(t.get("name"), limit=200),
-                Text(str(t.get("priority", "")), justify="right"),
-                cell(t.get("group"), limit=7),
-                cell(t.get("worker_hostname") or "", limit=12),
-                cell(",".join(str(g) for g in t.get("gpus") or [])),
+                cell(t.service, limit=9),
+                cell(t.task_type, limit=8),
+                cell(t.name, limit=200),
+                Text(str(t.priority), justify="right"),
+                cell(t.group, limit=7),
+                cell(t.worker_hostname or "", limit=12),
+                cell(",".join(str(g) for g in t.gpus)),
                 cell(tries),
-                Text(age(seconds_since(t.get("created_at"), now)), justify="right"),
-                cell(note(t), palette.status("failed") if t.get("error") and status != "succeeded" else ""),
+                Text(age(seconds_since(t.created_at, now)), justify="right"),
+                cell(note(t), palette.status("failed") if t.error and status != "succeeded" else ""),
             )))
         self.sync(rows)
 

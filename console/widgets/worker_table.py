@@ -7,7 +7,7 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, ClassVar
+from typing import ClassVar
 
 from rich.text import Text
 from textual.binding import BindingType
@@ -18,6 +18,7 @@ from console import keys
 from console.palette import Palette
 from console.text import MISSING, age, cell, gigabytes, plain, seconds_since, short_id, sparkline
 from console.widgets.keyed_table import Column, KeyedTable, Row
+from coordinator.views import GpuTask, GpuView, WorkerView
 
 METER = 5
 HISTORY = 12
@@ -33,60 +34,36 @@ FRESH = "<10s"
 one cell per worker per refresh (500 workers: 500 cell updates a second) for no information."""
 
 
-def _f(value: Any) -> float:
-    try:
-        return float(value or 0)
-    except (TypeError, ValueError):
-        return 0.0
-
-
-def cpu_fraction(worker: dict[str, Any]) -> float:
-    """CPU in use, 0..1: the agent's percentage, else used cores over cores."""
-    metrics = worker.get("metrics") or {}
-    if metrics.get("cpu_percent") is not None:
-        return _f(metrics["cpu_percent"]) / 100
-    cores = _f(worker.get("cpu_cores"))
-    return _f(metrics.get("used_cpu")) / cores if cores else 0.0
-
-
-def gpu_usage(worker: dict[str, Any]) -> list[dict[str, Any]]:
-    """Each registered GPU with its latest telemetry merged in (by index)."""
-    live = {g.get("index"): g for g in (worker.get("metrics") or {}).get("gpus") or []}
-    return [{**g, **live.get(g.get("index"), {})} for g in worker.get("gpus") or []]
-
-
-def utilisation(worker: dict[str, Any]) -> float:
+def utilisation(worker: WorkerView) -> float:
     """The figure the history sparkline follows: mean GPU utilisation (%), or CPU (%) without GPUs."""
-    gpus = gpu_usage(worker)
-    if gpus:
-        return sum(_f(g.get("utilization")) for g in gpus) / len(gpus)
-    return cpu_fraction(worker) * 100
+    if worker.gpus:
+        return sum(g.utilization for g in worker.gpus) / len(worker.gpus)
+    return worker.cpu_fraction * 100
 
 
-def sort_key(worker: dict[str, Any]) -> tuple[int, str]:
+def sort_key(worker: WorkerView) -> tuple[bool, str]:
     """Live workers first, then by host name."""
-    return (worker.get("status") == "offline", str(worker.get("hostname")))
+    return (worker.offline, worker.hostname)
 
 
-def gpu_signature(worker: dict[str, Any]) -> tuple[Any, ...]:
+def gpu_signature(worker: WorkerView) -> tuple[tuple[bool, tuple[str, ...]], ...]:
     """What of a worker's GPUs the rows show besides its heartbeat: the tasks on them and their idle flags."""
-    return tuple((g.get("idle"), tuple(t.get("task_id") for t in g.get("tasks") or ()))
-                 for g in worker.get("gpus") or ())
+    return tuple((g.idle, tuple(t.task_id for t in g.tasks)) for g in worker.gpus)
 
 
-def task_label(task: dict[str, Any]) -> str:
+def task_label(task: GpuTask) -> str:
     """`6a87c9be #2 dock EGFR`: a task on a GPU by short id, attempt and name."""
-    return f"{short_id(task.get('task_id'))} #{task.get('attempt')} {plain(task.get('name'))}"
+    return f"{short_id(task.task_id)} #{task.attempt} {plain(task.name)}"
 
 
-def _task_cell(gpu: dict[str, Any], palette: Palette) -> Text:
+def _task_cell(gpu: GpuView, palette: Palette) -> Text:
     """The task(s) holding a GPU; `IDLE 12m` first, in the warning colour, when it sits idle."""
-    tasks = gpu.get("tasks") or []
+    tasks = gpu.tasks
     if not tasks:
         return cell("")
     shown = task_label(tasks[0]) + (f" +{len(tasks) - 1}" if len(tasks) > 1 else "")
-    if gpu.get("idle"):
-        return cell(f"IDLE {age(gpu.get('idle_s'))} {shown}", palette.style("meter-mid", bold=True), 80)
+    if gpu.idle:
+        return cell(f"IDLE {age(gpu.idle_s)} {shown}", palette.style("meter-mid", bold=True), 80)
     return cell(shown, "", 80)
 
 
@@ -116,42 +93,39 @@ class WorkerTable(KeyedTable):
                           Column("task", "Task on GPU", TASK, drop=2, grow=2),
                           Column("hist", "Util history", HISTORY, drop=8),
                           Column("groups", "Groups", 16, drop=9, grow=1)], id="worker-table")
-        self.by_id: dict[str, dict[str, Any]] = {}
+        self.by_id: dict[str, WorkerView] = {}
         self._history: dict[str, deque[float]] = {}
-        self._sampled: dict[str, Any] = {}
-        self._built: dict[str, tuple[Any, tuple[Text, ...], list[Row]]] = {}
+        self._sampled: dict[str, str | None] = {}
+        self._built: dict[str, tuple[object, tuple[Text, ...], list[Row]]] = {}
 
-    def worker_at_cursor(self) -> dict[str, Any] | None:
+    def worker_at_cursor(self) -> WorkerView | None:
         """The worker of the row under the cursor (a GPU row counts as its host)."""
         key = self.cursor_key
         if key is None:
             return None
         return self.by_id.get(key.split(":")[1])
 
-    def show(self, workers: list[dict[str, Any]], palette: Palette, now: datetime) -> None:
+    def show(self, workers: list[WorkerView], palette: Palette, now: datetime) -> None:
         """Replace the rows with these workers.
 
         A worker's cells are rebuilt only when it sent a heartbeat (or changed status) since the last
         call; otherwise the same cell objects are passed on, so the diff skips them at once. Only the
         heartbeat age is new every time.
         """
-        self.by_id = {str(w["id"]): w for w in workers}
+        self.by_id = {w.id: w for w in workers}
         rows: list[Row] = []
         for w in sorted(workers, key=sort_key):
-            wid = str(w["id"])
-            signature = (w.get("last_heartbeat_at"), w.get("status"), w.get("problem"), w.get("running"),
-                         w.get("slots"), id(palette), gpu_signature(w))
+            wid = w.id
+            signature = (w.last_heartbeat_at, w.status, w.problem, w.running, w.slots, id(palette), gpu_signature(w))
             cached = self._built.get(wid)
             if cached is None or cached[0] != signature:
                 self._sample(wid, w)
-                offline = w.get("status") == "offline"
-                gpu_rows: list[Row] = [(f"g:{wid}:{g.get('index')}", self._gpu_cells(g, palette, offline))
-                                       for g in gpu_usage(w)]
+                gpu_rows: list[Row] = [(f"g:{wid}:{g.index}", self._gpu_cells(g, palette, w.offline)) for g in w.gpus]
                 cached = (signature, self._host_cells(w, palette), gpu_rows)
                 self._built[wid] = cached
             _, host, gpu_lines = cached
             beat = self._beat_cell(w, palette, now)
-            seen = self._last_seen_cell(w, palette, now) if w.get("status") == "offline" else host[TASK_COLUMN]
+            seen = self._last_seen_cell(w, palette, now) if w.offline else host[TASK_COLUMN]
             rows.append((f"w:{wid}", (*host[:3], beat, *host[4:TASK_COLUMN], seen, *host[TASK_COLUMN + 1:])))
             rows.extend(gpu_lines)
         for gone in set(self._built) - set(self.by_id):
@@ -160,77 +134,76 @@ class WorkerTable(KeyedTable):
             self._sampled.pop(gone, None)
         self.sync(rows)
 
-    def _beat_cell(self, w: dict[str, Any], palette: Palette, now: datetime) -> Text:
+    def _beat_cell(self, w: WorkerView, palette: Palette, now: datetime) -> Text:
         """The heartbeat age."""
-        beat = seconds_since(w.get("last_heartbeat_at"), now)
-        stale = (beat is None or beat > STALE_HEARTBEAT_S) and w.get("status") != "offline"
+        beat = seconds_since(w.last_heartbeat_at, now)
+        stale = (beat is None or beat > STALE_HEARTBEAT_S) and not w.offline
         shown = FRESH if beat is not None and beat < FRESH_HEARTBEAT_S else age(beat)
         return cell(shown, palette.style("meter-high") if stale else "")
 
-    def _last_seen_cell(self, w: dict[str, Any], palette: Palette, now: datetime) -> Text:
+    def _last_seen_cell(self, w: WorkerView, palette: Palette, now: datetime) -> Text:
         """`last seen 3m ago`, for an offline host."""
-        return cell(f"last seen {age(seconds_since(w.get('last_heartbeat_at'), now))} ago", palette.style("muted"))
+        return cell(f"last seen {age(seconds_since(w.last_heartbeat_at, now))} ago", palette.style("muted"))
 
-    def _sample(self, wid: str, worker: dict[str, Any]) -> None:
-        beat = worker.get("last_heartbeat_at")
+    def _sample(self, wid: str, worker: WorkerView) -> None:
+        beat = worker.last_heartbeat_at
         if self._sampled.get(wid) == beat and wid in self._history:
             return
         self._sampled[wid] = beat
         self._history.setdefault(wid, deque(maxlen=HISTORY)).append(utilisation(worker))
 
-    def _host_cells(self, w: dict[str, Any], palette: Palette) -> tuple[Text, ...]:
+    def _host_cells(self, w: WorkerView, palette: Palette) -> tuple[Text, ...]:
         """The host row's cells; the heartbeat age (4th) and an offline host's last-seen age (the task column)
         are placeholders, see `show`. An offline host's readings are its last ones: dimmed, without meters."""
-        metrics = w.get("metrics") or {}
-        offline = w.get("status") == "offline"
-        status = "problem" if w.get("problem") else str(w.get("status") or "?")  # it takes no tasks: say so
-        cpu = cpu_fraction(w)
-        mem_total = _f(w.get("memory_gb"))
-        mem_used = _f(metrics.get("used_memory_gb"))
+        offline = w.offline
+        status = "problem" if w.problem else w.status or "?"  # it takes no tasks: say so
+        cpu = w.cpu_fraction
+        mem_total = w.memory_gb
+        mem_used = w.used_memory_gb
         reading = _stale_meter(palette) if offline else palette.meter
-        gpus = gpu_usage(w)
+        gpus = w.gpus
         if gpus:
-            util = sum(_f(g.get("utilization")) for g in gpus) / len(gpus) / 100
-            g_used = sum(_f(g.get("memory_used_gb")) for g in gpus)
-            g_total = sum(_f(g.get("memory_total_gb") or g.get("memory_gb")) for g in gpus)
-            temps = [_f(g.get("temperature")) for g in gpus if g.get("temperature") is not None]
+            util = sum(g.utilization for g in gpus) / len(gpus) / 100
+            g_used = sum(g.memory_used_gb for g in gpus)
+            g_total = sum(g.memory for g in gpus)
+            temps = [g.temperature for g in gpus if g.temperature is not None]
             dim = palette.style("muted") if offline else ""
             gpu_cells = (reading(util, METER, f"{util * 100:3.0f}%"),
                          cell(f"{gigabytes(g_used)}/{gigabytes(g_total)}", dim),
                          cell(f"{max(temps):.0f}°C" if temps else MISSING, dim))
         else:
             gpu_cells = (cell("no GPU", palette.style("muted")), cell(""), cell(""))
-        slots = int(w.get("slots") or 0)
-        running = int(w.get("running") or 0)
+        slots = w.slots
+        running = w.running
         return (
-            cell(w.get("hostname"), palette.style("muted") if offline else "bold", 20),
-            cell(status, palette.status("failed" if w.get("problem") else status)),
+            cell(w.hostname, palette.style("muted") if offline else "bold", 20),
+            cell(status, palette.status("failed" if w.problem else status)),
             cell(f"{running}/{slots}", palette.level(running / slots) if slots and not offline else ""),
             cell(""),
             reading(cpu, METER, f"{cpu * 100:3.0f}%"),
             reading(mem_used / mem_total if mem_total else 0, METER, f"{gigabytes(mem_used)}/{gigabytes(mem_total)}"),
             *gpu_cells,
             cell(""),
-            cell(sparkline(list(self._history.get(str(w["id"]), [])), HISTORY, top=100.0),
+            cell(sparkline(list(self._history.get(w.id, [])), HISTORY, top=100.0),
                  palette.style("muted" if offline else "spark")),
-            cell(",".join(plain(g) for g in w.get("groups") or []), limit=200),
+            cell(",".join(plain(g) for g in w.groups), limit=200),
         )
 
-    def _gpu_cells(self, g: dict[str, Any], palette: Palette, offline: bool) -> tuple[Text, ...]:
-        util = _f(g.get("utilization")) / 100
-        total = _f(g.get("memory_total_gb") or g.get("memory_gb"))
-        used = _f(g.get("memory_used_gb"))
-        temp = g.get("temperature")
-        name = plain(str(g.get("name") or "GPU").removeprefix("NVIDIA "), 14)
+    def _gpu_cells(self, g: GpuView, palette: Palette, offline: bool) -> tuple[Text, ...]:
+        util = g.utilization / 100
+        total = g.memory
+        used = g.memory_used_gb
+        temp = g.temperature
+        name = plain((g.name or "GPU").removeprefix("NVIDIA "), 14)
         dim = palette.style("muted")
         mem_style = palette.level(used / total) if total else ""
-        temp_style = palette.level((_f(temp) - 40) / 45) if temp is not None else ""
+        temp_style = palette.level((temp - 40) / 45) if temp is not None else ""
         return (
-            cell(f"  └ {g.get('index')} {name}", dim, 20),
+            cell(f"  └ {g.index} {name}", dim, 20),
             cell(""), cell(""), cell(""), cell(""), cell(""),
             (_stale_meter(palette) if offline else palette.meter)(util, METER, f"{util * 100:3.0f}%"),
             cell(f"{gigabytes(used)}/{gigabytes(total)}", dim if offline else mem_style),
-            cell(f"{_f(temp):.0f}°C" if temp is not None else MISSING, dim if offline else temp_style),
+            cell(f"{temp:.0f}°C" if temp is not None else MISSING, dim if offline else temp_style),
             _task_cell(g, palette),
             cell(""), cell(""),
         )

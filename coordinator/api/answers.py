@@ -28,8 +28,54 @@ class Resources(Open):
     gpu_memory_gb: float
 
 
+class PendingReason(Open):
+    """Why a pending task waits: a code and a sentence."""
+
+    code: str
+    message: str
+
+
+class GpuTask(Open):
+    """A running task holding a GPU: its id, name and attempt number."""
+
+    task_id: uuid.UUID
+    name: str = ""
+    attempt: int = 0
+
+
+class GpuView(Open):
+    """One GPU of a worker: as registered, its latest reading (none while the worker is offline), the tasks
+    holding it, and whether it is allocated, busy, and idle (`idle_s`: seconds below the busy threshold)."""
+
+    index: int
+    name: str = ""
+    memory_gb: float = 0
+    utilization: float | None = None
+    memory_used_gb: float | None = None
+    memory_total_gb: float | None = None
+    temperature: float | None = None
+    tasks: list[GpuTask] = []
+    allocated: bool = False
+    busy: bool = False
+    idle: bool = False
+    idle_s: float | None = None
+
+
+class AttemptView(Open):
+    """One attempt of a task."""
+
+    id: uuid.UUID
+    number: int
+    worker_id: uuid.UUID | None = None
+    leased_at: datetime | None = None
+    started_at: datetime | None = None
+    ended_at: datetime | None = None
+    end_reason: str | None = None
+    exit_code: int | None = None
+
+
 class TaskView(Open):
-    """One task (`attempt_history` only when asked for one task)."""
+    """One task (`attempt_history`, and `gpu_use`: the GPUs a running task holds, only when asked for one task)."""
 
     id: uuid.UUID
     service: str
@@ -43,17 +89,26 @@ class TaskView(Open):
     resources: Resources | None = None
     result: Any = None
     error: str | None = None
+    end_reason: str | None = None
+    progress: float | None = None
     attempts: int = 0
     retry_count: int = 0
     max_retries: int | None = None
     timeout_s: int | None = None
     batch_id: uuid.UUID | None = None
     worker_id: uuid.UUID | None = None
+    worker_hostname: str | None = None
+    attempt_id: uuid.UUID | None = None
+    gpus: list[int] = []
     created_at: datetime | None = None
     started_at: datetime | None = None
     finished_at: datetime | None = None
-    pending_reason: Any = None
-    attempt_history: list[dict[str, Any]] | None = None
+    updated_at: datetime | None = None
+    pending_reason: PendingReason | None = None
+    input_files: list[Any] = []
+    outputs: list[Any] = []
+    attempt_history: list[AttemptView] | None = None
+    gpu_use: list[GpuView] | None = None
 
 
 class Timeline(Open):
@@ -128,6 +183,9 @@ class WorkerView(Open):
     running: int = 0
     metrics: dict[str, Any] = {}
     heartbeat_age_s: float | None = None
+    last_heartbeat_at: datetime | None = None
+    problem: str | None = None
+    gpus: list[GpuView] = []
 
 
 class WorkerList(Open):
@@ -174,9 +232,15 @@ class ClusterTotals(Open):
     workers: int
     by_status: dict[str, int]
     cpu_cores: float
+    used_cpu: float = 0
     free_cpu: float
     memory_gb: float
+    used_memory_gb: float = 0
+    free_memory_gb: float = 0
     gpus: int
+    allocated_gpus: int = 0
+    busy_gpus: int = 0
+    idle_gpus: int = 0
     slots: int
     running: int
 
@@ -201,11 +265,25 @@ class Acked(Open):
 
 
 class BatchView(Open):
-    """One batch with its progress."""
+    """One batch with its progress: `failed` counts failed and timed-out tasks, `done_5m` those that finished in
+    the last five minutes."""
 
     id: uuid.UUID
     name: str
     total: int
+    created_at: datetime | None = None
+    succeeded: int = 0
+    failed: int = 0
+    cancelled: int = 0
+    running: int = 0
+    pending: int = 0
+    done_5m: int = 0
+
+
+class BatchList(Open):
+    """Batches, newest first."""
+
+    items: list[BatchView]
 
 
 class Items(Open):
@@ -230,13 +308,49 @@ class Probe(Open):
     version: str
 
 
+class WaitingCount(Open):
+    """How many of a queue's pending tasks wait for one reason."""
+
+    code: str
+    message: str
+    count: int
+
+
+class QueueStats(Open):
+    """One service's queue: pending and running now, the last hour's outcomes, the oldest wait (seconds), tasks
+    finished per minute over the last 30 minutes (oldest first), and why its pending tasks wait."""
+
+    service: str
+    pending: int
+    running: int
+    succeeded_1h: int
+    failed_1h: int
+    oldest_pending_s: float | None = None
+    throughput_per_min: list[int] = []
+    waiting: list[WaitingCount] = []
+
+
+class QueueList(Open):
+    """Per-service queue figures, by service."""
+
+    items: list[QueueStats]
+
+
+class Retention(Open):
+    """How many days finished tasks and files are kept (0: forever)."""
+
+    task_days: float | None = None
+    file_days: float | None = None
+
+
 class Dashboard(Open):
     """Everything the dashboard shows in one call."""
 
     tasks: TaskCounts
-    queues: list[dict[str, Any]]
+    queues: list[QueueStats]
     workers: ClusterTotals
     counters: dict[str, int]
+    retention: Retention | None = None
 
 
 class TaskFiles(Open):

@@ -9,7 +9,7 @@ from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
 from coordinator import results
-from coordinator.api.answers import RESULTS, TEXT, BatchView, Dashboard, Health, Items
+from coordinator.api.answers import RESULTS, TEXT, BatchList, BatchView, Dashboard, Health, Items, QueueList
 from coordinator.api.auth import Access
 from coordinator.api.http import JSONResponse
 from coordinator.api.params import IntQuery, Query
@@ -39,7 +39,7 @@ async def dashboard(request: Request, ctx: Ctx) -> Any:
 
 
 @api.route("GET", "/api/v1/stats/queues", Access.READ, "Per service: pending, running, last hour, oldest wait",
-           returns=Items)
+           returns=QueueList)
 async def queues(request: Request, ctx: Ctx) -> Any:
     return {"items": await ctx.coordinator.stats.queues()}
 
@@ -50,7 +50,8 @@ async def by_date(request: Request, ctx: Ctx) -> Any:
     return {"items": await ctx.coordinator.stats.by_date(DAYS.value(request))}
 
 
-@api.route("GET", "/api/v1/batches", Access.READ, "Recent batches with progress", query=(BATCH_LIMIT,), returns=Items)
+@api.route("GET", "/api/v1/batches", Access.READ, "Recent batches with progress", query=(BATCH_LIMIT,),
+           returns=BatchList)
 async def batches(request: Request, ctx: Ctx) -> Any:
     return {"items": await ctx.coordinator.stats.batches(BATCH_LIMIT.value(request))}
 
