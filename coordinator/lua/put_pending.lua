@@ -1,26 +1,41 @@
 -- Put tasks into the pending index (new, retried, requeued, backing off, or rebuilt from PostgreSQL),
--- first removing each from wherever it was.
+-- first removing each from wherever it was (unless ARGV[4] says they are new: nowhere yet).
 -- KEYS: none (every key is derived from ARGV[1], the prefix; single Redis, not Cluster)
 -- ARGV[1] key prefix
 -- ARGV[2] now, ms
 -- ARGV[3] JSON list of {id, service, group, needs ("a100+*cpu=4+*gpu=1": required labels and resources),
 --         score (string), labels (" a b "), cpu, memory_gb, gpu, gpu_memory_gb,
---         due (string ms; later than now puts the task in the delayed set)}
+--         due (string ms; later than now puts the task in the delayed set)}; each id once
+-- ARGV[4] '1' when the tasks were just created (no earlier placement to remove)
 -- Returns the number of tasks put.
-local prefix, now = ARGV[1], tonumber(ARGV[2])
+-- Cost: one HSET per task; each queue gets one ZADD of all its tasks and is registered once, after the ZADDs
+-- (a `forget` of another task may have left the queue empty and unregistered meanwhile). The caller bounds the
+-- tasks per call (queue.py), which keeps both the time Redis is held and the ZADD's argument count small.
+local prefix, now, new = ARGV[1], tonumber(ARGV[2]), ARGV[4] == '1'
 local tasks = cjson.decode(ARGV[3])
+local pending, delayed = prefix .. ':queue:pending', prefix .. ':queue:delayed'
+local into = {[pending] = {}}  -- sorted set -> {score, id, score, id, ...}
+local queues = {}  -- queue key -> {service, group}
 for _, t in ipairs(tasks) do
-  forget(prefix, t.id)
+  if not new then forget(prefix, t.id) end
   local q = queue_key(prefix, t.service, t.group, t.needs)
   redis.call('HSET', prefix .. ':tasks:' .. t.id, 'status', 'pending', 'service', t.service, 'group', t.group,
     'queue', q, 'score', t.score, 'labels', t.labels, 'cpu', t.cpu, 'memory_gb', t.memory_gb, 'gpu', t.gpu,
     'gpu_memory_gb', t.gpu_memory_gb)
-  if t.due and tonumber(t.due) > now then
-    redis.call('ZADD', prefix .. ':queue:delayed', t.due, t.id)  -- its queue is registered when it comes due
-  else
-    redis.call('ZADD', q, t.score, t.id)
-    redis.call('ZADD', prefix .. ':queue:pending', t.score, t.id)
-    register(prefix, q, t.service, t.group)
+  local sets = {delayed}  -- its queue is registered when it comes due
+  if not (t.due and tonumber(t.due) > now) then
+    sets = {q, pending}
+    queues[q] = {t.service, t.group}
+  end
+  for _, key in ipairs(sets) do
+    local members = into[key] or {}
+    into[key] = members
+    members[#members + 1] = key == delayed and t.due or t.score
+    members[#members + 1] = t.id
   end
 end
+for key, members in pairs(into) do
+  if #members > 0 then redis.call('ZADD', key, unpack(members)) end
+end
+for q, sg in pairs(queues) do register(prefix, q, sg[1], sg[2]) end
 return #tasks
