@@ -139,8 +139,9 @@ class Beat:
 
 PUT_CHUNK = 100
 """Most tasks one `put_pending` script call takes, which bounds how long one call holds Redis: about 15 µs of the
-server's time a new task (the JSON decode and the task's hash most of it), so 1-2 ms a call on a quiet 2-core
-machine (bench.compare prints the slow log's longest command). 1 000 tasks in one call held Redis ~100 ms."""
+server's time a new task (the JSON decode and the task's hash most of it). On a busy 2-core machine a call of 100
+took 1.5 ms at best, 3.3 ms median; 1 000 in one call took 25 / 51 ms (the script before: 38 / 77 ms). See
+bench/RESULTS.md; bench.compare prints the slow log's longest command of each submit and drain."""
 
 
 def _finite(value: float) -> float:
