@@ -10,7 +10,7 @@ import pytest
 from redis import Redis as SyncRedis
 
 from coordinator.keys import Keys
-from coordinator.queue import PUT_CHUNK
+from coordinator.queue import FINISH_CHUNK, PUT_CHUNK
 from coordinator.reconcile import repair_drift
 from coordinator.service import Coordinator
 from tests.helpers import Agent, submit
@@ -33,6 +33,11 @@ def slow_log(redis: SyncRedis) -> Iterator[SyncRedis]:
     redis.slowlog_reset()
 
 
+def script_calls(redis: SyncRedis, sha: str) -> int:
+    """How many times the slow log saw the script run (every command is logged: see `slow_log`)."""
+    return sum(e["command"].startswith(b"EVALSHA " + sha.encode()) for e in redis.slowlog_get(100_000))
+
+
 def queued_ids(redis: SyncRedis, keys: Keys) -> list[str]:
     """Every id in the service queue of `admet` and in the pending set (one entry per id in each, by design)."""
     return [m.decode() for key in (keys.service_queue("admet", "default"), keys.pending)
@@ -46,9 +51,7 @@ async def test_a_big_submission_goes_to_redis_in_bounded_calls(coordinator: Coor
     assert slow_log.script_load(coordinator.core.index._put_pending.script) == script  # no NOSCRIPT try logged
     slow_log.slowlog_reset()
     ids = await submit(coordinator, TASKS)
-    calls = [e for e in slow_log.slowlog_get(100_000)
-             if e["command"].startswith(b"EVALSHA " + script.encode())]
-    assert len(calls) == math.ceil(TASKS / PUT_CHUNK)
+    assert script_calls(slow_log, script) == math.ceil(TASKS / PUT_CHUNK)
     queued = queued_ids(slow_log, coordinator.core.keys)
     assert sorted(queued) == sorted(ids * 2)
     assert await coordinator.core.index.pending_by_service() == {"admet": TASKS}
@@ -69,3 +72,15 @@ async def test_a_crash_between_calls_loses_nothing(coordinator: Coordinator, red
     agent = await Agent.register(coordinator)
     leased = [i for _ in range(3) for i in await agent.lease_ids(max_tasks=PUT_CHUNK)]
     assert leased == ids
+
+
+async def test_many_finished_at_once_go_in_bounded_calls(coordinator: Coordinator, slow_log: SyncRedis) -> None:
+    """Finishing 250 tasks takes ceil(250 / FINISH_CHUNK) script calls, leaves none queued and counts each once."""
+    ids = await submit(coordinator, 250)
+    index = coordinator.core.index
+    assert slow_log.script_load(index._finish.script) == index._finish.sha
+    slow_log.slowlog_reset()
+    assert await index.finish("cancelled", ids) == 250
+    assert script_calls(slow_log, index._finish.sha) == math.ceil(250 / FINISH_CHUNK)
+    assert queued_ids(slow_log, coordinator.core.keys) == []
+    assert int(slow_log.hget(coordinator.core.keys.counters, "cancelled") or 0) == 250
