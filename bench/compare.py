@@ -1,25 +1,36 @@
-"""aidd next to Celery, RQ and dramatiq on one Redis, in one run: submit and drain throughput, idle latency.
+"""aidd next to Celery, RQ, dramatiq and Ray, in one run: submit and drain throughput, idle latency.
 
     .venv/bin/python -m bench.compare [--tasks 10000] [--latency-tasks 500] [--slots 256] [--repeat 2]
-                                      [--systems aidd,celery,rq,dramatiq] [--json results.json]
+                                      [--systems aidd,celery,rq,dramatiq,ray] [--load] [--json results.json]
 
 Starts the embedded Redis 6.2 (on TCP loopback) and PostgreSQL in a temporary directory. Our coordinator
 (`aidd --serve`, its own process) uses Redis database 0; Celery, RQ and dramatiq use databases 1, 2 and 3
-of the same server. Every worker is a real process started here and stopped by its pid.
+of the same server. Ray (in the default systems when it is installed) keeps its tasks in its own processes: a
+local cluster started here (a head node without CPUs, so submitted tasks wait; worker nodes as its workers), with
+database 4 only counting completions and taking stamps. Its servers listen on every interface, so with Ray the
+whole comparison runs in a network namespace of its own with only loopback (`unshare --net`, as root). Every
+worker is a real process started here and stopped by its pid.
 
 - Submit: n no-op tasks. aidd: the HTTP batch endpoint, chunks of 1000, 4 requests in flight (every task
   committed to PostgreSQL before the answer); Celery: `group(...).apply_async()` in chunks of 1000; RQ:
-  `enqueue_many` on a pipeline, chunks of 1000; dramatiq: `actor.send` (it has no batch call).
+  `enqueue_many` on a pipeline, chunks of 1000; dramatiq: `actor.send` (it has no batch call); Ray:
+  `f.remote()` per task, held in the driver's memory.
 - Drain: the queue holds the n tasks, then the workers start; the clock runs from the first completion seen
   to the last (worker start-up left out). aidd drains 1 000 tasks once before the first measured run, so
   the coordinator's connection pools and statement caches are filled, as in a coordinator that has run a
   while. aidd: one agent process (`nodeagent.cli --slots N`, built-in
-  `noop` plugin); Celery: prefork `-c 2`; RQ: 2 workers; dramatiq: 1 and 2 processes (8 threads each).
+  `noop` plugin); Celery: prefork `-c 2`; RQ: 2 workers; dramatiq: 1 and 2 processes (8 threads each);
+  Ray: a worker node of 2 CPUs (2 worker processes).
 - Latency: one task at a time on idle workers, after 20 warm-up tasks: submit -> the task function entered,
   submit -> finished. Peers: both stamped inside the task function (the end is the function's return, before
   the peer acknowledges it). aidd: start from inside the plugin, finished = `finished_at` of the task row,
   stamped in the transaction that records the success.
 - Reference: raw redis-py LPUSH/RPOP on the same server, one round trip per op and pipelined.
+- Redis held: the slow log's longest command during each submit and each drain (every command over 0.1 ms is
+  logged; a script is one command, and every other client waits while it runs).
+- `--load`: after the quiet rounds, the same rounds again with a CPU hog (a busy loop pinned to one core,
+  `harness.cpu_hog`) running through each system's turn, started before it and stopped after by its pid: the
+  same hog for every system, in the same run. Both tables are printed, quiet first.
 
 Ratios: throughput ours / theirs; latency theirs / ours. Above 1 means aidd is ahead.
 """
@@ -27,28 +38,34 @@ Ratios: throughput ours / theirs; latency theirs / ours. Above 1 means aidd is a
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
+import os
 import platform
+import shutil
 import statistics
 import sys
 import tempfile
 import time
+from importlib.util import find_spec
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from bench import peer_runs
+from bench.harness import SlowLog, cpu_hog
 from bench.ours import KEEPS as OURS_KEEPS
 from bench.ours import Ours
 from bench.queue_throughput import raw_redis_rates
 from coordinator.embedded import start_embedded
+from coordinator.queue import LUA_DIR, _script_source
 
-PEER_DBS = {"celery": 1, "rq": 2, "dramatiq": 3}
-DRAIN_PROCESSES = {"celery": [2], "rq": [2], "dramatiq": [1, 2]}
-LATENCY_PROCESSES = {"celery": 2, "rq": 2, "dramatiq": 1}
+PEER_DBS = {"celery": 1, "rq": 2, "dramatiq": 3, "ray": 4}
+DRAIN_PROCESSES = {"celery": [2], "rq": [2], "dramatiq": [1, 2], "ray": [2]}
+LATENCY_PROCESSES = {"celery": 2, "rq": 2, "dramatiq": 1, "ray": 2}
 SUBMIT_HOW = {"aidd": "HTTP batch, durable", "celery": "group().apply_async", "rq": "enqueue_many, pipelined",
-              "dramatiq": "send"}
+              "dramatiq": "send", "ray": "f.remote(), in memory"}
 DRAIN_HOW = {"aidd": "1 agent process", "celery": "prefork -c {p}", "rq": "{p} workers (fork per job)",
-             "dramatiq": "{p} process(es) x 8 threads"}
+             "dramatiq": "{p} process(es) x 8 threads", "ray": "a node of {p} CPUs"}
 
 
 def spread(values: list[float]) -> dict[str, float]:
@@ -57,57 +74,90 @@ def spread(values: list[float]) -> dict[str, float]:
 
 
 def measure(args: argparse.Namespace, state: Path) -> dict[str, Any]:
-    """Every figure of one run (see the module docstring).
-
-    The systems take turns, round after round (aidd, celery, rq, dramatiq, aidd, ...), so a burst of load
-    from elsewhere on the machine does not fall on one system's runs only.
-    """
+    """Every figure of one run (see the module docstring): the quiet rounds, then (with --load) the loaded ones."""
     log_dir = state / "logs"
     log_dir.mkdir()
     # A state dir path too long for a unix socket makes the embedded Redis listen on TCP loopback.
     servers = start_embedded(state / ("embedded-on-tcp-loopback-" + "x" * 80))
     base = servers.redis_url.rsplit("/", 1)[0]
     out: dict[str, Any] = {"tasks": args.tasks, "latency_tasks": args.latency_tasks, "slots": args.slots,
-                           "repeat": args.repeat, "redis": base, "systems": {}}
-    timeout = max(120.0, args.tasks / 20)
+                           "repeat": args.repeat, "redis": base, "modes": {}}
+    timeout = max(300.0, args.tasks / 10)  # RQ drains ~150/s on a quiet 2-core machine, ~12/s on a busy one
     ours: Ours | None = None
+    peers: dict[str, peer_runs.Peer] = {}
     try:
         out["raw_redis"] = raw_redis_rates(f"{base}/0", args.tasks)
+        slow = SlowLog(f"{base}/0", {hashlib.sha1(_script_source(name).encode()).hexdigest(): name
+                                     for name in (path.stem for path in LUA_DIR.glob("*.lua")) if name != "common"})
         if "aidd" in args.systems:
-            ours = Ours(f"{base}/0", servers.database_url, state, log_dir, max_pending=args.tasks * (args.repeat + 1),
+            rounds = 2 if args.load else 1
+            ours = Ours(f"{base}/0", servers.database_url, state, log_dir,
+                        max_pending=args.tasks * (rounds * args.repeat + 1),
                         stores={"postgres": servers.postgres_pid, "redis": servers.redis_pid})
             ours.start()
             ours.drain(min(args.tasks, 1000), args.slots, timeout)  # warm-up, not counted: pools and caches fill
-            out["systems"]["aidd"] = {"keeps": OURS_KEEPS, "drain": {"1": []}, "latency": []}
-        peers = {name: peer_runs.PEERS[name](f"{base}/{PEER_DBS[name]}") for name in args.systems if name != "aidd"}
-        for name in peers:
-            out["systems"][name] = {"keeps": peer_runs.KEEPS[name], "latency": [],
-                                    "drain": {str(p): [] for p in DRAIN_PROCESSES[name]}}
-        for _ in range(args.repeat):
-            for name, system in out["systems"].items():
+        for name in args.systems:
+            if name != "aidd":
+                peers[name] = peer_runs.PEERS[name](f"{base}/{PEER_DBS[name]}")
+                peers[name].start(log_dir)
+        for mode in ("quiet", "loaded") if args.load else ("quiet",):
+            out["modes"][mode] = rounds_of(args, ours, peers, slow, log_dir, timeout, loaded=mode == "loaded")
+    finally:
+        for peer in peers.values():
+            peer.stop()
+        if ours is not None:
+            ours.stop()
+        servers.stop()
+    return out
+
+
+def rounds_of(args: argparse.Namespace, ours: Ours | None, peers: dict[str, peer_runs.Peer], slow: SlowLog,
+              log_dir: Path, timeout: float, loaded: bool) -> dict[str, Any]:
+    """The systems' figures, summarised; `loaded`: a CPU hog pinned to one core runs through each system's turn
+    (started before it, stopped after, by pid).
+
+    The systems take turns, round after round (aidd, celery, rq, dramatiq, aidd, ...), so a burst of load
+    from elsewhere on the machine does not fall on one system's runs only.
+    """
+    systems: dict[str, Any] = {}
+    if ours is not None:
+        systems["aidd"] = {"keeps": OURS_KEEPS, "drain": {"1": []}, "latency": []}
+    for name in peers:
+        systems[name] = {"keeps": peer_runs.KEEPS[name], "latency": [],
+                         "drain": {str(p): [] for p in DRAIN_PROCESSES[name]}}
+    for _ in range(args.repeat):
+        for name, system in systems.items():
+            hog = cpu_hog(log_dir) if loaded else None
+            try:
                 if name == "aidd":
                     assert ours is not None
-                    system["drain"]["1"].append(ours.drain(args.tasks, args.slots, timeout))
+                    system["drain"]["1"].append(ours.drain(args.tasks, args.slots, timeout, slow))
                     system["latency"].append(ours.latency(args.latency_tasks, args.slots))
                     continue
                 for processes in DRAIN_PROCESSES[name]:
                     system["drain"][str(processes)].append(
-                        peer_runs.drain(peers[name], args.tasks, processes, log_dir, timeout))
+                        peer_runs.drain(peers[name], args.tasks, processes, log_dir, timeout, slow))
                 system["latency"].append(peer_runs.latency(peers[name], args.latency_tasks,
                                                            LATENCY_PROCESSES[name], log_dir))
-    finally:
-        if ours is not None:
-            ours.stop()
-        servers.stop()
-    summarise(out)
-    return out
+            except SystemExit as exc:
+                raise SystemExit(f"{name}{' (loaded)' if loaded else ''}: {exc}") from exc
+            finally:
+                if hog is not None:
+                    hog.stop()
+    summarise(systems)
+    return systems
 
 
-def summarise(out: dict[str, Any]) -> None:
+def summarise(systems: dict[str, Any]) -> None:
     """Add medians and spreads of the repeated runs to each system."""
-    for system in out["systems"].values():
-        submits = [r["submit_tasks_per_s"] for runs in system["drain"].values() for r in runs]
-        system["submit"] = spread(submits)
+    for system in systems.values():
+        runs = [r for runs in system["drain"].values() for r in runs]
+        system["submit"] = spread([r["submit_tasks_per_s"] for r in runs])
+        system["slowest_redis_ms"] = {phase: spread([r["slowest_redis_command"][phase]["max_ms"] for r in runs])
+                                      for phase in ("submit", "drain")}
+        system["slowest_redis_command"] = {phase: max((r["slowest_redis_command"][phase] for r in runs),
+                                                      key=lambda c: c["max_ms"])["command"]
+                                           for phase in ("submit", "drain")}
         system["drain_rate"] = {p: spread([r["drain_tasks_per_s"] for r in runs])
                                 for p, runs in system["drain"].items()}
         cpu_runs = [r["cpu_ms_per_task"] for runs in system["drain"].values() for r in runs if "cpu_ms_per_task" in r]
@@ -123,11 +173,14 @@ def _fmt(s: dict[str, float], digits: int = 0) -> str:
     return f"{s['median']:>9,.{digits}f}  ({s['min']:,.{digits}f}-{s['max']:,.{digits}f})"
 
 
-def render(out: dict[str, Any]) -> str:
-    """The comparison table as text."""
-    systems = out["systems"]
+def render(out: dict[str, Any], mode: str) -> str:
+    """The comparison table of one mode (quiet, loaded) as text."""
+    systems = out["modes"][mode]
     ours = systems.get("aidd")
-    lines = [f"{out['tasks']} no-op tasks; latency over {out['latency_tasks']} single tasks; "
+    load = ("quiet: nothing of ours beside the systems" if mode == "quiet" else
+            "loaded: a CPU hog pinned to one core through each system's turn")
+    lines = [f"== {load} ==",
+             f"{out['tasks']} no-op tasks; latency over {out['latency_tasks']} single tasks; "
              f"{out['repeat']} run(s) each: median (min-max); ratio > 1: aidd ahead",
              f"machine: {platform.node()} {platform.machine()}, Python {platform.python_version()}, "
              f"Redis {out['redis']}", ""]
@@ -157,12 +210,33 @@ def render(out: dict[str, Any]) -> str:
                 ratios = (f"{s['p50_ms']['median'] / o['p50_ms']['median']:5.2f}, "
                           f"{s['p99_ms']['median'] / o['p99_ms']['median']:5.2f}")
             lines.append(f"  {name:<24} {_fmt(s['p50_ms'], 1):<26} {_fmt(s['p99_ms'], 1):<26} {ratios}")
+    lines += ["", "Redis held: the slow log's longest command, ms   submit median (min-max), which   "
+                  "drain median (min-max), which"]
+    for name, system in systems.items():
+        ms, command = system["slowest_redis_ms"], system["slowest_redis_command"]
+        lines.append(f"  {name:<34} {_fmt(ms['submit'], 2):<24} {command['submit']:<12}"
+                     f"{_fmt(ms['drain'], 2):<24} {command['drain']}")
     raw = out["raw_redis"]
     lines += ["", "Reference: raw redis-py LPUSH/RPOP on the same server",
               f"  one round trip per op   {raw['ops_per_s_single']:>10,.0f} ops/s",
               f"  pipelined (1000)        {raw['ops_per_s_pipelined']:>10,.0f} ops/s", "", "What each keeps:"]
     lines += [f"  {name}: {system['keeps']}" for name, system in systems.items()]
     return "\n".join(lines)
+
+
+OWN_NETWORK = "AIDD_BENCH_OWN_NETWORK"
+"""Set in the comparison that runs again in a network namespace of its own."""
+
+
+def in_own_network() -> NoReturn:
+    """Run this comparison again in a new network namespace that has only loopback: Ray's servers listen on
+    every interface (no option binds them all to loopback), which this bench must not do. Needs root."""
+    if os.geteuid() != 0 or not shutil.which("unshare") or not shutil.which("ip"):
+        raise SystemExit("ray runs in a network namespace of its own: run as root with unshare and ip (util-linux, "
+                         "iproute2), or leave ray out of --systems")
+    argv = ["unshare", "--net", "--", "sh", "-c", 'ip link set lo up && exec "$@"', "sh",
+            sys.executable, "-m", "bench.compare", *sys.argv[1:]]
+    os.execvpe("unshare", argv, {**os.environ, OWN_NETWORK: "1"})
 
 
 def main() -> None:
@@ -172,16 +246,20 @@ def main() -> None:
     parser.add_argument("--slots", type=int, default=256,
                         help="slots of our agent (tasks beyond its warm hosts wait in the agent, like a prefetch)")
     parser.add_argument("--repeat", type=int, default=2, help="runs of each measurement (the spread is shown)")
-    parser.add_argument("--systems", default="aidd,celery,rq,dramatiq",
+    parser.add_argument("--systems", default="aidd,celery,rq,dramatiq" + (",ray" if find_spec("ray") else ""),
                         type=lambda v: [s.strip() for s in v.split(",") if s.strip()])
+    parser.add_argument("--load", action="store_true",
+                        help="after the quiet rounds, the same rounds with a CPU hog pinned to one core (both tables)")
     parser.add_argument("--json", type=Path, help="also write every figure here")
     args = parser.parse_args()
     unknown = set(args.systems) - {"aidd", *peer_runs.PEERS}
     if unknown:
         parser.error(f"unknown systems: {', '.join(sorted(unknown))}")
+    if "ray" in args.systems and os.environ.get(OWN_NETWORK) != "1":
+        in_own_network()
     with tempfile.TemporaryDirectory(prefix="aidd-compare-") as tmp:
         out = measure(args, Path(tmp))
-    print(render(out))
+    print("\n\n".join(render(out, mode) for mode in out["modes"]))
     if args.json:
         out["argv"] = sys.argv
         out["date"] = time.strftime("%Y-%m-%d %H:%M:%S")

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import psutil
+import redis
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -193,3 +194,39 @@ def latency_summary(seconds: Sequence[float]) -> dict[str, float]:
     ms = [s * 1000 for s in seconds]
     return {"p50_ms": percentile(ms, 50), "p99_ms": percentile(ms, 99), "max_ms": max(ms) if ms else float("nan"),
             "n": len(ms)}
+
+
+class SlowLog:
+    """The longest command a Redis server ran in a span, from its slow log (which times each command inside the
+    server, a script as one command: how long every other client waited behind it).
+
+    Commands under `threshold_us` are not logged, so a span with none logged reads as 0. `scripts` names the
+    scripts by their SHA-1, so a longest EVALSHA is shown by name. The log is the server's: a span also holds
+    what other clients ran meanwhile (in bench.compare, the idle coordinator's timers during a peer's turn).
+    """
+
+    def __init__(self, url: str, scripts: dict[str, str], threshold_us: int = 100) -> None:
+        self.client, self.scripts = redis.Redis.from_url(url), scripts
+        self.client.config_set("slowlog-log-slower-than", threshold_us)
+        self.client.config_set("slowlog-max-len", 10_000)
+        self.client.slowlog_reset()
+
+    def take(self) -> dict[str, float | str]:
+        """The longest command since the last take (ms, and its name) and how many were logged; starts a new span."""
+        entries = [e for e in self.client.slowlog_get(10_000) if not e["command"].upper().startswith(b"SLOWLOG")]
+        self.client.slowlog_reset()  # (logged itself when slow: the filter above leaves out this and the last take)
+        if not entries:
+            return {"max_ms": 0.0, "command": "", "logged": 0}
+        longest = max(entries, key=lambda e: e["duration"])
+        words = longest["command"].decode(errors="replace").split(" ")
+        command = self.scripts.get(words[1], words[0]) if words[0].upper() == "EVALSHA" else words[0]
+        return {"max_ms": longest["duration"] / 1000, "command": command, "logged": len(entries)}
+
+
+HOG = "import os, sys\nos.sched_setaffinity(0, {int(sys.argv[1])})\nwhile True:\n    pass\n"
+
+
+def cpu_hog(log_dir: Path) -> Child:
+    """A process that keeps one core busy (the last this process may use, pinned there): another tenant's load."""
+    core = max(os.sched_getaffinity(0))
+    return spawn("cpu-hog", python("-c", HOG, str(core)), python_env(), log_dir)

@@ -17,7 +17,18 @@ import httpx
 import orjson
 import redis
 
-from bench.harness import Child, CpuMeter, DrainClock, free_port, latency_summary, python, python_env, spawn, wait_for
+from bench.harness import (
+    Child,
+    CpuMeter,
+    DrainClock,
+    SlowLog,
+    free_port,
+    latency_summary,
+    python,
+    python_env,
+    spawn,
+    wait_for,
+)
 from coordinator.keys import Keys
 
 KEEPS = ("every state change durable in PostgreSQL before it is acknowledged: the task row (status, attempt, "
@@ -88,15 +99,19 @@ class Ours:
                       "--log-level", "warning")
         return spawn(name, argv, self.env, self.log_dir)
 
-    def drain(self, n: int, slots: int, timeout: float) -> dict[str, Any]:
-        """Submit n no-op tasks over HTTP (the submit figure), then start one agent and time it until all are done."""
+    def drain(self, n: int, slots: int, timeout: float, slow: SlowLog | None = None) -> dict[str, Any]:
+        """Submit n no-op tasks over HTTP (the submit figure), then start one agent and time it until all are done;
+        with `slow`, the longest Redis command of the submit and of the drain too."""
         client = redis.Redis.from_url(self.redis_url)
         before = self.finished(client)
 
         async def submit() -> float:
             async with httpx.AsyncClient(base_url=self.url, timeout=60) as http:
                 return await submit_all(http, n)
+        if slow:
+            slow.take()
         submit_rate = asyncio.run(submit())
+        slowest = {"submit": slow.take()} if slow else {}
         agent = self.agent(slots, f"agent-drain-{before}")
         try:
             assert self.server is not None
@@ -106,10 +121,12 @@ class Ours:
             rate = DrainClock(lambda: self.finished(client) - before, n).run(timeout, [agent, *self._servers()])
             cpu_ms = cpu.per_task_ms(n)
             cores = cpu_ms["total"] * n / 1000 / (time.perf_counter() - started)
+            if slow:
+                slowest["drain"] = slow.take()
         finally:
             agent.stop()
         return {"submit_tasks_per_s": submit_rate, "drain_tasks_per_s": rate, "slots": slots,
-                "cpu_ms_per_task": cpu_ms, "cores_busy": cores}
+                "cpu_ms_per_task": cpu_ms, "cores_busy": cores, "slowest_redis_command": slowest}
 
     def _servers(self) -> list[Child]:
         return [self.server] if self.server is not None else []

@@ -7,7 +7,9 @@ done-counter; the latency run sends one task at a time and reads the stamps the 
 from __future__ import annotations
 
 import json
+import logging
 import os
+import socket
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -16,7 +18,7 @@ from typing import Any
 
 import redis
 
-from bench.harness import Child, DrainClock, latency_summary, python, python_env, spawn, wait_for
+from bench.harness import Child, DrainClock, SlowLog, free_port, latency_summary, python, python_env, spawn, wait_for
 from bench.peers.record import DONE_KEY, STAMPS_KEY
 
 KEEPS = {
@@ -26,6 +28,8 @@ KEEPS = {
           "started/finished registries; nothing on disk beyond Redis persistence",
     "dramatiq": "the message in Redis until acked after the run (redelivered if the worker dies); "
                 "no result or state history",
+    "ray": "the task in the memory of its owner (the driver that submitted it) and the raylets; results in the "
+           "object store; nothing on disk: a driver that dies takes its queued tasks with it",
 }
 
 
@@ -53,6 +57,12 @@ class Peer:
 
     def workers(self, processes: int, log_dir: Path) -> list[Child]:
         raise NotImplementedError
+
+    def start(self, log_dir: Path) -> None:
+        """Start what the peer needs besides Redis and its workers (most need nothing)."""
+
+    def stop(self) -> None:
+        """Stop what `start` started."""
 
     def done(self, client: redis.Redis) -> int:
         raw = client.get(DONE_KEY)
@@ -141,18 +151,80 @@ class DramatiqPeer(Peer):
         return [spawn(f"dramatiq-p{processes}", argv, python_env(**{self.url_env: self.url}), log_dir)]
 
 
-def drain(peer: Peer, n: int, processes: int, log_dir: Path, timeout: float) -> dict[str, Any]:
-    """Fill the queue with n tasks (the submit figure), start the workers, time them until all are done."""
+class RayPeer(Peer):
+    """Ray on a local cluster started here: a head node without CPUs, so that submitted tasks wait as in a queue,
+    and as the workers a node of `processes` CPUs (a worker process per CPU for one-CPU tasks). This process is
+    the driver: it owns the tasks it submits. Redis only counts completions and takes the latency stamps."""
+
+    url_env = "BENCH_RAY_URL"
+    head: Child | None = None
+    address = ""
+    refs: list[Any]
+    """The last tasks submitted: held, as a caller holds what it will read the results from."""
+
+    def _ray(self, name: str, log_dir: Path, *args: str) -> Child:
+        ray = str(Path(python()[0]).with_name("ray"))
+        return spawn(name, [ray, "start", "--block", "--disable-usage-stats", "--object-store-memory", "100000000",
+                            *args], python_env(**{self.url_env: self.url}), log_dir)
+
+    def start(self, log_dir: Path) -> None:
+        import ray
+
+        port = free_port()
+        self.address = f"127.0.0.1:{port}"
+        self.head = self._ray("ray-head", log_dir, "--head", "--node-ip-address", "127.0.0.1", "--port", str(port),
+                              "--num-cpus", "0", "--include-dashboard", "false",
+                              "--temp-dir", str(log_dir.parent / "ray"))
+        wait_for(lambda: _listening(port), 120, "the Ray head node", children=[self.head])
+        ray.init(address=self.address, logging_level=logging.WARNING, log_to_driver=False)
+
+    def stop(self) -> None:
+        import ray
+
+        ray.shutdown()
+        if self.head is not None:
+            self.head.stop()
+
+    def submit(self, n: int) -> float:
+        from bench.peers import ray_peer
+        start = time.perf_counter()
+        self.refs = [ray_peer.noop.remote(i) for i in range(n)]
+        return n / (time.perf_counter() - start)
+
+    def send_stamp(self, i: int) -> None:
+        from bench.peers import ray_peer
+        self.refs = [ray_peer.stamp.remote(i)]
+
+    def workers(self, processes: int, log_dir: Path) -> list[Child]:
+        return [self._ray(f"ray-node-{processes}", log_dir, "--address", self.address, "--node-ip-address",
+                          "127.0.0.1", "--num-cpus", str(processes))]
+
+
+def _listening(port: int) -> bool:
+    with socket.socket() as s:
+        return s.connect_ex(("127.0.0.1", port)) == 0
+
+
+def drain(peer: Peer, n: int, processes: int, log_dir: Path, timeout: float,
+          slow: SlowLog | None = None) -> dict[str, Any]:
+    """Fill the queue with n tasks (the submit figure), start the workers, time them until all are done; with
+    `slow`, the longest Redis command of the submit and of the drain too."""
     client = peer.client()
     client.flushdb()
+    if slow:
+        slow.take()
     submit_rate = peer.submit(n)
+    slowest = {"submit": slow.take()} if slow else {}
     children = peer.workers(processes, log_dir)
     try:
         rate = DrainClock(lambda: peer.done(client), n).run(timeout, children)
+        if slow:
+            slowest["drain"] = slow.take()
     finally:
         for child in children:
             child.stop()
-    return {"submit_tasks_per_s": submit_rate, "drain_tasks_per_s": rate, "processes": processes}
+    return {"submit_tasks_per_s": submit_rate, "drain_tasks_per_s": rate, "processes": processes,
+            "slowest_redis_command": slowest}
 
 
 def latency(peer: Peer, n: int, processes: int, log_dir: Path, warmup: int = 20) -> dict[str, Any]:
@@ -194,4 +266,5 @@ PEERS: dict[str, Callable[[str], Peer]] = {
     "celery": lambda url: CeleryPeer("celery", url),
     "rq": lambda url: RqPeer("rq", url),
     "dramatiq": lambda url: DramatiqPeer("dramatiq", url),
+    "ray": lambda url: RayPeer("ray", url),
 }

@@ -75,10 +75,12 @@ class QueuedTask:
         return queue_needs(self.labels, self.cpu, self.memory_gb, self.gpu, self.gpu_memory_gb)
 
     def encode(self) -> dict[str, Any]:
+        """The task as `put_pending.lua` reads it: every value a string (a Lua number that Redis must format for
+        HSET costs about 1 µs of the server's time each; `repr` reads back as the same float)."""
         return {"id": self.id, "service": self.service, "group": self.group, "needs": self.needs,
                 "score": str(queue_score(self.priority, self.seq)), "labels": " ".join(self.labels),
-                "cpu": self.cpu, "memory_gb": self.memory_gb, "gpu": self.gpu,
-                "gpu_memory_gb": self.gpu_memory_gb, "due": str(self.due_ms)}
+                "cpu": repr(self.cpu), "memory_gb": repr(self.memory_gb), "gpu": repr(self.gpu),
+                "gpu_memory_gb": repr(self.gpu_memory_gb), "due": str(self.due_ms)}
 
 
 @dataclass(frozen=True)
@@ -136,6 +138,16 @@ class Beat:
     tasks: set[str]
 
 
+PUT_CHUNK = 100
+"""Most tasks one `put_pending` script call takes, which bounds how long one call holds Redis: about 15 µs of the
+server's time a new task (the JSON decode and the task's hash most of it). On a busy 2-core machine a call of 100
+took 1.5 ms at best, 3.3 ms median; 1 000 in one call took 25 / 51 ms (the script before: 38 / 77 ms). See
+bench/RESULTS.md; bench.compare prints the slow log's longest command of each submit and drain."""
+
+FINISH_CHUNK = 100
+"""Most tasks one `finish` script call takes (each is a `forget` and a list push: about as costly as a put)."""
+
+
 def _finite(value: float) -> float:
     return 1e12 if math.isinf(value) else value
 
@@ -154,12 +166,20 @@ class QueueIndex:
         self._drop_empty_queues = redis.register_script(_script_source("drop_empty_queues"))
         self._unclaim = redis.register_script(_script_source("unclaim"))
 
-    async def put_pending(self, tasks: Sequence[QueuedTask], chunk: int = 1000) -> int:
-        """Queue tasks (or delay them until `due_ms`), replacing any earlier placement."""
+    async def put_pending(self, tasks: Sequence[QueuedTask], new: bool = False, chunk: int = PUT_CHUNK) -> int:
+        """Queue tasks (or delay them until `due_ms`), replacing any earlier placement; `new`: the tasks were just
+        created, so they have no placement to remove.
+
+        One script call takes at most `chunk` tasks, so no submission holds Redis for long (every claim waits
+        meanwhile). The calls are not one atomic step, and need not be: every caller has committed the tasks to
+        PostgreSQL first, and a crash between two calls leaves the rest pending in PostgreSQL but missing here,
+        which the leader's drift check (`reconcile.repair_drift`) queues again (tests/test_big_submission.py).
+        """
+        unique = list({t.id: t for t in tasks}.values())  # an id twice in one call could be queued and delayed
         done = 0
-        for start in range(0, len(tasks), chunk):
-            payload = orjson.dumps([t.encode() for t in tasks[start:start + chunk]])
-            done += int(await self._put_pending(args=[self.keys.prefix, now_ms(), payload]))
+        for start in range(0, len(unique), chunk):
+            payload = orjson.dumps([t.encode() for t in unique[start:start + chunk]])
+            done += int(await self._put_pending(args=[self.keys.prefix, now_ms(), payload, "1" if new else "0"]))
         return done
 
     async def put_running(self, tasks: Sequence[RunningTask]) -> int:
@@ -171,11 +191,15 @@ class QueueIndex:
         return int(await self._put_running(args=[self.keys.prefix, payload]))
 
     async def finish(self, status: str, task_ids: Iterable[str], remember: bool = True) -> int:
-        """Drop finished tasks from the active index (and, unless repairing, count them as finished now)."""
+        """Drop finished tasks from the active index (and, unless repairing, count them as finished now), at most
+        FINISH_CHUNK a script call (a report of many held Redis 20+ ms in one). PostgreSQL has them finished
+        already: a crash between calls leaves index entries the drift check drops."""
         ids = list(task_ids)
-        if not ids:
-            return 0
-        return int(await self._finish(args=[self.keys.prefix, status, "1" if remember else "0", *ids]))
+        done = 0
+        for start in range(0, len(ids), FINISH_CHUNK):
+            done += int(await self._finish(args=[self.keys.prefix, status, "1" if remember else "0",
+                                                 *ids[start:start + FINISH_CHUNK]]))
+        return done
 
     async def claim(self, request: ClaimRequest, attempt_ids: Sequence[str]) -> list[Claim]:
         """Atomically take up to `max_tasks` fitting tasks; one attempt id is used per claimed task."""

@@ -155,7 +155,7 @@ class TaskService:
             await self.core.index.put_pending([
                 QueuedTask(id=str(r["id"]), service=r["service"], group=r["group"], priority=r["priority"], seq=seq,
                            labels=r["labels"], cpu=r["cpu"], memory_gb=r["memory_gb"], gpu=r["gpu"],
-                           gpu_memory_gb=r["gpu_memory_gb"]) for r, seq in zip(rows, seqs, strict=True)])
+                           gpu_memory_gb=r["gpu_memory_gb"]) for r, seq in zip(rows, seqs, strict=True)], new=True)
             await self.core.wake_leases()
         except (RedisError, OSError) as exc:
             # Committed, so they exist and will run: answering with an error would make the client submit them

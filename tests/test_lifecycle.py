@@ -394,7 +394,10 @@ async def test_running_timers_retry_and_reap_on_their_own(settings: Settings, cl
         async def offline() -> bool:
             return await agent.status() == "offline"
         await await_for(offline, what="the background reaper")
-        assert (await task(coordinator, task_id))["status"] == "pending"
+
+        async def requeued() -> bool:  # the worker is marked offline first, then its attempts end (mark_offline)
+            return (await task(coordinator, task_id))["status"] == "pending"
+        await await_for(requeued, timeout=5, what="the reaped worker's task back in the queue")
 
 
 def test_report_after_timeout_over_http_is_409(api_server: BackgroundServer, client: httpx.Client) -> None:
