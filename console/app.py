@@ -6,6 +6,8 @@ the coordinator client, the options, the palette of the current theme and the co
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import gc
 from collections.abc import Iterable
 from datetime import datetime
@@ -39,6 +41,8 @@ if TYPE_CHECKING:
     from console.localagent import LocalAgent
 
 
+PALETTE_WAIT_S = 5.0
+"""How long an action chosen in the palette waits for its pane's fresh data before acting on what is shown."""
 STARTUP_CHECK_S = 0.05
 """How often the console looks at how far the embedded coordinator's start got."""
 
@@ -172,9 +176,18 @@ class AiddConsole(App[QuitChoice]):
         self.run_on_pane("tasks", "filter")
 
     def run_on_pane(self, mode: str, action: str) -> None:
-        """Switch to a pane and run one of its actions there (from the command palette)."""
+        """Switch to a pane and run one of its actions there (from the command palette), once the pane shows
+        fresh data: a pane not shown before has no rows yet ("no worker under the cursor"), and rows may have
+        moved since it was last shown."""
         self.switch_mode(mode)
-        self.call_after_refresh(lambda: self.screen.run_action(action))
+        self.run_worker(self._act_when_fresh(action), group="palette", exit_on_error=False)
+
+    async def _act_when_fresh(self, action: str) -> None:
+        screen = self.screen
+        if isinstance(screen, LiveScreen) and not self.starting:
+            with contextlib.suppress(TimeoutError):  # a coordinator that does not answer: act on what is shown
+                await asyncio.wait_for(screen.next_refresh(), PALETTE_WAIT_S)
+        await screen.run_action(action)
 
     def action_refresh(self) -> None:
         if isinstance(self.screen, LiveScreen):
