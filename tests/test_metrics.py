@@ -35,6 +35,7 @@ COUNTERS = {
     "aidd_tasks_retried": {"service", "reason"},
     "aidd_reports_refused": {"event"},
     "aidd_workers_lost": set(),
+    "aidd_internal_errors": {"where"},
     "aidd_http_requests": {"method", "route", "status"},
 }
 HISTOGRAMS = {
