@@ -6,7 +6,6 @@ from __future__ import annotations
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -22,6 +21,7 @@ import pytest
 from coordinator.config import Settings, load_settings
 from coordinator.errors import ConfigError
 from tests.helpers import wait_for
+from tests.support.ports import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 FOREIGN_ENV = ("AIDD_", "REDIS_URL", "DATABASE_URL", "POSTGRES_", "MINIO_")
@@ -175,12 +175,6 @@ def test_serve_beyond_loopback_needs_keys_and_a_token(tmp_path: Path) -> None:
     assert_one_line_error(aidd(tmp_path, "--serve", "--host", "0.0.0.0"), "api_keys")
     assert_one_line_error(aidd(tmp_path, "--serve", "--host", "0.0.0.0", AIDD_API_KEYS="op-key-123456"),
                           "agent_token")
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @pytest.fixture

@@ -31,6 +31,7 @@ from sqlalchemy.ext.asyncio import create_async_engine
 from coordinator.embedded import EmbeddedServers, start_embedded
 from coordinator.errors import EmbeddedError
 from tests.faults.processes import poll
+from tests.support.ports import free_port
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -171,12 +172,6 @@ def test_servers_exit_when_owner_is_killed(tmp_path: Path) -> None:
     assert wait_gone(pids), "servers outlived their kill -9'd owner"
     with embedded(tmp_path) as servers:
         assert_data(servers)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def start_orphans(state_dir: Path) -> list[int]:

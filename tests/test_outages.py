@@ -21,8 +21,8 @@ from coordinator.metrics import Metrics
 from coordinator.service import Coordinator
 from coordinator.wakeup import Waker
 from nodeagent.gpu import NvmlProbe
-from tests.faults.processes import free_port
 from tests.helpers import await_for, started
+from tests.support.ports import free_port
 
 pytestmark = pytest.mark.anyio
 

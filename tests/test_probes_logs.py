@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import uuid
@@ -21,6 +20,7 @@ from coordinator.api.app import package_version
 from coordinator.config import Settings
 from coordinator.server import BackgroundServer
 from tests.helpers import wait_for
+from tests.support.ports import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 FOREIGN_ENV = ("AIDD_", "REDIS_", "DATABASE_URL", "POSTGRES_", "MINIO_")
@@ -68,12 +68,6 @@ def test_request_ids_in_headers_and_error_bodies(client: httpx.Client) -> None:
     assert missing.status_code == 404
     request_id = missing.headers["x-request-id"]
     assert missing.json() == {"error": "GET /no/such/route: no such route", "request_id": request_id}
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 def serve_and_stop(servers: tuple[str, str], tmp_path: Path, *flags: str) -> tuple[str, list[httpx.Response]]:

@@ -31,8 +31,9 @@ import pytest
 
 from console.background import AGENT_FILE, AGENT_MODULE, COORDINATOR_FILE, COORDINATOR_MODULE, Detached, recorded
 from tests.faults.cluster import FAST, Stopwatch
-from tests.faults.processes import ROOT, alive, clean_env, free_port, poll
+from tests.faults.processes import ROOT, alive, clean_env, poll
 from tests.faults.truth import Api, Figures, Ledger, measure, read_records, recorded_task, system_view, unfinished
+from tests.support.ports import free_port
 
 pytestmark = pytest.mark.slow
 TASKS, SECONDS = 3, 8.0
