@@ -67,12 +67,6 @@ async def until(pilot: Pilot[Any], condition: Callable[[], Any], timeout: float 
         await pilot.pause(0.05)
 
 
-def task_body(service: str = "admet", task_type: str = "qikprop", **fields: Any) -> dict[str, Any]:
-    """A task submission (the original clients' form plus extras)."""
-    return {"service": service, "task_type": task_type, "name": f"{service} {task_type}",
-            "input_params": {"smiles": ["CCO"]}, **fields}
-
-
 class FakeAgent:
     """A node agent scripted over HTTP: register, lease, report, heartbeat."""
 

@@ -20,14 +20,9 @@ from coordinator.schemas import Heartbeat, LeaseRequest, TaskEvent, TaskSpec, Wo
 from coordinator.server import BackgroundServer
 from coordinator.service import Coordinator
 from coordinator.states import Action, TaskStatus
+from tests.support.tasks import task_body
 
 T = TypeVar("T")
-
-
-def task_body(service: str = "admet", task_type: str = "qikprop", **fields: Any) -> dict[str, Any]:
-    """A task submission body (the SPEC's legacy form plus any extra fields)."""
-    return {"service": service, "task_type": task_type, "name": f"{service} {task_type}",
-            "input_params": {"smiles": ["CCO"]}, **fields}
 
 
 async def submit(coordinator: Coordinator, count: int = 1, **fields: Any) -> list[str]:

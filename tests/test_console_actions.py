@@ -30,17 +30,8 @@ from console.widgets.task_table import TaskTable
 from console.widgets.worker_table import WorkerTable
 from coordinator.client import CoordinatorClient
 from coordinator.server import BackgroundServer
-from tests.consolekit import (
-    FakeAgent,
-    SlowTransport,
-    SwitchTransport,
-    console,
-    record,
-    refreshed,
-    task_body,
-    task_rows,
-    until,
-)
+from tests.consolekit import FakeAgent, SlowTransport, SwitchTransport, console, record, refreshed, task_rows, until
+from tests.support.tasks import task_body
 
 pytestmark = pytest.mark.anyio
 SIZE = (120, 40)

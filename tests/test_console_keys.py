@@ -24,7 +24,8 @@ from console.widgets.task_table import TaskTable
 from console.widgets.worker_table import WorkerTable
 from coordinator.schemas import TaskSpec
 from coordinator.server import BackgroundServer
-from tests.consolekit import FakeAgent, console, refreshed, task_body, until
+from tests.consolekit import FakeAgent, console, refreshed, until
+from tests.support.tasks import task_body
 
 pytestmark = pytest.mark.anyio
 SIZE = (120, 40)

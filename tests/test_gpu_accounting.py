@@ -22,7 +22,8 @@ from coordinator.gpus import GpuHold, idle_seconds
 from coordinator.server import BackgroundServer
 from nodeagent.gpu import FakeGpus, GpuInfo
 from tests.agent_helpers import AgentProcess, Api
-from tests.helpers import HttpAgent, task_body, wait_for
+from tests.helpers import HttpAgent, wait_for
+from tests.support.tasks import task_body
 from tests.test_agent_e2e import real_gpus
 
 __all__ = ["real_gpus"]  # the fixture, used by name

@@ -19,7 +19,8 @@ from coordinator.server import BackgroundServer
 from coordinator.service import Coordinator
 from coordinator.states import Action
 from tests.faults.link import Link
-from tests.helpers import Agent, HttpAgent, await_for, started, submit, submit_one, task_body
+from tests.helpers import Agent, HttpAgent, await_for, started, submit, submit_one
+from tests.support.tasks import task_body
 
 pytestmark = pytest.mark.anyio
 

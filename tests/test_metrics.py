@@ -22,7 +22,8 @@ from coordinator.config import Settings
 from coordinator.server import BackgroundServer
 from coordinator.service import Coordinator
 from coordinator.states import Action, TaskStatus
-from tests.helpers import HttpAgent, await_for, drive_to, started, task_body
+from tests.helpers import HttpAgent, await_for, drive_to, started
+from tests.support.tasks import task_body
 
 GIB = 1024**3
 UUID_RE = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-")

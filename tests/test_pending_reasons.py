@@ -11,7 +11,8 @@ import pytest
 from coordinator.cli import main as cli_main
 from coordinator.server import BackgroundServer
 from tests.consolekit import console, refreshed, until
-from tests.helpers import HttpAgent, task_body, wait_for
+from tests.helpers import HttpAgent, wait_for
+from tests.support.tasks import task_body
 
 pytestmark = pytest.mark.anyio
 GPU = {"index": 0, "name": "A100", "uuid": "GPU-0", "memory_gb": 40}

@@ -13,7 +13,8 @@ from coordinator.reconcile import rebuild_index
 from coordinator.schemas import ServiceChange
 from coordinator.server import BackgroundServer
 from coordinator.service import Coordinator
-from tests.helpers import Agent, HttpAgent, started, submit, submit_one, task_body, wait_for
+from tests.helpers import Agent, HttpAgent, started, submit, submit_one, wait_for
+from tests.support.tasks import task_body
 
 pytestmark = pytest.mark.anyio
 

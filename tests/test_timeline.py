@@ -11,7 +11,8 @@ import pytest
 
 from coordinator.cli import main as cli_main
 from coordinator.server import BackgroundServer
-from tests.helpers import HttpAgent, task_body
+from tests.helpers import HttpAgent
+from tests.support.tasks import task_body
 
 
 def timeline(client: httpx.Client, task_id: str) -> list[dict[str, Any]]:
