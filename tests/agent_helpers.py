@@ -12,7 +12,7 @@ from typing import Any
 import httpx
 import psutil
 
-from tests.helpers import wait_for
+from tests.support.waiting import wait_until
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -87,7 +87,7 @@ class Api:
 
     def wait_status(self, task_id: str, *statuses: str, timeout: float = 20.0) -> dict[str, Any]:
         """The task once it is in one of `statuses`."""
-        return wait_for(lambda: (t := self.task(task_id))["status"] in statuses and t, timeout,
+        return wait_until(lambda: (t := self.task(task_id))["status"] in statuses and t, timeout,
                         f"task {task_id} to be {'/'.join(statuses)}")
 
     def command(self, worker_id: str, command: str, **args: Any) -> None:

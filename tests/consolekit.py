@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import time
 import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -20,6 +19,7 @@ from console.screens.live import LiveScreen
 from coordinator.client import CoordinatorClient
 from coordinator.reconcile import rebuild_index
 from coordinator.server import BackgroundServer
+from tests.support.waiting import await_until
 
 WHERE = "embedded · 127.0.0.1:8333 · state ~/.local/share/aidd"
 """A fixed top-bar text (the test server's real port changes from run to run)."""
@@ -44,27 +44,18 @@ def write_fixed(server: BackgroundServer) -> FixedState:
 
 async def refreshed(pilot: Pilot[Any], at_least: int = 1, timeout: float = 10.0) -> LiveScreen:
     """Wait until the current screen has applied `at_least` polls; returns it."""
-    deadline = time.monotonic() + timeout
-    while True:
+    def applied() -> LiveScreen | None:
         screen = pilot.app.screen
-        if isinstance(screen, LiveScreen) and screen.refreshes >= at_least:
-            await pilot.pause()
-            return screen
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{type(screen).__name__} did not refresh within {timeout}s")
-        await pilot.pause(0.02)
+        return screen if isinstance(screen, LiveScreen) and screen.refreshes >= at_least else None
+    screen = await await_until(applied, timeout, f"the screen to apply {at_least} poll(s)", interval=0.02,
+                               pause=pilot.pause)
+    await pilot.pause()
+    return screen
 
 
 async def until(pilot: Pilot[Any], condition: Callable[[], Any], timeout: float = 10.0, what: str = "") -> Any:
     """Let the app run until `condition()` is truthy; returns its value."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what or condition}")
-        await pilot.pause(0.05)
+    return await await_until(condition, timeout, what, pause=pilot.pause)
 
 
 class FakeAgent:

@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
-import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator
+from collections.abc import AsyncIterator, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -176,31 +174,6 @@ class HttpAgent:
         reply = self.client.request("DELETE", path, json={"ids": kills}, headers=self.headers)
         assert reply.status_code == 200, reply.text
         return int(reply.json()["acked"])
-
-
-def wait_for(probe: Callable[[], T | None], timeout: float = 20.0, what: str = "", interval: float = 0.05) -> T:
-    """Poll `probe` until it returns something truthy (returned); AssertionError after `timeout` seconds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = probe()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:g}s waiting for {what or probe}")
-        time.sleep(interval)
-
-
-async def await_for(probe: Callable[[], Awaitable[T | None]], timeout: float = 15.0, interval: float = 0.05,
-                    what: str = "") -> T:
-    """Poll the coroutine `probe()` until it returns something truthy; fail after `timeout` seconds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = await probe()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what or probe}")
-        await asyncio.sleep(interval)
 
 
 def configured(settings: Settings, **overrides: Any) -> Settings:

@@ -20,8 +20,8 @@ import pytest
 
 from coordinator.config import Settings, load_settings
 from coordinator.errors import ConfigError
-from tests.helpers import wait_for
 from tests.support.ports import free_port
+from tests.support.waiting import wait_until
 
 ROOT = Path(__file__).resolve().parent.parent
 FOREIGN_ENV = ("AIDD_", "REDIS_URL", "DATABASE_URL", "POSTGRES_", "MINIO_")
@@ -219,7 +219,7 @@ def test_serve_answers_health_and_stops_cleanly(serving_process: tuple[subproces
     """A real `aidd --serve` starts its embedded Redis and PostgreSQL, answers /api/v1/health, exits 0 on
     SIGTERM or SIGINT and leaves no server process behind."""
     process, url = serving_process
-    report = wait_for(lambda: health(url) if process.poll() is None else {"exited": process.returncode},
+    report = wait_until(lambda: health(url) if process.poll() is None else {"exited": process.returncode},
                       timeout=90, interval=0.2, what="aidd --serve to answer")
     assert "exited" not in report, process.communicate()[1]
     assert report["status"] == "ok" and report["redis"] == "ok" and report["postgres"] == "ok", report

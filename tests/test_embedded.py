@@ -30,8 +30,8 @@ from sqlalchemy.ext.asyncio import create_async_engine
 
 from coordinator.embedded import EmbeddedServers, start_embedded
 from coordinator.errors import EmbeddedError
-from tests.faults.processes import poll
 from tests.support.ports import free_port
+from tests.support.waiting import wait_until
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -285,13 +285,14 @@ def test_killed_servers_are_restarted_with_their_data(tmp_path: Path, caplog: py
         write_data(servers)
         killed = [servers.redis_pid, servers.postgres_pid]
         os.kill(killed[0], signal.SIGKILL)
-        poll(lambda: servers.redis_pid != killed[0] and answers(servers), 10, "Redis to be restarted")
+        wait_until(lambda: servers.redis_pid != killed[0] and answers(servers), 10, "Redis to be restarted")
         os.kill(killed[1], signal.SIGKILL)
-        poll(lambda: servers.postgres_pid != killed[1] and answers(servers), 10, "PostgreSQL to be restarted")
+        wait_until(lambda: servers.postgres_pid != killed[1] and answers(servers), 10, "PostgreSQL to be restarted")
         restarted = [servers.redis_pid, servers.postgres_pid]
         assert_data(servers)  # same socket, same port, same data
         assert servers.gave_up is None
-        poll(lambda: sum("restarted" in r.getMessage() for r in caplog.records) == 2, 10, "the second restart's line")
+        wait_until(lambda: sum("restarted" in r.getMessage() for r in caplog.records) == 2, 10,
+                   "the second restart's line")
     assert all(gone(pid) for pid in restarted)  # stop() ends the restarted servers too
     lines = [r.getMessage() for r in caplog.records]  # two deaths: stopping is not taken for a third
     assert [line.split(";")[0] for line in lines if "died" in line] == [
@@ -326,7 +327,7 @@ def test_a_server_that_cannot_be_restarted_ends_aidd_with_an_error(tmp_path: Pat
                 return httpx.get(f"http://127.0.0.1:{port}/api/v1/health").status_code == 200
             except httpx.HTTPError:
                 return False
-        poll(healthy, 60, "aidd to be healthy")
+        wait_until(healthy, 60, "aidd to be healthy")
         servers = {c.name(): c.pid for c in psutil.Process(aidd.pid).children()}
         conf = tmp_path / "state" / "postgres" / "postgresql.conf"
         conf.write_text(conf.read_text() + "\nno_such_setting = 1\n")

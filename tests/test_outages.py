@@ -21,8 +21,9 @@ from coordinator.metrics import Metrics
 from coordinator.service import Coordinator
 from coordinator.wakeup import Waker
 from nodeagent.gpu import NvmlProbe
-from tests.helpers import await_for, started
+from tests.helpers import started
 from tests.support.ports import free_port
+from tests.support.waiting import await_until
 
 pytestmark = pytest.mark.anyio
 
@@ -95,7 +96,7 @@ async def test_a_bug_in_the_wakeup_listener_is_counted_and_it_listens_on(coordin
         await waiting
         return len(fired) > 2  # the bug, the listener's own fire on resubscribing, then a message's
 
-    await await_for(woken_after_publishing, what="a wake-up after the bug")
+    await await_until(woken_after_publishing, what="a wake-up after the bug")
     [record] = logged(caplog, logging.ERROR, "wakeup: unexpected error")
     assert record.exc_info is not None and record.exc_info[0] is KeyError
     assert bugs(metrics, "wakeup") == 1
