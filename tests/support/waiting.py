@@ -5,8 +5,8 @@ from __future__ import annotations
 import asyncio
 import inspect
 import time
-from collections.abc import Awaitable, Callable
-from typing import TypeVar
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import TypeVar, cast
 
 T = TypeVar("T")
 
@@ -33,16 +33,17 @@ def wait_until(probe: Callable[[], T | None], timeout: float = 20.0, what: str =
     return value
 
 
-async def await_until(probe: Callable[[], Awaitable[T | None] | T | None], timeout: float = 15.0, what: str = "",
-                      interval: float = 0.05, pause: Callable[[float], Awaitable[object]] = asyncio.sleep) -> T:
+async def await_until(probe: Callable[[], Coroutine[object, object, T | None] | T | None], timeout: float = 15.0,
+                      what: str = "", interval: float = 0.05,
+                      pause: Callable[[float], Awaitable[object]] = asyncio.sleep) -> T:
     """`wait_until` in an event loop: `probe` may be a coroutine function; between tries the loop runs `pause`
     (a console test passes `pilot.pause`, so the app handles its messages meanwhile)."""
     deadline = Deadline(timeout, what or probe)
     while True:
-        value = probe()
-        if inspect.isawaitable(value):
-            value = await value
+        answer = probe()
+        # A coroutine is awaited; any other awaitable is an answer (a Textual widget is awaitable).
+        value = await answer if inspect.iscoroutine(answer) else answer
         if value:
-            return value
+            return cast(T, value)
         deadline.check()
         await pause(interval)
