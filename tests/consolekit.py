@@ -1,4 +1,4 @@
-"""Helpers for the console tests: the app on a real API, a fake agent over HTTP, the record, waiting."""
+"""Helpers for the console tests: the app on a real API, a scripted agent over HTTP, the record, waiting."""
 
 from __future__ import annotations
 
@@ -19,6 +19,7 @@ from console.screens.live import LiveScreen
 from coordinator.client import CoordinatorClient
 from coordinator.reconcile import rebuild_index
 from coordinator.server import BackgroundServer
+from tests.support.agent import HttpAgent
 from tests.support.waiting import await_until
 
 WHERE = "embedded · 127.0.0.1:8333 · state ~/.local/share/aidd"
@@ -58,43 +59,9 @@ async def until(pilot: Pilot[Any], condition: Callable[[], Any], timeout: float 
     return await await_until(condition, timeout, what, pause=pilot.pause)
 
 
-class FakeAgent:
-    """A node agent scripted over HTTP: register, lease, report, heartbeat."""
-
-    def __init__(self, http: httpx.Client, hostname: str = "node-1", **fields: Any) -> None:
-        self.http = http
-        reply = http.post("/api/v1/workers/register", json={"hostname": hostname, "cpu_cores": 8, "slots": 4,
-                                                            **fields})
-        reply.raise_for_status()
-        self.id, self.token = reply.json()["id"], reply.json()["token"]
-        self.headers = {"Authorization": f"Bearer {self.token}"}
-
-    def lease(self, max_tasks: int = 1) -> list[dict[str, Any]]:
-        """Take up to `max_tasks` tasks (they become running)."""
-        reply = self.http.post(f"/api/v1/workers/{self.id}/lease", json={"max_tasks": max_tasks, "wait_s": 0},
-                               headers=self.headers)
-        reply.raise_for_status()
-        return reply.json()["tasks"]  # type: ignore[no-any-return]
-
-    def fail(self, leased: dict[str, Any], error: str = "boom") -> None:
-        """Report the attempt failed."""
-        self._report(leased, "failed", error=error, exit_code=1)
-
-    def succeed(self, leased: dict[str, Any], result: Any) -> None:
-        """Report the attempt succeeded with `result`."""
-        self._report(leased, "succeeded", result=result)
-
-    def _report(self, leased: dict[str, Any], event: str, **fields: Any) -> None:
-        body = {"task_id": leased["task_id"], "attempt_id": leased["attempt_id"], "event": event, **fields}
-        self.http.post(f"/api/v1/workers/{self.id}/reports", json={"events": [body]},
-                       headers=self.headers).raise_for_status()
-
-    def heartbeat(self, current: list[str]) -> dict[str, Any]:
-        """One heartbeat; the answer carries commands (e.g. cancel-task)."""
-        reply = self.http.post(f"/api/v1/workers/{self.id}/heartbeat", json={"current_tasks": current},
-                               headers=self.headers)
-        reply.raise_for_status()
-        return reply.json()  # type: ignore[no-any-return]
+def scripted_agent(http: httpx.Client, hostname: str = "node-1", **fields: Any) -> HttpAgent:
+    """A node agent scripted over HTTP, registered as the console tests show one (8 cores, 4 slots)."""
+    return HttpAgent.register(http, **{"hostname": hostname, "cpu_cores": 8, "slots": 4, **fields})
 
 
 def record(server: BackgroundServer, sql: str, **params: Any) -> list[dict[str, Any]]:

@@ -132,50 +132,6 @@ async def drive_all(coordinator: Coordinator, **fields: Any) -> dict[TaskStatus,
     return {s: await drive_to(coordinator, s, **fields) for s in TaskStatus}
 
 
-@dataclass
-class HttpAgent:
-    """A node agent speaking the real HTTP API with its own worker token."""
-
-    client: httpx.Client
-    id: str
-    token: str
-
-    @classmethod
-    def register(cls, client: httpx.Client, token: str | None = None, **fields: Any) -> HttpAgent:
-        headers = {"Authorization": f"Bearer {token}"} if token else {}
-        reply = client.post("/api/v1/workers/register", json={"hostname": "node", **fields}, headers=headers)
-        assert reply.status_code == 201, reply.text
-        return cls(client, reply.json()["id"], reply.json()["token"])
-
-    @property
-    def headers(self) -> dict[str, str]:
-        return {"Authorization": f"Bearer {self.token}"}
-
-    def post(self, what: str, body: Any) -> httpx.Response:
-        """POST to one of this worker's routes (heartbeat, lease, reports)."""
-        return self.client.post(f"/api/v1/workers/{self.id}/{what}", json=body, headers=self.headers)
-
-    def lease(self, max_tasks: int = 1, **ask: Any) -> list[dict[str, Any]]:
-        reply = self.post("lease", {"max_tasks": max_tasks, **ask})
-        assert reply.status_code == 200, reply.text
-        return list(reply.json()["tasks"])
-
-    def report(self, leased: dict[str, Any], event: str = "succeeded", **fields: Any) -> httpx.Response:
-        return self.post("reports", {"events": [{"task_id": leased["task_id"], "attempt_id": leased["attempt_id"],
-                                                 "event": event, **fields}]})
-
-    def confirm_stopped(self) -> int:
-        """Acknowledge every cancel-task command, as an agent does once the attempt's process is gone."""
-        path = f"/api/v1/workers/{self.id}/commands"
-        commands = self.client.get(path, headers=self.headers).json()["items"]
-        kills = [c["id"] for c in commands if c["command"] == "cancel-task"]
-        if not kills:
-            return 0
-        reply = self.client.request("DELETE", path, json={"ids": kills}, headers=self.headers)
-        assert reply.status_code == 200, reply.text
-        return int(reply.json()["acked"])
-
-
 def configured(settings: Settings, **overrides: Any) -> Settings:
     """The settings with some values changed, validated (env forms such as `api_keys="role:key,..."` parse)."""
     return Settings.model_validate({**settings.model_dump(), **overrides})

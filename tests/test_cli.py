@@ -24,7 +24,7 @@ from console.background import find_coordinator, start_coordinator, stop_all
 from console.localagent import LocalAgent
 from coordinator.cli import main as cli_main
 from coordinator.server import BackgroundServer
-from tests.helpers import HttpAgent
+from tests.support.agent import HttpAgent
 from tests.support.ports import free_port
 from tests.support.tasks import task_body
 

@@ -22,7 +22,7 @@ from coordinator.gpus import GpuHold, idle_seconds
 from coordinator.server import BackgroundServer
 from nodeagent.gpu import FakeGpus, GpuInfo
 from tests.agent_helpers import AgentProcess, Api
-from tests.helpers import HttpAgent
+from tests.support.agent import HttpAgent
 from tests.support.tasks import task_body
 from tests.support.waiting import wait_until
 from tests.test_agent_e2e import real_gpus

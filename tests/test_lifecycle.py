@@ -19,7 +19,8 @@ from coordinator.server import BackgroundServer
 from coordinator.service import Coordinator
 from coordinator.states import Action
 from tests.faults.link import Link
-from tests.helpers import Agent, HttpAgent, started, submit, submit_one
+from tests.helpers import Agent, started, submit, submit_one
+from tests.support.agent import HttpAgent
 from tests.support.tasks import task_body
 from tests.support.waiting import await_until
 

@@ -22,7 +22,8 @@ from coordinator.config import Settings
 from coordinator.server import BackgroundServer
 from coordinator.service import Coordinator
 from coordinator.states import Action, TaskStatus
-from tests.helpers import HttpAgent, drive_to, started
+from tests.helpers import drive_to, started
+from tests.support.agent import HttpAgent
 from tests.support.tasks import task_body
 from tests.support.waiting import await_until
 

@@ -11,7 +11,7 @@ import pytest
 from coordinator.cli import main as cli_main
 from coordinator.server import BackgroundServer
 from tests.consolekit import console, refreshed, until
-from tests.helpers import HttpAgent
+from tests.support.agent import HttpAgent
 from tests.support.tasks import task_body
 from tests.support.waiting import wait_until
 

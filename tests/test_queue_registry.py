@@ -13,7 +13,8 @@ from coordinator.config import Settings
 from coordinator.keys import Keys
 from coordinator.reconcile import rebuild_index, repair_drift
 from coordinator.server import BackgroundServer
-from tests.helpers import HttpAgent, serving
+from tests.helpers import serving
+from tests.support.agent import HttpAgent
 from tests.support.tasks import task_body
 
 

@@ -13,7 +13,8 @@ from coordinator.reconcile import rebuild_index
 from coordinator.schemas import ServiceChange
 from coordinator.server import BackgroundServer
 from coordinator.service import Coordinator
-from tests.helpers import Agent, HttpAgent, started, submit, submit_one
+from tests.helpers import Agent, started, submit, submit_one
+from tests.support.agent import HttpAgent
 from tests.support.tasks import task_body
 from tests.support.waiting import wait_until
 
