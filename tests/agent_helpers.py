@@ -10,19 +10,10 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import psutil
 
 from tests.support.waiting import wait_until
 
 ROOT = Path(__file__).resolve().parent.parent
-
-
-def gone(pid: int) -> bool:
-    """Whether a process no longer runs (a zombie waiting for a reaper counts as gone)."""
-    try:
-        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:
-        return True
 
 
 class AgentProcess:

@@ -20,6 +20,7 @@ import pytest
 
 from coordinator.config import Settings, load_settings
 from coordinator.errors import ConfigError
+from tests.support.pids import gone
 from tests.support.ports import free_port
 from tests.support.waiting import wait_until
 
@@ -204,13 +205,6 @@ def health(url: str) -> dict[str, Any] | None:
     except httpx.HTTPError:
         return None
     return dict(reply.json()) if reply.status_code == 200 else None
-
-
-def gone(pid: int) -> bool:
-    try:
-        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:
-        return True
 
 
 @pytest.mark.parametrize("stop", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])

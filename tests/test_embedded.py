@@ -30,6 +30,7 @@ from sqlalchemy.ext.asyncio import create_async_engine
 
 from coordinator.embedded import EmbeddedServers, start_embedded
 from coordinator.errors import EmbeddedError
+from tests.support.pids import gone
 from tests.support.ports import free_port
 from tests.support.waiting import wait_until
 
@@ -58,14 +59,6 @@ def embedded(state_dir: Path) -> Iterator[EmbeddedServers]:
 def pg_conninfo(servers: EmbeddedServers) -> str:
     """The asyncpg SQLAlchemy URL as a libpq URL for psycopg."""
     return servers.database_url.replace("postgresql+asyncpg://", "postgresql://")
-
-
-def gone(pid: int) -> bool:
-    """True if the process has exited (a zombie nobody reaped counts as exited)."""
-    try:
-        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:
-        return True
 
 
 def wait_gone(pids: list[int], timeout_s: float = 15.0) -> bool:

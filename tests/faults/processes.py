@@ -22,6 +22,7 @@ import psycopg
 import redis
 
 from coordinator.embedded import EmbeddedServers, start_embedded
+from tests.support.pids import gone
 from tests.support.ports import free_port
 from tests.support.waiting import wait_until
 
@@ -31,10 +32,7 @@ T = TypeVar("T")
 
 def alive(pid: int) -> bool:
     """Whether a process runs (a zombie counts as gone)."""
-    try:
-        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:
-        return False
+    return not gone(pid)
 
 
 def clean_env(extra: Mapping[str, str]) -> dict[str, str]:
