@@ -22,6 +22,7 @@ from sqlalchemy import select, text
 
 from coordinator.core import Core, utcnow
 from coordinator.models import WorkerCommand
+from coordinator.outages import OUTAGES, log_bug
 
 log = logging.getLogger(__name__)
 
@@ -77,12 +78,14 @@ class Beats:
             async with self.core.engine.begin() as conn:
                 await conn.execute(WRITE_TELEMETRY, {"ids": list(dirty), "ats": [at for _, at in dirty.values()],
                                                      "metrics": [m.decode() for m, _ in dirty.values()]})
-        except Exception as exc:  # PostgreSQL away: keep what is newest for the next try
+        except OUTAGES as exc:  # PostgreSQL away: keep what is newest for the next try
             log.warning("could not write heartbeat telemetry of %d workers: %s: %s", len(dirty), type(exc).__name__,
                         exc)
             self._dirty = {**dirty, **self._dirty}
             if self._flush_due is None:
                 self._flush_due = asyncio.get_running_loop().call_later(FLUSH_S * 4, self._start_flush)
+        except Exception:  # not retried: the same batch would fail again; the next beats write afresh
+            log_bug(log, self.core.metrics, "heartbeats")
 
     async def close(self) -> None:
         """Write what is left (the coordinator is stopping)."""

@@ -3,7 +3,8 @@
 Only one coordinator at a time holds the leader lease in Redis (`leader_lease` seconds, renewed every
 tick); it waits `takeover_grace` after taking it before declaring any worker dead, so after a restart or a
 failover every worker has a full heartbeat timeout to report in. A tick that fails (a store away) gives the
-lease up at once and keeps this process out of the race for one lease period, so a healthy coordinator leads.
+lease up at once and keeps this process out of the race for one lease period, so a healthy coordinator leads;
+a tick that fails for a bug keeps it (see `outages`).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from coordinator.core import Core
 from coordinator.files import FileService
 from coordinator.lifecycle import Lifecycle
 from coordinator.metrics import SNAPSHOT_PERIOD
+from coordinator.outages import OUTAGES, log_bug
 from coordinator.queue import as_str
 from coordinator.reasonhistory import ReasonHistory
 from coordinator.reconcile import repair_drift
@@ -100,20 +102,24 @@ class Timers:
             await asyncio.sleep(period)
 
     async def guarded_tick(self) -> bool:
-        """One tick that cannot fail: an error (Redis or PostgreSQL away) is logged, the leadership given up
+        """One tick that cannot fail. An outage (Redis or PostgreSQL away) is logged, the leadership given up
         (a healthy coordinator takes it; this one stays out of the race for one lease period), and the first tick
-        that leads again repairs the drift the outage left (tasks stored but not queued).
+        that leads again repairs the drift the outage left (tasks stored but not queued). A bug is logged with
+        its traceback and counted; the leadership stays (another coordinator runs the same code).
         Returns whether the tick succeeded."""
         try:
             await self.tick()
             return True
-        except Exception as exc:
+        except OUTAGES as exc:
             log.warning("timers: %s: %s", type(exc).__name__, exc)
             self._sit_out_until = time.monotonic() + self.core.settings.leader_lease
             with contextlib.suppress(Exception):  # the store that failed may well be Redis
                 await self._resign()
             self.leader_since = None
             self._last_reconcile = -math.inf
+            return False
+        except Exception:
+            log_bug(log, self.core.metrics, "timers")
             return False
 
     async def tick(self) -> None:

@@ -170,6 +170,9 @@ class Metrics:
         self.refused = Counter("aidd_reports_refused", "Agent reports refused: their attempt is no longer current "
                                "(the fence)", ["event"], registry=r)
         self.workers_lost = Counter("aidd_workers_lost", "Workers declared lost for want of heartbeats", registry=r)
+        self.internal_errors = Counter("aidd_internal_errors", "Bugs (errors that are not a store's or the "
+                                       "network's) caught by a background job, by job (see outages.py)", ["where"],
+                                       registry=r)
         self.http = Histogram("aidd_http_request_duration_seconds", "HTTP request durations by route template",
                               ["method", "route"], buckets=LATENCY_BUCKETS, registry=r)
         self.http_requests = Counter("aidd_http_requests", "HTTP requests by route template and status code",

@@ -8,14 +8,17 @@ import time
 
 from redis.asyncio import Redis
 
+from coordinator.metrics import Metrics
+from coordinator.outages import OUTAGES, log_bug
+
 log = logging.getLogger(__name__)
 
 
 class Waker:
     """An event that fires on every message of the wakeup channel; `w:<worker id>` wakes that worker's lease only."""
 
-    def __init__(self, redis: Redis, channel: str) -> None:
-        self.redis, self.channel = redis, channel
+    def __init__(self, redis: Redis, channel: str, metrics: Metrics) -> None:
+        self.redis, self.channel, self.metrics = redis, channel, metrics
         self._event = asyncio.Event()
         self._workers: dict[str, asyncio.Event] = {}
         self._task: asyncio.Task[None] | None = None
@@ -74,7 +77,9 @@ class Waker:
                                 self.fire()
             except asyncio.CancelledError:
                 raise
-            except Exception as exc:  # Redis gone: leases fall back to their timeout; retry
+            except OUTAGES as exc:  # Redis gone: leases fall back to their timeout; retry
                 log.warning("wakeup channel lost (%s); resubscribing", exc)
-                self.fire()
-                await asyncio.sleep(max(0.0, 1.0 - (time.monotonic() - started)))
+            except Exception:
+                log_bug(log, self.metrics, "wakeup")
+            self.fire()
+            await asyncio.sleep(max(0.0, 1.0 - (time.monotonic() - started)))

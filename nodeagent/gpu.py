@@ -1,8 +1,9 @@
 """GPUs behind one small probe: NVML in production, a fake inventory for tests and demos.
 
 Follows nvitop's pattern: pynvml is imported and initialised lazily on first use, every NVML call goes
-through one helper that turns errors into "not available", and "no pynvml" or "no driver" is a normal
-case that simply means no GPUs. `AIDD_FAKE_GPUS` (a JSON list) swaps in `FakeGpus`.
+through one helper that turns NVML's errors into "not available" (anything else is a bug, and surfaces),
+and "no pynvml" or "no driver" is a normal case that simply means no GPUs. `AIDD_FAKE_GPUS` (a JSON list)
+swaps in `FakeGpus`.
 """
 
 from __future__ import annotations
@@ -67,19 +68,23 @@ class NvmlProbe:
             self._handles = []
             try:
                 import pynvml
-
+            except ImportError as exc:
+                log.info("no GPUs: %s", exc)
+                return self._handles
+            try:
                 pynvml.nvmlInit()
                 self._nvml = pynvml
                 self._handles = [pynvml.nvmlDeviceGetHandleByIndex(i) for i in range(pynvml.nvmlDeviceGetCount())]
-            except Exception as exc:  # ImportError, NVMLError_LibraryNotFound, DriverNotLoaded, ...
+            except pynvml.NVMLError as exc:  # NVMLError_LibraryNotFound, DriverNotLoaded, ...
                 log.info("no GPUs: %s", exc or type(exc).__name__)
         return self._handles
 
     def _query(self, function: str, handle: Any, *args: Any) -> Any:
-        """One NVML call; any NVML error (not supported, no permission, GPU lost, ...) is None."""
+        """One NVML call; an NVML error (not supported, no permission, GPU lost, ...) is None, anything else a
+        bug that surfaces."""
         try:
             return getattr(self._nvml, function)(handle, *args)
-        except Exception:
+        except self._nvml.NVMLError:
             return None
 
     def inventory(self) -> list[GpuInfo]:

@@ -10,19 +10,10 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import psutil
 
-from tests.helpers import wait_for
+from tests.support.waiting import wait_until
 
 ROOT = Path(__file__).resolve().parent.parent
-
-
-def gone(pid: int) -> bool:
-    """Whether a process no longer runs (a zombie waiting for a reaper counts as gone)."""
-    try:
-        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:
-        return True
 
 
 class AgentProcess:
@@ -87,7 +78,7 @@ class Api:
 
     def wait_status(self, task_id: str, *statuses: str, timeout: float = 20.0) -> dict[str, Any]:
         """The task once it is in one of `statuses`."""
-        return wait_for(lambda: (t := self.task(task_id))["status"] in statuses and t, timeout,
+        return wait_until(lambda: (t := self.task(task_id))["status"] in statuses and t, timeout,
                         f"task {task_id} to be {'/'.join(statuses)}")
 
     def command(self, worker_id: str, command: str, **args: Any) -> None:

@@ -6,7 +6,6 @@ import asyncio
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -26,6 +25,7 @@ from coordinator.embedded import EmbeddedServers, start_embedded
 from coordinator.models import Base
 from coordinator.server import BackgroundServer
 from coordinator.service import Coordinator
+from tests.support.ports import free_port
 
 
 @pytest.fixture(scope="session")
@@ -127,9 +127,7 @@ def client(api_server: BackgroundServer) -> Iterator[httpx.Client]:
 def s3_endpoint() -> Iterator[str]:
     """`host:port` of a real S3-protocol server for the whole session: moto's stand-alone server on loopback,
     started here and stopped by its pid (it keeps objects in memory; each test uses its own bucket)."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    port = free_port()
     process = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 60

@@ -1,9 +1,8 @@
-"""Helpers for the console tests: the app on a real API, a fake agent over HTTP, the record, waiting."""
+"""Helpers for the console tests: the app on a real API, a scripted agent over HTTP, the record, waiting."""
 
 from __future__ import annotations
 
 import asyncio
-import time
 import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -20,6 +19,8 @@ from console.screens.live import LiveScreen
 from coordinator.client import CoordinatorClient
 from coordinator.reconcile import rebuild_index
 from coordinator.server import BackgroundServer
+from tests.support.agent import HttpAgent
+from tests.support.waiting import await_until
 
 WHERE = "embedded · 127.0.0.1:8333 · state ~/.local/share/aidd"
 """A fixed top-bar text (the test server's real port changes from run to run)."""
@@ -44,72 +45,23 @@ def write_fixed(server: BackgroundServer) -> FixedState:
 
 async def refreshed(pilot: Pilot[Any], at_least: int = 1, timeout: float = 10.0) -> LiveScreen:
     """Wait until the current screen has applied `at_least` polls; returns it."""
-    deadline = time.monotonic() + timeout
-    while True:
+    def applied() -> LiveScreen | None:
         screen = pilot.app.screen
-        if isinstance(screen, LiveScreen) and screen.refreshes >= at_least:
-            await pilot.pause()
-            return screen
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{type(screen).__name__} did not refresh within {timeout}s")
-        await pilot.pause(0.02)
+        return screen if isinstance(screen, LiveScreen) and screen.refreshes >= at_least else None
+    screen = await await_until(applied, timeout, f"the screen to apply {at_least} poll(s)", interval=0.02,
+                               pause=pilot.pause)
+    await pilot.pause()
+    return screen
 
 
 async def until(pilot: Pilot[Any], condition: Callable[[], Any], timeout: float = 10.0, what: str = "") -> Any:
     """Let the app run until `condition()` is truthy; returns its value."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what or condition}")
-        await pilot.pause(0.05)
+    return await await_until(condition, timeout, what, pause=pilot.pause)
 
 
-def task_body(service: str = "admet", task_type: str = "qikprop", **fields: Any) -> dict[str, Any]:
-    """A task submission (the original clients' form plus extras)."""
-    return {"service": service, "task_type": task_type, "name": f"{service} {task_type}",
-            "input_params": {"smiles": ["CCO"]}, **fields}
-
-
-class FakeAgent:
-    """A node agent scripted over HTTP: register, lease, report, heartbeat."""
-
-    def __init__(self, http: httpx.Client, hostname: str = "node-1", **fields: Any) -> None:
-        self.http = http
-        reply = http.post("/api/v1/workers/register", json={"hostname": hostname, "cpu_cores": 8, "slots": 4,
-                                                            **fields})
-        reply.raise_for_status()
-        self.id, self.token = reply.json()["id"], reply.json()["token"]
-        self.headers = {"Authorization": f"Bearer {self.token}"}
-
-    def lease(self, max_tasks: int = 1) -> list[dict[str, Any]]:
-        """Take up to `max_tasks` tasks (they become running)."""
-        reply = self.http.post(f"/api/v1/workers/{self.id}/lease", json={"max_tasks": max_tasks, "wait_s": 0},
-                               headers=self.headers)
-        reply.raise_for_status()
-        return reply.json()["tasks"]  # type: ignore[no-any-return]
-
-    def fail(self, leased: dict[str, Any], error: str = "boom") -> None:
-        """Report the attempt failed."""
-        self._report(leased, "failed", error=error, exit_code=1)
-
-    def succeed(self, leased: dict[str, Any], result: Any) -> None:
-        """Report the attempt succeeded with `result`."""
-        self._report(leased, "succeeded", result=result)
-
-    def _report(self, leased: dict[str, Any], event: str, **fields: Any) -> None:
-        body = {"task_id": leased["task_id"], "attempt_id": leased["attempt_id"], "event": event, **fields}
-        self.http.post(f"/api/v1/workers/{self.id}/reports", json={"events": [body]},
-                       headers=self.headers).raise_for_status()
-
-    def heartbeat(self, current: list[str]) -> dict[str, Any]:
-        """One heartbeat; the answer carries commands (e.g. cancel-task)."""
-        reply = self.http.post(f"/api/v1/workers/{self.id}/heartbeat", json={"current_tasks": current},
-                               headers=self.headers)
-        reply.raise_for_status()
-        return reply.json()  # type: ignore[no-any-return]
+def scripted_agent(http: httpx.Client, hostname: str = "node-1", **fields: Any) -> HttpAgent:
+    """A node agent scripted over HTTP, registered as the console tests show one (8 cores, 4 slots)."""
+    return HttpAgent.register(http, **{"hostname": hostname, "cpu_cores": 8, "slots": 4, **fields})
 
 
 def record(server: BackgroundServer, sql: str, **params: Any) -> list[dict[str, Any]]:

@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
-import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator
+from collections.abc import AsyncIterator, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -20,14 +18,9 @@ from coordinator.schemas import Heartbeat, LeaseRequest, TaskEvent, TaskSpec, Wo
 from coordinator.server import BackgroundServer
 from coordinator.service import Coordinator
 from coordinator.states import Action, TaskStatus
+from tests.support.tasks import task_body
 
 T = TypeVar("T")
-
-
-def task_body(service: str = "admet", task_type: str = "qikprop", **fields: Any) -> dict[str, Any]:
-    """A task submission body (the SPEC's legacy form plus any extra fields)."""
-    return {"service": service, "task_type": task_type, "name": f"{service} {task_type}",
-            "input_params": {"smiles": ["CCO"]}, **fields}
 
 
 async def submit(coordinator: Coordinator, count: int = 1, **fields: Any) -> list[str]:
@@ -137,75 +130,6 @@ async def drive_to(coordinator: Coordinator, status: TaskStatus, **fields: Any) 
 async def drive_all(coordinator: Coordinator, **fields: Any) -> dict[TaskStatus, Driven]:
     """One task in every state."""
     return {s: await drive_to(coordinator, s, **fields) for s in TaskStatus}
-
-
-@dataclass
-class HttpAgent:
-    """A node agent speaking the real HTTP API with its own worker token."""
-
-    client: httpx.Client
-    id: str
-    token: str
-
-    @classmethod
-    def register(cls, client: httpx.Client, token: str | None = None, **fields: Any) -> HttpAgent:
-        headers = {"Authorization": f"Bearer {token}"} if token else {}
-        reply = client.post("/api/v1/workers/register", json={"hostname": "node", **fields}, headers=headers)
-        assert reply.status_code == 201, reply.text
-        return cls(client, reply.json()["id"], reply.json()["token"])
-
-    @property
-    def headers(self) -> dict[str, str]:
-        return {"Authorization": f"Bearer {self.token}"}
-
-    def post(self, what: str, body: Any) -> httpx.Response:
-        """POST to one of this worker's routes (heartbeat, lease, reports)."""
-        return self.client.post(f"/api/v1/workers/{self.id}/{what}", json=body, headers=self.headers)
-
-    def lease(self, max_tasks: int = 1, **ask: Any) -> list[dict[str, Any]]:
-        reply = self.post("lease", {"max_tasks": max_tasks, **ask})
-        assert reply.status_code == 200, reply.text
-        return list(reply.json()["tasks"])
-
-    def report(self, leased: dict[str, Any], event: str = "succeeded", **fields: Any) -> httpx.Response:
-        return self.post("reports", {"events": [{"task_id": leased["task_id"], "attempt_id": leased["attempt_id"],
-                                                 "event": event, **fields}]})
-
-    def confirm_stopped(self) -> int:
-        """Acknowledge every cancel-task command, as an agent does once the attempt's process is gone."""
-        path = f"/api/v1/workers/{self.id}/commands"
-        commands = self.client.get(path, headers=self.headers).json()["items"]
-        kills = [c["id"] for c in commands if c["command"] == "cancel-task"]
-        if not kills:
-            return 0
-        reply = self.client.request("DELETE", path, json={"ids": kills}, headers=self.headers)
-        assert reply.status_code == 200, reply.text
-        return int(reply.json()["acked"])
-
-
-def wait_for(probe: Callable[[], T | None], timeout: float = 20.0, what: str = "", interval: float = 0.05) -> T:
-    """Poll `probe` until it returns something truthy (returned); AssertionError after `timeout` seconds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = probe()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:g}s waiting for {what or probe}")
-        time.sleep(interval)
-
-
-async def await_for(probe: Callable[[], Awaitable[T | None]], timeout: float = 15.0, interval: float = 0.05,
-                    what: str = "") -> T:
-    """Poll the coroutine `probe()` until it returns something truthy; fail after `timeout` seconds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = await probe()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what or probe}")
-        await asyncio.sleep(interval)
 
 
 def configured(settings: Settings, **overrides: Any) -> Settings:

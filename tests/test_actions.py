@@ -11,7 +11,9 @@ import pytest
 
 from coordinator.server import BackgroundServer
 from coordinator.states import Action, TaskStatus
-from tests.helpers import Driven, HttpAgent, drive_all, drive_to, task_body
+from tests.helpers import Driven, drive_all, drive_to
+from tests.support.agent import HttpAgent
+from tests.support.tasks import task_body
 
 ALLOWED: dict[Action, dict[TaskStatus, TaskStatus]] = {
     Action.CANCEL: {TaskStatus.PENDING: TaskStatus.CANCELLED, TaskStatus.RUNNING: TaskStatus.CANCELLED},

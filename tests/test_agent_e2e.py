@@ -23,7 +23,9 @@ from redis import Redis as SyncRedis
 from coordinator.config import Settings
 from coordinator.server import BackgroundServer
 from nodeagent.gpu import GpuInfo, NvmlProbe
-from tests.agent_helpers import AgentProcess, Api, gone, wait_for
+from tests.agent_helpers import AgentProcess, Api
+from tests.support.pids import gone
+from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.slow
 FAST = {"port": 0, "heartbeat_timeout": 3.0, "lease_max_wait": 2.0}
@@ -61,13 +63,13 @@ def start_agent(live: BackgroundServer, tmp_path: Path, agents: list[AgentProces
     """Start an agent and wait until it has registered; returns it and its worker id."""
     agent = AgentProcess(live.url, tmp_path, name, *args, env=env)
     agents.append(agent)
-    worker = wait_for(lambda: api.worker(name), 20, f"agent {name} to register")
+    worker = wait_until(lambda: api.worker(name), 20, f"agent {name} to register")
     return agent, str(worker["id"])
 
 
 def child_pid(api: Api, task_id: str) -> int:
     """The pid a task printed as `child=<pid>`."""
-    found = wait_for(lambda: [m for line in api.logs(task_id) for m in re.findall(r"child=(\d+)", line)], 20,
+    found = wait_until(lambda: [m for line in api.logs(task_id) for m in re.findall(r"child=(\d+)", line)], 20,
                      f"task {task_id} to print its child's pid")
     return int(found[0])
 
@@ -158,7 +160,7 @@ def test_timeout_kills_the_whole_process_tree(live: BackgroundServer, tmp_path: 
 
     timed_out = api.wait_status(task_id, "timeout", timeout=20)
     assert "timed out after 2s" in timed_out["error"]
-    wait_for(lambda: gone(pid), 10, f"the task's child {pid} to be killed")
+    wait_until(lambda: gone(pid), 10, f"the task's child {pid} to be killed")
 
 
 def test_cancel_kills_a_running_task_tree(live: BackgroundServer, tmp_path: Path, agents: list[AgentProcess],
@@ -168,12 +170,12 @@ def test_cancel_kills_a_running_task_tree(live: BackgroundServer, tmp_path: Path
     pid = child_pid(api, task_id)
 
     assert api.http.delete(f"/api/v1/tasks/{task_id}").status_code == 200
-    wait_for(lambda: gone(pid), 15, f"the cancelled task's child {pid} to be killed")
+    wait_until(lambda: gone(pid), 15, f"the cancelled task's child {pid} to be killed")
     assert api.task(task_id)["status"] == "cancelled"
     # the agent took the cancel-task command and acknowledged it
     worker = api.worker("cancel-node")
     assert worker is not None
-    wait_for(lambda: not api.http.get(f"/api/v1/workers/{worker['id']}/commands").json()["items"], 10,
+    wait_until(lambda: not api.http.get(f"/api/v1/workers/{worker['id']}/commands").json()["items"], 10,
              "the command to be acknowledged")
 
 
@@ -184,11 +186,11 @@ def test_task_of_a_killed_agent_succeeds_on_another(live: BackgroundServer, tmp_
     task_id = api.submit(input_params={"argv": [sys.executable, "-c", script]})
     running = api.wait_status(task_id, "running")
     assert running["worker_id"] == first_id
-    pid = int(wait_for(lambda: [ln.split()[1] for ln in api.logs(task_id) if ln.startswith("pid ")], 15,
+    pid = int(wait_until(lambda: [ln.split()[1] for ln in api.logs(task_id) if ln.startswith("pid ")], 15,
                        "the task to print its pid")[0])
 
     first.kill()
-    wait_for(lambda: gone(pid), 5, "the task to die with its agent (parent-death signal)")
+    wait_until(lambda: gone(pid), 5, "the task to die with its agent (parent-death signal)")
     _, second_id = start_agent(live, tmp_path, agents, api, "rescue-node")
     done = api.wait_status(task_id, "succeeded", timeout=30)
     assert done["worker_id"] == second_id and done["attempts"] == 2
@@ -240,7 +242,7 @@ def test_a_gpu_task_waits_for_the_busy_gpu_and_says_so(live: BackgroundServer, t
     api.wait_status(holder, "running")
     waiting = api.submit(group="gpu1", resources={"gpu": 1}, input_params={"argv": ["true"]})
     two = api.submit(group="gpu1", resources={"gpu": 2}, input_params={"argv": ["true"]})
-    assert wait_for(lambda: (r := api.task(waiting)["pending_reason"]) and r["code"] == "busy" and r, 10,
+    assert wait_until(lambda: (r := api.task(waiting)["pending_reason"]) and r["code"] == "busy" and r, 10,
                     "the busy reason")["message"] == "the 1 fitting worker is busy"
     assert api.task(two)["pending_reason"]["code"] == "too_big"
     assert api.wait_status(waiting, "succeeded", timeout=30)["attempts"] == 1
@@ -271,7 +273,7 @@ def test_drain_stops_new_leases_until_resume(live: BackgroundServer, tmp_path: P
                                             api: Api) -> None:
     agent, worker_id = start_agent(live, tmp_path, agents, api, "drain-node")
     api.command(worker_id, "drain")
-    wait_for(lambda: not api.http.get(f"/api/v1/workers/{worker_id}/commands").json()["items"], 10,
+    wait_until(lambda: not api.http.get(f"/api/v1/workers/{worker_id}/commands").json()["items"], 10,
              "the agent to acknowledge drain")
     task_id = api.submit(input_params={"argv": ["true"]})
     time.sleep(2.0)
@@ -316,8 +318,8 @@ def test_agent_fences_only_exclusive_tasks_when_the_coordinator_is_gone(settings
             plain = api.submit(input_params={"command": SPAWNS_CHILD, "shell": True})
             exclusive_pid, plain_pid = child_pid(api, exclusive), child_pid(api, plain)
         server.stop()
-        wait_for(lambda: gone(exclusive_pid), 8, "the agent to kill its exclusive task after losing the coordinator")
-        wait_for(lambda: "stopping 1 exclusive task(s)" in agent.output, 5, "the agent to say why")
+        wait_until(lambda: gone(exclusive_pid), 8, "the agent to kill its exclusive task after losing the coordinator")
+        wait_until(lambda: "stopping 1 exclusive task(s)" in agent.output, 5, "the agent to say why")
         time.sleep(1.0)
         assert not gone(plain_pid), "a task that is not exclusive must outlive a coordinator outage"
     finally:
@@ -376,7 +378,7 @@ def test_command_line_errors_are_one_line(tmp_path: Path) -> None:
 
 def test_unreachable_coordinator_is_retried_not_a_traceback(tmp_path: Path) -> None:
     agent = AgentProcess("http://127.0.0.1:9", tmp_path, "patient-node")
-    wait_for(lambda: agent.output.count("cannot reach the coordinator") >= 2, 15, "two retries")
+    wait_until(lambda: agent.output.count("cannot reach the coordinator") >= 2, 15, "two retries")
     assert agent.stop(signal.SIGTERM, timeout=10) == 0
     assert "Traceback" not in agent.output
 
@@ -395,7 +397,7 @@ def test_agent_registers_again_when_the_coordinator_forgot_it(live: BackgroundSe
         live.coordinator.workers._tokens.clear()
 
     live.call(forget)
-    new = wait_for(lambda: (w := api.worker("forgotten-node")) and w["id"] != old_id and w, 15,
+    new = wait_until(lambda: (w := api.worker("forgotten-node")) and w["id"] != old_id and w, 15,
                    "the agent to register again")
     task_id = api.submit(input_params={"argv": ["true"]})
     assert api.wait_status(task_id, "succeeded")["worker_id"] == new["id"]
@@ -488,6 +490,6 @@ def test_a_cuda_task_sees_only_its_gpu_and_its_memory_is_measured(real_gpus: lis
         return max((t.get("gpu_memory_gb") or 0.0 for t in beat.get("tasks", []) if t["task_id"] == task_id),
                    default=0.0)
 
-    assert wait_for(lambda: held() >= 2.0, 60, "the heartbeat to attribute 2 GiB of GPU memory to the task")
+    assert wait_until(lambda: held() >= 2.0, 60, "the heartbeat to attribute 2 GiB of GPU memory to the task")
     done = api.wait_status(task_id, "succeeded", timeout=60)
     assert api.logs(task_id) == ["devices 1"] and len(done["gpus"]) == 1

@@ -20,7 +20,8 @@ from redis import Redis as SyncRedis
 from coordinator.config import Settings
 from coordinator.server import BackgroundServer
 from scripts.check_images import image_command
-from tests.agent_helpers import Api, wait_for
+from tests.agent_helpers import Api
+from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parent.parent
@@ -95,7 +96,7 @@ def test_agent_image_entrypoint_runs_a_task(agent_venv: Path, live: BackgroundSe
         agent = subprocess.Popen(command, env=env, cwd=tmp_path, stdout=log, stderr=subprocess.STDOUT)
         try:
             api = Api(http)
-            worker = wait_for(lambda: api.worker("image-agent"), 30, "the image's agent to register")
+            worker = wait_until(lambda: api.worker("image-agent"), 30, "the image's agent to register")
             task_id = api.submit(input_params={"argv": [sys.executable, "-c", "print('from the image')"]})
             api.wait_status(task_id, "succeeded", timeout=30)
             assert api.logs(task_id) == ["from the image"]

@@ -18,7 +18,8 @@ from redis import Redis as SyncRedis
 
 from coordinator.config import Settings
 from coordinator.server import BackgroundServer
-from tests.agent_helpers import AgentProcess, Api, wait_for
+from tests.agent_helpers import AgentProcess, Api
+from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.slow
 POLL = 30.0
@@ -40,7 +41,7 @@ def test_cpu_bound_tasks_follow_each_other_without_waiting_out_the_poll(live: Ba
         api = Api(http)
         agent = AgentProcess(live.url, tmp_path, "busy-node", "--slots", str(cores + 4), "--heartbeat-interval", "5")
         try:
-            wait_for(lambda: api.worker("busy-node"), 20, "the agent to register")
+            wait_until(lambda: api.worker("busy-node"), 20, "the agent to register")
             time.sleep(1.0)  # its first lease is waiting (nothing queued yet)
             started = time.monotonic()
             # Each task takes every core: one runs at a time, the agent's other slots stay empty.

@@ -25,6 +25,7 @@ from nodeagent.keeper import Keeper
 from nodeagent.lines import CUT_MARK, LineSplitter
 from nodeagent.reporter import Reporter
 from nodeagent.telemetry import Telemetry
+from tests.support.waiting import wait_until
 
 # -- groups ---------------------------------------------------------------------------------------
 
@@ -129,13 +130,8 @@ def test_task_gpu_use_is_attributed_through_its_process_tree() -> None:
 
 
 def _wait_child(pid: int) -> int:
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        children = psutil.Process(pid).children()
-        if children:
-            return children[0].pid
-        time.sleep(0.05)
-    raise AssertionError(f"process {pid} started no child")
+    children = wait_until(lambda: psutil.Process(pid).children(), 10, f"process {pid} to start a child")
+    return children[0].pid
 
 
 # -- output lines and commands ------------------------------------------------------------------

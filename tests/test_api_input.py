@@ -17,7 +17,9 @@ from redis import Redis as SyncRedis
 from coordinator.api.app import ENDPOINTS
 from coordinator.config import Settings
 from coordinator.server import BackgroundServer
-from tests.helpers import HttpAgent, serving, task_body, wipe_index
+from tests.helpers import serving, wipe_index
+from tests.support.agent import HttpAgent
+from tests.support.tasks import task_body
 
 LIMITS = {"max_body_bytes": 4000, "max_batch_bytes": 40_000, "max_batch_tasks": 5}
 KEYS = "operator:op-key-123456,read:read-key-123456,submit:sub-key-1234567"

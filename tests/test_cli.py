@@ -8,7 +8,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -25,8 +24,9 @@ from console.background import find_coordinator, start_coordinator, stop_all
 from console.localagent import LocalAgent
 from coordinator.cli import main as cli_main
 from coordinator.server import BackgroundServer
-from tests.consolekit import task_body
-from tests.helpers import HttpAgent
+from tests.support.agent import HttpAgent
+from tests.support.ports import free_port
+from tests.support.tasks import task_body
 
 Captured = pytest.CaptureFixture[str]
 ROOT = Path(__file__).resolve().parent.parent
@@ -169,9 +169,7 @@ def test_stop_ends_the_background_coordinator_and_the_local_agent(capsys: Captur
     state = Path(tempfile.mkdtemp(prefix="aidd-stop-"))  # outside pytest's root: root's PostgreSQL runs as another user
     config = state / "empty.yml"
     config.write_text("{}\n")
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    port = free_port()
     try:
         coordinator = start_coordinator(state, "127.0.0.1", port, config)
         assert coordinator.url == f"http://127.0.0.1:{port}" and find_coordinator(state) == coordinator

@@ -16,8 +16,8 @@ from coordinator import views
 from coordinator.api import answers
 from coordinator.client import ApiError, CoordinatorClient
 from coordinator.server import BackgroundServer
-from tests.consolekit import FakeAgent
-from tests.helpers import task_body
+from tests.consolekit import scripted_agent
+from tests.support.tasks import task_body
 
 pytestmark = pytest.mark.anyio
 
@@ -72,7 +72,7 @@ def test_an_offline_workers_gpus_keep_the_readings_of_its_last_heartbeat() -> No
 async def test_the_client_builds_views_from_a_real_coordinator(api_server: BackgroundServer,
                                                                client: httpx.Client) -> None:
     """Real answers fit their schemas (typed fields included) and build views; one worker is fetched alone."""
-    agent = FakeAgent(client, "gpu-node-1", groups=["gpu"], gpus=[{"index": 0, "name": "A100", "memory_gb": 80}])
+    agent = scripted_agent(client, "gpu-node-1", groups=["gpu"], gpus=[{"index": 0, "name": "A100", "memory_gb": 80}])
     client.post(f"/api/v1/workers/{agent.id}/heartbeat", headers=agent.headers, json={
         "current_tasks": [], "gpus": [{"index": 0, "utilization": 3, "memory_used_gb": 1, "memory_total_gb": 80}]})
     batch = client.post("/api/v1/tasks", json={"tasks": [task_body(name="dock one", group="gpu",

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import signal
 import textwrap
-import time
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +14,7 @@ import pytest
 from coordinator.config import Settings
 from tests.agent_helpers import AgentProcess
 from tests.helpers import serving
+from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.slow
 GATEWAY_KEY = "gateway-key-0001"
@@ -35,14 +35,11 @@ PLUGIN = textwrap.dedent("""
 
 def poll(http: httpx.Client, task_id: str, timeout: float = 30.0) -> dict[str, Any]:
     """The SDK's loop: GET the task until SUCCESS, FAILED or TIMEOUT."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+    def ended() -> dict[str, Any] | None:
         task = http.get(f"/api/v1/tasks/{task_id}").json()
-        if task["status"] in ("SUCCESS", "FAILED", "TIMEOUT"):
-            return dict(task)
-        assert task["status"] in ("PENDING", "PROCESSING"), task["status"]
-        time.sleep(0.2)
-    raise AssertionError(f"task {task_id} did not finish within {timeout} s")
+        assert task["status"] in ("PENDING", "PROCESSING", "SUCCESS", "FAILED", "TIMEOUT"), task["status"]
+        return dict(task) if task["status"] in ("SUCCESS", "FAILED", "TIMEOUT") else None
+    return wait_until(ended, timeout, f"task {task_id} to finish", interval=0.2)
 
 
 def test_gateway_requests_and_plugins(settings: Settings, clean_db: None, tmp_path: Path) -> None:

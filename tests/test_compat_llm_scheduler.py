@@ -4,7 +4,8 @@ agent. Models are services: `max_workers` is the running limit, a task waits unl
 from __future__ import annotations
 
 from coordinator.config import Settings
-from tests.helpers import HttpAgent, serving
+from tests.helpers import serving
+from tests.support.agent import HttpAgent
 
 KEYS = [{"name": "ops", "role": "operator", "key": "llm-ops-key-123"},
         {"name": "client", "role": "submit", "key": "llm-client-key-1", "profile": "llm"}]

@@ -12,7 +12,7 @@ import pytest
 from coordinator.cli import main as aidd
 from coordinator.server import BackgroundServer
 from tests.agent_helpers import AgentProcess
-from tests.helpers import wait_for
+from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.slow
 
@@ -36,7 +36,7 @@ def test_cpds_add_list_and_workers(api_server: BackgroundServer, tmp_path: Path,
         # cpds list --group linux ; cpds workers --group linux
         assert "build-app" in run(capsys, api_server, "tasks", "--group", "linux")
         assert run(capsys, api_server, "tasks", "--group", "docker").strip().endswith("0 of 0 tasks (page 1)")
-        workers = wait_for(lambda: (out := run(capsys, api_server, "workers", "--group", "linux"))
+        workers = wait_until(lambda: (out := run(capsys, api_server, "workers", "--group", "linux"))
                            and "builder-1" in out and out, 20, "the agent in the group's list")
         assert "online" in workers
     finally:

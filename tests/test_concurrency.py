@@ -14,7 +14,8 @@ from redis import Redis as SyncRedis
 from coordinator.config import Settings
 from coordinator.server import BackgroundServer
 from coordinator.service import Coordinator
-from tests.helpers import Agent, HttpAgent, attempt_counts, started, submit
+from tests.helpers import Agent, attempt_counts, started, submit
+from tests.support.agent import HttpAgent
 
 pytestmark = pytest.mark.anyio
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -21,7 +20,9 @@ import pytest
 
 from coordinator.config import Settings, load_settings
 from coordinator.errors import ConfigError
-from tests.helpers import wait_for
+from tests.support.pids import gone
+from tests.support.ports import free_port
+from tests.support.waiting import wait_until
 
 ROOT = Path(__file__).resolve().parent.parent
 FOREIGN_ENV = ("AIDD_", "REDIS_URL", "DATABASE_URL", "POSTGRES_", "MINIO_")
@@ -177,12 +178,6 @@ def test_serve_beyond_loopback_needs_keys_and_a_token(tmp_path: Path) -> None:
                           "agent_token")
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @pytest.fixture
 def serving_process(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[str], str]]:
     """`aidd --serve` on a free port with its own state directory (killed if a test leaves it running).
@@ -212,20 +207,13 @@ def health(url: str) -> dict[str, Any] | None:
     return dict(reply.json()) if reply.status_code == 200 else None
 
 
-def gone(pid: int) -> bool:
-    try:
-        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:
-        return True
-
-
 @pytest.mark.parametrize("stop", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
 def test_serve_answers_health_and_stops_cleanly(serving_process: tuple[subprocess.Popen[str], str],
                                                 stop: signal.Signals) -> None:
     """A real `aidd --serve` starts its embedded Redis and PostgreSQL, answers /api/v1/health, exits 0 on
     SIGTERM or SIGINT and leaves no server process behind."""
     process, url = serving_process
-    report = wait_for(lambda: health(url) if process.poll() is None else {"exited": process.returncode},
+    report = wait_until(lambda: health(url) if process.poll() is None else {"exited": process.returncode},
                       timeout=90, interval=0.2, what="aidd --serve to answer")
     assert "exited" not in report, process.communicate()[1]
     assert report["status"] == "ok" and report["redis"] == "ok" and report["postgres"] == "ok", report

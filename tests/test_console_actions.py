@@ -32,16 +32,16 @@ from coordinator.client import CoordinatorClient
 from coordinator.server import BackgroundServer
 from coordinator.views import WorkerView
 from tests.consolekit import (
-    FakeAgent,
     SlowTransport,
     SwitchTransport,
     console,
     record,
     refreshed,
-    task_body,
+    scripted_agent,
     task_rows,
     until,
 )
+from tests.support.tasks import task_body
 
 pytestmark = pytest.mark.anyio
 SIZE = (120, 40)
@@ -72,7 +72,7 @@ async def open_tasks(pilot: Any) -> TaskTable:
 
 async def test_c_cancels_the_running_task_in_the_record(api_server: BackgroundServer, client: httpx.Client) -> None:
     task = client.post("/api/v1/tasks", json=task_body(name="dock me")).json()
-    agent = FakeAgent(client)
+    agent = scripted_agent(client)
     assert [t["task_id"] for t in agent.lease()] == [task["id"]]
     toasts = Toasts()
     app = console(api_server)
@@ -94,7 +94,7 @@ async def test_c_cancels_the_running_task_in_the_record(api_server: BackgroundSe
 async def test_r_retries_a_failed_task_which_then_gets_a_new_attempt(api_server: BackgroundServer,
                                                                      client: httpx.Client) -> None:
     task = client.post("/api/v1/tasks", json=task_body(name="flaky", max_retries=0)).json()
-    agent = FakeAgent(client)
+    agent = scripted_agent(client)
     first = agent.lease()[0]
     agent.fail(first, "segfault")
     assert task_rows(api_server, [task["id"]])[task["id"]]["status"] == "failed"
@@ -116,7 +116,7 @@ async def test_r_retries_a_failed_task_which_then_gets_a_new_attempt(api_server:
 async def test_r_on_a_running_task_changes_nothing_and_says_why(api_server: BackgroundServer,
                                                                 client: httpx.Client) -> None:
     task = client.post("/api/v1/tasks", json=task_body()).json()
-    FakeAgent(client).lease()
+    scripted_agent(client).lease()
     toasts = Toasts()
     async with console(api_server).run_test(size=SIZE, message_hook=toasts) as pilot:
         await open_tasks(pilot)
@@ -130,12 +130,12 @@ async def test_bulk_requeue_by_filter_moves_exactly_the_matching_tasks(api_serve
                                                                        client: httpx.Client) -> None:
     docking = [client.post("/api/v1/tasks", json=task_body("docking", "vina")).json()["id"] for _ in range(3)]
     admet = [client.post("/api/v1/tasks", json=task_body("admet")).json()["id"] for _ in range(2)]
-    dock_agent = FakeAgent(client, "gpu-1", services=["docking"])
+    dock_agent = scripted_agent(client, "gpu-1", services=["docking"])
     done = dock_agent.lease()[0]  # the first docking task runs and succeeds: not requeueable
     client.post(f"/api/v1/workers/{dock_agent.id}/reports", headers=dock_agent.headers, json={"events": [
         {"task_id": done["task_id"], "attempt_id": done["attempt_id"], "event": "succeeded", "result": {}}]})
     running_dock = dock_agent.lease()[0]
-    running_admet = FakeAgent(client, "cpu-1", services=["admet"]).lease()[0]
+    running_admet = scripted_agent(client, "cpu-1", services=["admet"]).lease()[0]
     toasts = Toasts()
     app = console(api_server)
     async with app.run_test(size=SIZE, message_hook=toasts) as pilot:
@@ -198,7 +198,7 @@ async def test_n_no_for_the_confirmation_changes_nothing(api_server: BackgroundS
 async def test_a_worker_with_a_problem_says_so(api_server: BackgroundServer, client: httpx.Client) -> None:
     """A host whose agent reports a problem (its work dir full) shows `problem` as its status in the Workers
     pane, and the API names the problem."""
-    agent = FakeAgent(client, "full-disk")
+    agent = scripted_agent(client, "full-disk")
     problem = "work dir /scratch/aidd: only 900 KiB free"
     client.post(f"/api/v1/workers/{agent.id}/heartbeat", json={"current_tasks": [], "problem": problem},
                 headers=agent.headers).raise_for_status()
@@ -213,7 +213,7 @@ async def test_a_worker_with_a_problem_says_so(api_server: BackgroundServer, cli
 
 
 async def test_d_drains_and_resumes_a_worker(api_server: BackgroundServer, client: httpx.Client) -> None:
-    agent = FakeAgent(client, "gpu-node-7")
+    agent = scripted_agent(client, "gpu-node-7")
     toasts = Toasts()
     app = console(api_server)
     async with app.run_test(size=SIZE, message_hook=toasts) as pilot:
@@ -270,7 +270,7 @@ async def test_batch_retry_key_retries_only_its_failed_tasks(api_server: Backgro
                                                              client: httpx.Client) -> None:
     batch = client.post("/api/v1/tasks", json={"name": "screen", "tasks": [task_body(max_retries=0)] * 3}).json()
     other = client.post("/api/v1/tasks", json=task_body(max_retries=0)).json()
-    agent = FakeAgent(client)
+    agent = scripted_agent(client)
     for leased in agent.lease(4):
         if leased["task_id"] != batch["ids"][2]:
             agent.fail(leased)
@@ -294,7 +294,7 @@ async def test_batch_export_key_writes_the_results_table_and_says_where(api_serv
                                                                         client: httpx.Client, tmp_path: Path) -> None:
     molecules = {"smiles": ["CCO", "C1CC"], "names": ["ethanol", "broken"]}
     batch = client.post("/api/v1/tasks", json={"name": "screen", "tasks": [task_body(input_params=molecules)]}).json()
-    agent = FakeAgent(client)
+    agent = scripted_agent(client)
     (leased,) = agent.lease(1)
     rows = [{"name": "ethanol", "smiles": "CCO", "qed": 0.41}, {"name": "broken", "smiles": "C1CC", "error": "bad"}]
     agent.succeed(leased, {"rows": rows, "columns": ["name", "smiles", "qed", "error"]})
@@ -463,7 +463,7 @@ async def test_t_switches_theme_and_remembers_it(api_server: BackgroundServer, t
 async def test_enter_opens_the_detail_with_a_live_log_tail(api_server: BackgroundServer,
                                                            client: httpx.Client) -> None:
     task = client.post("/api/v1/tasks", json=task_body(name="logger")).json()
-    agent = FakeAgent(client)
+    agent = scripted_agent(client)
     leased = agent.lease()[0]
 
     def log(*lines: str) -> None:
@@ -494,7 +494,7 @@ async def test_the_detail_lists_input_and_output_files_with_their_sizes(api_serv
     body = {**task_body(name="with files"), "outputs": ["*.sdf"]}
     task = client.post("/api/v1/tasks", data={"task": json.dumps(body)},
                        files=[("files", ("ligands.smi", b"C" * 2048))]).json()
-    agent = FakeAgent(client)
+    agent = scripted_agent(client)
     leased = agent.lease()[0]
     put = client.put(f"/api/v1/workers/{agent.id}/attempts/{leased['attempt_id']}/outputs/poses.sdf",
                      content=b"x" * 5, headers=agent.headers)
@@ -521,7 +521,7 @@ async def test_the_detail_lists_input_and_output_files_with_their_sizes(api_serv
 async def test_the_detail_shows_a_molecule_result_as_a_table(api_server: BackgroundServer,
                                                              client: httpx.Client) -> None:
     task = client.post("/api/v1/tasks", json=task_body(name="props")).json()
-    agent = FakeAgent(client)
+    agent = scripted_agent(client)
     (leased,) = agent.lease()
     columns = ["name", "smiles", "canonical_smiles", "mw", "qed", "hbd", "hba", "rings", "tpsa", "brenk_alerts",
                "error"]
@@ -604,7 +604,7 @@ async def test_q_with_running_tasks_asks_and_esc_stays(api_server: BackgroundSer
     """The embedded console with two running tasks: `q` says how many run and what each choice does; esc stays."""
     for _ in range(2):
         client.post("/api/v1/tasks", json=task_body()).raise_for_status()
-    assert len(FakeAgent(client).lease(2)) == 2
+    assert len(scripted_agent(client).lease(2)) == 2
     app = console(api_server, quit_mode="embedded")
     async with app.run_test(size=SIZE) as pilot:
         body = await quit_dialog(pilot)
@@ -624,7 +624,7 @@ async def test_each_quit_choice_is_the_apps_result(api_server: BackgroundServer,
                                                    choice: QuitChoice) -> None:
     """`k` (or enter: keep running has the focus) and `s` end the app with a result `console.launch` acts on."""
     client.post("/api/v1/tasks", json=task_body()).raise_for_status()
-    assert FakeAgent(client).lease()
+    assert scripted_agent(client).lease()
     app = console(api_server, quit_mode="embedded")
     async with app.run_test(size=SIZE) as pilot:
         await refreshed(pilot)
@@ -642,7 +642,7 @@ async def test_q_quits_at_once_with_nothing_running_or_attached(api_server: Back
     `q` quits at once and stops what the console runs."""
     if mode == "attached":
         client.post("/api/v1/tasks", json=task_body()).raise_for_status()
-        assert FakeAgent(client).lease()
+        assert scripted_agent(client).lease()
     app = console(api_server, quit_mode=mode)
     async with app.run_test(size=SIZE) as pilot:
         await refreshed(pilot)

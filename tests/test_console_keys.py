@@ -24,7 +24,8 @@ from console.widgets.task_table import TaskTable
 from console.widgets.worker_table import WorkerTable
 from coordinator.schemas import TaskSpec
 from coordinator.server import BackgroundServer
-from tests.consolekit import FakeAgent, console, refreshed, task_body, until
+from tests.consolekit import console, refreshed, scripted_agent, until
+from tests.support.tasks import task_body
 
 pytestmark = pytest.mark.anyio
 SIZE = (120, 40)
@@ -64,7 +65,7 @@ async def test_j_k_g_G_home_end_move_in_every_table(api_server: BackgroundServer
     for service in ("admet", "docking", "inference"):
         client.post("/api/v1/tasks", json={"name": service, "tasks": [task_body(service=service)]})
     for host in ("node-a", "node-b", "node-c"):
-        FakeAgent(client, hostname=host)
+        scripted_agent(client, hostname=host)
     app = console(api_server)
     async with app.run_test(size=SIZE) as pilot:
         shown = await pane(pilot, key, table)
@@ -81,7 +82,7 @@ async def test_the_palette_finds_drain_cancel_and_retry_by_name(api_server: Back
     """The README's promise: every action by name. From the Tasks pane, `cancel` asks to cancel the task under
     the cursor; `drain` goes to the Workers pane and asks to drain its worker; the Batches pane's retry too."""
     task = client.post("/api/v1/tasks", json=task_body(name="dock me")).json()
-    FakeAgent(client, hostname="gpu-07")
+    scripted_agent(client, hostname="gpu-07")
     app = console(api_server)
     async with app.run_test(size=SIZE) as pilot:
         await pane(pilot, "3", TaskTable)
@@ -144,8 +145,8 @@ async def test_slash_filters_tasks_by_a_smiles_and_a_status_and_workers_by_any_c
         api_server: BackgroundServer, client: httpx.Client) -> None:
     benzene = client.post("/api/v1/tasks", json=task_body(name="ring", input_params={"smiles": "c1ccccc1"})).json()
     client.post("/api/v1/tasks", json=task_body(name="ethanol", input_params={"smiles": "CCO"})).raise_for_status()
-    agent = FakeAgent(client, hostname="dock-01", groups=["default", "docking"])
-    FakeAgent(client, hostname="cpu-02")
+    agent = scripted_agent(client, hostname="dock-01", groups=["default", "docking"])
+    scripted_agent(client, hostname="cpu-02")
     [running] = agent.lease()
     app = console(api_server)
     async with app.run_test(size=SIZE) as pilot:
@@ -175,7 +176,7 @@ async def test_slash_filters_tasks_by_a_smiles_and_a_status_and_workers_by_any_c
 async def test_slash_filters_tasks_by_why_they_wait(api_server: BackgroundServer, client: httpx.Client) -> None:
     """The filter's reason codes are the API's: only the tasks waiting for that reason stay; an unknown code is
     named in a notice and left out."""
-    FakeAgent(client, hostname="cpu-01")  # serves group `default`
+    scripted_agent(client, hostname="cpu-01")  # serves group `default`
     stranded = client.post("/api/v1/tasks", json=task_body(name="stranded", group="nobody")).json()
     client.post("/api/v1/tasks", json=task_body(name="served")).raise_for_status()
     app = console(api_server)
@@ -194,7 +195,7 @@ async def test_slash_filters_tasks_by_why_they_wait(api_server: BackgroundServer
 
 async def test_the_submit_dialog_offers_a_group_an_online_worker_serves(api_server: BackgroundServer,
                                                                          client: httpx.Client) -> None:
-    FakeAgent(client, hostname="gpu-01", groups=["gpu"])
+    scripted_agent(client, hostname="gpu-01", groups=["gpu"])
     app = console(api_server)
     async with app.run_test(size=SIZE) as pilot:
         await refreshed(pilot)

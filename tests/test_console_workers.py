@@ -9,7 +9,7 @@ from textual.coordinate import Coordinate
 from console.screens.confirm import ConfirmModal
 from console.widgets.worker_table import WorkerTable
 from coordinator.server import BackgroundServer
-from tests.consolekit import FakeAgent, console, record, refreshed, until
+from tests.consolekit import console, record, refreshed, scripted_agent, until
 from tests.test_console_actions import Toasts
 
 pytestmark = pytest.mark.anyio
@@ -17,8 +17,8 @@ SIZE = (120, 40)
 
 
 async def test_x_removes_an_offline_worker_after_asking(api_server: BackgroundServer, client: httpx.Client) -> None:
-    FakeAgent(client, "alive-node")
-    retired = FakeAgent(client, "retired-node")
+    scripted_agent(client, "alive-node")
+    retired = scripted_agent(client, "retired-node")
     client.delete(f"/api/v1/workers/{retired.id}").raise_for_status()
     toasts = Toasts()
     app = console(api_server)
@@ -51,7 +51,7 @@ async def test_x_removes_an_offline_worker_after_asking(api_server: BackgroundSe
 
 
 async def test_read_only_console_has_no_remove_key(api_server: BackgroundServer, client: httpx.Client) -> None:
-    retired = FakeAgent(client, "retired-node")
+    retired = scripted_agent(client, "retired-node")
     client.delete(f"/api/v1/workers/{retired.id}").raise_for_status()
     app = console(api_server, read_only=True)
     async with app.run_test(size=SIZE) as pilot:

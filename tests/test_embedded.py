@@ -30,7 +30,9 @@ from sqlalchemy.ext.asyncio import create_async_engine
 
 from coordinator.embedded import EmbeddedServers, start_embedded
 from coordinator.errors import EmbeddedError
-from tests.faults.processes import poll
+from tests.support.pids import gone
+from tests.support.ports import free_port
+from tests.support.waiting import wait_until
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -57,14 +59,6 @@ def embedded(state_dir: Path) -> Iterator[EmbeddedServers]:
 def pg_conninfo(servers: EmbeddedServers) -> str:
     """The asyncpg SQLAlchemy URL as a libpq URL for psycopg."""
     return servers.database_url.replace("postgresql+asyncpg://", "postgresql://")
-
-
-def gone(pid: int) -> bool:
-    """True if the process has exited (a zombie nobody reaped counts as exited)."""
-    try:
-        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:
-        return True
 
 
 def wait_gone(pids: list[int], timeout_s: float = 15.0) -> bool:
@@ -171,12 +165,6 @@ def test_servers_exit_when_owner_is_killed(tmp_path: Path) -> None:
     assert wait_gone(pids), "servers outlived their kill -9'd owner"
     with embedded(tmp_path) as servers:
         assert_data(servers)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def start_orphans(state_dir: Path) -> list[int]:
@@ -290,13 +278,14 @@ def test_killed_servers_are_restarted_with_their_data(tmp_path: Path, caplog: py
         write_data(servers)
         killed = [servers.redis_pid, servers.postgres_pid]
         os.kill(killed[0], signal.SIGKILL)
-        poll(lambda: servers.redis_pid != killed[0] and answers(servers), 10, "Redis to be restarted")
+        wait_until(lambda: servers.redis_pid != killed[0] and answers(servers), 10, "Redis to be restarted")
         os.kill(killed[1], signal.SIGKILL)
-        poll(lambda: servers.postgres_pid != killed[1] and answers(servers), 10, "PostgreSQL to be restarted")
+        wait_until(lambda: servers.postgres_pid != killed[1] and answers(servers), 10, "PostgreSQL to be restarted")
         restarted = [servers.redis_pid, servers.postgres_pid]
         assert_data(servers)  # same socket, same port, same data
         assert servers.gave_up is None
-        poll(lambda: sum("restarted" in r.getMessage() for r in caplog.records) == 2, 10, "the second restart's line")
+        wait_until(lambda: sum("restarted" in r.getMessage() for r in caplog.records) == 2, 10,
+                   "the second restart's line")
     assert all(gone(pid) for pid in restarted)  # stop() ends the restarted servers too
     lines = [r.getMessage() for r in caplog.records]  # two deaths: stopping is not taken for a third
     assert [line.split(";")[0] for line in lines if "died" in line] == [
@@ -331,7 +320,7 @@ def test_a_server_that_cannot_be_restarted_ends_aidd_with_an_error(tmp_path: Pat
                 return httpx.get(f"http://127.0.0.1:{port}/api/v1/health").status_code == 200
             except httpx.HTTPError:
                 return False
-        poll(healthy, 60, "aidd to be healthy")
+        wait_until(healthy, 60, "aidd to be healthy")
         servers = {c.name(): c.pid for c in psutil.Process(aidd.pid).children()}
         conf = tmp_path / "state" / "postgres" / "postgresql.conf"
         conf.write_text(conf.read_text() + "\nno_such_setting = 1\n")

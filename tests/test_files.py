@@ -31,7 +31,7 @@ from coordinator.service import Coordinator
 from coordinator.states import TaskStatus
 from coordinator.storage import LocalStore, ObjectStore
 from coordinator.storage.names import input_key, output_key
-from tests.helpers import HttpAgent
+from tests.support.agent import HttpAgent
 
 LIMIT = 6 * 1024 * 1024
 SIZES = [0, 1, 5 * 1024 * 1024, LIMIT - 1]

@@ -23,7 +23,9 @@ from coordinator.gpus import GpuHold, idle_seconds
 from coordinator.server import BackgroundServer
 from nodeagent.gpu import FakeGpus, GpuInfo
 from tests.agent_helpers import AgentProcess, Api
-from tests.helpers import HttpAgent, task_body, wait_for
+from tests.support.agent import HttpAgent
+from tests.support.tasks import task_body
+from tests.support.waiting import wait_until
 from tests.test_agent_e2e import real_gpus
 
 __all__ = ["real_gpus"]  # the fixture, used by name
@@ -160,10 +162,10 @@ def test_a_real_gpu_allocated_but_unused_is_flagged_idle(real_gpus: list[GpuInfo
     try:
         with httpx.Client(base_url=server.url, timeout=30) as http:
             api = Api(http)
-            wait_for(lambda: api.worker("idle-gpu-node"), 20, "the agent to register")
+            wait_until(lambda: api.worker("idle-gpu-node"), 20, "the agent to register")
             task_id = api.submit(group="gpu", resources={"gpu": 1}, input_params={"argv": ["sleep", "60"]},
                                  timeout_s=120)
-            task = wait_for(lambda: (t := api.task(task_id))["gpu_use"] and t["gpu_use"][0]["idle"] and t, 30,
+            task = wait_until(lambda: (t := api.task(task_id))["gpu_use"] and t["gpu_use"][0]["idle"] and t, 30,
                             "its GPU to be flagged idle")
             [gpu] = task["gpu_use"]
             assert gpu["index"] == task["gpus"][0] and gpu["allocated"] and not gpu["busy"]

@@ -17,7 +17,8 @@ import pytest
 from coordinator.api.app import ENDPOINTS
 from coordinator.config import Settings
 from coordinator.server import BackgroundServer
-from tests.helpers import serving, task_body
+from tests.helpers import serving
+from tests.support.tasks import task_body
 
 
 def test_unknown_routes_and_methods_answer_the_json_error_shape(client: httpx.Client) -> None:

@@ -19,7 +19,10 @@ from coordinator.server import BackgroundServer
 from coordinator.service import Coordinator
 from coordinator.states import Action
 from tests.faults.link import Link
-from tests.helpers import Agent, HttpAgent, await_for, started, submit, submit_one, task_body
+from tests.helpers import Agent, started, submit, submit_one
+from tests.support.agent import HttpAgent
+from tests.support.tasks import task_body
+from tests.support.waiting import await_until
 
 pytestmark = pytest.mark.anyio
 
@@ -36,7 +39,7 @@ async def lease_when_due(coordinator: Coordinator, agent: Agent, timeout: float 
         await coordinator.timers.tick()
         leased = await agent.lease()
         return leased[0] if leased else None
-    return await await_for(attempt, timeout=timeout, what="a task to come due")
+    return await await_until(attempt, timeout=timeout, what="a task to come due")
 
 
 async def test_backoff_doubles_until_retries_run_out(coordinator: Coordinator) -> None:
@@ -111,7 +114,7 @@ async def test_timeout_retries_then_ends_in_timeout(coordinator: Coordinator) ->
     for n in (1, 2):
         leased = await lease_when_due(coordinator, agent)
         assert leased["attempt"] == n
-        await await_for(coordinator.lifecycle.time_out, timeout=20, what="the attempt to time out")
+        await await_until(coordinator.lifecycle.time_out, timeout=20, what="the attempt to time out")
         assert not await agent.report(leased, "succeeded")  # too late: the attempt is over
         commands = await coordinator.workers.commands(agent.id)
         assert {"task_id": task_id, "attempt_id": leased["attempt_id"]} in [c["args"] for c in commands]
@@ -154,7 +157,7 @@ async def test_silent_worker_goes_offline_and_loses_its_task(settings: Settings,
         agent = await Agent.register(coordinator)
         [leased] = await agent.lease()
         assert await coordinator.timers.reap_dead_workers() == 0
-        await await_for(coordinator.timers.reap_dead_workers, what="the worker to be declared dead")
+        await await_until(coordinator.timers.reap_dead_workers, what="the worker to be declared dead")
         assert await agent.status() == "offline"
         view = await task(coordinator, task_id)
         assert (view["status"], view["worker_losses"], view["retry_count"]) == ("pending", 1, 0)
@@ -180,7 +183,7 @@ async def test_a_drained_worker_stays_drained_after_an_absence(settings: Setting
         await submit_one(coordinator)
         agent = await Agent.register(coordinator)
         await coordinator.workers.send([agent.id], WorkerCommandSpec(command="drain"), "test")
-        await await_for(coordinator.timers.reap_dead_workers, what="the worker to be declared dead")
+        await await_until(coordinator.timers.reap_dead_workers, what="the worker to be declared dead")
         assert await agent.status() == "offline"
         assert (await agent.heartbeat())["status"] == "draining"
         assert await agent.lease_ids() == []
@@ -275,7 +278,7 @@ async def test_worker_loss_cap_fails_the_task(settings: Settings, clean_db: None
             victim = await Agent.register(coordinator, hostname=f"victim{loss}")
             [leased] = await victim.lease()
             assert leased["task_id"] == task_id
-            await await_for(coordinator.timers.reap_dead_workers, what=f"loss {loss}")
+            await await_until(coordinator.timers.reap_dead_workers, what=f"loss {loss}")
         view = await task(coordinator, task_id)
         assert (view["status"], view["end_reason"], view["worker_losses"]) == ("failed", "worker_lost", 3)
         assert "worker lost 3 times" in view["error"]
@@ -289,7 +292,7 @@ async def test_task_that_must_not_run_twice_fails_on_its_first_worker_loss(setti
         task_id = await submit_one(coordinator, retry_on=["error"])
         agent = await Agent.register(coordinator)
         await agent.lease()
-        await await_for(coordinator.timers.reap_dead_workers)
+        await await_until(coordinator.timers.reap_dead_workers)
         view = await task(coordinator, task_id)
         assert (view["status"], view["end_reason"]) == ("failed", "worker_lost")
 
@@ -373,7 +376,7 @@ async def test_new_leader_holds_back_before_reaping(settings: Settings, clean_db
         async def reaped() -> bool:
             await coordinator.timers.tick()
             return await agent.status() == "offline"
-        await await_for(reaped, what="the held-back reap")
+        await await_until(reaped, what="the held-back reap")
         assert time.monotonic() - before_lease >= 0.6
         assert (await task(coordinator, task_id))["status"] == "pending"
 
@@ -393,11 +396,11 @@ async def test_running_timers_retry_and_reap_on_their_own(settings: Settings, cl
 
         async def offline() -> bool:
             return await agent.status() == "offline"
-        await await_for(offline, what="the background reaper")
+        await await_until(offline, what="the background reaper")
 
         async def requeued() -> bool:  # the worker is marked offline first, then its attempts end (mark_offline)
             return (await task(coordinator, task_id))["status"] == "pending"
-        await await_for(requeued, timeout=5, what="the reaped worker's task back in the queue")
+        await await_until(requeued, timeout=5, what="the reaped worker's task back in the queue")
 
 
 def test_report_after_timeout_over_http_is_409(api_server: BackgroundServer, client: httpx.Client) -> None:

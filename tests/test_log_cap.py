@@ -14,7 +14,8 @@ from coordinator.cli import main as cli_main
 from coordinator.config import Settings
 from coordinator.server import BackgroundServer
 from tests.consolekit import console, refreshed, until
-from tests.helpers import HttpAgent, task_body
+from tests.support.agent import HttpAgent
+from tests.support.tasks import task_body
 
 KEEP = 50
 pytestmark = pytest.mark.anyio

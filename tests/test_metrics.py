@@ -22,7 +22,10 @@ from coordinator.config import Settings
 from coordinator.server import BackgroundServer
 from coordinator.service import Coordinator
 from coordinator.states import Action, TaskStatus
-from tests.helpers import HttpAgent, await_for, drive_to, started, task_body
+from tests.helpers import drive_to, started
+from tests.support.agent import HttpAgent
+from tests.support.tasks import task_body
+from tests.support.waiting import await_until
 
 GIB = 1024**3
 UUID_RE = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-")
@@ -35,6 +38,7 @@ COUNTERS = {
     "aidd_tasks_retried": {"service", "reason"},
     "aidd_reports_refused": {"event"},
     "aidd_workers_lost": set(),
+    "aidd_internal_errors": {"where"},
     "aidd_http_requests": {"method", "route", "status"},
 }
 HISTOGRAMS = {
@@ -221,7 +225,7 @@ async def test_every_ending_is_counted(settings: Settings, clean_db: None, redis
                 await driven.agent.heartbeat()
             await coordinator.timers.reap_dead_workers()
             return await lost.agent.status() == "offline"
-        await await_for(lost_reaped, what="the silent worker declared dead")
+        await await_until(lost_reaped, what="the silent worker declared dead")
         families = {f.name: f for f in text_string_to_metric_families(coordinator.core.metrics.exposition().decode())}
     finished = {(s.labels["status"]): s.value for s in samples(families, "aidd_tasks_finished", "_total")}
     assert finished == {"failed": 1, "timeout": 1, "cancelled": 1}

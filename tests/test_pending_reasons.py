@@ -11,7 +11,9 @@ import pytest
 from coordinator.cli import main as cli_main
 from coordinator.server import BackgroundServer
 from tests.consolekit import console, refreshed, until
-from tests.helpers import HttpAgent, task_body, wait_for
+from tests.support.agent import HttpAgent
+from tests.support.tasks import task_body
+from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.anyio
 GPU = {"index": 0, "name": "A100", "uuid": "GPU-0", "memory_gb": 40}
@@ -28,7 +30,7 @@ def reason_of(client: httpx.Client, task_id: str, code: str, message: str | None
     def probe() -> dict[str, str] | None:
         reason = client.get(f"/api/v1/tasks/{task_id}").json()["pending_reason"]
         return reason if reason and reason["code"] == code and message in (None, reason["message"]) else None
-    return wait_for(probe, timeout=10, what=f"reason {code} of {task_id}")
+    return wait_until(probe, timeout=10, what=f"reason {code} of {task_id}")
 
 
 def test_no_worker_in_group_then_none_serving_the_service(client: httpx.Client) -> None:

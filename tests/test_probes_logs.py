@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import uuid
@@ -20,7 +19,8 @@ from redis import Redis as SyncRedis
 from coordinator.api.app import package_version
 from coordinator.config import Settings
 from coordinator.server import BackgroundServer
-from tests.helpers import wait_for
+from tests.support.ports import free_port
+from tests.support.waiting import wait_until
 
 ROOT = Path(__file__).resolve().parent.parent
 FOREIGN_ENV = ("AIDD_", "REDIS_", "DATABASE_URL", "POSTGRES_", "MINIO_")
@@ -49,7 +49,7 @@ def test_ready_once_leading_and_probes_answer_any_host(leading: BackgroundServer
     """With a leader `/readyz` is 200; the probes answer a kubelet's Host (the pod's address) while other routes
     refuse it."""
     with httpx.Client(base_url=leading.url, timeout=30, headers={"Host": "10.1.2.3:8333"}) as http:
-        ready = wait_for(lambda: (r := http.get("/readyz")).status_code == 200 and r, 20, "a leader")
+        ready = wait_until(lambda: (r := http.get("/readyz")).status_code == 200 and r, 20, "a leader")
         assert ready.json()["leader"] == "ok"
         assert http.get("/livez").status_code == 200
         assert http.get("/api/v1/health").status_code == 421
@@ -68,12 +68,6 @@ def test_request_ids_in_headers_and_error_bodies(client: httpx.Client) -> None:
     assert missing.status_code == 404
     request_id = missing.headers["x-request-id"]
     assert missing.json() == {"error": "GET /no/such/route: no such route", "request_id": request_id}
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 def serve_and_stop(servers: tuple[str, str], tmp_path: Path, *flags: str) -> tuple[str, list[httpx.Response]]:
@@ -97,7 +91,7 @@ def serve_and_stop(servers: tuple[str, str], tmp_path: Path, *flags: str) -> tup
                         return http.get("/livez")
                     except httpx.TransportError:
                         return None
-                answers = [wait_for(answered, 60, "aidd --serve to answer"),
+                answers = [wait_until(answered, 60, "aidd --serve to answer"),
                            http.get(f"/api/v1/tasks/{uuid.uuid4()}")]
             process.send_signal(signal.SIGTERM)
             assert process.wait(30) == 0

@@ -12,7 +12,8 @@ from redis import Redis as SyncRedis
 from coordinator.config import Settings
 from coordinator.schemas import WorkerCommandSpec
 from coordinator.service import Coordinator
-from tests.helpers import Agent, serving, started, submit, submit_one, task_body
+from tests.helpers import Agent, serving, started, submit, submit_one
+from tests.support.tasks import task_body
 
 pytestmark = pytest.mark.anyio
 

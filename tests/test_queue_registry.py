@@ -13,7 +13,9 @@ from coordinator.config import Settings
 from coordinator.keys import Keys
 from coordinator.reconcile import rebuild_index, repair_drift
 from coordinator.server import BackgroundServer
-from tests.helpers import HttpAgent, serving, task_body
+from tests.helpers import serving
+from tests.support.agent import HttpAgent
+from tests.support.tasks import task_body
 
 
 def registry(redis: SyncRedis, keys: Keys) -> dict[str, dict[str, str]]:

@@ -15,7 +15,8 @@ from coordinator.models import Task
 from coordinator.reconcile import repair_drift
 from coordinator.service import Coordinator
 from coordinator.states import TaskStatus
-from tests.helpers import Agent, Driven, await_for, drive_all, drive_to, started, submit_one, wipe_index
+from tests.helpers import Agent, Driven, drive_all, drive_to, started, submit_one, wipe_index
+from tests.support.waiting import await_until
 
 pytestmark = pytest.mark.anyio
 
@@ -82,7 +83,7 @@ async def test_the_first_tick_after_a_failed_one_repairs_drift(settings: Setting
         assert not await coordinator.timers.guarded_tick()
         assert coordinator.timers.leader_since is None and redis.get(keys.leader) is None
         redis.delete(keys.delayed)
-        await await_for(lambda: leads_after_tick(coordinator), what="the coordinator to lead again")
+        await await_until(lambda: leads_after_tick(coordinator), what="the coordinator to lead again")
         assert await (await Agent.register(coordinator)).lease_ids() == [lost]
 
 
@@ -153,7 +154,7 @@ async def test_restart_with_tasks_in_every_state(settings: Settings, clean_db: N
         async def retried() -> list[str]:
             await second.timers.tick()
             return await agents["backing off"].lease_ids()
-        assert await await_for(retried) == [backing_off.task_id]
+        assert await await_until(retried) == [backing_off.task_id]
         counts = (await second.stats.task_counts())["by_status"]
         assert counts == {"running": 2, "succeeded": 2, "failed": 1, "cancelled": 1, "timeout": 1}
 

@@ -13,7 +13,7 @@ import pytest
 from coordinator.cli import main as cli_main
 from coordinator.server import BackgroundServer
 from tests.agent_helpers import AgentProcess
-from tests.helpers import HttpAgent
+from tests.support.agent import HttpAgent
 
 Captured = pytest.CaptureFixture[str]
 

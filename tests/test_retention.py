@@ -21,7 +21,8 @@ from coordinator.schemas import TaskSpec
 from coordinator.service import Coordinator
 from coordinator.states import FINISHED, TaskStatus
 from coordinator.storage.names import input_key
-from tests.helpers import drive_to, submit_one, task_body
+from tests.helpers import drive_to, submit_one
+from tests.support.tasks import task_body
 
 pytestmark = pytest.mark.anyio
 

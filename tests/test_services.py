@@ -13,7 +13,10 @@ from coordinator.reconcile import rebuild_index
 from coordinator.schemas import ServiceChange
 from coordinator.server import BackgroundServer
 from coordinator.service import Coordinator
-from tests.helpers import Agent, HttpAgent, started, submit, submit_one, task_body, wait_for
+from tests.helpers import Agent, started, submit, submit_one
+from tests.support.agent import HttpAgent
+from tests.support.tasks import task_body
+from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.anyio
 
@@ -112,7 +115,7 @@ def reason_of(client: httpx.Client, task_id: str, code: str) -> dict[str, str]:
     def changed() -> dict[str, str] | None:
         reason = client.get(f"/api/v1/tasks/{task_id}").json()["pending_reason"]
         return reason if reason and reason["code"] == code else None
-    return wait_for(changed, 5, f"the reason {code}")
+    return wait_until(changed, 5, f"the reason {code}")
 
 
 def test_pending_reasons_name_a_paused_or_full_service(client: httpx.Client) -> None:

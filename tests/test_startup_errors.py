@@ -7,7 +7,6 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -25,16 +24,11 @@ from coordinator.config import Settings
 from coordinator.handshake import NO_HANDSHAKE
 from coordinator.runtime import check_shared_stores
 from coordinator.server import BackgroundServer
+from tests.support.ports import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 SECRET = "s3cret-never-shown"
 FOREIGN_ENV = ("AIDD_", "REDIS_", "DATABASE_URL", "POSTGRES_", "MINIO_")
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 @pytest.fixture(scope="module")

@@ -24,7 +24,8 @@ from coordinator.peers import REFRESH_S, STALE_S, redis_address
 from coordinator.runtime import check_shared_stores, embedded_parts
 from coordinator.service import Coordinator
 from coordinator.storage import LocalStore, open_store
-from tests.helpers import await_for, configured
+from tests.helpers import configured
+from tests.support.waiting import await_until
 
 ROOT = Path(__file__).resolve().parent.parent
 FOREIGN_ENV = ("AIDD_", "REDIS_URL", "DATABASE_URL", "POSTGRES_", "MINIO_")
@@ -233,7 +234,7 @@ async def test_a_running_coordinator_refreshes_its_entry_and_binding(coordinator
     async def refreshed() -> bool:
         seen = json.loads(redis.hget(keys.coordinators, coordinator.peers.instance))["seen"]
         return seen > time.time() - STALE_S and redis.get(keys.database) == bound
-    await await_for(refreshed, timeout=REFRESH_S + 5, what="the entry and the binding to be refreshed")
+    await await_until(refreshed, timeout=REFRESH_S + 5, what="the entry and the binding to be refreshed")
 
 
 def test_store_identities(tmp_path: Path) -> None:

@@ -26,7 +26,9 @@ from coordinator.reasonhistory import SETTLE_S
 from coordinator.server import BackgroundServer
 from coordinator.timeline import waits
 from tests.consolekit import console, refreshed
-from tests.helpers import HttpAgent, task_body, wait_for
+from tests.support.agent import HttpAgent
+from tests.support.tasks import task_body
+from tests.support.waiting import wait_until
 
 
 def timeline(client: httpx.Client, task_id: str) -> list[dict[str, Any]]:
@@ -92,7 +94,7 @@ def recorded(server: BackgroundServer, client: httpx.Client, task_id: str, code:
             assert agent.post("heartbeat", {}).status_code == 200
         tick(server)
         return code in reason_codes(client, task_id)
-    wait_for(probe, timeout=20, what=f"reason {code} in the timeline", interval=0.3)
+    wait_until(probe, timeout=20, what=f"reason {code} in the timeline", interval=0.3)
 
 
 def reason_rows(server: BackgroundServer) -> list[tuple[str | None, str]]:

@@ -21,7 +21,7 @@ import pytest
 from nodeagent.commands import plugin_env, task_env
 from nodeagent.runner import TaskRun
 from nodeagent.warm import PluginPool
-from tests.agent_helpers import gone
+from tests.support.pids import gone
 
 PLUGINS = """
 import os, subprocess, sys, threading, time

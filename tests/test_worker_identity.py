@@ -20,8 +20,9 @@ from sqlalchemy import text
 from coordinator.server import BackgroundServer
 from coordinator.service import Coordinator
 from nodeagent.identity import FILE
-from tests.agent_helpers import ROOT, AgentProcess, Api, wait_for
+from tests.agent_helpers import ROOT, AgentProcess, Api
 from tests.helpers import Agent, submit_one
+from tests.support.waiting import wait_until
 from tests.test_agent_e2e import agents, api, live, start_agent
 
 __all__ = ["agents", "api", "live"]  # fixtures, used by name
@@ -39,15 +40,15 @@ def test_a_restarted_agent_is_the_same_worker(live: BackgroundServer, tmp_path: 
     assert first.stop(signal.SIGTERM) == 0
     assert rows(api, "restart-node")[0]["status"] == "offline"
     start_agent(live, tmp_path, agents, api, "restart-node")
-    wait_for(lambda: rows(api, "restart-node")[0]["status"] == "online", 15, "the agent to be back")
+    wait_until(lambda: rows(api, "restart-node")[0]["status"] == "online", 15, "the agent to be back")
     assert [w["id"] for w in rows(api, "restart-node")] == [worker_id]
 
     second = agents[-1]  # a reboot empties the temp dir: the identity file is gone, the offline row is taken back
     second.kill()
     (second.work_dir / FILE).unlink()
-    wait_for(lambda: rows(api, "restart-node")[0]["status"] == "offline", 15, "the worker to be declared lost")
+    wait_until(lambda: rows(api, "restart-node")[0]["status"] == "offline", 15, "the worker to be declared lost")
     start_agent(live, tmp_path, agents, api, "restart-node")
-    wait_for(lambda: rows(api, "restart-node")[0]["status"] == "online", 15, "the agent to be back")
+    wait_until(lambda: rows(api, "restart-node")[0]["status"] == "online", 15, "the agent to be back")
     assert [w["id"] for w in rows(api, "restart-node")] == [worker_id]
 
 
@@ -75,7 +76,7 @@ def test_two_live_agents_with_one_name_keep_apart(live: BackgroundServer, tmp_pa
     start_agent(live, tmp_path, agents, api, "twin")
     (tmp_path / "other").mkdir()
     agents.append(AgentProcess(live.url, tmp_path / "other", "twin"))
-    twins = wait_for(lambda: len(rows(api, "twin")) == 2 and rows(api, "twin"), 20, "the second agent")
+    twins = wait_until(lambda: len(rows(api, "twin")) == 2 and rows(api, "twin"), 20, "the second agent")
     time.sleep(2.0)  # several heartbeats each
     again = rows(api, "twin")
     assert {w["id"] for w in again} == {w["id"] for w in twins} and {w["status"] for w in again} == {"online"}

@@ -9,9 +9,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from pydantic import BaseModel
-from redis.exceptions import RedisError
-from sqlalchemy.exc import DataError, DBAPIError, OperationalError
-from sqlalchemy.exc import TimeoutError as PoolTimeout
+from sqlalchemy.exc import DataError
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
@@ -22,6 +20,7 @@ from coordinator.api.http import HttpError, JSONResponse, error_response
 from coordinator.api.params import Query
 from coordinator.config import Settings
 from coordinator.errors import AiddError, Unavailable
+from coordinator.outages import OUTAGES
 from coordinator.service import Coordinator
 
 log = logging.getLogger(__name__)
@@ -119,7 +118,7 @@ def _wrap(endpoint: Endpoint, coordinator: Coordinator, settings: Settings,
         except DataError as exc:  # a value PostgreSQL refuses (out of range, bad text): the caller's input
             detail = str(getattr(exc, "orig", exc)).splitlines()[0]
             return error_response(HttpError(422, f"a value was refused by the database: {detail}"))
-        except (RedisError, OperationalError, DBAPIError, PoolTimeout, OSError) as exc:
+        except OUTAGES as exc:
             log.warning("%s %s: store unavailable: %s: %s", request.method, request.url.path,
                         type(exc).__name__, str(exc).splitlines()[0] if str(exc) else "")
             return error_response(Unavailable(f"Redis or PostgreSQL unavailable ({type(exc).__name__}); retry"))

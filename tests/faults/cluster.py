@@ -14,8 +14,9 @@ import httpx
 import psutil
 import psycopg
 
-from tests.faults.processes import Agent, Coordinator, Stores, poll
+from tests.faults.processes import Agent, Coordinator, Stores
 from tests.faults.truth import Api, Figures, Ledger, measure, read_records, recorded_task, unfinished
+from tests.support.waiting import wait_until
 
 FAST: dict[str, str] = {
     "AIDD_HEARTBEAT_INTERVAL": "0.5", "AIDD_HEARTBEAT_TIMEOUT": "4", "AIDD_HEARTBEAT_CHECK_INTERVAL": "0.2",
@@ -49,7 +50,7 @@ class Stopwatch:
                     seen[name] = self.elapsed()
             return len(seen) == len(probes)
         try:
-            poll(check, timeout, "", interval)
+            wait_until(check, timeout, "", interval)
         except AssertionError:
             missing = ", ".join(name for name in probes if name not in seen)
             raise AssertionError(f"timed out after {timeout:g}s waiting for {missing}") from None
@@ -114,7 +115,7 @@ class Cluster:
     def worker_id(self, hostname: str, coordinator: Coordinator | None = None, timeout: float = 30.0) -> str:
         """The id of the online worker registered as `hostname` (waits for it)."""
         api = self.api(coordinator)
-        worker = poll(lambda: (w := api.worker(hostname)) and w["status"] == "online" and w, timeout,
+        worker = wait_until(lambda: (w := api.worker(hostname)) and w["status"] == "online" and w, timeout,
                       f"agent {hostname} to register")
         return str(worker["id"])
 
@@ -159,7 +160,7 @@ class Cluster:
     def await_refused(self, at_least: int, timeout: float = 30.0) -> int:
         """Wait until the coordinators have refused `at_least` late reports (agents retry with a backoff)."""
         api = self.api()
-        return int(poll(lambda: (n := api.counters().get("refused", 0)) >= at_least and n, timeout,
+        return int(wait_until(lambda: (n := api.counters().get("refused", 0)) >= at_least and n, timeout,
                         f"{at_least} late reports to be refused"))
 
     def refused(self, quiet: float = 1.5, timeout: float = 20.0) -> int:

@@ -9,11 +9,10 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TypeVar
 
@@ -23,36 +22,17 @@ import psycopg
 import redis
 
 from coordinator.embedded import EmbeddedServers, start_embedded
+from tests.support.pids import gone
+from tests.support.ports import free_port
+from tests.support.waiting import wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
 T = TypeVar("T")
 
 
-def free_port() -> int:
-    """A loopback TCP port that is free now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def poll(check: Callable[[], T | None], timeout: float, what: str, interval: float = 0.1) -> T:
-    """Call `check` until it returns something truthy (returned); AssertionError after `timeout` seconds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:g}s waiting for {what}")
-        time.sleep(interval)
-
-
 def alive(pid: int) -> bool:
     """Whether a process runs (a zombie counts as gone)."""
-    try:
-        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:
-        return False
+    return not gone(pid)
 
 
 def clean_env(extra: Mapping[str, str]) -> dict[str, str]:
@@ -145,7 +125,7 @@ class Coordinator(Proc):
             if not self.running():
                 raise AssertionError(f"coordinator {self.name} exited:\n{self.output[-3000:]}")
             return self.health() == 200
-        poll(ready, timeout, f"coordinator {self.name} to be healthy", 0.1)
+        wait_until(ready, timeout, f"coordinator {self.name} to be healthy", 0.1)
         return self
 
 
@@ -216,7 +196,7 @@ class Stores:
             self._servers[name] = subprocess.Popen(argv, cwd=cwd, stdin=subprocess.DEVNULL, stdout=log,
                                                    stderr=subprocess.STDOUT, start_new_session=True,
                                                    user=as_user, group=as_user)
-        poll(lambda: self._answers(name), ready_timeout, f"{name} to answer again", 0.1)
+        wait_until(lambda: self._answers(name), ready_timeout, f"{name} to answer again", 0.1)
 
     def _answers(self, name: str) -> bool:
         try:

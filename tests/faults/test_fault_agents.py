@@ -12,8 +12,9 @@ from dataclasses import dataclass
 import pytest
 
 from tests.faults.cluster import Cluster, Stopwatch
-from tests.faults.processes import Agent, alive, poll
+from tests.faults.processes import Agent, alive
 from tests.faults.truth import Api, Execution, Figures, read_records
+from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.slow
 
@@ -50,7 +51,7 @@ def kill_mid_task(cluster: Cluster, seconds: float, child: bool) -> Killed:
     cluster.coordinator()
     cluster.agent("a", slots=4)
     cluster.submit([cluster.task(seconds, child=child) for _ in range(4)])
-    victims = poll(lambda: (r := running_on(cluster, "a")) and len(r) == 4 and r, 30, "four tasks to run on a")
+    victims = wait_until(lambda: (r := running_on(cluster, "a")) and len(r) == 4 and r, 30, "four tasks to run on a")
     cluster.agent("b", slots=8)
     cluster.submit([cluster.task(seconds, child=child) for _ in range(4)])
     time.sleep(0.5)  # a's tasks under way (their helpers started)
@@ -102,7 +103,7 @@ def test_agent_stopped_longer_than_the_heartbeat_timeout(cluster: Callable[..., 
     frozen = system.agent("a", slots=4)
     short = system.submit([system.task(1.5, loud=True, exclusive=True) for _ in range(2)])
     long = system.submit([system.task(8, loud=True, exclusive=True) for _ in range(2)])
-    poll(lambda: len(running_on(system, "a")) == 4, 30, "four tasks to run on a")
+    wait_until(lambda: len(running_on(system, "a")) == 4, 30, "four tasks to run on a")
     old = [ex for ex in read_records(system.records).values() if ex.host == "a" and ex.task in long]
     frozen.signal(signal.SIGSTOP)
     clock = Stopwatch()
@@ -124,7 +125,7 @@ def test_agent_stopped_longer_than_the_heartbeat_timeout(cluster: Callable[..., 
     assert not any(after[ex.attempt].ended for ex in old)  # killed, not finished
     assert figures.stale_refused >= 2
     assert frozen.running()
-    poll(lambda: "killed by the agent's task keeper" in frozen.output, 10, "the agent to say its keeper killed")
+    wait_until(lambda: "killed by the agent's task keeper" in frozen.output, 10, "the agent to say its keeper killed")
 
 
 def test_agent_stopped_past_the_timeout_with_plain_tasks(cluster: Callable[..., Cluster],
@@ -136,7 +137,7 @@ def test_agent_stopped_past_the_timeout_with_plain_tasks(cluster: Callable[..., 
     system.coordinator()
     frozen = system.agent("a", slots=4)
     ids = system.submit([system.task(12) for _ in range(3)])
-    poll(lambda: len(running_on(system, "a")) == 3, 30, "three tasks to run on a")
+    wait_until(lambda: len(running_on(system, "a")) == 3, 30, "three tasks to run on a")
     old = {ex.attempt for ex in running_on(system, "a")}
     frozen.signal(signal.SIGSTOP)
     clock = Stopwatch()
@@ -146,7 +147,7 @@ def test_agent_stopped_past_the_timeout_with_plain_tasks(cluster: Callable[..., 
                         "recover": lambda: rerun_elsewhere(system, set(ids), "a")}, 40)
     frozen.signal(signal.SIGCONT)
     woke = time.time()
-    poll(lambda: all(read_records(system.records)[a].last < time.time() - 1 for a in old), 20,
+    wait_until(lambda: all(read_records(system.records)[a].last < time.time() - 1 for a in old), 20,
          "a's old attempts to stop")
     system.settle(60)
     lived = max(read_records(system.records)[a].last for a in old) - woke

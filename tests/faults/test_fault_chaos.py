@@ -19,9 +19,10 @@ import pytest
 
 from tests.faults.cluster import Cluster, Stopwatch
 from tests.faults.link import Link
-from tests.faults.processes import alive, poll
+from tests.faults.processes import alive
 from tests.faults.test_fault_agents import offline, running_on
 from tests.faults.truth import Figures, read_records
+from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.slow
 
@@ -54,12 +55,12 @@ def test_leader_that_lost_postgres_hands_over(cluster: Callable[..., Cluster],
     try:
         cut_off = system.settings["AIDD_DATABASE_URL"].replace(f":{system.stores.pg_port}/", f":{link.port}/")
         leader = system.coordinator("a", AIDD_DATABASE_URL=cut_off)
-        poll(lambda: httpx.get(f"{leader.url}/api/v1/health").json()["leader"], 20, "a to lead")
+        wait_until(lambda: httpx.get(f"{leader.url}/api/v1/health").json()["leader"], 20, "a to lead")
         healthy = system.coordinator("b")
         victim = system.agent("v", 4, "--group", "v", coordinator=healthy)
         system.agent("s", 4, url=leader.url)  # leases through the cut-off leader, as agents behind a balancer do
         ids = system.submit([system.task(30, group="v") for _ in range(4)], api=system.api(healthy))
-        poll(lambda: len(running_on(system, "v")) == 4, 30, "four tasks to run on v")
+        wait_until(lambda: len(running_on(system, "v")) == 4, 30, "four tasks to run on v")
         link.cut()
         victim.kill()
         clock = Stopwatch()
@@ -69,7 +70,7 @@ def test_leader_that_lost_postgres_hands_over(cluster: Callable[..., Cluster],
                             "detect": lambda: offline(api, "v"),
                             "recover": lambda: all(api.task(i)["attempts"] >= 2 for i in ids)}, 60)
         more = system.submit([system.task(0.5) for _ in range(6)], api=api)
-        poll(lambda: all(api.task(i)["status"] == "succeeded" for i in more), 30, "new work to run meanwhile")
+        wait_until(lambda: all(api.task(i)["status"] == "succeeded" for i in more), 30, "new work to run meanwhile")
         link.mend()
         system.settle(90)
         leader.stop()  # before its path to PostgreSQL goes for good
@@ -94,7 +95,7 @@ def test_broken_work_dir_hands_tasks_back(cluster: Callable[..., Cluster], recor
     broken = system.agent("broken", 4)
     work = system.work / "broken-tasks"
     system.submit([system.task(1, max_retries=1) for _ in range(8)])
-    poll(lambda: len(running_on(system, "broken")) >= 1, 30, "broken to run a task")
+    wait_until(lambda: len(running_on(system, "broken")) >= 1, 30, "broken to run a task")
     shutil.move(work, system.work / "broken-tasks.moved")
     work.write_text("not a directory")
     system.agent("healthy", 4)
@@ -129,7 +130,7 @@ def test_operator_restart_waits_for_the_old_attempt(cluster: Callable[..., Clust
     system.coordinator()
     system.agent("a", 8, "--kill-grace", "2")
     ids = system.submit([ignoring_sigterm(system, 20) for _ in range(4)])
-    poll(lambda: len(running_on(system, "a")) == 4, 30, "four tasks to run")
+    wait_until(lambda: len(running_on(system, "a")) == 4, 30, "four tasks to run")
     api = system.api()
     clock = Stopwatch()
     for task_id in ids:
@@ -207,7 +208,7 @@ def test_locked_tasks_table_is_503_and_heartbeats_go_on(cluster: Callable[..., C
     coordinator = system.coordinator()
     system.agent("a", 8)
     system.submit([system.task(2) for _ in range(24)])
-    poll(lambda: system.running_now() >= 8, 30, "the load to run")
+    wait_until(lambda: system.running_now() >= 8, 30, "the load to run")
     statuses: list[int] = []
     done = threading.Event()
 
@@ -253,7 +254,7 @@ def test_keeper_kill_is_a_handback_not_a_failure(cluster: Callable[..., Cluster]
     body = {**system.task(12), "max_retries": 0, "exclusive": True,
             "input_params": {"command": f"setsid sleep 40 & exec {sys.executable} -S -I {recorder}", "shell": True}}
     ids = system.submit([body for _ in range(6)])
-    poll(lambda: len(running_on(system, "a")) == 6, 30, "six tasks to run")
+    wait_until(lambda: len(running_on(system, "a")) == 6, 30, "six tasks to run")
     frozen.signal(signal.SIGSTOP)
     time.sleep(3.8)
     frozen.signal(signal.SIGCONT)

@@ -31,8 +31,10 @@ import pytest
 
 from console.background import AGENT_FILE, AGENT_MODULE, COORDINATOR_FILE, COORDINATOR_MODULE, Detached, recorded
 from tests.faults.cluster import FAST, Stopwatch
-from tests.faults.processes import ROOT, alive, clean_env, free_port, poll
+from tests.faults.processes import ROOT, alive, clean_env
 from tests.faults.truth import Api, Figures, Ledger, measure, read_records, recorded_task, system_view, unfinished
+from tests.support.ports import free_port
+from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.slow
 TASKS, SECONDS = 3, 8.0
@@ -91,7 +93,7 @@ class Terminal:
                 raise AssertionError(f"aidd exited ({self.proc.returncode}) before showing {text!r}:\n"
                                      f"{self.text()[-2000:]}")
             return False
-        poll(shown, timeout, f"the console to show {text!r}", 0.1)
+        wait_until(shown, timeout, f"the console to show {text!r}", 0.1)
 
     def press(self, key: str) -> None:
         os.write(self.master, key.encode())
@@ -161,10 +163,10 @@ class Console:
     def start_work(self) -> Terminal:
         """A console with its local agent, and the recorded tasks running on it."""
         terminal = self.console()
-        poll(lambda: self.health() == 200, 90, "the embedded coordinator to answer")
-        poll(lambda: (w := self.api.worker(HOST)) and w["status"] == "online", 30, "the local agent to register")
+        wait_until(lambda: self.health() == 200, 90, "the embedded coordinator to answer")
+        wait_until(lambda: (w := self.api.worker(HOST)) and w["status"] == "online", 30, "the local agent to register")
         self.ledger.submit(self.api, [recorded_task(self.records, SECONDS) for _ in range(TASKS)])
-        poll(lambda: self.running_now() == TASKS, 30, f"{TASKS} tasks to run")
+        wait_until(lambda: self.running_now() == TASKS, 30, f"{TASKS} tasks to run")
         terminal.wait_for("Queues")
         return terminal
 
@@ -176,7 +178,7 @@ class Console:
     def finish(self, scenario: str, outage_s: float, note: str) -> Figures:
         """Wait until PostgreSQL holds every task as finished; the figures, checked: each ran once, on attempt 1."""
         with contextlib.suppress(AssertionError):  # what has not finished by then counts as lost in the figures
-            poll(lambda: not unfinished(self.conninfo, self.ledger.ids()), 60, "every task to finish", 0.5)
+            wait_until(lambda: not unfinished(self.conninfo, self.ledger.ids()), 60, "every task to finish", 0.5)
         figures = measure(scenario, self.conninfo, self.ledger, self.records, self.api.counters().get("refused", 0),
                           None, outage_s, time.monotonic() - self.t0, note=f"outage {outage_s:.2f} s; {note}")
         tasks, _ = system_view(self.conninfo, self.ledger.ids())
@@ -285,5 +287,5 @@ def test_console_killed_the_next_one_reuses_the_local_agent(aidd: Console,
     again.press("q")  # nothing runs: it quits at once and stops everything
     assert again.exit_code() == 0
     assert "stopping the local agent" in again.text()
-    poll(lambda: not aidd.leftovers(), 20, "nothing of the state directory to run")
+    wait_until(lambda: not aidd.leftovers(), 20, "nothing of the state directory to run")
     assert not agent.alive()

@@ -17,8 +17,9 @@ import psycopg
 import pytest
 
 from tests.faults.cluster import FAST, Stopwatch
-from tests.faults.processes import Agent, Coordinator, poll
+from tests.faults.processes import Agent, Coordinator
 from tests.faults.truth import Api, Figures, Ledger, Submitter, measure, recorded_task, unfinished
+from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.slow
 TASKS = 40
@@ -98,9 +99,9 @@ def test_embedded_stores_killed_are_restarted(aidd: Aidd, tmp_path: Path,
     aidd.coordinator.wait_ready(90)
     api, ledger = Api(aidd.coordinator.url), Ledger()
     aidd.agent.start()
-    poll(lambda: (w := api.worker("n0")) and w["status"] == "online", 30, "the agent to register")
+    wait_until(lambda: (w := api.worker("n0")) and w["status"] == "online", 30, "the agent to register")
     ledger.submit(api, [recorded_task(records, next(durations)) for _ in range(TASKS)])
-    poll(aidd.succeeded, 60, "a first task to succeed")
+    wait_until(aidd.succeeded, 60, "a first task to succeed")
     submitter = Submitter(ledger, api, lambda: recorded_task(records, next(durations)), per_batch=4, period=1.0)
     submitter.start()
     try:
@@ -110,7 +111,7 @@ def test_embedded_stores_killed_are_restarted(aidd: Aidd, tmp_path: Path,
     finally:
         submitter.finish()
     with contextlib.suppress(AssertionError):  # what has not finished by then counts as lost in the figures
-        poll(lambda: not unfinished(aidd.conninfo, ledger.ids()), 120, "every task to finish", 0.5)
+        wait_until(lambda: not unfinished(aidd.conninfo, ledger.ids()), 120, "every task to finish", 0.5)
     healthy = ", ".join(f"{server} {seen['healthy']:.2f} s" for server, seen in faults.items())
     figures = measure("embedded Redis, PostgreSQL kill -9", aidd.conninfo, ledger, records,
                       api.counters().get("refused", 0), max(seen["detect"] for seen in faults.values()),

@@ -34,7 +34,9 @@ from coordinator.api.auth import Access
 from coordinator.api.routing import Endpoint
 from coordinator.config import Settings
 from coordinator.schemas import BulkAction
-from tests.helpers import HttpAgent, serving, task_body, wipe_index
+from tests.helpers import serving, wipe_index
+from tests.support.agent import HttpAgent
+from tests.support.tasks import task_body
 
 pytestmark = pytest.mark.slow
 

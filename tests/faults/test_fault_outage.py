@@ -12,9 +12,10 @@ import pytest
 
 from tests.faults.cluster import FAST, Cluster, Stopwatch
 from tests.faults.link import Link
-from tests.faults.processes import Coordinator, poll
+from tests.faults.processes import Coordinator
 from tests.faults.test_fault_agents import offline, rerun_elsewhere, running_on
 from tests.faults.truth import Figures, Submitter, read_records, system_view
+from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.slow
 TIMEOUT = float(FAST["AIDD_HEARTBEAT_TIMEOUT"])
@@ -47,7 +48,7 @@ def test_coordinator_down_for_three_heartbeat_timeouts(cluster: Callable[..., Cl
     for name in ("n0", "n1", "n2"):
         system.worker_id(name)
     ids = system.submit([system.task(seconds) for seconds in (8, 30) for _ in range(6)])
-    poll(lambda: system.running_now() == 12, 30, "twelve tasks to run")
+    wait_until(lambda: system.running_now() == 12, 30, "twelve tasks to run")
     coordinator.stop() if how == "SIGTERM" else coordinator.kill()
     clock = Stopwatch()
     time.sleep(3 * TIMEOUT)
@@ -78,7 +79,7 @@ def test_rolling_restart_of_two_coordinators(cluster: Callable[..., Cluster],
     for name in ("n0", "n1", "n2"):
         system.worker_id(name)
     system.submit([system.task(seconds) for seconds in (4, 12) for _ in range(12)])
-    poll(lambda: system.running_now() >= 18, 30, "the load to run")
+    wait_until(lambda: system.running_now() >= 18, 30, "the load to run")
     submitter = Submitter(system.ledger, system.api(second), lambda: system.task(3), per_batch=3, period=0.5)
     submitter.start()
     try:
@@ -95,7 +96,7 @@ def test_rolling_restart_of_two_coordinators(cluster: Callable[..., Cluster],
 
 def restart(system: Cluster, victim: Coordinator, survivor: Coordinator, submitter: Submitter, kill: bool) -> str:
     """Stop (or kill) `victim`, time until `survivor` leads, start `victim` again; says how long the handover took."""
-    poll(lambda: leads(victim) or leads(survivor), 30, "a leader")
+    wait_until(lambda: leads(victim) or leads(survivor), 30, "a leader")
     was_leader = leads(victim)
     clock = Stopwatch()
     victim.kill() if kill else victim.stop()
@@ -120,7 +121,7 @@ def test_agent_cut_off_while_the_coordinator_leads(cluster: Callable[..., Cluste
     try:
         system.agent("a", 4, url=f"http://127.0.0.1:{link.port}")
         ids = system.submit([system.task(15, exclusive=exclusive) for _ in range(4)])
-        poll(lambda: len(running_on(system, "a")) == 4, 30, "four tasks to run on a")
+        wait_until(lambda: len(running_on(system, "a")) == 4, 30, "four tasks to run on a")
         old = {ex.attempt for ex in running_on(system, "a")}
         system.agent("b", 4)
         api = system.api()
@@ -131,7 +132,7 @@ def test_agent_cut_off_while_the_coordinator_leads(cluster: Callable[..., Cluste
         time.sleep(2.0)
         link.mend()
         mended = time.time()
-        poll(lambda: all(read_records(system.records)[a].last < time.time() - 1 for a in old), 20,
+        wait_until(lambda: all(read_records(system.records)[a].last < time.time() - 1 for a in old), 20,
              "a's old attempts to stop")
         system.settle(60)
     finally:

@@ -18,8 +18,9 @@ import httpx
 import pytest
 
 from tests.faults.cluster import Cluster, Stopwatch
-from tests.faults.processes import alive, poll
+from tests.faults.processes import alive
 from tests.faults.truth import Figures, read_records
+from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.slow
 T = TypeVar("T")
@@ -195,7 +196,7 @@ def test_cancel_stops_the_work_it_acknowledges(cluster: Callable[..., Cluster],
     system.coordinator()
     system.agent("a", 12)
     ids = system.submit([system.task(2.0 + 0.15 * i, child=True) for i in range(12)])
-    poll(lambda: sum(ex.ended for ex in read_records(system.records).values()) >= 3, 30, "three tasks to finish")
+    wait_until(lambda: sum(ex.ended for ex in read_records(system.records).values()) >= 3, 30, "three tasks to finish")
     clock = Stopwatch()
     answers = {i: system.api().http.delete(f"/api/v1/tasks/{i}").status_code for i in ids}
     cancelled = [i for i, status in answers.items() if status == 200]

@@ -19,7 +19,8 @@ import pytest
 
 from coordinator.api.app import ENDPOINTS
 from tests.faults.cluster import Cluster
-from tests.faults.processes import ROOT, Coordinator, Stores, clean_env, poll
+from tests.faults.processes import ROOT, Coordinator, Stores, clean_env
+from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.slow
 
@@ -328,7 +329,7 @@ def test_no_secret_in_logs_console_data_or_health(world: World) -> None:
     with world.client() as http:
         shown = http.post("/api/v1/tasks", json=task(task_type="shell", input_params={"argv": ["env"]}))
         assert shown.status_code == 201
-        poll(lambda: http.get(f"/api/v1/tasks/{shown.json()['id']}").json()["status"] == "succeeded", 30,
+        wait_until(lambda: http.get(f"/api/v1/tasks/{shown.json()['id']}").json()["status"] == "succeeded", 30,
              "the env task to finish")
         answers = [http.get(path).text for path in readable_paths(world)]
         answers.append(http.get(f"/api/v1/tasks/{shown.json()['id']}/logs").text)

@@ -23,8 +23,9 @@ import redis
 from coordinator.keys import Keys
 from coordinator.queue import _script_source
 from tests.faults.cluster import Cluster
-from tests.faults.processes import Stores, poll
+from tests.faults.processes import Stores
 from tests.faults.truth import Api, Figures
+from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.slow
 SHAPES = 20_000
@@ -96,7 +97,7 @@ def drain(system: Cluster, api: Api, client: redis.Redis) -> Drain:
             system.submit([noop(i)], api)
             singles.append(time.monotonic() - sent)
         system.submit([noop(i) for i in range(DRAIN)], api)
-        poll(lambda: system.count("succeeded") >= target, 60, f"{DRAIN + SINGLES} noop tasks to succeed", 0.05)
+        wait_until(lambda: system.count("succeeded") >= target, 60, f"{DRAIN + SINGLES} noop tasks to succeed", 0.05)
         elapsed = time.monotonic() - started
         log = [e for e in client.slowlog_get(SLOWLOG_LEN) if not e["command"].startswith((b"SLOWLOG", b"CONFIG"))]
     claims = [int(e["duration"]) for e in log if e["command"].split(b" ")[:2] == [b"EVALSHA", CLAIM_SHA]]

@@ -17,8 +17,8 @@ from redis.asyncio import Redis
 from coordinator.keys import Keys
 from coordinator.queue import ClaimRequest, QueueIndex
 from tests.faults.cluster import Cluster, Stopwatch
-from tests.faults.processes import poll
 from tests.faults.truth import Figures, Submitter, system_view
+from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.slow
 TASKS = 300
@@ -38,7 +38,7 @@ def under_load(system: Cluster) -> Iterator[Submitter]:
         system.worker_id(agent.name)
     durations = itertools.cycle(DURATIONS)
     system.submit([system.task(next(durations)) for _ in range(TASKS)])
-    poll(lambda: system.running_now() >= 40, 60, "40 tasks to run")
+    wait_until(lambda: system.running_now() >= 40, 60, "40 tasks to run")
     submitter = Submitter(system.ledger, system.api(), lambda: system.task(next(durations)), per_batch=10,
                           period=0.5)
     submitter.start()

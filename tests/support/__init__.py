@@ -1,0 +1,1 @@
+"""One of each helper the tests share: a free port, waiting for a condition, a task body, an agent over HTTP."""
