@@ -1,4 +1,8 @@
-"""Task events to the coordinator in batches: logs at most every 0.5 s or 500 lines, the rest at once.
+"""Task events to the coordinator in batches: logs at most every 0.5 s or 500 lines, `started` within 0.1 s, the
+rest at once.
+
+A `started` waits that long so that a short task's start goes in the same report as its end (one request and
+one PostgreSQL statement instead of two of each); a longer task's start is only that much later on record.
 
 Events keep their order per attempt (log lines before the final event, so they are still accepted).
 While the coordinator is away (or slower than a flood of output) everything waits in a bounded buffer
@@ -21,6 +25,8 @@ from nodeagent.api import Refused, Unreachable, WorkerUnknown
 
 log = logging.getLogger(__name__)
 Send = Callable[[list[dict[str, Any]]], Awaitable[list[dict[str, Any]]]]
+STARTED_WAIT_S = 0.1
+"""How long a `started` event may wait for its attempt's end (or any other send) before it goes alone."""
 
 
 class Reporter:
@@ -36,7 +42,8 @@ class Reporter:
         self._open_logs: dict[str, dict[str, Any]] = {}  # attempt -> its unsent "log" event still taking lines
         self._lines = 0
         self._urgent = False
-        self._first_line_at: float | None = None
+        self._due_at: float | None = None
+        """When the events waiting (log lines, `started`) must go even if nothing urgent comes."""
         self._wake = asyncio.Event()
         self._idle = asyncio.Event()
         self._idle.set()
@@ -58,8 +65,16 @@ class Reporter:
             self._events = [e for e in self._events
                             if not (e["attempt_id"] == attempt and e["event"] == EventKind.PROGRESS)]
         self._events.append(event)
-        self._urgent = True
+        if event["event"] == EventKind.STARTED:
+            self._due(STARTED_WAIT_S)
+        else:
+            self._urgent = True
         self._kick()
+
+    def _due(self, within: float) -> None:
+        """What waits must go within `within` seconds from now (or sooner, if it already had to)."""
+        at = time.monotonic() + within
+        self._due_at = at if self._due_at is None else min(self._due_at, at)
 
     def log(self, task_id: str, attempt_id: str, stream: str, line: str) -> None:
         """Queue one output line."""
@@ -73,8 +88,8 @@ class Reporter:
         while self._lines > self.max_lines:
             self._drop_lines()
         self._idle.clear()
-        if self._first_line_at is None:  # the first waiting line starts the 0.5 s clock
-            self._first_line_at = time.monotonic()
+        if self._due_at is None:  # the first waiting line starts the 0.5 s clock
+            self._due(self.interval)
             self._wake.set()
         elif self._lines >= self.batch_lines:  # wake the sender only when it has something to decide
             self._wake.set()
@@ -113,7 +128,8 @@ class Reporter:
             return False
 
     async def run(self) -> None:
-        """Send forever: at once for urgent events, else when 0.5 s passed or 500 lines wait; backoff when away."""
+        """Send forever: at once for urgent events, else when what waits is due or 500 lines wait; backoff when
+        away."""
         delay = 0.5
         while True:
             await self._wake.wait()
@@ -121,7 +137,7 @@ class Reporter:
             if not self._events:
                 self._idle.set()
                 continue
-            due = (self._first_line_at or 0.0) + self.interval - time.monotonic()
+            due = (self._due_at or 0.0) - time.monotonic()
             if not self._urgent and self._lines < self.batch_lines and due > 0:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), due)
@@ -159,8 +175,12 @@ class Reporter:
 
     def _recount(self) -> None:
         self._lines = sum(len(e.get("lines", ())) for e in self._events)
-        self._urgent = any(e["event"] != EventKind.LOG for e in self._events)
-        self._first_line_at = time.monotonic() if self._lines else None
+        self._urgent = any(e["event"] not in (EventKind.LOG, EventKind.STARTED) for e in self._events)
+        self._due_at = None
+        if any(e["event"] == EventKind.STARTED for e in self._events):
+            self._due(STARTED_WAIT_S)
+        if self._lines:
+            self._due(self.interval)
 
     def _put_back(self, batch: list[dict[str, Any]]) -> None:
         self._events[:0] = batch

@@ -23,7 +23,7 @@ from nodeagent.gpu import FakeGpus, GpuProcess, NvmlProbe, probe_from_env
 from nodeagent.inventory import describe_host, detect_group, serve_groups
 from nodeagent.keeper import Keeper
 from nodeagent.lines import CUT_MARK, LineSplitter
-from nodeagent.reporter import Reporter
+from nodeagent.reporter import STARTED_WAIT_S, Reporter
 from nodeagent.telemetry import Telemetry
 from tests.support.waiting import wait_until
 
@@ -318,6 +318,36 @@ async def test_reporter_buffer_is_bounded_while_the_coordinator_is_away() -> Non
     finally:
         runner.cancel()
         await api.close()
+
+
+@pytest.mark.anyio
+async def test_a_short_tasks_start_goes_with_its_end_a_long_tasks_alone_soon() -> None:
+    """`started` waits up to STARTED_WAIT_S for its attempt's end: one report for a short task, not two; a task
+    still running by then has its start sent on its own."""
+    batches: list[list[str]] = []
+
+    async def send(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        batches.append([e["event"] for e in events])
+        return [{"status": 200} for _ in events]
+
+    async def unknown() -> None:
+        return None
+
+    reporter = Reporter(send, lambda attempt: None, unknown, interval=5.0)
+    runner = asyncio.create_task(reporter.run())
+    try:
+        reporter.event({"task_id": "short", "attempt_id": "s", "event": "started"})
+        await asyncio.sleep(0.01)
+        reporter.event({"task_id": "short", "attempt_id": "s", "event": "succeeded", "result": {}})
+        assert await reporter.flushed(5)
+        assert batches == [["started", "succeeded"]]
+        reporter.event({"task_id": "long", "attempt_id": "l", "event": "started"})
+        sent_by = time.monotonic() + STARTED_WAIT_S + 2.0  # well before the log lines' 5 s
+        while not batches[1:] and time.monotonic() < sent_by:
+            await asyncio.sleep(0.01)
+        assert batches[1:] == [["started"]]  # not held back for its end, nor for the interval of log lines
+    finally:
+        runner.cancel()
 
 
 def test_a_flooding_attempt_drops_its_own_lines_not_its_neighbours() -> None:
