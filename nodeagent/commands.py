@@ -116,16 +116,17 @@ def build_command(task: Mapping[str, Any], work_dir: Path, plugin_modules: Seque
     if not isinstance(params, dict):
         raise BadTask("input_params must be an object")
     env = task_env(params, os.environ if base_env is None else base_env)
+    where = str(work_dir)  # joined as strings: three pathlib joins cost more than the rest of this function
     env.update({"AIDD_TASK_ID": str(task["task_id"]), "AIDD_ATTEMPT_ID": str(task["attempt_id"]),
-                "AIDD_ATTEMPT": str(task.get("attempt") or 1), "AIDD_WORK_DIR": str(work_dir),
-                "AIDD_RESULT_FILE": str(work_dir / RESULT_FILE)})
+                "AIDD_ATTEMPT": str(task.get("attempt") or 1), "AIDD_WORK_DIR": where,
+                "AIDD_RESULT_FILE": os.path.join(where, RESULT_FILE)})
     gpus = task.get("gpus") or []
     if gpus or gpu_host:  # a task without GPUs on a GPU host sees none, so it cannot take another task's
         env["CUDA_VISIBLE_DEVICES"] = ",".join(str(g) for g in gpus)
     if task.get("task_type") != "shell":
-        env = plugin_env(plugin_modules, {**env, "AIDD_ERROR_FILE": str(work_dir / ERROR_FILE)})
-        return Command([sys.executable, "-m", "nodeagent.plugin_host", str(work_dir / TASK_FILE)], env, work_dir,
-                       plugin=True)
+        env = plugin_env(plugin_modules, {**env, "AIDD_ERROR_FILE": os.path.join(where, ERROR_FILE)})
+        return Command([sys.executable, "-m", "nodeagent.plugin_host", os.path.join(where, TASK_FILE)], env,
+                       work_dir, plugin=True)
     cwd = params.get("cwd")
     if cwd is not None and not isinstance(cwd, str):
         raise BadTask("input_params.cwd must be a string")
