@@ -27,7 +27,7 @@ from coordinator.core import Core, send_commands, utcnow, write_audit
 from coordinator.errors import WorkerNotFound, WorkerNotOffline
 from coordinator.gpus import GpuHold, busy_field, busy_indices, gpu_totals, gpu_views, holds
 from coordinator.lifecycle import AttemptEnd, Lifecycle
-from coordinator.models import Attempt, Task, TaskLog, Worker, WorkerCommand
+from coordinator.models import Task, TaskLog, Worker, WorkerCommand
 from coordinator.queue import ClaimRequest, GpuFree, as_str
 from coordinator.schemas import (
     Heartbeat,
@@ -67,6 +67,15 @@ WHERE id = :attempt RETURNING log_dropped
 """)
 """Delete an attempt's lines older than the cutoff line and count them, and the cutoff line, as dropped (an earlier
 marker is not counted again); returns the attempt's total."""
+STARTED = text(f"""
+UPDATE attempts AS a SET started_at = now()
+FROM tasks AS t
+WHERE a.id = ANY(CAST(:attempts AS uuid[])) AND t.id = a.task_id AND t.attempt_id = a.id
+    AND t.status = '{TaskStatus.RUNNING.value}' AND t.worker_id = :worker
+RETURNING a.id
+""")
+"""Record the start of the worker's current attempts, fenced as every report is; one statement, which returns the
+attempts accepted (a `started` without its end in the report: a task that runs longer than the agent holds it)."""
 
 
 def hash_token(token: str) -> str:
@@ -393,8 +402,11 @@ class WorkerService:
         succeeding = {e.attempt_id for e in by_kind.get(EventKind.SUCCEEDED, [])}
         # A `started` with its success in the same report is written with the success (and fenced by it).
         folded = {e.attempt_id for e in by_kind.get(EventKind.STARTED, []) if e.attempt_id in succeeding}
-        others = [e for e in events if e.event in (EventKind.PROGRESS, EventKind.LOG)
-                  or (e.event == EventKind.STARTED and e.attempt_id not in folded)]
+        starting = [e.attempt_id for e in by_kind.get(EventKind.STARTED, []) if e.attempt_id not in folded]
+        if starting:
+            async with self.core.engine.begin() as conn:
+                accepted.update((await conn.execute(STARTED, {"attempts": starting, "worker": worker_id})).scalars())
+        others = [e for e in events if e.event in (EventKind.PROGRESS, EventKind.LOG)]
         current = await self._current_attempts(worker_id, others) if others else set()
         simple = [e for e in others if e.attempt_id in current]
         if simple:
@@ -434,9 +446,6 @@ class WorkerService:
                   "line": clean_line(ln.line, settings.log_line_max_bytes)}
                  for e in events for ln in e.lines]
         async with self.core.engine.begin() as conn:
-            started = [e.attempt_id for e in events if e.event == EventKind.STARTED]
-            if started:
-                await conn.execute(update(Attempt).where(Attempt.id.in_(started)).values(started_at=utcnow()))
             progress = [e for e in events if e.progress is not None]
             if progress:
                 await conn.execute(update(Task).where(Task.id == bindparam("p_id")).values(

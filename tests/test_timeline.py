@@ -212,3 +212,21 @@ async def test_the_console_detail_catches_up_with_a_reason_recorded_after_the_ch
         deadline = time.monotonic() + 20
         while not await since_when():
             assert time.monotonic() < deadline, "the recorded `too_big` never reached the detail's timeline"
+
+
+def test_a_start_is_recorded_only_for_the_workers_current_attempt(client: httpx.Client) -> None:
+    """A `started` on its own (a task running longer than its agent holds the event) is fenced like every report:
+    refused (409) from another worker, and for an attempt that is no longer current; the current one's start is
+    on the attempt."""
+    agent = HttpAgent.register(client, hostname="start-01", groups=["starts"], cpu_cores=4)
+    other = HttpAgent.register(client, hostname="start-02", groups=["elsewhere"], cpu_cores=4)
+    task_id = client.post("/api/v1/tasks", json=task_body(group="starts")).json()["id"]
+    [old] = agent.lease()
+    assert other.report(old, "started").status_code == 409
+    assert client.post(f"/api/v1/tasks/{task_id}/requeue").status_code == 200
+    agent.confirm_stopped()
+    [current] = agent.lease()
+    assert agent.report(old, "started").status_code == 409
+    assert agent.report(current, "started").status_code == 200
+    attempts = client.get(f"/api/v1/tasks/{task_id}").json()["attempt_history"]
+    assert [a["started_at"] is not None for a in attempts] == [False, True]
