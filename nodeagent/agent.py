@@ -83,7 +83,7 @@ class Agent:
         self.environ = dict(os.environ)
         self.plugins = None if config.fresh_plugin_process else PluginPool(
             plugin_env(config.plugin_modules, task_env({}, self.environ)), config.work_dir, host.slots,
-            preexec=parent_death_signal(), keeper=self.keeper)
+            preexec=parent_death_signal(), keeper=self.keeper, cores=host.cpu_cores)
         self.runs: dict[str, TaskRun] = {}
         self.interval = config.heartbeat_interval or 10.0
         self.timeout = 30.0

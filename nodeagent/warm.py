@@ -3,9 +3,11 @@
 Starting Python and importing the plugins costs about 60 ms of CPU; a warm host pays it once. Each
 host runs one task at a time (`nodeagent.plugin_host --serve`), in its own session, so stopping a task
 (timeout, cancel, stale, hand-back) is the same process-group kill as before: the host goes with it and
-a fresh one takes its place later. Hosts start on demand, at most one per slot: beyond the first two, a
-new one only when every host has been busy with its task for `spawn_after` seconds (so short tasks keep
-a few hosts busy instead of starting one per slot); a host idle for `idle_s` stops. Each host has a
+a fresh one takes its place later. Hosts start on demand and are sized by the host's cores, not its slots:
+beyond the first two, a new one only when every host has been busy with its task for `spawn_after` seconds,
+and beyond one per core only when every host has been busy for `long_after` (so short tasks share a few
+hosts, however many slots the agent has, while long tasks that reserve no CPU still get a host each, up to
+one per slot); a host idle for `idle_s` stops. Each host has a
 scratch dir: the working dir of tasks that need no dir of their own (no files, no --keep-work-dirs),
 emptied after each task.
 
@@ -21,6 +23,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import math
 import os
 import secrets
 import shutil
@@ -209,13 +212,18 @@ class PluginHost:
 
 
 class PluginPool:
-    """Up to `size` warm hosts for one agent."""
+    """Up to `size` warm hosts for one agent (its slots), more than `cores` only for long tasks."""
 
     def __init__(self, env: dict[str, str], cwd: Path, size: int, max_line_bytes: int = 4000,
                  preexec: Callable[[], Any] | None = None, keeper: Keeper | None = None,
-                 spawn_after: float = 0.25, idle_s: float = 60.0) -> None:
+                 spawn_after: float = 0.25, idle_s: float = 60.0, cores: float | None = None,
+                 long_after: float = 2.0) -> None:
         self.env, self.cwd, self.size, self.max_line_bytes = env, cwd, max(1, size), max_line_bytes
         self.preexec, self.keeper, self.spawn_after, self.idle_s = preexec, keeper, spawn_after, idle_s
+        self.cores = max(MIN_HOSTS, math.ceil(cores or os.cpu_count() or 1))
+        """Hosts that start as soon as every host is busy for `spawn_after`: as many as the host has cores."""
+        self.long_after = long_after
+        """How long every host must have been busy before one beyond `cores` starts (its tasks are long ones)."""
         self.hosts: set[PluginHost] = set()
         self._idle: list[PluginHost] = []
         self._starting = 0
@@ -261,7 +269,10 @@ class PluginPool:
 
         The first MIN_HOSTS start at once. Beyond them a host starts only when every host has been busy with
         its current task for `spawn_after` seconds: with short tasks a busy host is free again sooner than a
-        new one could start (and starting one costs a core for ~0.1 s), with long tasks every slot gets one.
+        new one could start (and starting one costs a core for ~0.1 s). Past one host per core, more hosts
+        would only share the same cores, so the wait is `long_after`: a loaded machine, where short tasks take
+        longer than `spawn_after`, does not start a host per slot; tasks that wait on something other than the
+        CPU (and reserve none) still get one each in the end.
         """
         count = len(self.hosts) + self._starting
         if count >= self.size or self._starting >= MIN_HOSTS:
@@ -270,7 +281,7 @@ class PluginPool:
             return 0.0
         now = time.monotonic()
         youngest = min((now - h.busy_since for h in self.hosts if h.busy_since >= h.idle_since), default=0.0)
-        return max(0.0, self.spawn_after - youngest)
+        return max(0.0, (self.spawn_after if count < self.cores else self.long_after) - youngest)
 
     async def _spawn(self) -> PluginHost:
         self._starting += 1

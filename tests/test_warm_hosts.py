@@ -187,3 +187,27 @@ async def test_a_plugin_may_retire_its_host(pool: PluginPool, tmp_path: Path) ->
     pids = [sink.final(f"t{n}")["result"]["pid"] for n in range(4)]
     assert sink.final("t2")["event"] == "succeeded"
     assert pids[0] == pids[1] == pids[2] != pids[3]
+
+
+@pytest.mark.anyio
+async def test_hosts_are_sized_by_cores_not_slots(tmp_path: Path) -> None:
+    """Eight slots on two cores: a stream of short tasks shares two hosts even when every host stays busy past
+    `spawn_after` (a loaded machine), where before it would start a host per slot; long tasks still get a host
+    each, once every host has been busy for `long_after`."""
+    (tmp_path / "warm_test_plugins.py").write_text(textwrap.dedent(PLUGINS))
+    path = os.pathsep.join([str(tmp_path), os.environ.get("PYTHONPATH", "")])
+    base = task_env({}, {**os.environ, "PYTHONPATH": path})
+    pool = PluginPool(plugin_env(["warm_test_plugins"], base), tmp_path / "work", size=8, cores=2,
+                      spawn_after=0.0, long_after=1.0)
+    try:
+        sink = Sink()
+        short = [run(pool, sink, tmp_path, n, "sleepy", seconds=0.05) for n in range(16)]
+        await asyncio.gather(*(r.run() for r in short))
+        assert [sink.final(f"t{n}")["event"] for n in range(16)] == ["succeeded"] * 16
+        assert len(pool.hosts) == 2  # busy past spawn_after (0 s) every time, yet no third host
+
+        long = [run(pool, sink, tmp_path, n, "sleepy", seconds=3) for n in range(100, 104)]
+        await asyncio.gather(*(r.run() for r in long))
+        assert len(pool.hosts) == 4  # one each: had two waited for the first two hosts, there would be two
+    finally:
+        await pool.close()
