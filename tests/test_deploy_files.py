@@ -89,7 +89,7 @@ def test_docker_compose_parses_the_file() -> None:
     done = subprocess.run([*command, "-f", str(DEPLOY / "compose.yaml"), "config", "--quiet"], capture_output=True,
                           text=True, timeout=60, env={"PATH": "/usr/bin:/bin:/usr/local/bin", "AIDD_API_KEY": "k",
                                                       "AIDD_AGENT_TOKEN": "t"}, check=False)
-    if "unknown command" in done.stderr or "is not a docker command" in done.stderr:
+    if any(no in done.stderr for no in ("unknown command", "is not a docker command", "unknown shorthand flag")):
         pytest.skip("docker has no compose plugin here")
     assert done.returncode == 0, done.stderr
 

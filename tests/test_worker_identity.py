@@ -84,7 +84,7 @@ def test_two_live_agents_with_one_name_keep_apart(live: BackgroundServer, tmp_pa
 
 
 def test_only_offline_workers_are_removed(client: httpx.Client, api_server: BackgroundServer) -> None:
-    from tests.helpers import HttpAgent
+    from tests.support.agent import HttpAgent
 
     online = HttpAgent.register(client, hostname="busy-host")
     gone = HttpAgent.register(client, hostname="retired-host")
@@ -101,7 +101,7 @@ def test_only_offline_workers_are_removed(client: httpx.Client, api_server: Back
 
 
 def test_aidd_workers_rm(client: httpx.Client, api_server: BackgroundServer) -> None:
-    from tests.helpers import HttpAgent
+    from tests.support.agent import HttpAgent
 
     gone = HttpAgent.register(client, hostname="old-host")
     online = HttpAgent.register(client, hostname="live-host")

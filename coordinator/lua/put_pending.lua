@@ -13,7 +13,8 @@
 -- tasks per call (queue.py), which keeps both the time Redis is held and the ZADD's argument count small.
 local now, new = tonumber(ARGV[2]), ARGV[4] == '1'
 local tasks = cjson.decode(ARGV[3])
-local into = {[K.pending] = {}}  -- sorted set -> {score, id, score, id, ...}
+local into = {}  -- sorted set -> {score, id, score, id, ...}
+local order = {}  -- the sorted sets in the order they are written: the service queues first, the global index last
 local queues = {}  -- queue key -> {service, group}
 for _, t in ipairs(tasks) do
   if not new then forget(t.id) end
@@ -27,14 +28,23 @@ for _, t in ipairs(tasks) do
     queues[q] = {t.service, t.group}
   end
   for _, key in ipairs(sets) do
-    local members = into[key] or {}
-    into[key] = members
+    local members = into[key]
+    if not members then
+      members = {}
+      into[key] = members
+      if key ~= K.pending and key ~= K.delayed then order[#order + 1] = key end
+    end
     members[#members + 1] = key == K.delayed and t.due or t.score
     members[#members + 1] = t.id
   end
 end
-for key, members in pairs(into) do
-  if #members > 0 then redis.call('ZADD', key, unpack(members)) end
+-- A queue key that fails (a wrong type) fails the script before the task is in the global index, so the drift
+-- check finds it missing and queues it again; written the other way round it would sit in the index, never leased.
+order[#order + 1] = K.delayed
+order[#order + 1] = K.pending
+for _, key in ipairs(order) do
+  local members = into[key]
+  if members and #members > 0 then redis.call('ZADD', key, unpack(members)) end
 end
 for q, sg in pairs(queues) do register(q, sg[1], sg[2]) end
 return #tasks
