@@ -15,10 +15,10 @@ from typing import Any
 
 from aiddwire import EndReason
 from coordinator.pending import PendingReason
-from coordinator.states import FINISHED, TaskStatus
+from coordinator.states import FINISHED, Action, TaskStatus
 
-ACTION_WORDS = {"cancel": "cancelled", "retry": "retried", "requeue": "requeued"}
-BACK_TO_QUEUE = ("retry", "requeue")
+ACTION_WORDS = {Action.CANCEL: "cancelled", Action.RETRY: "retried", Action.REQUEUE: "requeued"}
+BACK_TO_QUEUE = (Action.RETRY, Action.REQUEUE)
 """Operator actions that put a task back in its queue."""
 
 
