@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import signal
+import socket
 import threading
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
@@ -24,6 +25,20 @@ def uvicorn_config(settings: Settings, app: Any, log_level: str = "info") -> uvi
                           log_config=None, lifespan="on", timeout_graceful_shutdown=5, loop="auto", http="auto")
 
 
+class ApiServer(uvicorn.Server):
+    """uvicorn's server, ending the long-polling leases first when it shuts down: they would otherwise hold the
+    graceful shutdown for its whole timeout and then be cancelled with a traceback in the log."""
+
+    def __init__(self, config: uvicorn.Config, coordinator: Coordinator) -> None:
+        super().__init__(config)
+        self.coordinator = coordinator
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        """Answer the waiting leases (empty), then shut down as uvicorn does."""
+        self.coordinator.waker.close()
+        await super().shutdown(sockets)
+
+
 def _already_stopping(signum: int, frame: object) -> None:
     """uvicorn re-raises the signal it shut down on; by then the server has stopped, so carry on and clean up."""
 
@@ -34,7 +49,8 @@ def serve_forever(settings: Settings) -> None:
     Without our own handlers the signal uvicorn re-raises after its shutdown would kill the process (SIGTERM)
     before the caller stops the embedded servers and releases the state directory.
     """
-    server = uvicorn.Server(uvicorn_config(settings, create_app(settings, freeze_gc=True), settings.log_level))
+    app = create_app(settings, freeze_gc=True)
+    server = ApiServer(uvicorn_config(settings, app, settings.log_level), app.state.coordinator)
     previous = {sig: signal.signal(sig, _already_stopping) for sig in (signal.SIGTERM, signal.SIGINT)}
     try:
         server.run()
@@ -52,7 +68,7 @@ class BackgroundServer:
         self.settings = settings
         self.app = create_app(settings, timers=timers)
         self.coordinator: Coordinator = self.app.state.coordinator
-        self.server = uvicorn.Server(uvicorn_config(settings, self.app, log_level))
+        self.server = ApiServer(uvicorn_config(settings, self.app, log_level), self.coordinator)
         self.loop: asyncio.AbstractEventLoop | None = None
         self.thread = threading.Thread(target=self._run, name="aidd-api", daemon=True)
         self.error: BaseException | None = None

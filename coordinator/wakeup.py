@@ -22,6 +22,9 @@ class Waker:
         self._event = asyncio.Event()
         self._workers: dict[str, asyncio.Event] = {}
         self._task: asyncio.Task[None] | None = None
+        self.closed = False
+        """Set when the server shuts down: waits return at once, so long-polling leases answer (empty) instead
+        of holding the graceful shutdown until uvicorn cancels them."""
 
     def start(self) -> None:
         """Begin listening (idempotent)."""
@@ -34,6 +37,11 @@ class Waker:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
             self._task = None
+
+    def close(self) -> None:
+        """End every wait, now and later (the server is shutting down)."""
+        self.closed = True
+        self.fire()
 
     def fire(self) -> None:
         """Wake every waiter, then arm a fresh event for the next ones."""
@@ -48,6 +56,8 @@ class Waker:
 
     async def wait(self, timeout: float, worker: str | None = None) -> bool:
         """Return when woken or after `timeout` seconds; True when woken for `worker` in particular."""
+        if self.closed:
+            return False
         waits = [asyncio.ensure_future(self._event.wait())]
         mine = None
         if worker is not None:

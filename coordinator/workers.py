@@ -336,7 +336,7 @@ class WorkerService:
                 await self._undelivered(worker_id, leased)
                 return []
             left = deadline - time.monotonic()
-            if leased or left <= 0:
+            if leased or left <= 0 or self.waker.closed:
                 return leased
             if await self.waker.wait(min(left, 2.0), str(worker_id)):
                 # Its own tasks ended meanwhile: what it has free is more than it asked for. Answer now, so it

@@ -7,8 +7,10 @@ as soon as one of that worker's tasks ends, so the agent asks again at once inst
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
@@ -19,6 +21,7 @@ from redis import Redis as SyncRedis
 from coordinator.config import Settings
 from coordinator.server import BackgroundServer
 from tests.agent_helpers import AgentProcess, Api
+from tests.support.agent import HttpAgent
 from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.slow
@@ -51,3 +54,20 @@ def test_cpu_bound_tasks_follow_each_other_without_waiting_out_the_poll(live: Ba
             assert time.monotonic() - started < POLL / 2
         finally:
             agent.stop()
+
+
+def test_a_stopping_server_answers_the_waiting_leases_at_once(live: BackgroundServer,
+                                                              caplog: pytest.LogCaptureFixture) -> None:
+    """A lease long-polling an empty queue is answered (empty) when the coordinator shuts down, instead of
+    holding the graceful shutdown for its whole timeout and being cancelled with an error in the log."""
+    with httpx.Client(base_url=live.url, timeout=POLL + 10) as http:
+        agent = HttpAgent.register(http)
+        with ThreadPoolExecutor(1) as pool:
+            waiting = pool.submit(agent.lease, 1, wait_s=POLL)
+            time.sleep(1.0)  # the lease is waiting on the empty queue
+            assert not waiting.done()
+            started = time.monotonic()
+            live.stop()
+            assert waiting.result(timeout=10) == []
+            assert time.monotonic() - started < 3.0  # uvicorn's graceful timeout is 5 s
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR], caplog.text
