@@ -39,6 +39,16 @@ class Command:
     plugin: bool
 
 
+SHELL_WORDS = frozenset({"for", "while", "until", "if", "case", "cd", "export", "source", ".", "set", "alias",
+                         "exec", "ulimit", "time"})
+"""First words that only a shell understands: a command string starting with one needs `"shell": true`."""
+
+
+def start_hint(program: str) -> str:
+    """What to add to "cannot start X" when X is a shell word (with `"shell": true` it would be /bin/sh)."""
+    return ' (a shell word: give the task "shell": true)' if program in SHELL_WORDS else ""
+
+
 def shell_argv(params: Mapping[str, Any]) -> list[str]:
     """The argv of a shell task: `argv` (a list), or `command` (a string; via /bin/sh only with `shell: true`)."""
     argv, command = params.get("argv"), params.get("command")

@@ -30,7 +30,7 @@ from typing import Any, Protocol
 import psutil
 
 from aiddwire import HANDED_BACK, UNREPORTED, EndReason, EventKind, StopReason
-from nodeagent.commands import ERROR_FILE, RESULT_FILE, TASK_FILE, BadTask, Command, build_command
+from nodeagent.commands import ERROR_FILE, RESULT_FILE, TASK_FILE, BadTask, Command, build_command, start_hint
 from nodeagent.files import AttemptFiles, AttemptGone, FileProblem
 from nodeagent.keeper import Keeper
 from nodeagent.lines import LineSplitter
@@ -167,7 +167,8 @@ class TaskRun:
         except OSError as exc:
             os.close(read_fd)
             where = f" ({exc.filename})" if exc.filename and exc.filename != command.argv[0] else ""
-            self._emit(EventKind.FAILED, error=f"cannot start {command.argv[0]!r}: {exc.strerror or exc}{where}",
+            problem = f"{exc.strerror or exc}{where}{start_hint(command.argv[0])}"
+            self._emit(EventKind.FAILED, error=f"cannot start {command.argv[0]!r}: {problem}",
                        reason=EndReason.ERROR)
             return
         finally:

@@ -24,7 +24,9 @@ from nodeagent.inventory import describe_host, detect_group, serve_groups
 from nodeagent.keeper import Keeper
 from nodeagent.lines import CUT_MARK, LineSplitter
 from nodeagent.reporter import STARTED_WAIT_S, Reporter
+from nodeagent.runner import TaskRun
 from nodeagent.telemetry import Telemetry
+from tests.support.sink import Sink
 from tests.support.waiting import wait_until
 
 # -- groups ---------------------------------------------------------------------------------------
@@ -155,6 +157,19 @@ def test_shell_commands() -> None:
     for bad in ({}, {"argv": []}, {"argv": "ls"}, {"command": "echo 'unclosed"}, {"argv": [["x"]]}):
         with pytest.raises(BadTask):
             shell_argv(bad)
+
+
+@pytest.mark.anyio
+async def test_a_shell_construct_run_without_a_shell_says_what_to_give(tmp_path: Path) -> None:
+    """`for …; do …; done` run without `"shell": true` cannot start `for`: the error says what to give; a
+    missing program gets no such hint."""
+    sink = Sink()
+    for n, command in enumerate(["for i in 1 2; do echo $i; done", "no-such-program-aidd --x"]):
+        task = {"task_id": f"t{n}", "attempt_id": f"a{n}", "task_type": "shell", "input_params": {"command": command}}
+        await TaskRun(task, tmp_path, sink, []).run()
+    assert sink.final("t0")["error"] == ("cannot start 'for': No such file or directory "
+                                         '(a shell word: give the task "shell": true)')
+    assert sink.final("t1")["error"] == "cannot start 'no-such-program-aidd': No such file or directory"
 
 
 def test_leading_assignments_set_variables(tmp_path: Path) -> None:

@@ -22,6 +22,7 @@ from nodeagent.commands import plugin_env, task_env
 from nodeagent.runner import TaskRun
 from nodeagent.warm import PluginPool
 from tests.support.pids import gone
+from tests.support.sink import Sink
 
 PLUGINS = """
 import os, subprocess, sys, threading, time
@@ -68,24 +69,6 @@ def retires(params, context):
         context.retire_host()
     return {"pid": os.getpid()}
 """
-
-
-class Sink:
-    """Collects what runs report (the agent's reporter, without a coordinator)."""
-
-    def __init__(self) -> None:
-        self.events: list[dict[str, Any]] = []
-        self.lines: dict[str, list[tuple[str, str]]] = {}
-
-    def event(self, event: dict[str, Any]) -> None:
-        self.events.append(event)
-
-    def log(self, task_id: str, attempt_id: str, stream: str, line: str) -> None:
-        self.lines.setdefault(task_id, []).append((stream, line))
-
-    def final(self, task_id: str) -> dict[str, Any]:
-        [event] = [e for e in self.events if e["task_id"] == task_id and e["event"] in ("succeeded", "failed")]
-        return event
 
 
 @pytest.fixture
