@@ -20,8 +20,9 @@ from sqlalchemy import text
 from coordinator.server import BackgroundServer
 from coordinator.service import Coordinator
 from nodeagent.identity import FILE
-from tests.agent_helpers import ROOT, AgentProcess, Api
+from tests.agent_helpers import ROOT, AgentProcess
 from tests.helpers import Agent, submit_one
+from tests.support.api import Api
 from tests.support.waiting import wait_until
 from tests.test_agent_e2e import agents, api, live, start_agent
 

@@ -32,7 +32,8 @@ import pytest
 from console.background import AGENT_FILE, AGENT_MODULE, COORDINATOR_FILE, COORDINATOR_MODULE, Detached, recorded
 from tests.faults.cluster import FAST, Stopwatch
 from tests.faults.processes import ROOT, alive, clean_env
-from tests.faults.truth import Api, Figures, Ledger, measure, read_records, recorded_task, system_view, unfinished
+from tests.faults.truth import Figures, Ledger, measure, read_records, recorded_task, system_view, unfinished
+from tests.support.api import Api
 from tests.support.ports import free_port
 from tests.support.waiting import wait_until
 
@@ -129,7 +130,7 @@ class Console:
                               "FAULT_HOST": HOST, "TERM": "xterm-256color", **FAST})
         self.terminals: list[Terminal] = []
         self.ledger = Ledger()
-        self.api = Api(self.url)
+        self.api = Api.connect(self.url)
         self.t0 = time.monotonic()
 
     @property
