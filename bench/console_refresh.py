@@ -18,7 +18,6 @@ import asyncio
 import json
 import os
 import random
-import socket
 import statistics
 import subprocess
 import sys
@@ -27,6 +26,9 @@ import time
 import uuid
 from pathlib import Path
 from typing import Any
+
+from bench.harness import wait_healthy
+from tests.support.ports import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 PANES = (("1", "queues"), ("2", "workers"), ("3", "tasks"), ("4", "batches"))
@@ -103,28 +105,6 @@ async def seed(database_url: str, tasks: int, workers: int) -> None:
             await conn.execute(text("ANALYZE tasks"))
     finally:
         await engine.dispose()
-
-
-def free_port() -> int:
-    """A free loopback port."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
-def wait_healthy(url: str, timeout: float = 120) -> None:
-    """Wait until the coordinator answers its health check."""
-    import httpx
-
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(url + "/api/v1/health", timeout=2).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.3)
-    raise SystemExit(f"the coordinator at {url} did not come up")
 
 
 # -- the heartbeat sender (its own process) ---------------------------------------------------------

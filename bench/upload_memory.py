@@ -28,8 +28,9 @@ from typing import Any
 import httpx
 import psutil
 
-from bench.queue_throughput import free_port, wait_healthy
+from bench.harness import wait_healthy
 from coordinator.embedded import start_embedded
+from tests.support.ports import free_port
 
 MB = 1_000_000
 TARGET_MB = 64
@@ -155,7 +156,7 @@ def measure_backend(backend: str, redis_url: str, database_url: str, payload: Pa
                                  "--state-dir", state], env=env, stderr=subprocess.DEVNULL)
         url = f"http://127.0.0.1:{port}"
         try:
-            wait_healthy(url, proc)
+            wait_healthy(url, 60, proc)
             return {"backend": backend, **run_uploads(url, proc.pid, payload, size)}
         finally:
             proc.terminate()
