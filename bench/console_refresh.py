@@ -18,7 +18,6 @@ import asyncio
 import json
 import os
 import random
-import socket
 import statistics
 import subprocess
 import sys
@@ -27,6 +26,9 @@ import time
 import uuid
 from pathlib import Path
 from typing import Any
+
+from bench.harness import wait_healthy
+from tests.support.ports import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 PANES = (("1", "queues"), ("2", "workers"), ("3", "tasks"), ("4", "batches"))
@@ -105,28 +107,6 @@ async def seed(database_url: str, tasks: int, workers: int) -> None:
         await engine.dispose()
 
 
-def free_port() -> int:
-    """A free loopback port."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
-def wait_healthy(url: str, timeout: float = 120) -> None:
-    """Wait until the coordinator answers its health check."""
-    import httpx
-
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(url + "/api/v1/health", timeout=2).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.3)
-    raise SystemExit(f"the coordinator at {url} did not come up")
-
-
 # -- the heartbeat sender (its own process) ---------------------------------------------------------
 
 async def send_heartbeats(url: str, workers: int, interval: float) -> None:
@@ -156,9 +136,9 @@ async def probe(url: str, rounds: int) -> dict[str, Any]:
     """Measure full refreshes of the four panes in a headless console; and the bare client's reference."""
     import psutil
 
+    from aiddclient.client import CoordinatorClient
     from console.factory import make_app
     from console.screens.live import LiveScreen
-    from coordinator.client import CoordinatorClient
 
     client = CoordinatorClient(url, timeout=60)
     app = make_app(client, refresh_s=3600, animation_level="none", freeze_gc=True)  # as `aidd` runs it
@@ -246,7 +226,7 @@ def run_all(args: argparse.Namespace) -> int:
             url = f"http://127.0.0.1:{port}"
             env = {**os.environ, "AIDD_REDIS_URL": servers.redis_url, "AIDD_DATABASE_URL": servers.database_url,
                    "AIDD_STATE_DIR": str(state), "PYTHONPATH": str(ROOT)}
-            children.append(subprocess.Popen([sys.executable, "-m", "coordinator.cli", "--serve", "--port",
+            children.append(subprocess.Popen([sys.executable, "-m", "aiddclient.cli", "--serve", "--port",
                                               str(port)], env=env, cwd=ROOT, stderr=subprocess.DEVNULL))
             wait_healthy(url)
             children.append(subprocess.Popen([sys.executable, "-m", "bench.console_refresh", "--role",

@@ -1,10 +1,10 @@
-"""What every comparison benchmark shares: loopback ports, child processes stopped by pid, rates and percentiles."""
+"""What every benchmark shares: child processes stopped by pid, waiting for them and for the coordinator's health,
+rates and percentiles (a free loopback port comes from `tests.support.ports`, as the tests' does)."""
 
 from __future__ import annotations
 
 import os
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -13,17 +13,11 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import httpx
 import psutil
 import redis
 
 REPO = Path(__file__).resolve().parent.parent
-
-
-def free_port() -> int:
-    """A free TCP port on loopback."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @dataclass
@@ -101,6 +95,24 @@ def wait_for(check: Callable[[], bool], timeout: float, what: str, interval: flo
                                  f"{child.tail()}")
         time.sleep(interval)
     raise SystemExit(f"timed out after {timeout:.0f}s waiting for {what}")
+
+
+def healthy(url: str) -> bool:
+    """Whether the coordinator at `url` answers its health check (False while it cannot be reached)."""
+    try:
+        return httpx.get(f"{url}/api/v1/health", timeout=2).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+def wait_healthy(url: str, timeout: float = 120, proc: subprocess.Popen[bytes] | None = None) -> None:
+    """Wait until the coordinator at `url` is healthy; SystemExit after `timeout`, or as soon as `proc` (the
+    coordinator's process, when the caller started it without `spawn`) has exited."""
+    def up() -> bool:
+        if proc is not None and proc.poll() is not None:
+            raise SystemExit(f"the coordinator exited with {proc.returncode}")
+        return healthy(url)
+    wait_for(up, timeout, f"the coordinator at {url}", interval=0.2)
 
 
 @dataclass

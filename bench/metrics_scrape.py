@@ -25,17 +25,13 @@ from typing import Any
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
-from bench.harness import free_port, python, python_env, spawn, wait_for
+from bench.harness import percentile, python, python_env, spawn, wait_for
 from bench.history import seed
 from coordinator.config import Settings
 from coordinator.embedded import EmbeddedServers, start_embedded
 from coordinator.service import Coordinator
 from coordinator.stats import read_cluster
-
-
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(len(ordered) * q))]
+from tests.support.ports import free_port
 
 
 def server_mean_ms(exposition: str) -> float:
@@ -83,7 +79,7 @@ def measure(tasks: int, servers: EmbeddedServers, state: Path, args: argparse.Na
     url = f"http://127.0.0.1:{port}"
     env = python_env(AIDD_REDIS_URL=servers.redis_url, AIDD_DATABASE_URL=servers.database_url,
                      AIDD_STATE_DIR=str(state), AIDD_KEY_PREFIX=f"bench{tasks}", AIDD_TASK_RETENTION_DAYS="0")
-    child = spawn(f"coordinator-{tasks}", python("-m", "coordinator.cli", "--serve", "--port", str(port)), env,
+    child = spawn(f"coordinator-{tasks}", python("-m", "aiddclient.cli", "--serve", "--port", str(port)), env,
                   state)
     scrape_s: list[float] = []
     try:
@@ -106,7 +102,7 @@ def measure(tasks: int, servers: EmbeddedServers, state: Path, args: argparse.Na
     refresh = asyncio.run(in_process(servers.redis_url, servers.database_url, args.rounds))
     series = sum(1 for line in exposition.splitlines() if line and not line.startswith("#"))
     return {"tasks": tasks, "scrape_p50_ms": 1000 * statistics.median(scrape_s),
-            "scrape_p99_ms": 1000 * percentile(scrape_s, 0.99), "server_mean_ms": server_mean_ms(exposition),
+            "scrape_p99_ms": 1000 * percentile(scrape_s, 99), "server_mean_ms": server_mean_ms(exposition),
             "series": series, "bytes": len(exposition),
             "snapshot_p50_ms": 1000 * statistics.median(refresh["snapshot"]),
             "snapshot_max_ms": 1000 * max(refresh["snapshot"]),

@@ -22,7 +22,7 @@ from bench.harness import (
     CpuMeter,
     DrainClock,
     SlowLog,
-    free_port,
+    healthy,
     latency_summary,
     python,
     python_env,
@@ -30,6 +30,7 @@ from bench.harness import (
     wait_for,
 )
 from coordinator.keys import Keys
+from tests.support.ports import free_port
 
 KEEPS = ("every state change durable in PostgreSQL before it is acknowledged: the task row (status, attempt, "
          "worker, timestamps, result), one attempt row per run, worker records; Redis holds only the rebuildable "
@@ -74,15 +75,9 @@ class Ours:
         self.server: Child | None = None
 
     def start(self) -> None:
-        self.server = spawn("coordinator", python("-m", "coordinator.cli", "--serve", "--port", str(self.port)),
+        self.server = spawn("coordinator", python("-m", "aiddclient.cli", "--serve", "--port", str(self.port)),
                             self.env, self.log_dir)
-        wait_for(self._healthy, 60, "the coordinator", children=[self.server])
-
-    def _healthy(self) -> bool:
-        try:
-            return httpx.get(f"{self.url}/api/v1/health", timeout=2).status_code == 200
-        except httpx.HTTPError:
-            return False
+        wait_for(lambda: healthy(self.url), 60, "the coordinator", children=[self.server])
 
     def stop(self) -> None:
         if self.server is not None:

@@ -18,8 +18,9 @@ from typing import Any
 
 import redis
 
-from bench.harness import Child, DrainClock, SlowLog, free_port, latency_summary, python, python_env, spawn, wait_for
+from bench.harness import Child, DrainClock, SlowLog, latency_summary, python, python_env, spawn, wait_for
 from bench.peers.record import DONE_KEY, STAMPS_KEY
+from tests.support.ports import free_port
 
 KEEPS = {
     "celery": "the message in a Redis list until a worker takes it (acked on receipt by default: a worker that "

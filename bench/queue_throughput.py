@@ -15,7 +15,6 @@ import argparse
 import asyncio
 import json
 import os
-import socket
 import subprocess
 import sys
 import tempfile
@@ -26,15 +25,11 @@ from typing import Any
 import httpx
 import redis
 
+from bench.harness import wait_healthy
 from coordinator.embedded import start_embedded
+from tests.support.ports import free_port
 
 CHUNK = 1000
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def raw_redis_rates(url: str, n: int) -> dict[str, float]:
@@ -118,20 +113,6 @@ async def measure(url: str, n: int, agents: int, lease_size: int) -> dict[str, f
     return {"submit_tasks_per_s": submit_rate, "drain_tasks_per_s": drain_rate}
 
 
-def wait_healthy(url: str, proc: subprocess.Popen[bytes], timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise SystemExit(f"coordinator exited with {proc.returncode}")
-        try:
-            if httpx.get(f"{url}/api/v1/health", timeout=2).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.2)
-    raise SystemExit("coordinator did not become healthy")
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--tasks", type=int, default=10_000)
@@ -144,11 +125,11 @@ def main() -> None:
         port = free_port()
         env = {**os.environ, "AIDD_REDIS_URL": servers.redis_url, "AIDD_DATABASE_URL": servers.database_url,
                "AIDD_MAX_PENDING_PER_SERVICE": str(args.tasks + 1)}
-        proc = subprocess.Popen([sys.executable, "-m", "coordinator.cli", "--serve", "--port", str(port)],
+        proc = subprocess.Popen([sys.executable, "-m", "aiddclient.cli", "--serve", "--port", str(port)],
                                 env=env, stderr=subprocess.DEVNULL)
         url = f"http://127.0.0.1:{port}"
         try:
-            wait_healthy(url, proc)
+            wait_healthy(url, 60, proc)
             ours = asyncio.run(measure(url, args.tasks, args.agents, args.lease))
             raw = raw_redis_rates(servers.redis_url, args.tasks)
         finally:

@@ -30,7 +30,8 @@ from typing import Any
 
 import httpx
 
-from bench.harness import free_port, python, python_env, spawn, wait_for
+from bench.harness import healthy, python, python_env, spawn, wait_for
+from tests.support.ports import free_port
 
 Chunk = dict[str, Any]
 
@@ -120,19 +121,13 @@ class Aidd:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         env = python_env(AIDD_STATE_DIR=str(state / "coordinator"))
-        self.server = spawn("coordinator", python("-m", "coordinator.cli", "--serve", "--port", str(self.port)), env,
+        self.server = spawn("coordinator", python("-m", "aiddclient.cli", "--serve", "--port", str(self.port)), env,
                             state)
-        wait_for(self._healthy, 120, "the coordinator", interval=0.2, children=[self.server])
+        wait_for(lambda: healthy(self.url), 120, "the coordinator", interval=0.2, children=[self.server])
         self.agent = spawn("agent", python("-m", "nodeagent.cli", "--url", self.url, "--slots", str(slots),
                                            "--work-dir", str(state / "work"), "--log-level", "warning"), env, state)
         wait_for(lambda: bool(httpx.get(f"{self.url}/api/v1/workers").json()["items"]), 60, "the agent",
                  interval=0.2, children=[self.agent, self.server])
-
-    def _healthy(self) -> bool:
-        try:
-            return httpx.get(f"{self.url}/api/v1/health", timeout=2).status_code == 200
-        except httpx.HTTPError:
-            return False
 
     def run(self, task_type: str, service: str, work: list[Chunk], resources: dict[str, Any],
             outputs: list[str]) -> dict[str, Any]:

@@ -25,10 +25,11 @@ from typing import Any
 import httpx
 from sqlalchemy import text
 
-from bench.harness import Child, free_port, python, python_env, spawn, wait_for
+from bench.harness import Child, healthy, percentile, python, python_env, spawn, wait_for
 from bench.history import seed
 from coordinator.db import create_engine
 from coordinator.embedded import EmbeddedServers, start_embedded
+from tests.support.ports import free_port
 
 SERVICE = "retention-bench"
 WINDOW_DAYS = 90
@@ -39,14 +40,9 @@ SLACK_DAYS = 1 / 24
 """Rows keep crossing the window as time passes (one run takes those past it when it starts): an hour's slack."""
 
 
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(len(ordered) * q))]
-
-
 def summary(values: list[float]) -> str:
     ms = [1000 * v for v in values]
-    return f"{statistics.median(ms):.1f} / {percentile(ms, 0.99):.1f} / {max(ms):.0f} ms (n={len(ms)})"
+    return f"{statistics.median(ms):.1f} / {percentile(ms, 99):.1f} / {max(ms):.0f} ms (n={len(ms)})"
 
 
 async def load(url: str, rate: float, until: Any) -> dict[str, list[float]]:
@@ -94,15 +90,9 @@ def start(servers: EmbeddedServers, state: Path, retention_days: int) -> tuple[C
     env = python_env(AIDD_REDIS_URL=servers.redis_url, AIDD_DATABASE_URL=servers.database_url,
                      AIDD_STATE_DIR=str(state), AIDD_KEY_PREFIX="retbench",
                      AIDD_TASK_RETENTION_DAYS=str(retention_days))
-    child = spawn(f"coordinator-{retention_days}", python("-m", "coordinator.cli", "--serve", "--port", str(port)),
+    child = spawn(f"coordinator-{retention_days}", python("-m", "aiddclient.cli", "--serve", "--port", str(port)),
                   env, state)
-
-    def healthy() -> bool:
-        try:
-            return httpx.get(url + "/api/v1/health", timeout=2).status_code == 200
-        except httpx.HTTPError:
-            return False
-    wait_for(healthy, 300, "the coordinator", interval=0.3, children=[child])
+    wait_for(lambda: healthy(url), 300, "the coordinator", interval=0.3, children=[child])
     return child, url
 
 

@@ -37,8 +37,9 @@ from typing import Any
 import orjson
 import psutil
 
-from bench.harness import REPO, free_port, python, python_env, spawn, wait_for
+from bench.harness import REPO, healthy, python, python_env, spawn, wait_for
 from bench.loadgen import Pool, Request, StepResult, run_step
+from tests.support.ports import free_port
 
 P99_LIMIT_MS = 50.0
 RATES = (250, 500, 1000, 1500, 2000, 2500, 3000, 3500, 4000, 5000, 6000, 8000)
@@ -133,16 +134,9 @@ def measure(args: argparse.Namespace, state: Path) -> dict[str, Any]:
         port = free_port()
         env = python_env(AIDD_REDIS_URL=servers.redis_url, AIDD_DATABASE_URL=servers.database_url,
                          AIDD_STATE_DIR=str(state / "coordinator"))
-        server = spawn("coordinator", python("-m", "coordinator.cli", "--serve", "--port", str(port)), env, log_dir)
+        server = spawn("coordinator", python("-m", "aiddclient.cli", "--serve", "--port", str(port)), env, log_dir)
         try:
-            import httpx
-
-            def healthy() -> bool:
-                try:
-                    return httpx.get(f"http://127.0.0.1:{port}/api/v1/health", timeout=2).status_code == 200
-                except httpx.HTTPError:
-                    return False
-            wait_for(healthy, 120, "the coordinator", children=[server])
+            wait_for(lambda: healthy(f"http://127.0.0.1:{port}"), 120, "the coordinator", children=[server])
             out["coordinator_rss_idle_mb"] = psutil.Process(server.pid).memory_info().rss / 2**20
             bodies = heartbeat_bodies(args.workers, running, GPU_EVERY)
             paths = [f"/api/v1/workers/{worker_id(i)}/heartbeat" for i in range(args.workers)]

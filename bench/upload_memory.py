@@ -28,8 +28,9 @@ from typing import Any
 import httpx
 import psutil
 
-from bench.queue_throughput import free_port, wait_healthy
+from bench.harness import wait_healthy
 from coordinator.embedded import start_embedded
+from tests.support.ports import free_port
 
 MB = 1_000_000
 TARGET_MB = 64
@@ -151,11 +152,11 @@ def measure_backend(backend: str, redis_url: str, database_url: str, payload: Pa
         if endpoint:
             env.update({"AIDD_MINIO_ENDPOINT": endpoint, "AIDD_MINIO_ACCESS_KEY": "bench",
                         "AIDD_MINIO_SECRET_KEY": "bench-secret"})
-        proc = subprocess.Popen([sys.executable, "-m", "coordinator.cli", "--serve", "--port", str(port),
+        proc = subprocess.Popen([sys.executable, "-m", "aiddclient.cli", "--serve", "--port", str(port),
                                  "--state-dir", state], env=env, stderr=subprocess.DEVNULL)
         url = f"http://127.0.0.1:{port}"
         try:
-            wait_healthy(url, proc)
+            wait_healthy(url, 60, proc)
             return {"backend": backend, **run_uploads(url, proc.pid, payload, size)}
         finally:
             proc.terminate()

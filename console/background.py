@@ -28,7 +28,7 @@ from coordinator.errors import EmbeddedError
 AGENT_FILE = "agent.pid"
 AGENT_MODULE = "nodeagent.cli"
 COORDINATOR_FILE = "coordinator.pid"
-COORDINATOR_MODULE = "coordinator.cli"
+COORDINATOR_MODULE = "aiddclient.cli"
 AGENT_STOP_S = 20.0
 """How long the local agent gets to hand its running tasks back (it takes its own grace, 5 s) before it is killed."""
 COORDINATOR_STOP_S = 20.0
@@ -47,7 +47,7 @@ class Detached:
     started: float
     """Its start time (psutil's `create_time`): a reused pid has another one."""
     program: str
-    """The module it runs (`nodeagent.cli`, `coordinator.cli`), looked for in its command line."""
+    """The module it runs (`nodeagent.cli`, `aiddclient.cli`), looked for in its command line."""
     url: str
     state_dir: str
 

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from aiddclient.client import DEFAULT_URL, CoordinatorClient
 from console.background import (
     AGENT_FILE,
     AGENT_MODULE,
@@ -30,7 +31,6 @@ from console.localagent import NOT_AVAILABLE, LocalAgent, agent_available
 from console.options import QuitMode
 from console.screens.quit import QuitChoice
 from console.startup import EmbeddedStart, Started
-from coordinator.client import DEFAULT_URL, CoordinatorClient
 from coordinator.config import Settings, default_config_path
 from coordinator.errors import EmbeddedError
 from coordinator.runtime import check_exposure

@@ -18,7 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from coordinator.client import CoordinatorClient
+from aiddclient.client import CoordinatorClient
 
 if TYPE_CHECKING:
     from console.localagent import LocalAgent

@@ -13,7 +13,6 @@ import json
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -26,6 +25,10 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from tests.support.ports import free_port  # noqa: E402
+
 DEPLOY = ROOT / "deploy"
 KEY, TOKEN = "check-images-operator-key", "check-images-agent-token"
 
@@ -73,12 +76,6 @@ def install_like(dockerfile: Path, work: Path) -> Path:
     size = sum(f.stat().st_size for f in env_dir.rglob("*") if f.is_file() and not f.is_symlink())
     print(f"ok   {dockerfile.name}: installed in a fresh venv ({size / 2**20:.0f} MiB), pip check clean")
     return env_dir / "bin"
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 def get(url: str) -> tuple[int, dict[str, Any]]:

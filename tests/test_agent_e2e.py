@@ -23,7 +23,8 @@ from redis import Redis as SyncRedis
 from coordinator.config import Settings
 from coordinator.server import BackgroundServer
 from nodeagent.gpu import GpuInfo, NvmlProbe
-from tests.agent_helpers import AgentProcess, Api
+from tests.agent_helpers import AgentProcess
+from tests.support.api import Api
 from tests.support.pids import gone
 from tests.support.waiting import wait_until
 

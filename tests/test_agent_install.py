@@ -20,7 +20,7 @@ from redis import Redis as SyncRedis
 from coordinator.config import Settings
 from coordinator.server import BackgroundServer
 from scripts.check_images import image_command
-from tests.agent_helpers import Api
+from tests.support.api import Api
 from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.slow

@@ -20,8 +20,9 @@ from redis import Redis as SyncRedis
 
 from coordinator.config import Settings
 from coordinator.server import BackgroundServer
-from tests.agent_helpers import AgentProcess, Api
+from tests.agent_helpers import AgentProcess
 from tests.support.agent import HttpAgent
+from tests.support.api import Api
 from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.slow

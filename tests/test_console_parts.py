@@ -25,6 +25,8 @@ from rich.text import Text
 from textual.app import App, ComposeResult
 from textual.widgets import Static
 
+from aiddclient.client import DEFAULT_URL, CoordinatorClient
+from aiddclient.submitfile import input_name
 from console.app import AiddConsole
 from console.background import Detached, recorded
 from console.demo.cluster import HOSTS, DemoCluster
@@ -38,10 +40,8 @@ from console.startup import EmbeddedStart, start_api
 from console.text import age, plain, sparkline
 from console.widgets.banners import StartingBanner
 from console.widgets.keyed_table import Column, KeyedTable, fit
-from coordinator.client import DEFAULT_URL, CoordinatorClient
 from coordinator.config import Settings
 from coordinator.server import BackgroundServer
-from coordinator.submitfile import input_name
 from tests.consolekit import refreshed, until
 from themes import SEMANTIC, THEMES
 

@@ -22,8 +22,9 @@ from coordinator.config import Settings
 from coordinator.gpus import GpuHold, idle_seconds
 from coordinator.server import BackgroundServer
 from nodeagent.gpu import FakeGpus, GpuInfo
-from tests.agent_helpers import AgentProcess, Api
+from tests.agent_helpers import AgentProcess
 from tests.support.agent import HttpAgent
+from tests.support.api import Api
 from tests.support.tasks import task_body
 from tests.support.waiting import wait_until
 from tests.test_agent_e2e import real_gpus

@@ -17,9 +17,11 @@ from coordinator import schemas
 from coordinator.keys import lua_prelude
 
 ROOT = Path(__file__).resolve().parent.parent
-FIRST_PARTY = {"aiddwire", "coordinator", "nodeagent", "console", "themes", "toolkit", "tests", "bench", "scripts"}
-ENTRY_POINT = Path("coordinator/cli.py")
-"""`aidd`, the whole product's command: it starts the console and the agent, so it alone may import them."""
+FIRST_PARTY = {"aiddwire", "aiddclient", "coordinator", "nodeagent", "console", "themes", "toolkit", "tests", "bench",
+               "scripts"}
+ENTRY_POINT = Path("aiddclient/cli.py")
+"""`aidd`, the whole product's command: it starts the coordinator, the console and the agent, so it alone may
+import them."""
 
 
 def imported(package: str) -> dict[Path, set[str]]:
@@ -39,11 +41,13 @@ def imported(package: str) -> dict[Path, set[str]]:
 @pytest.mark.parametrize(("package", "allowed"), [
     ("aiddwire", set()),
     ("nodeagent", {"aiddwire"}),
-    ("coordinator", {"aiddwire", "toolkit"}),  # toolkit.inputs: the task pack's result shape (`aidd results`)
+    ("coordinator", {"aiddwire", "toolkit"}),  # toolkit.inputs: the task pack's result shape (the results API)
+    ("aiddclient", {"aiddwire", "coordinator"}),  # its words (states, errors, printable text), its command line aside
 ])
 def test_packages_import_one_way(package: str, allowed: set[str]) -> None:
-    """The agent imports only the wire (it ships alone); the coordinator neither the console nor the agent (so they
-    can become distributions of their own), except its command line, which starts both; the wire nothing."""
+    """The agent imports only the wire (it ships alone); the coordinator, the server, neither the console nor the
+    agent nor the client side, its command line included (so each can become a distribution of its own); the client
+    SDK nothing of the console or the agent, only `aidd` starts them; the wire nothing."""
     wrong = {str(path): sorted(names - allowed) for path, names in imported(package).items()
              if names - allowed and path != ENTRY_POINT}
     assert not wrong
@@ -53,18 +57,18 @@ COORDINATOR_PROBE = """
 import importlib, json, pkgutil, sys
 import coordinator
 for module in pkgutil.walk_packages(coordinator.__path__, "coordinator."):
-    if module.name != "coordinator.cli" and not module.name.startswith("coordinator.migrations"):
+    if not module.name.startswith("coordinator.migrations"):
         importlib.import_module(module.name)
 print(json.dumps(sorted({name.split(".")[0] for name in sys.modules})))
 """
 
 
 def test_the_coordinator_loads_neither_agent_nor_console() -> None:
-    """Imported whole (its command line aside), the coordinator brings in no agent or console module, not even
-    through the task pack it reads results with."""
+    """Imported whole, the coordinator brings in no agent, console or client module, not even through the task pack
+    it reads results with."""
     loaded = set(json.loads(subprocess.run([sys.executable, "-c", COORDINATOR_PROBE], capture_output=True, text=True,
                                            cwd=ROOT, check=True, timeout=120).stdout))
-    assert "coordinator" in loaded and not loaded & {"nodeagent", "console", "textual"}
+    assert "coordinator" in loaded and not loaded & {"nodeagent", "console", "textual", "aiddclient"}
 
 
 def test_no_lua_script_spells_a_key() -> None:

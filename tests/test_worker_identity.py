@@ -20,8 +20,9 @@ from sqlalchemy import text
 from coordinator.server import BackgroundServer
 from coordinator.service import Coordinator
 from nodeagent.identity import FILE
-from tests.agent_helpers import ROOT, AgentProcess, Api
+from tests.agent_helpers import ROOT, AgentProcess
 from tests.helpers import Agent, submit_one
+from tests.support.api import Api
 from tests.support.waiting import wait_until
 from tests.test_agent_e2e import agents, api, live, start_agent
 
@@ -108,7 +109,7 @@ def test_aidd_workers_rm(client: httpx.Client, api_server: BackgroundServer) -> 
     client.delete(f"/api/v1/workers/{gone.id}")
 
     def aidd(*args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([sys.executable, "-m", "coordinator.cli", *args, "--url", api_server.url],
+        return subprocess.run([sys.executable, "-m", "aiddclient.cli", *args, "--url", api_server.url],
                               capture_output=True, text=True, cwd=ROOT, timeout=60)
     done = aidd("workers", "rm", gone.id[:8])
     assert done.returncode == 0 and done.stdout.strip() == f"removed worker {gone.id}"

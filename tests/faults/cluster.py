@@ -15,7 +15,8 @@ import psutil
 import psycopg
 
 from tests.faults.processes import Agent, Coordinator, Stores
-from tests.faults.truth import Api, Figures, Ledger, measure, read_records, recorded_task, unfinished
+from tests.faults.truth import Figures, Ledger, measure, read_records, recorded_task, unfinished
+from tests.support.api import Api
 from tests.support.waiting import wait_until
 
 FAST: dict[str, str] = {
@@ -97,7 +98,7 @@ class Cluster:
         return proc.wait_ready()
 
     def api(self, coordinator: Coordinator | None = None, key: str | None = None) -> Api:
-        api = Api((coordinator or self.coordinators[0]).url, key or self.key)
+        api = Api.connect((coordinator or self.coordinators[0]).url, key or self.key)
         self._apis.append(api)
         return api
 

@@ -13,7 +13,8 @@ import pytest
 
 from tests.faults.cluster import Cluster, Stopwatch
 from tests.faults.processes import Agent, alive
-from tests.faults.truth import Api, Execution, Figures, read_records
+from tests.faults.truth import Execution, Figures, read_records
+from tests.support.api import Api
 from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.slow

@@ -32,7 +32,8 @@ import pytest
 from console.background import AGENT_FILE, AGENT_MODULE, COORDINATOR_FILE, COORDINATOR_MODULE, Detached, recorded
 from tests.faults.cluster import FAST, Stopwatch
 from tests.faults.processes import ROOT, alive, clean_env
-from tests.faults.truth import Api, Figures, Ledger, measure, read_records, recorded_task, system_view, unfinished
+from tests.faults.truth import Figures, Ledger, measure, read_records, recorded_task, system_view, unfinished
+from tests.support.api import Api
 from tests.support.ports import free_port
 from tests.support.waiting import wait_until
 
@@ -54,7 +55,7 @@ class Terminal:
         self.log_path = log_path
         with log_path.open("ab") as log:
             log.write(f"--- aidd {' '.join(args)} at {time.time():.3f} ---\n".encode())
-        self.proc = subprocess.Popen([sys.executable, "-m", "coordinator.cli", *args], stdin=slave, stdout=slave,
+        self.proc = subprocess.Popen([sys.executable, "-m", "aiddclient.cli", *args], stdin=slave, stdout=slave,
                                      stderr=slave, env=env, cwd=ROOT, start_new_session=True)
         os.close(slave)
         self.master = master
@@ -129,7 +130,7 @@ class Console:
                               "FAULT_HOST": HOST, "TERM": "xterm-256color", **FAST})
         self.terminals: list[Terminal] = []
         self.ledger = Ledger()
-        self.api = Api(self.url)
+        self.api = Api.connect(self.url)
         self.t0 = time.monotonic()
 
     @property
@@ -146,7 +147,7 @@ class Console:
 
     def command(self, *args: str) -> subprocess.CompletedProcess[str]:
         """`aidd ARGS` run to its end."""
-        return subprocess.run([sys.executable, "-m", "coordinator.cli", *args], env=self.env, cwd=ROOT,
+        return subprocess.run([sys.executable, "-m", "aiddclient.cli", *args], env=self.env, cwd=ROOT,
                               capture_output=True, text=True, timeout=60, check=False)
 
     def health(self) -> int | None:

@@ -18,7 +18,8 @@ import pytest
 
 from tests.faults.cluster import FAST, Stopwatch
 from tests.faults.processes import Agent, Coordinator
-from tests.faults.truth import Api, Figures, Ledger, Submitter, measure, recorded_task, unfinished
+from tests.faults.truth import Figures, Ledger, Submitter, measure, recorded_task, unfinished
+from tests.support.api import Api
 from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.slow
@@ -97,7 +98,7 @@ def test_embedded_stores_killed_are_restarted(aidd: Aidd, tmp_path: Path,
     durations = itertools.cycle(DURATIONS)
     aidd.coordinator.start()
     aidd.coordinator.wait_ready(90)
-    api, ledger = Api(aidd.coordinator.url), Ledger()
+    api, ledger = Api.connect(aidd.coordinator.url), Ledger()
     aidd.agent.start()
     wait_until(lambda: (w := api.worker("n0")) and w["status"] == "online", 30, "the agent to register")
     ledger.submit(api, [recorded_task(records, next(durations)) for _ in range(TASKS)])

@@ -24,7 +24,8 @@ from coordinator.keys import Keys
 from coordinator.queue import _script_source
 from tests.faults.cluster import Cluster
 from tests.faults.processes import Stores
-from tests.faults.truth import Api, Figures
+from tests.faults.truth import Figures
+from tests.support.api import Api
 from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.slow

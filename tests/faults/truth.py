@@ -22,6 +22,7 @@ import httpx
 import psycopg
 
 from tests.faults.recorder import TICK
+from tests.support.api import Api
 
 RECORDER = Path(__file__).with_name("recorder.py")
 FINISHED = frozenset({"succeeded", "failed", "cancelled", "timeout"})
@@ -37,45 +38,6 @@ def recorded_task(records: Path, seconds: float, child: bool = False, loud: bool
             "resources": {"cpu": 0}, **fields}  # it sleeps: slots, not cores, bound how many run at once
 
 
-class Api:
-    """The suite's HTTP client of one coordinator (an API key when the coordinator has keys)."""
-
-    def __init__(self, url: str, key: str | None = None, timeout: float = 30.0) -> None:
-        headers = {"Authorization": f"Bearer {key}"} if key else {}
-        self.http = httpx.Client(base_url=url, headers=headers, timeout=timeout)
-
-    def close(self) -> None:
-        self.http.close()
-
-    def submit(self, bodies: list[dict[str, Any]]) -> list[str]:
-        """Submit tasks as one batch; their ids once the coordinator acknowledged them (else raises)."""
-        response = self.http.post("/api/v1/tasks", json={"tasks": bodies})
-        if response.status_code != 201:
-            raise httpx.HTTPStatusError(f"{response.status_code}: {response.text[:300]}", request=response.request,
-                                        response=response)
-        return [str(i) for i in response.json()["ids"]]
-
-    def task(self, task_id: str) -> dict[str, Any]:
-        response = self.http.get(f"/api/v1/tasks/{task_id}")
-        response.raise_for_status()
-        return dict(response.json())
-
-    def workers(self) -> list[dict[str, Any]]:
-        response = self.http.get("/api/v1/workers")
-        response.raise_for_status()
-        return list(response.json()["items"])
-
-    def worker(self, hostname: str) -> dict[str, Any] | None:
-        """The newest worker registered under `hostname`."""
-        found = [w for w in self.workers() if w["hostname"] == hostname]
-        return found[0] if found else None
-
-    def counters(self) -> dict[str, int]:
-        response = self.http.get("/api/v1/stats/dashboard")
-        response.raise_for_status()
-        return dict(response.json()["counters"])
-
-
 @dataclass
 class Ledger:
     """Every submission the coordinator acknowledged (201), with when; thread-safe."""
@@ -87,7 +49,7 @@ class Ledger:
     def submit(self, api: Api, bodies: list[dict[str, Any]]) -> list[str]:
         """Submit and record; a failed submission (error, 4xx/5xx) is counted and re-raised."""
         try:
-            ids = api.submit(bodies)
+            ids = api.submit_batch(bodies)
         except httpx.HTTPError:
             with self._lock:
                 self.refused += 1
