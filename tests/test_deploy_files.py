@@ -45,7 +45,7 @@ def pod_spec(kind: str) -> dict[str, Any]:
 
 def test_images_run_the_two_commands() -> None:
     """The coordinator image serves; the agent image runs the agent (its run from a fresh venv is in
-    test_agent_install; the coordinator's in deploy/check-images.sh)."""
+    test_agent_install; the coordinator's in scripts/check_images.py, which CI runs)."""
     assert image_command((DEPLOY / "coordinator.Dockerfile").read_text()) == ["aidd", "--serve"]
     assert image_command((DEPLOY / "agent.Dockerfile").read_text())[0] == "aidd-agent"
     agent_image = (DEPLOY / "agent.Dockerfile").read_text()
