@@ -15,6 +15,7 @@ from typing import Any
 
 import orjson
 from redis.asyncio import Redis
+from redis.exceptions import RedisError
 
 from coordinator.errors import TooManyQueues
 from coordinator.keys import Keys, lua_prelude, queue_score
@@ -147,6 +148,11 @@ bench/RESULTS.md; bench.compare prints the slow log's longest command of each su
 FINISH_CHUNK = 100
 """Most tasks one `finish` script call takes (each is a `forget` and a list push: about as costly as a put)."""
 
+CLAIM_CHUNK = 32
+"""Most tasks one `claim` script call takes. A claimed task costs the script a hash read and write (its set and
+queue writes go out once a call); a lease of 256 in one call held Redis 25-51 ms on a busy machine. See
+bench/RESULTS.md."""
+
 
 def _finite(value: float) -> float:
     return 1e12 if math.isinf(value) else value
@@ -202,20 +208,38 @@ class QueueIndex:
         return done
 
     async def claim(self, request: ClaimRequest, attempt_ids: Sequence[str]) -> list[Claim]:
-        """Atomically take up to `max_tasks` fitting tasks; one attempt id is used per claimed task."""
-        payload = orjson.dumps({
-            "worker": request.worker, "services": list(request.services), "groups": list(request.groups),
-            "labels": list(request.labels), "max": request.max_tasks, "cpu": _finite(request.cpu),
-            "memory_gb": -1 if request.memory_gb is None else request.memory_gb,
-            "gpus": [{"index": g.index, "free": g.free, "memory_gb": _finite(g.memory_gb)} for g in request.gpus],
-            "attempts": list(attempt_ids),
-        })
-        raw = await self._claim(args=[self.keys.prefix, now_ms(), payload])
-        claimed = orjson.loads(raw)
-        if not isinstance(claimed, list):  # cjson writes an empty table as {}
-            return []
-        return [Claim(c["id"], c["attempt"], list(c["gpus"]) if isinstance(c["gpus"], list) else [])
-                for c in claimed]
+        """Take up to `max_tasks` fitting tasks; one attempt id is used per claimed task.
+
+        One script call takes at most CLAIM_CHUNK tasks; the next call starts from what the last left free (CPU,
+        memory, each GPU's share and memory, as the script counted them), so a big lease is the same as one call
+        that never holds Redis for long. Each call is atomic on its own: two claimers never take the same task,
+        and another claimer may take tasks between two calls, as it could between two leases. A call that fails
+        after others took tasks ends the claim with those (they are claimed in full; the caller starts them)."""
+        claims: list[Claim] = []
+        cpu, memory_gb = _finite(request.cpu), -1.0 if request.memory_gb is None else request.memory_gb
+        gpus: list[dict[str, Any]] = [{"index": g.index, "free": g.free, "memory_gb": _finite(g.memory_gb)}
+                                      for g in request.gpus]
+        while len(claims) < request.max_tasks:
+            want = min(CLAIM_CHUNK, request.max_tasks - len(claims))
+            payload = orjson.dumps({
+                "worker": request.worker, "services": list(request.services), "groups": list(request.groups),
+                "labels": list(request.labels), "max": want, "cpu": cpu, "memory_gb": memory_gb, "gpus": gpus,
+                "attempts": list(attempt_ids[len(claims):len(claims) + want])})
+            try:
+                reply = orjson.loads(await self._claim(args=[self.keys.prefix, now_ms(), payload]))
+            except RedisError:
+                if not claims:
+                    raise
+                break
+            taken = reply["claimed"] if isinstance(reply["claimed"], list) else []  # cjson writes [] as {}
+            claims += [Claim(c["id"], c["attempt"], list(c["gpus"]) if isinstance(c["gpus"], list) else [])
+                       for c in taken]
+            if len(taken) < want:
+                break
+            cpu, memory_gb = float(reply["cpu"]), float(reply["memory_gb"])
+            gpus = [{"index": g["index"], "free": float(g["free"]), "memory_gb": float(g["memory_gb"])}
+                    for g in (reply["gpus"] if isinstance(reply["gpus"], list) else [])]
+        return claims
 
     async def unclaim(self, worker: str, claims: Sequence[Claim]) -> int:
         """Put claimed tasks back in their queues (their lease could not be confirmed); returns how many."""
