@@ -140,10 +140,11 @@ class Beat:
 
 
 PUT_CHUNK = 100
-"""Most tasks one `put_pending` script call takes, which bounds how long one call holds Redis: about 15 µs of the
-server's time a new task (the JSON decode and the task's hash most of it). On a busy 2-core machine a call of 100
-took 1.5 ms at best, 3.3 ms median; 1 000 in one call took 25 / 51 ms (the script before: 38 / 77 ms). See
-bench/RESULTS.md; bench.compare prints the slow log's longest command of each submit and drain."""
+"""Most tasks one `put_pending` (or `put_running`, `promote_due`) script call takes, which bounds how long one
+call holds Redis: about 15 µs of the server's time a new task (the JSON decode and the task's hash most of it). On
+a busy 2-core machine a call of 100 took 1.5 ms at best, 3.3 ms median; 1 000 in one call took 25 / 51 ms (the
+script before: 38 / 77 ms). See bench/RESULTS.md; bench.compare prints the slow log's longest command of each
+submit and drain."""
 
 FINISH_CHUNK = 100
 """Most tasks one `finish` script call takes (each is a `forget` and a list push: about as costly as a put)."""
@@ -189,12 +190,15 @@ class QueueIndex:
         return done
 
     async def put_running(self, tasks: Sequence[RunningTask]) -> int:
-        """Record tasks as running on their workers (index rebuild)."""
-        if not tasks:
-            return 0
-        payload = orjson.dumps([{"id": t.id, "service": t.service, "group": t.group, "worker": t.worker,
-                                 "attempt": t.attempt, "gpus": ",".join(map(str, t.gpus))} for t in tasks])
-        return int(await self._put_running(args=[self.keys.prefix, payload]))
+        """Record tasks as running on their workers (index rebuild), at most PUT_CHUNK a script call; PostgreSQL
+        has them running, so a crash between calls leaves drift the drift check repairs, as for `put_pending`."""
+        done = 0
+        for start in range(0, len(tasks), PUT_CHUNK):
+            payload = orjson.dumps([{"id": t.id, "service": t.service, "group": t.group, "worker": t.worker,
+                                     "attempt": t.attempt, "gpus": ",".join(map(str, t.gpus))}
+                                    for t in tasks[start:start + PUT_CHUNK]])
+            done += int(await self._put_running(args=[self.keys.prefix, payload]))
+        return done
 
     async def finish(self, status: str, task_ids: Iterable[str], remember: bool = True) -> int:
         """Drop finished tasks from the active index (and, unless repairing, count them as finished now), at most
@@ -257,8 +261,16 @@ class QueueIndex:
                     {as_str(i) for i in reply[3:]})
 
     async def promote_due(self, limit: int = 1000) -> int:
-        """Move tasks whose backoff has passed into their queues."""
-        return int(await self._promote(args=[self.keys.prefix, now_ms(), limit]))
+        """Move up to `limit` tasks whose backoff has passed into their queues, at most PUT_CHUNK a script call
+        (each task moved is about as costly to the server as one put); returns how many moved."""
+        moved = 0
+        while moved < limit:
+            want = min(PUT_CHUNK, limit - moved)
+            taken = int(await self._promote(args=[self.keys.prefix, now_ms(), want]))
+            moved += taken
+            if taken < want:
+                break
+        return moved
 
     async def set_service_rules(self, limits: dict[str, int], paused: set[str]) -> None:
         """Replace the per-service running limits and the paused services (claims read both)."""
