@@ -6,6 +6,7 @@ multi-key change is one script, so a crash never leaves half a move.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
 from collections.abc import Iterable, Sequence
@@ -218,7 +219,8 @@ class QueueIndex:
         memory, each GPU's share and memory, as the script counted them), so a big lease is the same as one call
         that never holds Redis for long. Each call is atomic on its own: two claimers never take the same task,
         and another claimer may take tasks between two calls, as it could between two leases. A call that fails
-        after others took tasks ends the claim with those (they are claimed in full; the caller starts them)."""
+        gives back what the earlier ones took (if Redis lets it; else the drift check or the index rebuilt after
+        the outage queues them again, as for a coordinator that dies between claim and commit), then raises."""
         claims: list[Claim] = []
         cpu, memory_gb = _finite(request.cpu), -1.0 if request.memory_gb is None else request.memory_gb
         gpus: list[dict[str, Any]] = [{"index": g.index, "free": g.free, "memory_gb": _finite(g.memory_gb)}
@@ -232,9 +234,9 @@ class QueueIndex:
             try:
                 reply = orjson.loads(await self._claim(args=[self.keys.prefix, now_ms(), payload]))
             except RedisError:
-                if not claims:
-                    raise
-                break
+                with contextlib.suppress(RedisError):
+                    await self.unclaim(request.worker, claims)
+                raise
             taken = reply["claimed"] if isinstance(reply["claimed"], list) else []  # cjson writes [] as {}
             claims += [Claim(c["id"], c["attempt"], list(c["gpus"]) if isinstance(c["gpus"], list) else [])
                        for c in taken]
@@ -246,11 +248,14 @@ class QueueIndex:
         return claims
 
     async def unclaim(self, worker: str, claims: Sequence[Claim]) -> int:
-        """Put claimed tasks back in their queues (their lease could not be confirmed); returns how many."""
-        if not claims:
-            return 0
-        payload = orjson.dumps([{"id": c.task_id, "attempt": c.attempt_id} for c in claims])
-        return int(await self._unclaim(args=[self.keys.prefix, worker, payload]))
+        """Put claimed tasks back in their queues (their lease could not be confirmed), CLAIM_CHUNK a script call;
+        returns how many."""
+        given = 0
+        for start in range(0, len(claims), CLAIM_CHUNK):
+            payload = orjson.dumps([{"id": c.task_id, "attempt": c.attempt_id}
+                                    for c in claims[start:start + CLAIM_CHUNK]])
+            given += int(await self._unclaim(args=[self.keys.prefix, worker, payload]))
+        return given
 
     async def heartbeat(self, worker: str, now: float, metrics: bytes, stamp: Sequence[str] = ()) -> Beat:
         """Record a worker's beat and telemetry, and set the `stamp` fields of its hash to now (its GPUs busy now);

@@ -10,9 +10,10 @@ from collections.abc import Iterator
 
 import pytest
 from redis import Redis as SyncRedis
+from redis.exceptions import ResponseError
 
 from coordinator.keys import Keys
-from coordinator.queue import CLAIM_CHUNK, FINISH_CHUNK, PUT_CHUNK, QueuedTask, RunningTask, now_ms
+from coordinator.queue import CLAIM_CHUNK, FINISH_CHUNK, PUT_CHUNK, ClaimRequest, QueuedTask, RunningTask, now_ms
 from coordinator.reconcile import repair_drift
 from coordinator.service import Coordinator
 from tests.helpers import Agent, submit
@@ -122,3 +123,17 @@ async def test_promotions_and_rebuilds_go_in_bounded_calls(coordinator: Coordina
     assert await index.put_running([RunningTask(f"r{i}", "admet", "default", "w", f"a{i}") for i in range(250)]) == 250
     assert script_calls(slow_log, index._put_running.sha) == math.ceil(250 / PUT_CHUNK)
     assert slow_log.scard(keys.running) == 250
+
+
+async def test_a_claim_call_that_fails_gives_back_what_the_earlier_calls_took(coordinator: Coordinator,
+                                                                               redis: SyncRedis) -> None:
+    """The second claim call of a lease fails (here: no attempt ids left for it, a script error): the tasks the
+    first call took are back in their queue at once, in order, not left claimed until a drift check."""
+    ids = await submit(coordinator, CLAIM_CHUNK + 5)
+    keys, index = coordinator.core.keys, coordinator.core.index
+    redis.hset(keys.worker("w"), "status", "online")
+    with pytest.raises(ResponseError):
+        await index.claim(ClaimRequest(worker="w", groups=["default"], max_tasks=CLAIM_CHUNK + 5),
+                          [f"a{i}" for i in range(CLAIM_CHUNK)])
+    assert redis.scard(keys.worker_tasks("w")) == 0 and redis.scard(keys.running) == 0
+    assert [m.decode() for m in redis.zrange(keys.service_queue("admet", "default"), 0, -1)] == ids
