@@ -94,7 +94,7 @@ table.sort(candidates, function(a, b) return a[2] < b[2] end)
 
 -- Per task only its hash is read and written; the set and queue writes go out once per call, after the loop.
 local claimed, limits, running = {}, {}, {}
-local ids, taken = {}, {}  -- every claimed id; queue key -> {group, ids}
+local ids, taken = {}, {}  -- every claimed id; queue key -> {its group, the ids taken from it, its service}
 local free_cpu, free_mem = tonumber(req.cpu), tonumber(req.memory_gb)
 for _, c in ipairs(candidates) do
   if #claimed >= req.max then break end
