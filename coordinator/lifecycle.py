@@ -82,6 +82,27 @@ SELECT id, attempt_id, service, ran_s FROM done
 """Record successes of the worker's current attempts and close those attempts, in one statement; `started`
 names attempts whose `started` event came in the same report (short tasks: one write instead of two)."""
 
+RECORD_END = text("""
+WITH decided AS (
+    UPDATE tasks AS t SET status = v.status, retry_count = v.retry_count, worker_losses = v.worker_losses,
+        available_at = v.available_at, error = v.error, end_reason = v.end_reason, finished_at = v.finished_at,
+        stopping_attempt_id = v.stopping_attempt_id, updated_at = :now
+    FROM unnest(CAST(:ids AS uuid[]), CAST(:status AS text[]), CAST(:retry_count AS integer[]),
+                CAST(:worker_losses AS integer[]), CAST(:available_at AS timestamptz[]), CAST(:error AS text[]),
+                CAST(:end_reason AS text[]), CAST(:finished_at AS timestamptz[]), CAST(:stopping_attempt_id AS uuid[]))
+        AS v(id, status, retry_count, worker_losses, available_at, error, end_reason, finished_at, stopping_attempt_id)
+    WHERE t.id = v.id
+)
+UPDATE attempts AS a SET ended_at = :now, end_reason = v.reason, error = v.error, exit_code = v.exit_code,
+    retry_at = v.retry_at
+FROM unnest(CAST(:attempts AS uuid[]), CAST(:reasons AS text[]), CAST(:errors AS text[]),
+            CAST(:exit_codes AS integer[]), CAST(:available_at AS timestamptz[]))
+    AS v(id, reason, error, exit_code, retry_at)
+WHERE a.id = v.id
+""")
+"""Write what `Lifecycle.end` decided for tasks it holds locked: each task's next state and its attempt's end, in
+one statement (the arrays in the same order, one entry per task)."""
+
 RECORD_ACTION = text("""
 INSERT INTO task_events (task_id, kind, actor, detail)
 SELECT v.id, :kind, :actor, jsonb_build_object('from', v.status, 'attempt_id', NULLIF(v.attempt_id, ''))
@@ -189,14 +210,12 @@ class Lifecycle:
                 return set()
             decided = [SimpleNamespace(**{**r._mapping, **self._decide(r, by_attempt[r.attempt_id], now, stopping)})
                        for r in rows]
-            await conn.execute(update(Attempt).where(Attempt.id == bindparam("a_id")).values(
-                ended_at=now, end_reason=bindparam("a_reason"), error=bindparam("a_error"),
-                exit_code=bindparam("a_exit"), retry_at=bindparam("a_retry")), [
-                {"a_id": e.attempt_id, "a_reason": e.reason.value, "a_error": e.error, "a_exit": e.exit_code,
-                 "a_retry": t.available_at} for e, t in ((by_attempt[t.attempt_id], t) for t in decided)])
-            await conn.execute(update(Task).where(Task.id == bindparam("t_id")).values(
-                {**{name: bindparam(f"t_{name}") for name in DECIDED_FIELDS}, "updated_at": now}),
-                [{"t_id": t.id, **{f"t_{name}": getattr(t, name) for name in DECIDED_FIELDS}} for t in decided])
+            attempt_ends = [by_attempt[t.attempt_id] for t in decided]
+            await conn.execute(RECORD_END, {
+                "now": now, "ids": [t.id for t in decided],
+                **{name: [getattr(t, name) for t in decided] for name in DECIDED_FIELDS},
+                "attempts": [e.attempt_id for e in attempt_ends], "reasons": [e.reason.value for e in attempt_ends],
+                "errors": [e.error for e in attempt_ends], "exit_codes": [e.exit_code for e in attempt_ends]})
             if stopping:
                 await self._kill(conn, rows)
         self._count_ends(decided, by_attempt, now)

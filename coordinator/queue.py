@@ -6,6 +6,7 @@ multi-key change is one script, so a crash never leaves half a move.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
 from collections.abc import Iterable, Sequence
@@ -15,6 +16,7 @@ from typing import Any
 
 import orjson
 from redis.asyncio import Redis
+from redis.exceptions import RedisError
 
 from coordinator.errors import TooManyQueues
 from coordinator.keys import Keys, lua_prelude, queue_score
@@ -139,13 +141,19 @@ class Beat:
 
 
 PUT_CHUNK = 100
-"""Most tasks one `put_pending` script call takes, which bounds how long one call holds Redis: about 15 µs of the
-server's time a new task (the JSON decode and the task's hash most of it). On a busy 2-core machine a call of 100
-took 1.5 ms at best, 3.3 ms median; 1 000 in one call took 25 / 51 ms (the script before: 38 / 77 ms). See
-bench/RESULTS.md; bench.compare prints the slow log's longest command of each submit and drain."""
+"""Most tasks one `put_pending` (or `put_running`, `promote_due`) script call takes, which bounds how long one
+call holds Redis: about 15 µs of the server's time a new task (the JSON decode and the task's hash most of it). On
+a busy 2-core machine a call of 100 took 1.5 ms at best, 3.3 ms median; 1 000 in one call took 25 / 51 ms (the
+script before: 38 / 77 ms). See bench/RESULTS.md; bench.compare prints the slow log's longest command of each
+submit and drain."""
 
 FINISH_CHUNK = 100
 """Most tasks one `finish` script call takes (each is a `forget` and a list push: about as costly as a put)."""
+
+CLAIM_CHUNK = 32
+"""Most tasks one `claim` script call takes. A claimed task costs the script a hash read and write (its set and
+queue writes go out once a call); a lease of 256 in one call held Redis 25-51 ms on a busy machine. See
+bench/RESULTS.md."""
 
 
 def _finite(value: float) -> float:
@@ -183,12 +191,15 @@ class QueueIndex:
         return done
 
     async def put_running(self, tasks: Sequence[RunningTask]) -> int:
-        """Record tasks as running on their workers (index rebuild)."""
-        if not tasks:
-            return 0
-        payload = orjson.dumps([{"id": t.id, "service": t.service, "group": t.group, "worker": t.worker,
-                                 "attempt": t.attempt, "gpus": ",".join(map(str, t.gpus))} for t in tasks])
-        return int(await self._put_running(args=[self.keys.prefix, payload]))
+        """Record tasks as running on their workers (index rebuild), at most PUT_CHUNK a script call; PostgreSQL
+        has them running, so a crash between calls leaves drift the drift check repairs, as for `put_pending`."""
+        done = 0
+        for start in range(0, len(tasks), PUT_CHUNK):
+            payload = orjson.dumps([{"id": t.id, "service": t.service, "group": t.group, "worker": t.worker,
+                                     "attempt": t.attempt, "gpus": ",".join(map(str, t.gpus))}
+                                    for t in tasks[start:start + PUT_CHUNK]])
+            done += int(await self._put_running(args=[self.keys.prefix, payload]))
+        return done
 
     async def finish(self, status: str, task_ids: Iterable[str], remember: bool = True) -> int:
         """Drop finished tasks from the active index (and, unless repairing, count them as finished now), at most
@@ -202,27 +213,49 @@ class QueueIndex:
         return done
 
     async def claim(self, request: ClaimRequest, attempt_ids: Sequence[str]) -> list[Claim]:
-        """Atomically take up to `max_tasks` fitting tasks; one attempt id is used per claimed task."""
-        payload = orjson.dumps({
-            "worker": request.worker, "services": list(request.services), "groups": list(request.groups),
-            "labels": list(request.labels), "max": request.max_tasks, "cpu": _finite(request.cpu),
-            "memory_gb": -1 if request.memory_gb is None else request.memory_gb,
-            "gpus": [{"index": g.index, "free": g.free, "memory_gb": _finite(g.memory_gb)} for g in request.gpus],
-            "attempts": list(attempt_ids),
-        })
-        raw = await self._claim(args=[self.keys.prefix, now_ms(), payload])
-        claimed = orjson.loads(raw)
-        if not isinstance(claimed, list):  # cjson writes an empty table as {}
-            return []
-        return [Claim(c["id"], c["attempt"], list(c["gpus"]) if isinstance(c["gpus"], list) else [])
-                for c in claimed]
+        """Take up to `max_tasks` fitting tasks; one attempt id is used per claimed task.
+
+        One script call takes at most CLAIM_CHUNK tasks; the next call starts from what the last left free (CPU,
+        memory, each GPU's share and memory, as the script counted them), so a big lease is the same as one call
+        that never holds Redis for long. Each call is atomic on its own: two claimers never take the same task,
+        and another claimer may take tasks between two calls, as it could between two leases. A call that fails
+        gives back what the earlier ones took (if Redis lets it; else the drift check or the index rebuilt after
+        the outage queues them again, as for a coordinator that dies between claim and commit), then raises."""
+        claims: list[Claim] = []
+        cpu, memory_gb = _finite(request.cpu), -1.0 if request.memory_gb is None else request.memory_gb
+        gpus: list[dict[str, Any]] = [{"index": g.index, "free": g.free, "memory_gb": _finite(g.memory_gb)}
+                                      for g in request.gpus]
+        while len(claims) < request.max_tasks:
+            want = min(CLAIM_CHUNK, request.max_tasks - len(claims))
+            payload = orjson.dumps({
+                "worker": request.worker, "services": list(request.services), "groups": list(request.groups),
+                "labels": list(request.labels), "max": want, "cpu": cpu, "memory_gb": memory_gb, "gpus": gpus,
+                "attempts": list(attempt_ids[len(claims):len(claims) + want])})
+            try:
+                reply = orjson.loads(await self._claim(args=[self.keys.prefix, now_ms(), payload]))
+            except RedisError:
+                with contextlib.suppress(RedisError):
+                    await self.unclaim(request.worker, claims)
+                raise
+            taken = reply["claimed"] if isinstance(reply["claimed"], list) else []  # cjson writes [] as {}
+            claims += [Claim(c["id"], c["attempt"], list(c["gpus"]) if isinstance(c["gpus"], list) else [])
+                       for c in taken]
+            if len(taken) < want:
+                break
+            cpu, memory_gb = float(reply["cpu"]), float(reply["memory_gb"])
+            gpus = [{"index": g["index"], "free": float(g["free"]), "memory_gb": float(g["memory_gb"])}
+                    for g in (reply["gpus"] if isinstance(reply["gpus"], list) else [])]
+        return claims
 
     async def unclaim(self, worker: str, claims: Sequence[Claim]) -> int:
-        """Put claimed tasks back in their queues (their lease could not be confirmed); returns how many."""
-        if not claims:
-            return 0
-        payload = orjson.dumps([{"id": c.task_id, "attempt": c.attempt_id} for c in claims])
-        return int(await self._unclaim(args=[self.keys.prefix, worker, payload]))
+        """Put claimed tasks back in their queues (their lease could not be confirmed), CLAIM_CHUNK a script call;
+        returns how many."""
+        given = 0
+        for start in range(0, len(claims), CLAIM_CHUNK):
+            payload = orjson.dumps([{"id": c.task_id, "attempt": c.attempt_id}
+                                    for c in claims[start:start + CLAIM_CHUNK]])
+            given += int(await self._unclaim(args=[self.keys.prefix, worker, payload]))
+        return given
 
     async def heartbeat(self, worker: str, now: float, metrics: bytes, stamp: Sequence[str] = ()) -> Beat:
         """Record a worker's beat and telemetry, and set the `stamp` fields of its hash to now (its GPUs busy now);
@@ -233,8 +266,16 @@ class QueueIndex:
                     {as_str(i) for i in reply[3:]})
 
     async def promote_due(self, limit: int = 1000) -> int:
-        """Move tasks whose backoff has passed into their queues."""
-        return int(await self._promote(args=[self.keys.prefix, now_ms(), limit]))
+        """Move up to `limit` tasks whose backoff has passed into their queues, at most PUT_CHUNK a script call
+        (each task moved is about as costly to the server as one put); returns how many moved."""
+        moved = 0
+        while moved < limit:
+            want = min(PUT_CHUNK, limit - moved)
+            taken = int(await self._promote(args=[self.keys.prefix, now_ms(), want]))
+            moved += taken
+            if taken < want:
+                break
+        return moved
 
     async def set_service_rules(self, limits: dict[str, int], paused: set[str]) -> None:
         """Replace the per-service running limits and the paused services (claims read both)."""

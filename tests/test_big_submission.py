@@ -1,16 +1,19 @@
 """A big submission reaches Redis in bounded script calls (Redis is held briefly), each task queued exactly once;
-a crash between two calls loses nothing: the drift check queues what PostgreSQL has but Redis lacks."""
+a crash between two calls loses nothing: the drift check queues what PostgreSQL has but Redis lacks. Big leases,
+finishes, promotions and rebuilds go in bounded calls too."""
 
 from __future__ import annotations
 
+import asyncio
 import math
 from collections.abc import Iterator
 
 import pytest
 from redis import Redis as SyncRedis
+from redis.exceptions import ResponseError
 
 from coordinator.keys import Keys
-from coordinator.queue import FINISH_CHUNK, PUT_CHUNK
+from coordinator.queue import CLAIM_CHUNK, FINISH_CHUNK, PUT_CHUNK, ClaimRequest, QueuedTask, RunningTask, now_ms
 from coordinator.reconcile import repair_drift
 from coordinator.service import Coordinator
 from tests.helpers import Agent, submit
@@ -84,3 +87,53 @@ async def test_many_finished_at_once_go_in_bounded_calls(coordinator: Coordinato
     assert script_calls(slow_log, index._finish.sha) == math.ceil(250 / FINISH_CHUNK)
     assert queued_ids(slow_log, coordinator.core.keys) == []
     assert int(slow_log.hget(coordinator.core.keys.counters, "cancelled") or 0) == 250
+
+
+async def test_a_big_lease_claims_in_bounded_calls(coordinator: Coordinator, slow_log: SyncRedis) -> None:
+    """A lease of 250 takes ceil(250 / CLAIM_CHUNK) claim calls and hands out every task once, in queue order, up
+    to what the worker has free (the CPU left by one call is where the next starts)."""
+    ids = await submit(coordinator, 250)
+    index = coordinator.core.index
+    assert slow_log.script_load(index._claim.script) == index._claim.sha
+    agent = await Agent.register(coordinator, cpu_cores=1000)
+    slow_log.slowlog_reset()
+    assert await agent.lease_ids(max_tasks=250) == ids
+    assert script_calls(slow_log, index._claim.sha) == math.ceil(250 / CLAIM_CHUNK)
+    assert queued_ids(slow_log, coordinator.core.keys) == []
+    more = await submit(coordinator, 250)
+    assert await agent.lease_ids(max_tasks=250, cpu=CLAIM_CHUNK + 2.5) == more[:CLAIM_CHUNK + 2]
+
+
+async def test_promotions_and_rebuilds_go_in_bounded_calls(coordinator: Coordinator, slow_log: SyncRedis) -> None:
+    """250 retries due at once move in calls of PUT_CHUNK, no more than the tick's limit; a rebuild puts 250 running
+    tasks in calls of PUT_CHUNK."""
+    index, keys = coordinator.core.index, coordinator.core.keys
+    due = now_ms() + 200
+    await index.put_pending([QueuedTask(f"d{i}", "admet", "default", 2, i, due_ms=due) for i in range(250)])
+    assert slow_log.zcard(keys.delayed) == 250
+    await asyncio.sleep(0.25)
+    for script in (index._promote, index._put_running):
+        assert slow_log.script_load(script.script) == script.sha
+    slow_log.slowlog_reset()
+    assert await index.promote_due(limit=150) == 150
+    assert await index.promote_due() == 100
+    assert script_calls(slow_log, index._promote.sha) == 2 + 2  # the second stops at a call that moved 50
+    assert slow_log.zcard(keys.delayed) == 0
+    assert slow_log.zcard(keys.pending) == 250
+    assert await index.put_running([RunningTask(f"r{i}", "admet", "default", "w", f"a{i}") for i in range(250)]) == 250
+    assert script_calls(slow_log, index._put_running.sha) == math.ceil(250 / PUT_CHUNK)
+    assert slow_log.scard(keys.running) == 250
+
+
+async def test_a_claim_call_that_fails_gives_back_what_the_earlier_calls_took(coordinator: Coordinator,
+                                                                               redis: SyncRedis) -> None:
+    """The second claim call of a lease fails (here: no attempt ids left for it, a script error): the tasks the
+    first call took are back in their queue at once, in order, not left claimed until a drift check."""
+    ids = await submit(coordinator, CLAIM_CHUNK + 5)
+    keys, index = coordinator.core.keys, coordinator.core.index
+    redis.hset(keys.worker("w"), "status", "online")
+    with pytest.raises(ResponseError):
+        await index.claim(ClaimRequest(worker="w", groups=["default"], max_tasks=CLAIM_CHUNK + 5),
+                          [f"a{i}" for i in range(CLAIM_CHUNK)])
+    assert redis.scard(keys.worker_tasks("w")) == 0 and redis.scard(keys.running) == 0
+    assert [m.decode() for m in redis.zrange(keys.service_queue("admet", "default"), 0, -1)] == ids

@@ -196,16 +196,22 @@ SHARE_CASES = [  # (what each task asks, the free share of each GPU, how many of
 
 
 @pytest.mark.anyio
+@pytest.mark.parametrize("chunk", [8, 1])
 @pytest.mark.parametrize(("asked", "free", "taken"), SHARE_CASES)
 async def test_the_claim_script_hands_out_gpu_shares_as_python_counts_them(
-        settings: Settings, redis: SyncRedis, asked: float, free: list[float], taken: int) -> None:
+        settings: Settings, redis: SyncRedis, monkeypatch: pytest.MonkeyPatch, asked: float, free: list[float],
+        taken: int, chunk: int) -> None:
     """`claim.lua`'s `pick_gpus` (Lua, so it cannot import the rule) agrees with `aiddwire.gpu_share`: what it hands
-    out, counted by Python, fits each GPU's free share, and what is left takes no further task of that size."""
+    out, counted by Python, fits each GPU's free share, and what is left takes no further task of that size. So
+    too when the claim takes one task a script call, each call starting from the shares the last one left."""
     from redis.asyncio import Redis
 
     from aiddwire import gpu_share
+    from coordinator import queue
     from coordinator.keys import Keys
     from coordinator.queue import ClaimRequest, GpuFree, QueuedTask, QueueIndex
+
+    monkeypatch.setattr(queue, "CLAIM_CHUNK", chunk)
 
     client, keys = Redis.from_url(settings.redis_url or ""), Keys(settings.key_prefix)
     try:

@@ -9,6 +9,7 @@ import uuid
 import pytest
 from redis import Redis as SyncRedis
 
+from coordinator import queue
 from coordinator.config import Settings
 from coordinator.schemas import WorkerCommandSpec
 from coordinator.service import Coordinator
@@ -16,6 +17,13 @@ from tests.helpers import Agent, serving, started, submit, submit_one
 from tests.support.tasks import task_body
 
 pytestmark = pytest.mark.anyio
+
+
+@pytest.fixture(autouse=True, params=[queue.CLAIM_CHUNK, 1], ids=["chunked", "a-task-a-call"])
+def claim_chunk(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every rule holds as well when a lease takes one task a claim call: a lease bigger than CLAIM_CHUNK is split
+    into calls that carry the worker's free CPU, memory and GPUs from one to the next."""
+    monkeypatch.setattr(queue, "CLAIM_CHUNK", request.param)
 
 
 async def test_priority_first_then_fifo(coordinator: Coordinator) -> None:

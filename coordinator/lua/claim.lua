@@ -1,11 +1,15 @@
 -- Claim up to `max` pending tasks that fit one worker, atomically: two coordinators or two agents
 -- never take the same task. Highest priority first, then oldest, across every queue the worker serves.
+-- The caller (`QueueIndex.claim`) asks for a bounded number a call and carries what is left free into the next,
+-- so no claim holds Redis for long whatever the lease's size.
 -- KEYS: none (every key comes from K, the prelude: see common.lua)
 -- ARGV[1] key prefix (the prelude's K reads it)
 -- ARGV[2] now, ms
 -- ARGV[3] JSON {worker, services[] (empty: any), groups[], labels[], max, cpu, memory_gb (< 0: not checked),
 --         gpus: [{index, free (fraction 0..1), memory_gb}], attempts: [one new attempt id per claimable task]}
--- Returns JSON [{id, attempt, gpus: [index...]}] of the claimed tasks (an empty object when none).
+-- Returns JSON {claimed: [{id, attempt, gpus: [index...]}] (an empty object when none), cpu, memory_gb,
+-- gpus: [{index, free, memory_gb}]}: the claimed tasks and what is left free after them, amounts as text
+-- written with 17 digits, so the next call starts from exactly the numbers this one ended with.
 local req = cjson.decode(ARGV[3])
 if redis.call('HGET', K.worker(req.worker), 'status') ~= 'online' then return '[]' end
 
@@ -88,7 +92,9 @@ for grp in pairs(groups) do
 end
 table.sort(candidates, function(a, b) return a[2] < b[2] end)
 
-local claimed, limits = {}, {}
+-- Per task only its hash is read and written; the set and queue writes go out once per call, after the loop.
+local claimed, limits, running = {}, {}, {}
+local ids, taken = {}, {}  -- every claimed id; queue key -> {its group, the ids taken from it, its service}
 local free_cpu, free_mem = tonumber(req.cpu), tonumber(req.memory_gb)
 for _, c in ipairs(candidates) do
   if #claimed >= req.max then break end
@@ -104,7 +110,10 @@ for _, c in ipairs(candidates) do
     end
     if fits then
       if limits[svc] == nil then limits[svc] = tonumber(redis.call('HGET', K.service_limits, svc) or '-1') end
-      if limits[svc] >= 0 and redis.call('SCARD', K.running_of(svc)) >= limits[svc] then fits = false end
+      if limits[svc] >= 0 then  -- its running set counts what ran before this call, `running` what it took
+        if running[svc] == nil then running[svc] = redis.call('SCARD', K.running_of(svc)) end
+        if running[svc] >= limits[svc] then fits = false end
+      end
     end
     local gpus = {}
     if fits and (gpu > 0 or gmem > 0) then
@@ -113,10 +122,11 @@ for _, c in ipairs(candidates) do
     end
     if fits then
       local attempt = req.attempts[#claimed + 1]
-      dequeue(c[3], c[4], id)
-      redis.call('SADD', K.running, id)
-      redis.call('SADD', K.running_of(svc), id)
-      redis.call('SADD', K.worker_tasks(req.worker), id)
+      local queue = taken[c[3]] or {c[4], {}, svc}
+      taken[c[3]] = queue
+      queue[2][#queue[2] + 1] = id
+      ids[#ids + 1] = id
+      if running[svc] ~= nil then running[svc] = running[svc] + 1 end
       redis.call('HSET', tkey, 'status', 'running', 'worker', req.worker, 'attempt', attempt,
         'gpus', table.concat(gpus, ','), 'leased_at', ARGV[2])
       free_cpu = free_cpu - cpu
@@ -125,5 +135,18 @@ for _, c in ipairs(candidates) do
     end
   end
 end
-if #claimed > 0 then redis.call('HINCRBY', K.counters, 'leased', #claimed) end
-return cjson.encode(claimed)
+if #claimed > 0 then
+  for q, queue in pairs(taken) do
+    redis.call('ZREM', q, unpack(queue[2]))
+    redis.call('SADD', K.running_of(queue[3]), unpack(queue[2]))  -- a queue holds one service's tasks
+    if redis.call('EXISTS', q) == 0 then forget_queue(q, queue[1]) end
+  end
+  redis.call('ZREM', K.pending, unpack(ids))
+  redis.call('SADD', K.running, unpack(ids))
+  redis.call('SADD', K.worker_tasks(req.worker), unpack(ids))
+  redis.call('HINCRBY', K.counters, 'leased', #claimed)
+end
+local function exact(x) return string.format('%.17g', x) end
+local left = {}
+for i, g in ipairs(req.gpus) do left[i] = {index = g.index, free = exact(g.free), memory_gb = exact(g.memory_gb)} end
+return cjson.encode({claimed = claimed, cpu = exact(free_cpu), memory_gb = exact(free_mem), gpus = left})

@@ -10,17 +10,20 @@ local function register(q, service, group)
   redis.call('SADD', K.queue_groups, group)
 end
 
--- Take task `id` out of queue `q` of `group` and the pending set. A queue left empty leaves the registry (and a
--- group left without queues the group set): claims and the queue-full check read only queues that hold tasks,
--- so a resource shape used once costs nothing once its tasks are gone.
+-- Take emptied queue `q` out of its group's registry (and a group left without queues out of the group set):
+-- claims and the queue-full check read only queues that hold tasks, so a resource shape used once costs nothing
+-- once its tasks are gone.
+local function forget_queue(q, group)
+  local registry = K.queues(group)
+  redis.call('HDEL', registry, q)
+  if redis.call('EXISTS', registry) == 0 then redis.call('SREM', K.queue_groups, group) end
+end
+
+-- Take task `id` out of queue `q` of `group` and the pending set (an emptied queue leaves the registry).
 local function dequeue(q, group, id)
   redis.call('ZREM', q, id)
   redis.call('ZREM', K.pending, id)
-  if redis.call('EXISTS', q) == 0 then
-    local registry = K.queues(group)
-    redis.call('HDEL', registry, q)
-    if redis.call('EXISTS', registry) == 0 then redis.call('SREM', K.queue_groups, group) end
-  end
+  if redis.call('EXISTS', q) == 0 then forget_queue(q, group) end
 end
 
 -- Remove task `id` from wherever the index holds it (its queue, the running sets, its worker) and
