@@ -46,6 +46,8 @@ REPLY_LIMIT = 64 << 20
 """Largest reply line (a result) read from a host."""
 MIN_HOSTS = 2
 """Hosts started without delay (and at most this many start at once)."""
+PIPE_MAX = 1 << 20
+"""The most a pipe holds (Linux's default ceiling for F_SETPIPE_SZ): what is left of a task's output at its end."""
 OUTPUT_WAIT_S = 2.0
 """How long the output of a task may trail the death of its host (leftovers of it may hold its pipes)."""
 
@@ -163,7 +165,11 @@ class PluginHost:
         takes exactly that task's output, with no end marker in the streams.
         """
         for name in list(self._outputs):
+            taken = 0
             while name in self._outputs:
+                if taken > PIPE_MAX:  # more than a pipe holds: something outside the task writes still
+                    self.retiring = True
+                    break
                 try:
                     chunk = os.read(self._outputs[name], 65536)
                 except BlockingIOError:
@@ -173,6 +179,7 @@ class PluginHost:
                 if not chunk:
                     self._end_output(name)
                     break
+                taken += len(chunk)
                 for line in self._splitters[name].feed(chunk):
                     self._line(name, line)
             for line in self._splitters[name].flush():
