@@ -82,7 +82,7 @@ class PluginHost:
             os.set_blocking(fd, False)
         self._loop.add_reader(replies, self._read_replies)
         for name, fd in outputs.items():
-            self._loop.add_reader(fd, self._read_output, name)
+            self._loop.add_reader(fd, self._take, name)
 
     @classmethod
     async def start(cls, env: dict[str, str], cwd: Path, max_line_bytes: int,
@@ -140,22 +140,24 @@ class PluginHost:
         """What the task's environment changes from the host's own: {"set": {...}, "unset": [...]}."""
         return {"set": dict(env.items() - self.base_env.items()), "unset": list(self.base_env.keys() - env.keys())}
 
-    def _read_output(self, name: str) -> None:
-        """Route what the pipe holds now to the current task, line by line."""
+    def _take(self, name: str) -> int:
+        """Read what the stream's pipe holds now (up to 64 KiB) and route its lines to the current task; how many
+        bytes (0: nothing there now, or the stream ended)."""
         fd = self._outputs.get(name)
         if fd is None:
-            return
+            return 0
         try:
             chunk = os.read(fd, 65536)
         except BlockingIOError:
-            return
+            return 0
         except OSError:
             chunk = b""
-        if chunk:
-            for line in self._splitters[name].feed(chunk):
-                self._line(name, line)
-        else:
+        if not chunk:
             self._end_output(name)
+            return 0
+        for line in self._splitters[name].feed(chunk):
+            self._line(name, line)
+        return len(chunk)
 
     def _drain_output(self) -> None:
         """Route all the output written so far, and each stream's unfinished last line, to the current task.
@@ -166,22 +168,11 @@ class PluginHost:
         """
         for name in list(self._outputs):
             taken = 0
-            while name in self._outputs:
+            while size := self._take(name):
+                taken += size
                 if taken > PIPE_MAX:  # more than a pipe holds: something outside the task writes still
                     self.retiring = True
                     break
-                try:
-                    chunk = os.read(self._outputs[name], 65536)
-                except BlockingIOError:
-                    break
-                except OSError:
-                    chunk = b""
-                if not chunk:
-                    self._end_output(name)
-                    break
-                taken += len(chunk)
-                for line in self._splitters[name].feed(chunk):
-                    self._line(name, line)
             for line in self._splitters[name].flush():
                 self._line(name, line)
 
