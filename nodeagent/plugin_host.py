@@ -8,11 +8,12 @@ AIDD_ERROR_FILE.
 Warm (`--serve REQUEST_FD REPLY_FD SCRATCH_DIR`, see `nodeagent.warm`): the plugins are imported once
 and tasks arrive one at a time as JSON lines on the request pipe; each runs in this process with its
 own environment and working directory (the scratch dir, emptied after each task, unless the agent made
-one for the attempt). Progress lines and the outcome go back on the reply pipe; the end
-of each task's output is marked by a sentinel line on stdout and stderr. Whatever a task leaves
-running is killed when it returns (this process is a child subreaper, so orphans come back to it);
-a task that leaves threads behind, exits the interpreter, cannot load the plugins or asks for it
-(`TaskContext.retire_host`) retires the host.
+one for the attempt). Progress lines and the outcome go back on the reply pipe, the outcome only once
+the task's output is flushed to stdout and stderr and whatever the task left running is killed (so the
+agent has all of its output once the outcome is in). Killing the leftovers is needed anyway: this process
+is a child subreaper, so orphans come back to it, and none may outlive its task. A task that leaves
+threads behind, exits the interpreter, cannot load the plugins or asks for it (`TaskContext.retire_host`)
+retires the host.
 """
 
 from __future__ import annotations
@@ -31,7 +32,6 @@ from nodeagent.plugins import PermanentError, TaskContext, TaskFunction, discove
 
 EXIT_ERROR = 1
 EXIT_PERMANENT = 3
-SENTINEL_ENV = "AIDD_HOST_SENTINEL"
 PR_SET_CHILD_SUBREAPER = 36
 
 
@@ -177,7 +177,6 @@ def serve(request_fd: int, reply_fd: int, scratch: str) -> int:
         os.set_inheritable(fd, False)  # the tasks' own children get neither pipe
     _become_subreaper()
     os.makedirs(scratch, exist_ok=True)
-    sentinel = b"\n" + os.environ.pop(SENTINEL_ENV, "aidd-host-end").encode() + b"\n"
     registry = _load()
     home, base_env = os.getcwd(), dict(os.environ)
     base_data = dict(os.environ._data)  # type: ignore[attr-defined]
@@ -205,11 +204,9 @@ def serve(request_fd: int, reply_fd: int, scratch: str) -> int:
             if request["cwd"] == scratch and not _emptied(scratch):
                 retire = True  # something in it could not be removed: the next task must not see it
             retire = retire or bool(outcome.pop("retire", False)) or threading.active_count() > threads
-            with contextlib.suppress(ValueError, OSError):
+            with contextlib.suppress(ValueError, OSError):  # before the outcome: see the module docstring
                 sys.stdout.flush()
                 sys.stderr.flush()
-            _write(1, sentinel)
-            _write(2, sentinel)
             try:
                 reply = json.dumps({"done": outcome, "retire": retire}).encode() + b"\n"
             except (TypeError, ValueError) as exc:

@@ -12,9 +12,10 @@ scratch dir: the working dir of tasks that need no dir of their own (no files, n
 emptied after each task.
 
 Per task the host receives {"task", "env" (changes to its own), "cwd"} as one JSON line on its request
-pipe and answers on its reply pipe with progress lines and one {"done": outcome, "retire": bool}. Its
-stdout and stderr stay open across tasks; a sentinel line (random per host) marks the end of each task's
-output there.
+pipe and answers on its reply pipe with progress lines and one {"done": outcome, "retire": bool}: two
+messages a task. Its stdout and stderr stay open across tasks with no marker in them: the host writes the
+outcome only after all of the task's output is in its pipes, so the agent, once it has the outcome, reads
+the pipes until they are empty and has exactly that task's output (`PluginHost._drain_output`).
 """
 
 from __future__ import annotations
@@ -37,7 +38,6 @@ from typing import Any
 
 from nodeagent.keeper import Keeper
 from nodeagent.lines import LineSplitter
-from nodeagent.plugin_host import SENTINEL_ENV
 
 log = logging.getLogger(__name__)
 LineSink = Callable[[str, str], None]
@@ -46,8 +46,10 @@ REPLY_LIMIT = 64 << 20
 """Largest reply line (a result) read from a host."""
 MIN_HOSTS = 2
 """Hosts started without delay (and at most this many start at once)."""
+PIPE_MAX = 1 << 20
+"""The most a pipe holds (Linux's default ceiling for F_SETPIPE_SZ): what is left of a task's output at its end."""
 OUTPUT_WAIT_S = 2.0
-"""How long the output of a task may trail its outcome (or the death of its host)."""
+"""How long the output of a task may trail the death of its host (leftovers of it may hold its pipes)."""
 
 
 class HostGone(Exception):
@@ -57,10 +59,9 @@ class HostGone(Exception):
 class PluginHost:
     """One warm plugin process."""
 
-    def __init__(self, proc: asyncio.subprocess.Process, requests: asyncio.StreamWriter,
-                 replies: asyncio.StreamReader, sentinel: str, base_env: dict[str, str], scratch: Path,
-                 max_line_bytes: int) -> None:
-        self.proc, self.requests, self.replies, self.sentinel = proc, requests, replies, sentinel
+    def __init__(self, proc: asyncio.subprocess.Process, requests: asyncio.StreamWriter, replies: int,
+                 outputs: dict[str, int], base_env: dict[str, str], scratch: Path, max_line_bytes: int) -> None:
+        self.proc, self.requests = proc, requests
         self.base_env, self.scratch = base_env, scratch
         self.pid = proc.pid
         self.exited: asyncio.Future[int] = asyncio.ensure_future(proc.wait())
@@ -71,41 +72,42 @@ class PluginHost:
         self._on_line: LineSink | None = None
         self._on_progress: ProgressSink | None = None
         self._done: asyncio.Future[dict[str, Any]] | None = None
-        self._ends: dict[str, asyncio.Future[None]] = {}
-        assert proc.stdout is not None and proc.stderr is not None
-        self._readers = [asyncio.ensure_future(self._pump(proc.stdout, "stdout", max_line_bytes)),
-                         asyncio.ensure_future(self._pump(proc.stderr, "stderr", max_line_bytes)),
-                         asyncio.ensure_future(self._read_replies())]
+        self._loop = asyncio.get_running_loop()
+        self._replies, self._reply_rest = replies, bytearray()
+        self._outputs = outputs
+        """The read ends of its stdout and stderr (non-blocking), by stream name, until their end."""
+        self._splitters = {name: LineSplitter(max_line_bytes) for name in outputs}
+        self._ended: dict[str, asyncio.Future[None]] = {name: self._loop.create_future() for name in outputs}
+        for fd in (replies, *outputs.values()):
+            os.set_blocking(fd, False)
+        self._loop.add_reader(replies, self._read_replies)
+        for name, fd in outputs.items():
+            self._loop.add_reader(fd, self._take, name)
 
     @classmethod
     async def start(cls, env: dict[str, str], cwd: Path, max_line_bytes: int,
                     preexec: Callable[[], Any] | None) -> PluginHost:
         """Start a host process (its own session; it dies with the agent where `preexec` says so)."""
         loop = asyncio.get_running_loop()
-        request_r, request_w = os.pipe()
-        reply_r, reply_w = os.pipe()
-        token = secrets.token_hex(8)
-        sentinel, scratch = f"\x1eaidd-host-end-{token}", cwd / f"plugin-host-{token}"
+        (request_r, request_w), (reply_r, reply_w) = os.pipe(), os.pipe()
+        (out_r, out_w), (err_r, err_w) = os.pipe(), os.pipe()
+        scratch = cwd / f"plugin-host-{secrets.token_hex(8)}"
         try:
             proc = await asyncio.create_subprocess_exec(
                 sys.executable, "-m", "nodeagent.plugin_host", "--serve", str(request_r), str(reply_w), str(scratch),
-                stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-                cwd=cwd, env={**env, SENTINEL_ENV: sentinel}, start_new_session=True, pass_fds=(request_r, reply_w),
-                preexec_fn=preexec)
+                stdin=asyncio.subprocess.DEVNULL, stdout=out_w, stderr=err_w, cwd=cwd, env=env,
+                start_new_session=True, pass_fds=(request_r, reply_w), preexec_fn=preexec)
         except BaseException:
-            for fd in (request_r, request_w, reply_r, reply_w):
+            for fd in (request_w, reply_r, out_r, err_r):
                 os.close(fd)
             raise
         finally:
-            with contextlib.suppress(OSError):
-                os.close(request_r)
-                os.close(reply_w)
+            for fd in (request_r, reply_w, out_w, err_w):
+                os.close(fd)
         transport, protocol = await loop.connect_write_pipe(asyncio.streams.FlowControlMixin,
                                                             os.fdopen(request_w, "wb"))
         writer = asyncio.StreamWriter(transport, protocol, None, loop)  # type: ignore[arg-type]
-        reader = asyncio.StreamReader(limit=REPLY_LIMIT)
-        await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), os.fdopen(reply_r, "rb"))
-        return cls(proc, writer, reader, sentinel, env, scratch, max_line_bytes)
+        return cls(proc, writer, reply_r, {"stdout": out_r, "stderr": err_r}, env, scratch, max_line_bytes)
 
     @property
     def alive(self) -> bool:
@@ -119,80 +121,123 @@ class PluginHost:
         Raises:
             HostGone: the process ended first (its exit status is in `exited`).
         """
-        loop = asyncio.get_running_loop()
         self._on_line, self._on_progress = on_line, on_progress
-        self._done = loop.create_future()
-        self._ends = {"stdout": loop.create_future(), "stderr": loop.create_future()}
+        self._done = self._loop.create_future()
         try:
             request = {"task": task, "env": self._env_change(env), "cwd": str(cwd)}
             self.requests.write(json.dumps(request).encode() + b"\n")
             try:
                 return await self._done
-            finally:  # the output up to the sentinel (or, when the host died, to the end of its pipes)
-                if not all(end.done() for end in self._ends.values()):
-                    try:
-                        await asyncio.wait_for(asyncio.gather(*self._ends.values()), OUTPUT_WAIT_S)
-                    except TimeoutError:
-                        self.retiring = True  # its output is out of step with its tasks: do not reuse it
+            except HostGone:  # its output up to the end of its pipes (which its leftovers may hold open)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(asyncio.gather(*self._ended.values()), OUTPUT_WAIT_S)
+                raise
         finally:
             self._on_line = self._on_progress = None
             self.idle_since = time.monotonic()
 
     def _env_change(self, env: dict[str, str]) -> dict[str, Any]:
         """What the task's environment changes from the host's own: {"set": {...}, "unset": [...]}."""
-        return {"set": {k: v for k, v in env.items() if self.base_env.get(k) != v},
-                "unset": [k for k in self.base_env if k not in env]}
+        return {"set": dict(env.items() - self.base_env.items()), "unset": list(self.base_env.keys() - env.keys())}
 
-    async def _pump(self, stream: asyncio.StreamReader, name: str, max_line_bytes: int) -> None:
-        """Route output lines to the current task until the sentinel line; drop the empty line it brings."""
-        splitter = LineSplitter(max_line_bytes)
-        held_empty = False
-        while chunk := await stream.read(65536):
-            for line in splitter.feed(chunk):
-                if line == self.sentinel:
-                    held_empty = False
-                    end = self._ends.get(name)
-                    if end is not None and not end.done():
-                        end.set_result(None)
-                    continue
-                if held_empty:
-                    self._line(name, "")
-                held_empty = line == ""
-                if not held_empty:
-                    self._line(name, line)
-        for line in ([""] if held_empty else []) + splitter.flush():
+    def _take(self, name: str) -> int:
+        """Read what the stream's pipe holds now (up to 64 KiB) and route its lines to the current task; how many
+        bytes (0: nothing there now, or the stream ended)."""
+        fd = self._outputs.get(name)
+        if fd is None:
+            return 0
+        try:
+            chunk = os.read(fd, 65536)
+        except BlockingIOError:
+            return 0
+        except OSError:
+            chunk = b""
+        if not chunk:
+            self._end_output(name)
+            return 0
+        for line in self._splitters[name].feed(chunk):
             self._line(name, line)
-        end = self._ends.get(name)
-        if end is not None and not end.done():
-            end.set_result(None)
+        return len(chunk)
+
+    def _drain_output(self) -> None:
+        """Route all the output written so far, and each stream's unfinished last line, to the current task.
+
+        The host writes a task's outcome only after the task's output (flushed, its leftover processes killed),
+        so when the outcome is in, all of that output is in the pipes already: reading them until they are empty
+        takes exactly that task's output, with no end marker in the streams.
+        """
+        for name in list(self._outputs):
+            taken = 0
+            while size := self._take(name):
+                taken += size
+                if taken > PIPE_MAX:  # more than a pipe holds: something outside the task writes still
+                    self.retiring = True
+                    break
+            for line in self._splitters[name].flush():
+                self._line(name, line)
+
+    def _end_output(self, name: str) -> None:
+        """The stream ended (the host and whatever held its pipe are gone): its last line, and no more reuse."""
+        fd = self._outputs.pop(name)
+        self._loop.remove_reader(fd)
+        os.close(fd)
+        for line in self._splitters[name].flush():
+            self._line(name, line)
+        if not self._ended[name].done():
+            self._ended[name].set_result(None)
         self.retiring = True
 
     def _line(self, stream: str, line: str) -> None:
         if self._on_line is not None:
             self._on_line(stream, line)
 
-    async def _read_replies(self) -> None:
+    def _read_replies(self) -> None:
+        """Take the complete reply lines in the pipe now; its end, or a reply over REPLY_LIMIT, ends the host."""
         try:
-            while line := await self.replies.readline():
-                try:
-                    message = json.loads(line)
-                except ValueError:
-                    continue
-                if not isinstance(message, dict):
-                    continue
-                if "done" in message:
-                    self.retiring = self.retiring or bool(message.get("retire"))
-                    if self._done is not None and not self._done.done():
-                        self._done.set_result(dict(message["done"]))
-                elif "progress" in message and self._on_progress is not None:
-                    self._on_progress(message)
-        except ValueError:  # a reply over REPLY_LIMIT: this host cannot be trusted any more
-            log.warning("plugin host %s sent a reply over %d bytes; stopping it", self.pid, REPLY_LIMIT)
-            self.kill()
-        finally:
-            self.retiring = True
+            chunk = os.read(self._replies, 65536)
+        except BlockingIOError:
+            return
+        except OSError:
+            chunk = b""
+        if not chunk:
+            self._end_replies()
+            return
+        self._reply_rest += chunk
+        if b"\n" not in chunk:
+            if len(self._reply_rest) > REPLY_LIMIT:
+                log.warning("plugin host %s sent a reply over %d bytes; stopping it", self.pid, REPLY_LIMIT)
+                self.kill()
+                self._end_replies()
+            return
+        *lines, rest = self._reply_rest.split(b"\n")
+        self._reply_rest = rest
+        for line in lines:
+            self._reply(line)
+
+    def _reply(self, line: bytes | bytearray) -> None:
+        try:
+            message = json.loads(line)
+        except ValueError:
+            return
+        if not isinstance(message, dict):
+            return
+        if "done" in message:
+            self.retiring = self.retiring or bool(message.get("retire"))
             if self._done is not None and not self._done.done():
-                self._done.set_exception(HostGone())
+                self._drain_output()
+                self._done.set_result(dict(message["done"]))
+        elif "progress" in message and self._on_progress is not None:
+            self._on_progress(message)
+
+    def _end_replies(self) -> None:
+        if self._replies < 0:
+            return
+        self._loop.remove_reader(self._replies)
+        os.close(self._replies)
+        self._replies, self._reply_rest = -1, bytearray()
+        self.retiring = True
+        if self._done is not None and not self._done.done():
+            self._done.set_exception(HostGone())
 
     def kill(self) -> None:
         """SIGKILL the host's whole process group."""
@@ -201,14 +246,16 @@ class PluginHost:
             os.killpg(self.pid, signal.SIGKILL)
 
     async def close(self, timeout: float = 2.0) -> None:
-        """Ask the host to exit (end of its request pipe); kill it if it does not."""
+        """Ask the host to exit (end of its request pipe); kill it if it does not; stop reading its pipes."""
         self.retiring = True
         self.requests.close()
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(asyncio.shield(self.exited), timeout)
         self.kill()
         await self.exited
-        await asyncio.gather(*self._readers, return_exceptions=True)
+        self._end_replies()
+        for name in list(self._outputs):
+            self._end_output(name)
 
 
 class PluginPool:

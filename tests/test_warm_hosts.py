@@ -18,6 +18,7 @@ from typing import Any
 
 import pytest
 
+from nodeagent import warm
 from nodeagent.commands import plugin_env, task_env
 from nodeagent.runner import TaskRun
 from nodeagent.warm import PluginPool
@@ -62,6 +63,13 @@ def exits(params, context):
 def threads(params, context):
     threading.Thread(target=time.sleep, args=(30,), daemon=True).start()
     return {"pid": os.getpid()}
+
+@task_type("big")
+def big(params, context):
+    print("x" * params["out"], flush=True)  # more than a pipe holds in one line
+    sys.stderr.write("e\\n" * params["err"])
+    subprocess.run([sys.executable, "-c", "print('from a child')"])  # straight into the pipe, not via this process
+    return {"data": "r" * params["result"]}
 
 @task_type("retires")
 def retires(params, context):
@@ -194,3 +202,42 @@ async def test_hosts_are_sized_by_cores_not_slots(tmp_path: Path) -> None:
         assert len(pool.hosts) == 4  # one each: had two waited for the first two hosts, there would be two
     finally:
         await pool.close()
+
+
+@pytest.mark.anyio
+async def test_much_output_and_large_results_go_to_their_own_task(pool: PluginPool, tmp_path: Path) -> None:
+    """Output well past a pipe's capacity (and the agent's reads), from the host and from a task's child, and
+    results of megabytes (past any reader's line limit): each task gets exactly its own, tasks interleaved."""
+    sink = Sink()
+    sizes = [(300_000, 0, 10), (0, 40_000, 3_000_000), (5, 1, 0), (0, 0, 70_000)]
+    await asyncio.gather(*(run(pool, sink, tmp_path, n, "big", out=out, err=err, result=result).run()
+                           for n, (out, err, result) in enumerate(sizes)))
+    for n, (out, err, result) in enumerate(sizes):
+        assert sink.final(f"t{n}")["result"] == {"data": "r" * result}
+        stdout = [line for stream, line in sink.lines[f"t{n}"] if stream == "stdout"]
+        stderr = [line for stream, line in sink.lines[f"t{n}"] if stream == "stderr"]
+        assert stdout == ["x" * min(out, 4000) + (" …[cut]" if out > 4000 else ""), "from a child"]
+        assert stderr == ["e"] * err
+
+
+@pytest.mark.anyio
+async def test_many_short_tasks_on_two_hosts_keep_their_output_apart(pool: PluginPool, tmp_path: Path) -> None:
+    sink = Sink()
+    await asyncio.gather(*(run(pool, sink, tmp_path, n, "say", out=f"{n}\n" * (n % 3) + f"{n} last",
+                               err=str(n)).run() for n in range(60)))
+    for n in range(60):
+        lines = sink.lines[f"t{n}"]
+        assert [line for stream, line in lines if stream == "stdout"] == [str(n)] * (n % 3) + [f"{n} last"]
+        assert [line for stream, line in lines if stream == "stderr"] == [str(n)]
+    assert len(pool.hosts) <= 2
+
+
+@pytest.mark.anyio
+async def test_a_reply_over_the_limit_costs_its_host_not_the_agent(pool: PluginPool, tmp_path: Path,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(warm, "REPLY_LIMIT", 1 << 20)
+    sink = Sink()
+    await run(pool, sink, tmp_path, 0, "big", out=0, err=0, result=2 << 20).run()
+    assert sink.final("t0")["event"] == "failed"
+    await run(pool, sink, tmp_path, 1, "big", out=0, err=0, result=1000).run()
+    assert sink.final("t1")["result"] == {"data": "r" * 1000}

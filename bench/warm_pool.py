@@ -1,0 +1,69 @@
+"""CPU per no-op task of the warm plugin path alone: `TaskRun`s through a `PluginPool`, as the agent runs them
+(on uvloop, as the agent does).
+
+No coordinator, no HTTP: what the agent's process and its plugin hosts spend per task between a lease and
+its report, with `--in-flight` tasks at once (the agent's slots). `python -m bench.warm_pool --tasks 5000`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import tempfile
+import time
+from pathlib import Path
+
+import uvloop
+
+from bench.harness import CpuMeter
+from nodeagent.commands import plugin_env, task_env
+from nodeagent.runner import TaskRun
+from nodeagent.warm import PluginPool
+from tests.support.sink import Sink
+
+
+async def drain(tasks: int, in_flight: int, work: Path) -> dict[str, float]:
+    """Run `tasks` no-op tasks (after a warm-up of `in_flight`), `in_flight` at a time; CPU ms a task and tasks/s."""
+    environ = dict(os.environ)
+    pool = PluginPool(plugin_env([], task_env({}, environ)), work, size=in_flight)
+    sink = Sink()
+    slots = asyncio.Semaphore(in_flight)
+
+    async def one(n: int) -> None:
+        async with slots:
+            task = {"task_id": f"t{n}", "attempt_id": f"a{n}", "attempt": 1, "task_type": "noop",
+                    "input_params": {}, "resources": {"cpu": 0}}
+            await TaskRun(task, work, sink, [], kill_grace=1.0, plugins=pool, environ=environ).run()
+
+    try:
+        await asyncio.gather(*(one(n) for n in range(in_flight)))
+        cpu = CpuMeter({"agent": (os.getpid(), "plugin hosts")})
+        started = time.perf_counter()
+        await asyncio.gather(*(one(n) for n in range(in_flight, in_flight + tasks)))
+        elapsed = time.perf_counter() - started
+        out = cpu.per_task_ms(tasks)
+        hosts = len(pool.hosts)
+    finally:
+        await pool.close()
+    failed = [e for e in sink.events if e["event"] == "failed"]
+    if failed:
+        raise SystemExit(f"{len(failed)} tasks failed, e.g. {failed[0]}")
+    return {**out, "tasks/s": tasks / elapsed, "hosts": hosts}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--tasks", type=int, default=5000)
+    parser.add_argument("--in-flight", type=int, default=64)
+    parser.add_argument("--repeat", type=int, default=3)
+    args = parser.parse_args()
+    for _ in range(args.repeat):
+        with tempfile.TemporaryDirectory() as work:
+            figures = uvloop.run(drain(args.tasks, args.in_flight, Path(work)))
+        print("  ".join(f"{k} {v:.3f}" if isinstance(v, float) else f"{k} {v}" for k, v in figures.items()),
+              flush=True)
+
+
+if __name__ == "__main__":
+    main()
