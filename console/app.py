@@ -103,7 +103,6 @@ class AiddConsole(App[QuitChoice]):
             self.set_interval(2.0, self._check_agent)
         if self.options.startup is not None:
             self._startup_timer = self.set_interval(STARTUP_CHECK_S, self._check_startup)
-            self.call_after_refresh(self.options.startup.first_frame.set)
         if self.options.freeze_gc:
             self.call_after_refresh(gc.freeze)
 
