@@ -21,7 +21,7 @@ from textual.timer import Timer
 
 from console import keys
 from console.commands import GoToTask, action_commands
-from console.options import ConsoleOptions
+from console.options import ConsoleOptions, QuitChoice
 from console.palette import Palette
 from console.preferences import load_theme, save_theme
 from console.query import TaskQuery
@@ -29,7 +29,7 @@ from console.screens.batches import BatchesScreen
 from console.screens.help import HelpModal
 from console.screens.live import LiveScreen
 from console.screens.queues import QueuesScreen
-from console.screens.quit import QuitChoice, ask_to_quit
+from console.screens.quit import ask_to_quit
 from console.screens.submit import SubmitModal
 from console.screens.tasks import TasksScreen
 from console.screens.workers import WorkersScreen

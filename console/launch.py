@@ -16,10 +16,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from console.background import AGENT_FILE, AGENT_MODULE, Detached, find_coordinator, recorded, stop_all
-from console.factory import make_app
 from console.localagent import NOT_AVAILABLE, LocalAgent, agent_available
-from console.options import QuitMode
-from console.screens.quit import QuitChoice
+from console.options import QuitChoice, QuitMode
 from console.startup import EmbeddedStart, Started
 from coordinator.client import DEFAULT_URL, CoordinatorClient
 from coordinator.config import Settings
@@ -185,6 +183,8 @@ def _run(settings: Settings, target: Target, companions: Companions,
     companions start then). "Stop everything" stops the local agent here; otherwise it runs on (a crash, too, only
     interrupts the coordinator, which the agent rides through).
     """
+    from console.factory import make_app  # Textual: imported once the embedded coordinator's process has started
+
     notices, where = list(target.notices), target.where
     if startup is None:
         notices += companions.start(settings, target.url, target.api_key)
