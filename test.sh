@@ -5,6 +5,6 @@ set -euo pipefail
 root="$(cd "$(dirname "$0")" && pwd)"
 "$root/scripts/venv.sh" dev
 cd "$root"
-.venv/bin/ruff check coordinator nodeagent console themes toolkit tests bench scripts
+.venv/bin/ruff check aiddclient coordinator nodeagent console themes toolkit tests bench scripts
 .venv/bin/mypy
 exec .venv/bin/pytest "$@"

@@ -158,7 +158,7 @@ async def probe(url: str, rounds: int) -> dict[str, Any]:
 
     from console.factory import make_app
     from console.screens.live import LiveScreen
-    from coordinator.client import CoordinatorClient
+    from aiddclient.client import CoordinatorClient
 
     client = CoordinatorClient(url, timeout=60)
     app = make_app(client, refresh_s=3600, animation_level="none", freeze_gc=True)  # as `aidd` runs it
@@ -246,7 +246,7 @@ def run_all(args: argparse.Namespace) -> int:
             url = f"http://127.0.0.1:{port}"
             env = {**os.environ, "AIDD_REDIS_URL": servers.redis_url, "AIDD_DATABASE_URL": servers.database_url,
                    "AIDD_STATE_DIR": str(state), "PYTHONPATH": str(ROOT)}
-            children.append(subprocess.Popen([sys.executable, "-m", "coordinator.cli", "--serve", "--port",
+            children.append(subprocess.Popen([sys.executable, "-m", "aiddclient.cli", "--serve", "--port",
                                               str(port)], env=env, cwd=ROOT, stderr=subprocess.DEVNULL))
             wait_healthy(url)
             children.append(subprocess.Popen([sys.executable, "-m", "bench.console_refresh", "--role",

@@ -83,7 +83,7 @@ def measure(tasks: int, servers: EmbeddedServers, state: Path, args: argparse.Na
     url = f"http://127.0.0.1:{port}"
     env = python_env(AIDD_REDIS_URL=servers.redis_url, AIDD_DATABASE_URL=servers.database_url,
                      AIDD_STATE_DIR=str(state), AIDD_KEY_PREFIX=f"bench{tasks}", AIDD_TASK_RETENTION_DAYS="0")
-    child = spawn(f"coordinator-{tasks}", python("-m", "coordinator.cli", "--serve", "--port", str(port)), env,
+    child = spawn(f"coordinator-{tasks}", python("-m", "aiddclient.cli", "--serve", "--port", str(port)), env,
                   state)
     scrape_s: list[float] = []
     try:

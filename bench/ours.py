@@ -74,7 +74,7 @@ class Ours:
         self.server: Child | None = None
 
     def start(self) -> None:
-        self.server = spawn("coordinator", python("-m", "coordinator.cli", "--serve", "--port", str(self.port)),
+        self.server = spawn("coordinator", python("-m", "aiddclient.cli", "--serve", "--port", str(self.port)),
                             self.env, self.log_dir)
         wait_for(self._healthy, 60, "the coordinator", children=[self.server])
 

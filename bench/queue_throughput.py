@@ -144,7 +144,7 @@ def main() -> None:
         port = free_port()
         env = {**os.environ, "AIDD_REDIS_URL": servers.redis_url, "AIDD_DATABASE_URL": servers.database_url,
                "AIDD_MAX_PENDING_PER_SERVICE": str(args.tasks + 1)}
-        proc = subprocess.Popen([sys.executable, "-m", "coordinator.cli", "--serve", "--port", str(port)],
+        proc = subprocess.Popen([sys.executable, "-m", "aiddclient.cli", "--serve", "--port", str(port)],
                                 env=env, stderr=subprocess.DEVNULL)
         url = f"http://127.0.0.1:{port}"
         try:

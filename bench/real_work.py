@@ -120,7 +120,7 @@ class Aidd:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         env = python_env(AIDD_STATE_DIR=str(state / "coordinator"))
-        self.server = spawn("coordinator", python("-m", "coordinator.cli", "--serve", "--port", str(self.port)), env,
+        self.server = spawn("coordinator", python("-m", "aiddclient.cli", "--serve", "--port", str(self.port)), env,
                             state)
         wait_for(self._healthy, 120, "the coordinator", interval=0.2, children=[self.server])
         self.agent = spawn("agent", python("-m", "nodeagent.cli", "--url", self.url, "--slots", str(slots),

@@ -94,7 +94,7 @@ def start(servers: EmbeddedServers, state: Path, retention_days: int) -> tuple[C
     env = python_env(AIDD_REDIS_URL=servers.redis_url, AIDD_DATABASE_URL=servers.database_url,
                      AIDD_STATE_DIR=str(state), AIDD_KEY_PREFIX="retbench",
                      AIDD_TASK_RETENTION_DAYS=str(retention_days))
-    child = spawn(f"coordinator-{retention_days}", python("-m", "coordinator.cli", "--serve", "--port", str(port)),
+    child = spawn(f"coordinator-{retention_days}", python("-m", "aiddclient.cli", "--serve", "--port", str(port)),
                   env, state)
 
     def healthy() -> bool:

@@ -133,7 +133,7 @@ def measure(args: argparse.Namespace, state: Path) -> dict[str, Any]:
         port = free_port()
         env = python_env(AIDD_REDIS_URL=servers.redis_url, AIDD_DATABASE_URL=servers.database_url,
                          AIDD_STATE_DIR=str(state / "coordinator"))
-        server = spawn("coordinator", python("-m", "coordinator.cli", "--serve", "--port", str(port)), env, log_dir)
+        server = spawn("coordinator", python("-m", "aiddclient.cli", "--serve", "--port", str(port)), env, log_dir)
         try:
             import httpx
 

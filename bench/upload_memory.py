@@ -151,7 +151,7 @@ def measure_backend(backend: str, redis_url: str, database_url: str, payload: Pa
         if endpoint:
             env.update({"AIDD_MINIO_ENDPOINT": endpoint, "AIDD_MINIO_ACCESS_KEY": "bench",
                         "AIDD_MINIO_SECRET_KEY": "bench-secret"})
-        proc = subprocess.Popen([sys.executable, "-m", "coordinator.cli", "--serve", "--port", str(port),
+        proc = subprocess.Popen([sys.executable, "-m", "aiddclient.cli", "--serve", "--port", str(port),
                                  "--state-dir", state], env=env, stderr=subprocess.DEVNULL)
         url = f"http://127.0.0.1:{port}"
         try:

@@ -12,9 +12,9 @@ from typing import TYPE_CHECKING, Literal
 from console.query import TaskQuery
 from console.screens.confirm import ConfirmModal
 from console.text import plain, short_id
-from coordinator.client import ApiError
+from aiddclient.client import ApiError
 from coordinator.states import ALLOWED_FROM, Action
-from coordinator.views import TaskView
+from aiddclient.views import TaskView
 
 if TYPE_CHECKING:
     from console.app import AiddConsole

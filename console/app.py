@@ -34,7 +34,7 @@ from console.screens.submit import SubmitModal
 from console.screens.tasks import TasksScreen
 from console.screens.workers import WorkersScreen
 from console.text import age
-from coordinator.client import CoordinatorClient
+from aiddclient.client import CoordinatorClient
 from themes import DEFAULT_THEME, SEMANTIC_DEFAULTS, THEMES, theme_names
 
 if TYPE_CHECKING:

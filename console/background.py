@@ -45,7 +45,7 @@ class Detached:
     started: float
     """Its start time (psutil's `create_time`): a reused pid has another one."""
     program: str
-    """The module it runs (`nodeagent.cli`, `coordinator.cli`), looked for in its command line."""
+    """The module it runs (`nodeagent.cli`, `aiddclient.cli`), looked for in its command line."""
     url: str
     state_dir: str
 

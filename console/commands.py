@@ -19,7 +19,7 @@ from textual.screen import Screen
 from console import keys
 from console.screens.detail import TaskDetailScreen
 from console.text import plain
-from coordinator.client import ApiError
+from aiddclient.client import ApiError
 
 if TYPE_CHECKING:
     from console.app import AiddConsole

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 from console.app import AiddConsole
 from console.options import AnimationLevel, ConsoleOptions, QuitMode
 from console.text import Clock, utcnow
-from coordinator.client import CoordinatorClient
+from aiddclient.client import CoordinatorClient
 
 if TYPE_CHECKING:
     from console.localagent import LocalAgent

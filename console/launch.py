@@ -19,7 +19,7 @@ from console.background import AGENT_FILE, AGENT_MODULE, Detached, find_coordina
 from console.localagent import NOT_AVAILABLE, LocalAgent, agent_available
 from console.options import QuitChoice, QuitMode
 from console.startup import EmbeddedStart, Started
-from coordinator.client import DEFAULT_URL, CoordinatorClient
+from aiddclient.client import DEFAULT_URL, CoordinatorClient
 from coordinator.config import Settings
 from coordinator.errors import EmbeddedError
 from coordinator.runtime import check_exposure

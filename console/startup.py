@@ -33,7 +33,7 @@ from console.background import (
     child_env,
     write_record,
 )
-from coordinator.client import CoordinatorClient
+from aiddclient.client import CoordinatorClient
 
 if TYPE_CHECKING:
     from console.localagent import LocalAgent

@@ -4,6 +4,7 @@
 FROM python:3.12-slim
 COPY pyproject.toml README.md /src/
 COPY aiddwire /src/aiddwire
+COPY aiddclient /src/aiddclient
 COPY coordinator /src/coordinator
 COPY nodeagent /src/nodeagent
 COPY console /src/console

@@ -13,10 +13,10 @@ from sqlalchemy import text
 from textual.pilot import Pilot
 
 from console.app import AiddConsole
-from console.demo.fixed import FixedState, write_fixed_state
+from tests.support.fixed import FixedState, write_fixed_state
 from console.factory import make_app
 from console.screens.live import LiveScreen
-from coordinator.client import CoordinatorClient
+from aiddclient.client import CoordinatorClient
 from coordinator.reconcile import rebuild_index
 from coordinator.server import BackgroundServer
 from tests.support.agent import HttpAgent

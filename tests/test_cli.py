@@ -21,7 +21,7 @@ import pytest
 from console.background import find_coordinator, stop_all
 from console.localagent import LocalAgent
 from console.startup import EmbeddedStart
-from coordinator.cli import main as cli_main
+from aiddclient.cli import main as cli_main
 from coordinator.config import load_settings
 from coordinator.server import BackgroundServer
 from tests.support.agent import HttpAgent
@@ -236,7 +236,7 @@ def test_a_reader_that_goes_away_ends_the_command_quietly(api_server: Background
     reply = client.post("/api/v1/tasks", json={"tasks": [{"service": "admet", "task_type": "qikprop",
                                                            "name": "x" * 200} for _ in range(1000)]})
     assert reply.status_code == 201, reply.text
-    proc = subprocess.Popen([sys.executable, "-m", "coordinator.cli", "tasks", "--page-size", "1000", "--url",
+    proc = subprocess.Popen([sys.executable, "-m", "aiddclient.cli", "tasks", "--page-size", "1000", "--url",
                              api_server.url], stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=ROOT)
     assert proc.stdout is not None and proc.stderr is not None
     assert proc.stdout.readline().startswith(b"ID")
@@ -251,7 +251,7 @@ def test_ctrl_c_exits_130_without_a_traceback(api_server: BackgroundServer, clie
     agent = HttpAgent.register(client)
     [leased] = agent.lease()
     log_lines(agent, leased, ("stdout", "working"))
-    proc = subprocess.Popen([sys.executable, "-m", "coordinator.cli", "logs", "-f", task_id, "--url", api_server.url],
+    proc = subprocess.Popen([sys.executable, "-m", "aiddclient.cli", "logs", "-f", task_id, "--url", api_server.url],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=ROOT)
     assert proc.stdout is not None
     assert proc.stdout.readline() == b"working\n"  # following by now
@@ -272,7 +272,7 @@ def test_bad_arguments_are_one_line_naming_them(argv: list[str], env: dict[str, 
     """A URL without an http(s) scheme (given as a flag or in AIDD_URL), or a bad flag value: exit 2 with one line
     on stderr that names the flag or variable, and no traceback."""
     environ = {**{k: v for k, v in os.environ.items() if not k.startswith("AIDD_")}, **env}
-    done = subprocess.run([sys.executable, "-m", "coordinator.cli", *argv], capture_output=True, text=True,
+    done = subprocess.run([sys.executable, "-m", "aiddclient.cli", *argv], capture_output=True, text=True,
                           env=environ, cwd=ROOT, timeout=60)
     assert done.returncode == 2, done
     assert done.stderr.count("\n") == 1 and named in done.stderr and "Traceback" not in done.stderr, done.stderr
@@ -297,7 +297,7 @@ SERVER_LIBRARIES = frozenset({"pydantic", "yaml", "sqlalchemy", "asyncpg", "alem
 """What the coordinator and the console import, and the commands for scripts must not (they start in 0.1 s)."""
 IMPORTS_PROBE = """
 import json, sys
-from coordinator.cli import main
+from aiddclient.cli import main
 try:
     code = main(sys.argv[1:])
 except SystemExit as exc:  # --help

@@ -12,9 +12,9 @@ import httpx
 import pytest
 from pydantic import BaseModel
 
-from coordinator import views
+from aiddclient import views
 from coordinator.api import answers
-from coordinator.client import ApiError, CoordinatorClient
+from aiddclient.client import ApiError, CoordinatorClient
 from coordinator.server import BackgroundServer
 from tests.consolekit import scripted_agent
 from tests.support.tasks import task_body

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from coordinator.cli import main as aidd
+from aiddclient.cli import main as aidd
 from coordinator.server import BackgroundServer
 from tests.agent_helpers import AgentProcess
 from tests.support.waiting import wait_until

@@ -151,8 +151,8 @@ def clean_env(tmp_path: Path, **extra: str) -> dict[str, str]:
 
 
 def aidd(tmp_path: Path, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
-    """Run `python -m coordinator.cli ARGS` to completion."""
-    return subprocess.run([sys.executable, "-m", "coordinator.cli", *args], cwd=tmp_path, env=clean_env(tmp_path,
+    """Run `python -m aiddclient.cli ARGS` to completion."""
+    return subprocess.run([sys.executable, "-m", "aiddclient.cli", *args], cwd=tmp_path, env=clean_env(tmp_path,
                           **env), capture_output=True, text=True, timeout=60, check=False)
 
 
@@ -187,7 +187,7 @@ def serving_process(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[str], str
     """
     port = free_port()
     state_dir = Path(tempfile.mkdtemp(prefix="aidd-serve-"))
-    process = subprocess.Popen([sys.executable, "-m", "coordinator.cli", "--serve", "--port", str(port),
+    process = subprocess.Popen([sys.executable, "-m", "aiddclient.cli", "--serve", "--port", str(port),
                                 "--state-dir", str(state_dir)], cwd=tmp_path, env=clean_env(tmp_path),
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:

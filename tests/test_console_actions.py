@@ -29,9 +29,9 @@ from console.screens.tasks import TasksScreen
 from console.widgets.queue_table import QueueTable
 from console.widgets.task_table import TaskTable
 from console.widgets.worker_table import WorkerTable
-from coordinator.client import CoordinatorClient
+from aiddclient.client import CoordinatorClient
 from coordinator.server import BackgroundServer
-from coordinator.views import WorkerView
+from aiddclient.views import WorkerView
 from tests.consolekit import (
     SlowTransport,
     SwitchTransport,

@@ -7,7 +7,7 @@ from typing import Any
 
 from textual.pilot import Pilot
 
-from console.demo.fixed import FixedState
+from tests.support.fixed import FixedState
 from console.screens.detail import TaskDetailScreen
 from coordinator.server import BackgroundServer
 from tests.consolekit import refreshed

@@ -37,10 +37,10 @@ from console.startup import EmbeddedStart
 from console.text import age, plain, sparkline
 from console.widgets.banners import StartingBanner
 from console.widgets.keyed_table import Column, KeyedTable, fit
-from coordinator.client import DEFAULT_URL, CoordinatorClient
+from aiddclient.client import DEFAULT_URL, CoordinatorClient
 from coordinator.config import Settings
 from coordinator.server import BackgroundServer
-from coordinator.submitfile import input_name
+from aiddclient.submitfile import input_name
 from tests.consolekit import refreshed, until
 from themes import SEMANTIC, THEMES
 

@@ -14,10 +14,10 @@ from typing import Any
 import pytest
 from textual.pilot import Pilot
 
-from console.demo.fixed import FixedState
+from tests.support.fixed import FixedState
 from console.screens.detail import TaskDetailScreen
 from console.screens.quit import QuitModal
-from coordinator.client import CoordinatorClient
+from aiddclient.client import CoordinatorClient
 from coordinator.server import BackgroundServer
 from tests.consolekit import console, refreshed, until, write_fixed
 

@@ -49,7 +49,7 @@ def run(args: list[str], database_url: str | None, tmp_path: Path, **env: str) -
 
 
 def aidd_db(*args: str, url: str | None, tmp_path: Path) -> subprocess.CompletedProcess[str]:
-    return run([sys.executable, "-m", "coordinator.cli", "db", *args], url, tmp_path)
+    return run([sys.executable, "-m", "aiddclient.cli", "db", *args], url, tmp_path)
 
 
 def tables(url: str) -> set[str]:
@@ -112,7 +112,7 @@ def test_no_migration_at_start_refuses_an_old_schema(database: str, servers: tup
     """With `migrate_on_start: false` the coordinator leaves the schema alone: on a database one revision behind it
     stops with one line and exit 2, and the schema is still behind."""
     assert aidd_db("upgrade", "0001", url=database, tmp_path=tmp_path).returncode == 0
-    done = run([sys.executable, "-m", "coordinator.cli", "--serve", "--port", "0"], database, tmp_path,
+    done = run([sys.executable, "-m", "aiddclient.cli", "--serve", "--port", "0"], database, tmp_path,
                REDIS_URL=servers[0], AIDD_MIGRATE_ON_START="false", AIDD_KEY_PREFIX=f"t{uuid.uuid4().hex[:10]}",
                AIDD_STATE_DIR=str(tmp_path / "state"))
     assert done.returncode == 2, done.stderr

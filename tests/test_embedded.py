@@ -315,7 +315,8 @@ def test_killed_servers_are_restarted_with_their_data(tmp_path: Path, caplog: py
 
 GIVES_UP = """
 import sys
-from coordinator import cli, embedded
+from aiddclient import cli
+from coordinator import embedded
 embedded.GIVE_UP_S = 2
 sys.exit(cli.main(sys.argv[1:]))
 """

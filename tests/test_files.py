@@ -19,7 +19,7 @@ import httpx
 import pytest
 from sqlalchemy import update
 
-from coordinator.cli import main as cli_main
+from aiddclient.cli import main as cli_main
 from coordinator.config import ApiKey, Settings
 from coordinator.core import utcnow
 from coordinator.files import FileService

@@ -8,7 +8,7 @@ from typing import Any
 import httpx
 import pytest
 
-from coordinator.cli import main as cli_main
+from aiddclient.cli import main as cli_main
 from coordinator.server import BackgroundServer
 from tests.consolekit import console, refreshed, until
 from tests.support.agent import HttpAgent

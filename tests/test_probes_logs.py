@@ -82,7 +82,7 @@ def serve_and_stop(servers: tuple[str, str], tmp_path: Path, *flags: str) -> tup
                     "AIDD_STATE_DIR": str(tmp_path / "state")})
     log_path = tmp_path / "serve.log"
     with log_path.open("wb") as log:
-        process = subprocess.Popen([sys.executable, "-m", "coordinator.cli", "--serve", "--port", str(port), *flags],
+        process = subprocess.Popen([sys.executable, "-m", "aiddclient.cli", "--serve", "--port", str(port), *flags],
                                    cwd=tmp_path, env=environ, stderr=log, stdout=log)
         try:
             with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10) as http:
@@ -126,6 +126,6 @@ def test_a_bad_log_setting_names_its_variable(tmp_path: Path) -> None:
     """AIDD_LOG_FORMAT=xml stops `aidd --serve` with one line naming the variable (not the setting's name), exit 2."""
     environ = {k: v for k, v in os.environ.items() if not k.startswith(FOREIGN_ENV)}
     environ.update({"PYTHONPATH": str(ROOT), "AIDD_LOG_FORMAT": "xml", "AIDD_STATE_DIR": str(tmp_path)})
-    done = subprocess.run([sys.executable, "-m", "coordinator.cli", "--serve"], cwd=tmp_path, env=environ,
+    done = subprocess.run([sys.executable, "-m", "aiddclient.cli", "--serve"], cwd=tmp_path, env=environ,
                           capture_output=True, text=True, timeout=60, check=False)
     assert (done.returncode, done.stderr) == (2, "aidd: AIDD_LOG_FORMAT: Input should be 'text' or 'json', got 'xml'\n")

@@ -13,8 +13,8 @@ import httpx
 import pytest
 
 from console.demo.screen import approved_drugs, best, missing_packages, run_screen
-from coordinator.cli import main as cli_main
-from coordinator.client import CoordinatorClient
+from aiddclient.cli import main as cli_main
+from aiddclient.client import CoordinatorClient
 from coordinator.server import BackgroundServer
 from tests.agent_helpers import AgentProcess
 

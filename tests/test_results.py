@@ -10,7 +10,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from coordinator.cli import main as cli_main
+from aiddclient.cli import main as cli_main
 from coordinator.server import BackgroundServer
 from tests.agent_helpers import AgentProcess
 from tests.support.agent import HttpAgent

@@ -7,7 +7,7 @@ import httpx
 import pytest
 from redis import Redis as SyncRedis
 
-from coordinator.cli import main as cli_main
+from aiddclient.cli import main as cli_main
 from coordinator.config import Settings
 from coordinator.reconcile import rebuild_index
 from coordinator.schemas import ServiceChange

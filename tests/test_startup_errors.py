@@ -65,7 +65,7 @@ def serve(tmp_path: Path, env: dict[str, str]) -> subprocess.CompletedProcess[st
     config.write_text("{}\n")
     environ.update({"PYTHONPATH": str(ROOT), "AIDD_CONFIG": str(config), "AIDD_STATE_DIR": str(tmp_path / "state"),
                     "AIDD_KEY_PREFIX": f"t{uuid.uuid4().hex[:10]}", **env})
-    return subprocess.run([sys.executable, "-m", "coordinator.cli", "--serve", "--port", "0"], cwd=tmp_path,
+    return subprocess.run([sys.executable, "-m", "aiddclient.cli", "--serve", "--port", "0"], cwd=tmp_path,
                           env=environ, capture_output=True, text=True, timeout=120, check=False)
 
 

@@ -101,7 +101,7 @@ def test_serve_with_only_a_redis_url_exits_2_and_writes_nothing(servers: tuple[s
                 "AIDD_KEY_PREFIX": prefix, "AIDD_STATE_DIR": str(tmp_path / "state")})
     with SyncRedis.from_url(redis_url) as redis:
         before = redis.dbsize()
-        done = subprocess.run([sys.executable, "-m", "coordinator.cli", "--serve", "--port", "0"], cwd=tmp_path,
+        done = subprocess.run([sys.executable, "-m", "aiddclient.cli", "--serve", "--port", "0"], cwd=tmp_path,
                               env=env, capture_output=True, text=True, timeout=60, check=False)
         assert (redis.dbsize(), list(redis.scan_iter(match=f"{prefix}:*"))) == (before, [])
     assert done.returncode == 2, done.stderr

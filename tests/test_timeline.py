@@ -19,7 +19,7 @@ from sqlalchemy import select
 from textual.widgets import Static
 
 from console.screens.detail import TaskDetailScreen
-from coordinator.cli import main as cli_main
+from aiddclient.cli import main as cli_main
 from coordinator.models import PendingReasonChange
 from coordinator.pending import SNAPSHOT_TTL_S
 from coordinator.reasonhistory import SETTLE_S

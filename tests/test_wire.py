@@ -18,7 +18,7 @@ from coordinator.keys import lua_prelude
 
 ROOT = Path(__file__).resolve().parent.parent
 FIRST_PARTY = {"aiddwire", "coordinator", "nodeagent", "console", "themes", "toolkit", "tests", "bench", "scripts"}
-ENTRY_POINT = Path("coordinator/cli.py")
+ENTRY_POINT = Path("aiddclient/cli.py")
 """`aidd`, the whole product's command: it starts the console and the agent, so it alone may import them."""
 
 
@@ -53,7 +53,7 @@ COORDINATOR_PROBE = """
 import importlib, json, pkgutil, sys
 import coordinator
 for module in pkgutil.walk_packages(coordinator.__path__, "coordinator."):
-    if module.name != "coordinator.cli" and not module.name.startswith("coordinator.migrations"):
+    if module.name != "aiddclient.cli" and not module.name.startswith("coordinator.migrations"):
         importlib.import_module(module.name)
 print(json.dumps(sorted({name.split(".")[0] for name in sys.modules})))
 """

@@ -108,7 +108,7 @@ def test_aidd_workers_rm(client: httpx.Client, api_server: BackgroundServer) -> 
     client.delete(f"/api/v1/workers/{gone.id}")
 
     def aidd(*args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([sys.executable, "-m", "coordinator.cli", *args, "--url", api_server.url],
+        return subprocess.run([sys.executable, "-m", "aiddclient.cli", *args, "--url", api_server.url],
                               capture_output=True, text=True, cwd=ROOT, timeout=60)
     done = aidd("workers", "rm", gone.id[:8])
     assert done.returncode == 0 and done.stdout.strip() == f"removed worker {gone.id}"

@@ -21,8 +21,8 @@ import httpx
 
 from aiddwire import CommandKind, EndReason, EventKind, gpu_share
 from console.demo import workload
-from coordinator.client import ApiError, CoordinatorClient
-from coordinator.submitfile import submit_in_chunks
+from aiddclient.client import ApiError, CoordinatorClient
+from aiddclient.submitfile import submit_in_chunks
 
 log = logging.getLogger(__name__)
 

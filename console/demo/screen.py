@@ -18,9 +18,9 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from coordinator.client import ApiError, CoordinatorClient
-from coordinator.submitfile import chunked, submit_in_chunks
-from coordinator.taskcommands import EXIT_TIMED_OUT, batch_counter, wait_for
+from aiddclient.client import ApiError, CoordinatorClient
+from aiddclient.submitfile import chunked, submit_in_chunks
+from aiddclient.taskcommands import EXIT_TIMED_OUT, batch_counter, wait_for
 
 log = logging.getLogger(__name__)
 

@@ -20,8 +20,8 @@ from console.screens.confirm import ConfirmModal
 from console.screens.live import PaneScreen
 from console.text import plain, short_id
 from console.widgets.batch_table import BatchTable
-from coordinator.client import ApiError
-from coordinator.views import BatchView
+from aiddclient.client import ApiError
+from aiddclient.views import BatchView
 
 RETRYABLE_END = ["failed", "timeout"]
 

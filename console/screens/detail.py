@@ -20,9 +20,9 @@ from console import keys
 from console.actions import Target, TaskActionKeys, run_task_action, task_label
 from console.screens.live import LiveScreen
 from console.text import MISSING, age, file_size, gigabytes, plain, seconds_since, short_id
-from coordinator.client import ApiError
+from aiddclient.client import ApiError
 from coordinator.states import DROPPED_STREAM
-from coordinator.views import GpuView, TaskView
+from aiddclient.views import GpuView, TaskView
 from toolkit.inputs import COLUMNS, ROWS
 
 LOG_BATCH = 1000

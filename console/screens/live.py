@@ -24,7 +24,7 @@ from console.screens.filter import RowFilterModal
 from console.widgets.banners import DemoBanner, ProblemBanner, StartingBanner
 from console.widgets.keyed_table import KeyedTable
 from console.widgets.top_bar import TopBar
-from coordinator.client import ApiError
+from aiddclient.client import ApiError
 
 if TYPE_CHECKING:
     from console.app import AiddConsole

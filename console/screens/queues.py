@@ -22,8 +22,8 @@ from console.screens.live import PaneScreen
 from console.text import gigabytes, plain
 from console.widgets.failure_table import FailureTable
 from console.widgets.queue_table import QueueTable
-from coordinator.client import ApiError
-from coordinator.views import Dashboard, Retention, ServiceView, TaskView
+from aiddclient.client import ApiError
+from aiddclient.views import Dashboard, Retention, ServiceView, TaskView
 
 FAILURES_SHOWN = 12
 

@@ -19,7 +19,7 @@ from textual.widgets import Button, Static
 
 from console.actions import plural
 from console.options import QuitChoice
-from coordinator.client import ApiError, CoordinatorClient
+from aiddclient.client import ApiError, CoordinatorClient
 
 if TYPE_CHECKING:
     from console.app import AiddConsole

@@ -18,10 +18,10 @@ from textual.screen import ModalScreen
 from textual.widgets import Button, Input, Label, ProgressBar, Static, TextArea
 
 from console.text import plain, short_id
-from coordinator.client import ApiError
+from aiddclient.client import ApiError
 from coordinator.errors import ConfigError
-from coordinator.submitfile import read_batch_file, submit_in_chunks
-from coordinator.views import WorkerView
+from aiddclient.submitfile import read_batch_file, submit_in_chunks
+from aiddclient.views import WorkerView
 
 if TYPE_CHECKING:
     from console.app import AiddConsole

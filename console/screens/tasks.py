@@ -18,7 +18,7 @@ from console.screens.detail import TaskDetailScreen
 from console.screens.filter import FilterModal
 from console.screens.live import PaneScreen
 from console.widgets.task_table import TaskTable, sort_labels
-from coordinator.views import TaskPage
+from aiddclient.views import TaskPage
 
 PAGE_SIZE = 100
 """Rows fetched per page: the store may hold 100 000 tasks; the console never loads more than this."""

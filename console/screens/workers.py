@@ -19,9 +19,9 @@ from console.screens.confirm import ConfirmModal
 from console.screens.live import PaneScreen
 from console.text import age, gigabytes, plain, seconds_since
 from console.widgets.worker_table import WorkerTable
-from coordinator.client import ApiError
+from aiddclient.client import ApiError
 from coordinator.gpus import count_gpus
-from coordinator.views import WorkerView
+from aiddclient.views import WorkerView
 
 
 class WorkersScreen(PaneScreen):

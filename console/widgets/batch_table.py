@@ -15,7 +15,7 @@ from console import keys
 from console.palette import Palette
 from console.text import MISSING, age, cell, number, seconds_since, short_id
 from console.widgets.keyed_table import Column, KeyedTable, Row
-from coordinator.views import BatchView
+from aiddclient.views import BatchView
 
 BAR_WIDTH = 20
 

@@ -16,7 +16,7 @@ from console import keys
 from console.palette import Palette
 from console.text import age, cell, plain, seconds_since, short_id
 from console.widgets.keyed_table import Column, KeyedTable, Row
-from coordinator.views import TaskView
+from aiddclient.views import TaskView
 
 
 class FailureTable(KeyedTable):

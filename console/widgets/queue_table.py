@@ -16,7 +16,7 @@ from console import keys
 from console.palette import Palette
 from console.text import age, cell, number, sparkline
 from console.widgets.keyed_table import Column, KeyedTable, Row
-from coordinator.views import QueueStats, ServiceView, WaitingCount
+from aiddclient.views import QueueStats, ServiceView, WaitingCount
 
 SPARK_WIDTH = 24
 """Minutes of throughput history shown (the coordinator keeps 30)."""

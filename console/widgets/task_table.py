@@ -17,7 +17,7 @@ from console import keys
 from console.palette import Palette
 from console.text import age, cell, plain, seconds_since, short_id
 from console.widgets.keyed_table import Column, KeyedTable, Row
-from coordinator.views import TaskView
+from aiddclient.views import TaskView
 
 SORT_COLUMNS = {"status": "status", "service": "service", "name": "name", "priority": "priority",
                 "age": "created_at"}

@@ -18,7 +18,7 @@ from console import keys
 from console.palette import Palette
 from console.text import MISSING, age, cell, gigabytes, plain, seconds_since, short_id, sparkline
 from console.widgets.keyed_table import Column, KeyedTable, Row
-from coordinator.views import GpuTask, GpuView, WorkerView
+from aiddclient.views import GpuTask, GpuView, WorkerView
 
 METER = 5
 HISTORY = 12

@@ -99,14 +99,14 @@ class Proc:
 
 
 class Coordinator(Proc):
-    """`python -m coordinator.cli --serve` on a fixed loopback port (kept across restarts)."""
+    """`python -m aiddclient.cli --serve` on a fixed loopback port (kept across restarts)."""
 
     def __init__(self, name: str, work: Path, settings: Mapping[str, str], port: int | None = None) -> None:
         self.port = port or free_port()
         config = work / "empty.yml"
         config.write_text("{}\n")
         env = clean_env({"AIDD_CONFIG": str(config), "AIDD_PORT": str(self.port), **settings})
-        super().__init__(name, [sys.executable, "-m", "coordinator.cli", "--serve"], env, work / f"{name}.log")
+        super().__init__(name, [sys.executable, "-m", "aiddclient.cli", "--serve"], env, work / f"{name}.log")
 
     @property
     def url(self) -> str:

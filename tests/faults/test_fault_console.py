@@ -54,7 +54,7 @@ class Terminal:
         self.log_path = log_path
         with log_path.open("ab") as log:
             log.write(f"--- aidd {' '.join(args)} at {time.time():.3f} ---\n".encode())
-        self.proc = subprocess.Popen([sys.executable, "-m", "coordinator.cli", *args], stdin=slave, stdout=slave,
+        self.proc = subprocess.Popen([sys.executable, "-m", "aiddclient.cli", *args], stdin=slave, stdout=slave,
                                      stderr=slave, env=env, cwd=ROOT, start_new_session=True)
         os.close(slave)
         self.master = master
@@ -146,7 +146,7 @@ class Console:
 
     def command(self, *args: str) -> subprocess.CompletedProcess[str]:
         """`aidd ARGS` run to its end."""
-        return subprocess.run([sys.executable, "-m", "coordinator.cli", *args], env=self.env, cwd=ROOT,
+        return subprocess.run([sys.executable, "-m", "aiddclient.cli", *args], env=self.env, cwd=ROOT,
                               capture_output=True, text=True, timeout=60, check=False)
 
     def health(self) -> int | None:

@@ -281,7 +281,7 @@ def serve(host: str, settings: dict[str, str], tmp_path: Path) -> subprocess.Com
     config = tmp_path / "empty.yml"
     config.write_text("{}\n")
     env = clean_env({"AIDD_CONFIG": str(config), "AIDD_STATE_DIR": str(tmp_path / "state"), **settings})
-    return subprocess.run([sys.executable, "-m", "coordinator.cli", "--serve", "--host", host, "--port", "0"],
+    return subprocess.run([sys.executable, "-m", "aiddclient.cli", "--serve", "--host", host, "--port", "0"],
                           cwd=ROOT, env=env, capture_output=True, text=True, timeout=20)
 
 

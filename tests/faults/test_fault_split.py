@@ -46,11 +46,11 @@ def snapshot(client: redis.Redis, keys: Keys) -> dict[bytes, Any]:
 
 
 def serve(work: Path, settings: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    """`python -m coordinator.cli --serve` with exactly these settings, to its end (or 60 s)."""
+    """`python -m aiddclient.cli --serve` with exactly these settings, to its end (or 60 s)."""
     config = work / "empty.yml"
     config.write_text("{}\n")
     env = clean_env({"AIDD_CONFIG": str(config), "AIDD_PORT": "0", **settings})
-    return subprocess.run([sys.executable, "-m", "coordinator.cli", "--serve"], cwd=ROOT, env=env,
+    return subprocess.run([sys.executable, "-m", "aiddclient.cli", "--serve"], cwd=ROOT, env=env,
                           capture_output=True, text=True, timeout=60, check=False)
 
 

@@ -9,7 +9,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from coordinator.client import CoordinatorClient
+from aiddclient.client import CoordinatorClient
 from coordinator.errors import ConfigError
 
 CHUNK = 1000

@@ -12,7 +12,7 @@ from typing import IO, Any
 
 import orjson
 
-from coordinator.client import CoordinatorClient
+from aiddclient.client import CoordinatorClient
 from coordinator.errors import ConfigError
 
 FORMATS = ("csv", "jsonl", "parquet")

@@ -8,9 +8,9 @@ from typing import Any
 
 import httpx
 
-from coordinator.client import ApiError, CoordinatorClient
+from aiddclient.client import ApiError, CoordinatorClient
 from coordinator.storage.names import name_problem
-from coordinator.tables import render_table
+from aiddclient.tables import render_table
 
 
 def file_rows(files: dict[str, Any]) -> list[dict[str, Any]]:

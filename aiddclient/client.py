@@ -10,7 +10,7 @@ import uuid
 from collections.abc import AsyncIterator, Sequence
 from typing import TYPE_CHECKING, Any
 
-from coordinator.views import (
+from aiddclient.views import (
     BatchView,
     ClusterTotals,
     Dashboard,
@@ -59,7 +59,7 @@ class CoordinatorClient:
     """One method per client endpoint; every error becomes an ApiError.
 
     Methods named for what they return (`tasks`, `task`, `workers`, `worker`, `batches`, `services`,
-    `task_stats`, `worker_stats`, `dashboard`) give typed views (`coordinator.views`), which the console reads;
+    `task_stats`, `worker_stats`, `dashboard`) give typed views (`aiddclient.views`), which the console reads;
     `list_tasks`, `get_task`, `list_workers` and `list_services` give the answer's JSON as it came, which the
     CLI prints whole.
     """

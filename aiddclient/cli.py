@@ -21,14 +21,14 @@ from pathlib import Path
 from typing import Any, NoReturn
 from urllib.parse import urlsplit
 
-from coordinator.client import DEFAULT_URL, ApiError, CoordinatorClient
+from aiddclient.client import DEFAULT_URL, ApiError, CoordinatorClient
 from coordinator.dbcli import add_db_parser
 from coordinator.errors import ConfigError, EmbeddedError
-from coordinator.resultsfile import FORMATS, write_results
+from aiddclient.resultsfile import FORMATS, write_results
 from coordinator.states import ReasonCode
-from coordinator.submitfile import chunked, read_batch_file, submit_in_chunks
-from coordinator.tables import render_table
-from coordinator.taskcommands import (
+from aiddclient.submitfile import chunked, read_batch_file, submit_in_chunks
+from aiddclient.tables import render_table
+from aiddclient.taskcommands import (
     EXIT_TIMED_OUT,
     Counts,
     batch_counter,
@@ -278,7 +278,7 @@ async def _run_client(args: argparse.Namespace) -> int:
             text = render_table(result, ["id", "hostname", "status", "groups", "running", "slots", "heartbeat_age_s",
                                           "problem"])
         elif args.command == "files":
-            from coordinator.filedownload import files_command
+            from aiddclient.filedownload import files_command
 
             result, text = await files_command(client, args)
         elif args.command == "services":

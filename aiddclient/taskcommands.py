@@ -9,9 +9,9 @@ import time
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import Any, TextIO
 
-from coordinator.client import ApiError, CoordinatorClient
+from aiddclient.client import ApiError, CoordinatorClient
 from coordinator.states import DROPPED_STREAM, FINISHED, TaskStatus
-from coordinator.tables import render_table
+from aiddclient.tables import render_table
 from coordinator.textcheck import printable
 
 POLL_S = 1.0
