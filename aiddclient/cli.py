@@ -22,10 +22,7 @@ from typing import Any, NoReturn
 from urllib.parse import urlsplit
 
 from aiddclient.client import DEFAULT_URL, ApiError, CoordinatorClient
-from coordinator.dbcli import add_db_parser
-from coordinator.errors import ConfigError, EmbeddedError
 from aiddclient.resultsfile import FORMATS, write_results
-from coordinator.states import ReasonCode
 from aiddclient.submitfile import chunked, read_batch_file, submit_in_chunks
 from aiddclient.tables import render_table
 from aiddclient.taskcommands import (
@@ -38,6 +35,9 @@ from aiddclient.taskcommands import (
     summary,
     wait_for,
 )
+from coordinator.dbcli import add_db_parser
+from coordinator.errors import ConfigError, EmbeddedError
+from coordinator.states import ReasonCode
 from nodeagent.logsetup import LOG_FORMATS, LOG_LEVELS, configure_logging
 
 EXIT_USAGE = 2

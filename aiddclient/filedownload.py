@@ -9,8 +9,8 @@ from typing import Any
 import httpx
 
 from aiddclient.client import ApiError, CoordinatorClient
-from coordinator.storage.names import name_problem
 from aiddclient.tables import render_table
+from coordinator.storage.names import name_problem
 
 
 def file_rows(files: dict[str, Any]) -> list[dict[str, Any]]:

@@ -10,8 +10,8 @@ from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import Any, TextIO
 
 from aiddclient.client import ApiError, CoordinatorClient
-from coordinator.states import DROPPED_STREAM, FINISHED, TaskStatus
 from aiddclient.tables import render_table
+from coordinator.states import DROPPED_STREAM, FINISHED, TaskStatus
 from coordinator.textcheck import printable
 
 POLL_S = 1.0

@@ -156,9 +156,9 @@ async def probe(url: str, rounds: int) -> dict[str, Any]:
     """Measure full refreshes of the four panes in a headless console; and the bare client's reference."""
     import psutil
 
+    from aiddclient.client import CoordinatorClient
     from console.factory import make_app
     from console.screens.live import LiveScreen
-    from aiddclient.client import CoordinatorClient
 
     client = CoordinatorClient(url, timeout=60)
     app = make_app(client, refresh_s=3600, animation_level="none", freeze_gc=True)  # as `aidd` runs it

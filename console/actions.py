@@ -9,12 +9,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
 
+from aiddclient.client import ApiError
+from aiddclient.views import TaskView
 from console.query import TaskQuery
 from console.screens.confirm import ConfirmModal
 from console.text import plain, short_id
-from aiddclient.client import ApiError
 from coordinator.states import ALLOWED_FROM, Action
-from aiddclient.views import TaskView
 
 if TYPE_CHECKING:
     from console.app import AiddConsole

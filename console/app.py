@@ -19,6 +19,7 @@ from textual.reactive import reactive
 from textual.screen import Screen
 from textual.timer import Timer
 
+from aiddclient.client import CoordinatorClient
 from console import keys
 from console.commands import GoToTask, action_commands
 from console.options import ConsoleOptions, QuitChoice
@@ -34,7 +35,6 @@ from console.screens.submit import SubmitModal
 from console.screens.tasks import TasksScreen
 from console.screens.workers import WorkersScreen
 from console.text import age
-from aiddclient.client import CoordinatorClient
 from themes import DEFAULT_THEME, SEMANTIC_DEFAULTS, THEMES, theme_names
 
 if TYPE_CHECKING:

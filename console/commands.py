@@ -16,10 +16,10 @@ from textual.binding import Binding
 from textual.command import Hit, Hits, Provider
 from textual.screen import Screen
 
+from aiddclient.client import ApiError
 from console import keys
 from console.screens.detail import TaskDetailScreen
 from console.text import plain
-from aiddclient.client import ApiError
 
 if TYPE_CHECKING:
     from console.app import AiddConsole

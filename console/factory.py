@@ -6,10 +6,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from aiddclient.client import CoordinatorClient
 from console.app import AiddConsole
 from console.options import AnimationLevel, ConsoleOptions, QuitMode
 from console.text import Clock, utcnow
-from aiddclient.client import CoordinatorClient
 
 if TYPE_CHECKING:
     from console.localagent import LocalAgent

@@ -15,11 +15,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from aiddclient.client import DEFAULT_URL, CoordinatorClient
 from console.background import AGENT_FILE, AGENT_MODULE, Detached, find_coordinator, recorded, stop_all
 from console.localagent import NOT_AVAILABLE, LocalAgent, agent_available
 from console.options import QuitChoice, QuitMode
 from console.startup import EmbeddedStart, Started
-from aiddclient.client import DEFAULT_URL, CoordinatorClient
 from coordinator.config import Settings
 from coordinator.errors import EmbeddedError
 from coordinator.runtime import check_exposure

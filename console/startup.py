@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from aiddclient.client import CoordinatorClient
 from console import child
 from console.background import (
     COORDINATOR_FILE,
@@ -33,7 +34,6 @@ from console.background import (
     child_env,
     write_record,
 )
-from aiddclient.client import CoordinatorClient
 
 if TYPE_CHECKING:
     from console.localagent import LocalAgent

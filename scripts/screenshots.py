@@ -23,16 +23,16 @@ sys.path.insert(0, str(ROOT))
 
 from textual.pilot import Pilot  # noqa: E402
 
+from aiddclient.client import CoordinatorClient  # noqa: E402
 from console.app import AiddConsole  # noqa: E402
-from tests.support.fixed import FixedState, write_fixed_state  # noqa: E402
 from console.factory import make_app  # noqa: E402
 from console.screens.detail import TaskDetailScreen  # noqa: E402
 from console.screens.live import LiveScreen  # noqa: E402
-from aiddclient.client import CoordinatorClient  # noqa: E402
 from coordinator.config import Settings  # noqa: E402
 from coordinator.db import create_engine, migrate  # noqa: E402
 from coordinator.runtime import stores  # noqa: E402
 from coordinator.server import BackgroundServer  # noqa: E402
+from tests.support.fixed import FixedState, write_fixed_state  # noqa: E402
 
 SIZE = (120, 40)
 WHERE = "embedded · 127.0.0.1:8333 · state ~/.local/share/aidd"

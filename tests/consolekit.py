@@ -12,14 +12,14 @@ import httpx
 from sqlalchemy import text
 from textual.pilot import Pilot
 
+from aiddclient.client import CoordinatorClient
 from console.app import AiddConsole
-from tests.support.fixed import FixedState, write_fixed_state
 from console.factory import make_app
 from console.screens.live import LiveScreen
-from aiddclient.client import CoordinatorClient
 from coordinator.reconcile import rebuild_index
 from coordinator.server import BackgroundServer
 from tests.support.agent import HttpAgent
+from tests.support.fixed import FixedState, write_fixed_state
 from tests.support.waiting import await_until
 
 WHERE = "embedded · 127.0.0.1:8333 · state ~/.local/share/aidd"

@@ -18,10 +18,10 @@ from typing import Any
 import httpx
 import pytest
 
+from aiddclient.cli import main as cli_main
 from console.background import find_coordinator, stop_all
 from console.localagent import LocalAgent
 from console.startup import EmbeddedStart
-from aiddclient.cli import main as cli_main
 from coordinator.config import load_settings
 from coordinator.server import BackgroundServer
 from tests.support.agent import HttpAgent

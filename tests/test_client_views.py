@@ -13,8 +13,8 @@ import pytest
 from pydantic import BaseModel
 
 from aiddclient import views
-from coordinator.api import answers
 from aiddclient.client import ApiError, CoordinatorClient
+from coordinator.api import answers
 from coordinator.server import BackgroundServer
 from tests.consolekit import scripted_agent
 from tests.support.tasks import task_body

@@ -18,6 +18,8 @@ from textual.message import Message
 from textual.pilot import Pilot
 from textual.widgets import Static
 
+from aiddclient.client import CoordinatorClient
+from aiddclient.views import WorkerView
 from console.options import QuitChoice
 from console.screens.confirm import ConfirmModal
 from console.screens.filter import FilterModal
@@ -29,9 +31,7 @@ from console.screens.tasks import TasksScreen
 from console.widgets.queue_table import QueueTable
 from console.widgets.task_table import TaskTable
 from console.widgets.worker_table import WorkerTable
-from aiddclient.client import CoordinatorClient
 from coordinator.server import BackgroundServer
-from aiddclient.views import WorkerView
 from tests.consolekit import (
     SlowTransport,
     SwitchTransport,

@@ -7,10 +7,10 @@ from typing import Any
 
 from textual.pilot import Pilot
 
-from tests.support.fixed import FixedState
 from console.screens.detail import TaskDetailScreen
 from coordinator.server import BackgroundServer
 from tests.consolekit import refreshed
+from tests.support.fixed import FixedState
 from tests.test_console_snapshots import fixed, fixed_console, pane
 
 __all__ = ["fixed"]  # the fixture, used by name

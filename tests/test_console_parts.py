@@ -23,6 +23,8 @@ from rich.text import Text
 from textual.app import App, ComposeResult
 from textual.widgets import Static
 
+from aiddclient.client import DEFAULT_URL, CoordinatorClient
+from aiddclient.submitfile import input_name
 from console.app import AiddConsole
 from console.background import Detached, recorded
 from console.child import start_api
@@ -37,10 +39,8 @@ from console.startup import EmbeddedStart
 from console.text import age, plain, sparkline
 from console.widgets.banners import StartingBanner
 from console.widgets.keyed_table import Column, KeyedTable, fit
-from aiddclient.client import DEFAULT_URL, CoordinatorClient
 from coordinator.config import Settings
 from coordinator.server import BackgroundServer
-from aiddclient.submitfile import input_name
 from tests.consolekit import refreshed, until
 from themes import SEMANTIC, THEMES
 

@@ -14,12 +14,12 @@ from typing import Any
 import pytest
 from textual.pilot import Pilot
 
-from tests.support.fixed import FixedState
+from aiddclient.client import CoordinatorClient
 from console.screens.detail import TaskDetailScreen
 from console.screens.quit import QuitModal
-from aiddclient.client import CoordinatorClient
 from coordinator.server import BackgroundServer
 from tests.consolekit import console, refreshed, until, write_fixed
+from tests.support.fixed import FixedState
 
 SIZE = (120, 40)
 Before = Callable[[Pilot[Any]], Awaitable[None]]

@@ -12,9 +12,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from console.demo.screen import approved_drugs, best, missing_packages, run_screen
 from aiddclient.cli import main as cli_main
 from aiddclient.client import CoordinatorClient
+from console.demo.screen import approved_drugs, best, missing_packages, run_screen
 from coordinator.server import BackgroundServer
 from tests.agent_helpers import AgentProcess
 

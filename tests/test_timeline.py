@@ -18,8 +18,8 @@ from rich.console import Console
 from sqlalchemy import select
 from textual.widgets import Static
 
-from console.screens.detail import TaskDetailScreen
 from aiddclient.cli import main as cli_main
+from console.screens.detail import TaskDetailScreen
 from coordinator.models import PendingReasonChange
 from coordinator.pending import SNAPSHOT_TTL_S
 from coordinator.reasonhistory import SETTLE_S

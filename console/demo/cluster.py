@@ -19,10 +19,10 @@ from typing import Any
 
 import httpx
 
-from aiddwire import CommandKind, EndReason, EventKind, gpu_share
-from console.demo import workload
 from aiddclient.client import ApiError, CoordinatorClient
 from aiddclient.submitfile import submit_in_chunks
+from aiddwire import CommandKind, EndReason, EventKind, gpu_share
+from console.demo import workload
 
 log = logging.getLogger(__name__)
 

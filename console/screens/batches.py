@@ -13,6 +13,8 @@ from textual.app import ComposeResult
 from textual.binding import BindingType
 from textual.widgets import Static
 
+from aiddclient.client import ApiError
+from aiddclient.views import BatchView
 from console import keys
 from console.actions import plural
 from console.query import TaskQuery
@@ -20,8 +22,6 @@ from console.screens.confirm import ConfirmModal
 from console.screens.live import PaneScreen
 from console.text import plain, short_id
 from console.widgets.batch_table import BatchTable
-from aiddclient.client import ApiError
-from aiddclient.views import BatchView
 
 RETRYABLE_END = ["failed", "timeout"]
 

@@ -16,13 +16,13 @@ from textual.binding import BindingType
 from textual.containers import Horizontal, VerticalScroll
 from textual.widgets import Footer, RichLog, Static
 
+from aiddclient.client import ApiError
+from aiddclient.views import GpuView, TaskView
 from console import keys
 from console.actions import Target, TaskActionKeys, run_task_action, task_label
 from console.screens.live import LiveScreen
 from console.text import MISSING, age, file_size, gigabytes, plain, seconds_since, short_id
-from aiddclient.client import ApiError
 from coordinator.states import DROPPED_STREAM
-from aiddclient.views import GpuView, TaskView
 from toolkit.inputs import COLUMNS, ROWS
 
 LOG_BATCH = 1000

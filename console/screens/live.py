@@ -19,12 +19,12 @@ from textual.screen import Screen
 from textual.timer import Timer
 from textual.widgets import Footer, Static, Tabs
 
+from aiddclient.client import ApiError
 from console.keys import DESTRUCTIVE
 from console.screens.filter import RowFilterModal
 from console.widgets.banners import DemoBanner, ProblemBanner, StartingBanner
 from console.widgets.keyed_table import KeyedTable
 from console.widgets.top_bar import TopBar
-from aiddclient.client import ApiError
 
 if TYPE_CHECKING:
     from console.app import AiddConsole

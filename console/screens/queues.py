@@ -12,6 +12,8 @@ from textual.app import ComposeResult
 from textual.binding import BindingType
 from textual.widgets import Static
 
+from aiddclient.client import ApiError
+from aiddclient.views import Dashboard, Retention, ServiceView, TaskView
 from console import keys
 from console.actions import plural
 from console.query import STATUSES, TaskQuery
@@ -22,8 +24,6 @@ from console.screens.live import PaneScreen
 from console.text import gigabytes, plain
 from console.widgets.failure_table import FailureTable
 from console.widgets.queue_table import QueueTable
-from aiddclient.client import ApiError
-from aiddclient.views import Dashboard, Retention, ServiceView, TaskView
 
 FAILURES_SHOWN = 12
 

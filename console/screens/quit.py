@@ -17,9 +17,9 @@ from textual.containers import Horizontal, Vertical
 from textual.screen import ModalScreen
 from textual.widgets import Button, Static
 
+from aiddclient.client import ApiError, CoordinatorClient
 from console.actions import plural
 from console.options import QuitChoice
-from aiddclient.client import ApiError, CoordinatorClient
 
 if TYPE_CHECKING:
     from console.app import AiddConsole

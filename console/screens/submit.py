@@ -17,11 +17,11 @@ from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.screen import ModalScreen
 from textual.widgets import Button, Input, Label, ProgressBar, Static, TextArea
 
-from console.text import plain, short_id
 from aiddclient.client import ApiError
-from coordinator.errors import ConfigError
 from aiddclient.submitfile import read_batch_file, submit_in_chunks
 from aiddclient.views import WorkerView
+from console.text import plain, short_id
+from coordinator.errors import ConfigError
 
 if TYPE_CHECKING:
     from console.app import AiddConsole

@@ -11,6 +11,7 @@ from textual.app import ComposeResult
 from textual.binding import BindingType
 from textual.widgets import Static
 
+from aiddclient.views import TaskPage
 from console import keys
 from console.actions import Target, TaskActionKeys, plural, run_task_action, task_label
 from console.query import SORTS, TaskQuery
@@ -18,7 +19,6 @@ from console.screens.detail import TaskDetailScreen
 from console.screens.filter import FilterModal
 from console.screens.live import PaneScreen
 from console.widgets.task_table import TaskTable, sort_labels
-from aiddclient.views import TaskPage
 
 PAGE_SIZE = 100
 """Rows fetched per page: the store may hold 100 000 tasks; the console never loads more than this."""

@@ -11,6 +11,8 @@ from textual.app import ComposeResult
 from textual.binding import BindingType
 from textual.widgets import Static
 
+from aiddclient.client import ApiError
+from aiddclient.views import WorkerView
 from aiddwire import CommandKind
 from console import keys
 from console.actions import plural
@@ -19,9 +21,7 @@ from console.screens.confirm import ConfirmModal
 from console.screens.live import PaneScreen
 from console.text import age, gigabytes, plain, seconds_since
 from console.widgets.worker_table import WorkerTable
-from aiddclient.client import ApiError
 from coordinator.gpus import count_gpus
-from aiddclient.views import WorkerView
 
 
 class WorkersScreen(PaneScreen):

@@ -12,11 +12,11 @@ from textual.binding import BindingType
 from textual.message import Message
 from textual.widgets import DataTable
 
+from aiddclient.views import QueueStats, ServiceView, WaitingCount
 from console import keys
 from console.palette import Palette
 from console.text import age, cell, number, sparkline
 from console.widgets.keyed_table import Column, KeyedTable, Row
-from aiddclient.views import QueueStats, ServiceView, WaitingCount
 
 SPARK_WIDTH = 24
 """Minutes of throughput history shown (the coordinator keeps 30)."""

@@ -13,11 +13,11 @@ from textual.binding import BindingType
 from textual.message import Message
 from textual.widgets import DataTable
 
+from aiddclient.views import TaskView
 from console import keys
 from console.palette import Palette
 from console.text import age, cell, plain, seconds_since, short_id
 from console.widgets.keyed_table import Column, KeyedTable, Row
-from aiddclient.views import TaskView
 
 SORT_COLUMNS = {"status": "status", "service": "service", "name": "name", "priority": "priority",
                 "age": "created_at"}

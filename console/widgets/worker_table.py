@@ -14,11 +14,11 @@ from textual.binding import BindingType
 from textual.message import Message
 from textual.widgets import DataTable
 
+from aiddclient.views import GpuTask, GpuView, WorkerView
 from console import keys
 from console.palette import Palette
 from console.text import MISSING, age, cell, gigabytes, plain, seconds_since, short_id, sparkline
 from console.widgets.keyed_table import Column, KeyedTable, Row
-from aiddclient.views import GpuTask, GpuView, WorkerView
 
 METER = 5
 HISTORY = 12
