@@ -2,6 +2,7 @@
 included), a later start, `aidd --help` and the commands for scripts.
 
     python -m bench.newcomer [--repo .] [--runs 5] [--keep]
+    python -m bench.newcomer --clone DIR [--commit REV] [--starts 3] [--starts-only]
 
 Clones `--repo` (its committed HEAD) into a temporary folder and runs there, as a newcomer would, with a state
 directory of its own in that folder and the API on a free port. The console runs in a pseudo-terminal (120x40);
@@ -11,6 +12,11 @@ Then `aidd --serve` runs headless in the clone and each command for scripts is t
 (median and fastest wall time, median CPU time), and once against a port where nothing listens (the command's
 start alone). The references: a bare `python -c pass` of the same interpreter, and a bare httpx GET of the task
 list in a fresh interpreter (the server's share of a command's time).
+
+`--clone DIR` measures only later starts: it reuses the clone a `--keep` run left in DIR (its `.venv` already
+installed), checks out `--commit` there (default: `--repo`'s HEAD, fetched into it) and skips the first start;
+`--starts N` times each later start N times; `--starts-only` skips the commands for scripts. With the same
+pyproject.toml the venv is not installed again, so commits can be compared back to back in one clone.
 
 pip installs from its cache when it has one (this machine's is warm): say so with the figures.
 Targets (issue 19): first start ≤ 60 s with the install, a later start ≤ 2 s to data, `aidd --help` ≤ 0.3 s.
@@ -31,7 +37,6 @@ import socket
 import statistics
 import struct
 import subprocess
-import sys
 import tempfile
 import termios
 import time
@@ -135,17 +140,30 @@ def main() -> None:
     parser.add_argument("--repo", type=Path, default=ROOT, help="the repository to clone (its HEAD)")
     parser.add_argument("--runs", type=int, default=5, help="runs of each command for scripts")
     parser.add_argument("--keep", action="store_true", help="keep the temporary folder")
+    parser.add_argument("--clone", type=Path, metavar="DIR", help="reuse the folder a --keep run left (later starts)")
+    parser.add_argument("--commit", default="HEAD", help="with --clone: the commit of --repo to check out there")
+    parser.add_argument("--starts", type=int, default=1, help="times each later start is measured")
+    parser.add_argument("--starts-only", action="store_true", help="skip the commands for scripts")
     args = parser.parse_args()
-    folder = Path(tempfile.mkdtemp(prefix="aidd-newcomer-"))
+    folder = args.clone.resolve() if args.clone else Path(tempfile.mkdtemp(prefix="aidd-newcomer-"))
     clone = folder / "aidd"
     env = {k: v for k, v in os.environ.items() if not k.startswith(("AIDD_", "REDIS_", "DATABASE_", "POSTGRES_"))}
     env.update(TERM="xterm-256color", AIDD_STATE_DIR=str(folder / "state"), AIDD_PORT="0")
-    results: dict[str, object] = {"load_before": os.getloadavg()}
+    results: dict[str, object] = {"folder": str(folder), "load_before": os.getloadavg()}
     try:
-        subprocess.run(["git", "clone", "-q", str(args.repo), str(clone)], check=True)
-        results["first_start_s"] = console_times(["./run.sh", "--demo"], clone, env)
-        results["later_start_s"] = console_times(["./run.sh", "--demo"], clone, env)
-        results["later_start_no_demo_s"] = console_times(["./run.sh"], clone, env)
+        if args.clone:
+            commit = subprocess.run(["git", "-C", str(args.repo), "rev-parse", args.commit], check=True,
+                                    capture_output=True, text=True).stdout.strip()
+            subprocess.run(["git", "-C", str(clone), "fetch", "-q", str(args.repo.resolve()), commit], check=True)
+            subprocess.run(["git", "-C", str(clone), "checkout", "-q", "--detach", commit], check=True)
+            results["commit"] = commit
+        else:
+            subprocess.run(["git", "clone", "-q", str(args.repo), str(clone)], check=True)
+            results["first_start_s"] = console_times(["./run.sh", "--demo"], clone, env)
+        results["later_start_s"] = [console_times(["./run.sh", "--demo"], clone, env) for _ in range(args.starts)]
+        results["later_start_no_demo_s"] = [console_times(["./run.sh"], clone, env) for _ in range(args.starts)]
+        if args.starts_only:
+            return
         python = str(clone / ".venv/bin/python")
         aidd = str(clone / ".venv/bin/aidd")
         results["python_pass_s"] = timed([python, "-c", "pass"], clone, env, args.runs)
@@ -168,12 +186,12 @@ def main() -> None:
         finally:
             server.send_signal(signal.SIGTERM)
             server.wait(60)
-        results["load_after"] = os.getloadavg()
     finally:
-        if not args.keep:
+        results["load_after"] = os.getloadavg()
+        if not args.keep and not args.clone:
             subprocess.run(["rm", "-rf", str(folder)], check=False)
-    print(json.dumps(results, indent=1))
+        print(json.dumps(results, indent=1))
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()

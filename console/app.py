@@ -22,7 +22,7 @@ from textual.timer import Timer
 from aiddclient.client import CoordinatorClient
 from console import keys
 from console.commands import GoToTask, action_commands
-from console.options import ConsoleOptions
+from console.options import ConsoleOptions, QuitChoice
 from console.palette import Palette
 from console.preferences import load_theme, save_theme
 from console.query import TaskQuery
@@ -30,7 +30,7 @@ from console.screens.batches import BatchesScreen
 from console.screens.help import HelpModal
 from console.screens.live import LiveScreen
 from console.screens.queues import QueuesScreen
-from console.screens.quit import QuitChoice, ask_to_quit
+from console.screens.quit import ask_to_quit
 from console.screens.submit import SubmitModal
 from console.screens.tasks import TasksScreen
 from console.screens.workers import WorkersScreen
@@ -103,7 +103,6 @@ class AiddConsole(App[QuitChoice]):
             self.set_interval(2.0, self._check_agent)
         if self.options.startup is not None:
             self._startup_timer = self.set_interval(STARTUP_CHECK_S, self._check_startup)
-            self.call_after_refresh(self.options.startup.first_frame.set)
         if self.options.freeze_gc:
             self.call_after_refresh(gc.freeze)
 

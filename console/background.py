@@ -1,8 +1,8 @@
 """What `aidd` leaves running past the console, per state directory: the local agent and a background coordinator.
 
 Quitting the console must not cost running work (SPEC, "Guarantees"): the local agent runs in a session of its own
-from the start, and "keep running in the background" hands the embedded coordinator over to a headless
-`aidd --serve` on the same port. Each is recorded in a pid file of the state directory (`agent.pid`,
+from the start, and "keep running in the background" leaves the embedded coordinator's own process
+(console/child.py) running. Each is recorded in a pid file of the state directory (`agent.pid`,
 `coordinator.pid`) so that a later `aidd` reuses the agent or attaches to the coordinator, and `aidd stop` ends
 both. A record is believed only while its pid runs the recorded program, started at the recorded time (pids are
 reused); a stale one is removed when it is read.
@@ -28,13 +28,11 @@ from coordinator.errors import EmbeddedError
 AGENT_FILE = "agent.pid"
 AGENT_MODULE = "nodeagent.cli"
 COORDINATOR_FILE = "coordinator.pid"
-COORDINATOR_MODULE = "aiddclient.cli"
+COORDINATOR_MODULE = "console.child"
 AGENT_STOP_S = 20.0
 """How long the local agent gets to hand its running tasks back (it takes its own grace, 5 s) before it is killed."""
 COORDINATOR_STOP_S = 20.0
 """How long `aidd stop` gives the background coordinator to stop its stores before it is killed."""
-START_TIMEOUT_S = 60.0
-"""How long the console waits for the background coordinator it started to answer."""
 ANSWER_TIMEOUT_S = 10.0
 """How long a later `aidd` waits for a live background coordinator to answer before giving up on it."""
 
@@ -76,12 +74,16 @@ def spawn(argv: list[str], log_path: Path, pid_file: Path, url: str) -> tuple[De
     with log_path.open("ab") as out:
         process = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
                                    env=child_env(), start_new_session=True)
-    record = Detached(process.pid, psutil.Process(process.pid).create_time(), argv[argv.index("-m") + 1], url,
-                      str(pid_file.parent))
+    return write_record(process.pid, argv[argv.index("-m") + 1], url, pid_file), process
+
+
+def write_record(pid: int, program: str, url: str, pid_file: Path) -> Detached:
+    """Record the running process `pid` (which runs `program` for `url`) in `pid_file`, atomically."""
+    found = Detached(pid, psutil.Process(pid).create_time(), program, url, str(pid_file.parent))
     temporary = pid_file.with_name(pid_file.name + ".new")
-    temporary.write_text(json.dumps(asdict(record)) + "\n")
+    temporary.write_text(json.dumps(asdict(found)) + "\n")
     temporary.replace(pid_file)
-    return record, process
+    return found
 
 
 def recorded(pid_file: Path, program: str) -> Detached | None:
@@ -114,28 +116,6 @@ def stop(record: Detached, pid_file: Path, grace_s: float) -> None:
 
 
 # -- the background coordinator ---------------------------------------------------------------------------
-
-def start_coordinator(state_dir: Path, host: str, port: int, config: Path | None) -> Detached:
-    """Start `aidd --serve` on this state directory, host and port, detached, and wait until it answers.
-
-    Raises:
-        EmbeddedError: it exited, or did not answer within START_TIMEOUT_S (then it is stopped); one line.
-    """
-    shown_host = f"[{host}]" if ":" in host else host
-    url = f"http://{shown_host}:{port}"
-    argv = [sys.executable, "-m", COORDINATOR_MODULE, "--serve", "--state-dir", str(state_dir), "--host", host,
-            "--port", str(port), *(["--config", str(config.resolve())] if config else [])]
-    log_path, pid_file = state_dir / "coordinator.log", state_dir / COORDINATOR_FILE
-    record, process = spawn(argv, log_path, pid_file, url)
-    deadline = time.monotonic() + START_TIMEOUT_S
-    while _health(url) != 200:
-        if process.poll() is not None or time.monotonic() > deadline:
-            stop(record, pid_file, COORDINATOR_STOP_S)
-            raise EmbeddedError(f"the background coordinator did not start (log: {log_path}); `aidd` starts the "
-                                "coordinator again, `aidd stop` stops the local agent")
-        time.sleep(0.1)
-    return record
-
 
 def find_coordinator(state_dir: Path) -> Detached | None:
     """The background coordinator of this state directory once it answers; None if none runs (a stale record is

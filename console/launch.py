@@ -1,37 +1,26 @@
 """`aidd` (the console): on the embedded coordinator, on the state directory's background coordinator, or
 attached to a remote one; optional agent and demo.
 
-Embedded: the stores (embedded Redis/PostgreSQL unless configured) and the API start on a thread of their own
-(console/startup.py) while the console draws its first frame, and the console talks to the API over HTTP with
-the same client it uses when attached, so both modes behave the same. Quitting with "keep running" hands the
-coordinator over to a detached `aidd --serve` on the same port and state directory (console/background.py);
-the next `aidd` there attaches to it.
+Embedded: the stores (embedded Redis/PostgreSQL unless configured) and the API start in a process of their own
+(console/startup.py, console/child.py) while the console draws its first frame, and the console talks to the
+API over HTTP with the same client it uses when attached, so both modes behave the same. Quitting stops that
+process; "keep running" leaves it running as the state directory's background coordinator
+(console/background.py); the next `aidd` there attaches to it.
 """
 
 from __future__ import annotations
 
 import logging
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from aiddclient.client import DEFAULT_URL, CoordinatorClient
-from console.background import (
-    AGENT_FILE,
-    AGENT_MODULE,
-    Detached,
-    find_coordinator,
-    recorded,
-    start_coordinator,
-    stop_all,
-)
-from console.factory import make_app
+from console.background import AGENT_FILE, AGENT_MODULE, Detached, find_coordinator, recorded, stop_all
 from console.localagent import NOT_AVAILABLE, LocalAgent, agent_available
-from console.options import QuitMode
-from console.screens.quit import QuitChoice
+from console.options import QuitChoice, QuitMode
 from console.startup import EmbeddedStart, Started
-from coordinator.config import Settings, default_config_path
+from coordinator.config import Settings
 from coordinator.errors import EmbeddedError
 from coordinator.runtime import check_exposure
 
@@ -102,7 +91,7 @@ def run_console(settings: Settings, attach_url: str | None = None, api_key: str 
     """Run the console until the operator quits, then do what they chose; returns the exit code.
 
     Without `attach_url` the console attaches to the state directory's background coordinator if one runs, else
-    runs the coordinator in-process; `config` is the config file a background coordinator is to read.
+    starts the embedded coordinator's process; `config` is the config file that process is to read.
     """
     log_path = settings.state_dir / "console.log"
     _log_to_file(log_path)
@@ -118,21 +107,24 @@ def run_console(settings: Settings, attach_url: str | None = None, api_key: str 
     state = _home(settings.state_dir)
 
     def started(ready: Settings, url: str) -> Started:
-        _log_to_file(log_path)  # uvicorn configured its own handlers when the server was built
         notices = companions.start(ready, url, key)
         where = f"embedded · {url.removeprefix('http://')} · state {state}{companions.where}"
         return Started(where, notices, companions.agent)
 
-    startup = EmbeddedStart(settings, key, CLIENT_TIMEOUT_S, then=started).start()
+    startup = EmbeddedStart(settings, key, CLIENT_TIMEOUT_S, config, then=started).start()
+    kept = None
     try:
         target = Target(DEFAULT_URL, key, f"embedded · state {state}", "embedded")  # the URL: once it answers
         choice, code = _run(settings, target, companions, startup)
+        if choice is QuitChoice.KEEP_RUNNING:
+            kept = startup.keep()
     finally:
-        startup.stop()
+        if kept is None:
+            startup.stop()
     if startup.error:
         raise EmbeddedError(startup.error)
-    if choice is QuitChoice.KEEP_RUNNING and startup.url:  # the stores are stopped: they belong to this process
-        print(_keep_running(settings, int(startup.url.rsplit(":", 1)[1]), config or default_config_path(os.environ)))
+    if kept is not None:
+        print(_kept_running(settings, kept))
     return code
 
 
@@ -191,6 +183,8 @@ def _run(settings: Settings, target: Target, companions: Companions,
     companions start then). "Stop everything" stops the local agent here; otherwise it runs on (a crash, too, only
     interrupts the coordinator, which the agent rides through).
     """
+    from console.factory import make_app  # Textual: imported once the embedded coordinator's process has started
+
     notices, where = list(target.notices), target.where
     if startup is None:
         notices += companions.start(settings, target.url, target.api_key)
@@ -221,9 +215,8 @@ def _on_background(settings: Settings, coordinator: Detached, api_key: str | Non
     return code
 
 
-def _keep_running(settings: Settings, port: int, config: Path | None) -> str:
-    """Start the background coordinator on this state directory and port; the line that says where it runs."""
-    coordinator = start_coordinator(settings.state_dir, settings.host, port, config)
+def _kept_running(settings: Settings, coordinator: Detached) -> str:
+    """The line that says where the coordinator left running in the background runs."""
     agent = recorded(settings.state_dir / AGENT_FILE, AGENT_MODULE)
     with_agent = f", with the local agent (pid {agent.pid})" if agent is not None else ""
     return (f"aidd runs on in the background{with_agent}: coordinator pid {coordinator.pid} at {coordinator.url}, "

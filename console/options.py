@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
@@ -13,6 +14,15 @@ if TYPE_CHECKING:
 
 AnimationLevel = Literal["none", "basic", "full"]
 QuitMode = Literal["attached", "embedded", "background"]
+
+
+class QuitChoice(StrEnum):
+    """How the operator left the console: what `console.launch` does next."""
+
+    STOP = "stop"
+    """Stop what this console runs (the coordinator, the local agent): running tasks are handed back."""
+    KEEP_RUNNING = "keep-running"
+    """Leave the work running: the embedded coordinator's process runs on in the background; a background one stays."""
 
 
 @dataclass

@@ -1,20 +1,23 @@
-"""PostgreSQL engine and schema migrations (Alembic), run under an advisory lock so coordinators never race."""
+"""PostgreSQL engine and schema migrations (Alembic), run under an advisory lock so coordinators never race.
+
+Alembic (with Mako, which imports Pygments) costs a quarter of a second to import: it is imported only where a
+migration runs or a revision is looked up, not at a start whose schema is already the newest.
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import orjson
-from alembic import command
-from alembic.config import Config
-from alembic.migration import MigrationContext
-from alembic.script import ScriptDirectory
-from alembic.util import CommandError
-from sqlalchemy import Connection
+from sqlalchemy import Connection, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from coordinator.config import ConfigError, load_settings
+
+if TYPE_CHECKING:
+    from alembic.config import Config
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 ALEMBIC_INI = MIGRATIONS / "alembic.ini"
@@ -49,7 +52,15 @@ def create_engine(url: str, pool_size: int = 10) -> AsyncEngine:
 
 def alembic_config() -> Config:
     """Alembic configuration from the shipped alembic.ini (the packaged migrations, the configured database)."""
+    from alembic.config import Config
+
     return Config(str(ALEMBIC_INI))
+
+
+def newest_revision() -> str:
+    """The newest revision shipped, read from the migration files' names (`0005_pending_reason_changes.py`:
+    each id is the zero-padded number its file name starts with; a test checks this against Alembic's head)."""
+    return max(path.name.split("_", 1)[0] for path in (MIGRATIONS / "versions").glob("[0-9]*_*.py"))
 
 
 def configured_database_url() -> str:
@@ -66,6 +77,8 @@ def configured_database_url() -> str:
 
 
 def _upgrade(connection: Connection) -> None:
+    from alembic import command
+
     config = alembic_config()
     config.attributes["connection"] = connection
     command.upgrade(config, "head")
@@ -73,18 +86,34 @@ def _upgrade(connection: Connection) -> None:
 
 async def migrate(engine: AsyncEngine) -> None:
     """Bring the schema to the newest revision under the migration lock (see migrations/env.py); an upgrade keeps
-    every row."""
+    every row. A schema at the newest revision already (every start but the first after an upgrade) is left as it
+    is without Alembic."""
+    if await _version_table_says(engine) == newest_revision():
+        return
     async with engine.begin() as connection:
         await connection.run_sync(_upgrade)
 
 
+async def _version_table_says(engine: AsyncEngine) -> str | None:
+    """The one revision in Alembic's version table; None if there is none, or not exactly one."""
+    async with engine.connect() as connection:
+        if (await connection.execute(text("SELECT to_regclass('alembic_version')"))).scalar() is None:
+            return None
+        versions = (await connection.execute(text("SELECT version_num FROM alembic_version"))).scalars().all()
+    return versions[0] if len(versions) == 1 else None
+
+
 def head_revision() -> str:
     """The newest revision this code knows."""
+    from alembic.script import ScriptDirectory
+
     return str(ScriptDirectory.from_config(alembic_config()).get_current_head())
 
 
 async def schema_revision(engine: AsyncEngine) -> str | None:
     """The revision the database's schema is at (None: never migrated)."""
+    from alembic.migration import MigrationContext
+
     async with engine.connect() as connection:
         heads = await connection.run_sync(lambda sync: MigrationContext.configure(sync).get_current_heads())
     return heads[0] if heads else None
@@ -94,6 +123,9 @@ def schema_is_current(revision: str | None) -> bool:
     """Whether code of this version can run on a schema at `revision`: its own newest, or one it does not know,
     which a newer release wrote (migrations only add, so during a rolling upgrade the older coordinators go on
     serving once the newer one has migrated). A revision it knows short of its newest is behind."""
+    from alembic.script import ScriptDirectory
+    from alembic.util import CommandError
+
     if revision is None:
         return False
     scripts = ScriptDirectory.from_config(alembic_config())

@@ -49,6 +49,9 @@ FIRST_PAUSE_S, MAX_PAUSE_S = 0.5, 10.0
 """The pause between restart tries: 0.5 s, doubling up to 10 s."""
 GIVE_UP_S = 60.0
 """Seconds of failed restart tries after which aidd stops, for its service manager to restart it."""
+LOCK_WAIT_S = 10.0
+"""How long a start waits for another aidd to let go of the state directory: one whose console has just gone
+is still stopping its API and stores (seconds) when the operator starts aidd again."""
 
 
 @dataclass(eq=False)
@@ -265,7 +268,7 @@ def start_embedded(state_dir: Path, *, timeout_s: float = 30.0,
         pgdata.mkdir(mode=0o700, exist_ok=True)
     except OSError as e:
         raise EmbeddedError(f"cannot create state directory {state_dir}: {e.strerror}") from e
-    lock = _lock_state_dir(state_dir)
+    lock = _lock_state_dir(state_dir, progress)
     stopping = threading.Event()
     started: list[_Server] = []
     try:
@@ -306,18 +309,28 @@ def _spawn(server: _Server, started: list[_Server]) -> None:
     started.append(server)
 
 
-def _lock_state_dir(state_dir: Path) -> IO[str]:
-    """Take the exclusive lock on ``embedded.lock`` and write our pid into it."""
+def _lock_state_dir(state_dir: Path, progress: Callable[[str], None]) -> IO[str]:
+    """Take the exclusive lock on ``embedded.lock`` (waiting up to LOCK_WAIT_S for its holder to stop) and write
+    our pid into it."""
     lock = (state_dir / "embedded.lock").open("a+")
-    try:
-        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        lock.seek(0)
-        owner = lock.read().strip() or "unknown"
-        lock.close()
-        raise EmbeddedError(
-            f"state directory {state_dir} is in use by another aidd (pid {owner}); stop it or use --state-dir"
-        ) from None
+    deadline = time.monotonic() + LOCK_WAIT_S
+    said = ""
+    while True:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            break
+        except BlockingIOError:
+            lock.seek(0)
+            owner = lock.read().strip() or "unknown"
+        if time.monotonic() > deadline:
+            lock.close()
+            raise EmbeddedError(
+                f"state directory {state_dir} is in use by another aidd (pid {owner}); stop it or use --state-dir"
+            )
+        if said != owner:
+            said = owner
+            progress(f"waiting for the aidd (pid {owner}) that has this state directory to stop…")
+        time.sleep(0.1)
     lock.truncate(0)
     lock.write(f"{os.getpid()}\n")
     lock.flush()

@@ -3,7 +3,6 @@ wait; bad input and an unreachable coordinator are one line on stderr and a non-
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import shutil
@@ -17,16 +16,19 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import psutil
 import pytest
 
 from aiddclient.cli import main as cli_main
-from console.background import find_coordinator, start_coordinator, stop_all
+from console.background import find_coordinator, stop_all
 from console.localagent import LocalAgent
+from console.startup import EmbeddedStart
+from coordinator.config import load_settings
 from coordinator.server import BackgroundServer
 from tests.support.agent import HttpAgent
+from tests.support.pids import processes_in
 from tests.support.ports import free_port
 from tests.support.tasks import task_body
+from tests.support.waiting import wait_until
 
 Captured = pytest.CaptureFixture[str]
 ROOT = Path(__file__).resolve().parent.parent
@@ -163,16 +165,23 @@ def test_bad_input_and_an_absent_coordinator_are_one_line(api_server: Background
 
 
 def test_stop_ends_the_background_coordinator_and_the_local_agent(capsys: Captured) -> None:
-    """A real detached `aidd --serve` (as "keep running in the background" starts it) with a real local agent:
-    a later `aidd` finds it; `aidd stop` stops both, one line each, and leaves nothing of the state directory
-    running; a second `aidd stop` finds nothing (exit 1, one line)."""
+    """A real embedded coordinator's process left running ("keep running in the background": the console's end
+    of its stdin closed after `keep`) with a real local agent: it still answers, a later `aidd` finds it; `aidd
+    stop` stops both, one line each, and leaves nothing of the state directory running; a second `aidd stop`
+    finds nothing (exit 1, one line)."""
     state = Path(tempfile.mkdtemp(prefix="aidd-stop-"))  # outside pytest's root: root's PostgreSQL runs as another user
     config = state / "empty.yml"
     config.write_text("{}\n")
     port = free_port()
     try:
-        coordinator = start_coordinator(state, "127.0.0.1", port, config)
-        assert coordinator.url == f"http://127.0.0.1:{port}" and find_coordinator(state) == coordinator
+        settings = load_settings(config, state_dir=state, host="127.0.0.1", port=port)
+        startup = EmbeddedStart(settings, None, 10.0, config).start()
+        wait_until(lambda: startup.client or startup.error, 120, "the embedded coordinator to answer")
+        assert startup.error is None and startup.url == f"http://127.0.0.1:{port}"
+        coordinator = startup.keep()
+        assert coordinator is not None and coordinator.url == startup.url
+        time.sleep(1.0)  # its stdin has ended: a coordinator not told to keep running would be stopping now
+        assert find_coordinator(state) == coordinator
         agent = LocalAgent(coordinator.url, state).start()
         assert agent.record is not None
         deadline = time.monotonic() + 30
@@ -196,17 +205,6 @@ def test_stop_ends_the_background_coordinator_and_the_local_agent(capsys: Captur
     finally:
         stop_all(state)
         shutil.rmtree(state, ignore_errors=True)
-
-
-def processes_in(state: Path) -> list[str]:
-    """Live processes whose command line or working directory is in `state` (the embedded servers run there)."""
-    found = []
-    for proc in psutil.process_iter(["cmdline", "cwd", "status", "name"]):
-        with contextlib.suppress(psutil.Error):
-            where = " ".join([*(proc.info["cmdline"] or []), proc.info["cwd"] or ""])
-            if str(state) in where and proc.info["status"] != psutil.STATUS_ZOMBIE:
-                found.append(f"{proc.pid} {proc.info['name']}")
-    return found
 
 
 # -- a terminal gets no escapes; pipes, Ctrl+C and bad URLs end quietly -------------------------------------------

@@ -20,11 +20,12 @@ from textual.widgets import Static
 
 from aiddclient.client import CoordinatorClient
 from aiddclient.views import WorkerView
+from console.options import QuitChoice
 from console.screens.confirm import ConfirmModal
 from console.screens.filter import FilterModal
 from console.screens.help import HelpModal
 from console.screens.limit import ServiceLimitModal
-from console.screens.quit import QuitChoice, QuitModal
+from console.screens.quit import QuitModal
 from console.screens.submit import SubmitModal
 from console.screens.tasks import TasksScreen
 from console.widgets.queue_table import QueueTable

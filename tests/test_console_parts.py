@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import io
 import json
 import os
@@ -10,9 +9,8 @@ import re
 import socket
 import subprocess
 import sys
-import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -29,6 +27,7 @@ from aiddclient.client import DEFAULT_URL, CoordinatorClient
 from aiddclient.submitfile import input_name
 from console.app import AiddConsole
 from console.background import Detached, recorded
+from console.child import start_api
 from console.demo.cluster import HOSTS, DemoCluster
 from console.demo.workload import DEMO_PREFIX
 from console.factory import make_app
@@ -36,7 +35,7 @@ from console.keys import help_rows
 from console.localagent import LocalAgent, agent_available
 from console.query import TaskQuery
 from console.screens.live import LiveScreen
-from console.startup import EmbeddedStart, start_api
+from console.startup import EmbeddedStart
 from console.text import age, plain, sparkline
 from console.widgets.banners import StartingBanner
 from console.widgets.keyed_table import Column, KeyedTable, fit
@@ -198,20 +197,28 @@ def top_bar(app: AiddConsole) -> str:
     return capture.export_text().strip()
 
 
+SLOW_CHILD = """
+import pathlib, sys, time
+print("stage starting PostgreSQL…", flush=True)
+while not pathlib.Path(sys.argv[1]).exists():  # stores that take their time to start
+    time.sleep(0.05)
+print("ready", sys.argv[2], flush=True)
+sys.stdout.close()
+sys.stdin.read()  # until the console's end closes
+"""
+"""A coordinator's process that says it waits for PostgreSQL until a file appears, then that it answers at a URL."""
+
+
 @pytest.mark.anyio
-async def test_first_frame_comes_before_the_stores_are_up(settings: Settings, clean_db: None, redis: Any) -> None:
-    """With stores that take their time to start, the console draws at once: the top bar says what the start
-    waits for, the panes say they fill in later, and nothing is polled; once the stores and the API are up, the
-    console connects to the API's real address and the panes fill in."""
-    release = threading.Event()
-
-    @contextlib.contextmanager
-    def slow_stores(configured: Settings, progress: Callable[[str], None]) -> Iterator[Settings]:
-        progress("starting PostgreSQL…")
-        release.wait(60)  # a store that takes its time to start
-        yield configured  # then the test's real Redis and PostgreSQL
-
-    startup = EmbeddedStart(settings.model_copy(update={"port": 0}), None, 10.0, open_stores=slow_stores).start()
+async def test_first_frame_comes_before_the_stores_are_up(settings: Settings, api_server: BackgroundServer,
+                                                          tmp_path: Path) -> None:
+    """With a coordinator's process whose stores take their time to start, the console draws at once: the top
+    bar says what the start waits for, the panes say they fill in later, and nothing is polled; once the process
+    says its API answers, the console connects to the API's real address and the panes fill in. Quitting ends the
+    process (the end of its stdin)."""
+    release = tmp_path / "release"
+    startup = EmbeddedStart(settings.model_copy(update={"state_dir": tmp_path}), None, 10.0,
+                            argv=[sys.executable, "-c", SLOW_CHILD, str(release), api_server.url]).start()
     placeholder = CoordinatorClient(DEFAULT_URL, timeout=10)
     app = make_app(placeholder, where="embedded · state ~/x", refresh_s=0.2, animation_level="none", startup=startup)
     try:
@@ -222,15 +229,15 @@ async def test_first_frame_comes_before_the_stores_are_up(settings: Settings, cl
             await pilot.pause(0.5)
             assert isinstance(app.screen, LiveScreen) and app.screen.refreshes == 0 and app.client is placeholder
 
-            release.set()
+            release.touch()
             await refreshed(pilot)
-            assert startup.url is not None and startup.url != DEFAULT_URL
+            assert startup.url == api_server.url
             assert app.client.url == startup.url and top_bar(app) == startup.url
             assert not app.screen.query_one(StartingBanner).display and not app.problem
     finally:
-        release.set()
+        release.touch()
         startup.stop()
-    assert startup.error is None
+    assert startup.error is None and startup.process is not None and startup.process.returncode == 0
 
 
 @pytest.fixture

@@ -16,7 +16,7 @@ from sqlalchemy import create_engine as sync_engine
 from sqlalchemy import inspect, text
 from sqlalchemy.engine import make_url
 
-from coordinator.db import ALEMBIC_INI, check_schema, create_engine, head_revision, schema_is_current
+from coordinator.db import ALEMBIC_INI, check_schema, create_engine, head_revision, newest_revision, schema_is_current
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
@@ -139,3 +139,13 @@ def test_a_newer_schema_is_current_for_an_older_coordinator(database: str, tmp_p
     asyncio.run(check())
     assert schema_is_current("0099_from_a_newer_release") and schema_is_current(head_revision())
     assert not schema_is_current("0001") and not schema_is_current(None)
+
+
+def test_the_newest_revision_is_alembics_head_and_a_start_needs_no_alembic() -> None:
+    """The start's check (is the schema newest?) reads the newest revision from the migration files' names, as
+    Alembic's head; importing the server does not import Alembic (with Mako and Pygments: a quarter second)."""
+    assert newest_revision() == head_revision()
+    probe = ("import sys, coordinator.server; "
+             "print(sorted({m.split('.')[0] for m in sys.modules} & {'alembic', 'mako'}))")
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True, cwd=ROOT)
+    assert done.stdout.strip() == "[]"

@@ -4,6 +4,7 @@ restarts."""
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import json
 import logging
 import os
@@ -13,6 +14,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import warnings
 from collections.abc import Iterator
@@ -134,6 +136,23 @@ def test_second_start_on_same_dir_is_refused(tmp_path: Path) -> None:
         assert f"pid {os.getpid()}" in str(error.value)
         with redis.Redis.from_url(servers.redis_url) as client:  # the first owner is unharmed
             assert client.ping()
+
+
+def test_a_start_waits_for_the_holder_that_is_stopping(tmp_path: Path) -> None:
+    """An aidd whose console has just gone still holds the state directory for a few seconds while it stops: a
+    new start says it waits for it, and starts once it has let go."""
+    holder = (tmp_path / "embedded.lock").open("a+")
+    fcntl.flock(holder, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    holder.write("4242\n")
+    holder.flush()
+    threading.Timer(1.0, holder.close).start()  # the holder stops a second later
+    stages: list[str] = []
+    servers = start_embedded(tmp_path, progress=stages.append)
+    try:
+        assert stages[0] == "waiting for the aidd (pid 4242) that has this state directory to stop…"
+        assert (tmp_path / "embedded.lock").read_text() == f"{os.getpid()}\n"
+    finally:
+        servers.stop()
 
 
 CHILD = """

@@ -8,7 +8,6 @@ running `q` asks first. The answer is the app's result; `console.launch` acts on
 from __future__ import annotations
 
 import asyncio
-from enum import StrEnum
 from typing import TYPE_CHECKING
 
 from rich.text import Text
@@ -20,21 +19,13 @@ from textual.widgets import Button, Static
 
 from aiddclient.client import ApiError, CoordinatorClient
 from console.actions import plural
+from console.options import QuitChoice
 
 if TYPE_CHECKING:
     from console.app import AiddConsole
 
 COUNT_TIMEOUT_S = 3.0
 """How long `q` waits for the count of running tasks before it asks without one."""
-
-
-class QuitChoice(StrEnum):
-    """How the operator left the console: what `console.launch` does next."""
-
-    STOP = "stop"
-    """Stop what this console runs (the coordinator, the local agent): running tasks are handed back."""
-    KEEP_RUNNING = "keep-running"
-    """Leave the work running: the embedded coordinator moves to a background process; a background one stays."""
 
 
 class QuitModal(ModalScreen[QuitChoice | None]):

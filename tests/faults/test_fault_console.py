@@ -1,10 +1,10 @@
 """The embedded console quit or killed with tasks in flight: the real `aidd --local-agent` on a pseudo-terminal.
 
-Quitting or killing the console is a coordinator outage, not a lost worker (SPEC, "Guarantees"). `q` then
-"keep running" hands the coordinator over to a background `aidd --serve` on the same port and state directory;
-`kill -9` takes the in-process coordinator and the embedded stores down, and the next `aidd --local-agent` brings
-them back on the same port. Either way the local agent, in a session of its own, keeps running its tasks and
-delivers them: every task finishes on its first attempt.
+Quitting or killing the console is at most a coordinator outage, not a lost worker (SPEC, "Guarantees"). `q`
+then "keep running" leaves the coordinator's own process running as the state directory's background
+coordinator (no outage at all); `kill -9` of the console ends that process and the embedded stores (its stdin
+ends), and the next `aidd --local-agent` brings them back on the same port. Either way the local agent, in a
+session of its own, keeps running its tasks and delivers them: every task finishes on its first attempt.
 """
 
 from __future__ import annotations
@@ -231,19 +231,24 @@ def outage(health: Callable[[], int | None], timeout: float = 60.0) -> float:
     return clock.until(lambda: health() == 200, timeout, "the coordinator to answer again") - down
 
 
-def test_quit_keep_running_hands_over_to_a_background_coordinator(aidd: Console,
-                                                                  record: Callable[[Figures], None]) -> None:
-    """`q` with three tasks running, then `k`: the console moves its coordinator to a background process on the
-    same port, the local agent rides through, the tasks finish on their first attempt; a later `aidd` attaches
-    to the background coordinator (and leaves it running), and `aidd stop` leaves nothing running."""
+def test_quit_keep_running_leaves_the_coordinator_running(aidd: Console, record: Callable[[Figures], None]) -> None:
+    """`q` with three tasks running, then `k`: the console leaves its coordinator's process running in the
+    background on the same port, answering throughout; the local agent goes on, the tasks finish on their first
+    attempt; a later `aidd` attaches to the background coordinator (and leaves it running), and `aidd stop`
+    leaves nothing running."""
     terminal = aidd.start_work()
     agent = aidd.agent()
     terminal.press("q")
     terminal.wait_for("Keep running (k)")
     assert f"{TASKS} tasks are running." in terminal.text()
     terminal.press("k")
-    outage_s = outage(aidd.health)
+    unanswered = 0
+    while terminal.proc.poll() is None:
+        unanswered += aidd.health() != 200
+        time.sleep(0.05)
     assert terminal.exit_code() == 0, terminal.text()[-2000:]
+    assert unanswered == 0 and aidd.health() == 200, "the coordinator stopped answering while the console quit"
+    outage_s = 0.0
     background = recorded(aidd.state / COORDINATOR_FILE, COORDINATOR_MODULE)
     assert background is not None and background.url == aidd.url
     assert f"aidd runs on in the background, with the local agent (pid {agent.pid})" in terminal.text()
@@ -258,7 +263,7 @@ def test_quit_keep_running_hands_over_to_a_background_coordinator(aidd: Console,
     assert f"the background coordinator (pid {background.pid}) runs on at {aidd.url}" in attached.text()
     assert aidd.agent() == agent and background.alive()
 
-    figures = aidd.finish("console q, keep running", outage_s, "handed over to aidd --serve; attached again")
+    figures = aidd.finish("console q, keep running", outage_s, "left running in the background; attached again")
     record(figures)
     stopped = aidd.command("stop")
     assert stopped.returncode == 0, stopped.stderr
@@ -270,16 +275,16 @@ def test_quit_keep_running_hands_over_to_a_background_coordinator(aidd: Console,
 
 def test_console_killed_the_next_one_reuses_the_local_agent(aidd: Console,
                                                             record: Callable[[Figures], None]) -> None:
-    """kill -9 of the console with three tasks running: its coordinator and stores die with it, the local agent
-    lives on; the next `aidd --local-agent` starts the coordinator on the same port, reuses the agent, and the
-    tasks finish on their first attempt. `q` with nothing running then stops everything."""
+    """kill -9 of the console with three tasks running: its coordinator and stores stop with it, the local agent
+    lives on; the next `aidd --local-agent`, started at once, waits for them to stop, starts the coordinator on the
+    same port, reuses the agent, and the tasks finish on their first attempt. `q` with nothing running then stops
+    everything."""
     terminal = aidd.start_work()
     agent = aidd.agent()
-    clock = Stopwatch()
     terminal.proc.send_signal(signal.SIGKILL)
     terminal.exit_code()
     again = aidd.console()
-    outage_s = clock.until(lambda: aidd.health() == 200, 90, "the restarted console's coordinator to answer")
+    outage_s = outage(aidd.health, 90)
     assert alive(agent.pid) and aidd.agent() == agent  # reused, not replaced
     figures = aidd.finish("console kill -9, restarted", outage_s, "the local agent rode through")
     record(figures)
