@@ -1,7 +1,7 @@
 """An async HTTP client for the coordinator's client API (used by the CLI and the console).
 
 httpx (with the rich and click it pulls in, 0.1 s) is imported when the first client is built, not with this
-module: `aidd --help` and the CLI's parser need only DEFAULT_URL and ApiError.
+module; `aidd --help` and the CLI's parser import neither (`aiddclient.DEFAULT_URL` is their default URL).
 """
 
 from __future__ import annotations
@@ -10,6 +10,7 @@ import uuid
 from collections.abc import AsyncIterator, Sequence
 from typing import TYPE_CHECKING, Any
 
+from aiddclient import DEFAULT_URL
 from aiddclient.views import (
     BatchView,
     ClusterTotals,
@@ -26,7 +27,6 @@ if TYPE_CHECKING:
 
     from aiddwire import CommandKind
 
-DEFAULT_URL = "http://127.0.0.1:8333"
 
 
 class ApiError(Exception):

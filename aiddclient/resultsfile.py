@@ -8,12 +8,14 @@ column's type, a second writes row groups, so memory stays bounded whatever the 
 from __future__ import annotations
 
 import tempfile
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 import orjson
 
-from aiddclient.client import CoordinatorClient
 from coordinator.errors import ConfigError
+
+if TYPE_CHECKING:
+    from aiddclient.client import CoordinatorClient
 
 FORMATS = ("csv", "jsonl", "parquet")
 ROW_GROUP = 10_000

@@ -15,7 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from aiddclient.client import DEFAULT_URL, CoordinatorClient
+from aiddclient import DEFAULT_URL
+from aiddclient.client import CoordinatorClient
 from console.background import AGENT_FILE, AGENT_MODULE, Detached, find_coordinator, recorded, stop_all
 from console.localagent import NOT_AVAILABLE, LocalAgent, agent_available
 from console.options import QuitChoice, QuitMode

@@ -8,7 +8,6 @@ Light to import (every `aidd` command builds this parser): Alembic and SQLAlchem
 from __future__ import annotations
 
 import argparse
-import asyncio
 import logging
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -47,6 +46,8 @@ def run_db(args: argparse.Namespace) -> int:
         ConfigError: no database configured, one that cannot be used, or a revision Alembic does not know.
     """
     logging.getLogger("alembic.runtime.plugins").setLevel(logging.WARNING)  # "setup plugin ..." as it is imported
+    import asyncio  # here, not at the top: `aidd --help` imports this module for its parser
+
     from alembic import command
     from alembic.util import CommandError
     from sqlalchemy.exc import SQLAlchemyError

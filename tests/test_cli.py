@@ -365,3 +365,14 @@ def test_an_ambiguous_batch_or_worker_prefix_lists_the_candidates(api_server: Ba
     code, out, err = run(capsys, api_server, "tasks", "--worker", agent.id[:8], "--json")
     assert code == 0 and [t["id"] for t in json.loads(out)["items"]] == [leased["task_id"]], err
     assert json.loads(out)["items"][0]["worker_hostname"] == "gpu-07"
+
+
+def test_help_imports_neither_the_client_nor_asyncio() -> None:
+    """`aidd --help` and the parser stay fast (issue 19: ≤ 0.3 s): the client, its typed views and asyncio are
+    imported only when a command runs."""
+    heavy = ("aiddclient.client", "aiddclient.views", "asyncio", "httpx")
+    probe = ("import sys; from aiddclient.cli import build_parser; build_parser(); "
+             f"print(sorted(m for m in {heavy!r} if m in sys.modules))")
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, cwd=ROOT, timeout=60,
+                          check=True)
+    assert done.stdout.strip() == "[]"

@@ -23,7 +23,8 @@ from rich.text import Text
 from textual.app import App, ComposeResult
 from textual.widgets import Static
 
-from aiddclient.client import DEFAULT_URL, CoordinatorClient
+from aiddclient import DEFAULT_URL
+from aiddclient.client import CoordinatorClient
 from aiddclient.submitfile import input_name
 from console.app import AiddConsole
 from console.background import Detached, recorded
