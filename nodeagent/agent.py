@@ -111,6 +111,9 @@ class Agent:
         self._ended = 0
         """Attempts ended so far (a lease answered early after some ended is not a reason to back off)."""
         self._register_lock = asyncio.Lock()
+        self._beat_lock = asyncio.Lock()
+        """Held while a heartbeat is on the wire and its answer applied: the shutdown stops the beats between two,
+        so none reaches the coordinator after the worker deregistered (it would bring the worker back online)."""
         self._jobs: set[asyncio.Task[Any]] = set()
 
     # -- life cycle -------------------------------------------------------------------------------
@@ -221,6 +224,8 @@ class Agent:
             await self._wait(self._changed, 0.2)
         if not await self.reporter.flushed(timeout=10):
             log.warning("could not send %d reports before stopping", self.reporter.pending)
+        async with self._beat_lock:
+            background[0].cancel()  # between two heartbeats
         try:
             await self.api.deregister()
             log.info("deregistered worker %s", self.api.worker_id)
@@ -244,36 +249,41 @@ class Agent:
     async def _heartbeats(self) -> None:
         while True:
             self._check_health()
-            beat = self.telemetry.heartbeat(self.runs.values())
-            beat["current_tasks"] = sorted({*beat["current_tasks"], *self.reporter.holding()})  # ended, unreported
-            beat["problem"] = self.problem
-            sent_at = time.monotonic()
-            try:
-                answer = await self.api.heartbeat(beat,
-                                                  timeout=max(1.0, min(self.interval, self._fence_after() / 2)))
-            except Unreachable as exc:
-                if not self._outage:
-                    log.warning("heartbeat failed: %s (retrying every %.1fs; running tasks go on for up to %.0fs)",
-                                exc, self.interval, self.config.disconnect_grace)
-                self._outage = True
-                self._fence_if_silent()
-            except WorkerUnknown:
-                await self.reregister()
-            except Refused as exc:
-                log.error("heartbeat refused: %s", exc)
-            else:
-                if self._outage:
-                    log.info("the coordinator at %s answers again after %.1fs", self.api.url,
-                             time.monotonic() - self.last_heartbeat)
-                    self._answered.set()
-                self._heard(sent_at)
-                self.fenced = self._outage = self._given_up = False
-                await self._apply(answer)
+            async with self._beat_lock:
+                await self._beat()
             if self.plugins is not None:
                 self.plugins.sweep()
             if self.config.adopt_orphans:
                 self._zombies.sweep()
             await asyncio.sleep(self._next_beat())
+
+    async def _beat(self) -> None:
+        """Send one heartbeat and carry out its answer; an unreachable coordinator fences what must not outlive it."""
+        beat = self.telemetry.heartbeat(self.runs.values())
+        beat["current_tasks"] = sorted({*beat["current_tasks"], *self.reporter.holding()})  # ended, unreported
+        beat["problem"] = self.problem
+        sent_at = time.monotonic()
+        try:
+            answer = await self.api.heartbeat(beat,
+                                              timeout=max(1.0, min(self.interval, self._fence_after() / 2)))
+        except Unreachable as exc:
+            if not self._outage:
+                log.warning("heartbeat failed: %s (retrying every %.1fs; running tasks go on for up to %.0fs)",
+                            exc, self.interval, self.config.disconnect_grace)
+            self._outage = True
+            self._fence_if_silent()
+        except WorkerUnknown:
+            await self.reregister()
+        except Refused as exc:
+            log.error("heartbeat refused: %s", exc)
+        else:
+            if self._outage:
+                log.info("the coordinator at %s answers again after %.1fs", self.api.url,
+                         time.monotonic() - self.last_heartbeat)
+                self._answered.set()
+            self._heard(sent_at)
+            self.fenced = self._outage = self._given_up = False
+            await self._apply(answer)
 
     def _heard(self, sent_at: float) -> None:
         """The coordinator answered a heartbeat (or the registration) sent at `sent_at`.

@@ -288,6 +288,17 @@ def test_drain_stops_new_leases_until_resume(live: BackgroundServer, tmp_path: P
     assert api.worker("drain-node")["status"] == "offline"  # type: ignore[index]
 
 
+def test_no_heartbeat_brings_a_stopped_agent_back_online(live: BackgroundServer, tmp_path: Path,
+                                                       agents: list[AgentProcess], api: Api) -> None:
+    """A heartbeat still on the wire when the agent deregisters would mark the worker online again: with beats
+    every 10 ms most stops would land on one, so the agent must stop its beats before it leaves."""
+    for i in range(4):
+        agent, _ = start_agent(live, tmp_path, agents, api, f"busy-beat-{i}", "--heartbeat-interval", "0.01")
+        time.sleep(0.3)
+        assert agent.stop() == 0
+        assert api.worker(f"busy-beat-{i}")["status"] == "offline"  # type: ignore[index]
+
+
 def test_sigterm_finishes_short_tasks_and_hands_back_long_ones(live: BackgroundServer, tmp_path: Path,
                                                               agents: list[AgentProcess], api: Api) -> None:
     agent, worker_id = start_agent(live, tmp_path, agents, api, "leaving-node", "--slots", "2", "--grace", "2")
