@@ -114,13 +114,14 @@ class ReasonHistory:
 
 
 async def changes(conn: AsyncConnection, shape: Shape, start: datetime, end: datetime) -> Sequence[Any]:
-    """The shape's reason rows that tell why it waited from `start` to `end`: the one in force at `start`, then
-    each change up to `end` (at most MAX_CHANGES), oldest first."""
+    """The shape's reason rows that tell why it waited from `start` to `end`, oldest first: the one in force at
+    `start`, then each change up to `end` — the latest MAX_CHANGES of them, since the later ones say why it waits
+    now."""
     t = PendingReasonChange
     key = shape_key(shape)
     cols = (t.code, t.message, t.at)
     before = (await conn.execute(select(*cols).where(t.shape_key == key, t.at <= start)
                                  .order_by(t.at.desc(), t.id.desc()).limit(1))).all()
     during = (await conn.execute(select(*cols).where(t.shape_key == key, t.at > start, t.at <= end)
-                                 .order_by(t.at, t.id).limit(MAX_CHANGES))).all()
-    return [*before, *during]
+                                 .order_by(t.at.desc(), t.id.desc()).limit(MAX_CHANGES))).all()
+    return [*before, *reversed(during)]

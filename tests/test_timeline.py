@@ -8,7 +8,7 @@ import asyncio
 import io
 import time
 from collections.abc import Sequence
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from types import SimpleNamespace
 from typing import Any
 
@@ -22,8 +22,9 @@ from aiddclient.cli import main as cli_main
 from console.screens.detail import TaskDetailScreen
 from coordinator.models import PendingReasonChange
 from coordinator.pending import SNAPSHOT_TTL_S
-from coordinator.reasonhistory import SETTLE_S
+from coordinator.reasonhistory import MAX_CHANGES, SETTLE_S, changes, shape_key, shape_of
 from coordinator.server import BackgroundServer
+from coordinator.service import Coordinator
 from coordinator.timeline import waits
 from tests.consolekit import console, refreshed
 from tests.support.agent import HttpAgent
@@ -230,3 +231,17 @@ def test_a_start_is_recorded_only_for_the_workers_current_attempt(client: httpx.
     assert agent.report(current, "started").status_code == 200
     attempts = client.get(f"/api/v1/tasks/{task_id}").json()["attempt_history"]
     assert [a["started_at"] is not None for a in attempts] == [False, True]
+
+
+@pytest.mark.anyio
+async def test_a_long_wait_shows_its_latest_reason_changes(coordinator: Coordinator) -> None:
+    """Past MAX_CHANGES the timeline keeps the reason in force when the wait began and the latest changes: the
+    ones that say why the task waits now."""
+    shape = shape_of("admet\tdefault\t")
+    start = datetime(2026, 1, 1, tzinfo=UTC)
+    rows = [{"shape_key": shape_key(shape), "code": f"c{i}", "message": "", "at": start + timedelta(minutes=i)}
+            for i in range(MAX_CHANGES + 50)]
+    async with coordinator.core.engine.begin() as conn:
+        await conn.execute(PendingReasonChange.__table__.insert(), rows)
+        shown = [row.code for row in await changes(conn, shape, start, start + timedelta(days=1))]
+    assert shown == ["c0", *(f"c{i}" for i in range(50, MAX_CHANGES + 50))]
