@@ -252,11 +252,16 @@ def test_ctrl_c_exits_130_without_a_traceback(api_server: BackgroundServer, clie
     [leased] = agent.lease()
     log_lines(agent, leased, ("stdout", "working"))
     proc = subprocess.Popen([sys.executable, "-m", "aiddclient.cli", "logs", "-f", task_id, "--url", api_server.url],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=ROOT)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=ROOT,
+                            env={**os.environ, "PYTHONFAULTHANDLER": "1"})
     assert proc.stdout is not None
     assert proc.stdout.readline() == b"working\n"  # following by now
     proc.send_signal(signal.SIGINT)
-    _, err = proc.communicate(timeout=30)
+    try:
+        _, err = proc.communicate(timeout=30)
+    except subprocess.TimeoutExpired:  # it hung once under load: SIGABRT makes faulthandler show where
+        proc.send_signal(signal.SIGABRT)
+        pytest.fail(f"still running 30 s after SIGINT; its stacks:\n{proc.communicate(timeout=10)[1].decode()}")
     assert proc.returncode == 130
     assert b"Traceback" not in err and b"KeyboardInterrupt" not in err
 
