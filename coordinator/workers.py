@@ -26,7 +26,7 @@ from coordinator.config import Settings
 from coordinator.core import Core, send_commands, utcnow, write_audit
 from coordinator.errors import WorkerNotFound, WorkerNotOffline
 from coordinator.gpus import GpuHold, busy_field, busy_indices, gpu_totals, gpu_views, holds
-from coordinator.lifecycle import AttemptEnd, Lifecycle
+from coordinator.lifecycle import AttemptEnd, Lifecycle, by_key
 from coordinator.models import Task, TaskLog, Worker, WorkerCommand
 from coordinator.queue import ClaimRequest, GpuFree, as_str
 from coordinator.schemas import (
@@ -70,8 +70,8 @@ marker is not counted again); returns the attempt's total."""
 STARTED = text(f"""
 UPDATE attempts AS a SET started_at = now()
 FROM tasks AS t
-WHERE a.id = ANY(CAST(:attempts AS uuid[])) AND t.id = a.task_id AND t.attempt_id = a.id
-    AND t.status = '{TaskStatus.RUNNING.value}' AND t.worker_id = :worker
+WHERE a.id = ANY(CAST(:attempts AS uuid[])) AND t.id = a.task_id
+    AND {by_key(f"t.attempt_id = a.id AND t.status = '{TaskStatus.RUNNING.value}' AND t.worker_id = :worker")}
 RETURNING a.id
 """)
 """Record the start of the worker's current attempts, fenced as every report is; one statement, which returns the
