@@ -357,20 +357,14 @@ class WorkerService:
                                labels=route["labels"], max_tasks=ask.max_tasks,
                                cpu=ask.cpu if ask.cpu is not None else float("inf"), memory_gb=ask.memory_gb,
                                gpus=gpus)
-        claims = await self.core.index.claim(request, [str(uuid.uuid4()) for _ in range(ask.max_tasks)])
+        claims = await self.core.index.claim(request, (str(uuid.uuid4()) for _ in range(ask.max_tasks)))
         if not claims:
             return []
         try:
-            rows = await self.lifecycle.start(worker_id, claims)
+            return await self.lifecycle.start(worker_id, claims)
         except (SQLAlchemyError, OSError):  # PostgreSQL away: the claims go back now, not at a drift check
             await self.core.index.unclaim(str(worker_id), claims)
             raise
-        return [{"task_id": str(r.id), "attempt_id": str(r.attempt_id), "attempt": r.attempts,
-                 "service": r.service, "task_type": r.task_type, "name": r.name, "input_params": r.input_params,
-                 "timeout_s": r.timeout_s, "gpus": r.gpus, "input_files": r.input_files, "outputs": r.outputs,
-                 "priority": r.priority, "group": r.group, "exclusive": r.exclusive,
-                 "resources": {"cpu": r.cpu, "memory_gb": r.memory_gb, "gpu": r.gpu,
-                               "gpu_memory_gb": r.gpu_memory_gb}} for r in rows]
 
     async def _unheld_gpus(self, worker_id: uuid.UUID, registered: Sequence[dict[str, Any]]) -> list[GpuFree]:
         """The worker's registered GPUs less the shares and memory its running tasks hold.
