@@ -168,7 +168,7 @@ class Lifecycle:
         """Start the tasks a worker's claim took in the index and return them as its lease answers them, in claim
         order; those PostgreSQL no longer has pending (taken meanwhile, cancelled, waiting for an old attempt) go
         back to where PostgreSQL says they are."""
-        async with self.core.engine.begin() as conn:
+        async with self.core.statements.connect() as conn:
             rows = (await conn.execute(START, {
                 "worker": worker_id, "ids": [c.task_id for c in claims], "attempts": [c.attempt_id for c in claims],
                 "gpus": [orjson.dumps(c.gpus).decode() for c in claims]})).all()
@@ -200,7 +200,7 @@ class Lifecycle:
         """Record the successes of the worker's current attempts; returns the attempts accepted."""
         for i, event in enumerate(events):
             check_text(event.result, f"events[{i}].result")
-        async with self.core.engine.begin() as conn:
+        async with self.core.statements.connect() as conn:
             rows = (await conn.execute(SUCCEED, {
                 "worker": worker_id, "ids": [e.task_id for e in events], "attempts": [e.attempt_id for e in events],
                 "results": [orjson.dumps(e.result).decode() for e in events], "started": list(started)})).all()

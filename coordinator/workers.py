@@ -398,7 +398,7 @@ class WorkerService:
         folded = {e.attempt_id for e in by_kind.get(EventKind.STARTED, []) if e.attempt_id in succeeding}
         starting = [e.attempt_id for e in by_kind.get(EventKind.STARTED, []) if e.attempt_id not in folded]
         if starting:
-            async with self.core.engine.begin() as conn:
+            async with self.core.statements.connect() as conn:
                 accepted.update((await conn.execute(STARTED, {"attempts": starting, "worker": worker_id})).scalars())
         others = [e for e in events if e.event in (EventKind.PROGRESS, EventKind.LOG)]
         current = await self._current_attempts(worker_id, others) if others else set()
