@@ -47,7 +47,7 @@ def _states(target: TaskStatus) -> str:
 
 
 def by_key(fence: str) -> str:
-    """`fence`, a condition on the rows a batch statement finds by primary key, written so that PostgreSQL only
+    """`fence`, a condition on the rows a batch statement joins by primary key, written so that PostgreSQL only
     checks it on those rows: never uses it to find them, nor trusts its statistics to plan the join.
 
     A queue's statuses swing faster than PostgreSQL analyses the table. With statistics taken when nothing was
@@ -55,7 +55,8 @@ def by_key(fence: str) -> str:
     versions) through the status index, or rescan its list of ids once per pending task: 25-100 ms of PostgreSQL's
     CPU for a lease of 100 tasks in a drain of 3 000, against ~3 ms by key. `coalesce(fence, false)` means the
     same in a WHERE clause (a row passes only where `fence` is true), but the planner neither matches it to an index
-    nor reads a selectivity for it from the statistics (it takes one half).
+    nor reads a selectivity for it from the statistics (it takes one half): it joins by key, or on a small table
+    (a connection's first plans, which see the batch's size) hashes the batch against one scan of the table.
     """
     return f"coalesce({fence}, false)"
 
