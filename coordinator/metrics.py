@@ -149,7 +149,6 @@ def gpu_readings(workers: list[dict[str, Any]]) -> list[GpuReading]:
     return [reading for _, reading in sorted(newest.values(), key=lambda r: (r[1].hostname, r[1].index))]
 
 
-
 class Tally:
     """A batch's values (run times, waits) grouped by service, for metrics labelled by service: each label set is
     looked up once a batch instead of once a task (a look-up costs about 2 µs, and two counters and two histograms
