@@ -51,6 +51,9 @@ class Core:
 
     settings: Settings
     engine: AsyncEngine
+    statements: AsyncEngine
+    """The same pool as `engine`, without transactions: for a write that is one statement (see `db.pooled_engine`:
+    two round trips fewer)."""
     redis: Redis
     keys: Keys
     index: QueueIndex

@@ -149,6 +149,31 @@ def gpu_readings(workers: list[dict[str, Any]]) -> list[GpuReading]:
     return [reading for _, reading in sorted(newest.values(), key=lambda r: (r[1].hostname, r[1].index))]
 
 
+class Tally:
+    """A batch's values (run times, waits) grouped by service, for metrics labelled by service: each label set is
+    looked up once a batch instead of once a task (a look-up costs about 2 µs, and two counters and two histograms
+    a task took a tenth of the coordinator's CPU in a drain)."""
+
+    def __init__(self) -> None:
+        self.values: dict[str, list[float]] = {}
+
+    def add(self, service: str, value: float = 0.0) -> None:
+        """One task of `service`, with its value (for `observe`)."""
+        self.values.setdefault(service, []).append(value)
+
+    def count(self, counter: Counter, *labels: str) -> None:
+        """Add each service's number of tasks to `counter`, labelled by the service, then `labels`."""
+        for service, values in self.values.items():
+            counter.labels(service, *labels).inc(len(values))
+
+    def observe(self, histogram: Histogram, *labels: str) -> None:
+        """Observe each task's value in `histogram`, labelled by its service, then `labels`."""
+        for service, values in self.values.items():
+            child = histogram.labels(service, *labels)
+            for value in values:
+                child.observe(value)
+
+
 class Metrics:
     """The metrics of one coordinator, in a registry of its own (tests run several coordinators in a process)."""
 

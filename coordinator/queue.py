@@ -11,6 +11,7 @@ import math
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from itertools import islice
 from pathlib import Path
 from typing import Any
 
@@ -212,8 +213,9 @@ class QueueIndex:
                                                  *ids[start:start + FINISH_CHUNK]]))
         return done
 
-    async def claim(self, request: ClaimRequest, attempt_ids: Sequence[str]) -> list[Claim]:
-        """Take up to `max_tasks` fitting tasks; one attempt id is used per claimed task.
+    async def claim(self, request: ClaimRequest, attempt_ids: Iterable[str]) -> list[Claim]:
+        """Take up to `max_tasks` fitting tasks; one attempt id is used per claimed task, drawn from `attempt_ids`
+        as each call needs them (a lease that finds few tasks makes few ids).
 
         One script call takes at most CLAIM_CHUNK tasks; the next call starts from what the last left free (CPU,
         memory, each GPU's share and memory, as the script counted them), so a big lease is the same as one call
@@ -225,12 +227,13 @@ class QueueIndex:
         cpu, memory_gb = _finite(request.cpu), -1.0 if request.memory_gb is None else request.memory_gb
         gpus: list[dict[str, Any]] = [{"index": g.index, "free": g.free, "memory_gb": _finite(g.memory_gb)}
                                       for g in request.gpus]
+        fresh = iter(attempt_ids)
         while len(claims) < request.max_tasks:
             want = min(CLAIM_CHUNK, request.max_tasks - len(claims))
             payload = orjson.dumps({
                 "worker": request.worker, "services": list(request.services), "groups": list(request.groups),
                 "labels": list(request.labels), "max": want, "cpu": cpu, "memory_gb": memory_gb, "gpus": gpus,
-                "attempts": list(attempt_ids[len(claims):len(claims) + want])})
+                "attempts": list(islice(fresh, want))})
             try:
                 reply = orjson.loads(await self._claim(args=[self.keys.prefix, now_ms(), payload]))
             except RedisError:

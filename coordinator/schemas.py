@@ -262,7 +262,8 @@ class TaskEvent(Strict):
     event: EventKind
     progress: float | None = Field(default=None, ge=0, le=1)
     message: Annotated[str, Field(max_length=2000)] | None = None
-    lines: list[LogLine] = Field(default=[], max_length=10_000)
+    lines: list[LogLine] = Field(default_factory=list, max_length=10_000)
+    """Output lines (a factory, not `[]`: pydantic deep-copies a list default, a cost on each of many events)."""
     result: Any = None
     exit_code: int | None = Field(default=None, ge=-(2**31), le=2**31 - 1)
     error: Annotated[str, Field(max_length=20_000)] | None = None

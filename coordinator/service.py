@@ -14,11 +14,12 @@ from coordinator.core import Core
 from coordinator.db import (
     SchemaOutOfDate,
     check_schema,
-    create_engine,
     head_revision,
     migrate,
+    pooled_engine,
     schema_is_current,
     schema_revision,
+    transactions,
 )
 from coordinator.errors import StoresMismatch, Unavailable
 from coordinator.files import FileService
@@ -69,7 +70,8 @@ class Coordinator:
             settings.redis_url, max_connections=REDIS_CONNECTIONS, timeout=10, socket_timeout=10,
             health_check_interval=30, **NO_HANDSHAKE))
         keys = Keys(settings.key_prefix)
-        core = Core(settings, create_engine(settings.database_url), redis, keys, QueueIndex(redis, keys))
+        pooled = pooled_engine(settings.database_url)
+        core = Core(settings, transactions(pooled), pooled, redis, keys, QueueIndex(redis, keys))
         waker = Waker(redis, keys.wakeup, core.metrics)
         lifecycle = Lifecycle(core)
         workers = WorkerService(core, lifecycle, waker)

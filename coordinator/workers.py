@@ -26,7 +26,7 @@ from coordinator.config import Settings
 from coordinator.core import Core, send_commands, utcnow, write_audit
 from coordinator.errors import WorkerNotFound, WorkerNotOffline
 from coordinator.gpus import GpuHold, busy_field, busy_indices, gpu_totals, gpu_views, holds
-from coordinator.lifecycle import AttemptEnd, Lifecycle
+from coordinator.lifecycle import AttemptEnd, Lifecycle, by_key
 from coordinator.models import Task, TaskLog, Worker, WorkerCommand
 from coordinator.queue import ClaimRequest, GpuFree, as_str
 from coordinator.schemas import (
@@ -70,8 +70,8 @@ marker is not counted again); returns the attempt's total."""
 STARTED = text(f"""
 UPDATE attempts AS a SET started_at = now()
 FROM tasks AS t
-WHERE a.id = ANY(CAST(:attempts AS uuid[])) AND t.id = a.task_id AND t.attempt_id = a.id
-    AND t.status = '{TaskStatus.RUNNING.value}' AND t.worker_id = :worker
+WHERE a.id = ANY(CAST(:attempts AS uuid[])) AND t.id = a.task_id
+    AND {by_key(f"t.attempt_id = a.id AND t.status = '{TaskStatus.RUNNING.value}' AND t.worker_id = :worker")}
 RETURNING a.id
 """)
 """Record the start of the worker's current attempts, fenced as every report is; one statement, which returns the
@@ -357,20 +357,14 @@ class WorkerService:
                                labels=route["labels"], max_tasks=ask.max_tasks,
                                cpu=ask.cpu if ask.cpu is not None else float("inf"), memory_gb=ask.memory_gb,
                                gpus=gpus)
-        claims = await self.core.index.claim(request, [str(uuid.uuid4()) for _ in range(ask.max_tasks)])
+        claims = await self.core.index.claim(request, (str(uuid.uuid4()) for _ in range(ask.max_tasks)))
         if not claims:
             return []
         try:
-            rows = await self.lifecycle.start(worker_id, claims)
+            return await self.lifecycle.start(worker_id, claims)
         except (SQLAlchemyError, OSError):  # PostgreSQL away: the claims go back now, not at a drift check
             await self.core.index.unclaim(str(worker_id), claims)
             raise
-        return [{"task_id": str(r.id), "attempt_id": str(r.attempt_id), "attempt": r.attempts,
-                 "service": r.service, "task_type": r.task_type, "name": r.name, "input_params": r.input_params,
-                 "timeout_s": r.timeout_s, "gpus": r.gpus, "input_files": r.input_files, "outputs": r.outputs,
-                 "priority": r.priority, "group": r.group, "exclusive": r.exclusive,
-                 "resources": {"cpu": r.cpu, "memory_gb": r.memory_gb, "gpu": r.gpu,
-                               "gpu_memory_gb": r.gpu_memory_gb}} for r in rows]
 
     async def _unheld_gpus(self, worker_id: uuid.UUID, registered: Sequence[dict[str, Any]]) -> list[GpuFree]:
         """The worker's registered GPUs less the shares and memory its running tasks hold.
@@ -404,7 +398,7 @@ class WorkerService:
         folded = {e.attempt_id for e in by_kind.get(EventKind.STARTED, []) if e.attempt_id in succeeding}
         starting = [e.attempt_id for e in by_kind.get(EventKind.STARTED, []) if e.attempt_id not in folded]
         if starting:
-            async with self.core.engine.begin() as conn:
+            async with self.core.statements.connect() as conn:
                 accepted.update((await conn.execute(STARTED, {"attempts": starting, "worker": worker_id})).scalars())
         others = [e for e in events if e.event in (EventKind.PROGRESS, EventKind.LOG)]
         current = await self._current_attempts(worker_id, others) if others else set()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import re
 import time
 import uuid
 from typing import Any
@@ -10,10 +11,12 @@ from typing import Any
 import httpx
 import pytest
 from redis import Redis as SyncRedis
+from sqlalchemy import text
 from sqlalchemy.engine import make_url
 
 from coordinator.beats import RECHECK_S
 from coordinator.config import Settings
+from coordinator.lifecycle import START
 from coordinator.schemas import Heartbeat, WorkerCommandSpec
 from coordinator.server import BackgroundServer
 from coordinator.service import Coordinator
@@ -415,3 +418,32 @@ def test_report_after_timeout_over_http_is_409(api_server: BackgroundServer, cli
         time.sleep(0.1)
     assert agent.report(leased, "succeeded").status_code == 409
     assert client.get(f"/api/v1/tasks/{task_id}").json()["status"] == "timeout"
+
+
+TASKS_OF_STATUS = text("""
+INSERT INTO tasks (id, service, task_type, name, input_params, priority, "group", labels, cpu, memory_gb, gpu,
+    gpu_memory_gb, max_retries, timeout_s, retry_on, input_files, outputs, submitted_by, status, attempts,
+    retry_count, worker_losses, gpus, finished_at)
+SELECT gen_random_uuid(), 'svc', 'noop', '', '{}', 2, 'default', '[]', 1, 0, 0, 0, 3, 300, '[]', '[]', '[]', '',
+    CAST(:status AS text), 0, 0, 0, '[]', CASE WHEN CAST(:status AS text) = 'pending' THEN NULL ELSE now() END
+FROM generate_series(1, :n)""")
+
+
+async def test_stale_statistics_do_not_steer_a_lease_onto_the_status_index(coordinator: Coordinator) -> None:
+    """Statistics taken when nothing was pending (as after a drain) do not steer the lease's update onto the status
+    index, nor into rescanning its ids once per pending task: either reads every pending task, and its dead
+    versions, a lease (see `lifecycle.by_key`). The plan PostgreSQL runs is read with EXPLAIN ANALYZE, rolled back."""
+    async with coordinator.core.engine.begin() as conn:
+        await conn.execute(TASKS_OF_STATUS, {"status": "succeeded", "n": 2000})
+        await conn.execute(text("ANALYZE tasks"))
+        await conn.execute(TASKS_OF_STATUS, {"status": "pending", "n": 2000})
+    async with coordinator.core.engine.connect() as conn:
+        ids = [str(i) for i in (await conn.execute(text("SELECT id FROM tasks WHERE status = 'pending' LIMIT 50")))
+               .scalars()]
+        plan = "\n".join((await conn.execute(text("EXPLAIN (ANALYZE, COSTS OFF, TIMING OFF) " + START.text), {
+            "worker": uuid.uuid4(), "ids": ids, "attempts": [str(uuid.uuid4()) for _ in ids],
+            "gpus": ["[]"] * len(ids)})).scalars())
+        await conn.rollback()
+    assert "(actual rows=50 loops=1)" in plan, plan  # the update ran, on all 50
+    assert "ix_tasks_status_service" not in plan, plan
+    assert not re.search(r"Function Scan on v .*loops=(?!1\))", plan), plan
