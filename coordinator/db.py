@@ -10,9 +10,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import orjson
-from sqlalchemy import Connection, text
+from sqlalchemy import Connection, event, text
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy.pool import ConnectionPoolEntry
 
 from coordinator.config import ConfigError, load_settings
 
@@ -44,10 +46,23 @@ LOCK_WAIT = "10s"
 
 def create_engine(url: str, pool_size: int = 10) -> AsyncEngine:
     """An asyncpg engine with a pool sized for one coordinator process (JSON through orjson), whose waits for a
-    connection and for locks are bounded."""
-    return create_async_engine(async_url(url), pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True,
-                               pool_timeout=POOL_WAIT_S, connect_args={"server_settings": {"lock_timeout": LOCK_WAIT}},
-                               json_serializer=_json_dumps, json_deserializer=orjson.loads)
+    connection and for locks are bounded, and which hands out no connection the server has closed."""
+    engine = create_async_engine(async_url(url), pool_size=pool_size, max_overflow=pool_size, pool_timeout=POOL_WAIT_S,
+                                 connect_args={"server_settings": {"lock_timeout": LOCK_WAIT}},
+                                 json_serializer=_json_dumps, json_deserializer=orjson.loads)
+    event.listen(engine.sync_engine, "checkout", _refuse_closed)
+    return engine
+
+
+def _refuse_closed(_dbapi_connection: object, record: ConnectionPoolEntry, _proxy: object) -> None:
+    """Replace a pooled connection the server has closed (PostgreSQL restarted) before it is used.
+
+    SQLAlchemy's `pool_pre_ping` asks the server instead: BEGIN, an empty query and ROLLBACK, three round trips
+    on every checkout, which were a fifth of a single task's submit -> start (bench/RESULTS.md, issue 17). A server
+    that stops or restarts closes its connections, and asyncpg sees that on its socket without a round trip.
+    """
+    if record.driver_connection is None or record.driver_connection.is_closed():
+        raise DisconnectionError("the server closed this connection")
 
 
 def alembic_config() -> Config:
