@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import math
 import time
+import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -212,8 +213,10 @@ class QueueIndex:
                                                  *ids[start:start + FINISH_CHUNK]]))
         return done
 
-    async def claim(self, request: ClaimRequest, attempt_ids: Sequence[str]) -> list[Claim]:
-        """Take up to `max_tasks` fitting tasks; one attempt id is used per claimed task.
+    async def claim(self, request: ClaimRequest, attempt_ids: Sequence[str] | None = None) -> list[Claim]:
+        """Take up to `max_tasks` fitting tasks; one attempt id is used per claimed task (`attempt_ids` in order;
+        None: new random ones, made per script call and only as many as it may take; a lease of 256 that finds one
+        task would otherwise make 256 first, 0.75 ms on the way from submit to start).
 
         One script call takes at most CLAIM_CHUNK tasks; the next call starts from what the last left free (CPU,
         memory, each GPU's share and memory, as the script counted them), so a big lease is the same as one call
@@ -230,7 +233,8 @@ class QueueIndex:
             payload = orjson.dumps({
                 "worker": request.worker, "services": list(request.services), "groups": list(request.groups),
                 "labels": list(request.labels), "max": want, "cpu": cpu, "memory_gb": memory_gb, "gpus": gpus,
-                "attempts": list(attempt_ids[len(claims):len(claims) + want])})
+                "attempts": [str(uuid.uuid4()) for _ in range(want)] if attempt_ids is None
+                else list(attempt_ids[len(claims):len(claims) + want])})
             try:
                 reply = orjson.loads(await self._claim(args=[self.keys.prefix, now_ms(), payload]))
             except RedisError:

@@ -357,7 +357,7 @@ class WorkerService:
                                labels=route["labels"], max_tasks=ask.max_tasks,
                                cpu=ask.cpu if ask.cpu is not None else float("inf"), memory_gb=ask.memory_gb,
                                gpus=gpus)
-        claims = await self.core.index.claim(request, [str(uuid.uuid4()) for _ in range(ask.max_tasks)])
+        claims = await self.core.index.claim(request)
         if not claims:
             return []
         try:
