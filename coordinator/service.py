@@ -70,7 +70,7 @@ class Coordinator:
             health_check_interval=30, **NO_HANDSHAKE))
         keys = Keys(settings.key_prefix)
         core = Core(settings, create_engine(settings.database_url), redis, keys, QueueIndex(redis, keys))
-        waker = Waker(redis, keys.wakeup, core.metrics)
+        waker = core.waker
         lifecycle = Lifecycle(core)
         workers = WorkerService(core, lifecycle, waker)
         store = open_store(settings)
