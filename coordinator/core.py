@@ -59,9 +59,13 @@ class Core:
     """This process's Prometheus metrics: every part counts what it does here."""
     waker: Waker = field(init=False)
     """Wakes the long-polling leases (started and stopped with the coordinator)."""
+    autocommit: AsyncEngine = field(init=False)
+    """The engine for a change that is one statement: PostgreSQL commits it (durably) before it answers, one round
+    trip instead of BEGIN, the statement and COMMIT (the submit and the lease of a single task each did that)."""
 
     def __post_init__(self) -> None:
         self.waker = Waker(self.redis, self.keys.wakeup, self.metrics)
+        self.autocommit = self.engine.execution_options(isolation_level="AUTOCOMMIT")
 
     async def wake_leases(self) -> None:
         """Tell long-polling leases (in every coordinator process) that work may be there."""

@@ -148,7 +148,7 @@ class Lifecycle:
     async def start(self, worker_id: uuid.UUID, claims: Sequence[Claim]) -> list[Any]:
         """Start the tasks a worker's claim took in the index; those PostgreSQL no longer has pending (taken
         meanwhile, cancelled, waiting for an old attempt) go back to where PostgreSQL says they are."""
-        async with self.core.engine.begin() as conn:
+        async with self.core.autocommit.connect() as conn:  # START is one statement
             rows = (await conn.execute(START, {
                 "worker": worker_id, "ids": [uuid.UUID(c.task_id) for c in claims],
                 "attempts": [uuid.UUID(c.attempt_id) for c in claims],

@@ -132,7 +132,8 @@ class TaskService:
         rows = [self._row(spec, actor) for spec in specs]
         for row, task_id in zip(rows, ids or (), strict=False):
             row["id"] = task_id
-        async with self.core.engine.begin() as conn:
+        one_statement = not batching and len(rows) == 1  # one INSERT: committed by itself
+        async with self.core.autocommit.connect() if one_statement else self.core.engine.begin() as conn:
             if batching:
                 if batch_id is None:
                     batch_id = uuid.uuid4()
