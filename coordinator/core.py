@@ -21,6 +21,7 @@ from coordinator.metrics import Metrics
 from coordinator.models import AuditRecord, Task, WorkerCommand
 from coordinator.queue import QueuedTask, QueueIndex, RunningTask
 from coordinator.states import TaskStatus
+from coordinator.wakeup import Waker
 
 
 def utcnow() -> datetime:
@@ -59,10 +60,15 @@ class Core:
     index: QueueIndex
     metrics: Metrics = field(default_factory=Metrics)
     """This process's Prometheus metrics: every part counts what it does here."""
+    waker: Waker = field(init=False)
+    """Wakes the long-polling leases (started and stopped with the coordinator)."""
+
+    def __post_init__(self) -> None:
+        self.waker = Waker(self.redis, self.keys.wakeup, self.metrics)
 
     async def wake_leases(self) -> None:
         """Tell long-polling leases (in every coordinator process) that work may be there."""
-        await self.redis.publish(self.keys.wakeup, b"1")
+        await self.waker.wake_all()
 
     async def resync(self, task_ids: Iterable[uuid.UUID | str]) -> None:
         """Rewrite the index entries of these tasks from PostgreSQL, which is always right.

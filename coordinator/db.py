@@ -10,9 +10,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import orjson
-from sqlalchemy import Connection, text
+from sqlalchemy import Connection, event, text
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy.pool import ConnectionPoolEntry
 
 from coordinator.config import ConfigError, load_settings
 
@@ -52,9 +54,7 @@ def pooled_engine(url: str, pool_size: int = 10) -> AsyncEngine:
     """`create_engine`'s, with connections that run each statement as a transaction of its own (autocommit) while
     no transaction is asked for (`transactions` asks for one).
 
-    Two things follow. The check of a pooled connection before each use (pre-ping) is one round trip: asyncpg's
-    ping wraps itself in BEGIN and ROLLBACK (three) on a connection that is not in autocommit. And a write that is
-    one statement can go through this engine: atomic, and committed (durable, as PostgreSQL's
+    So a write that is one statement can go through this engine: atomic, and committed (durable, as PostgreSQL's
     `synchronous_commit` says) before its result comes back, without the BEGIN and COMMIT round trips.
     """
     return _engine(url, pool_size, isolation_level="AUTOCOMMIT")
@@ -65,10 +65,23 @@ def _engine(url: str, pool_size: int, **options: str) -> AsyncEngine:
     few connections do the work, with their prepared statements and PostgreSQL's plans for them warm (PostgreSQL
     plans a prepared statement afresh on each of a connection's first five runs; for a lease on a small table, a
     plan that reads the whole table)."""
-    return create_async_engine(
-        async_url(url), pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True, pool_use_lifo=True,
-        pool_timeout=POOL_WAIT_S, json_serializer=_json_dumps, json_deserializer=orjson.loads,
+    engine = create_async_engine(
+        async_url(url), pool_size=pool_size, max_overflow=pool_size, pool_use_lifo=True, pool_timeout=POOL_WAIT_S,
+        json_serializer=_json_dumps, json_deserializer=orjson.loads,
         connect_args={"server_settings": {"lock_timeout": LOCK_WAIT}}, **options)
+    event.listen(engine.sync_engine, "checkout", _refuse_closed)
+    return engine
+
+
+def _refuse_closed(_dbapi_connection: object, record: ConnectionPoolEntry, _proxy: object) -> None:
+    """Replace a pooled connection the server has closed (PostgreSQL restarted) before it is used.
+
+    SQLAlchemy's `pool_pre_ping` asks the server instead, a round trip on every checkout (three outside
+    autocommit), which were a fifth of a single task's submit -> start (bench/RESULTS.md, issue 17). A server that
+    stops or restarts closes its connections, and asyncpg sees that on its socket without a round trip.
+    """
+    if record.driver_connection is None or record.driver_connection.is_closed():
+        raise DisconnectionError("the server closed this connection")
 
 
 def transactions(pooled: AsyncEngine) -> AsyncEngine:

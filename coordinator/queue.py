@@ -240,6 +240,8 @@ class QueueIndex:
                 with contextlib.suppress(RedisError):
                     await self.unclaim(request.worker, claims)
                 raise
+            if not isinstance(reply, dict):  # the script's `[]`: the worker is not online (drained since it asked)
+                break
             taken = reply["claimed"] if isinstance(reply["claimed"], list) else []  # cjson writes [] as {}
             claims += [Claim(c["id"], c["attempt"], list(c["gpus"]) if isinstance(c["gpus"], list) else [])
                        for c in taken]

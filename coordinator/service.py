@@ -72,7 +72,7 @@ class Coordinator:
         keys = Keys(settings.key_prefix)
         pooled = pooled_engine(settings.database_url)
         core = Core(settings, transactions(pooled), pooled, redis, keys, QueueIndex(redis, keys))
-        waker = Waker(redis, keys.wakeup, core.metrics)
+        waker = core.waker
         lifecycle = Lifecycle(core)
         workers = WorkerService(core, lifecycle, waker)
         store = open_store(settings)

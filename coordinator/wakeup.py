@@ -1,9 +1,10 @@
-"""Wakes long-polling leases when work arrives, in this process and (through Redis pub/sub) in the others."""
+"""Wakes long-polling leases when work arrives, in this process at once and (through Redis pub/sub) in the others."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import secrets
 import time
 
 from redis.asyncio import Redis
@@ -15,10 +16,13 @@ log = logging.getLogger(__name__)
 
 
 class Waker:
-    """An event that fires on every message of the wakeup channel; `w:<worker id>` wakes that worker's lease only."""
+    """An event that fires on every message of the wakeup channel; `w:<worker id>` wakes that worker's lease only,
+    and this process's own `wake_all` messages are not taken twice."""
 
     def __init__(self, redis: Redis, channel: str, metrics: Metrics) -> None:
         self.redis, self.channel, self.metrics = redis, channel, metrics
+        self.origin = b"o:" + secrets.token_hex(8).encode()
+        """What this process's `wake_all` sends: its own leases were woken already when the message comes back."""
         self._event = asyncio.Event()
         self._workers: dict[str, asyncio.Event] = {}
         self._task: asyncio.Task[None] | None = None
@@ -47,6 +51,15 @@ class Waker:
         """Wake every waiter, then arm a fresh event for the next ones."""
         event, self._event = self._event, asyncio.Event()
         event.set()
+
+    async def wake_all(self) -> None:
+        """Wake the leases of every coordinator process: this one's now, the others' through the channel.
+
+        Waking here first, not at the message's return from Redis, takes that round trip and whatever the
+        event loop does meanwhile off a submitted task's way to its lease (0.4-0.6 ms of ~9, issue 17).
+        """
+        self.fire()
+        await self.redis.publish(self.channel, self.origin)
 
     def fire_worker(self, worker: str) -> None:
         """Wake the lease of one worker (its own tasks ended: what it asked for is out of date)."""
@@ -83,7 +96,7 @@ class Waker:
                             data = message["data"]
                             if isinstance(data, bytes) and data.startswith(b"w:"):
                                 self.fire_worker(data[2:].decode())
-                            else:
+                            elif data != self.origin:
                                 self.fire()
             except asyncio.CancelledError:
                 raise

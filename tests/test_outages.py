@@ -92,7 +92,7 @@ async def test_a_bug_in_the_wakeup_listener_is_counted_and_it_listens_on(coordin
     async def woken_after_publishing() -> bool:
         waiting = asyncio.ensure_future(waker.wait(1.0))
         await asyncio.sleep(0.05)
-        await coordinator.core.wake_leases()
+        await coordinator.core.redis.publish(coordinator.core.keys.wakeup, b"another coordinator's wake-up")
         await waiting
         return len(fired) > 2  # the bug, the listener's own fire on resubscribing, then a message's
 

@@ -270,3 +270,15 @@ async def test_waiting_lease_is_woken_by_a_submission(coordinator: Coordinator) 
     leased = await asyncio.wait_for(waiting, timeout=15)
     assert [t["task_id"] for t in leased] == [task]
     assert time.monotonic() - started_at < 1.0
+
+
+async def test_a_claim_for_a_worker_no_longer_online_takes_nothing(coordinator: Coordinator) -> None:
+    """A worker drained between its lease's look at its status and the claim: the claim script refuses it, and
+    the lease gets no task (not an error)."""
+    task = await submit_one(coordinator)
+    agent = await Agent.register(coordinator)
+    await coordinator.core.redis.hset(coordinator.core.keys.worker(str(agent.id)), "status", "draining")
+    request = queue.ClaimRequest(worker=str(agent.id), groups=["default"], services=[], labels=[], max_tasks=1)
+    assert await coordinator.core.index.claim(request, ["attempt-1"]) == []
+    await coordinator.core.redis.hset(coordinator.core.keys.worker(str(agent.id)), "status", "online")
+    assert await agent.lease_ids() == [task]
