@@ -297,7 +297,7 @@ class PluginPool:
             waiter: asyncio.Future[PluginHost | None] = loop.create_future()
             self._waiters.append(waiter)
             try:
-                given = await asyncio.wait_for(waiter, wait)
+                given = await (waiter if wait is None else asyncio.wait_for(waiter, wait))
             except TimeoutError:
                 continue  # time to look again: a host may be started now
             except asyncio.CancelledError:
@@ -306,8 +306,9 @@ class PluginPool:
                     self.release(handed)  # handed over just as the task was cancelled
                 raise
             finally:
-                with contextlib.suppress(ValueError):
-                    self._waiters.remove(waiter)
+                if not waiter.done() or waiter.cancelled():  # one `_wake_one` handed something to left the queue
+                    with contextlib.suppress(ValueError):  # (a miss costs the future's repr in the error)
+                        self._waiters.remove(waiter)
             if given is not None:
                 return given
 
