@@ -297,7 +297,8 @@ class PluginPool:
             waiter: asyncio.Future[PluginHost | None] = loop.create_future()
             self._waiters.append(waiter)
             try:
-                given = await (waiter if wait is None else asyncio.wait_for(waiter, wait))
+                async with asyncio.timeout(wait):  # not wait_for: no task of its own per wait
+                    given = await waiter
             except TimeoutError:
                 continue  # time to look again: a host may be started now
             except asyncio.CancelledError:
