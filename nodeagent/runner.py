@@ -327,8 +327,8 @@ class TaskRun:
     def _report(self, command: Command, returncode: int | None, reason: StopReason | None,
                 problem: FileProblem | None = None, outcome: dict[str, Any] | None = None) -> None:
         """The final event: by why it was killed, else by its exit code (a late stop after a normal exit is moot)."""
-        killed_by_keeper = self.keeper is not None and self.keeper.killed_since(self.started_at, self.exclusive)
-        if reason is None and returncode == -signal.SIGKILL and killed_by_keeper:
+        if (reason is None and returncode == -signal.SIGKILL and self.keeper is not None
+                and self.keeper.killed_since(self.started_at, self.exclusive)):
             log.error("task %s: killed by the agent's task keeper (this agent was frozen or cut off past its "
                       "deadline): handed back", self.task_id)
             reason = StopReason.FENCE  # not the task's doing
