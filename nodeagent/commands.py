@@ -111,7 +111,12 @@ def import_path() -> str:
 
 def plugin_env(plugin_modules: Sequence[str], env: Mapping[str, str]) -> dict[str, str]:
     """`env` plus what a plugin process needs: the plugin modules, the agent's import path, unbuffered output."""
-    return {**env, "PYTHONUNBUFFERED": "1", "AIDD_PLUGIN_MODULES": ",".join(plugin_modules),
+    return {**env, **plugin_vars(plugin_modules, env)}
+
+
+def plugin_vars(plugin_modules: Sequence[str], env: Mapping[str, str]) -> dict[str, str]:
+    """What a plugin process needs on top of `env` (see `plugin_env`)."""
+    return {"PYTHONUNBUFFERED": "1", "AIDD_PLUGIN_MODULES": ",".join(plugin_modules),
             "PYTHONPATH": os.pathsep.join(p for p in (import_path(), env.get("PYTHONPATH", "")) if p)}
 
 
@@ -133,8 +138,9 @@ def build_command(task: Mapping[str, Any], work_dir: Path, plugin_modules: Seque
     gpus = task.get("gpus") or []
     if gpus or gpu_host:  # a task without GPUs on a GPU host sees none, so it cannot take another task's
         env["CUDA_VISIBLE_DEVICES"] = ",".join(str(g) for g in gpus)
-    if task.get("task_type") != "shell":
-        env = plugin_env(plugin_modules, {**env, "AIDD_ERROR_FILE": os.path.join(where, ERROR_FILE)})
+    if task.get("task_type") != "shell":  # added in place: one copy of the environment a task, not three
+        env["AIDD_ERROR_FILE"] = os.path.join(where, ERROR_FILE)
+        env.update(plugin_vars(plugin_modules, env))
         return Command([sys.executable, "-m", "nodeagent.plugin_host", os.path.join(where, TASK_FILE)], env,
                        work_dir, plugin=True)
     cwd = params.get("cwd")

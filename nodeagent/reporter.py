@@ -65,16 +65,21 @@ class Reporter:
             self._events = [e for e in self._events
                             if not (e["attempt_id"] == attempt and e["event"] == EventKind.PROGRESS)]
         self._events.append(event)
-        if event["event"] == EventKind.STARTED:
-            self._due(STARTED_WAIT_S)
-        else:
+        self._idle.clear()
+        if event["event"] != EventKind.STARTED:
             self._urgent = True
-        self._kick()
+            self._wake.set()
+        elif self._due(STARTED_WAIT_S):  # else the sender's clock runs for it already: no wake-up per task
+            self._wake.set()
 
-    def _due(self, within: float) -> None:
-        """What waits must go within `within` seconds from now (or sooner, if it already had to)."""
+    def _due(self, within: float) -> bool:
+        """What waits must go within `within` seconds from now (or sooner, if it already had to); whether that
+        moved the time it must go by."""
         at = time.monotonic() + within
-        self._due_at = at if self._due_at is None else min(self._due_at, at)
+        if self._due_at is not None and self._due_at <= at:
+            return False
+        self._due_at = at
+        return True
 
     def log(self, task_id: str, attempt_id: str, stream: str, line: str) -> None:
         """Queue one output line."""
@@ -112,10 +117,6 @@ class Reporter:
                 event["dropped"] += cut
                 self._lines -= cut
                 excess -= cut
-
-    def _kick(self) -> None:
-        self._idle.clear()
-        self._wake.set()
 
     async def flushed(self, timeout: float) -> bool:
         """Wait until everything queued has been sent (or refused); False on timeout."""

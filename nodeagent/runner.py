@@ -228,7 +228,7 @@ class TaskRun:
         self.pid = host.pid
         if self.exclusive and self.keeper is not None:
             self.keeper.hold(host.pid, exclusive=True)  # fenced as this task is, while it runs
-        job = asyncio.ensure_future(host.run(self.task, command.env, command.cwd, self._line, self._progress))
+        job = host.run(self.task, command.env, command.cwd, self._line, self._progress)
         try:
             killed = not await self._until(job)
             if killed:
@@ -240,11 +240,11 @@ class TaskRun:
             plugins.discard(host)
             raise
         outcome: dict[str, Any] | None = None
-        try:
+        with contextlib.suppress(HostGone):  # killed, or the plugin took its process down
             outcome = await job
-        except HostGone:  # killed, or the plugin took its process down
-            if not killed:
-                plugins.discard(host)
+        await host.end(gone=outcome is None)
+        if outcome is None and not killed:
+            plugins.discard(host)
         if outcome is not None:
             if self.exclusive and self.keeper is not None:
                 self.keeper.hold(host.pid)
@@ -327,8 +327,8 @@ class TaskRun:
     def _report(self, command: Command, returncode: int | None, reason: StopReason | None,
                 problem: FileProblem | None = None, outcome: dict[str, Any] | None = None) -> None:
         """The final event: by why it was killed, else by its exit code (a late stop after a normal exit is moot)."""
-        killed_by_keeper = self.keeper is not None and self.keeper.killed_since(self.started_at, self.exclusive)
-        if reason is None and returncode == -signal.SIGKILL and killed_by_keeper:
+        if (reason is None and returncode == -signal.SIGKILL and self.keeper is not None
+                and self.keeper.killed_since(self.started_at, self.exclusive)):
             log.error("task %s: killed by the agent's task keeper (this agent was frozen or cut off past its "
                       "deadline): handed back", self.task_id)
             reason = StopReason.FENCE  # not the task's doing

@@ -113,25 +113,27 @@ class PluginHost:
     def alive(self) -> bool:
         return not self.exited.done()
 
-    async def run(self, task: dict[str, Any], env: dict[str, str], cwd: Path, on_line: LineSink,
-                  on_progress: ProgressSink) -> dict[str, Any]:
-        """Run one task in `cwd` (the host empties it afterwards when it is its `scratch` dir); its outcome
-        ({"code", "result"} or {"code", "error", "permanent"}) once its output is in.
+    def run(self, task: dict[str, Any], env: dict[str, str], cwd: Path, on_line: LineSink,
+            on_progress: ProgressSink) -> asyncio.Future[dict[str, Any]]:
+        """Send one task to run in `cwd` (the host empties it afterwards when it is its `scratch` dir): a future of
+        its outcome ({"code", "result"} or {"code", "error", "permanent"}) once its output is in, which raises
+        HostGone when the process ends first (its exit status is in `exited`). `end` closes the run.
 
-        Raises:
-            HostGone: the process ended first (its exit status is in `exited`).
+        A future, not a coroutine: a task of its own for it was a tenth of what a no-op task costs the agent.
         """
         self._on_line, self._on_progress = on_line, on_progress
-        self._done = self._loop.create_future()
+        self._done = done = self._loop.create_future()
+        request = {"task": task, "env": self._env_change(env), "cwd": str(cwd)}
+        self.requests.write(json.dumps(request).encode() + b"\n")
+        return done
+
+    async def end(self, gone: bool) -> None:
+        """The task's run is over; when the host is `gone`, first its output up to the end of its pipes (which the
+        task's leftovers may hold open for a while)."""
         try:
-            request = {"task": task, "env": self._env_change(env), "cwd": str(cwd)}
-            self.requests.write(json.dumps(request).encode() + b"\n")
-            try:
-                return await self._done
-            except HostGone:  # its output up to the end of its pipes (which its leftovers may hold open)
+            if gone:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(asyncio.gather(*self._ended.values()), OUTPUT_WAIT_S)
-                raise
         finally:
             self._on_line = self._on_progress = None
             self.idle_since = time.monotonic()
@@ -297,7 +299,8 @@ class PluginPool:
             waiter: asyncio.Future[PluginHost | None] = loop.create_future()
             self._waiters.append(waiter)
             try:
-                given = await asyncio.wait_for(waiter, wait)
+                async with asyncio.timeout(wait):  # not wait_for: no task of its own per wait
+                    given = await waiter
             except TimeoutError:
                 continue  # time to look again: a host may be started now
             except asyncio.CancelledError:
@@ -306,8 +309,9 @@ class PluginPool:
                     self.release(handed)  # handed over just as the task was cancelled
                 raise
             finally:
-                with contextlib.suppress(ValueError):
-                    self._waiters.remove(waiter)
+                if not waiter.done() or waiter.cancelled():  # one `_wake_one` handed something to left the queue
+                    with contextlib.suppress(ValueError):  # (a miss costs the future's repr in the error)
+                        self._waiters.remove(waiter)
             if given is not None:
                 return given
 

@@ -129,6 +129,21 @@ async def test_a_task_leaves_nothing_behind_for_the_next(pool: PluginPool, tmp_p
 
 
 @pytest.mark.anyio
+async def test_each_task_sees_its_own_variables_only(pool: PluginPool, tmp_path: Path) -> None:
+    """A host leaves a task's variables in place until the next task's replace them: the next one must still see
+    only its own (set, changed or gone), and a variable of the agent's own the task overrode is back."""
+    sink = Sink()
+    home = os.environ.get("HOME")
+    await run(pool, sink, tmp_path, 0, "say", out="", env={"TASK_ONLY": "1", "HOME": "/task-home"}).run()
+    await run(pool, sink, tmp_path, 1, "say", out="", env={"TASK_ONLY": "2"}).run()
+    await run(pool, sink, tmp_path, 2, "say", out="").run()
+    seen = [sink.final(f"t{n}")["result"] for n in range(3)]
+    assert [(s["task_only"], s["home"], s["task_id"]) for s in seen] == [
+        ("1", "/task-home", "t0"), ("2", home, "t1"), (None, home, "t2")]
+    assert len(pool.hosts) == 1
+
+
+@pytest.mark.anyio
 async def test_a_timeout_kills_the_host_and_the_next_task_gets_a_new_one(pool: PluginPool, tmp_path: Path) -> None:
     sink = Sink()
     slow = run(pool, sink, tmp_path, 0, "sleepy", timeout_s=1)
