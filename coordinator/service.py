@@ -74,7 +74,7 @@ class Coordinator:
         core = Core(settings, transactions(pooled), pooled, redis, keys, QueueIndex(redis, keys))
         waker = core.waker
         lifecycle = Lifecycle(core)
-        workers = WorkerService(core, lifecycle, waker)
+        workers = WorkerService(core, lifecycle)
         store = open_store(settings)
         files = FileService(core, store)
         reasons = PendingReasons(core, workers.capacities)

@@ -39,7 +39,6 @@ from coordinator.schemas import (
 )
 from coordinator.states import DROPPED_STREAM, TaskStatus, WorkerStatus
 from coordinator.textcheck import check_text, clean_line
-from coordinator.wakeup import Waker
 
 log = logging.getLogger(__name__)
 TOKEN_CACHE_S = 5.0
@@ -119,8 +118,8 @@ def _as_uuids(ids: set[str]) -> dict[uuid.UUID, str]:
 class WorkerService:
     """Everything an agent does, and the operator's commands to workers."""
 
-    def __init__(self, core: Core, lifecycle: Lifecycle, waker: Waker) -> None:
-        self.core, self.lifecycle, self.waker = core, lifecycle, waker
+    def __init__(self, core: Core, lifecycle: Lifecycle) -> None:
+        self.core, self.lifecycle, self.waker = core, lifecycle, core.waker
         self.keys = core.keys
         self.beats = Beats(core)
         self._tokens: dict[uuid.UUID, tuple[str, float]] = {}
