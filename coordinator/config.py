@@ -170,7 +170,7 @@ class Settings(BaseModel):
     `--log-format`). uvicorn's records take the same format."""
     access_log: bool = True
     """One record per HTTP request on logger `aidd.access`: method, path, status, duration and the request id that
-    the response carries in `X-Request-ID` (default true)."""
+    the response carries in `X-Request-ID` (default true); answered heartbeats at debug level."""
 
     @field_validator("state_dir")
     @classmethod

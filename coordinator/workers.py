@@ -43,6 +43,8 @@ from coordinator.textcheck import check_text, clean_line
 log = logging.getLogger(__name__)
 TOKEN_CACHE_S = 5.0
 """How long a coordinator trusts the token hash it read for a worker before reading it again."""
+TOKEN_HASH = select(Worker.token_hash).where(Worker.id == bindparam("worker_id"))
+"""A worker's stored token hash, built once: an agent beating every 10 s misses the token cache at each beat."""
 HEARTBEAT_DB_WAIT_S = 2.0
 """Longest a heartbeat waits for PostgreSQL; past it, commands and the stale check wait for the next beat."""
 
@@ -132,8 +134,8 @@ class WorkerService:
         restarted agent, or removed, gets a new token or none, in every coordinator within that time)."""
         cached = self._tokens.get(worker_id)
         if cached is None or time.monotonic() - cached[1] > TOKEN_CACHE_S:
-            async with self.core.engine.connect() as conn:
-                row = (await conn.execute(select(Worker.token_hash).where(Worker.id == worker_id))).first()
+            async with self.core.statements.connect() as conn:  # one round trip, no BEGIN / ROLLBACK around it
+                row = (await conn.execute(TOKEN_HASH, {"worker_id": worker_id})).first()
             if row is None:
                 self._tokens.pop(worker_id, None)
                 return False

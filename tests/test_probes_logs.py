@@ -4,6 +4,7 @@ records and uvicorn's, a log level, and an access record per request carrying th
 from __future__ import annotations
 
 import json
+import logging
 import os
 import signal
 import subprocess
@@ -19,6 +20,7 @@ from redis import Redis as SyncRedis
 from coordinator.api.app import package_version
 from coordinator.config import Settings
 from coordinator.server import BackgroundServer
+from tests.support.agent import HttpAgent
 from tests.support.ports import free_port
 from tests.support.waiting import wait_until
 
@@ -68,6 +70,21 @@ def test_request_ids_in_headers_and_error_bodies(client: httpx.Client) -> None:
     assert missing.status_code == 404
     request_id = missing.headers["x-request-id"]
     assert missing.json() == {"error": "GET /no/such/route: no such route", "request_id": request_id}
+
+
+def test_heartbeats_are_logged_at_debug_unless_they_fail(client: httpx.Client,
+                                                          caplog: pytest.LogCaptureFixture) -> None:
+    """A fleet beats every few seconds: an answered heartbeat is an access record at debug level, a refused one (and
+    every other request) at info."""
+    agent = HttpAgent.register(client)
+    with caplog.at_level(logging.DEBUG, logger="aidd.access"):
+        agent.heartbeat([])
+        refused = client.post(f"/api/v1/workers/{agent.id}/heartbeat", json={}, headers={"Authorization": "Bearer x"})
+        assert refused.status_code == 401
+        client.get("/livez")
+    levels = {(r.path, r.status): r.levelno for r in caplog.records if r.name == "aidd.access"}  # type: ignore[attr-defined]
+    beat = f"/api/v1/workers/{agent.id}/heartbeat"
+    assert levels == {(beat, 200): logging.DEBUG, (beat, 401): logging.INFO, ("/livez", 200): logging.INFO}
 
 
 def serve_and_stop(servers: tuple[str, str], tmp_path: Path, *flags: str) -> tuple[str, list[httpx.Response]]:

@@ -6,7 +6,7 @@ import time
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from coordinator.metrics import Metrics
+from coordinator.metrics import Metrics, Series
 
 METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 UNMATCHED = "unmatched"
@@ -19,7 +19,7 @@ class RequestTimer:
 
     def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
         self.app = app
-        self.metrics = metrics
+        self.durations, self.counts = Series(metrics.http), Series(metrics.http_requests)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -39,5 +39,5 @@ class RequestTimer:
         finally:
             route = getattr(scope.get("route"), "path", None) or UNMATCHED  # set by the router on a match
             method = scope["method"] if scope["method"] in METHODS else "other"
-            self.metrics.http.labels(method, route).observe(time.perf_counter() - started)
-            self.metrics.http_requests.labels(method, route, str(status)).inc()
+            self.durations(method, route).observe(time.perf_counter() - started)
+            self.counts(method, route, str(status)).inc()
