@@ -556,12 +556,8 @@ class WorkerService:
                    Worker.memory_gb, Worker.gpus, Worker.slots, Worker.metrics["problem"].astext.label("problem"))
         async with self.core.engine.connect() as conn:
             rows = (await conn.execute(select(*columns))).all()
-        async with self.core.redis.pipeline(transaction=False) as pipe:
-            for row in rows:
-                pipe.hget(self.keys.worker(str(row.id)), "status")
-            live = await pipe.execute()
-        return [{**row._mapping, "status": as_str(status) if status is not None else row.status}
-                for row, status in zip(rows, live, strict=True)]
+        live = await self.core.index.worker_statuses([str(row.id) for row in rows])
+        return [{**row._mapping, "status": status or row.status} for row, status in zip(rows, live, strict=True)]
 
     async def get(self, worker_id: uuid.UUID) -> dict[str, Any]:
         """One worker."""
@@ -591,13 +587,9 @@ class WorkerService:
         by_worker: dict[uuid.UUID, list[Any]] = {}
         for task in running:
             by_worker.setdefault(task.worker_id, []).append(task)
-        async with self.core.redis.pipeline(transaction=False) as pipe:
-            for row in rows:
-                pipe.hgetall(self.keys.worker(str(row.id)))
-                pipe.scard(self.keys.worker_tasks(str(row.id)))
-            live = await pipe.execute()
-        return [worker_view(row, live[2 * i], live[2 * i + 1], holds(by_worker.get(row.id, [])), self.core.settings)
-                for i, row in enumerate(rows)]
+        live = await self.core.index.workers_live([str(row.id) for row in rows])
+        return [worker_view(row, fields, running, holds(by_worker.get(row.id, [])), self.core.settings)
+                for row, (fields, running) in zip(rows, live, strict=True)]
 
     async def send(self, worker_ids: Sequence[uuid.UUID], spec: WorkerCommandSpec, actor: str) -> int:
         """Store a command for workers; drain / resume also change their status at once."""

@@ -282,3 +282,20 @@ async def test_a_claim_for_a_worker_no_longer_online_takes_nothing(coordinator: 
     assert await coordinator.core.index.claim(request, ["attempt-1"]) == []
     await coordinator.core.redis.hset(coordinator.core.keys.worker(str(agent.id)), "status", "online")
     assert await agent.lease_ids() == [task]
+
+
+async def test_many_workers_live_state_in_chunks_in_order(coordinator: Coordinator,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """The operator's views and the pending reasons read every worker's live state a chunk of workers a script
+    call: in the order asked, a worker Redis does not know as empty."""
+    monkeypatch.setattr(queue, "WORKERS_CHUNK", 2)
+    busy, drained, idle = [await Agent.register(coordinator, f"n{i}") for i in range(3)]
+    await submit_one(coordinator)
+    assert len(await busy.lease()) == 1
+    await coordinator.workers.send([drained.id], WorkerCommandSpec(command="drain"), "test")
+    ids = [str(busy.id), str(drained.id), str(uuid.uuid4()), str(idle.id)]
+    assert await coordinator.core.index.worker_statuses(ids) == ["online", "draining", None, "online"]
+    live = await coordinator.core.index.workers_live(ids)
+    assert [(fields.get(b"status"), running) for fields, running in live] == [
+        (b"online", 1), (b"draining", 0), (None, 0), (b"online", 0)]
+    assert live[2][0] == {}
