@@ -284,7 +284,7 @@ class PendingReasons:
                 if at is not None:
                     room.gpu_free[at] -= min(task.gpu, 1.0)
                     room.gpu_memory_free[at] -= task.gpu_memory_gb
-        services = {s.name: s for s in await ServiceRegistry(self.core).states()}
+        services = {s.name: s for s in await ServiceRegistry(self.core).rules()}
         return Snapshot(time.monotonic(), list(workers.values()), offline, services=services)
 
     async def queues(self) -> dict[str, tuple[Shape, int]]:

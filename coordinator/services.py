@@ -96,6 +96,15 @@ class ServiceRegistry:
         rows = await self._rows()
         async with self.core.engine.connect() as conn:
             active = {r.service: r for r in (await conn.execute(ACTIVE)).all()}
+        return await self._states(rows, active)
+
+    async def rules(self) -> list[ServiceState]:
+        """The services that can hold their tasks back (registered or configured: paused, or at a limit), by name,
+        without pending counts: what deciding why tasks wait needs, each second, without counting every pending
+        task in PostgreSQL."""
+        return await self._states(await self._rows(), {})
+
+    async def _states(self, rows: dict[str, Any], active: dict[str, Any]) -> list[ServiceState]:
         names = sorted(set(rows) | set(self.core.settings.service_limits) | set(active))
         async with self.core.redis.pipeline(transaction=False) as pipe:
             for name in names:
