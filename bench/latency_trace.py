@@ -16,16 +16,12 @@ from __future__ import annotations
 import argparse
 import statistics
 import tempfile
-import time
 from collections import defaultdict
 from datetime import datetime
 from pathlib import Path
 
-import httpx
-import redis
-
-from bench.harness import percentile, wait_for
-from bench.ours import NOOP, Ours, _finished
+from bench.harness import percentile
+from bench.ours import Ours
 from coordinator.embedded import start_embedded
 
 TRACE_PATH = Path(__file__).resolve().parent / "trace"
@@ -43,30 +39,13 @@ def trace(tasks: int, slots: int, state: Path) -> list[dict[str, float]]:
     ours.env["AIDD_TRACE_FILE"] = str(events)
     sent_at: list[float] = []
     per_task: list[dict[str, float]] = []
-    client = redis.Redis.from_url(servers.redis_url)
     try:
         ours.start()
         ours.drain(200, slots, 120)  # pools and caches fill, as in bench.compare
-        agent = ours.agent(slots, "agent-trace")
-        try:
-            with httpx.Client(base_url=ours.url, timeout=30) as http:
-                for i in range(20 + tasks):
-                    sent = time.time()
-                    r = http.post("/api/v1/tasks", json={**NOOP, "task_type": "stamp", "input_params": {"i": i}})
-                    answered = time.time()
-                    r.raise_for_status()
-                    task_id = r.json()["id"]
-                    wait_for(lambda task_id=task_id: _finished(client, task_id), 60 if i == 0 else 10,  # type: ignore[misc]
-                             "a traced task to finish", interval=0.0005, children=[agent])
-                    task = http.get(f"/api/v1/tasks/{task_id}").json()
-                    if i >= 20:
-                        sent_at.append(sent)
-                        per_task.append({
-                            "client: answered": answered, "plugin: stamp (start)": float(task["result"]["started"]),
-                            "coordinator: finished_at": datetime.fromisoformat(task["finished_at"]).timestamp()})
-                    time.sleep(0.002)
-        finally:
-            agent.stop()
+        for sent, answered, task in ours.single_tasks(tasks, slots):
+            sent_at.append(sent)
+            per_task.append({"client: answered": answered, "plugin: stamp (start)": float(task["result"]["started"]),
+                             "coordinator: finished_at": datetime.fromisoformat(task["finished_at"]).timestamp()})
     finally:
         ours.stop()
         servers.stop()

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -128,27 +129,33 @@ class Ours:
 
     def latency(self, n: int, slots: int, warmup: int = 20) -> dict[str, Any]:
         """One task at a time on an idle agent: submit -> the plugin function entered, submit -> finished_at."""
-        client = redis.Redis.from_url(self.redis_url)
-        agent = self.agent(slots, "agent-latency")
         starts: list[float] = []
         ends: list[float] = []
+        for sent, _answered, task in self.single_tasks(n, slots, warmup):
+            starts.append(float(task["result"]["started"]) - sent)
+            ends.append(datetime.fromisoformat(task["finished_at"]).timestamp() - sent)
+        return {"start": latency_summary(starts), "finish": latency_summary(ends)}
+
+    def single_tasks(self, n: int, slots: int, warmup: int = 20) -> Iterator[tuple[float, float, dict[str, Any]]]:
+        """Submit `stamp` tasks one at a time to an idle agent, each once the previous finished; for the `n` after
+        the warm-up: when it was sent, when the submit was answered, and the finished task as the API shows it."""
+        client = redis.Redis.from_url(self.redis_url)
+        agent = self.agent(slots, "agent-latency")
         try:
             with httpx.Client(base_url=self.url, timeout=30) as http:
                 for i in range(warmup + n):
                     sent = time.time()
                     r = http.post("/api/v1/tasks", json={**NOOP, "task_type": "stamp", "input_params": {"i": i}})
+                    answered = time.time()
                     r.raise_for_status()
                     task_id = r.json()["id"]
                     wait_for(lambda task_id=task_id: _finished(client, task_id), 60 if i == 0 else 10,  # type: ignore[misc]
                              "a latency task to finish", interval=0.0005, children=[agent, *self._servers()])
-                    task = http.get(f"/api/v1/tasks/{task_id}").json()
                     if i >= warmup:
-                        starts.append(float(task["result"]["started"]) - sent)
-                        ends.append(datetime.fromisoformat(task["finished_at"]).timestamp() - sent)
+                        yield sent, answered, http.get(f"/api/v1/tasks/{task_id}").json()
                     time.sleep(0.002)
         finally:
             agent.stop()
-        return {"start": latency_summary(starts), "finish": latency_summary(ends)}
 
 
 def _finished(client: redis.Redis, task_id: str) -> bool:

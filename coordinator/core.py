@@ -66,10 +66,6 @@ class Core:
     def __post_init__(self) -> None:
         self.waker = Waker(self.redis, self.keys.wakeup, self.metrics)
 
-    async def wake_leases(self) -> None:
-        """Tell long-polling leases (in every coordinator process) that work may be there."""
-        await self.waker.wake_all()
-
     async def resync(self, task_ids: Iterable[uuid.UUID | str]) -> None:
         """Rewrite the index entries of these tasks from PostgreSQL, which is always right.
 
@@ -103,7 +99,7 @@ class Core:
         known = {r.id for r in rows}
         await self.index.finish(TaskStatus.CANCELLED, [str(i) for i in ids if i not in known], remember=False)
         if pending:
-            await self.wake_leases()
+            await self.waker.wake_all()
         return {r.id: _placement(r) for r in rows}
 
     async def _placements(self, ids: list[uuid.UUID]) -> dict[uuid.UUID, tuple[Any, ...]]:

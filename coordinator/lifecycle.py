@@ -466,4 +466,4 @@ class Lifecycle:
         for status in (TaskStatus.FAILED, TaskStatus.TIMEOUT):
             await self.core.index.finish(status, [str(t.id) for t in tasks if t.status == status])
         if retry:
-            await self.core.wake_leases()
+            await self.core.waker.wake_all()

@@ -129,7 +129,7 @@ class Timers:
         SNAPSHOT_PERIOD read the cluster's state for the metrics, and record the queue shapes' pending reasons that
         changed (from the reasons' own snapshot, at most a second old)."""
         if await self.core.index.promote_due():
-            await self.core.wake_leases()
+            await self.core.waker.wake_all()
         if not await self._lead():
             return
         async with self.core.engine.connect() as conn:  # a leader that lost PostgreSQL must hand over now

@@ -50,7 +50,7 @@ async def rebuild_index(core: Core) -> dict[str, int]:
         pipe.set(core.keys.index_built, now)
         await pipe.execute()
     await ServiceRegistry(core).publish()
-    await core.wake_leases()
+    await core.waker.wake_all()
     counts = {"pending": len(pending), "running": len(running), "workers": len(workers)}
     log.info("index rebuilt from PostgreSQL: %s", counts)
     return counts

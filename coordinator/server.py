@@ -35,7 +35,7 @@ class ApiServer(uvicorn.Server):
 
     async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
         """Answer the waiting leases (empty), then shut down as uvicorn does."""
-        self.coordinator.waker.close()
+        self.coordinator.core.waker.close()
         await super().shutdown(sockets)
 
 

@@ -37,7 +37,6 @@ from coordinator.services import ServiceRegistry
 from coordinator.stats import StatsService
 from coordinator.storage import open_store
 from coordinator.tasks import TaskService
-from coordinator.wakeup import Waker
 from coordinator.workers import WorkerService
 
 log = logging.getLogger(__name__)
@@ -55,7 +54,6 @@ class Coordinator:
     workers: WorkerService
     stats: StatsService
     timers: Timers
-    waker: Waker
     files: FileService
     peers: Peers
     services: ServiceRegistry
@@ -72,14 +70,13 @@ class Coordinator:
         keys = Keys(settings.key_prefix)
         pooled = pooled_engine(settings.database_url)
         core = Core(settings, transactions(pooled), pooled, redis, keys, QueueIndex(redis, keys))
-        waker = core.waker
         lifecycle = Lifecycle(core)
         workers = WorkerService(core, lifecycle)
         store = open_store(settings)
         files = FileService(core, store)
         reasons = PendingReasons(core, workers.capacities)
         timers = Timers(core, lifecycle, workers, ReasonHistory(reasons), files)
-        return cls(core, TaskService(core, reasons), lifecycle, workers, StatsService(core, reasons), timers, waker,
+        return cls(core, TaskService(core, reasons), lifecycle, workers, StatsService(core, reasons), timers,
                    files, Peers(redis, settings, store), ServiceRegistry(core))
 
     async def start(self, timers: bool = True) -> None:
@@ -107,7 +104,7 @@ class Coordinator:
             raise Unavailable(f"cannot reach Redis/PostgreSQL: {type(exc).__name__}: {exc}") from exc
         await rebuild_index(self.core)
         await self.files.start()
-        self.waker.start()
+        self.core.waker.start()
         if timers:
             self.timers.start()
 
@@ -117,7 +114,7 @@ class Coordinator:
         await self.peers.leave()
         await self.workers.beats.close()
         await self.files.close()
-        await self.waker.stop()
+        await self.core.waker.stop()
         await self.core.redis.aclose()
         await self.core.engine.dispose()
 

@@ -132,5 +132,5 @@ class ServiceRegistry:
                                                          set_={**values, "updated_at": utcnow()}))
             await write_audit(conn, actor, "service.change", name, 1, values)
         await self.publish()
-        await self.core.wake_leases()
+        await self.core.waker.wake_all()
         return await self.state(name)

@@ -158,7 +158,7 @@ class TaskService:
                 QueuedTask(id=str(r["id"]), service=r["service"], group=r["group"], priority=r["priority"], seq=seq,
                            labels=r["labels"], cpu=r["cpu"], memory_gb=r["memory_gb"], gpu=r["gpu"],
                            gpu_memory_gb=r["gpu_memory_gb"]) for r, seq in zip(rows, seqs, strict=True)], new=True)
-            await self.core.wake_leases()
+            await self.core.waker.wake_all()
         except (RedisError, OSError) as exc:
             # Committed, so they exist and will run: answering with an error would make the client submit them
             # again. Redis is only the index; the leader's reconciler queues them from PostgreSQL.

@@ -121,7 +121,7 @@ class WorkerService:
     """Everything an agent does, and the operator's commands to workers."""
 
     def __init__(self, core: Core, lifecycle: Lifecycle) -> None:
-        self.core, self.lifecycle, self.waker = core, lifecycle, core.waker
+        self.core, self.lifecycle = core, lifecycle
         self.keys = core.keys
         self.beats = Beats(core)
         self._tokens: dict[uuid.UUID, tuple[str, float]] = {}
@@ -337,9 +337,9 @@ class WorkerService:
                 await self._undelivered(worker_id, leased)
                 return []
             left = deadline - time.monotonic()
-            if leased or left <= 0 or self.waker.closed:
+            if leased or left <= 0 or self.core.waker.closed:
                 return leased
-            if await self.waker.wait(min(left, 2.0), str(worker_id)):
+            if await self.core.waker.wait(min(left, 2.0), str(worker_id)):
                 # Its own tasks ended meanwhile: what it has free is more than it asked for. Answer now, so it
                 # asks again with that (a 2-core host leasing 1-CPU tasks would otherwise wait out the poll).
                 return []
@@ -612,7 +612,7 @@ class WorkerService:
                 if (await self.core.redis.hget(key, "status")) not in (None, b"offline"):
                     await self.core.redis.hset(key, "status", new_status.value)
             if new_status == WorkerStatus.ONLINE:
-                await self.core.wake_leases()
+                await self.core.waker.wake_all()
         return len(known)
 
     async def broadcast(self, spec: WorkerCommandSpec, actor: str) -> int:

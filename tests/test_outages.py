@@ -79,7 +79,7 @@ async def test_a_bug_in_the_wakeup_listener_is_counted_and_it_listens_on(coordin
                                                                          caplog: pytest.LogCaptureFixture) -> None:
     """The first wake-up message meets a bug: logged with its traceback and counted; the listener subscribes
     again and later messages wake the waiters."""
-    waker, metrics = coordinator.waker, coordinator.core.metrics
+    waker, metrics = coordinator.core.waker, coordinator.core.metrics
     real_fire, fired = waker.fire, []
 
     def fire_broken_once() -> None:

@@ -21,7 +21,7 @@ HOOKS = {
         ("coordinator.queue", "QueueIndex", "pending_by_service"),
         ("coordinator.queue", "QueueIndex", "check_queue_shapes"),
         ("coordinator.queue", "QueueIndex", "put_pending"),
-        ("coordinator.core", "Core", "wake_leases"),
+        ("coordinator.wakeup", "Waker", "wake_all"),
         ("coordinator.wakeup", "Waker", "fire"),
         ("coordinator.wakeup", "Waker", "wait"),
         ("coordinator.workers", "WorkerService", "lease"),
@@ -52,25 +52,25 @@ def _install(role: str, path: str) -> None:
     def mark(name: str) -> None:
         out.write(f"{role}:{name} {time.time():.6f}\n")
 
+    def timed(fn: Any, tag: str) -> Any:
+        if inspect.iscoroutinefunction(fn):
+            async def awaited(*args: Any, **kwargs: Any) -> Any:
+                mark(tag + ">")
+                try:
+                    return await fn(*args, **kwargs)
+                finally:
+                    mark(tag + "<")
+            return awaited
+
+        def called(*args: Any, **kwargs: Any) -> Any:  # returns the coroutine it makes: only the call is marked
+            mark(tag + ">")
+            return fn(*args, **kwargs)
+        return called
+
     for module, cls_name, attr in HOOKS[role]:
         cls = getattr(importlib.import_module(module), cls_name)
         fn = getattr(cls, attr)
-        tag = f"{cls_name}.{attr}"
-        if inspect.iscoroutinefunction(fn):
-            async def wrapper(*args: Any, _fn: Any = fn, _tag: str = tag, **kwargs: Any) -> Any:
-                mark(_tag + ">")
-                try:
-                    return await _fn(*args, **kwargs)
-                finally:
-                    mark(_tag + "<")
-        else:
-            def wrapper(*args: Any, _fn: Any = fn, _tag: str = tag, **kwargs: Any) -> Any:  # type: ignore[misc]
-                mark(_tag + ">")
-                try:
-                    return _fn(*args, **kwargs)
-                finally:
-                    mark(_tag + "<")
-        setattr(cls, attr, functools.wraps(fn)(wrapper))
+        setattr(cls, attr, functools.wraps(fn)(timed(fn, f"{cls_name}.{attr}")))
 
 
 def _role() -> str | None:
