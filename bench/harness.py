@@ -127,6 +127,10 @@ class DrainClock:
     total: int
     interval: float = 0.005
     samples: list[tuple[float, int]] = field(default_factory=list)
+    at_first: Callable[[], None] | None = None
+    """Called once, at the first completion seen (where a CPU meter starts to count over the same span)."""
+    first_done: int = 0
+    """How many were done at the first completion seen: the rate and the CPU count the rest."""
 
     def run(self, timeout: float, children: Sequence[Child] = ()) -> float:
         """Wait until `total` are done; returns tasks/s from the first completion seen to the last."""
@@ -136,7 +140,9 @@ class DrainClock:
         while True:
             now, done = time.perf_counter(), self.count()
             if first is None and done > 0:
-                first = (now, done)
+                first, self.first_done = (now, done), done
+                if self.at_first is not None:
+                    self.at_first()
             if done >= self.total:
                 assert first is not None
                 self.samples.append((now, done))

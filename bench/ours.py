@@ -111,12 +111,14 @@ class Ours:
         agent = self.agent(slots, f"agent-drain-{before}")
         try:
             assert self.server is not None
-            cpu = CpuMeter({"coordinator": (self.server.pid, None), "agent": (agent.pid, "plugin hosts"),
-                            **{name: (pid, None) for name, pid in self.stores.items()}})
-            started = time.perf_counter()
-            rate = DrainClock(lambda: self.finished(client) - before, n).run(timeout, [agent, *self._servers()])
-            cpu_ms = cpu.per_task_ms(n)
-            cores = cpu_ms["total"] * n / 1000 / (time.perf_counter() - started)
+            parts = {"coordinator": (self.server.pid, None), "agent": (agent.pid, "plugin hosts"),
+                     **{name: (pid, None) for name, pid in self.stores.items()}}
+            meters: list[CpuMeter] = []  # counts from the first completion, as the drain clock does
+            clock = DrainClock(lambda: self.finished(client) - before, n,
+                               at_first=lambda: meters.append(CpuMeter(parts)))
+            rate = clock.run(timeout, [agent, *self._servers()])
+            cpu_ms = meters[0].per_task_ms(n - clock.first_done)
+            cores = cpu_ms["total"] * rate / 1000
             if slow:
                 slowest["drain"] = slow.take()
         finally:
