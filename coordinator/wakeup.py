@@ -1,4 +1,5 @@
-"""Wakes long-polling leases when work arrives, in this process at once and (through Redis pub/sub) in the others."""
+"""Wakes long-polling leases when work arrives, in this process at once and (through Redis pub/sub) in the others;
+the same channel tells the other coordinators that a worker's token changed."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import asyncio
 import logging
 import secrets
 import time
+from collections.abc import Callable, Iterable
 
 from redis.asyncio import Redis
 
@@ -17,7 +19,8 @@ log = logging.getLogger(__name__)
 
 class Waker:
     """An event that fires on every message of the wakeup channel; `w:<worker id>` wakes that worker's lease only,
-    and this process's own `wake_all` messages are not taken twice."""
+    `t:<worker id>` says that worker's token changed (`on_token_change`), and this process's own `wake_all` messages
+    are not taken twice."""
 
     def __init__(self, redis: Redis, channel: str, metrics: Metrics) -> None:
         self.redis, self.channel, self.metrics = redis, channel, metrics
@@ -29,6 +32,9 @@ class Waker:
         self.closed = False
         """Set when the server shuts down: waits return at once, so long-polling leases answer (empty) instead
         of holding the graceful shutdown until uvicorn cancels them."""
+        self.on_token_change: Callable[[str | None], None] = lambda worker: None
+        """Called with a worker id when another coordinator changed or removed its token, and with None when the
+        channel was (re)subscribed: changes announced meanwhile were missed (see `WorkerService.verify_token`)."""
 
     def start(self) -> None:
         """Begin listening (idempotent)."""
@@ -61,6 +67,13 @@ class Waker:
         self.fire()
         await self.redis.publish(self.channel, self.origin)
 
+    async def tokens_changed(self, workers: Iterable[str]) -> None:
+        """Tell every coordinator process that these workers' tokens changed (taken back, enrolled again, removed)."""
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for worker in workers:
+                pipe.publish(self.channel, b"t:" + worker.encode())
+            await pipe.execute()
+
     def fire_worker(self, worker: str) -> None:
         """Wake the lease of one worker (its own tasks ended: what it asked for is out of date)."""
         event = self._workers.pop(worker, None)
@@ -91,11 +104,14 @@ class Waker:
             try:
                 async with self.redis.pubsub() as pubsub:
                     await pubsub.subscribe(self.channel)
+                    self.on_token_change(None)
                     async for message in pubsub.listen():
                         if message["type"] == "message":
                             data = message["data"]
                             if isinstance(data, bytes) and data.startswith(b"w:"):
                                 self.fire_worker(data[2:].decode())
+                            elif isinstance(data, bytes) and data.startswith(b"t:"):
+                                self.on_token_change(data[2:].decode())
                             elif data != self.origin:
                                 self.fire()
             except asyncio.CancelledError:

@@ -41,10 +41,11 @@ from coordinator.states import DROPPED_STREAM, TaskStatus, WorkerStatus
 from coordinator.textcheck import check_text, clean_line
 
 log = logging.getLogger(__name__)
-TOKEN_CACHE_S = 5.0
-"""How long a coordinator trusts the token hash it read for a worker before reading it again."""
+TOKEN_CACHE_S = 60.0
+"""How long a coordinator trusts the token hash it read for a worker before reading it again: a backstop, since a
+change is announced to every coordinator at once (see `verify_token`)."""
 TOKEN_HASH = select(Worker.token_hash).where(Worker.id == bindparam("worker_id"))
-"""A worker's stored token hash, built once: an agent beating every 10 s misses the token cache at each beat."""
+"""A worker's stored token hash, built once."""
 HEARTBEAT_DB_WAIT_S = 2.0
 """Longest a heartbeat waits for PostgreSQL; past it, commands and the stale check wait for the next beat."""
 
@@ -126,12 +127,18 @@ class WorkerService:
         self.beats = Beats(core)
         self._tokens: dict[uuid.UUID, tuple[str, float]] = {}
         """Worker id -> its token's hash and when it was read (see `verify_token`)."""
+        core.waker.on_token_change = self._forget_token
 
     # -- identity ---------------------------------------------------------------------------------
 
     async def verify_token(self, worker_id: uuid.UUID, token: str) -> bool:
-        """Whether `token` is this worker's own credential (cached for TOKEN_CACHE_S: an identity taken back by a
-        restarted agent, or removed, gets a new token or none, in every coordinator within that time)."""
+        """Whether `token` is this worker's own credential.
+
+        The hash read is cached: an agent beats every few seconds, and a read a beat cost ~0.1 ms of the
+        coordinator's CPU. An identity taken back by a restarted agent, enrolled again or removed has a new token or
+        none, announced on the wakeup channel: every coordinator drops its copy at once, all of them when its
+        channel was away (messages may have been missed), and any copy after TOKEN_CACHE_S (a read that crossed
+        the announcement)."""
         cached = self._tokens.get(worker_id)
         if cached is None or time.monotonic() - cached[1] > TOKEN_CACHE_S:
             async with self.core.statements.connect() as conn:  # one round trip, no BEGIN / ROLLBACK around it
@@ -142,6 +149,13 @@ class WorkerService:
             cached = (str(row.token_hash), time.monotonic())
             self._tokens[worker_id] = cached
         return secrets.compare_digest(cached[0], hash_token(token))
+
+    def _forget_token(self, worker: str | None) -> None:
+        """Drop the cached token hash of a worker whose token changed elsewhere (None: of every worker)."""
+        if worker is None:
+            self._tokens.clear()
+        else:
+            self._tokens.pop(uuid.UUID(worker), None)
 
     async def register(self, spec: WorkerRegistration, worker_id: uuid.UUID | None = None) -> dict[str, Any]:
         """Enroll a host; returns its id and its own token (shown once).
@@ -171,6 +185,7 @@ class WorkerService:
             async with self.core.engine.begin() as conn:
                 await conn.execute(insert(Worker).values(id=worker_id, **values))
         self._tokens[worker_id] = (token_hash, time.monotonic())
+        await self.core.waker.tokens_changed([str(worker_id)])
         await self._publish_live(worker_id, values, fresh=True)
         return {"id": str(worker_id), "worker_id": str(worker_id), "token": token,
                 "heartbeat_interval": self.core.settings.heartbeat_interval,
@@ -539,6 +554,7 @@ class WorkerService:
                 pipe.zrem(self.keys.heartbeats, str(worker_id))
                 self._tokens.pop(worker_id, None)
             await pipe.execute()
+        await self.core.waker.tokens_changed(str(w) for w in worker_ids)
 
     # -- operator view and commands -------------------------------------------------------------
 

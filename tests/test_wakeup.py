@@ -6,7 +6,11 @@ import asyncio
 
 import pytest
 
+from aiddwire import EndReason
+from coordinator.config import Settings
 from coordinator.service import Coordinator
+from tests.helpers import Agent, started
+from tests.support.waiting import await_until
 
 pytestmark = pytest.mark.anyio
 
@@ -32,3 +36,23 @@ async def test_its_own_wake_up_coming_back_does_not_wake_again(coordinator: Coor
     assert not waiting.done()
     await redis.publish(channel, b"o:another coordinator")
     await asyncio.wait_for(waiting, 1.0)
+
+
+async def test_a_token_taken_back_is_refused_by_every_coordinator_at_once(coordinator: Coordinator,
+                                                                         settings: Settings) -> None:
+    """A restarted agent takes its identity back with a new token, or the worker is removed: the other coordinators
+    hear of it on the channel and refuse the old token at once, not when their cached copy (TOKEN_CACHE_S) ages."""
+    async with started(settings) as other:
+        agent = await Agent.register(coordinator, "node-a")
+        assert await other.workers.verify_token(agent.id, agent.token)  # its hash now cached there
+
+        async def refused(worker: Agent) -> bool:
+            return not await other.workers.verify_token(worker.id, worker.token)
+        again = await Agent.register(coordinator, "node-a", worker_id=str(agent.id), worker_token=agent.token)
+        assert again.id == agent.id and again.token != agent.token
+        await await_until(lambda: refused(agent), 2, "the old token refused by the other coordinator")
+        assert await other.workers.verify_token(again.id, again.token)
+
+        await coordinator.workers.mark_offline([again.id], EndReason.WORKER_LOST)
+        await coordinator.workers.remove(again.id, "test")
+        await await_until(lambda: refused(again), 2, "a removed worker's token refused by the other coordinator")
