@@ -153,6 +153,23 @@ def test_local_store_keeps_keys_inside_its_root(tmp_path: Path) -> None:
             local.get(key)
 
 
+def test_local_listing_skips_a_file_deleted_meanwhile(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Retention deletes a task's files while a client lists them: the listing leaves out what went, not a 503."""
+    local = LocalStore(tmp_path / "files", tmp_path / "files.key")
+    local.ensure_ready()
+    for name in ("a.sdf", "b.sdf"):
+        local.put(f"tasks/t/{name}", io.BytesIO(b"pose"), 100)
+    walk = os.walk
+
+    def walk_while_deleting(top: str) -> Iterator[tuple[str, list[str], list[str]]]:
+        for directory, dirs, files in walk(top):
+            if "a.sdf" in files:
+                os.unlink(os.path.join(directory, "a.sdf"))
+            yield directory, dirs, files
+    monkeypatch.setattr(os, "walk", walk_while_deleting)
+    assert [o.key for o in local.list_objects("tasks/t/")] == ["tasks/t/b.sdf"]
+
+
 @pytest.mark.parametrize("name", ["../evil", "a/../../b", "/etc/passwd", "a\\b", "a\x00b", "a\x01b", "a\nb",
                                   "a\x7fb", "", ".", "a//b", "a/", "./a", "C:evil", "x" * 256])
 def test_unsafe_names_are_refused(name: str) -> None:

@@ -141,7 +141,11 @@ class LocalStore:
                 for name in files:
                     key = name if rel == "." else f"{rel}/{name}"
                     if key.startswith(prefix):
-                        found.append(ObjectInfo(key, (Path(directory) / name).stat().st_size))
+                        try:
+                            size = (Path(directory) / name).stat().st_size
+                        except FileNotFoundError:  # deleted meanwhile (retention, another delete): not there
+                            continue
+                        found.append(ObjectInfo(key, size))
         return sorted(found, key=lambda o: o.key)
 
     def list_prefixes(self, prefix: str) -> list[str]:
