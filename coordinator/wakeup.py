@@ -74,6 +74,10 @@ class Waker:
                 pipe.publish(self.channel, b"t:" + worker.encode())
             await pipe.execute()
 
+    async def wake_worker(self, worker: str) -> None:
+        """Wake one worker's lease, in whichever coordinator process holds it (its own tasks ended)."""
+        await self.redis.publish(self.channel, b"w:" + worker.encode())
+
     def fire_worker(self, worker: str) -> None:
         """Wake the lease of one worker (its own tasks ended: what it asked for is out of date)."""
         event = self._workers.pop(worker, None)

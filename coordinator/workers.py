@@ -432,7 +432,7 @@ class WorkerService:
                  for e in by_kind.get(EventKind.HANDBACK, [])]
         accepted |= await self.lifecycle.end(ends, worker_id=worker_id)
         if any(e.attempt_id in accepted for e in events if e.event in FINAL_EVENTS):
-            await self.core.redis.publish(self.keys.wakeup, f"w:{worker_id}".encode())  # see `lease`
+            await self.core.waker.wake_worker(str(worker_id))  # see `lease`
         results = [e.attempt_id in accepted for e in events]
         if not all(results):  # late reports of attempts no longer current: the fence at work, worth a counter
             for event, ok in zip(events, results, strict=True):
