@@ -63,6 +63,17 @@ class Endpoint:
     """The success answer: a JSON model (api/answers.py), several (one of them), or media type -> schema."""
     tag: str = ""
     """The group the route is listed under in the OpenAPI document (its module's Api tag)."""
+    routine: bool = False
+    """Its answered requests are access records at debug level (a heartbeat: every agent sends one every few
+    seconds, and a line each would drown the rest; see `access.AccessLog`)."""
+
+
+class ApiRoute(Route):
+    """A Starlette route that carries its endpoint's `routine` for the access log (which sees `scope["route"]`)."""
+
+    def __init__(self, endpoint: Endpoint, handle: Callable[[Request], Awaitable[Response]]) -> None:
+        super().__init__(endpoint.path, handle, methods=[endpoint.method])
+        self.routine = endpoint.routine
 
 
 class Api:
@@ -76,11 +87,11 @@ class Api:
               status: int = 200, query: tuple[Query, ...] = (), also: tuple[type[BaseModel], ...] = (),
               content: dict[str, dict[str, Any]] | None = None,
               body_required: bool = True, answers: dict[int, dict[str, Any]] | None = None,
-              returns: Returns = None) -> Callable[[Handler], Handler]:
+              returns: Returns = None, routine: bool = False) -> Callable[[Handler], Handler]:
         """Register a handler under this route (see Endpoint for what each argument describes)."""
         def register(handler: Handler) -> Handler:
             self.endpoints.append(Endpoint(method, path, access, handler, summary, body, status, query, also,
-                                           content, body_required, answers, returns, self.tag))
+                                           content, body_required, answers, returns, self.tag, routine))
             return handler
         return register
 
@@ -90,7 +101,7 @@ class Api:
         first: they are most of the traffic, and Starlette tries the routes in order."""
         auth = Authenticator(settings, coordinator.workers)
         ordered = sorted(self.endpoints, key=lambda e: (e.path.count("{"), e.access != Access.WORKER))
-        return [Route(e.path, _wrap(e, coordinator, settings, auth), methods=[e.method]) for e in ordered]
+        return [ApiRoute(e, _wrap(e, coordinator, settings, auth)) for e in ordered]
 
 
 def _wrap(endpoint: Endpoint, coordinator: Coordinator, settings: Settings,

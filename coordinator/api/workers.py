@@ -61,7 +61,7 @@ async def register(request: Request, ctx: Ctx) -> Any:
 
 @api.route("POST", "/api/v1/workers/{worker_id}/heartbeat", Access.WORKER,
            "Telemetry; the answer carries pending commands and tasks the worker no longer owns", body=Heartbeat,
-           returns=HeartbeatAnswer)
+           returns=HeartbeatAnswer, routine=True)
 async def heartbeat(request: Request, ctx: Ctx) -> Any:
     beat = await body(request, Heartbeat, ctx.settings.max_body_bytes)
     return await ctx.coordinator.workers.heartbeat(request.path_params["worker_id"], beat)
@@ -69,7 +69,7 @@ async def heartbeat(request: Request, ctx: Ctx) -> Any:
 
 @api.route("POST", "/api/v1/workers/heartbeat", Access.AGENT, "A named node's heartbeat (the Workers API's): "
            "its name in the body; a name not seen before is enrolled with defaults", body=NodeHeartbeat,
-           returns=HeartbeatAnswer)
+           returns=HeartbeatAnswer, routine=True)
 async def node_heartbeat(request: Request, ctx: Ctx) -> Any:
     beat = await body(request, NodeHeartbeat, ctx.settings.max_body_bytes)
     workers, worker_id = ctx.coordinator.workers, node_id(beat.worker_id)
