@@ -280,21 +280,20 @@ class QueueIndex:
                     {as_str(i) for i in reply[3:]})
 
     async def worker_statuses(self, workers: Sequence[str]) -> list[str | None]:
-        """Each worker's live status (None where its hash has none), in order; WORKERS_CHUNK a round trip."""
-        statuses: list[str | None] = []
-        for chunk in _chunks(workers, WORKERS_CHUNK):
-            reply = await self._workers_live(args=[self.keys.prefix, "0", *chunk])
-            statuses += [as_str(s) if s is not None else None for s in reply]
-        return statuses
+        """Each worker's live status (None where its hash has none), in order."""
+        return [as_str(s) if s is not None else None for s in await self._live(workers, whole=False)]
 
     async def workers_live(self, workers: Sequence[str]) -> list[tuple[dict[bytes, bytes], int]]:
-        """Each worker's hash (status, heartbeat, telemetry, ...) and running count, in order; WORKERS_CHUNK a
-        round trip."""
-        live: list[tuple[dict[bytes, bytes], int]] = []
+        """Each worker's hash (status, heartbeat, telemetry, ...) and running count, in order."""
+        return [(dict(zip(fields[::2], fields[1::2], strict=True)), int(running))
+                for fields, running in await self._live(workers, whole=True)]
+
+    async def _live(self, workers: Sequence[str], whole: bool) -> list[Any]:
+        """`workers_live.lua`'s entries for these workers, WORKERS_CHUNK a script call."""
+        reply: list[Any] = []
         for chunk in _chunks(workers, WORKERS_CHUNK):
-            for fields, running in await self._workers_live(args=[self.keys.prefix, "1", *chunk]):
-                live.append((dict(zip(fields[::2], fields[1::2], strict=True)), int(running)))
-        return live
+            reply += await self._workers_live(args=[self.keys.prefix, "1" if whole else "0", *chunk])
+        return reply
 
     async def promote_due(self, limit: int = 1000) -> int:
         """Move up to `limit` tasks whose backoff has passed into their queues, at most PUT_CHUNK a script call
