@@ -12,19 +12,19 @@ import asyncio
 import logging
 import math
 import time
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
 from redis.exceptions import RedisError
-from sqlalchemy import ColumnElement, and_, between, cast, false, or_, select
+from sqlalchemy import ColumnElement, and_, between, cast, false, func, or_, select
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.exc import SQLAlchemyError
 
 from coordinator.core import Core, utcnow
 from coordinator.keys import SEQ_SPAN
-from coordinator.models import Task
+from coordinator.models import Task, Worker
 from coordinator.queue import as_str, queue_needs
 from coordinator.services import ServiceRegistry, ServiceState
 from coordinator.states import ReasonCode, TaskStatus, WorkerStatus
@@ -95,23 +95,38 @@ class Shape:
                     near(Task.gpu_memory_gb, self.gpu_memory_gb))
 
 
-@dataclass
-class WorkerRoom:
-    """One worker that is not offline: what it is and what its running tasks leave free."""
+@dataclass(frozen=True)
+class Registration:
+    """What a worker said it is when it registered. Only a registration changes it, and each one issues a new
+    token: a snapshot reads these columns again only for workers whose token hash it has not seen."""
 
-    status: str
     services: frozenset[str]
     groups: frozenset[str]
     labels: frozenset[str]
     cores: float
     memory_gb: float
-    gpu_memory: list[float]
+    gpu_memory: tuple[float, ...]
     """Each GPU's memory (GB; inf when unknown)."""
+    gpu_index: dict[int, int]
+    """NVML index -> position in the GPU lists (tasks name GPUs by index)."""
     slots: int
+
+    @classmethod
+    def of_row(cls, row: Any) -> Registration:
+        gpus = row.gpus or []
+        return cls(frozenset(row.services or ()), frozenset(row.groups), frozenset(row.labels), float(row.cpu_cores),
+                   float(row.memory_gb or 0.0), tuple(float(g.get("memory_gb") or math.inf) for g in gpus),
+                   {int(g.get("index", i)): i for i, g in enumerate(gpus)}, int(row.slots))
+
+
+@dataclass
+class WorkerRoom:
+    """One worker that is not offline: what it registered as, and what its running tasks leave free."""
+
+    status: str
+    registered: Registration
     problem: str | None = None
     """What stops it running tasks (its work dir gone, read-only, full), as its heartbeats say."""
-    gpu_index: dict[int, int] = field(default_factory=dict)
-    """NVML index -> position in the GPU lists (tasks name GPUs by index)."""
     running: int = 0
     used_cpu: float = 0.0
     used_memory_gb: float = 0.0
@@ -119,19 +134,27 @@ class WorkerRoom:
     """Each GPU's share left (1.0: whole)."""
     gpu_memory_free: list[float] = field(default_factory=list)
 
+    @classmethod
+    def idle(cls, status: str, registered: Registration, problem: str | None) -> WorkerRoom:
+        """The worker before its running tasks are counted in."""
+        return cls(status, registered, problem, gpu_free=[1.0] * len(registered.gpu_memory),
+                   gpu_memory_free=list(registered.gpu_memory))
+
     def serves(self, shape: Shape) -> bool:
-        return shape.group in self.groups and (not self.services or shape.service in self.services)
+        reg = self.registered
+        return shape.group in reg.groups and (not reg.services or shape.service in reg.services)
 
     def short_of(self, shape: Shape, free: bool) -> list[str]:
         """The resources it lacks for one task of `shape` (when empty, or, with `free`, with what is free now)."""
-        cores = self.cores - (self.used_cpu if free else 0.0)
-        memory = self.memory_gb - (self.used_memory_gb if free else 0.0)
-        shares = self.gpu_free if free else [1.0] * len(self.gpu_memory)
-        gpu_mem = self.gpu_memory_free if free else self.gpu_memory
+        reg = self.registered
+        cores = reg.cores - (self.used_cpu if free else 0.0)
+        memory = reg.memory_gb - (self.used_memory_gb if free else 0.0)
+        shares = self.gpu_free if free else [1.0] * len(reg.gpu_memory)
+        gpu_mem = self.gpu_memory_free if free else reg.gpu_memory
         lacking = []
         if shape.cpu > cores + 1e-9:
             lacking.append("cores")
-        if shape.memory_gb > 0 and self.memory_gb > 0 and shape.memory_gb > memory + 1e-9:
+        if shape.memory_gb > 0 and reg.memory_gb > 0 and shape.memory_gb > memory + 1e-9:
             lacking.append("memory")
         if shape.gpu > 0 or shape.gpu_memory_gb > 0:
             whole = shape.gpu >= 1
@@ -142,7 +165,7 @@ class WorkerRoom:
                 roomy = sum(1 for ok, m in zip(enough, gpu_mem, strict=True) if ok and m + 1e-9 >= shape.gpu_memory_gb)
                 if roomy < max(1, math.ceil(shape.gpu)):
                     lacking.append("GPU memory")
-        if free and self.running >= self.slots:
+        if free and self.running >= reg.slots:
             lacking.append("slots")
         return lacking
 
@@ -160,7 +183,15 @@ class Snapshot:
     decided: dict[Shape, PendingReason] = field(default_factory=dict)
 
 
-WorkerLister = Callable[[], Awaitable[list[dict[str, Any]]]]
+WORKER_STATES = select(Worker.id, Worker.token_hash, Worker.status, Worker.metrics["problem"].astext.label("problem"))
+"""Every worker's registration (by its token hash), stored status and the problem its last heartbeat named."""
+REGISTRATIONS = select(Worker.id, Worker.token_hash, Worker.services, Worker.groups, Worker.labels, Worker.cpu_cores,
+                       Worker.memory_gb, Worker.gpus, Worker.slots)
+RUNNING = Task.status == TaskStatus.RUNNING.value
+USED = select(Task.worker_id, func.count().label("running"), func.sum(Task.cpu).label("cpu"),
+              func.sum(Task.memory_gb).label("memory_gb")).where(RUNNING).group_by(Task.worker_id)
+"""What the running tasks use, per worker (PostgreSQL adds it up: a row per worker, not per task)."""
+ON_GPUS = select(Task.worker_id, Task.gpu, Task.gpu_memory_gb, Task.gpus).where(RUNNING, Task.gpus != cast([], JSONB))
 
 
 def _amount(value: float) -> str:
@@ -185,7 +216,7 @@ def decide(shape: Shape, snap: Snapshot) -> PendingReason:
     if rule is not None and rule.at_limit:
         return PendingReason(ReasonCode.SERVICE_LIMIT, f"service `{shape.service}` runs {rule.running} "
                              f"task{'' if rule.running == 1 else 's'}, its limit")
-    in_group = [w for w in snap.workers if shape.group in w.groups]
+    in_group = [w for w in snap.workers if shape.group in w.registered.groups]
     if not in_group:
         offline = snap.offline_groups.get(shape.group, 0)
         return PendingReason(ReasonCode.NO_GROUP, f"no online worker in group `{shape.group}`"
@@ -194,9 +225,9 @@ def decide(shape: Shape, snap: Snapshot) -> PendingReason:
     if not serving:
         return PendingReason(ReasonCode.NO_SERVICE,
                              f"no online worker in group `{shape.group}` serves `{shape.service}`")
-    labelled = [w for w in serving if w.labels.issuperset(shape.labels)]
+    labelled = [w for w in serving if w.registered.labels.issuperset(shape.labels)]
     if not labelled:
-        missing = sorted(set(shape.labels) - set().union(*(w.labels for w in serving)))
+        missing = sorted(set(shape.labels) - set().union(*(w.registered.labels for w in serving)))
         named = ", ".join(f"`{label}`" for label in (missing or shape.labels))
         return PendingReason(ReasonCode.NO_LABELS, f"no worker in group `{shape.group}` serving `{shape.service}` "
                              f"has the label{'s' if len(missing or shape.labels) > 1 else ''} {named}")
@@ -239,11 +270,12 @@ def own_reason(row: Any, now: datetime) -> PendingReason | None:
 class PendingReasons:
     """Reasons for pending tasks, over a snapshot of workers and queues refreshed at most once a second."""
 
-    def __init__(self, core: Core, list_workers: WorkerLister) -> None:
+    def __init__(self, core: Core) -> None:
         self.core = core
-        self._list_workers = list_workers
         self._snapshot: Snapshot | None = None
         self._lock = asyncio.Lock()
+        self._registered: dict[Any, tuple[str, Registration]] = {}
+        """Worker id -> the token hash of its registration and what that registration said."""
 
     async def snapshot(self) -> Snapshot:
         """The current snapshot (taken again when older than SNAPSHOT_TTL_S; concurrent callers share one)."""
@@ -254,33 +286,41 @@ class PendingReasons:
             return snap
 
     async def _take(self) -> Snapshot:
+        """Read the workers and their running tasks. The leader takes one a second for the reasons' history, so
+        it reads what changes (statuses, problems, what running tasks use) and keeps what only a registration
+        changes."""
+        async with self.core.engine.connect() as conn:
+            states = (await conn.execute(WORKER_STATES)).all()
+            unseen = [row.id for row in states if self._registered.get(row.id, ("",))[0] != row.token_hash]
+            if unseen:
+                for row in await conn.execute(REGISTRATIONS.where(Worker.id.in_(unseen))):
+                    self._registered[row.id] = (row.token_hash, Registration.of_row(row))
+            used = (await conn.execute(USED)).all()
+            on_gpus = (await conn.execute(ON_GPUS)).all()
+        live = await self.core.index.worker_statuses([str(row.id) for row in states])
+        if len(self._registered) > len(states):  # workers were removed
+            self._registered = {row.id: self._registered[row.id] for row in states if row.id in self._registered}
         workers: dict[Any, WorkerRoom] = {}
         offline: dict[str, int] = {}
-        for w in await self._list_workers():
-            if w["status"] == WorkerStatus.OFFLINE:
-                for group in w["groups"]:
+        for row, status in zip(states, live, strict=True):
+            if row.id not in self._registered:  # removed between the two reads
+                continue
+            registered = self._registered[row.id][1]
+            if (status or row.status) == WorkerStatus.OFFLINE:
+                for group in registered.groups:
                     offline[group] = offline.get(group, 0) + 1
                 continue
-            gpus = w.get("gpus") or []
-            memory = [float(g.get("memory_gb") or math.inf) for g in gpus]
-            workers[w["id"]] = WorkerRoom(
-                w["status"], frozenset(w.get("services") or ()), frozenset(w["groups"]), frozenset(w["labels"]),
-                float(w["cpu_cores"]), float(w["memory_gb"] or 0.0), memory, int(w["slots"]), w.get("problem"),
-                gpu_index={int(g.get("index", i)): i for i, g in enumerate(gpus)},
-                gpu_free=[1.0] * len(gpus), gpu_memory_free=list(memory))
-        async with self.core.engine.connect() as conn:
-            running = (await conn.execute(select(Task.worker_id, Task.cpu, Task.memory_gb, Task.gpu,
-                                                 Task.gpu_memory_gb, Task.gpus).where(
-                Task.status == TaskStatus.RUNNING.value))).all()
-        for task in running:
+            workers[row.id] = WorkerRoom.idle(status or row.status, registered, row.problem)
+        for row in used:
+            room = workers.get(row.worker_id)
+            if room is not None:
+                room.running, room.used_cpu, room.used_memory_gb = row.running, row.cpu, row.memory_gb
+        for task in on_gpus:
             room = workers.get(task.worker_id)
             if room is None:
                 continue
-            room.running += 1
-            room.used_cpu += task.cpu
-            room.used_memory_gb += task.memory_gb
-            for gpu_index in task.gpus or []:
-                at = room.gpu_index.get(int(gpu_index))
+            for gpu_index in task.gpus:
+                at = room.registered.gpu_index.get(int(gpu_index))
                 if at is not None:
                     room.gpu_free[at] -= min(task.gpu, 1.0)
                     room.gpu_memory_free[at] -= task.gpu_memory_gb

@@ -74,7 +74,7 @@ class Coordinator:
         workers = WorkerService(core, lifecycle)
         store = open_store(settings)
         files = FileService(core, store)
-        reasons = PendingReasons(core, workers.capacities)
+        reasons = PendingReasons(core)
         timers = Timers(core, lifecycle, workers, ReasonHistory(reasons), files)
         return cls(core, TaskService(core, reasons), lifecycle, workers, StatsService(core, reasons), timers,
                    files, Peers(redis, settings, store), ServiceRegistry(core))

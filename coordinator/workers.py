@@ -564,17 +564,6 @@ class WorkerService:
         return [v for v in views
                 if (group is None or group in v["groups"]) and (status is None or v["status"] == status)]
 
-    async def capacities(self) -> list[dict[str, Any]]:
-        """Every worker's live status and what it can run (services, groups, labels, cores, memory, GPUs, slots,
-        and the problem that stops it, as its last stored heartbeat said): what `overview` shows, without the
-        telemetry, for deciding why tasks wait (`pending`)."""
-        columns = (Worker.id, Worker.status, Worker.services, Worker.groups, Worker.labels, Worker.cpu_cores,
-                   Worker.memory_gb, Worker.gpus, Worker.slots, Worker.metrics["problem"].astext.label("problem"))
-        async with self.core.engine.connect() as conn:
-            rows = (await conn.execute(select(*columns))).all()
-        live = await self.core.index.worker_statuses([str(row.id) for row in rows])
-        return [{**row._mapping, "status": status or row.status} for row, status in zip(rows, live, strict=True)]
-
     async def get(self, worker_id: uuid.UUID) -> dict[str, Any]:
         """One worker."""
         views = await self._views(worker_id)

@@ -66,6 +66,18 @@ def test_too_big_says_which_resource(client: httpx.Client) -> None:
         "no worker is big enough: none has 80 GB GPU memory"
 
 
+def test_a_worker_registering_again_is_seen_as_it_now_is(client: httpx.Client) -> None:
+    """The snapshot keeps each worker's registration between looks: one that registers again with a GPU (its
+    identity taken back, the same row) must count with the GPU at the next look."""
+    agent = HttpAgent.register(client, hostname="grows", groups=["grow"], cpu_cores=4)
+    task = submit(client, group="grow", resources={"gpu": 1})
+    assert reason_of(client, task, "too_big")["message"] == "no worker is big enough: none has 1 GPU"
+    again = HttpAgent.register(client, hostname="grows", groups=["grow"], cpu_cores=4, gpus=[GPU],
+                               worker_id=agent.id, worker_token=agent.token)
+    assert again.id == agent.id
+    reason_of(client, task, "ready")
+
+
 def test_too_big_together(client: httpx.Client) -> None:
     HttpAgent.register(client, hostname="cpu-box", groups=["mix"], cpu_cores=32)
     HttpAgent.register(client, hostname="gpu-box", groups=["mix"], cpu_cores=4, gpus=[GPU])
