@@ -222,9 +222,10 @@ class QueueIndex:
                                                  *ids[start:start + FINISH_CHUNK]]))
         return done
 
-    async def claim(self, request: ClaimRequest, attempt_ids: Iterable[str]) -> list[Claim]:
+    async def claim(self, request: ClaimRequest, attempt_ids: Iterable[str]) -> list[Claim] | None:
         """Take up to `max_tasks` fitting tasks; one attempt id is used per claimed task, drawn from `attempt_ids`
-        as each call needs them (a lease that finds few tasks makes few ids).
+        as each call needs them (a lease that finds few tasks makes few ids). None: the worker is not online in
+        the index (drained, offline, or its entry lost), so nothing was claimed.
 
         One script call takes at most CLAIM_CHUNK tasks; the next call starts from what the last left free (CPU,
         memory, each GPU's share and memory, as the script counted them), so a big lease is the same as one call
@@ -250,7 +251,7 @@ class QueueIndex:
                     await self.unclaim(request.worker, claims)
                 raise
             if not isinstance(reply, dict):  # the script's `[]`: the worker is not online (drained since it asked)
-                break
+                return claims or None
             taken = reply["claimed"] if isinstance(reply["claimed"], list) else []  # cjson writes [] as {}
             claims += [Claim(c["id"], c["attempt"], list(c["gpus"]) if isinstance(c["gpus"], list) else [])
                        for c in taken]

@@ -41,9 +41,9 @@ from coordinator.states import DROPPED_STREAM, TaskStatus, WorkerStatus
 from coordinator.textcheck import check_text, clean_line
 
 log = logging.getLogger(__name__)
-TOKEN_CACHE_S = 60.0
-"""How long a coordinator trusts the token hash it read for a worker before reading it again: a backstop, since a
-change is announced to every coordinator at once (see `verify_token`)."""
+REGISTRATION_CACHE_S = 60.0
+"""How long a coordinator trusts what it read of a worker's registration (its token hash, its routing facts) before
+reading it again: a backstop, since a registration is announced to every coordinator at once (see `verify_token`)."""
 TOKEN_HASH = select(Worker.token_hash).where(Worker.id == bindparam("worker_id"))
 """A worker's stored token hash, built once."""
 HEARTBEAT_DB_WAIT_S = 2.0
@@ -127,7 +127,9 @@ class WorkerService:
         self.beats = Beats(core)
         self._tokens: dict[uuid.UUID, tuple[str, float]] = {}
         """Worker id -> its token's hash and when it was read (see `verify_token`)."""
-        core.waker.on_token_change = self._forget_token
+        self._routes: dict[uuid.UUID, tuple[dict[str, Any], float]] = {}
+        """Worker id -> its routing facts and when they were read (see `_routing`)."""
+        core.waker.on_token_change = self._forget_registration
 
     # -- identity ---------------------------------------------------------------------------------
 
@@ -137,10 +139,10 @@ class WorkerService:
         The hash read is cached: an agent beats every few seconds, and a read a beat cost ~0.1 ms of the
         coordinator's CPU. An identity taken back by a restarted agent, enrolled again or removed has a new token or
         none, announced on the wakeup channel: every coordinator drops its copy at once, all of them when its
-        channel was away (messages may have been missed), and any copy after TOKEN_CACHE_S (a read that crossed
+        channel was away (messages may have been missed), and any copy after REGISTRATION_CACHE_S (a read that crossed
         the announcement)."""
         cached = self._tokens.get(worker_id)
-        if cached is None or time.monotonic() - cached[1] > TOKEN_CACHE_S:
+        if cached is None or time.monotonic() - cached[1] > REGISTRATION_CACHE_S:
             async with self.core.statements.connect() as conn:  # one round trip, no BEGIN / ROLLBACK around it
                 row = (await conn.execute(TOKEN_HASH, {"worker_id": worker_id})).first()
             if row is None:
@@ -150,12 +152,15 @@ class WorkerService:
             self._tokens[worker_id] = cached
         return secrets.compare_digest(cached[0], hash_token(token))
 
-    def _forget_token(self, worker: str | None) -> None:
-        """Drop the cached token hash of a worker whose token changed elsewhere (None: of every worker)."""
+    def _forget_registration(self, worker: str | None) -> None:
+        """Drop what is cached of a worker whose token changed (None: of every worker). Its token changes exactly
+        when it registers again or is removed, which is also when its routing facts change."""
         if worker is None:
             self._tokens.clear()
+            self._routes.clear()
         else:
             self._tokens.pop(uuid.UUID(worker), None)
+            self._routes.pop(uuid.UUID(worker), None)
 
     async def register(self, spec: WorkerRegistration, worker_id: uuid.UUID | None = None) -> dict[str, Any]:
         """Enroll a host; returns its id and its own token (shown once).
@@ -185,6 +190,7 @@ class WorkerService:
             async with self.core.engine.begin() as conn:
                 await conn.execute(insert(Worker).values(id=worker_id, **values))
         self._tokens[worker_id] = (token_hash, time.monotonic())
+        self._routes.pop(worker_id, None)
         await self.core.waker.tokens_changed([str(worker_id)])
         await self._publish_live(worker_id, values, fresh=True)
         return {"id": str(worker_id), "worker_id": str(worker_id), "token": token,
@@ -250,6 +256,16 @@ class WorkerService:
             await self._publish_live(worker_id, dict(row._mapping))
             return row.status, dict(row._mapping)
         return as_str(status or b"offline"), orjson.loads(route)
+
+    async def _routing(self, worker_id: uuid.UUID) -> dict[str, Any]:
+        """A worker's routing facts for its leases: read once and kept until it registers again (see
+        `_forget_registration`), since a lease runs at every task start and the read was a Redis round trip on
+        its way (~1 ms of a single task's submit → start). Its status is not kept: the claim script checks it."""
+        cached = self._routes.get(worker_id)
+        if cached is None or time.monotonic() - cached[1] > REGISTRATION_CACHE_S:
+            _status, route = await self._route(worker_id)
+            cached = self._routes[worker_id] = (route, time.monotonic())
+        return cached[0]
 
     # -- heartbeat --------------------------------------------------------------------------------
 
@@ -343,11 +359,18 @@ class WorkerService:
         what was claimed meanwhile goes straight back to the queue instead of waiting for a worker loss.
         """
         deadline = time.monotonic() + min(ask.wait_s, self.core.settings.lease_max_wait)
+        route, looked = await self._routing(worker_id), False
         while True:
-            status, route = await self._route(worker_id)
-            if status != WorkerStatus.ONLINE or ask.max_tasks == 0 or (gone is not None and await gone()):
+            if ask.max_tasks == 0 or (gone is not None and await gone()):
                 return []
             leased = await self._lease_once(worker_id, route, ask)
+            if leased is None:  # the claim found it not online: drained, offline, or its entry lost with Redis
+                self._routes.pop(worker_id, None)
+                status, route = await self._route(worker_id)  # puts a lost entry back from PostgreSQL
+                if status != WorkerStatus.ONLINE or looked:
+                    return []
+                looked = True
+                continue
             if leased and gone is not None and await gone():
                 await self._undelivered(worker_id, leased)
                 return []
@@ -366,7 +389,9 @@ class WorkerService:
         requeued = await self.lifecycle.end(ends, worker_id=worker_id)
         log.warning("worker %s hung up while leasing; %d task(s) back to the queue", worker_id, len(requeued))
 
-    async def _lease_once(self, worker_id: uuid.UUID, route: dict[str, Any], ask: LeaseRequest) -> list[LeasedTask]:
+    async def _lease_once(self, worker_id: uuid.UUID, route: dict[str, Any], ask: LeaseRequest,
+                          ) -> list[LeasedTask] | None:
+        """Claim and start what fits now; None when the claim script finds the worker not online."""
         gpus = ([GpuFree(int(g["index"]), float(g.get("free", 1.0)), float(g.get("memory_gb", math.inf)))
                  for g in ask.gpus] if ask.gpus is not None else await self._unheld_gpus(worker_id, route["gpus"]))
         request = ClaimRequest(worker=str(worker_id), groups=route["groups"], services=route["services"],
@@ -374,6 +399,8 @@ class WorkerService:
                                cpu=ask.cpu if ask.cpu is not None else float("inf"), memory_gb=ask.memory_gb,
                                gpus=gpus)
         claims = await self.core.index.claim(request, (str(uuid.uuid4()) for _ in range(ask.max_tasks)))
+        if claims is None:
+            return None
         if not claims:
             return []
         try:

@@ -273,13 +273,13 @@ async def test_waiting_lease_is_woken_by_a_submission(coordinator: Coordinator) 
 
 
 async def test_a_claim_for_a_worker_no_longer_online_takes_nothing(coordinator: Coordinator) -> None:
-    """A worker drained between its lease's look at its status and the claim: the claim script refuses it, and
-    the lease gets no task (not an error)."""
+    """A worker drained after its lease read its routing facts: the claim script refuses it (None: not online),
+    and the lease gets no task (not an error)."""
     task = await submit_one(coordinator)
     agent = await Agent.register(coordinator)
     await coordinator.core.redis.hset(coordinator.core.keys.worker(str(agent.id)), "status", "draining")
     request = queue.ClaimRequest(worker=str(agent.id), groups=["default"], services=[], labels=[], max_tasks=1)
-    assert await coordinator.core.index.claim(request, ["attempt-1"]) == []
+    assert await coordinator.core.index.claim(request, ["attempt-1"]) is None
     await coordinator.core.redis.hset(coordinator.core.keys.worker(str(agent.id)), "status", "online")
     assert await agent.lease_ids() == [task]
 

@@ -9,7 +9,7 @@ import pytest
 from aiddwire import EndReason
 from coordinator.config import Settings
 from coordinator.service import Coordinator
-from tests.helpers import Agent, started
+from tests.helpers import Agent, started, submit_one
 from tests.support.waiting import await_until
 
 pytestmark = pytest.mark.anyio
@@ -41,7 +41,7 @@ async def test_its_own_wake_up_coming_back_does_not_wake_again(coordinator: Coor
 async def test_a_token_taken_back_is_refused_by_every_coordinator_at_once(coordinator: Coordinator,
                                                                          settings: Settings) -> None:
     """A restarted agent takes its identity back with a new token, or the worker is removed: the other coordinators
-    hear of it on the channel and refuse the old token at once, not when their cached copy (TOKEN_CACHE_S) ages."""
+    hear of it on the channel and refuse the old token at once, not when their copy (REGISTRATION_CACHE_S) ages."""
     async with started(settings) as other:
         agent = await Agent.register(coordinator, "node-a")
         assert await other.workers.verify_token(agent.id, agent.token)  # its hash now cached there
@@ -56,3 +56,27 @@ async def test_a_token_taken_back_is_refused_by_every_coordinator_at_once(coordi
         await coordinator.workers.mark_offline([again.id], EndReason.WORKER_LOST)
         await coordinator.workers.remove(again.id, "test")
         await await_until(lambda: refused(again), 2, "a removed worker's token refused by the other coordinator")
+
+
+async def test_a_worker_registering_again_leases_by_its_new_groups_everywhere(coordinator: Coordinator,
+                                                                             settings: Settings) -> None:
+    """Leases keep a worker's routing facts between calls; one that registers again with other groups is leased
+    by its new groups at once, by this coordinator and by the others (the registration's message), and one
+    drained meanwhile gets nothing although its facts were kept."""
+    async with started(settings) as other:
+        agent = await Agent.register(coordinator, "node-g", groups=["old"])
+        there = Agent(other, agent.id, agent.token)
+        assert await agent.lease() == [] and await there.lease() == []  # its routing facts kept in both
+        again = await Agent.register(coordinator, "node-g", groups=["new"], worker_id=str(agent.id),
+                                     worker_token=agent.token)
+        assert again.id == agent.id
+        here_task, there_task = await submit_one(coordinator, group="new"), await submit_one(coordinator, group="new")
+        assert await again.lease_ids() == [here_task]
+
+        async def leased_there() -> bool:
+            return await Agent(other, again.id, again.token).lease_ids() == [there_task]
+        await await_until(leased_there, 2, "the other coordinator leasing by the new groups")
+
+        await submit_one(coordinator, group="new")
+        await coordinator.core.redis.hset(coordinator.core.keys.worker(str(again.id)), "status", "draining")
+        assert await again.lease() == [] and await Agent(other, again.id, again.token).lease() == []
