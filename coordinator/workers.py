@@ -355,13 +355,15 @@ class WorkerService:
                     gone: Callable[[], Awaitable[bool]] | None = None) -> list[LeasedTask]:
         """Hand out up to `max_tasks` fitting tasks, waiting up to `wait_s` for some to arrive.
 
-        `gone` says whether the asking agent has hung up (it died while it waited): then nothing is claimed, and
-        what was claimed meanwhile goes straight back to the queue instead of waiting for a worker loss.
+        `gone` says whether the asking agent has hung up (it died while it waited): then what was claimed for it
+        goes straight back to the queue instead of waiting for a worker loss. It is asked after the claim, not
+        before: asking yields to the event loop, and a woken lease should claim before the submission that woke
+        it finishes its answer (a lease of a dead agent claims once, and hands the tasks back at once).
         """
         deadline = time.monotonic() + min(ask.wait_s, self.core.settings.lease_max_wait)
         route, looked = await self._routing(worker_id), False
         while True:
-            if ask.max_tasks == 0 or (gone is not None and await gone()):
+            if ask.max_tasks == 0:
                 return []
             leased = await self._lease_once(worker_id, route, ask)
             if leased is None:  # the claim found it not online: drained, offline, or its entry lost with Redis
@@ -371,8 +373,9 @@ class WorkerService:
                     return []
                 looked = True
                 continue
-            if leased and gone is not None and await gone():
-                await self._undelivered(worker_id, leased)
+            if gone is not None and await gone():
+                if leased:
+                    await self._undelivered(worker_id, leased)
                 return []
             left = deadline - time.monotonic()
             if leased or left <= 0 or self.core.waker.closed:
