@@ -19,7 +19,6 @@ import orjson
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-from coordinator.errors import TooManyQueues
 from coordinator.keys import Keys, lua_prelude, queue_score
 from coordinator.schemas import TaskSpec
 
@@ -169,6 +168,16 @@ def _finite(value: float) -> float:
     return 1e12 if math.isinf(value) else value
 
 
+@dataclass(frozen=True)
+class Room:
+    """What a submission's room check reads from the index (`QueueIndex.room`)."""
+
+    pending: dict[str, int]
+    """Each of its services' runnable tasks, over every group."""
+    queues: dict[str, tuple[int, int]]
+    """Each of its groups: its queues that hold tasks, and how many of the submission's queues would be new."""
+
+
 class QueueIndex:
     """Redis side of the scheduler for one key prefix."""
 
@@ -183,6 +192,7 @@ class QueueIndex:
         self._drop_empty_queues = redis.register_script(_script_source("drop_empty_queues"))
         self._unclaim = redis.register_script(_script_source("unclaim"))
         self._workers_live = redis.register_script(_script_source("workers_live"))
+        self._room = redis.register_script(_script_source("room"))
 
     async def put_pending(self, tasks: Sequence[QueuedTask], new: bool = False, chunk: int = PUT_CHUNK) -> int:
         """Queue tasks (or delay them until `due_ms`), replacing any earlier placement; `new`: the tasks were just
@@ -318,50 +328,19 @@ class QueueIndex:
                 pipe.sadd(self.keys.paused_services, *sorted(paused))
             await pipe.execute()
 
-    async def queue_keys(self) -> dict[str, tuple[str, str]]:
-        """Every service queue that holds tasks: key -> (service, group)."""
-        groups = [as_str(g) for g in await self.redis.smembers(self.keys.queue_groups)]
-        async with self.redis.pipeline(transaction=False) as pipe:
-            for group in groups:
-                pipe.hgetall(self.keys.queues(group))
-            registries = await pipe.execute()
-        return {as_str(key): (as_str(value).split("\t")[0], group)
-                for group, registry in zip(groups, registries, strict=True) for key, value in registry.items()}
-
-    async def pending_by_service(self) -> dict[str, int]:
-        """Pending (runnable now) tasks per service (reads only queues that hold tasks)."""
-        queues = await self.queue_keys()
-        async with self.redis.pipeline(transaction=False) as pipe:
-            for key in queues:
-                pipe.zcard(key)
-            counts = await pipe.execute()
-        totals: dict[str, int] = {}
-        for (service, _group), count in zip(queues.values(), counts, strict=True):
-            totals[service] = totals.get(service, 0) + int(count)
-        return totals
-
-    async def check_queue_shapes(self, specs: Sequence[TaskSpec], limit: int) -> None:
-        """Refuse tasks that would open queues (a service and a shape of labels and resources new to their group)
-        past `limit` queues with tasks in that group: every claim of the group's workers reads each of them.
-        Tasks for queues that hold tasks are always let in; two submissions at once may pass by a few queues.
-
-        Raises:
-            TooManyQueues: naming the group, its queues and the limit (429 on `resources`).
-        """
-        wanted: dict[str, set[str]] = {}
+    async def room(self, specs: Sequence[TaskSpec]) -> Room:
+        """What the room check of a submission of `specs` reads (`room.lua`, one round trip): its services'
+        runnable tasks, counted over every group's queues that hold tasks, and its groups' queues."""
+        groups: dict[str, set[str]] = {}
         for spec in specs:
             r = spec.resources
             needs = queue_needs(spec.labels, r.cpu, r.memory_gb, r.gpu, r.gpu_memory_gb)
-            wanted.setdefault(spec.group, set()).add(self.keys.service_queue(spec.service, spec.group, needs))
-        async with self.redis.pipeline(transaction=False) as pipe:
-            for group, queues in wanted.items():
-                pipe.hlen(self.keys.queues(group))
-                pipe.hmget(self.keys.queues(group), list(queues))
-            replies = await pipe.execute()
-        for group, held, known in zip(wanted, replies[::2], replies[1::2], strict=True):
-            opening = sum(1 for value in known if value is None)
-            if opening and int(held) + opening > limit:
-                raise TooManyQueues(group, int(held), opening, limit)
+            groups.setdefault(spec.group, set()).add(self.keys.service_queue(spec.service, spec.group, needs))
+        payload = orjson.dumps({"services": sorted({spec.service for spec in specs}),
+                                "groups": {group: sorted(queues) for group, queues in groups.items()}})
+        reply = orjson.loads(await self._room(args=[self.keys.prefix, payload]))
+        return Room({service: int(n) for service, n in reply["pending"].items()},
+                    {group: (int(held), int(opening)) for group, (held, opening) in reply["groups"].items()})
 
     async def drop_empty_queues(self) -> int:
         """Drop registry entries of queues without tasks (and an older version's registry); how many went.

@@ -6,7 +6,6 @@ Submission is answered only after the PostgreSQL commit; every later change of a
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import operator
 import uuid
@@ -21,7 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from coordinator import reasonhistory, timeline
 from coordinator.core import Core, utcnow
-from coordinator.errors import BatchNotFound, InvalidInput, QueueFull, TaskNotFound
+from coordinator.errors import BatchNotFound, InvalidInput, QueueFull, TaskNotFound, TooManyQueues
 from coordinator.models import Attempt, Batch, Task, TaskAction, TaskLog, Worker
 from coordinator.pending import PendingReason, PendingReasons, Shape
 from coordinator.queue import QueuedTask
@@ -202,17 +201,20 @@ class TaskService:
         }
 
     async def _check_room(self, specs: Sequence[TaskSpec]) -> None:
-        """Refuse a submission past max_pending_per_service or max_queue_shapes. The two reads go to Redis side by
-        side: one after the other they were four round trips on every submission's way to its start (issue 17)."""
+        """Refuse a submission past max_queue_shapes (new queues in a group: every claim of its workers reads each
+        of them; tasks for queues that hold tasks are always let in) or max_pending_per_service. Two submissions
+        at once may pass either bound by a little."""
+        room = await self.core.index.room(specs)
+        for group, (held, opening) in room.queues.items():
+            if opening and held + opening > self.settings.max_queue_shapes:
+                raise TooManyQueues(group, held, opening, self.settings.max_queue_shapes)
         adding: dict[str, int] = {}
         for spec in specs:
             adding[spec.service] = adding.get(spec.service, 0) + 1
-        pending, _ = await asyncio.gather(self.core.index.pending_by_service(),
-                                          self.core.index.check_queue_shapes(specs, self.settings.max_queue_shapes))
         limit = self.settings.max_pending_per_service
         for service, count in adding.items():
-            if pending.get(service, 0) + count > limit:
-                raise QueueFull(service, pending.get(service, 0), limit, count)
+            if room.pending[service] + count > limit:
+                raise QueueFull(service, room.pending[service], limit, count)
 
     # -- reading ----------------------------------------------------------------------------------
 

@@ -15,8 +15,10 @@ from redis.exceptions import ResponseError
 from coordinator.keys import Keys
 from coordinator.queue import CLAIM_CHUNK, FINISH_CHUNK, PUT_CHUNK, ClaimRequest, QueuedTask, RunningTask, now_ms
 from coordinator.reconcile import repair_drift
+from coordinator.schemas import TaskSpec
 from coordinator.service import Coordinator
 from tests.helpers import Agent, submit
+from tests.support.tasks import task_body
 
 pytestmark = pytest.mark.anyio
 
@@ -57,7 +59,7 @@ async def test_a_big_submission_goes_to_redis_in_bounded_calls(coordinator: Coor
     assert script_calls(slow_log, script) == math.ceil(TASKS / PUT_CHUNK)
     queued = queued_ids(slow_log, coordinator.core.keys)
     assert sorted(queued) == sorted(ids * 2)
-    assert await coordinator.core.index.pending_by_service() == {"admet": TASKS}
+    assert (await coordinator.core.index.room([TaskSpec.model_validate(task_body())])).pending == {"admet": TASKS}
 
 
 async def test_a_crash_between_calls_loses_nothing(coordinator: Coordinator, redis: SyncRedis) -> None:

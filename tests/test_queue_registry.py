@@ -12,6 +12,7 @@ from redis import Redis as SyncRedis
 from coordinator.config import Settings
 from coordinator.keys import Keys
 from coordinator.reconcile import rebuild_index, repair_drift
+from coordinator.schemas import TaskSpec
 from coordinator.server import BackgroundServer
 from tests.helpers import serving
 from tests.support.agent import HttpAgent
@@ -141,9 +142,10 @@ def test_pending_counts_read_every_group(api_server: BackgroundServer, client: h
         submit(client, group=group, resources={"cpu": cpu})
     submit(client, service="docking", group="g3")
     index = api_server.coordinator.core.index
-    assert api_server.call(index.pending_by_service) == {"admet": 4, "docking": 1}
+    asking = [TaskSpec.model_validate(task_body(service=service)) for service in ("admet", "docking", "vina")]
+    assert api_server.call(lambda: index.room(asking)).pending == {"admet": 4, "docking": 1, "vina": 0}
     HttpAgent.register(client, groups=["g2"], cpu_cores=8).lease(max_tasks=5, cpu=8)
-    assert api_server.call(index.pending_by_service) == {"admet": 2, "docking": 1}
+    assert api_server.call(lambda: index.room(asking)).pending == {"admet": 2, "docking": 1, "vina": 0}
 
 
 def test_new_resource_shapes_past_the_bound_are_a_clear_429(settings: Settings, clean_db: None,
