@@ -60,6 +60,8 @@ COPY_JSON = tuple(i for i, c in enumerate(COPY_COLUMNS) if c in ("input_params",
                                                                   "outputs", "gpus"))
 COPY_FROM = 16
 """Submissions of this many tasks or more are written with COPY; smaller ones with INSERT ... RETURNING."""
+INSERT_RETURNING = insert(Task).returning(*Task.__table__.c)
+"""One task's INSERT, returning the row the answer shows (built once)."""
 NEXT_SEQS = text("SELECT nextval(pg_get_serial_sequence('tasks', 'seq')) FROM generate_series(1, :n)")
 
 
@@ -144,7 +146,10 @@ class TaskService:
                 for row in rows:
                     row["batch_id"] = batch_id
             stored: Sequence[Any] = []
-            if len(rows) < COPY_FROM:  # a few: one INSERT that returns them, so the answer needs no read
+            if len(rows) == 1:  # a single task: a plain INSERT (as a list of one, 0.2 ms more of SQLAlchemy's CPU)
+                stored = [(await conn.execute(INSERT_RETURNING, rows[0])).one()]
+                seqs = [stored[0].seq]
+            elif len(rows) < COPY_FROM:  # a few: one INSERT that returns them, so the answer needs no read
                 stored = (await conn.execute(insert(Task).returning(*Task.__table__.c, sort_by_parameter_order=True),
                                              rows)).all()
                 seqs = [r.seq for r in stored]
