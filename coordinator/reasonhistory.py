@@ -82,7 +82,7 @@ class ReasonHistory:
                 self._watched[key] = Watched(shape, None, mono)
         if not self._watched:
             return 0  # nothing has waited for an hour: no snapshot of the workers to take
-        snap = await self.reasons.snapshot()
+        snap = await self.reasons.snapshot(fresh=True)
         rows: list[dict[str, Any]] = []
         for key, w in list(self._watched.items()):
             if mono - w.queued_at > self.forget_s:

@@ -111,6 +111,7 @@ class Coordinator:
     async def stop(self) -> None:
         """Stop timers, leave the prefix's coordinators and close connections."""
         await self.timers.stop()
+        await self.tasks.reasons.close()
         await self.peers.leave()
         await self.workers.beats.close()
         await self.files.close()

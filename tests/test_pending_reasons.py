@@ -3,17 +3,20 @@ attempt stopping, higher priority ahead); served on the task, in lists, per queu
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import httpx
 import pytest
 
 from aiddclient.cli import main as cli_main
+from coordinator import pending
 from coordinator.server import BackgroundServer
+from coordinator.service import Coordinator
 from tests.consolekit import console, refreshed, until
 from tests.support.agent import HttpAgent
 from tests.support.tasks import task_body
-from tests.support.waiting import wait_until
+from tests.support.waiting import await_until, wait_until
 
 pytestmark = pytest.mark.anyio
 GPU = {"index": 0, "name": "A100", "uuid": "GPU-0", "memory_gb": 40}
@@ -175,3 +178,32 @@ async def test_the_queues_pane_says_why_tasks_wait(api_server: BackgroundServer,
         table = app.screen.query_one(QueueTable)
         await until(pilot, lambda: table.get_cell("docking", "waiting").plain
                     == "3 of 4: no online worker in group `nobody` (+1 more)", what="the reason in the Queues pane")
+
+
+async def test_no_request_waits_for_a_snapshot_once_there_is_one(coordinator: Coordinator,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """An old snapshot answers while the next is taken in the background; a take that fails drops it, so the next
+    caller waits for a take and sees the failure (the tasks then show without reasons)."""
+    reasons = coordinator.tasks.reasons
+    first = await reasons.snapshot()
+    take, release = reasons._take, asyncio.Event()
+
+    async def slow_take() -> pending.Snapshot:
+        await release.wait()
+        return await take()
+    monkeypatch.setattr(reasons, "_take", slow_take)
+    monkeypatch.setattr(pending, "SNAPSHOT_TTL_S", 0.0)
+    assert await asyncio.wait_for(reasons.snapshot(), 0.5) is first  # a take started, the old one answered
+    release.set()
+
+    async def renewed() -> bool:
+        return await reasons.snapshot() is not first
+    await await_until(renewed, 5, "the next snapshot")
+
+    async def failing() -> pending.Snapshot:
+        raise OSError("PostgreSQL away")
+    monkeypatch.setattr(reasons, "_take", failing)
+    await reasons.snapshot()  # answered by the last one; its successor fails
+    await await_until(lambda: reasons._retaking is None, 5, "the failed take")
+    with pytest.raises(OSError):
+        await reasons.snapshot()
