@@ -24,6 +24,7 @@ from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.exc import SQLAlchemyError
 
 from coordinator.core import Core, utcnow
+from coordinator.gpus import holds
 from coordinator.keys import SEQ_SPAN
 from coordinator.models import Task, Worker
 from coordinator.queue import as_str, queue_needs
@@ -334,28 +335,30 @@ class PendingReasons:
             self._registered = {row.id: self._registered[row.id] for row in states if row.id in self._registered}
         workers: dict[Any, WorkerRoom] = {}
         offline: dict[str, int] = {}
-        for row, status in zip(states, live, strict=True):
+        for row, live_status in zip(states, live, strict=True):
             if row.id not in self._registered:  # removed between the two reads
                 continue
-            registered = self._registered[row.id][1]
-            if (status or row.status) == WorkerStatus.OFFLINE:
+            registered, status = self._registered[row.id][1], live_status or row.status
+            if status == WorkerStatus.OFFLINE:
                 for group in registered.groups:
                     offline[group] = offline.get(group, 0) + 1
                 continue
-            workers[row.id] = WorkerRoom.idle(status or row.status, registered, row.problem)
+            workers[row.id] = WorkerRoom.idle(status, registered, row.problem)
         for row in used:
             room = workers.get(row.worker_id)
             if room is not None:
                 room.running, room.used_cpu, room.used_memory_gb = row.running, row.cpu, row.memory_gb
+        on_workers: dict[Any, list[Any]] = {}
         for task in on_gpus:
-            room = workers.get(task.worker_id)
-            if room is None:
-                continue
-            for gpu_index in task.gpus:
-                at = room.registered.gpu_index.get(int(gpu_index))
+            if task.worker_id in workers:
+                on_workers.setdefault(task.worker_id, []).append(task)
+        for worker_id, tasks in on_workers.items():  # held as the leases count it (`gpus.holds`)
+            room = workers[worker_id]
+            for index, hold in holds(tasks).items():
+                at = room.registered.gpu_index.get(index)
                 if at is not None:
-                    room.gpu_free[at] -= min(task.gpu, 1.0)
-                    room.gpu_memory_free[at] -= task.gpu_memory_gb
+                    room.gpu_free[at] = max(0.0, 1.0 - hold.share)
+                    room.gpu_memory_free[at] = max(0.0, room.registered.gpu_memory[at] - hold.memory_gb)
         services = {s.name: s for s in await ServiceRegistry(self.core).rules()}
         return Snapshot(time.monotonic(), list(workers.values()), offline, services=services)
 

@@ -81,6 +81,16 @@ def test_a_worker_registering_again_is_seen_as_it_now_is(client: httpx.Client) -
     reason_of(client, task, "ready")
 
 
+def test_a_gpu_held_by_a_running_task_is_not_room(client: httpx.Client) -> None:
+    """A worker with cores and slots to spare but its one GPU held by a running task: a GPU task waits `busy`, not
+    `ready` (what the running tasks hold is counted as the leases count it)."""
+    agent = HttpAgent.register(client, hostname="one-gpu", groups=["held"], cpu_cores=8, slots=4, gpus=[GPU])
+    submit(client, group="held", resources={"gpu": 1})
+    assert len(agent.lease()) == 1
+    waiting = submit(client, group="held", resources={"gpu": 1})
+    assert reason_of(client, waiting, "busy")["message"] == "the 1 fitting worker is busy"
+
+
 def test_too_big_together(client: httpx.Client) -> None:
     HttpAgent.register(client, hostname="cpu-box", groups=["mix"], cpu_cores=32)
     HttpAgent.register(client, hostname="gpu-box", groups=["mix"], cpu_cores=4, gpus=[GPU])
