@@ -31,6 +31,7 @@ def main(argv: list[str]) -> int:
     if "child" in flags:
         pid = os.fork()
         if pid:
+            _note_pid(records, ident)
             _record(path, ident, "parent", "start")
             _, status = os.waitpid(pid, 0)
             return os.waitstatus_to_exitcode(status)
@@ -40,7 +41,7 @@ def main(argv: list[str]) -> int:
 
 def _work(path: str, ident: dict[str, str], role: str, seconds: float, loud: bool) -> int:
     deadline = time.time() + seconds
-    _record(path, ident, role, "start")
+    _record(path, ident, role, "start", dead=_dead_siblings(os.path.dirname(path), ident))
     while (left := deadline - time.time()) > 0:
         time.sleep(min(TICK, left))
         _record(path, ident, role, "alive")
@@ -50,10 +51,48 @@ def _work(path: str, ident: dict[str, str], role: str, seconds: float, loud: boo
     return 0
 
 
-def _record(path: str, ident: dict[str, str], role: str, event: str) -> None:
-    line = json.dumps({**ident, "role": role, "pid": os.getpid(), "event": event, "t": time.time()})
+def _record(path: str, ident: dict[str, str], role: str, event: str, **extra: object) -> None:
+    line = json.dumps({**ident, "role": role, "pid": os.getpid(), "event": event, "t": time.time(), **extra})
     with open(path, "a") as out:
         out.write(line + "\n")
+
+
+def _note_pid(records: str, ident: dict[str, str]) -> None:
+    """Add this process to its task's `RECORDS/<task id>.pids` (`attempt pid` lines), before its start record."""
+    if ident["task"]:
+        with open(os.path.join(records, f"{ident['task']}.pids"), "a") as out:
+            out.write(f"{ident['attempt']} {os.getpid()}\n")
+
+
+def _dead_siblings(records: str, ident: dict[str, str]) -> list[str]:
+    """The earlier attempts of this task none of whose processes runs as this one starts.
+
+    A killed attempt records no end, so the suite takes it to have lived a whole tick past its last record;
+    a retry that starts within that tick (the agent confirmed the kill, the coordinator was quick) would count
+    as an overlap it is not. Looked at here, in /proc (a zombie is dead), the start says which are gone.
+    """
+    _note_pid(records, ident)
+    pids: dict[str, list[int]] = {}
+    try:
+        with open(os.path.join(records, f"{ident['task']}.pids")) as found:
+            for line in found:
+                attempt, _, pid = line.strip().partition(" ")
+                if attempt != ident["attempt"] and pid.isdigit():
+                    pids.setdefault(attempt, []).append(int(pid))
+    except OSError:
+        return []
+    return sorted(attempt for attempt, group in pids.items() if not any(_runs(pid) for pid in group))
+
+
+def _runs(pid: int) -> bool:
+    """Whether `pid` is a recorder that has not exited (a reused pid runs something else)."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as stat:
+            state = stat.read().rpartition(b")")[2].split()[0]
+        with open(f"/proc/{pid}/cmdline", "rb") as cmdline:
+            return state not in (b"Z", b"X") and b"recorder.py" in cmdline.read()
+    except (OSError, IndexError):
+        return False
 
 
 if __name__ == "__main__":

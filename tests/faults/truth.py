@@ -97,6 +97,8 @@ class Execution:
     last: float
     ended: bool = False
     pids: set[int] = field(default_factory=set)
+    found_dead: set[str] = field(default_factory=set)
+    """Earlier attempts of its task that had no process left when it started (the recorder looked)."""
 
 
 def read_records(records: Path) -> dict[str, Execution]:
@@ -113,6 +115,7 @@ def read_records(records: Path) -> dict[str, Execution]:
             ex.start, ex.last = min(ex.start, rec["t"]), max(ex.last, rec["t"])
             ex.pids.add(int(rec["pid"]))
             ex.ended = ex.ended or (rec["event"] == "end" and rec["role"] in ("main", "child"))
+            ex.found_dead.update(rec.get("dead", ()))
     return executions
 
 
@@ -120,10 +123,15 @@ def overlap_seconds(runs: Iterable[Execution]) -> float:
     """Seconds two attempts of one task ran at the same time, summed over every pair.
 
     An attempt that did not record its end was killed within one tick of its last record; it is taken
-    to have lived that whole tick (so the figure errs on the side of overlap)."""
-    def end(ex: Execution) -> float:
-        return ex.last if ex.ended else ex.last + TICK
-    return sum(max(0.0, min(end(a), end(b)) - max(a.start, b.start))
+    to have lived that whole tick (so the figure errs on the side of overlap), unless a later attempt found
+    none of its processes left when it started."""
+    def end(ex: Execution, other: Execution) -> float:
+        if ex.ended:
+            return ex.last
+        if ex.attempt in other.found_dead:  # gone by the other's start
+            return min(ex.last + TICK, max(ex.last, other.start))
+        return ex.last + TICK
+    return sum(max(0.0, min(end(a, b), end(b, a)) - max(a.start, b.start))
                for a, b in itertools.combinations(list(runs), 2))
 
 
