@@ -275,8 +275,8 @@ class PendingReasons:
     def __init__(self, core: Core) -> None:
         self.core = core
         self._snapshot: Snapshot | None = None
-        self._lock = asyncio.Lock()
-        self._retaking: asyncio.Future[None] | None = None
+        self._taking: asyncio.Future[Snapshot] | None = None
+        """The take under way, shared by every caller that waits for it."""
         self._registered: dict[Any, tuple[str, Registration]] = {}
         """Worker id -> the token hash of its registration and what that registration said."""
 
@@ -288,35 +288,36 @@ class PendingReasons:
         snap = self._snapshot
         if snap is not None and time.monotonic() - snap.taken <= SNAPSHOT_TTL_S:
             return snap
+        if self._taking is None:  # one take at a time, whoever asks
+            self._taking = asyncio.ensure_future(self._take_next())
+            self._taking.add_done_callback(self._taken)
         if snap is not None and not fresh:
-            if self._retaking is None:
-                self._retaking = asyncio.ensure_future(self._retake())
             return snap
-        if self._retaking is not None:  # one is being taken: new enough
-            await asyncio.shield(self._retaking)
-        async with self._lock:  # concurrent callers share one take
-            snap = self._snapshot
-            if snap is None or time.monotonic() - snap.taken > SNAPSHOT_TTL_S:
-                snap = self._snapshot = await self._take()
-            return snap
+        return await asyncio.shield(self._taking)
 
-    async def _retake(self) -> None:
+    async def _take_next(self) -> Snapshot:
         """Take the next snapshot; when a store is away, drop the old one, so the next caller waits for a take
         and sees the failure (the tasks are then shown without reasons) rather than reasons of a past look."""
         try:
             self._snapshot = await self._take()
-        except (RedisError, SQLAlchemyError, OSError) as exc:
+        except BaseException:
             self._snapshot = None
-            log.warning("pending reasons' snapshot not taken (%s: %s)", type(exc).__name__, exc)
-        finally:
-            self._retaking = None
+            raise
+        return self._snapshot
+
+    def _taken(self, taking: asyncio.Future[Snapshot]) -> None:
+        """The take is over. Its failure, read here so none is left unretrieved, is for the next caller to see
+        (and log): with the old snapshot gone, that caller waits for a take of its own."""
+        self._taking = None
+        if not taking.cancelled():
+            taking.exception()
 
     async def close(self) -> None:
         """Stop a snapshot being taken in the background (the coordinator is stopping)."""
-        if self._retaking is not None:
-            self._retaking.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._retaking
+        if self._taking is not None:
+            self._taking.cancel()
+            with contextlib.suppress(asyncio.CancelledError, RedisError, SQLAlchemyError, OSError):
+                await self._taking
 
     async def _take(self) -> Snapshot:
         """Read the workers and their running tasks. The leader takes one a second for the reasons' history, so

@@ -214,6 +214,6 @@ async def test_no_request_waits_for_a_snapshot_once_there_is_one(coordinator: Co
         raise OSError("PostgreSQL away")
     monkeypatch.setattr(reasons, "_take", failing)
     await reasons.snapshot()  # answered by the last one; its successor fails
-    await await_until(lambda: reasons._retaking is None, 5, "the failed take")
+    await await_until(lambda: reasons._taking is None, 5, "the failed take")
     with pytest.raises(OSError):
         await reasons.snapshot()
