@@ -41,7 +41,9 @@ def main(argv: list[str]) -> int:
 
 def _work(path: str, ident: dict[str, str], role: str, seconds: float, loud: bool) -> int:
     deadline = time.time() + seconds
-    _record(path, ident, role, "start", dead=_dead_siblings(os.path.dirname(path), ident))
+    records = os.path.dirname(path)
+    _note_pid(records, ident)
+    _record(path, ident, role, "start", dead=_dead_siblings(records, ident))
     while (left := deadline - time.time()) > 0:
         time.sleep(min(TICK, left))
         _record(path, ident, role, "alive")
@@ -71,7 +73,6 @@ def _dead_siblings(records: str, ident: dict[str, str]) -> list[str]:
     a retry that starts within that tick (the agent confirmed the kill, the coordinator was quick) would count
     as an overlap it is not. Looked at here, in /proc (a zombie is dead), the start says which are gone.
     """
-    _note_pid(records, ident)
     pids: dict[str, list[int]] = {}
     try:
         with open(os.path.join(records, f"{ident['task']}.pids")) as found:
