@@ -16,6 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from aiddwire import CommandKind
 from coordinator.config import Settings
+from coordinator.db import FLUSH
 from coordinator.keys import Keys
 from coordinator.metrics import Metrics
 from coordinator.models import AuditRecord, Task, WorkerCommand
@@ -55,6 +56,9 @@ class Core:
     statements: AsyncEngine
     """The same pool as `engine`, without transactions: for a write that is one statement (see `db.pooled_engine`:
     two round trips fewer)."""
+    early_commits: AsyncEngine
+    """A pool of its own, without transactions, whose commits return before they are on disk: for submissions,
+    which `flush` before they answer (see `db.early_commit_engine`)."""
     redis: Redis
     keys: Keys
     index: QueueIndex
@@ -65,6 +69,12 @@ class Core:
 
     def __post_init__(self) -> None:
         self.waker = Waker(self.redis, self.keys.wakeup, self.metrics)
+
+    async def flush(self) -> None:
+        """Return once every commit made before the call is on disk (`db.FLUSH`), those of `early_commits`
+        included."""
+        async with self.statements.connect() as conn:
+            await conn.execute(FLUSH)
 
     async def resync(self, task_ids: Iterable[uuid.UUID | str]) -> None:
         """Rewrite the index entries of these tasks from PostgreSQL, which is always right.
