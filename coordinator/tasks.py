@@ -163,7 +163,7 @@ class TaskService:
                 seqs = [r.seq for r in stored]
             else:
                 seqs = await self._copy_in(conn, rows)
-        await asyncio.gather(self.core.flush(), self._queue(rows, seqs))
+        await asyncio.gather(self._queue(rows, seqs), self.core.flush())
         for row in rows:
             self.core.metrics.submitted.labels(row["service"]).inc()
         views = [{**v, "attempt_history": []} for v in await self._views(stored)]
