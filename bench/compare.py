@@ -1,7 +1,8 @@
 """aidd next to Celery, RQ, dramatiq and Ray, in one run: submit and drain throughput, idle latency.
 
     .venv/bin/python -m bench.compare [--tasks 10000] [--latency-tasks 500] [--slots 256] [--repeat 2]
-                                      [--systems aidd,celery,rq,dramatiq,ray] [--load] [--json results.json]
+                                      [--systems aidd,celery,rq,dramatiq,ray] [--load] [--flush-ms 0]
+                                      [--json results.json]
 
 Starts the embedded Redis 6.2 (on TCP loopback) and PostgreSQL in a temporary directory. Our coordinator
 (`aidd --serve`, its own process) uses Redis database 0; Celery, RQ and dramatiq use databases 1, 2 and 3
@@ -31,6 +32,9 @@ worker is a real process started here and stopped by its pid.
 - `--load`: after the quiet rounds, the same rounds again with a CPU hog (a busy loop pinned to one core,
   `harness.cpu_hog`) running through each system's turn, started before it and stopped after by its pid: the
   same hog for every system, in the same run. Both tables are printed, quiet first.
+- `--flush-ms`: a slower disk for PostgreSQL: every WAL flush waits this much longer (`commit_delay`, with
+  `commit_siblings` 0), as on network block storage, where a flush takes a millisecond or more; this machine's
+  own disk flushes in about 0.25 ms. Only aidd writes to PostgreSQL.
 
 Ratios: throughput ours / theirs; latency theirs / ours. Above 1 means aidd is ahead.
 """
@@ -38,6 +42,7 @@ Ratios: throughput ours / theirs; latency theirs / ours. Above 1 means aidd is a
 from __future__ import annotations
 
 import argparse
+import asyncio
 import hashlib
 import json
 import os
@@ -50,6 +55,8 @@ import time
 from importlib.util import find_spec
 from pathlib import Path
 from typing import Any, NoReturn
+
+import asyncpg
 
 from bench import peer_runs
 from bench.harness import SlowLog, cpu_hog
@@ -73,12 +80,25 @@ def spread(values: list[float]) -> dict[str, float]:
     return {"median": statistics.median(values), "min": min(values), "max": max(values)}
 
 
+async def slow_flushes(database_url: str, ms: float) -> None:
+    """Make every WAL flush of this PostgreSQL server wait `ms` milliseconds first (see `--flush-ms`)."""
+    conn = await asyncpg.connect(database_url.replace("+asyncpg", ""))
+    try:
+        await conn.execute(f"ALTER SYSTEM SET commit_delay = {round(ms * 1000)}")
+        await conn.execute("ALTER SYSTEM SET commit_siblings = 0")
+        await conn.execute("SELECT pg_reload_conf()")
+    finally:
+        await conn.close()
+
+
 def measure(args: argparse.Namespace, state: Path) -> dict[str, Any]:
     """Every figure of one run (see the module docstring): the quiet rounds, then (with --load) the loaded ones."""
     log_dir = state / "logs"
     log_dir.mkdir()
     # A state dir path too long for a unix socket makes the embedded Redis listen on TCP loopback.
     servers = start_embedded(state / ("embedded-on-tcp-loopback-" + "x" * 80))
+    if args.flush_ms:
+        asyncio.run(slow_flushes(servers.database_url, args.flush_ms))
     base = servers.redis_url.rsplit("/", 1)[0]
     out: dict[str, Any] = {"tasks": args.tasks, "latency_tasks": args.latency_tasks, "slots": args.slots,
                            "repeat": args.repeat, "redis": base, "modes": {}}
@@ -250,6 +270,8 @@ def main() -> None:
                         type=lambda v: [s.strip() for s in v.split(",") if s.strip()])
     parser.add_argument("--load", action="store_true",
                         help="after the quiet rounds, the same rounds with a CPU hog pinned to one core (both tables)")
+    parser.add_argument("--flush-ms", type=float, default=0.0,
+                        help="PostgreSQL's WAL flushes take this much longer, as on a slower disk (default: 0)")
     parser.add_argument("--json", type=Path, help="also write every figure here")
     args = parser.parse_args()
     unknown = set(args.systems) - {"aidd", *peer_runs.PEERS}

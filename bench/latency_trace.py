@@ -1,6 +1,6 @@
 """Where submit -> start goes: one task at a time, as `bench.compare` measures it, with every hop timestamped.
 
-    .venv/bin/python -m bench.latency_trace [--tasks 200] [--slots 256]
+    .venv/bin/python -m bench.latency_trace [--tasks 200] [--slots 256] [--flush-ms 0]
 
 The same setup as `bench.compare`'s latency part (`aidd --serve` and one agent process on the embedded Redis and
 PostgreSQL, the `stamp` plugin). Both processes start with `bench/trace/` on their path: its `sitecustomize`
@@ -14,12 +14,14 @@ its end, as `bench.compare` does. The wrappers cost a few microseconds each: the
 from __future__ import annotations
 
 import argparse
+import asyncio
 import statistics
 import tempfile
 from collections import defaultdict
 from datetime import datetime
 from pathlib import Path
 
+from bench.compare import slow_flushes
 from bench.harness import percentile
 from bench.ours import Ours
 from coordinator.embedded import start_embedded
@@ -27,13 +29,15 @@ from coordinator.embedded import start_embedded
 TRACE_PATH = Path(__file__).resolve().parent / "trace"
 
 
-def trace(tasks: int, slots: int, state: Path) -> list[dict[str, float]]:
+def trace(tasks: int, slots: int, state: Path, flush_ms: float = 0.0) -> list[dict[str, float]]:
     """Run `tasks` single tasks (after 20 warm-up ones); returns each one's events as ms after its submit call
     (an event seen again in the same task gets ` #2`, ` #3`, ...)."""
     log_dir = state / "logs"
     log_dir.mkdir()
     events = state / "events.txt"
     servers = start_embedded(state / ("embedded-on-tcp-loopback-" + "x" * 80))
+    if flush_ms:
+        asyncio.run(slow_flushes(servers.database_url, flush_ms))
     ours = Ours(servers.redis_url, servers.database_url, state, log_dir, max_pending=10_000, stores={})
     ours.env["PYTHONPATH"] = f"{TRACE_PATH}:{ours.env['PYTHONPATH']}"
     ours.env["AIDD_TRACE_FILE"] = str(events)
@@ -64,9 +68,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--tasks", type=int, default=200)
     parser.add_argument("--slots", type=int, default=256)
+    parser.add_argument("--flush-ms", type=float, default=0.0, help="a slower disk, as in bench.compare")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="aidd-trace-") as tmp:
-        tasks = trace(args.tasks, args.slots, Path(tmp))
+        tasks = trace(args.tasks, args.slots, Path(tmp), args.flush_ms)
     offsets: dict[str, list[float]] = defaultdict(list)
     for marks in tasks:
         for name, ms in marks.items():
