@@ -76,7 +76,8 @@ the smallest write PostgreSQL flushes for, and needs no table and no privilege."
 
 
 def _engine(url: str, pool_size: int, settings: dict[str, str] | None = None, **options: str) -> AsyncEngine:
-    """The engine of `create_engine` and `pooled_engine`. The pool hands out the connection used last (LIFO): a
+    """The engine of `create_engine`, `pooled_engine` and `early_commit_engine` (`settings`: the connections'
+    PostgreSQL settings beside the lock wait). The pool hands out the connection used last (LIFO): a
     few connections do the work, with their prepared statements and PostgreSQL's plans for them warm (PostgreSQL
     plans a prepared statement afresh on each of a connection's first five runs; for a lease on a small table, a
     plan that reads the whole table)."""

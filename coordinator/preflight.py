@@ -14,6 +14,7 @@ from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from coordinator.config import ConfigError, Settings
+from coordinator.db import FLUSH
 from coordinator.peers import redis_address
 from coordinator.storage import NamedStore, StorageUnavailable
 
@@ -80,11 +81,12 @@ async def reach_redis(settings: Settings, redis: Redis) -> None:
 
 
 async def reach_postgres(settings: Settings, engine: AsyncEngine) -> None:
-    """Connect to PostgreSQL; a refusal, a timeout, bad credentials or a missing database is one line."""
+    """Connect to PostgreSQL and flush its WAL as submissions do (`db.FLUSH`); a refusal, a timeout, bad credentials,
+    a missing database or a function the role may not call is one line."""
     where = f"{settings.origin('database_url')}: PostgreSQL at {postgres_address(settings.database_url or '')}"
     try:
-        async with asyncio.timeout(CONNECT_TIMEOUT_S), engine.connect():
-            pass
+        async with asyncio.timeout(CONNECT_TIMEOUT_S), engine.connect() as conn:
+            await conn.execute(FLUSH)
     except (SQLAlchemyError, OSError, TimeoutError) as exc:
         detail = _first_line(exc)
         if "password" in detail or "authentication" in detail:
