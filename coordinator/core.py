@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 import uuid
@@ -67,14 +68,30 @@ class Core:
     waker: Waker = field(init=False)
     """Wakes the long-polling leases (started and stopped with the coordinator)."""
 
+    _flush_lock: asyncio.Lock = field(init=False, default_factory=asyncio.Lock)
+    _flushes_begun: int = field(init=False, default=0)
+    _flushes_done: int = field(init=False, default=0)
+
     def __post_init__(self) -> None:
         self.waker = Waker(self.redis, self.keys.wakeup, self.metrics)
 
     async def flush(self) -> None:
         """Return once every commit made before the call is on disk (`db.FLUSH`), those of `early_commits`
-        included."""
-        async with self.statements.connect() as conn:
-            await conn.execute(FLUSH)
+        included.
+
+        Callers share flushes, one at a time: a flush that began after a call covers it, so a caller that finds
+        one done since it asked returns without its own (a flush for each of 16 submitters at once cost a third of
+        their tasks/s here, bench/RESULTS.md).
+        """
+        wanted = self._flushes_begun + 1
+        async with self._flush_lock:
+            if self._flushes_done >= wanted:
+                return
+            self._flushes_begun += 1
+            begun = self._flushes_begun
+            async with self.statements.connect() as conn:
+                await conn.execute(FLUSH)
+            self._flushes_done = begun
 
     async def resync(self, task_ids: Iterable[uuid.UUID | str]) -> None:
         """Rewrite the index entries of these tasks from PostgreSQL, which is always right.

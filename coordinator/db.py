@@ -60,7 +60,7 @@ def pooled_engine(url: str, pool_size: int = 10) -> AsyncEngine:
     return _engine(url, pool_size, isolation_level="AUTOCOMMIT")
 
 
-def early_commit_engine(url: str, pool_size: int = 5) -> AsyncEngine:
+def early_commit_engine(url: str, pool_size: int = 10) -> AsyncEngine:
     """`pooled_engine`'s, in a pool of its own whose commits return before PostgreSQL has flushed them to disk
     (`synchronous_commit` off): what they wrote is visible at once and durable at the next flush (`FLUSH`).
 

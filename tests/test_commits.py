@@ -38,6 +38,33 @@ async def test_flush_makes_every_earlier_commit_durable(coordinator: Coordinator
             assert (await conn.execute(FLUSHED_PAST, {"lsn": written})).scalar_one()
 
 
+async def test_callers_at_once_share_flushes(coordinator: Coordinator) -> None:
+    """Twenty flushes asked for at once run as two (one that had begun, one after it for those who came later),
+    and each caller still returns with the WAL on disk past what it committed before asking."""
+    core = coordinator.core
+
+    async def lsn_now() -> int:
+        """Where the WAL is written up to (asyncpg reads a `pg_lsn` as its byte position)."""
+        async with core.statements.connect() as conn:
+            return int((await conn.execute(INSERT_LSN)).scalar_one())
+
+    async def wal_written(since: int) -> int:
+        return await lsn_now() - since
+
+    one = []
+    for _ in range(3):
+        before = await lsn_now()
+        await core.flush()
+        one.append(await wal_written(before))
+    async with core.early_commits.connect() as conn:
+        await conn.execute(text("SELECT pg_logical_emit_message(true, 'test', 'early')"))
+    before = await lsn_now()
+    await asyncio.gather(*(core.flush() for _ in range(20)))
+    assert await wal_written(before) < 5 * min(one)
+    async with core.statements.connect() as conn:
+        assert (await conn.execute(FLUSHED_PAST, {"lsn": before})).scalar_one()
+
+
 async def test_a_submission_is_queued_before_its_flush_and_answered_after(coordinator: Coordinator,
                                                                          redis: SyncRedis) -> None:
     """While the flush is held, the task is already in the index (a lease could take it, and its own commit would
