@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 import uuid
@@ -17,7 +16,6 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from aiddwire import CommandKind
 from coordinator.config import Settings
-from coordinator.db import FLUSH
 from coordinator.keys import Keys
 from coordinator.metrics import Metrics
 from coordinator.models import AuditRecord, Task, WorkerCommand
@@ -57,9 +55,6 @@ class Core:
     statements: AsyncEngine
     """The same pool as `engine`, without transactions: for a write that is one statement (see `db.pooled_engine`:
     two round trips fewer)."""
-    early_commits: AsyncEngine
-    """A pool of its own, without transactions, whose commits return before they are on disk: for submissions,
-    which `flush` before they answer (see `db.early_commit_engine`)."""
     redis: Redis
     keys: Keys
     index: QueueIndex
@@ -68,30 +63,8 @@ class Core:
     waker: Waker = field(init=False)
     """Wakes the long-polling leases (started and stopped with the coordinator)."""
 
-    _flush_lock: asyncio.Lock = field(init=False, default_factory=asyncio.Lock)
-    _flushes_begun: int = field(init=False, default=0)
-    _flushes_done: int = field(init=False, default=0)
-
     def __post_init__(self) -> None:
         self.waker = Waker(self.redis, self.keys.wakeup, self.metrics)
-
-    async def flush(self) -> None:
-        """Return once every commit made before the call is on disk (`db.FLUSH`), those of `early_commits`
-        included.
-
-        Callers share flushes, one at a time: a flush that began after a call covers it, so a caller that finds
-        one done since it asked returns without its own (a flush for each of 16 submitters at once cost a third of
-        their tasks/s here, bench/RESULTS.md).
-        """
-        wanted = self._flushes_begun + 1
-        async with self._flush_lock:
-            if self._flushes_done >= wanted:
-                return
-            self._flushes_begun += 1
-            begun = self._flushes_begun
-            async with self.statements.connect() as conn:
-                await conn.execute(FLUSH)
-            self._flushes_done = begun
 
     async def resync(self, task_ids: Iterable[uuid.UUID | str]) -> None:
         """Rewrite the index entries of these tasks from PostgreSQL, which is always right.

@@ -60,31 +60,15 @@ def pooled_engine(url: str, pool_size: int = 10) -> AsyncEngine:
     return _engine(url, pool_size, isolation_level="AUTOCOMMIT")
 
 
-def early_commit_engine(url: str, pool_size: int = 10) -> AsyncEngine:
-    """`pooled_engine`'s, in a pool of its own whose commits return before PostgreSQL has flushed them to disk
-    (`synchronous_commit` off): what they wrote is visible at once and durable at the next flush (`FLUSH`).
-
-    Only for writes whose acknowledgement waits for that flush: submissions (`TaskService.submit`).
-    """
-    return _engine(url, pool_size, {"synchronous_commit": "off"}, isolation_level="AUTOCOMMIT")
-
-
-FLUSH = text("SELECT pg_logical_emit_message(true, 'aidd', '')")
-"""A one-statement transaction that writes (a logical decoding message no one reads): on a connection that commits
-synchronously it returns once the WAL is on disk up to its commit, so every commit before it is durable too. It is
-the smallest write PostgreSQL flushes for, and needs no table and no privilege."""
-
-
-def _engine(url: str, pool_size: int, settings: dict[str, str] | None = None, **options: str) -> AsyncEngine:
-    """The engine of `create_engine`, `pooled_engine` and `early_commit_engine` (`settings`: the connections'
-    PostgreSQL settings beside the lock wait). The pool hands out the connection used last (LIFO): a
+def _engine(url: str, pool_size: int, **options: str) -> AsyncEngine:
+    """The engine of `create_engine` and `pooled_engine`. The pool hands out the connection used last (LIFO): a
     few connections do the work, with their prepared statements and PostgreSQL's plans for them warm (PostgreSQL
     plans a prepared statement afresh on each of a connection's first five runs; for a lease on a small table, a
     plan that reads the whole table)."""
     engine = create_async_engine(
         async_url(url), pool_size=pool_size, max_overflow=pool_size, pool_use_lifo=True, pool_timeout=POOL_WAIT_S,
         json_serializer=_json_dumps, json_deserializer=orjson.loads,
-        connect_args={"server_settings": {"lock_timeout": LOCK_WAIT, **(settings or {})}}, **options)
+        connect_args={"server_settings": {"lock_timeout": LOCK_WAIT}}, **options)
     event.listen(engine.sync_engine, "checkout", _refuse_closed)
     return engine
 

@@ -14,7 +14,6 @@ from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from coordinator.config import ConfigError, Settings
-from coordinator.db import FLUSH
 from coordinator.peers import redis_address
 from coordinator.storage import NamedStore, StorageUnavailable
 
@@ -81,12 +80,11 @@ async def reach_redis(settings: Settings, redis: Redis) -> None:
 
 
 async def reach_postgres(settings: Settings, engine: AsyncEngine) -> None:
-    """Connect to PostgreSQL and flush its WAL as submissions do (`db.FLUSH`); a refusal, a timeout, bad credentials,
-    a missing database or a function the role may not call is one line."""
+    """Connect to PostgreSQL; a refusal, a timeout, bad credentials or a missing database is one line."""
     where = f"{settings.origin('database_url')}: PostgreSQL at {postgres_address(settings.database_url or '')}"
     try:
-        async with asyncio.timeout(CONNECT_TIMEOUT_S), engine.connect() as conn:
-            await conn.execute(FLUSH)
+        async with asyncio.timeout(CONNECT_TIMEOUT_S), engine.connect():
+            pass
     except (SQLAlchemyError, OSError, TimeoutError) as exc:
         detail = _first_line(exc)
         if "password" in detail or "authentication" in detail:

@@ -14,7 +14,6 @@ from coordinator.core import Core
 from coordinator.db import (
     SchemaOutOfDate,
     check_schema,
-    early_commit_engine,
     head_revision,
     migrate,
     pooled_engine,
@@ -70,8 +69,7 @@ class Coordinator:
             health_check_interval=30, **NO_HANDSHAKE))
         keys = Keys(settings.key_prefix)
         pooled = pooled_engine(settings.database_url)
-        core = Core(settings, transactions(pooled), pooled, early_commit_engine(settings.database_url), redis, keys,
-                    QueueIndex(redis, keys))
+        core = Core(settings, transactions(pooled), pooled, redis, keys, QueueIndex(redis, keys))
         lifecycle = Lifecycle(core)
         workers = WorkerService(core, lifecycle)
         store = open_store(settings)
@@ -120,7 +118,6 @@ class Coordinator:
         await self.core.waker.stop()
         await self.core.redis.aclose()
         await self.core.engine.dispose()
-        await self.core.early_commits.dispose()
 
     async def _store_checks(self) -> dict[str, str]:
         """`ok` or `error: <type>` for Redis and PostgreSQL (no secrets, no URLs)."""

