@@ -80,7 +80,7 @@ def spread(values: list[float]) -> dict[str, float]:
     return {"median": statistics.median(values), "min": min(values), "max": max(values)}
 
 
-def flush_ms(value: str) -> float:
+def flush_delay_arg(value: str) -> float:
     """`--flush-ms` as argparse reads it: 0 to 100 ms (PostgreSQL's bounds for `commit_delay`)."""
     ms = float(value)
     if not 0 <= ms <= 100:
@@ -278,7 +278,7 @@ def main() -> None:
                         type=lambda v: [s.strip() for s in v.split(",") if s.strip()])
     parser.add_argument("--load", action="store_true",
                         help="after the quiet rounds, the same rounds with a CPU hog pinned to one core (both tables)")
-    parser.add_argument("--flush-ms", type=flush_ms, default=0.0,
+    parser.add_argument("--flush-ms", type=flush_delay_arg, default=0.0,
                         help="PostgreSQL's WAL flushes take this much longer, as on a slower disk (default: 0)")
     parser.add_argument("--json", type=Path, help="also write every figure here")
     args = parser.parse_args()

@@ -21,7 +21,7 @@ from collections import defaultdict
 from datetime import datetime
 from pathlib import Path
 
-from bench.compare import flush_ms, slow_flushes
+from bench.compare import flush_delay_arg, slow_flushes
 from bench.harness import percentile
 from bench.ours import Ours
 from coordinator.embedded import start_embedded
@@ -68,7 +68,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--tasks", type=int, default=200)
     parser.add_argument("--slots", type=int, default=256)
-    parser.add_argument("--flush-ms", type=flush_ms, default=0.0, help="a slower disk, as in bench.compare")
+    parser.add_argument("--flush-ms", type=flush_delay_arg, default=0.0, help="a slower disk, as in bench.compare")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="aidd-trace-") as tmp:
         tasks = trace(args.tasks, args.slots, Path(tmp), args.flush_ms)
