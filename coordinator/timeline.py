@@ -4,7 +4,7 @@ Submission, leases, starts and ends come from the task and its attempts (no extr
 retry due time is kept on the attempt by the same update that ends it; operator actions are the `task_events`
 rows their transactions write. While it waited, the reasons of its queue shape as the leader recorded them
 (`coordinator.reasonhistory`: a row per change of a shape, never per task); the current pending reason closes the
-timeline of a waiting task.
+timeline of a waiting task, unless the recorded reason in force says the same.
 """
 
 from __future__ import annotations
@@ -107,8 +107,12 @@ def build(task: Any, attempts: Sequence[Any], actions: Sequence[Any], reason: Pe
         events.append(_event(task.finished_at, "finished", f"{task.status}"
                              + (f" ({task.end_reason})" if task.end_reason and task.end_reason != task.status else ""),
                              status=task.status))
-    events += reason_events(spans, changes)
+    recorded = [e for e in reason_events(spans, changes) if e is not None]
+    events += recorded
     if reason is not None:
-        events.append(_event(now, "waiting", f"waiting: {reason.message}", code=reason.code.value))
+        text = f"waiting: {reason.message}"
+        in_force = [(e["code"], e["text"]) for e in recorded if spans and e["at"] >= spans[-1][0]][-1:]
+        if in_force != [(reason.code.value, text)]:  # else the reason in force says so, since it took effect
+            events.append(_event(now, "waiting", text, code=reason.code.value))
     ordered = [e for e in events if e is not None]
     return sorted(ordered, key=lambda e: e["at"])  # stable: equal times keep their order
