@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 import tempfile
 import time
@@ -57,12 +58,17 @@ def main() -> None:
     parser.add_argument("--tasks", type=int, default=5000)
     parser.add_argument("--in-flight", type=int, default=64)
     parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--json", type=Path, help="also write each run's figures here (a list)")
     args = parser.parse_args()
+    runs = []
     for _ in range(args.repeat):
         with tempfile.TemporaryDirectory() as work:
             figures = uvloop.run(drain(args.tasks, args.in_flight, Path(work)))
+        runs.append(figures)
         print("  ".join(f"{k} {v:.3f}" if isinstance(v, float) else f"{k} {v}" for k, v in figures.items()),
               flush=True)
+    if args.json:
+        args.json.write_text(json.dumps(runs, indent=2))
 
 
 if __name__ == "__main__":
