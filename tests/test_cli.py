@@ -245,6 +245,13 @@ def test_a_reader_that_goes_away_ends_the_command_quietly(api_server: Background
     assert proc.stderr.read() == b""
 
 
+def _ctrl_c_as_in_a_terminal() -> None:
+    """SIGINT's default disposition, as a command typed in a terminal has it: a suite started in the background by a
+    script (`cmd &` without job control) runs with SIGINT ignored, which its children inherit, and a Python started
+    so never sees Ctrl+C (this test then hung)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def test_ctrl_c_exits_130_without_a_traceback(api_server: BackgroundServer, client: httpx.Client) -> None:
     """Ctrl+C while `aidd logs -f` follows a running task: exit 130, nothing but a clean end."""
     task_id = client.post("/api/v1/tasks", json={"service": "admet", "task_type": "qikprop"}).json()["id"]
@@ -253,13 +260,13 @@ def test_ctrl_c_exits_130_without_a_traceback(api_server: BackgroundServer, clie
     log_lines(agent, leased, ("stdout", "working"))
     proc = subprocess.Popen([sys.executable, "-m", "aiddclient.cli", "logs", "-f", task_id, "--url", api_server.url],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=ROOT,
-                            env={**os.environ, "PYTHONFAULTHANDLER": "1"})
+                            env={**os.environ, "PYTHONFAULTHANDLER": "1"}, preexec_fn=_ctrl_c_as_in_a_terminal)
     assert proc.stdout is not None
     assert proc.stdout.readline() == b"working\n"  # following by now
     proc.send_signal(signal.SIGINT)
     try:
         _, err = proc.communicate(timeout=30)
-    except subprocess.TimeoutExpired:  # it hung once under load: SIGABRT makes faulthandler show where
+    except subprocess.TimeoutExpired:  # SIGABRT makes faulthandler show where it waits
         proc.send_signal(signal.SIGABRT)
         pytest.fail(f"still running 30 s after SIGINT; its stacks:\n{proc.communicate(timeout=10)[1].decode()}")
     assert proc.returncode == 130
