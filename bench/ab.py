@@ -42,7 +42,9 @@ def _ours(out: Any) -> Any:
 
 
 def _cpu(part: str) -> Figure:
-    return Figure(f"CPU ms a task, {part}", lambda out: _ours(out)["drain_cpu_ms_per_task"][part], False)
+    """A part's CPU in the first drain row (one agent, unless the run asked for others)."""
+    return Figure(f"CPU ms a task, {part}",
+                  lambda out: next(iter(_ours(out)["drain_cpu_ms_per_task"].values()))[part], False)
 
 
 def _warm(key: str, higher_is_better: bool = False) -> Figure:

@@ -2,6 +2,7 @@
 
     .venv/bin/python -m bench.compare [--tasks 10000] [--latency-tasks 500] [--slots 256] [--repeat 2]
                                       [--systems aidd,celery,rq,dramatiq,ray] [--load] [--flush-ms 0]
+                                      [--agents 1] [--coordinators 1] [--peer-processes N,...]
                                       [--json results.json]
 
 Starts the embedded Redis 6.2 (on TCP loopback) and PostgreSQL in a temporary directory. Our coordinator
@@ -22,6 +23,11 @@ worker is a real process started here and stopped by its pid.
   while. aidd: one agent process (`nodeagent.cli --slots N`, built-in
   `noop` plugin); Celery: prefork `-c 2`; RQ: 2 workers; dramatiq: 1 and 2 processes (8 threads each);
   Ray: a worker node of 2 CPUs (2 worker processes).
+- Scale-out (for a bigger host): `--agents 1,2,4` drains with each number of agent processes (each with
+  `--slots`; submitted to a paused service, resumed once every agent has registered, so they start together),
+  `--coordinators M` runs M coordinator processes on the same stores with the agents spread over them in turn,
+  `--peer-processes 1,2,4` the peers' workers in those numbers instead of their defaults. A peer's ratio is to
+  aidd's drain with as many agents as it has processes, where that was measured (else one agent).
 - Latency: one task at a time on idle workers, after 20 warm-up tasks: submit -> the task function entered,
   submit -> finished. Peers: both stamped inside the task function (the end is the function's return, before
   the peer acknowledges it). aidd: start from inside the plugin, finished = `finished_at` of the task row,
@@ -80,6 +86,18 @@ def spread(values: list[float]) -> dict[str, float]:
     return {"median": statistics.median(values), "min": min(values), "max": max(values)}
 
 
+def count_arg(value: str) -> int:
+    """A number of processes as argparse reads it: 1 to 64."""
+    if not value.strip().isdigit() or not 1 <= int(value) <= 64:
+        raise argparse.ArgumentTypeError(f"{value}: a number of processes, 1 to 64")
+    return int(value)
+
+
+def counts_arg(value: str) -> list[int]:
+    """Comma-separated numbers of processes, as argparse reads them."""
+    return [count_arg(v) for v in value.split(",")]
+
+
 def flush_delay_arg(value: str) -> float:
     """`--flush-ms` as argparse reads it: 0 to 100 ms (PostgreSQL's bounds for `commit_delay`)."""
     ms = float(value)
@@ -109,7 +127,8 @@ def measure(args: argparse.Namespace, state: Path) -> dict[str, Any]:
         asyncio.run(slow_flushes(servers.database_url, args.flush_ms))
     base = servers.redis_url.rsplit("/", 1)[0]
     out: dict[str, Any] = {"tasks": args.tasks, "latency_tasks": args.latency_tasks, "slots": args.slots,
-                           "repeat": args.repeat, "redis": base, "modes": {}}
+                           "agents": args.agents, "coordinators": args.coordinators, "repeat": args.repeat,
+                           "redis": base, "modes": {}}
     timeout = max(300.0, args.tasks / 10)  # RQ drains ~150/s on a quiet 2-core machine, ~12/s on a busy one
     ours: Ours | None = None
     peers: dict[str, peer_runs.Peer] = {}
@@ -120,8 +139,9 @@ def measure(args: argparse.Namespace, state: Path) -> dict[str, Any]:
         if "aidd" in args.systems:
             rounds = 2 if args.load else 1
             ours = Ours(f"{base}/0", servers.database_url, state, log_dir,
-                        max_pending=args.tasks * (rounds * args.repeat + 1),
-                        stores={"postgres": servers.postgres_pid, "redis": servers.redis_pid})
+                        max_pending=args.tasks * (rounds * args.repeat * len(args.agents) + 1),
+                        stores={"postgres": servers.postgres_pid, "redis": servers.redis_pid},
+                        coordinators=args.coordinators)
             ours.start()
             ours.drain(min(args.tasks, 1000), args.slots, timeout)  # warm-up, not counted: pools and caches fill
         for name in args.systems:
@@ -149,20 +169,21 @@ def rounds_of(args: argparse.Namespace, ours: Ours | None, peers: dict[str, peer
     """
     systems: dict[str, Any] = {}
     if ours is not None:
-        systems["aidd"] = {"keeps": OURS_KEEPS, "drain": {"1": []}, "latency": []}
+        systems["aidd"] = {"keeps": OURS_KEEPS, "drain": {str(a): [] for a in args.agents}, "latency": []}
     for name in peers:
         systems[name] = {"keeps": peer_runs.KEEPS[name], "latency": [],
-                         "drain": {str(p): [] for p in DRAIN_PROCESSES[name]}}
+                         "drain": {str(p): [] for p in args.peer_processes or DRAIN_PROCESSES[name]}}
     for _ in range(args.repeat):
         for name, system in systems.items():
             hog = cpu_hog(log_dir) if loaded else None
             try:
                 if name == "aidd":
                     assert ours is not None
-                    system["drain"]["1"].append(ours.drain(args.tasks, args.slots, timeout, slow))
+                    for agents in args.agents:
+                        system["drain"][str(agents)].append(ours.drain(args.tasks, args.slots, timeout, slow, agents))
                     system["latency"].append(ours.latency(args.latency_tasks, args.slots))
                     continue
-                for processes in DRAIN_PROCESSES[name]:
+                for processes in args.peer_processes or DRAIN_PROCESSES[name]:
                     system["drain"][str(processes)].append(
                         peer_runs.drain(peers[name], args.tasks, processes, log_dir, timeout, slow))
                 system["latency"].append(peer_runs.latency(peers[name], args.latency_tasks,
@@ -188,10 +209,10 @@ def summarise(systems: dict[str, Any]) -> None:
                                            for phase in ("submit", "drain")}
         system["drain_rate"] = {p: spread([r["drain_tasks_per_s"] for r in runs])
                                 for p, runs in system["drain"].items()}
-        cpu_runs = [r["cpu_ms_per_task"] for runs in system["drain"].values() for r in runs if "cpu_ms_per_task" in r]
-        if cpu_runs:
-            system["drain_cpu_ms_per_task"] = {part: statistics.median(run[part] for run in cpu_runs)
-                                               for part in cpu_runs[0]}
+        cpu = {p: [r["cpu_ms_per_task"] for r in runs if "cpu_ms_per_task" in r] for p, runs in system["drain"].items()}
+        if any(cpu.values()):
+            system["drain_cpu_ms_per_task"] = {
+                p: {part: statistics.median(run[part] for run in runs) for part in runs[0]} for p, runs in cpu.items()}
         system["latency_summary"] = {
             kind: {q: spread([run[kind][q] for run in system["latency"]]) for q in ("p50_ms", "p99_ms")}
             for kind in ("start", "finish")}
@@ -219,14 +240,23 @@ def render(out: dict[str, Any], mode: str) -> str:
     lines += ["", "Drain, tasks/s"]
     for name, system in systems.items():
         for procs, rate in system["drain_rate"].items():
-            how = DRAIN_HOW[name].format(p=procs) if name != "aidd" else f"1 agent process, {out['slots']} slots"
-            ratio = ours["drain_rate"]["1"]["median"] / rate["median"] if ours else float("nan")
+            if name == "aidd":
+                how = (f"{procs} agent{'s' if procs != '1' else ''} x {out['slots']} slots"
+                       + (f", {out['coordinators']} coord." if out["coordinators"] > 1 else ""))
+                first = next(iter(system["drain_rate"].values()))["median"]
+                lines.append(f"  {name + ' (' + how + ')':<42} {_fmt(rate):<30} {rate['median'] / first:6.2f} "
+                             "of its first row")
+                parts = system["drain_cpu_ms_per_task"][procs]
+                lines.append("    CPU ms per task (median): " + ", ".join(
+                    f"{part} {ms:.3f}" for part, ms in sorted(parts.items(), key=lambda kv: -kv[1]) if part != "total")
+                    + f"; total {parts['total']:.3f}")
+                continue
+            how = DRAIN_HOW[name].format(p=procs)
+            ratio = float("nan")
+            if ours:  # to aidd with as many agents as this peer has processes, where measured
+                same = ours["drain_rate"].get(procs, next(iter(ours["drain_rate"].values())))
+                ratio = same["median"] / rate["median"]
             lines.append(f"  {name + ' (' + how + ')':<42} {_fmt(rate):<30} {ratio:6.2f}")
-        if "drain_cpu_ms_per_task" in system:
-            parts = system["drain_cpu_ms_per_task"]
-            lines.append("    CPU ms per task (median): " + ", ".join(
-                f"{part} {ms:.3f}" for part, ms in sorted(parts.items(), key=lambda kv: -kv[1]) if part != "total")
-                + f"; total {parts['total']:.3f}")
     for kind, title in (("start", "submit -> start"), ("finish", "submit -> finished")):
         lines += ["", f"Latency {title}, ms            p50 median (min-max)   p99 median (min-max)   "
                       "it / aidd p50, p99"]
@@ -280,6 +310,12 @@ def main() -> None:
                         help="after the quiet rounds, the same rounds with a CPU hog pinned to one core (both tables)")
     parser.add_argument("--flush-ms", type=flush_delay_arg, default=0.0,
                         help="PostgreSQL's WAL flushes take this much longer, as on a slower disk (default: 0)")
+    parser.add_argument("--agents", type=counts_arg, default=[1],
+                        help="aidd drains with each of these numbers of agent processes (default: 1)")
+    parser.add_argument("--coordinators", type=count_arg, default=1,
+                        help="aidd runs this many coordinator processes on the same stores (default: 1)")
+    parser.add_argument("--peer-processes", type=counts_arg, default=None,
+                        help="the peers drain with each of these numbers of worker processes (default: their own)")
     parser.add_argument("--json", type=Path, help="also write every figure here")
     args = parser.parse_args()
     unknown = set(args.systems) - {"aidd", *peer_runs.PEERS}

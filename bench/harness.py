@@ -163,17 +163,18 @@ class DrainClock:
 class CpuMeter:
     """CPU seconds (user + system) of named processes and, optionally, their descendants, over a span.
 
-    `parts` maps a name to (pid, name for its descendants, or None to count them with it). A process that
-    ends during the span loses what it used (the drains' processes live through them).
+    `parts`: (name, pid, name for its descendants, or None to count them with it); processes of the same name
+    (several agents, several coordinators) are counted together. A process that ends during the span loses what
+    it used (the drains' processes live through them).
     """
 
-    def __init__(self, parts: dict[str, tuple[int, str | None]]) -> None:
+    def __init__(self, parts: Sequence[tuple[str, int, str | None]]) -> None:
         self.parts = parts
         self._start = self._read()
 
     def _read(self) -> dict[int, tuple[str, float]]:
         seen: dict[int, tuple[str, float]] = {}
-        for name, (pid, children_name) in self.parts.items():
+        for name, pid, children_name in self.parts:
             try:
                 root = psutil.Process(pid)
                 procs = [(root, name), *((c, children_name or name) for c in root.children(recursive=True))]

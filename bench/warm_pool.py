@@ -39,7 +39,7 @@ async def drain(tasks: int, in_flight: int, work: Path) -> dict[str, float]:
 
     try:
         await asyncio.gather(*(one(n) for n in range(in_flight)))
-        cpu = CpuMeter({"agent": (os.getpid(), "plugin hosts")})
+        cpu = CpuMeter([("agent", os.getpid(), "plugin hosts")])
         started = time.perf_counter()
         await asyncio.gather(*(one(n) for n in range(in_flight, in_flight + tasks)))
         elapsed = time.perf_counter() - started
