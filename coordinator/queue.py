@@ -13,7 +13,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from itertools import islice
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import orjson
 from redis.asyncio import Redis
@@ -158,6 +158,10 @@ bench/RESULTS.md."""
 
 WORKERS_CHUNK = 500
 """Most workers one `workers_live` script call reads (about 1 ms of the server's time for 500 whole hashes)."""
+
+SCAN_CHUNK = 2000
+"""Most ids one read of the index's whole sets takes (ZRANGE, SSCAN, ZMSCORE): one ZRANGE of 120 000 pending tasks
+held Redis 14 ms, every claim waiting (bench/RESULTS.md, the 16-core run)."""
 
 
 def _chunks(items: Sequence[str], size: int) -> Iterable[Sequence[str]]:
@@ -350,10 +354,30 @@ class QueueIndex:
         return int(await self._drop_empty_queues(args=[self.keys.prefix]))
 
     async def active_ids(self) -> tuple[set[str], set[str]]:
-        """Ids the index holds as pending (queued or delayed) and as running."""
-        async with self.redis.pipeline(transaction=False) as pipe:
-            pipe.zrange(self.keys.pending, 0, -1)
-            pipe.zrange(self.keys.delayed, 0, -1)
-            pipe.smembers(self.keys.running)
-            queued, delayed, running = await pipe.execute()
-        return {as_str(i) for i in (*queued, *delayed)}, {as_str(i) for i in running}
+        """Ids the index holds as pending (queued or delayed) and as running, read SCAN_CHUNK at a time.
+
+        The sorted sets are read by rank (ZSCAN cost Redis eight times the CPU, with their scores): a task that
+        joins or leaves a set during the read may shift the ranks and make another be missed or seen twice, as
+        any read racing the index's writes may; the drift check reads its candidates again (`placed`).
+        """
+        pending: set[str] = set()
+        for key in (self.keys.pending, self.keys.delayed):
+            start = 0
+            while members := await self.redis.zrange(key, start, start + SCAN_CHUNK - 1):
+                pending.update(as_str(member) for member in cast(list[bytes], members))
+                start += SCAN_CHUNK
+        running = {as_str(member) async for member in self.redis.sscan_iter(self.keys.running, count=SCAN_CHUNK)}
+        return pending, running
+
+    async def placed(self, task_ids: Sequence[str]) -> dict[str, tuple[bool, bool]]:
+        """Whether the index holds each of these tasks as pending (queued or delayed) and as running."""
+        found: dict[str, tuple[bool, bool]] = {}
+        for chunk in map(list, _chunks(task_ids, SCAN_CHUNK)):
+            async with self.redis.pipeline(transaction=False) as pipe:
+                pipe.zmscore(self.keys.pending, chunk)
+                pipe.zmscore(self.keys.delayed, chunk)
+                pipe.smismember(self.keys.running, chunk)
+                queued, delayed, running = await pipe.execute()
+            for task_id, q, d, r in zip(chunk, queued, delayed, running, strict=True):
+                found[task_id] = (q is not None or d is not None, bool(r))
+        return found
