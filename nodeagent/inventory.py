@@ -70,10 +70,18 @@ class Host:
                 "slots": self.slots, "agent_version": __version__}
 
 
+def usable_cpus() -> list[int]:
+    """The logical CPUs this agent may run on: its affinity mask where the system has one (Linux), so that an agent
+    under `taskset` or in a container given a cpuset counts and measures its own, not the machine's; else all."""
+    if hasattr(os, "sched_getaffinity"):
+        return sorted(os.sched_getaffinity(0))
+    return list(range(psutil.cpu_count(logical=True) or 1))
+
+
 def describe_host(gpus: list[GpuInfo], groups: list[str], labels: Sequence[str], services: Sequence[str],
                   slots: int | None, hostname: str | None = None) -> Host:
     """This host's inventory; GPUs add the label `gpu` (a task can require it)."""
-    cores = psutil.cpu_count(logical=True) or 1
+    cores = len(usable_cpus())
     all_labels = set(labels) | ({"gpu"} if gpus else set())
     return Host(hostname=hostname or socket.gethostname() or "localhost", cpu_cores=float(cores),
                 memory_gb=round(psutil.virtual_memory().total / GIB, 2), gpus=gpus, groups=groups,

@@ -14,7 +14,7 @@ import psutil
 
 from aiddwire import GpuFree, GpuUsage, Heartbeat, LeaseAsk, TaskUse, gpu_share
 from nodeagent.gpu import GpuProbe
-from nodeagent.inventory import GIB, Host
+from nodeagent.inventory import GIB, Host, usable_cpus
 
 
 class RunView(Protocol):
@@ -34,12 +34,21 @@ class Telemetry:
 
     def __init__(self, probe: GpuProbe, host: Host) -> None:
         self.probe, self.host = probe, host
-        psutil.cpu_percent(interval=None)  # the first reading only starts the measurement
+        self.cpus = usable_cpus()
+        """The CPUs whose use is reported (host.cpu_cores of them)."""
+        self.cpu_percent()  # the first reading only starts the measurement
+
+    def cpu_percent(self) -> float:
+        """How busy this agent's CPUs were since the last call, in percent: the mean of theirs alone, so that an
+        agent given a few of a machine's cores reports their use, not the machine's."""
+        per_cpu = psutil.cpu_percent(interval=None, percpu=True)
+        mine = [per_cpu[i] for i in self.cpus if i < len(per_cpu)]
+        return round(sum(mine) / len(mine), 1) if mine else 0.0
 
     def heartbeat(self, runs: Iterable[RunView]) -> Heartbeat:
         """Used CPU and memory, per-GPU use, and each task's own GPU memory and utilisation."""
         runs = list(runs)
-        percent = psutil.cpu_percent(interval=None)
+        percent = self.cpu_percent()
         memory = psutil.virtual_memory()
         self.probe.set_busy(g for run in runs for g in run.gpus)
         usage = {u["index"]: u for u in self.probe.usage()} if self.host.gpus else {}

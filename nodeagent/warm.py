@@ -36,6 +36,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from nodeagent.inventory import usable_cpus
 from nodeagent.keeper import Keeper
 from nodeagent.lines import LineSplitter
 
@@ -269,7 +270,7 @@ class PluginPool:
                  long_after: float = 2.0) -> None:
         self.env, self.cwd, self.size, self.max_line_bytes = env, cwd, max(1, size), max_line_bytes
         self.preexec, self.keeper, self.spawn_after, self.idle_s = preexec, keeper, spawn_after, idle_s
-        self.cores = max(MIN_HOSTS, math.ceil(cores or os.cpu_count() or 1))
+        self.cores = max(MIN_HOSTS, math.ceil(cores or len(usable_cpus())))
         """Hosts that start as soon as every host is busy for `spawn_after`: as many as the host has cores."""
         self.long_after = long_after
         """How long every host must have been busy before one beyond `cores` starts (its tasks are long ones)."""

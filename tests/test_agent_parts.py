@@ -4,6 +4,7 @@ task commands, lease accounting, and the reporter against the real API."""
 from __future__ import annotations
 
 import asyncio
+import os
 import platform
 import subprocess
 import sys
@@ -64,7 +65,34 @@ def test_fake_gpus_inventory_usage_and_registration() -> None:
     host = describe_host(probe.inventory(), ["gpu"], ["a100"], [], None, hostname="h")
     body = host.registration()
     assert body["gpus"][1] == {"index": 1, "name": "T4", "uuid": "GPU-fake-0001", "memory_gb": 16.0}
-    assert body["labels"] == ["a100", "gpu"] and body["slots"] == psutil.cpu_count()
+    assert body["labels"] == ["a100", "gpu"] and body["slots"] == len(os.sched_getaffinity(0))
+
+
+@pytest.mark.skipif(not hasattr(os, "sched_getaffinity") or len(os.sched_getaffinity(0)) < 2,
+                    reason="needs CPU affinity masks and two cores to leave one out")
+def test_an_agent_pinned_to_one_core_counts_one() -> None:
+    """An agent under `taskset` or in a container's cpuset registers the cores it may run on and as many slots,
+    not the machine's: it would otherwise take CPU tasks for cores it cannot use."""
+    code = ("import os; os.sched_setaffinity(0, {min(os.sched_getaffinity(0))}); "
+            "from nodeagent.inventory import describe_host; h = describe_host([], [], [], [], None); "
+            "print(h.cpu_cores, h.slots)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True)
+    assert out.stdout.split() == ["1.0", "1"]
+
+
+@pytest.mark.skipif(not hasattr(os, "sched_getaffinity") or len(os.sched_getaffinity(0)) < 2,
+                    reason="needs CPU affinity masks and two cores to leave one out")
+def test_a_pinned_agent_reports_the_use_of_its_own_core() -> None:
+    """Pinned to one core that a loop keeps busy, the agent reports that core nearly full, not the machine's mean
+    (which the other, idler cores would pull down)."""
+    code = ("import os, time; os.sched_setaffinity(0, {min(os.sched_getaffinity(0))}); "
+            "from nodeagent.gpu import FakeGpus; from nodeagent.inventory import describe_host; "
+            "from nodeagent.telemetry import Telemetry; "
+            "t = Telemetry(FakeGpus([]), describe_host([], [], [], [], None)); end = time.monotonic() + 1.0\n"
+            "while time.monotonic() < end: pass\n"
+            "print(t.heartbeat([])['cpu_percent'])")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True)
+    assert float(out.stdout) > 80
 
 
 @pytest.mark.parametrize("bad", ["[oops", '{"name": "A100"}', "[1, 2]"])
