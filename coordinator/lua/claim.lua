@@ -77,20 +77,23 @@ end
 -- Only the registries of the worker's own groups are read, and they hold only queues with tasks in them, so a
 -- claim costs what the worker could take, not what other groups or old resource shapes left behind.
 local window = 64 + req.max
-local candidates = {}
+local candidates, sources = {}, 0
 for grp in pairs(groups) do
   local queues = redis.call('HGETALL', K.queues(grp))
   for i = 1, #queues, 2 do
     local svc, needs = string.match(queues[i + 1], '^([^\t]*)\t(.*)$')
     if (any_service or services[svc]) and not is_paused(svc) and can_serve(needs) then
       local members = redis.call('ZRANGE', queues[i], 0, window - 1, 'WITHSCORES')
+      if #members > 0 then sources = sources + 1 end
       for j = 1, #members, 2 do
         candidates[#candidates + 1] = {members[j], tonumber(members[j + 1]), queues[i], grp}
       end
     end
   end
 end
-table.sort(candidates, function(a, b) return a[2] < b[2] end)
+if sources > 1 then  -- one queue's ZRANGE is in order already: no sort (6 % of a claim's time, bench/RESULTS.md)
+  table.sort(candidates, function(a, b) return a[2] < b[2] end)
+end
 
 -- Per task only its hash is read and written; the set and queue writes go out once per call, after the loop.
 local claimed, limits, running = {}, {}, {}
