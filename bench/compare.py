@@ -49,7 +49,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import hashlib
 import json
 import os
 import platform
@@ -67,10 +66,9 @@ import asyncpg
 from bench import peer_runs
 from bench.harness import SlowLog, cpu_hog
 from bench.ours import KEEPS as OURS_KEEPS
-from bench.ours import Ours
+from bench.ours import Ours, script_names
 from bench.queue_throughput import raw_redis_rates
 from coordinator.embedded import start_embedded
-from coordinator.queue import LUA_DIR, _script_source
 
 PEER_DBS = {"celery": 1, "rq": 2, "dramatiq": 3, "ray": 4}
 DRAIN_PROCESSES = {"celery": [2], "rq": [2], "dramatiq": [1, 2], "ray": [2]}
@@ -134,8 +132,7 @@ def measure(args: argparse.Namespace, state: Path) -> dict[str, Any]:
     peers: dict[str, peer_runs.Peer] = {}
     try:
         out["raw_redis"] = raw_redis_rates(f"{base}/0", args.tasks)
-        slow = SlowLog(f"{base}/0", {hashlib.sha1(_script_source(name).encode()).hexdigest(): name
-                                     for name in (path.stem for path in LUA_DIR.glob("*.lua")) if name != "common"})
+        slow = SlowLog(f"{base}/0", script_names())
         if "aidd" in args.systems:
             rounds = 2 if args.load else 1
             ours = Ours(f"{base}/0", servers.database_url, state, log_dir,

@@ -8,6 +8,7 @@ own finished counter in Redis, which follows the commits.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import time
 from collections.abc import Iterator
 from datetime import datetime
@@ -31,6 +32,7 @@ from bench.harness import (
     wait_for,
 )
 from coordinator.keys import Keys
+from coordinator.queue import LUA_DIR, _script_source
 from tests.support.ports import free_port
 
 KEEPS = ("every state change durable in PostgreSQL before it is acknowledged: the task row (status, attempt, "
@@ -43,6 +45,12 @@ KEYS = Keys()
 CHUNK = 1000
 NOOP = {"service": "bench", "task_type": "noop", "resources": {"cpu": 0}}
 """The drain's task: a no-op reserves no CPU, so the agent's slots (not its cores) bound how many run at once."""
+
+
+def script_names() -> dict[str, str]:
+    """Our Lua scripts' names by their SHA-1, as EVALSHA names them in the slow log."""
+    return {hashlib.sha1(_script_source(name).encode()).hexdigest(): name
+            for name in (path.stem for path in LUA_DIR.glob("*.lua")) if name != "common"}
 
 
 async def submit_all(http: httpx.AsyncClient, n: int, in_flight: int = 4) -> float:
