@@ -8,6 +8,7 @@ import signal
 import statistics
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -16,6 +17,8 @@ from pathlib import Path
 import httpx
 import psutil
 import redis
+
+from nodeagent.runner import parent_death_signal
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -62,12 +65,24 @@ def _signal_group(pid: int, sig: int) -> None:
         pass
 
 
+def _exit_on_sigterm() -> None:
+    """SIGTERM raises SystemExit in the benchmark's main thread (once, where nothing else handles it)."""
+    if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL and threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, lambda signum, _frame: sys.exit(f"stopped by {signal.Signals(signum).name}"))
+
+
 def spawn(name: str, argv: Sequence[str], env: dict[str, str], log_dir: Path) -> Child:
-    """Start `argv` in its own session (so stopping it stops its helpers too), output to `log_dir/name.log`."""
+    """Start `argv` in its own session (so stopping it stops its helpers too), output to `log_dir/name.log`.
+
+    A benchmark stopped by `timeout` or a signal ran no `finally`, and its coordinators and agents, in sessions of
+    their own, ran on for hours after it: now SIGTERM makes the benchmark exit through its `finally` blocks, which
+    stop each child's whole group, and a child is killed when the benchmark dies even of SIGKILL (Linux; its own
+    children are not, as a dramatiq worker outlived its master)."""
+    _exit_on_sigterm()
     log = log_dir / f"{name}.log"
     with log.open("ab") as out:
         proc = subprocess.Popen(list(argv), env=env, cwd=REPO, stdout=out, stderr=subprocess.STDOUT,
-                                stdin=subprocess.DEVNULL, start_new_session=True)
+                                stdin=subprocess.DEVNULL, start_new_session=True, preexec_fn=parent_death_signal())
     return Child(name, proc, log)
 
 
