@@ -77,7 +77,7 @@ class Core:
             if not ids:
                 return
             written = await self._rewrite(ids)
-            now = await self._placements(ids)
+            now = await self.placements(ids)
             ids = [i for i in ids if now.get(i) != written.get(i)]
         if ids:
             log.warning("index entries of %d task(s) kept changing while rewritten; the drift check repairs them",
@@ -102,8 +102,9 @@ class Core:
             await self.waker.wake_all()
         return {r.id: _placement(r) for r in rows}
 
-    async def _placements(self, ids: list[uuid.UUID]) -> dict[uuid.UUID, tuple[Any, ...]]:
-        """What decides these tasks' index entries now (status, attempt, due time, old attempt stopping)."""
+    async def placements(self, ids: list[uuid.UUID]) -> dict[uuid.UUID, tuple[Any, ...]]:
+        """What decides these tasks' index entries now (PLACEMENT: status, attempt, due time, old attempt stopping);
+        tasks PostgreSQL no longer has are left out."""
         found: dict[uuid.UUID, tuple[Any, ...]] = {}
         async with self.engine.connect() as conn:
             for start in range(0, len(ids), RESYNC_CHUNK):

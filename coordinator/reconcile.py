@@ -97,13 +97,9 @@ async def _still_drifting(core: Core, candidates: set[str]) -> set[str]:
     """Those of the drift check's candidates whose index entry still differs from PostgreSQL after
     DRIFT_RECHECK_S: the drift that is not a transition caught between its two writes."""
     await asyncio.sleep(DRIFT_RECHECK_S)
-    ids = sorted(candidates)
-    status: dict[str, str] = {}
-    async with core.engine.connect() as conn:
-        for start in range(0, len(ids), DRIFT_SLICE):
-            chunk = [uuid.UUID(i) for i in ids[start:start + DRIFT_SLICE]]
-            status.update((str(task_id), task_status) for task_id, task_status in
-                          (await conn.execute(select(Task.id, Task.status).where(Task.id.in_(chunk)))).all())
+    ids = list(candidates)
+    status = {str(task_id): placement[0] for task_id, placement in
+              (await core.placements([uuid.UUID(i) for i in ids])).items()}
     placed = await core.index.placed(ids)
     return {i for i in ids
             if placed[i] != (status.get(i) == TaskStatus.PENDING, status.get(i) == TaskStatus.RUNNING)}
