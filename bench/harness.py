@@ -13,6 +13,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import httpx
 import psutil
@@ -252,9 +253,14 @@ class SlowLog:
         if not entries:
             return {"max_ms": 0.0, "command": "", "logged": 0}
         longest = max(entries, key=lambda e: e["duration"])
-        words = longest["command"].decode(errors="replace").split(" ")
-        command = self.scripts.get(words[1], words[0]) if words[0].upper() == "EVALSHA" else words[0]
-        return {"max_ms": longest["duration"] / 1000, "command": command, "logged": len(entries)}
+        return {"max_ms": longest["duration"] / 1000, "command": command_name(longest, self.scripts),
+                "logged": len(entries)}
+
+
+def command_name(entry: dict[str, Any], scripts: dict[str, str]) -> str:
+    """A slow log entry's command, or for an EVALSHA the script's name (`scripts`: names by SHA-1)."""
+    words = entry["command"].decode(errors="replace").split(" ", 2)
+    return scripts.get(words[1], words[0]) if words[0].upper() == "EVALSHA" and len(words) > 1 else words[0]
 
 
 HOG = "import os, sys\nos.sched_setaffinity(0, {int(sys.argv[1])})\nwhile True:\n    pass\n"

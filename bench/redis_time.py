@@ -17,6 +17,7 @@ from pathlib import Path
 
 import redis
 
+from bench.harness import command_name
 from bench.ours import Ours, script_names
 from coordinator.embedded import start_embedded
 
@@ -35,17 +36,13 @@ def redis_time(tasks: int, slots: int, state: Path) -> dict[str, tuple[int, floa
         client.slowlog_reset()
         ours.drain(tasks, slots, max(300.0, tasks / 10))
         entries = client.slowlog_get(20 * tasks + 100_000)
-        client.config_set("slowlog-log-slower-than", 10_000)
     finally:
         ours.stop()
         servers.stop()
     names = script_names()
     spent: dict[str, tuple[int, float]] = {}
     for entry in entries:
-        words = entry["command"].split(b" ", 2)
-        name = words[0].decode().upper()
-        if name == "EVALSHA":
-            name = "script " + names.get(words[1].decode(), "?")
+        name = command_name(entry, names)
         calls, us = spent.get(name, (0, 0.0))
         spent[name] = (calls + 1, us + entry["duration"])
     return spent
