@@ -87,6 +87,8 @@ def _call(function: TaskFunction, task: dict[str, Any], context: TaskContext) ->
 
 
 def _not_json(problem: Exception) -> str:
+    """Why a plugin's result cannot be reported. NaN and infinity are refused here, though Python's json would
+    write them: the coordinator (and PostgreSQL's JSON) would refuse the report, far from the plugin's name."""
     return f"the result is not JSON: {problem}"
 
 
@@ -97,7 +99,7 @@ def run(task: dict[str, Any]) -> int:
     if outcome["code"] != 0:
         return _fail(outcome["error"], outcome["permanent"])
     try:
-        result = json.dumps(outcome["result"])
+        result = json.dumps(outcome["result"], allow_nan=False)
     except (TypeError, ValueError) as exc:
         return _fail(_not_json(exc), True)
     Path(os.environ["AIDD_RESULT_FILE"]).write_text(result)
@@ -230,7 +232,7 @@ def serve(request_fd: int, reply_fd: int, scratch: str) -> int:
                 sys.stdout.flush()
                 sys.stderr.flush()
             try:
-                reply = json.dumps({"done": outcome, "retire": retire}).encode() + b"\n"
+                reply = json.dumps({"done": outcome, "retire": retire}, allow_nan=False).encode() + b"\n"
             except (TypeError, ValueError) as exc:
                 reply = json.dumps({"done": {"code": EXIT_PERMANENT, "error": _not_json(exc), "permanent": True},
                                     "retire": retire}).encode() + b"\n"

@@ -369,11 +369,16 @@ class TaskRun:
         """The JSON the task wrote to AIDD_RESULT_FILE, else {"exit_code": 0}."""
         path = self.work_dir / RESULT_FILE
         try:
-            return json.loads(path.read_text(errors="replace"))
+            return json.loads(path.read_text(errors="replace"), parse_constant=_no_constant)
         except FileNotFoundError:
             return {"exit_code": 0}
         except ValueError as exc:
             return {"exit_code": 0, "result_error": f"{RESULT_FILE} is not JSON: {exc}"}
+
+
+def _no_constant(name: str) -> Any:
+    """NaN, Infinity and -Infinity are not JSON (Python's json reads them; the coordinator would refuse the report)."""
+    raise ValueError(f"{name} is not a JSON value (write null)")
 
 
 def _with_tail(error: str, tail: str) -> str:

@@ -200,6 +200,22 @@ async def test_a_shell_construct_run_without_a_shell_says_what_to_give(tmp_path:
     assert sink.final("t1")["error"] == "cannot start 'no-such-program-aidd': No such file or directory"
 
 
+@pytest.mark.anyio
+async def test_a_result_file_with_nan_is_not_json(tmp_path: Path) -> None:
+    """Python's json reads NaN and Infinity, which JSON (and the coordinator, which would refuse the whole report)
+    does not: such a result file is a result error of its own task, as any other file that is not JSON."""
+    sink = Sink()
+    for n, value in enumerate(["NaN", "-Infinity", "0.5"]):
+        command = f'echo "{{\\"score\\": {value}}}" > "$AIDD_RESULT_FILE"'
+        task = {"task_id": f"t{n}", "attempt_id": f"a{n}", "task_type": "shell",
+                "input_params": {"command": command, "shell": True}}
+        await TaskRun(task, tmp_path / f"w{n}", sink, []).run()
+    assert sink.final("t0")["result"] == {
+        "exit_code": 0, "result_error": "aidd-result.json is not JSON: NaN is not a JSON value (write null)"}
+    assert "-Infinity is not a JSON value" in sink.final("t1")["result"]["result_error"]
+    assert sink.final("t2")["result"] == {"score": 0.5}
+
+
 def test_leading_assignments_set_variables(tmp_path: Path) -> None:
     """`GOOS=linux go build -o app .` (worker-group clients' commands) runs `go` with GOOS set, as a shell
     would; an explicit argv runs as given; a command of assignments only is a permanent failure."""

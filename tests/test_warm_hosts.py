@@ -71,6 +71,10 @@ def big(params, context):
     subprocess.run([sys.executable, "-c", "print('from a child')"])  # straight into the pipe, not via this process
     return {"data": "r" * params["result"]}
 
+@task_type("nan")
+def nan(params, context):
+    return {"score": float(params["value"])}
+
 @task_type("retires")
 def retires(params, context):
     if params.get("retire"):
@@ -217,6 +221,20 @@ async def test_hosts_are_sized_by_cores_not_slots(tmp_path: Path) -> None:
         assert len(pool.hosts) == 4  # one each: had two waited for the first two hosts, there would be two
     finally:
         await pool.close()
+
+
+@pytest.mark.anyio
+async def test_a_result_with_nan_fails_its_task_not_its_host(pool: PluginPool, tmp_path: Path) -> None:
+    """NaN and infinity have no JSON form (Python's json would write them, and the coordinator refuse the report):
+    the task fails permanently saying why, and its host serves the next task."""
+    sink = Sink()
+    first = run(pool, sink, tmp_path, 0, "nan", value="nan")
+    await first.run()
+    await run(pool, sink, tmp_path, 1, "nan", value="1.5").run()
+    failed = sink.final("t0")
+    assert (failed["event"], failed["reason"]) == ("failed", "permanent")
+    assert failed["error"].startswith("the result is not JSON: Out of range float values")
+    assert sink.final("t1")["result"] == {"score": 1.5}
 
 
 @pytest.mark.anyio
