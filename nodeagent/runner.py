@@ -17,6 +17,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import math
 import os
 import shutil
 import signal
@@ -369,7 +370,7 @@ class TaskRun:
         """The JSON the task wrote to AIDD_RESULT_FILE, else {"exit_code": 0}."""
         path = self.work_dir / RESULT_FILE
         try:
-            return json.loads(path.read_text(errors="replace"), parse_constant=_no_constant)
+            return json.loads(path.read_text(errors="replace"), parse_constant=_no_constant, parse_float=_finite)
         except FileNotFoundError:
             return {"exit_code": 0}
         except ValueError as exc:
@@ -379,6 +380,14 @@ class TaskRun:
 def _no_constant(name: str) -> Any:
     """NaN, Infinity and -Infinity are not JSON (Python's json reads them; the coordinator would refuse the report)."""
     raise ValueError(f"{name} is not a JSON value (write null)")
+
+
+def _finite(text: str) -> float:
+    """A JSON number as a float, unless it overflows one (`1e400` reads as infinity: see `_no_constant`)."""
+    value = float(text)
+    if math.isinf(value):
+        raise ValueError(f"{text} is out of range for a number (write null)")
+    return value
 
 
 def _with_tail(error: str, tail: str) -> str:

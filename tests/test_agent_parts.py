@@ -202,10 +202,11 @@ async def test_a_shell_construct_run_without_a_shell_says_what_to_give(tmp_path:
 
 @pytest.mark.anyio
 async def test_a_result_file_with_nan_is_not_json(tmp_path: Path) -> None:
-    """Python's json reads NaN and Infinity, which JSON (and the coordinator, which would refuse the whole report)
-    does not: such a result file is a result error of its own task, as any other file that is not JSON."""
+    """Python's json reads NaN and Infinity (and `1e400` as infinity), which JSON (and the coordinator, which would
+    refuse the whole report) does not: such a result file is a result error of its own task, as any other file that
+    is not JSON."""
     sink = Sink()
-    for n, value in enumerate(["NaN", "-Infinity", "0.5"]):
+    for n, value in enumerate(["NaN", "-Infinity", "0.5", "-1e400"]):
         command = f'echo "{{\\"score\\": {value}}}" > "$AIDD_RESULT_FILE"'
         task = {"task_id": f"t{n}", "attempt_id": f"a{n}", "task_type": "shell",
                 "input_params": {"command": command, "shell": True}}
@@ -214,6 +215,7 @@ async def test_a_result_file_with_nan_is_not_json(tmp_path: Path) -> None:
         "exit_code": 0, "result_error": "aidd-result.json is not JSON: NaN is not a JSON value (write null)"}
     assert "-Infinity is not a JSON value" in sink.final("t1")["result"]["result_error"]
     assert sink.final("t2")["result"] == {"score": 0.5}
+    assert "-1e400 is out of range for a number" in sink.final("t3")["result"]["result_error"]
 
 
 def test_leading_assignments_set_variables(tmp_path: Path) -> None:
