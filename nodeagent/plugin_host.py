@@ -87,8 +87,8 @@ def _call(function: TaskFunction, task: dict[str, Any], context: TaskContext) ->
 
 
 def _not_json(problem: Exception) -> str:
-    """Why a plugin's result cannot be reported. NaN and infinity are refused here, though Python's json would
-    write them: the coordinator (and PostgreSQL's JSON) would refuse the report, far from the plugin's name."""
+    """Why a plugin's result cannot be reported. Its callers dump with `allow_nan=False`: Python's json would write
+    NaN and infinity, and the coordinator (and PostgreSQL's JSON) refuse them far from the plugin's name."""
     return f"the result is not JSON: {problem}"
 
 

@@ -202,9 +202,8 @@ async def test_a_shell_construct_run_without_a_shell_says_what_to_give(tmp_path:
 
 @pytest.mark.anyio
 async def test_a_result_file_with_nan_is_not_json(tmp_path: Path) -> None:
-    """Python's json reads NaN and Infinity (and `1e400` as infinity), which JSON (and the coordinator, which would
-    refuse the whole report) does not: such a result file is a result error of its own task, as any other file that
-    is not JSON."""
+    """Python's json reads NaN and Infinity (and `1e400` as infinity), which JSON and the coordinator do not (it
+    refused the task's report: "malformed JSON"): such a result file is a result error, as any file that is not JSON."""
     sink = Sink()
     for n, value in enumerate(["NaN", "-Infinity", "0.5", "-1e400"]):
         command = f'echo "{{\\"score\\": {value}}}" > "$AIDD_RESULT_FILE"'

@@ -228,8 +228,7 @@ async def test_a_result_with_nan_fails_its_task_not_its_host(pool: PluginPool, t
     """NaN and infinity have no JSON form (Python's json would write them, and the coordinator refuse the report):
     the task fails permanently saying why, and its host serves the next task."""
     sink = Sink()
-    first = run(pool, sink, tmp_path, 0, "nan", value="nan")
-    await first.run()
+    await run(pool, sink, tmp_path, 0, "nan", value="nan").run()
     await run(pool, sink, tmp_path, 1, "nan", value="1.5").run()
     failed = sink.final("t0")
     assert (failed["event"], failed["reason"]) == ("failed", "permanent")
