@@ -20,6 +20,7 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from coordinator.keys import Keys, lua_prelude, queue_score
+from coordinator.pipelined import PipelinedScript
 from coordinator.schemas import TaskSpec
 
 LUA_DIR = Path(__file__).parent / "lua"
@@ -192,11 +193,15 @@ class QueueIndex:
         self._finish = redis.register_script(_script_source("finish"))
         self._claim = redis.register_script(_script_source("claim"))
         self._promote = redis.register_script(_script_source("promote_due"))
-        self._heartbeat = redis.register_script(_script_source("heartbeat"))
+        self._heartbeat = PipelinedScript(redis, _script_source("heartbeat"))  # thousands a second, one request each
         self._drop_empty_queues = redis.register_script(_script_source("drop_empty_queues"))
         self._unclaim = redis.register_script(_script_source("unclaim"))
         self._workers_live = redis.register_script(_script_source("workers_live"))
         self._room = redis.register_script(_script_source("room"))
+
+    def close(self) -> None:
+        """Close the heartbeat script's own connection (the pool's are closed with the client)."""
+        self._heartbeat.close()
 
     async def put_pending(self, tasks: Sequence[QueuedTask], new: bool = False, chunk: int = PUT_CHUNK) -> int:
         """Queue tasks (or delay them until `due_ms`), replacing any earlier placement; `new`: the tasks were just
@@ -289,7 +294,7 @@ class QueueIndex:
     async def heartbeat(self, worker: str, now: float, metrics: bytes, stamp: Sequence[str] = ()) -> Beat:
         """Record a worker's beat and telemetry, and set the `stamp` fields of its hash to now (its GPUs busy now);
         its live status, commands flag and tasks (one round trip)."""
-        reply = await self._heartbeat(args=[self.keys.prefix, worker, repr(now), metrics, *stamp])
+        reply = await self._heartbeat([self.keys.prefix, worker, repr(now), metrics, *stamp])
         status, routed, flag = reply[0], reply[1], reply[2]
         return Beat(as_str(status) if status is not None else None, bool(int(routed)), flag,
                     {as_str(i) for i in reply[3:]})

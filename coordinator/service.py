@@ -116,6 +116,7 @@ class Coordinator:
         await self.workers.beats.close()
         await self.files.close()
         await self.core.waker.stop()
+        self.core.index.close()
         await self.core.redis.aclose()
         await self.core.engine.dispose()
 
