@@ -36,14 +36,17 @@ async def test_many_calls_each_get_their_own_reply(client: Redis) -> None:
     """Calls in flight together are answered in order: an error reply and a cancelled caller shift no other's."""
     echo = PipelinedScript(client, ECHO)
     try:
+        assert await echo(["first"]) == b"first"  # connected: the calls below are written in their first step
         calls = [asyncio.ensure_future(echo([f"call {i}" if i != 250 else "boom"])) for i in range(500)]
-        await asyncio.sleep(0)  # every call written
+        await asyncio.sleep(0)  # every call written, none answered yet
         calls[100].cancel()
         done = await asyncio.gather(*calls, return_exceptions=True)
         assert isinstance(done[100], asyncio.CancelledError)
         assert isinstance(done[250], ResponseError) and "boom asked" in str(done[250])
         assert [d for i, d in enumerate(done) if i not in (100, 250)] == [
             f"call {i}".encode() for i in range(500) if i not in (100, 250)]
+        with pytest.raises(ResponseError, match="boom asked"):  # raised, not returned
+            await echo(["boom"])
         assert await echo(["after"]) == b"after"
     finally:
         echo.close()
