@@ -18,7 +18,7 @@ from pathlib import Path
 import uvloop
 
 from bench.harness import CpuMeter
-from nodeagent.commands import plugin_env, task_env
+from nodeagent.commands import agent_env, plugin_env
 from nodeagent.runner import TaskRun
 from nodeagent.warm import PluginPool
 from tests.support.sink import Sink
@@ -27,7 +27,7 @@ from tests.support.sink import Sink
 async def drain(tasks: int, in_flight: int, work: Path) -> dict[str, float]:
     """Run `tasks` no-op tasks (after a warm-up of `in_flight`), `in_flight` at a time; CPU ms a task and tasks/s."""
     environ = dict(os.environ)
-    pool = PluginPool(plugin_env([], task_env({}, environ)), work, size=in_flight)
+    pool = PluginPool(plugin_env([], agent_env(environ)), work, size=in_flight)
     sink = Sink()
     slots = asyncio.Semaphore(in_flight)
 

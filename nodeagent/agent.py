@@ -25,7 +25,7 @@ from typing import Any
 
 from aiddwire import CommandKind, EndReason, EventKind, StopReason
 from nodeagent.api import CoordinatorApi, Refused, Unreachable, WorkerUnknown
-from nodeagent.commands import plugin_env, task_env
+from nodeagent.commands import agent_env, plugin_env
 from nodeagent.files import AttemptFiles
 from nodeagent.gpu import GpuProbe
 from nodeagent.identity import load_identity, save_identity
@@ -82,7 +82,7 @@ class Agent:
         self.keeper = Keeper()
         self.environ = dict(os.environ)
         self.plugins = None if config.fresh_plugin_process else PluginPool(
-            plugin_env(config.plugin_modules, task_env({}, self.environ)), config.work_dir, host.slots,
+            plugin_env(config.plugin_modules, agent_env(self.environ)), config.work_dir, host.slots,
             preexec=parent_death_signal(), keeper=self.keeper, cores=host.cpu_cores)
         self.runs: dict[str, TaskRun] = {}
         self.interval = config.heartbeat_interval or 10.0

@@ -34,9 +34,21 @@ class Command:
     """What to start for an attempt."""
 
     argv: list[str]
-    env: dict[str, str]
+    own_env: dict[str, str]
+    """The variables the attempt sets on top of the agent's environment (its ids and files, its GPUs, its own `env`, a
+    plugin's import path): all that a warm plugin host, which has the agent's environment already, is sent."""
+    base_env: Mapping[str, str]
+    """The agent's environment, secrets included (see `env`)."""
     cwd: Path
     plugin: bool
+
+    @property
+    def env(self) -> dict[str, str]:
+        """The whole environment of a process started for the attempt: the agent's without its secrets, then its own.
+
+        Built only when a process is started: copying the whole environment costs more than the rest of a warm
+        plugin task's command."""
+        return {**agent_env(self.base_env), **self.own_env}
 
 
 SHELL_WORDS = frozenset({"for", "while", "until", "if", "case", "cd", "export", "source", ".", "set", "alias",
@@ -81,12 +93,17 @@ def leading_assignments(argv: list[str]) -> tuple[dict[str, str], list[str]]:
     raise BadTask("the command sets variables but runs nothing")
 
 
-def task_env(params: Mapping[str, Any], base: Mapping[str, str]) -> dict[str, str]:
-    """The agent's environment without its secrets, plus the task's `env` (string, number or bool values)."""
-    env = {k: v for k, v in base.items() if k not in SECRET_ENV}
+def agent_env(base: Mapping[str, str]) -> dict[str, str]:
+    """The agent's environment without its secrets: what every task's environment starts from."""
+    return {k: v for k, v in base.items() if k not in SECRET_ENV}
+
+
+def task_vars(params: Mapping[str, Any]) -> dict[str, str]:
+    """The task's own `env` (string, number or bool values), as strings."""
     extra = params.get("env") or {}
     if not isinstance(extra, dict):
         raise BadTask("input_params.env must be an object of NAME: value")
+    env = {}
     for name, value in extra.items():
         if not isinstance(value, str | int | float | bool) or not name or "=" in name or "\0" in name:
             raise BadTask(f"input_params.env.{name}: must be a string, number or boolean")
@@ -111,13 +128,13 @@ def import_path() -> str:
 
 def plugin_env(plugin_modules: Sequence[str], env: Mapping[str, str]) -> dict[str, str]:
     """`env` plus what a plugin process needs: the plugin modules, the agent's import path, unbuffered output."""
-    return {**env, **plugin_vars(plugin_modules, env)}
+    return {**env, **plugin_vars(plugin_modules, env.get("PYTHONPATH", ""))}
 
 
-def plugin_vars(plugin_modules: Sequence[str], env: Mapping[str, str]) -> dict[str, str]:
-    """What a plugin process needs on top of `env` (see `plugin_env`)."""
+def plugin_vars(plugin_modules: Sequence[str], python_path: str) -> dict[str, str]:
+    """What a plugin process needs on top of an environment whose PYTHONPATH is `python_path` (see `plugin_env`)."""
     return {"PYTHONUNBUFFERED": "1", "AIDD_PLUGIN_MODULES": ",".join(plugin_modules),
-            "PYTHONPATH": os.pathsep.join(p for p in (import_path(), env.get("PYTHONPATH", "")) if p)}
+            "PYTHONPATH": os.pathsep.join(p for p in (import_path(), python_path) if p)}
 
 
 def build_command(task: Mapping[str, Any], work_dir: Path, plugin_modules: Sequence[str], gpu_host: bool,
@@ -130,7 +147,8 @@ def build_command(task: Mapping[str, Any], work_dir: Path, plugin_modules: Seque
     params = task.get("input_params") or {}
     if not isinstance(params, dict):
         raise BadTask("input_params must be an object")
-    env = task_env(params, os.environ if base_env is None else base_env)
+    base = os.environ if base_env is None else base_env
+    env = task_vars(params)
     where = str(work_dir)  # joined as strings: three pathlib joins cost more than the rest of this function
     env.update({"AIDD_TASK_ID": str(task["task_id"]), "AIDD_ATTEMPT_ID": str(task["attempt_id"]),
                 "AIDD_ATTEMPT": str(task.get("attempt") or 1), "AIDD_WORK_DIR": where,
@@ -138,15 +156,16 @@ def build_command(task: Mapping[str, Any], work_dir: Path, plugin_modules: Seque
     gpus = task.get("gpus") or []
     if gpus or gpu_host:  # a task without GPUs on a GPU host sees none, so it cannot take another task's
         env["CUDA_VISIBLE_DEVICES"] = ",".join(str(g) for g in gpus)
-    if task.get("task_type") != "shell":  # added in place: one copy of the environment a task, not three
+    if task.get("task_type") != "shell":
         env["AIDD_ERROR_FILE"] = os.path.join(where, ERROR_FILE)
-        env.update(plugin_vars(plugin_modules, env))
-        return Command([sys.executable, "-m", "nodeagent.plugin_host", os.path.join(where, TASK_FILE)], env,
+        env.update(plugin_vars(plugin_modules, env.get("PYTHONPATH", base.get("PYTHONPATH", ""))))
+        return Command([sys.executable, "-m", "nodeagent.plugin_host", os.path.join(where, TASK_FILE)], env, base,
                        work_dir, plugin=True)
     cwd = params.get("cwd")
     if cwd is not None and not isinstance(cwd, str):
         raise BadTask("input_params.cwd must be a string")
-    argv, assignments = shell_argv(params), dict[str, str]()
+    argv = shell_argv(params)
     if params.get("argv") is None:  # a command string reads as a shell would read it; an argv runs as given
         assignments, argv = leading_assignments(argv)
-    return Command(argv, {**env, **assignments}, work_dir / cwd if cwd else work_dir, plugin=False)
+        env.update(assignments)
+    return Command(argv, env, base, work_dir / cwd if cwd else work_dir, plugin=False)

@@ -143,8 +143,8 @@ def end_leftovers() -> None:
                 pass
 
 
-def _switch_env(base: dict[str, str], now: dict[str, str | None], wanted: dict[str, str | None]) -> None:
-    """Take `os.environ` from `base` changed by `now` to `base` changed by `wanted` (None: a variable removed).
+def _switch_env(base: dict[str, str], now: dict[str, str], wanted: dict[str, str]) -> None:
+    """Take `os.environ` from `base` with `now` set on top to `base` with `wanted` set on top.
 
     Only the variables whose value differs are touched: setting one costs a few microseconds of Python, and
     consecutive tasks differ in two or three (their ids) of the half dozen each sets.
@@ -192,7 +192,7 @@ def serve(request_fd: int, reply_fd: int, scratch: str) -> int:
     os.makedirs(scratch, exist_ok=True)
     registry = _load()
     home, base_env = os.getcwd(), dict(os.environ)
-    applied: dict[str, str | None] = {}
+    applied: dict[str, str] = {}
     """How the environment differs from `base_env` now: the last task's variables stay until the next one's replace
     them (what it changed itself is undone at its end)."""
     scratch_dir = Path(scratch)
@@ -201,7 +201,7 @@ def serve(request_fd: int, reply_fd: int, scratch: str) -> int:
         for line in requests:
             request = json.loads(line)
             cwd = request["cwd"]
-            wanted = {**request["env"]["set"], **dict.fromkeys(request["env"]["unset"])}
+            wanted: dict[str, str] = request["env"]
             _switch_env(base_env, applied, wanted)
             applied = wanted
             # `os.environ`'s own bytes mapping: comparing it after the task is done in C, where building

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import logging
 import math
@@ -75,7 +76,7 @@ class TaskRun:
         self.gpus: list[int] = [int(g) for g in task.get("gpus") or []]
         self.resources: dict[str, float] = dict(task.get("resources") or {})
         self.timeout_s = float(task.get("timeout_s") or 0) or None
-        self.work_dir = work_root / f"{self.task_id}.{task.get('attempt') or 1}"
+        self.work_root = work_root
         self.plugin_modules, self.gpu_host, self.kill_grace = plugin_modules, gpu_host, kill_grace
         self.max_line_bytes, self.keep_work_dir, self.files = max_line_bytes, keep_work_dir, files
         self.keeper, self.plugins = keeper, plugins
@@ -89,6 +90,12 @@ class TaskRun:
         self._wakers: list[Callable[[], None]] = []
         """What a stop wakes: the wait of `_until`, while the attempt runs."""
         self._tail: deque[str] = deque(maxlen=TAIL_LINES)
+
+    @functools.cached_property
+    def work_dir(self) -> Path:
+        """The attempt's working dir: a dir of its own under the work root, unless `run` gives it a warm host's scratch
+        dir (then this join, costly beside the rest of such a task's work in the agent, is never made)."""
+        return self.work_root / f"{self.task_id}.{self.task.get('attempt') or 1}"
 
     def stop(self, reason: StopReason) -> None:
         """Kill the attempt; the reason decides what is reported (see `StopReason`)."""
@@ -186,11 +193,11 @@ class TaskRun:
             command.cwd.mkdir(parents=True, exist_ok=True)
         (self.work_dir / TASK_FILE).write_text(json.dumps(self.task))
         read_fd, write_fd = os.pipe()
-        command.env["AIDD_CONTROL_FD"] = str(write_fd)
         try:
             proc = await asyncio.create_subprocess_exec(
                 *command.argv, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
-                stderr=asyncio.subprocess.PIPE, cwd=command.cwd, env=command.env, start_new_session=True,
+                stderr=asyncio.subprocess.PIPE, cwd=command.cwd, env={**command.env, "AIDD_CONTROL_FD": str(write_fd)},
+                start_new_session=True,
                 pass_fds=(write_fd,), preexec_fn=parent_death_signal())
         except OSError as exc:
             os.close(read_fd)
@@ -229,7 +236,7 @@ class TaskRun:
         self.pid = host.pid
         if self.exclusive and self.keeper is not None:
             self.keeper.hold(host.pid, exclusive=True)  # fenced as this task is, while it runs
-        job = host.run(self.task, command.env, command.cwd, self._line, self._progress)
+        job = host.run(self.task, command.own_env, command.cwd, self._line, self._progress)
         try:
             killed = not await self._until(job)
             if killed:

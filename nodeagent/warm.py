@@ -11,9 +11,9 @@ one per slot); a host idle for `idle_s` stops. Each host has a
 scratch dir: the working dir of tasks that need no dir of their own (no files, no --keep-work-dirs),
 emptied after each task.
 
-Per task the host receives {"task", "env" (changes to its own), "cwd"} as one JSON line on its request
-pipe and answers on its reply pipe with progress lines and one {"done": outcome, "retire": bool}: two
-messages a task. Its stdout and stderr stay open across tasks with no marker in them: the host writes the
+Per task the host receives {"task", "env" (the variables the task sets on top of the host's own), "cwd"} as one
+JSON line on its request pipe and answers on its reply pipe with progress lines and one {"done": outcome, "retire":
+bool}: two messages a task. Its stdout and stderr stay open across tasks with no marker in them: the host writes the
 outcome only after all of the task's output is in its pipes, so the agent, once it has the outcome, reads
 the pipes until they are empty and has exactly that task's output (`PluginHost._drain_output`).
 """
@@ -27,6 +27,7 @@ import logging
 import math
 import os
 import secrets
+import select
 import shutil
 import signal
 import sys
@@ -82,8 +83,11 @@ class PluginHost:
         for fd in (replies, *outputs.values()):
             os.set_blocking(fd, False)
         self._loop.add_reader(replies, self._read_replies)
+        self._ready = select.poll()
+        """The output pipes, to see which hold anything at a task's end."""
         for name, fd in outputs.items():
             self._loop.add_reader(fd, self._take, name)
+            self._ready.register(fd, select.POLLIN)
 
     @classmethod
     async def start(cls, env: dict[str, str], cwd: Path, max_line_bytes: int,
@@ -114,9 +118,10 @@ class PluginHost:
     def alive(self) -> bool:
         return not self.exited.done()
 
-    def run(self, task: dict[str, Any], env: dict[str, str], cwd: Path, on_line: LineSink,
+    def run(self, task: dict[str, Any], own_env: dict[str, str], cwd: Path, on_line: LineSink,
             on_progress: ProgressSink) -> asyncio.Future[dict[str, Any]]:
-        """Send one task to run in `cwd` (the host empties it afterwards when it is its `scratch` dir): a future of
+        """Send one task to run in `cwd` (the host empties it afterwards when it is its `scratch` dir), in the host's
+        environment with `own_env` set on top (the task's variables: `Command.own_env`): a future of
         its outcome ({"code", "result"} or {"code", "error", "permanent"}) once its output is in, which raises
         HostGone when the process ends first (its exit status is in `exited`). `end` closes the run.
 
@@ -124,7 +129,8 @@ class PluginHost:
         """
         self._on_line, self._on_progress = on_line, on_progress
         self._done = done = self._loop.create_future()
-        request = {"task": task, "env": self._env_change(env), "cwd": str(cwd)}
+        request = {"task": task, "env": {k: v for k, v in own_env.items() if self.base_env.get(k) != v},
+                   "cwd": str(cwd)}
         self.requests.write(json.dumps(request).encode() + b"\n")
         return done
 
@@ -138,10 +144,6 @@ class PluginHost:
         finally:
             self._on_line = self._on_progress = None
             self.idle_since = time.monotonic()
-
-    def _env_change(self, env: dict[str, str]) -> dict[str, Any]:
-        """What the task's environment changes from the host's own: {"set": {...}, "unset": [...]}."""
-        return {"set": dict(env.items() - self.base_env.items()), "unset": list(self.base_env.keys() - env.keys())}
 
     def _take(self, name: str) -> int:
         """Read what the stream's pipe holds now (up to 64 KiB) and route its lines to the current task; how many
@@ -169,9 +171,10 @@ class PluginHost:
         so when the outcome is in, all of that output is in the pipes already: reading them until they are empty
         takes exactly that task's output, with no end marker in the streams.
         """
-        for name in list(self._outputs):
+        ready = {fd for fd, _ in self._ready.poll(0)}  # one system call for both: an empty pipe's read raises
+        for name, fd in list(self._outputs.items()):
             taken = 0
-            while size := self._take(name):
+            while fd in ready and (size := self._take(name)):
                 taken += size
                 if taken > PIPE_MAX:  # more than a pipe holds: something outside the task writes still
                     self.retiring = True
@@ -183,6 +186,7 @@ class PluginHost:
         """The stream ended (the host and whatever held its pipe are gone): its last line, and no more reuse."""
         fd = self._outputs.pop(name)
         self._loop.remove_reader(fd)
+        self._ready.unregister(fd)
         os.close(fd)
         for line in self._splitters[name].flush():
             self._line(name, line)
@@ -278,6 +282,8 @@ class PluginPool:
         self._idle: list[PluginHost] = []
         self._starting = 0
         self._waiters: deque[asyncio.Future[PluginHost | None]] = deque()
+        self._recheck: asyncio.TimerHandle | None = None
+        """Wakes the longest waiting task when a new host may be due (one timer for all of them, not one each)."""
         self._closing: set[asyncio.Task[None]] = set()
 
     async def acquire(self) -> PluginHost:
@@ -299,11 +305,10 @@ class PluginPool:
                 return await self._spawn()
             waiter: asyncio.Future[PluginHost | None] = loop.create_future()
             self._waiters.append(waiter)
+            if wait is not None:
+                self._recheck_in(wait)
             try:
-                async with asyncio.timeout(wait):  # not wait_for: no task of its own per wait
-                    given = await waiter
-            except TimeoutError:
-                continue  # time to look again: a host may be started now
+                given = await waiter
             except asyncio.CancelledError:
                 handed = waiter.result() if waiter.done() and not waiter.cancelled() else None
                 if handed is not None:
@@ -315,6 +320,21 @@ class PluginPool:
                         self._waiters.remove(waiter)
             if given is not None:
                 return given
+            # else: time to look again (a host may be started now)
+
+    def _recheck_in(self, wait: float) -> None:
+        """Wake the longest waiting task in `wait` seconds (unless a wake-up comes sooner already)."""
+        loop = asyncio.get_running_loop()
+        due = loop.time() + wait
+        if self._recheck is not None:
+            if self._recheck.when() <= due:
+                return
+            self._recheck.cancel()
+        self._recheck = loop.call_at(due, self._rechecked)
+
+    def _rechecked(self) -> None:
+        self._recheck = None
+        self._wake_one(None)
 
     def _spawn_in(self) -> float | None:
         """Seconds until a new host should start for a waiting task (0: now; None: not now, wait for a host).
@@ -395,6 +415,8 @@ class PluginPool:
 
     async def close(self) -> None:
         """Stop every host."""
+        if self._recheck is not None:
+            self._recheck.cancel()
         hosts = list(self.hosts)
         self.hosts.clear()
         self._idle.clear()

@@ -248,6 +248,8 @@ def test_task_environment(tmp_path: Path) -> None:
     plugin = build_command({**task, "task_type": "qikprop"}, tmp_path, ["my.plugins"], False, base)
     assert plugin.plugin and plugin.argv[1:3] == ["-m", "nodeagent.plugin_host"]
     assert plugin.env["AIDD_PLUGIN_MODULES"] == "my.plugins"
+    # a warm host, which has the agent's environment, is sent only the task's own variables
+    assert "PATH" not in plugin.own_env and plugin.own_env["MODE"] == "fast" and plugin.env["PATH"] == "/bin"
     with pytest.raises(BadTask, match="env"):
         build_command({**task, "input_params": {"argv": ["x"], "env": {"A": {"nested": 1}}}}, tmp_path, [], False)
 

@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 
 from nodeagent import warm
-from nodeagent.commands import plugin_env, task_env
+from nodeagent.commands import agent_env, plugin_env
 from nodeagent.runner import TaskRun
 from nodeagent.warm import PluginPool
 from tests.support.pids import gone
@@ -87,7 +87,7 @@ def retires(params, context):
 async def pool(tmp_path: Path) -> AsyncIterator[PluginPool]:
     (tmp_path / "warm_test_plugins.py").write_text(textwrap.dedent(PLUGINS))
     path = os.pathsep.join([str(tmp_path), os.environ.get("PYTHONPATH", "")])
-    base = task_env({}, {**os.environ, "PYTHONPATH": path})
+    base = agent_env({**os.environ, "PYTHONPATH": path})
     plugins = PluginPool(plugin_env(["warm_test_plugins"], base), tmp_path / "work", size=2)
     yield plugins
     await plugins.close()
@@ -206,7 +206,7 @@ async def test_hosts_are_sized_by_cores_not_slots(tmp_path: Path) -> None:
     each, once every host has been busy for `long_after`."""
     (tmp_path / "warm_test_plugins.py").write_text(textwrap.dedent(PLUGINS))
     path = os.pathsep.join([str(tmp_path), os.environ.get("PYTHONPATH", "")])
-    base = task_env({}, {**os.environ, "PYTHONPATH": path})
+    base = agent_env({**os.environ, "PYTHONPATH": path})
     pool = PluginPool(plugin_env(["warm_test_plugins"], base), tmp_path / "work", size=8, cores=2,
                       spawn_after=0.0, long_after=1.0)
     try:
