@@ -13,6 +13,7 @@ import os
 import re
 import shlex
 import sys
+import types
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -131,10 +132,16 @@ def plugin_env(plugin_modules: Sequence[str], env: Mapping[str, str]) -> dict[st
     return {**env, **plugin_vars(plugin_modules, env.get("PYTHONPATH", ""))}
 
 
-def plugin_vars(plugin_modules: Sequence[str], python_path: str) -> dict[str, str]:
+def plugin_vars(plugin_modules: Sequence[str], python_path: str) -> Mapping[str, str]:
     """What a plugin process needs on top of an environment whose PYTHONPATH is `python_path` (see `plugin_env`)."""
-    return {"PYTHONUNBUFFERED": "1", "AIDD_PLUGIN_MODULES": ",".join(plugin_modules),
-            "PYTHONPATH": os.pathsep.join(p for p in (import_path(), python_path) if p)}
+    return _plugin_vars(tuple(plugin_modules), python_path)
+
+
+@functools.lru_cache(maxsize=64)
+def _plugin_vars(plugin_modules: tuple[str, ...], python_path: str) -> Mapping[str, str]:
+    """Made once for each import path (every task of an agent asks for the same): read-only, as it is shared."""
+    return types.MappingProxyType({"PYTHONUNBUFFERED": "1", "AIDD_PLUGIN_MODULES": ",".join(plugin_modules),
+                                   "PYTHONPATH": os.pathsep.join(p for p in (import_path(), python_path) if p)})
 
 
 def build_command(task: Mapping[str, Any], work_dir: Path, plugin_modules: Sequence[str], gpu_host: bool,
@@ -149,17 +156,17 @@ def build_command(task: Mapping[str, Any], work_dir: Path, plugin_modules: Seque
         raise BadTask("input_params must be an object")
     base = os.environ if base_env is None else base_env
     env = task_vars(params)
-    where = str(work_dir)  # joined as strings: three pathlib joins cost more than the rest of this function
+    where = str(work_dir)  # joined as plain strings: pathlib's or os.path's joins cost more than the rest of this
     env.update({"AIDD_TASK_ID": str(task["task_id"]), "AIDD_ATTEMPT_ID": str(task["attempt_id"]),
                 "AIDD_ATTEMPT": str(task.get("attempt") or 1), "AIDD_WORK_DIR": where,
-                "AIDD_RESULT_FILE": os.path.join(where, RESULT_FILE)})
+                "AIDD_RESULT_FILE": f"{where}/{RESULT_FILE}"})
     gpus = task.get("gpus") or []
     if gpus or gpu_host:  # a task without GPUs on a GPU host sees none, so it cannot take another task's
         env["CUDA_VISIBLE_DEVICES"] = ",".join(str(g) for g in gpus)
     if task.get("task_type") != "shell":
-        env["AIDD_ERROR_FILE"] = os.path.join(where, ERROR_FILE)
+        env["AIDD_ERROR_FILE"] = f"{where}/{ERROR_FILE}"
         env.update(plugin_vars(plugin_modules, env.get("PYTHONPATH", base.get("PYTHONPATH", ""))))
-        return Command([sys.executable, "-m", "nodeagent.plugin_host", os.path.join(where, TASK_FILE)], env, base,
+        return Command([sys.executable, "-m", "nodeagent.plugin_host", f"{where}/{TASK_FILE}"], env, base,
                        work_dir, plugin=True)
     cwd = params.get("cwd")
     if cwd is not None and not isinstance(cwd, str):
