@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import math
 import os
 import tempfile
 import time
@@ -24,10 +25,15 @@ from nodeagent.warm import PluginPool
 from tests.support.sink import Sink
 
 
-async def drain(tasks: int, in_flight: int, work: Path) -> dict[str, float]:
-    """Run `tasks` no-op tasks (after a warm-up of `in_flight`), `in_flight` at a time; CPU ms a task and tasks/s."""
+async def drain(tasks: int, in_flight: int, work: Path, hosts: int | None = None) -> dict[str, float]:
+    """Run `tasks` no-op tasks (after a warm-up of `in_flight`), `in_flight` at a time; CPU ms a task and tasks/s.
+
+    `hosts`: exactly that many plugin hosts (at least 2), whatever the timing (`bench.instructions`, where a run is
+    slow); by default the pool sizes itself as in the agent."""
     environ = dict(os.environ)
-    pool = PluginPool(plugin_env([], agent_env(environ)), work, size=in_flight)
+    env = plugin_env([], agent_env(environ))
+    pool = (PluginPool(env, work, size=in_flight, cores=hosts, long_after=math.inf) if hosts
+            else PluginPool(env, work, size=in_flight))
     sink = Sink()
     slots = asyncio.Semaphore(in_flight)
 
@@ -59,11 +65,12 @@ def main() -> None:
     parser.add_argument("--in-flight", type=int, default=64)
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--json", type=Path, help="also write each run's figures here (a list)")
+    parser.add_argument("--hosts", type=int, help="exactly this many plugin hosts (at least 2)")
     args = parser.parse_args()
     runs = []
     for _ in range(args.repeat):
         with tempfile.TemporaryDirectory() as work:
-            figures = uvloop.run(drain(args.tasks, args.in_flight, Path(work)))
+            figures = uvloop.run(drain(args.tasks, args.in_flight, Path(work), args.hosts))
         runs.append(figures)
         print("  ".join(f"{k} {v:.3f}" if isinstance(v, float) else f"{k} {v}" for k, v in figures.items()),
               flush=True)
