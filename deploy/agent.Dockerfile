@@ -1,4 +1,4 @@
-# The node agent alone (aidd-agent: httpx, psutil, nvidia-ml-py), for compute hosts.
+# The node agent alone (aidd-agent: httpx, psutil, nvidia-ml-py, orjson), for compute hosts.
 #   docker build -f deploy/agent.Dockerfile -t aidd-agent .      (from the repository root)
 # GPUs: the image carries no driver. Run it with the NVIDIA container toolkit (`--gpus all`, the compose
 # file's device reservation, or the Kubernetes device plugin's `nvidia.com/gpu`): the toolkit mounts the

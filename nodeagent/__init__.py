@@ -1,6 +1,6 @@
 """The AIDD node agent: registers a compute host, heartbeats its telemetry, leases tasks and runs them.
 
-It ships alone: only httpx, psutil and (at run time, if present) pynvml; nothing from `coordinator`.
+It ships alone: only httpx, psutil, orjson and (at run time, if present) pynvml; nothing from `coordinator`.
 """
 
 from __future__ import annotations

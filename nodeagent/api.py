@@ -12,7 +12,6 @@ once, and the agent stays with the one that answered.
 from __future__ import annotations
 
 import functools
-import json
 from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -20,7 +19,7 @@ from typing import Any
 import httpx
 
 from aiddwire import Heartbeat
-from nodeagent import __version__
+from nodeagent import __version__, jsonout
 
 
 class Unreachable(Exception):
@@ -78,8 +77,7 @@ class CoordinatorApi:
         headers = {"authorization": f"Bearer {token}"} if token else {}
         content = None
         if body is not None:
-            # compact for non-ASCII logs; a lone surrogate (from a plugin's JSON) must not break the request
-            content = json.dumps(body, ensure_ascii=False).encode("utf-8", errors="replace")
+            content = jsonout.dumps(body)
             headers["content-type"] = "application/json"
         problems: list[str] = []
         for _ in self.urls:

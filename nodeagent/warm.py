@@ -37,6 +37,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from nodeagent import jsonout
 from nodeagent.inventory import usable_cpus
 from nodeagent.keeper import Keeper
 from nodeagent.lines import LineSplitter
@@ -131,7 +132,7 @@ class PluginHost:
         self._done = done = self._loop.create_future()
         request = {"task": task, "env": {k: v for k, v in own_env.items() if self.base_env.get(k) != v},
                    "cwd": str(cwd)}
-        self.requests.write(json.dumps(request).encode() + b"\n")
+        self.requests.write(jsonout.dumps(request) + b"\n")
         return done
 
     async def end(self, gone: bool) -> None:

@@ -4,6 +4,7 @@ task commands, lease accounting, and the reporter against the real API."""
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import platform
 import subprocess
@@ -14,10 +15,12 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import orjson
 import psutil
 import pytest
 
 from coordinator.server import BackgroundServer
+from nodeagent import jsonout
 from nodeagent.api import CoordinatorApi
 from nodeagent.commands import BadTask, build_command, shell_argv
 from nodeagent.gpu import FakeGpus, GpuProcess, NvmlProbe, probe_from_env
@@ -215,6 +218,16 @@ async def test_a_result_file_with_nan_is_not_json(tmp_path: Path) -> None:
     assert "-Infinity is not a JSON value" in sink.final("t1")["result"]["result_error"]
     assert sink.final("t2")["result"] == {"score": 0.5}
     assert "-1e400 is out of range for a number" in sink.final("t3")["result"]["result_error"]
+
+
+def test_the_agents_json_sends_what_orjson_refuses_too() -> None:
+    """orjson writes the agent's messages; an integer past 64 bits, a non-string key and a lone surrogate (which
+    orjson refuses) still go, through the standard library: nothing the agent could send before is lost."""
+    plain = {"task": {"id": "t", "n": 3, "x": 0.5, "ok": True, "none": None, "name": "Ångström"}}
+    assert jsonout.dumps(plain) == orjson.dumps(plain) and json.loads(jsonout.dumps(plain)) == plain
+    assert json.loads(jsonout.dumps({"result": 2**70})) == {"result": 2**70}
+    assert json.loads(jsonout.dumps({1: "a"})) == {"1": "a"}
+    assert json.loads(jsonout.dumps({"line": "a\ud800b"})) == {"line": "a?b"}  # as the coordinator takes it
 
 
 def test_leading_assignments_set_variables(tmp_path: Path) -> None:
