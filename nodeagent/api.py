@@ -19,7 +19,7 @@ from typing import Any
 import httpx
 
 from aiddwire import Heartbeat
-from nodeagent import __version__, jsonout
+from nodeagent import __version__, fastjson
 
 
 class Unreachable(Exception):
@@ -77,7 +77,7 @@ class CoordinatorApi:
         headers = {"authorization": f"Bearer {token}"} if token else {}
         content = None
         if body is not None:
-            content = jsonout.dumps(body)
+            content = fastjson.dumps(body)
             headers["content-type"] = "application/json"
         problems: list[str] = []
         for _ in self.urls:
@@ -104,7 +104,7 @@ class CoordinatorApi:
         status = response.status_code
         if status < 300 or status in accept:
             try:
-                return status, response.json() if response.content else None
+                return status, fastjson.loads(response.content) if response.content else None
             except ValueError:
                 raise Unreachable(f"HTTP {status}: not JSON") from None
         if status in (401, 404) and self.worker_id and path.startswith("/api/v1/workers/" + self.worker_id):

@@ -28,6 +28,7 @@ import traceback
 from pathlib import Path
 from typing import Any
 
+from nodeagent import fastjson
 from nodeagent.plugins import PermanentError, TaskContext, TaskFunction, discover, modules_from
 
 EXIT_ERROR = 1
@@ -199,7 +200,7 @@ def serve(request_fd: int, reply_fd: int, scratch: str) -> int:
     threads = threading.active_count()
     with os.fdopen(request_fd, "rb") as requests:
         for line in requests:
-            request = json.loads(line)
+            request = fastjson.loads(line)
             cwd = request["cwd"]
             wanted: dict[str, str] = request["env"]
             _switch_env(base_env, applied, wanted)

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import math
 import os
@@ -37,7 +36,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from nodeagent import jsonout
+from nodeagent import fastjson
 from nodeagent.inventory import usable_cpus
 from nodeagent.keeper import Keeper
 from nodeagent.lines import LineSplitter
@@ -132,7 +131,7 @@ class PluginHost:
         self._done = done = self._loop.create_future()
         request = {"task": task, "env": {k: v for k, v in own_env.items() if self.base_env.get(k) != v},
                    "cwd": str(cwd)}
-        self.requests.write(jsonout.dumps(request) + b"\n")
+        self.requests.write(fastjson.dumps(request) + b"\n")
         return done
 
     async def end(self, gone: bool) -> None:
@@ -224,7 +223,7 @@ class PluginHost:
 
     def _reply(self, line: bytes | bytearray) -> None:
         try:
-            message = json.loads(line)
+            message = fastjson.loads(line)
         except ValueError:
             return
         if not isinstance(message, dict):

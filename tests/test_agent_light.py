@@ -27,7 +27,7 @@ def test_agent_imports_nothing_heavy() -> None:
     result = subprocess.run([sys.executable, "-c", PROBE], capture_output=True, text=True, cwd=ROOT, check=True,
                             timeout=60)
     loaded = set(json.loads(result.stdout))
-    assert {"httpx", "psutil", "orjson"} <= loaded  # orjson: a C module of its own, no dependencies (see jsonout)
+    assert {"httpx", "psutil", "orjson"} <= loaded  # orjson: a C module of its own, no dependencies (see fastjson)
     assert not loaded & HEAVY, f"the agent imports {sorted(loaded & HEAVY)}"
 
 

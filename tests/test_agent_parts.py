@@ -20,7 +20,7 @@ import psutil
 import pytest
 
 from coordinator.server import BackgroundServer
-from nodeagent import jsonout
+from nodeagent import fastjson
 from nodeagent.api import CoordinatorApi
 from nodeagent.commands import BadTask, build_command, shell_argv
 from nodeagent.gpu import FakeGpus, GpuProcess, NvmlProbe, probe_from_env
@@ -220,14 +220,19 @@ async def test_a_result_file_with_nan_is_not_json(tmp_path: Path) -> None:
     assert "-1e400 is out of range for a number" in sink.final("t3")["result"]["result_error"]
 
 
-def test_the_agents_json_sends_what_orjson_refuses_too() -> None:
-    """orjson writes the agent's messages; an integer past 64 bits, a non-string key and a lone surrogate (which
-    orjson refuses) still go, through the standard library: nothing the agent could send before is lost."""
+def test_the_agents_json_is_the_standard_librarys_where_orjson_differs() -> None:
+    """orjson reads and writes the agent's messages; where it would refuse a value or read it otherwise, the
+    standard library does: nothing the agent sent or read before is lost or changed."""
     plain = {"task": {"id": "t", "n": 3, "x": 0.5, "ok": True, "none": None, "name": "Ångström"}}
-    assert jsonout.dumps(plain) == orjson.dumps(plain) and json.loads(jsonout.dumps(plain)) == plain
-    assert json.loads(jsonout.dumps({"result": 2**70})) == {"result": 2**70}
-    assert json.loads(jsonout.dumps({1: "a"})) == {"1": "a"}
-    assert json.loads(jsonout.dumps({"line": "a\ud800b"})) == {"line": "a?b"}  # as the coordinator takes it
+    assert fastjson.dumps(plain) == orjson.dumps(plain) and fastjson.loads(fastjson.dumps(plain)) == plain
+    assert json.loads(fastjson.dumps({"result": 2**70})) == {"result": 2**70}  # orjson refuses these three
+    assert json.loads(fastjson.dumps({1: "a"})) == {"1": "a"}
+    assert json.loads(fastjson.dumps({"line": "a\ud800b"})) == {"line": "a?b"}  # as the coordinator takes it
+    for text in (b'{"big": 123456789012345678901234567890}', b'[-18446744073709551616, 1e400, NaN]',
+                 b'"a\\ud800b"', b'{"id": "00000000000000000000", "n": 18446744073709551615}'):
+        assert repr(fastjson.loads(text)) == repr(json.loads(text))  # orjson: a float, refused, refused, the same
+    with pytest.raises(ValueError):
+        fastjson.loads(b'{"done": ')
 
 
 def test_leading_assignments_set_variables(tmp_path: Path) -> None:
