@@ -163,14 +163,17 @@ class Reporter:
 
     def _take(self, max_events: int = 500, max_chars: int = 1_000_000) -> list[dict[str, Any]]:
         """The next request's worth of events (bounded so it stays under the coordinator's body limit)."""
-        batch: list[dict[str, Any]] = []
-        chars = 0
-        while self._events and len(batch) < max_events and chars < max_chars:
-            event = self._events.pop(0)
+        count = chars = 0
+        for event in self._events:
+            if count >= max_events or chars >= max_chars:
+                break
+            chars += sum(len(line["line"]) for line in event.get("lines", ()))
+            count += 1
+        batch = self._events[:count]
+        del self._events[:count]  # at once: one pop from the front each moved every event behind it
+        for event in batch:
             if self._open_logs.get(event["attempt_id"]) is event:
                 del self._open_logs[event["attempt_id"]]  # later lines start a new event
-            chars += sum(len(line["line"]) for line in event.get("lines", ()))
-            batch.append(event)
         self._recount()
         return batch
 

@@ -371,6 +371,36 @@ async def test_reporter_batches_logs_and_hears_409s(api_server: BackgroundServer
 
 
 @pytest.mark.anyio
+async def test_a_backlog_goes_in_order_in_requests_of_at_most_500_events_or_a_million_characters() -> None:
+    """What waited while the coordinator was away goes in bounded requests (under its body limit), in order."""
+    sent: list[list[dict[str, Any]]] = []
+
+    async def send(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        sent.append(events)
+        return []
+
+    async def unknown() -> None:
+        return None
+
+    reporter = Reporter(send, lambda attempt: None, unknown, max_lines=5000)
+    for i in range(1100):
+        reporter.event({"task_id": f"t{i}", "attempt_id": f"a{i}", "event": "succeeded"})
+    for i in range(4):  # four attempts of 1 000 lines of 400 characters: 400 000 characters each
+        for _ in range(1000):
+            reporter.log(f"l{i}", f"la{i}", "stdout", "x" * 400)
+    runner = asyncio.create_task(reporter.run())
+    try:
+        assert await reporter.flushed(10)
+    finally:
+        runner.cancel()
+    # the events; then logs until a million characters are reached (the request that reaches it goes as it is)
+    assert [len(batch) for batch in sent] == [500, 500, 100 + 3, 1]
+    assert [e["task_id"] for batch in sent for e in batch] == [f"t{i}" for i in range(1100)] + ["l0", "l1", "l2", "l3"]
+    reporter.log("l0", "la0", "stdout", "after")  # the attempt's sent log event takes no more lines: a new one
+    assert reporter._events[-1]["lines"] == [{"stream": "stdout", "line": "after"}]
+
+
+@pytest.mark.anyio
 async def test_reporter_buffer_is_bounded_while_the_coordinator_is_away() -> None:
     api = CoordinatorApi("http://127.0.0.1:9", None)
     api.worker_id, api.worker_token = "00000000-0000-0000-0000-000000000000", "t"
