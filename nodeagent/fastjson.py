@@ -11,6 +11,9 @@ before:
 - reading: a text with a run of 20 or more digits (orjson reads an integer past 64 bits as a float, losing
   digits; the run may be inside a string, which costs only the slower read) and anything orjson refuses (NaN,
   a lone surrogate's escape, 1e400).
+
+Not used for a plugin's result: a host writes its reply with the standard library's `allow_nan=False`, which
+refuses a NaN in a result that orjson would quietly write as null (`plugin_host`).
 """
 
 from __future__ import annotations
