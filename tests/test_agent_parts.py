@@ -229,7 +229,8 @@ def test_the_agents_json_is_the_standard_librarys_where_orjson_differs() -> None
     assert json.loads(fastjson.dumps({1: "a"})) == {"1": "a"}
     assert json.loads(fastjson.dumps({"line": "a\ud800b"})) == {"line": "a?b"}  # as the coordinator takes it
     for text in (b'{"big": 123456789012345678901234567890}', b'[-18446744073709551616, 1e400, NaN]',
-                 b'"a\\ud800b"', b'{"id": "00000000000000000000", "n": 18446744073709551615}'):
+                 b'"a\\ud800b"', b'{"id": "00000000000000000000", "n": 18446744073709551615}',
+                 b'[-9223372036854775809]'):
         assert repr(fastjson.loads(text)) == repr(json.loads(text))  # orjson: a float, refused, refused, the same
     with pytest.raises(ValueError):
         fastjson.loads(b'{"done": ')
@@ -366,6 +367,35 @@ async def test_reporter_batches_logs_and_hears_409s(api_server: BackgroundServer
             assert await reporter.flushed(10)
             assert refused == [leased["attempt_id"]]
             runner.cancel()
+    finally:
+        await api.close()
+
+
+@pytest.mark.anyio
+async def test_a_refused_result_fails_its_task_alone(api_server: BackgroundServer) -> None:
+    """A result the coordinator refuses (an integer beyond 64 bits, which it would read as a float) fails that task,
+    with the reason, and nothing else: the rest of the batch is delivered."""
+    api = CoordinatorApi(api_server.url, None)
+    try:
+        await api.register({"hostname": "refused-result-test"})
+        async with httpx.AsyncClient(base_url=api_server.url) as client:
+            for _ in range(2):
+                await client.post("/api/v1/tasks", json={"service": "admet", "task_type": "noop"})
+            leased = await api.lease({"max_tasks": 2})
+
+            async def unknown() -> None:
+                raise AssertionError("the worker is known")
+
+            reporter = Reporter(api.report, lambda attempt: None, unknown)
+            for lease, result in zip(leased, ({"n": 2**70}, {"n": 2**63}), strict=True):
+                reporter.event({"task_id": lease["task_id"], "attempt_id": lease["attempt_id"], "event": "succeeded",
+                                "result": result, "exit_code": 0})
+            runner = asyncio.create_task(reporter.run())
+            assert await reporter.flushed(10)
+            runner.cancel()
+            big, fine = [(await client.get(f"/api/v1/tasks/{lease['task_id']}")).json() for lease in leased]
+            assert big["status"] == "failed" and "1180591620717411303424 is beyond 64 bits" in big["error"], big
+            assert fine["status"] == "succeeded" and fine["result"] == {"n": 2**63}
     finally:
         await api.close()
 

@@ -93,6 +93,10 @@ BAD_INPUTS = [
     Bad("priority too low", task_body(priority=-10_001), 422, "priority"),
     Bad("priority huge", b'{"service": "a", "task_type": "b", "priority": 100000000000000000000000}', 422,
         "priority"),
+    Bad("an integer orjson would read as a float", b'{"service": "a", "task_type": "b", "input_params": '
+        b'{"big": 123456789012345678901234567890}}', 422, "input_params.big"),
+    Bad("a negative one of 19 digits", b'{"service": "a", "task_type": "b", "input_params": {"n": [1, '
+        b'-9223372036854775809]}}', 422, "input_params.n[1]"),
     Bad("input_params a list", task_body(input_params=["CCO"]), 422, "input_params"),
     Bad("labels a string", task_body(labels="gpu"), 422, "labels"),
     Bad("negative cpu", task_body(resources={"cpu": -1}), 422, "resources.cpu"),
@@ -216,6 +220,19 @@ def test_an_exit_code_beyond_the_database_range_is_a_422(client: httpx.Client) -
     reply = agent.report(leased, "failed", exit_code=2**40, error="boom")
     assert reply.status_code == 422 and reply.json()["field"] == "events[0].exit_code"
     assert agent.report(leased, "failed", exit_code=1, error="boom").status_code == 200
+
+
+def test_integers_keep_their_digits_or_are_refused(client: httpx.Client) -> None:
+    """Integers at the ends of the 64-bit ranges (and long digit strings) are stored as sent; one beyond them, which
+    orjson would read as a float, is a 422 naming its place, in a JSON body as in a file submission's task field."""
+    params = {"max": 2**64 - 1, "min": -2**63, "id": "1" * 25, "x": 1e300}
+    reply = client.post("/api/v1/tasks", json=task_body(input_params=params))
+    assert reply.status_code == 201, reply.text
+    assert client.get(f"/api/v1/tasks/{reply.json()['id']}").json()["input_params"] == params
+    task = json.dumps(task_body(input_params={"big": 2**64})).encode()
+    reply = client.post("/api/v1/tasks/upload", files={"task": (None, task)})
+    assert reply.status_code == 422 and reply.json()["field"] == "task.input_params.big", reply.text
+    assert "18446744073709551616 is beyond 64 bits" in reply.json()["error"]
 
 
 def test_legacy_bodies_work_unchanged(client: httpx.Client) -> None:

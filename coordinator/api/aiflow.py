@@ -8,14 +8,13 @@ from __future__ import annotations
 from typing import Any
 from urllib.parse import parse_qsl
 
-import orjson
 from pydantic import BaseModel, ConfigDict
 from starlette.requests import Request
 
 from coordinator.api.answers import Health, Submitted
 from coordinator.api.auth import Access
 from coordinator.api.files import is_multipart, submit_with_files
-from coordinator.api.http import HttpError, body, parse, read_body
+from coordinator.api.http import HttpError, body, load_json, parse, read_body
 from coordinator.api.routing import Api, Ctx
 from coordinator.api.stats import health
 from coordinator.api.tasks import check_shell
@@ -57,10 +56,7 @@ def _form_task(fields: dict[str, bytes]) -> TaskSpec:
         if name not in fields:
             continue
         raw = fields[name].decode("utf-8", errors="replace")
-        try:
-            data[name] = raw if name == "task_type" else orjson.loads(raw) if raw.strip() else None
-        except orjson.JSONDecodeError as exc:
-            raise HttpError(400, f"{name}: malformed JSON: {exc}", field=name) from None
+        data[name] = raw if name == "task_type" else load_json(raw, name) if raw.strip() else None
     return parse(GatewayTask, {k: v for k, v in data.items() if v is not None}).spec()
 
 

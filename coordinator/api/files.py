@@ -9,13 +9,12 @@ from collections.abc import Callable, Sequence
 from typing import Any
 from urllib.parse import quote
 
-import orjson
 from starlette.requests import Request
 from starlette.responses import StreamingResponse
 
 from coordinator.api.answers import BINARY, AttemptFiles, StoredFile, TaskFiles
 from coordinator.api.auth import Access
-from coordinator.api.http import HttpError, parse
+from coordinator.api.http import HttpError, load_json, parse
 from coordinator.api.params import Query
 from coordinator.api.routing import Api, Ctx
 from coordinator.api.uploads import receive_body, receive_form
@@ -41,10 +40,7 @@ def task_field(fields: dict[str, bytes]) -> TaskSpec:
     """The task of our own multipart form: its `task` field, holding one task as JSON."""
     if "task" not in fields:
         raise HttpError(422, "task: missing (a form field holding the task as JSON)", field="task")
-    try:
-        data = orjson.loads(fields["task"])
-    except orjson.JSONDecodeError as exc:
-        raise HttpError(400, f"task: malformed JSON: {exc}", field="task") from None
+    data = load_json(fields["task"], "task")
     if not isinstance(data, dict):
         raise HttpError(422, "task: must be one task (a JSON object); submit batches as JSON", field="task")
     return parse(TaskSpec, data, prefix="task")

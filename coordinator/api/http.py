@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import uuid
 from contextvars import ContextVar
 from typing import Any, TypeVar
@@ -11,6 +12,7 @@ from pydantic import BaseModel, ValidationError
 from starlette.requests import Request
 from starlette.responses import Response
 
+from aiddwire import may_hold_long_integer
 from coordinator.errors import AiddError
 
 M = TypeVar("M", bound=BaseModel)
@@ -73,12 +75,40 @@ async def read_json(request: Request, limit: int) -> Any:
     return load_json(await read_body(request, limit))
 
 
-def load_json(raw: bytes) -> Any:
-    """Parsed JSON, or a 400."""
+def load_json(raw: bytes | str, field: str | None = None) -> Any:
+    """Parsed JSON (of the body, or of the form field `field`): a 400 when it is not JSON, a 422 naming the place
+    of an integer outside -2**63 .. 2**64 - 1, which orjson would read as a float (its digits lost unseen)."""
+    where = f"{field}: " if field else ""
     try:
-        return orjson.loads(raw)
+        value = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
-        raise HttpError(400, f"malformed JSON: {exc}") from None
+        raise HttpError(400, f"{where}malformed JSON: {exc}", field=field) from None
+    text = raw.encode() if isinstance(raw, str) else raw
+    if may_hold_long_integer(text):
+        try:
+            found = _long_integer(json.loads(text))
+        except RecursionError:
+            raise HttpError(400, f"{where}JSON nested too deeply", field=field) from None
+        if found is not None:
+            path, number = found
+            path = ".".join(p for p in (field, path) if p) or "body"
+            digits = str(number) if len(str(number)) <= 40 else f"{str(number)[:30]}… ({len(str(number))} digits)"
+            raise HttpError(422, f"{path}: the integer {digits} is beyond 64 bits; send it as a string", field=path)
+    return value
+
+
+def _long_integer(value: Any) -> tuple[str, int] | None:
+    """The first integer (in the text's order) outside orjson's range, and its path (`tasks[3].input_params.n`)."""
+    todo: list[tuple[str, Any]] = [("", value)]
+    while todo:
+        path, item = todo.pop()
+        if isinstance(item, dict):
+            todo.extend(reversed([(f"{path}.{key}" if path else key, v) for key, v in item.items()]))
+        elif isinstance(item, list):
+            todo.extend(reversed([(f"{path}[{i}]", v) for i, v in enumerate(item)]))
+        elif type(item) is int and not -2**63 <= item < 2**64:
+            return path, item
+    return None
 
 
 async def read_body(request: Request, limit: int) -> bytes:
