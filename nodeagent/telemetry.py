@@ -8,6 +8,7 @@ capped by what the host has available.
 from __future__ import annotations
 
 from collections.abc import Iterable
+from pathlib import Path
 from typing import Protocol
 
 import psutil
@@ -29,6 +30,19 @@ class RunView(Protocol):
     def pids(self) -> list[int]: ...
 
 
+def cpu_places(cpus: list[int], stat: Path = Path("/proc/stat")) -> list[int]:
+    """The places of `cpus` (CPU numbers) in psutil's per-CPU list. On Linux that list has one entry per `cpuN` line
+    of /proc/stat, online CPUs only: with a CPU offline (hot-unplugged, or SMT siblings under `nosmt`) the numbers
+    and the places part. Elsewhere the list has every CPU, in order."""
+    try:
+        lines = stat.read_text().splitlines()
+    except OSError:
+        return cpus
+    listed = [int(line[3:].split(maxsplit=1)[0]) for line in lines if line.startswith("cpu") and line[3:4].isdigit()]
+    place = {cpu: i for i, cpu in enumerate(listed)}
+    return [place[cpu] for cpu in cpus if cpu in place]
+
+
 class Telemetry:
     """Builds the bodies of heartbeats and leases."""
 
@@ -36,13 +50,15 @@ class Telemetry:
         self.probe, self.host = probe, host
         self.cpus = usable_cpus()
         """The CPUs whose use is reported (host.cpu_cores of them)."""
+        self._places = cpu_places(self.cpus)
+        """Where they are in psutil's per-CPU list."""
         self.cpu_percent()  # the first reading only starts the measurement
 
     def cpu_percent(self) -> float:
         """How busy this agent's CPUs were since the last call, in percent: the mean of theirs alone, so that an
         agent given a few of a machine's cores reports their use, not the machine's."""
         per_cpu = psutil.cpu_percent(interval=None, percpu=True)
-        mine = [per_cpu[i] for i in self.cpus if i < len(per_cpu)]
+        mine = [per_cpu[i] for i in self._places if i < len(per_cpu)]
         return round(sum(mine) / len(mine), 1) if mine else 0.0
 
     def heartbeat(self, runs: Iterable[RunView]) -> Heartbeat:

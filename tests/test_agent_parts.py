@@ -24,12 +24,12 @@ from nodeagent import fastjson
 from nodeagent.api import CoordinatorApi
 from nodeagent.commands import BadTask, build_command, shell_argv
 from nodeagent.gpu import FakeGpus, GpuProcess, NvmlProbe, probe_from_env
-from nodeagent.inventory import describe_host, detect_group, serve_groups
+from nodeagent.inventory import describe_host, detect_group, serve_groups, usable_cpus
 from nodeagent.keeper import Keeper
 from nodeagent.lines import CUT_MARK, LineSplitter
 from nodeagent.reporter import STARTED_WAIT_S, Reporter
 from nodeagent.runner import TaskRun
-from nodeagent.telemetry import Telemetry
+from nodeagent.telemetry import Telemetry, cpu_places
 from tests.support.sink import Sink
 from tests.support.waiting import wait_until
 
@@ -96,6 +96,17 @@ def test_a_pinned_agent_reports_the_use_of_its_own_core() -> None:
             "print(t.heartbeat([])['cpu_percent'])")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True)
     assert float(out.stdout) > 80
+
+
+def test_cpu_use_is_read_at_each_cpus_place_with_cpus_offline(tmp_path: Path) -> None:
+    """psutil lists online CPUs only (/proc/stat's cpuN lines): with CPUs 1, 3, 5 offline, CPU 4 is the third entry,
+    not the fifth; a CPU not listed has no entry. Without /proc/stat (not Linux) the numbers are the places."""
+    stat = tmp_path / "stat"
+    stat.write_text("cpu  1 2 3 4\ncpu0 1 2 3 4\ncpu2 1 2 3 4\ncpu4 1 2 3 4\ncpu6 1 2 3 4\nintr 5\nctxt 9\n")
+    assert cpu_places([2, 4, 6], stat) == [1, 2, 3]
+    assert cpu_places([0, 3, 4], stat) == [0, 2]
+    assert cpu_places([0, 1], tmp_path / "absent") == [0, 1]
+    assert len(cpu_places(usable_cpus())) == len(usable_cpus())  # this machine's: every usable CPU is online
 
 
 @pytest.mark.parametrize("bad", ["[oops", '{"name": "A100"}', "[1, 2]"])
