@@ -12,7 +12,7 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import timedelta
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 import orjson
 from redis.exceptions import RedisError
@@ -41,6 +41,7 @@ from coordinator.states import DROPPED_STREAM, TaskStatus, WorkerStatus
 from coordinator.textcheck import check_text, clean_line
 
 log = logging.getLogger(__name__)
+V = TypeVar("V")
 REGISTRATION_CACHE_S = 60.0
 """How long a coordinator trusts what it read of a worker's registration (its token hash, its routing facts) before
 reading it again: a backstop, since a registration is announced to every coordinator at once (see `verify_token`)."""
@@ -118,6 +119,29 @@ def _as_uuids(ids: set[str]) -> dict[uuid.UUID, str]:
     return parsed
 
 
+class Registrations(Generic[V]):
+    """One fact of each worker's registration as this coordinator last read it, trusted for REGISTRATION_CACHE_S."""
+
+    def __init__(self) -> None:
+        self._read: dict[uuid.UUID, tuple[V, float]] = {}
+
+    def get(self, worker_id: uuid.UUID) -> V | None:
+        """The fact, unless it was never read or is too old to trust."""
+        entry = self._read.get(worker_id)
+        return entry[0] if entry is not None and time.monotonic() - entry[1] <= REGISTRATION_CACHE_S else None
+
+    def put(self, worker_id: uuid.UUID, fact: V) -> V:
+        self._read[worker_id] = (fact, time.monotonic())
+        return fact
+
+    def forget(self, worker_id: uuid.UUID | None) -> None:
+        """Read the worker's fact (None: every worker's) again when next asked."""
+        if worker_id is None:
+            self._read.clear()
+        else:
+            self._read.pop(worker_id, None)
+
+
 class WorkerService:
     """Everything an agent does, and the operator's commands to workers."""
 
@@ -125,10 +149,10 @@ class WorkerService:
         self.core, self.lifecycle = core, lifecycle
         self.keys = core.keys
         self.beats = Beats(core)
-        self._tokens: dict[uuid.UUID, tuple[str, float]] = {}
-        """Worker id -> its token's hash and when it was read (see `verify_token`)."""
-        self._routes: dict[uuid.UUID, tuple[dict[str, Any], float]] = {}
-        """Worker id -> its routing facts and when they were read (see `_routing`)."""
+        self._tokens: Registrations[str] = Registrations()
+        """Each worker's token hash (see `verify_token`)."""
+        self._routes: Registrations[dict[str, Any]] = Registrations()
+        """Each worker's routing facts (see `_routing`)."""
         core.waker.on_token_change = self._forget_registration
 
     # -- identity ---------------------------------------------------------------------------------
@@ -141,26 +165,22 @@ class WorkerService:
         none, announced on the wakeup channel: every coordinator drops its copy at once, all of them when its
         channel was away (messages may have been missed), and any copy after REGISTRATION_CACHE_S (a read that crossed
         the announcement)."""
-        cached = self._tokens.get(worker_id)
-        if cached is None or time.monotonic() - cached[1] > REGISTRATION_CACHE_S:
+        token_hash = self._tokens.get(worker_id)
+        if token_hash is None:
             async with self.core.statements.connect() as conn:  # one round trip, no BEGIN / ROLLBACK around it
                 row = (await conn.execute(TOKEN_HASH, {"worker_id": worker_id})).first()
             if row is None:
-                self._tokens.pop(worker_id, None)
+                self._tokens.forget(worker_id)
                 return False
-            cached = (str(row.token_hash), time.monotonic())
-            self._tokens[worker_id] = cached
-        return secrets.compare_digest(cached[0], hash_token(token))
+            token_hash = self._tokens.put(worker_id, str(row.token_hash))
+        return secrets.compare_digest(token_hash, hash_token(token))
 
     def _forget_registration(self, worker: str | None) -> None:
         """Drop what is cached of a worker whose token changed (None: of every worker). Its token changes exactly
         when it registers again or is removed, which is also when its routing facts change."""
-        if worker is None:
-            self._tokens.clear()
-            self._routes.clear()
-        else:
-            self._tokens.pop(uuid.UUID(worker), None)
-            self._routes.pop(uuid.UUID(worker), None)
+        worker_id = None if worker is None else uuid.UUID(worker)
+        self._tokens.forget(worker_id)
+        self._routes.forget(worker_id)
 
     async def register(self, spec: WorkerRegistration, worker_id: uuid.UUID | None = None) -> dict[str, Any]:
         """Enroll a host; returns its id and its own token (shown once).
@@ -189,8 +209,8 @@ class WorkerService:
             worker_id = uuid.uuid4()
             async with self.core.engine.begin() as conn:
                 await conn.execute(insert(Worker).values(id=worker_id, **values))
-        self._tokens[worker_id] = (token_hash, time.monotonic())
-        self._routes.pop(worker_id, None)
+        self._tokens.put(worker_id, token_hash)
+        self._routes.forget(worker_id)
         await self.core.waker.tokens_changed([str(worker_id)])
         await self._publish_live(worker_id, values, fresh=True)
         return {"id": str(worker_id), "worker_id": str(worker_id), "token": token,
@@ -261,11 +281,11 @@ class WorkerService:
         """A worker's routing facts for its leases: read once and kept until it registers again (see
         `_forget_registration`), since a lease runs at every task start and the read was a Redis round trip on
         its way (~1 ms of a single task's submit → start). Its status is not kept: the claim script checks it."""
-        cached = self._routes.get(worker_id)
-        if cached is None or time.monotonic() - cached[1] > REGISTRATION_CACHE_S:
+        route = self._routes.get(worker_id)
+        if route is None:
             _status, route = await self._route(worker_id)
-            cached = self._routes[worker_id] = (route, time.monotonic())
-        return cached[0]
+            self._routes.put(worker_id, route)
+        return route
 
     # -- heartbeat --------------------------------------------------------------------------------
 
@@ -367,7 +387,7 @@ class WorkerService:
                 return []
             leased = await self._lease_once(worker_id, route, ask)
             if leased is None:  # the claim found it not online: drained, offline, or its entry lost with Redis
-                self._routes.pop(worker_id, None)
+                self._routes.forget(worker_id)
                 status, route = await self._route(worker_id)  # puts a lost entry back from PostgreSQL
                 if status != WorkerStatus.ONLINE or looked:
                     return []
@@ -582,7 +602,7 @@ class WorkerService:
             for worker_id in worker_ids:
                 pipe.delete(self.keys.worker(str(worker_id)), self.keys.worker_tasks(str(worker_id)))
                 pipe.zrem(self.keys.heartbeats, str(worker_id))
-                self._tokens.pop(worker_id, None)
+                self._forget_registration(str(worker_id))
             await pipe.execute()
         await self.core.waker.tokens_changed(str(w) for w in worker_ids)
 

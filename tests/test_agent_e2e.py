@@ -406,7 +406,7 @@ def test_agent_registers_again_when_the_coordinator_forgot_it(live: BackgroundSe
         async with core.engine.begin() as conn:
             await conn.execute(text("DELETE FROM workers WHERE id = :id"), {"id": old_id})
         await core.redis.delete(core.keys.worker(old_id))
-        live.coordinator.workers._tokens.clear()
+        live.coordinator.workers._tokens.forget(None)
 
     live.call(forget)
     new = wait_until(lambda: (w := api.worker("forgotten-node")) and w["id"] != old_id and w, 15,
