@@ -330,6 +330,12 @@ async def test_submit_form_creates_the_task_and_refuses_bad_json(api_server: Bac
         await pilot.press("ctrl+s")
         await until(pilot, lambda: "not JSON" in str(modal.query_one("#form-error").render()), what="the error")
         assert record(api_server, "SELECT count(*) AS n FROM tasks")[0]["n"] == 0
+        modal.query_one("#params").text = '{"receptor": "1M17.pdbqt", "n": 123456789012345678901234567890}'
+        await pilot.press("ctrl+s")  # the coordinator's 422, its field named once
+        await until(pilot, lambda: str(modal.query_one("#form-error").render()).startswith(
+            "Not submitted: input_params.n: the integer 123456789012345678901234567890 is beyond 64 bits"),
+            what="the refusal")
+        assert record(api_server, "SELECT count(*) AS n FROM tasks")[0]["n"] == 0
         modal.query_one("#params").text = '{"receptor": "1M17.pdbqt", "smiles": "CCO"}'
         await pilot.press("ctrl+s")
         await until(pilot, lambda: toasts.saying("Submitted task"), what="the submitted toast")

@@ -220,7 +220,8 @@ class SubmitModal(ModalScreen[str | None]):
             self.dismiss(f"Submitted {result['count']} tasks as batch {short_id(result['batch_id'])} "
                          f"({plain(batch_name, 40)})")
         except (ApiError, ConfigError) as exc:
-            field = f" [{exc.field}]" if isinstance(exc, ApiError) and exc.field else ""
-            self.show_error(f"Not submitted{field}: {plain(str(exc), 300)}")
+            field = exc.field if isinstance(exc, ApiError) else None
+            named = f" [{field}]" if field and not str(exc).startswith(field) else ""  # the API's 422s name it first
+            self.show_error(f"Not submitted{named}: {plain(str(exc), 300)}")
         finally:
             self._sending = False
