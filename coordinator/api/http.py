@@ -92,8 +92,9 @@ def load_json(raw: bytes | str, field: str | None = None) -> Any:
         if found is not None:
             path, number = found
             path = ".".join(p for p in (field, path) if p) or "body"
-            digits = str(number) if len(str(number)) <= 40 else f"{str(number)[:30]}… ({len(str(number))} digits)"
-            raise HttpError(422, f"{path}: the integer {digits} is beyond 64 bits; send it as a string", field=path)
+            digits = str(number)
+            shown = digits if len(digits) <= 40 else f"{digits[:30]}… ({len(digits)} digits)"
+            raise HttpError(422, f"{path}: the integer {shown} is beyond 64 bits; send it as a string", field=path)
     return value
 
 
