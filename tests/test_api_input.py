@@ -233,6 +233,9 @@ def test_integers_keep_their_digits_or_are_refused(client: httpx.Client) -> None
     reply = client.post("/api/v1/tasks/upload", files={"task": (None, task)})
     assert reply.status_code == 422 and reply.json()["field"] == "task.input_params.big", reply.text
     assert "18446744073709551616 is beyond 64 bits" in reply.json()["error"]
+    reply = client.post("/api/v1/tasks", json=[task_body(), task_body(input_params={"n": [1, {"m": -10**59}]})])
+    assert reply.status_code == 422 and reply.json()["field"] == "[1].input_params.n[1].m", reply.text
+    assert f"the integer {str(-10**59)[:30]}… (60 digits) is beyond 64 bits" in reply.json()["error"]
 
 
 def test_legacy_bodies_work_unchanged(client: httpx.Client) -> None:

@@ -93,7 +93,7 @@ def load_json(raw: bytes | str, field: str | None = None) -> Any:
             path, number = found
             path = ".".join(p for p in (field, path) if p) or "body"
             digits = str(number)
-            shown = digits if len(digits) <= 40 else f"{digits[:30]}… ({len(digits)} digits)"
+            shown = digits if len(digits) <= 40 else f"{digits[:30]}… ({len(digits.lstrip('-'))} digits)"
             raise HttpError(422, f"{path}: the integer {shown} is beyond 64 bits; send it as a string", field=path)
     return value
 
